@@ -1,0 +1,52 @@
+"""Messages shared by every concern: the generic acknowledgement and the error reply.
+
+Tags 0x0001-0x000F.
+"""
+
+from __future__ import annotations
+
+from aura_sync import errors
+from aura_sync.messages._base import Message, message
+
+__all__ = ["Ack", "ErrorReply"]
+
+
+@message(0x0001)
+class Ack(Message):
+    """A request succeeded and has nothing else to say."""
+
+
+@message(0x0002)
+class ErrorReply(Message):
+    """A request failed with an expected error (or the actor crashed on it).
+
+    ``error_type`` is the name of an :mod:`aura_sync.errors` class;
+    ``retry_after`` is set (seconds) when the error is a rate-limit denial.
+    """
+
+    error_type: str
+    message: str
+    retry_after: float | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorReply:
+        """The reply that carries ``exc`` back to the asker."""
+        name = type(exc).__name__
+        if not isinstance(getattr(errors, name, None), type):
+            name = "ActorCrashed" if not isinstance(exc, errors.AuraError) else "AuraError"
+        if isinstance(exc, errors.RateLimited):
+            return cls(name, exc.reason, exc.retry_after)
+        return cls(name, str(exc) or name, None)
+
+    def to_exception(self) -> errors.AuraError:
+        """The :mod:`aura_sync.errors` exception this reply stands for."""
+        if self.error_type == "RateLimited":
+            return errors.RateLimited(self.retry_after or 0.0, self.message)
+        cls = getattr(errors, self.error_type, None)
+        if isinstance(cls, type) and issubclass(cls, errors.AuraError):
+            try:
+                exc = cls(self.message)
+            except TypeError:  # errors with a richer constructor
+                exc = errors.AuraError(f"{self.error_type}: {self.message}")
+            return exc
+        return errors.AuraError(f"{self.error_type}: {self.message}")
