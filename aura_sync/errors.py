@@ -21,6 +21,7 @@ __all__ = [
     "AuraError",
     "CapabilityError",
     "ConfigError",
+    "ConnectFailed",
     "DecodeError",
     "InvalidArgument",
     "InvalidHandle",
@@ -114,6 +115,13 @@ class AcquireTimeout(PoolError, TimeoutError):
 
 class InvalidHandle(PoolError, ValueError):
     """A connection handle was released twice, or does not belong to this pool."""
+
+
+class ConnectFailed(PoolError):
+    """The pool's connector could not open a connection; the cause is chained.
+
+    A transport failure is an expected error (a typed reply), not a crash.
+    """
 
 
 # --- peers -----------------------------------------------------------------
