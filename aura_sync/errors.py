@@ -23,11 +23,14 @@ __all__ = [
     "ConfigError",
     "ConnectFailed",
     "DecodeError",
+    "DiscoveryError",
     "InvalidArgument",
     "InvalidHandle",
     "InvalidTransition",
     "NotFound",
     "PeerError",
+    "PeerTableFull",
+    "PeerUnavailable",
     "PoolError",
     "PoolExhausted",
     "RateLimited",
@@ -145,6 +148,18 @@ class SessionLimitReached(PeerError):
 
 class CapabilityError(PeerError):
     """A capability token is missing, malformed, or does not grant what is needed."""
+
+
+class PeerUnavailable(PeerError):
+    """The peer cannot take a sync session now (not CONNECTED, or in failure backoff)."""
+
+
+class PeerTableFull(PeerError):
+    """The peer table is at ``max_tracked_peers`` and no dead peer can be evicted."""
+
+
+class DiscoveryError(PeerError):
+    """The discovery effect failed or returned malformed candidates; the cause is chained."""
 
 
 # --- actors ----------------------------------------------------------------
