@@ -32,7 +32,7 @@ from aura_sync.errors import AuraError, DecodeError, InvalidArgument
 from aura_sync.ids import DeviceId
 from aura_sync.messages._base import Message, _lookup
 
-__all__ = ["MAX_FRAME_SIZE", "decode", "encode", "to_wire", "from_wire"]
+__all__ = ["MAX_FRAME_SIZE", "decode", "encode", "from_wire", "to_wire"]
 
 MAX_FRAME_SIZE: Final = 1 << 20
 """Default maximum size of one encoded message, in bytes (1 MiB)."""
@@ -296,12 +296,11 @@ _PLAIN_CHECK = {int: "int", str: "str", bytes: "bytes", bool: "bool"}
 
 def _compile(cls: type[Message]) -> tuple[_Conv, _Conv]:
     """Generate and cache the (encode, decode) pair of ``cls``."""
-    if not (isinstance(cls, type) and issubclass(cls, Message)) or not dataclasses.is_dataclass(
-        cls
-    ):
+    klass: Any = cls
+    if not dataclasses.is_dataclass(klass):
         raise InvalidArgument(f"{cls!r} is not a registered message class")
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if f.init]
+    hints = typing.get_type_hints(klass)
+    fields = [f for f in dataclasses.fields(klass) if f.init]
     ns: dict[str, Any] = {"_cls": cls, "_bad": _bad, "_tag": cls.TAG}
     enc_parts = ["_tag"]
     dec_lines = [
