@@ -22,18 +22,24 @@ __all__ = [
     "CapabilityError",
     "ConfigError",
     "ConnectFailed",
+    "ConnectionClosed",
     "DecodeError",
     "DiscoveryError",
+    "HandshakeFailed",
+    "IdentityError",
     "InvalidArgument",
     "InvalidHandle",
     "InvalidTransition",
+    "JournalCorrupt",
     "NotFound",
     "PeerError",
+    "PeerIdentityMismatch",
     "PeerTableFull",
     "PeerUnavailable",
     "PoolError",
     "PoolExhausted",
     "RateLimited",
+    "RequestTimeout",
     "RetryExhausted",
     "RunningChild",
     "SessionLimitReached",
@@ -41,6 +47,7 @@ __all__ = [
     "SupervisorError",
     "SupervisorGaveUp",
     "SupervisorStopped",
+    "TransportError",
     "UnhandledMessage",
     "UnknownPeer",
     "WrongType",
@@ -218,3 +225,42 @@ class SupervisorStopped(SupervisorError, ActorStopped):
 
 class SupervisorGaveUp(SupervisorError):
     """Restart intensity was exceeded: the supervisor stopped its children and gave up."""
+
+
+# --- runtime: identity, transport, journal ------------------------------------------
+
+
+class IdentityError(AuraError):
+    """A key file, a certificate or a peer's proof of identity is invalid.
+
+    Raised for a key file with permissions wider than 0600, unreadable or
+    corrupt key material, a certificate whose key is not Ed25519 or whose
+    self-signature does not verify.
+    """
+
+
+class TransportError(AuraError):
+    """Base class of transport failures (connect, handshake, closed connection)."""
+
+
+class ConnectionClosed(TransportError):
+    """The connection (or the whole transport) is closed; nothing more can be sent."""
+
+
+class HandshakeFailed(TransportError):
+    """A connection could not be established: refused, timed out, or the TLS handshake failed."""
+
+
+class PeerIdentityMismatch(HandshakeFailed, IdentityError):
+    """The peer could not prove the key behind the ``DeviceId`` it was expected to have."""
+
+
+class RequestTimeout(TransportError, TimeoutError):
+    """No reply to a request arrived within its timeout (seconds)."""
+
+
+class JournalCorrupt(AuraError):
+    """The journal database is not an aura-sync journal or fails its integrity checks.
+
+    It is reported, never silently rewritten: the operator decides what to do.
+    """
