@@ -260,19 +260,19 @@ class Rng(Protocol):
         """A float in [0, 1)."""
         ...
 
-    def uniform(self, a: float, b: float) -> float:
+    def uniform(self, a: float, b: float, /) -> float:
         """A float in [a, b]."""
         ...
 
-    def randrange(self, stop: int) -> int:
+    def randrange(self, stop: int, /) -> int:
         """An int in [0, stop)."""
         ...
 
-    def shuffle(self, items: MutableSequence[Any]) -> None:
+    def shuffle(self, items: MutableSequence[Any], /) -> None:
         """Shuffle ``items`` in place."""
         ...
 
-    def choice(self, items: Sequence[T]) -> T:
+    def choice(self, items: Sequence[T], /) -> T:
         """One element of a non-empty sequence."""
         ...
 
