@@ -1,0 +1,284 @@
+"""Biscuit capability tokens: minting and fail-closed verification.
+
+A peer may only be asked for sync work if it holds a capability token, signed
+by the network's *authority* key, that grants the ``sync:request_digest``
+right (:data:`SYNC_REQUEST_DIGEST`).  Tokens are `Biscuit
+<https://www.biscuitsec.org/>`_ tokens (module ``biscuit_auth`` from the
+``biscuit-python`` package); every Biscuit detail of the project lives in this
+module, so the rest of the code only sees ``bytes`` and :class:`DeviceId`.
+
+Token layout (the authority block written by :func:`issue_capability_token`)::
+
+    right("sync:request_digest");          // one fact per granted right
+    subject(hex:0102...);                  // optional: the DeviceId it is for
+
+Verification (:func:`verify_capability_token`) checks the signature chain
+against the root public key, then runs an authorizer that
+
+* allows only if the authority block holds ``right(<required right>)``
+  (facts added by attenuation blocks are not trusted, so a holder cannot add
+  rights);
+* rejects a token whose authority block names a ``subject`` other than the
+  peer it is presented for (a token without ``subject`` is a bearer token);
+* runs every check carried by the token (attenuation blocks can only
+  restrict).  No ``time`` fact is supplied, so a token carrying a time-based
+  check (an expiry) fails closed.
+
+Verification *fails closed*: any problem (bytes that do not parse, a foreign
+signature, a missing right, a failed check, a Datalog limit, an unexpected
+error inside the Biscuit library) raises :class:`~aura_sync.errors.CapabilityError`
+and nothing else.  Only an argument of the wrong Python type raises
+:class:`~aura_sync.errors.WrongType` (a programming error, not a bad token).
+
+Integration points: :meth:`aura_sync.infrastructure.peers.PeerManager.update_peer_capabilities`
+uses :func:`verify_capability_token` with the configured
+``PeerDiscoveryConfig.root_public_key``; the CLI mints tokens with
+:func:`issue_capability_token` and keys with :func:`generate_authority_keypair`.
+
+Layer: cores (imports values only).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+import biscuit_auth
+
+from aura_sync.errors import CapabilityError, InvalidArgument, WrongType
+from aura_sync.ids import DeviceId
+
+__all__ = [
+    "KEY_SIZE",
+    "MAX_TOKEN_SIZE",
+    "SYNC_REQUEST_DIGEST",
+    "AuthorityKeyPair",
+    "check_public_key",
+    "generate_authority_keypair",
+    "issue_capability_token",
+    "public_key_from_private",
+    "verify_capability_token",
+]
+
+SYNC_REQUEST_DIGEST: Final = "sync:request_digest"
+"""The right a peer needs before it is selected for sync (asked for digests)."""
+
+KEY_SIZE: Final = 32
+"""Size in bytes of a raw Ed25519 public or private key."""
+
+MAX_TOKEN_SIZE: Final = 16 * 1024
+"""Largest token accepted for verification, in bytes; larger ones fail closed."""
+
+_RIGHT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
+
+_AUTHORIZER_TIME_LIMIT: Final = datetime.timedelta(milliseconds=200)
+"""Datalog run-time limit per verification.  The library default (1 ms) is so
+tight that a verification on a loaded machine could fail spuriously; 200 ms
+still bounds the work a hostile token can cause."""
+
+# biscuit-python 0.4's bundled stubs predate the ``Algorithm`` argument of
+# ``PublicKey.from_bytes``/``PrivateKey.from_bytes``; the ignores below are for that.
+_ALGORITHM: Final = biscuit_auth.Algorithm.Ed25519  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityKeyPair:
+    """An Ed25519 key pair of a capability authority, as raw bytes.
+
+    ``private_key`` (32 bytes) signs tokens with :func:`issue_capability_token`;
+    ``public_key`` (32 bytes) is what verifiers configure as
+    ``PeerDiscoveryConfig.root_public_key``.  The private key is left out of
+    ``repr``.
+    """
+
+    private_key: bytes = field(repr=False)
+    public_key: bytes
+
+    def __post_init__(self) -> None:
+        _check_key_bytes(self.private_key, "private_key")
+        check_public_key(self.public_key, "public_key")
+        if public_key_from_private(self.private_key) != self.public_key:
+            raise InvalidArgument("public_key does not belong to private_key")
+
+
+def generate_authority_keypair() -> AuthorityKeyPair:
+    """A fresh random authority key pair (uses the OS entropy source)."""
+    kp = biscuit_auth.KeyPair()
+    return AuthorityKeyPair(bytes(kp.private_key.to_bytes()), bytes(kp.public_key.to_bytes()))
+
+
+def public_key_from_private(private_key: bytes) -> bytes:
+    """The 32-byte public key that belongs to a 32-byte Ed25519 ``private_key``.
+
+    Raises :class:`WrongType` for non-bytes and :class:`InvalidArgument` for a
+    wrong length.
+    """
+    _check_key_bytes(private_key, "private_key")
+    kp = biscuit_auth.KeyPair.from_private_key(_private_key(private_key))
+    return bytes(kp.public_key.to_bytes())
+
+
+def check_public_key(value: object, name: str = "root_public_key") -> bytes:
+    """Return ``value`` if it is a usable raw Ed25519 public key (32 bytes).
+
+    Raises :class:`WrongType` for non-bytes and :class:`InvalidArgument` for a
+    wrong length or bytes the Biscuit library rejects.
+    """
+    key = _check_key_bytes(value, name)
+    try:
+        _public_key(key)
+    except Exception as exc:
+        raise InvalidArgument(f"{name} is not a valid Ed25519 public key: {key.hex()}") from exc
+    return key
+
+
+def issue_capability_token(
+    authority_private_key: bytes,
+    rights: Iterable[str] = (SYNC_REQUEST_DIGEST,),
+    subject: DeviceId | None = None,
+) -> bytes:
+    """Mint a Biscuit token signed by the authority that grants ``rights``.
+
+    :param authority_private_key: the authority's 32-byte Ed25519 private key.
+    :param rights: the rights granted, e.g. ``("sync:request_digest",)``; at
+        least one; each 1-128 characters of letters, digits and ``_.:/-``.
+    :param subject: the peer the token is for; verification for any other peer
+        fails.  ``None`` mints a bearer token valid for whoever presents it.
+    :returns: the serialized token.
+    :raises WrongType: an argument of the wrong type.
+    :raises InvalidArgument: a wrong key length, no rights, or a malformed right.
+    """
+    _check_key_bytes(authority_private_key, "authority_private_key")
+    if isinstance(rights, str | bytes):
+        raise WrongType(
+            f"rights must be an iterable of str, got {type(rights).__name__} {rights!r}"
+        )
+    rights_tuple = tuple(rights)
+    if not rights_tuple:
+        raise InvalidArgument("rights must name at least one right, got ()")
+    for right in rights_tuple:
+        if type(right) is not str:
+            raise WrongType(f"each right must be a str, got {type(right).__name__} {right!r}")
+        if not _RIGHT_RE.fullmatch(right):
+            raise InvalidArgument(
+                f"right must be 1-128 characters of letters, digits and _.:/-, got {right!r}"
+            )
+    if subject is not None and type(subject) is not DeviceId:
+        raise WrongType(f"subject must be a DeviceId or None, got {type(subject).__name__}")
+    builder = biscuit_auth.BiscuitBuilder()
+    for right in dict.fromkeys(rights_tuple):
+        builder.add_code("right({r});", {"r": right})
+    if subject is not None:
+        builder.add_code("subject({s});", {"s": subject.raw})
+    token = builder.build(_private_key(authority_private_key))
+    return bytes(token.to_bytes())
+
+
+def verify_capability_token(
+    token: bytes,
+    root_public_key: bytes,
+    *,
+    required_right: str = SYNC_REQUEST_DIGEST,
+    subject: DeviceId | None = None,
+) -> tuple[str, ...]:
+    """Verify ``token`` and return the rights its authority block grants.
+
+    :param token: the serialized Biscuit token (at most :data:`MAX_TOKEN_SIZE` bytes).
+    :param root_public_key: the authority's 32-byte Ed25519 public key.
+    :param required_right: the right the token must grant.
+    :param subject: the peer presenting the token; a token bound to another
+        subject is refused.  ``None`` skips the subject check.
+    :returns: every right granted by the authority block, sorted (it contains
+        ``required_right``).
+    :raises CapabilityError: the token is too large, malformed, not signed by
+        the authority, lacks ``required_right``, is bound to another subject,
+        or fails one of its own checks.  Fails closed: any error from the
+        Biscuit library becomes a ``CapabilityError``.
+    :raises WrongType: ``token``/``root_public_key`` is not bytes, or
+        ``subject`` is not a DeviceId.
+    :raises InvalidArgument: ``root_public_key`` has the wrong size or
+        ``required_right`` is malformed.
+    """
+    if type(token) is not bytes:
+        raise WrongType(f"token must be bytes, got {type(token).__name__}")
+    root = check_public_key(root_public_key, "root_public_key")
+    if type(required_right) is not str:
+        raise WrongType(
+            f"required_right must be a str, got {type(required_right).__name__} {required_right!r}"
+        )
+    if not _RIGHT_RE.fullmatch(required_right):
+        raise InvalidArgument(f"required_right is malformed: {required_right!r}")
+    if subject is not None and type(subject) is not DeviceId:
+        raise WrongType(f"subject must be a DeviceId or None, got {type(subject).__name__}")
+    if len(token) > MAX_TOKEN_SIZE:
+        raise CapabilityError(
+            f"capability token of {len(token)} bytes is over the limit of {MAX_TOKEN_SIZE}"
+        )
+    if not token:
+        raise CapabilityError("capability token is empty")
+    try:
+        return _verify(token, root, required_right, subject)
+    except CapabilityError:
+        raise
+    except BaseException as exc:
+        # pyo3 panics derive from BaseException: fail closed on them too, but
+        # never swallow interpreter control flow.
+        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+            raise
+        raise CapabilityError(_describe_failure(exc, required_right)) from exc
+
+
+def _verify(
+    token: bytes, root: bytes, required_right: str, subject: DeviceId | None
+) -> tuple[str, ...]:
+    biscuit = biscuit_auth.Biscuit.from_bytes(token, _public_key(root))
+    builder = biscuit_auth.AuthorizerBuilder()
+    if subject is not None:
+        builder.add_code("reject if subject($s), $s != {peer};", {"peer": subject.raw})
+    builder.add_code("allow if right({r});", {"r": required_right})
+    limits = builder.limits()  # type: ignore[attr-defined]
+    limits.max_time = _AUTHORIZER_TIME_LIMIT
+    builder.set_limits(limits)  # type: ignore[attr-defined]
+    authorizer = builder.build(biscuit)
+    authorizer.authorize()
+    granted: set[str] = set()
+    for fact in authorizer.query(biscuit_auth.Rule("granted($r) <- right($r)")):
+        terms = fact.terms
+        if len(terms) == 1 and type(terms[0]) is str:
+            granted.add(terms[0])
+    if required_right not in granted:  # defence in depth: the policy already demands it
+        raise CapabilityError(f"capability token does not grant {required_right!r}")
+    return tuple(sorted(granted))
+
+
+def _describe_failure(exc: BaseException, required_right: str) -> str:
+    if isinstance(exc, biscuit_auth.BiscuitValidationError):
+        return (
+            "capability token is malformed or not signed by the configured authority "
+            f"({type(exc).__name__}: {exc})"
+        )
+    if isinstance(exc, biscuit_auth.AuthorizationError):
+        return f"capability token does not authorize {required_right!r} for this peer: {exc}"
+    return f"capability token could not be verified ({type(exc).__name__}: {exc})"
+
+
+def _check_key_bytes(value: object, name: str) -> bytes:
+    if type(value) is not bytes:
+        raise WrongType(f"{name} must be {KEY_SIZE} raw bytes, got {type(value).__name__}")
+    if len(value) != KEY_SIZE:
+        raise InvalidArgument(f"{name} must be exactly {KEY_SIZE} bytes, got {len(value)}")
+    return value
+
+
+def _private_key(raw: bytes) -> biscuit_auth.PrivateKey:
+    try:
+        return biscuit_auth.PrivateKey.from_bytes(raw, _ALGORITHM)  # type: ignore[call-arg]
+    except Exception as exc:
+        raise InvalidArgument("authority_private_key is not a valid Ed25519 private key") from exc
+
+
+def _public_key(raw: bytes) -> biscuit_auth.PublicKey:
+    return biscuit_auth.PublicKey.from_bytes(raw, _ALGORITHM)  # type: ignore[call-arg]
