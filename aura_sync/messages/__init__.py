@@ -20,7 +20,7 @@ Layer: messages.
 """
 
 from aura_sync.errors import DecodeError
-from aura_sync.messages import codec
+from aura_sync.messages import cache, codec, peers, retry
 from aura_sync.messages._base import Message, message, registered_messages
 from aura_sync.messages.common import Ack, ErrorReply
 
@@ -29,7 +29,10 @@ __all__ = [
     "DecodeError",
     "ErrorReply",
     "Message",
+    "cache",
     "codec",
     "message",
+    "peers",
     "registered_messages",
+    "retry",
 ]
