@@ -1,0 +1,4 @@
+"""The long-lived node: configuration, health and metrics, and the supervised node itself.
+
+Layer: runtime.
+"""

@@ -1,0 +1,459 @@
+"""Node configuration: embedded defaults, an optional TOML file, command-line overrides.
+
+Role
+    :class:`NodeConfig` is everything one long-lived node needs: where its
+    state lives, where it listens, whom it bootstraps from, the capability
+    authority, how often and how wide it syncs, the optional metrics port,
+    the log level, and the configurations of the four infrastructure
+    concerns.  Every field has a default, so ``aura-sync node`` runs with no
+    file and no flag at all.
+
+Precedence
+    defaults  <  TOML file (``--config PATH``)  <  command-line flags.
+    :func:`load_config` merges the three and validates *every* value once:
+    an unreadable file, a TOML syntax error, an unknown key, a value of the
+    wrong type or out of range raises :class:`~aura_sync.errors.ConfigError`
+    whose message names the key (``pool.max_total_connections``) and the
+    value, and the node refuses to start.
+
+File layout (every key optional)::
+
+    data_dir = "/var/lib/aura-sync"
+    listen = "127.0.0.1:7400"                      # host:port, port 0 = any
+    bootstrap = ["<device-id>@127.0.0.1:7401"]     # a peer's DeviceId and address
+    authority_public_key = "<64 hex digits>"       # enables Biscuit capabilities
+    token_path = "/var/lib/aura-sync/token"        # this node's token (base64)
+    sync_interval = 2.0                            # seconds between sync rounds
+    peers_per_round = 3
+    batch_size = 128                               # ops per message, 1..128
+    request_timeout = 5.0                          # seconds per network request
+    shutdown_timeout = 5.0                         # seconds for a clean stop
+    metrics_port = 9100                            # 127.0.0.1 only; 0 = any free port
+    log_level = "info"
+
+    [rate_limit]   # RateLimitConfig fields
+    [pool]         # PoolConfig fields
+    [peers]        # PeerDiscoveryConfig fields (not root_public_key)
+    [cache]
+    max_keys = 1024
+
+A bootstrap entry names the peer's :class:`~aura_sync.ids.DeviceId`
+(``str(device_id)``, the UUID form) because every connection is mutually
+authenticated: a node only dials a peer whose key it knows.
+
+Layer: runtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from aura_sync.errors import ConfigError, InvalidArgument, WrongType
+from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.capabilities import check_public_key
+from aura_sync.infrastructure.connections import PoolConfig
+from aura_sync.infrastructure.peers import PeerDiscoveryConfig
+from aura_sync.infrastructure.rate_limit import RateLimitConfig
+from aura_sync.messages.sync import MAX_OPS_BATCH
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "BootstrapPeer",
+    "NodeConfig",
+    "default_data_dir",
+    "load_config",
+    "parse_bootstrap",
+    "parse_listen_address",
+]
+
+DEFAULT_LISTEN: Final = "127.0.0.1:7400"
+"""Where a node listens unless told otherwise."""
+
+_LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_MAX_PEERS_PER_ROUND: Final = 64
+
+
+def default_data_dir() -> Path:
+    """``$AURA_SYNC_DATA``, else ``$XDG_DATA_HOME/aura-sync``, else ``~/.local/share/aura-sync``."""
+    env = os.environ.get("AURA_SYNC_DATA")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "aura-sync"
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapPeer:
+    """A peer to dial at start: its DeviceId (what TLS must prove) and "host:port"."""
+
+    device_id: DeviceId
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.device_id}@{self.address}"
+
+
+def parse_listen_address(text: object, name: str = "listen") -> str:
+    """Validate a "host:port" string (port 0..65535); return it.
+
+    Raises :class:`~aura_sync.errors.ConfigError` naming ``name`` and the value.
+    """
+    if type(text) is not str:
+        raise ConfigError(f"config key {name!r} must be a 'host:port' string, got {text!r}")
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(
+            f"config key {name!r} has invalid value {text!r}: expected 'host:port' "
+            f"with a port in 0..65535"
+        )
+    if any(c.isspace() for c in text):
+        raise ConfigError(f"config key {name!r} has invalid value {text!r}: contains spaces")
+    return text
+
+
+def parse_bootstrap(text: object, name: str = "bootstrap") -> BootstrapPeer:
+    """Parse ``"<device-id>@host:port"`` into a :class:`BootstrapPeer`.
+
+    Raises :class:`~aura_sync.errors.ConfigError` naming ``name`` and the value.
+    """
+    if type(text) is not str:
+        raise ConfigError(
+            f"config key {name!r} entries must be '<device-id>@host:port' strings, got {text!r}"
+        )
+    ident, sep, address = text.partition("@")
+    if not sep:
+        raise ConfigError(
+            f"config key {name!r} has invalid value {text!r}: expected '<device-id>@host:port' "
+            f"(the peer's DeviceId is needed to authenticate it)"
+        )
+    try:
+        device_id = DeviceId.parse(ident)
+    except InvalidArgument:
+        raise ConfigError(
+            f"config key {name!r} has invalid value {text!r}: {ident!r} is not a DeviceId"
+        ) from None
+    address = parse_listen_address(address, name)
+    if address.endswith(":0"):
+        raise ConfigError(
+            f"config key {name!r} has invalid value {text!r}: port 0 cannot be dialed"
+        )
+    return BootstrapPeer(device_id, address)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """The validated configuration of one node (see the module docstring).
+
+    :param data_dir: directory of the node's key, journal and state.
+    :param listen: "host:port" to accept peers on (port 0: any free port).
+    :param bootstrap: peers dialed at start.
+    :param authority_public_key: 32-byte Ed25519 key of the Biscuit
+        authority; when set, peers must present a token granting
+        ``sync:request_digest`` (fail closed) and this node presents its own.
+    :param token_path: file holding this node's token (base64 text).
+    :param sync_interval: seconds between sync rounds (> 0).
+    :param peers_per_round: peers synced per round (1..64).
+    :param batch_size: ops per pull/push message (1..128).
+    :param request_timeout: seconds a network request may take (> 0).
+    :param shutdown_timeout: seconds a clean stop may take (> 0).
+    :param metrics_port: local HTTP port for ``/health`` and ``/metrics``
+        (0: any free port; None: disabled).  Bound to 127.0.0.1 only.
+    :param log_level: DEBUG, INFO, WARNING, ERROR or CRITICAL.
+    :param rate_limit, pool, peers: configurations of the infrastructure concerns.
+    :param cache_max_keys: keys tracked by the epoch cache (>= 1).
+    :param debug_endpoints: expose ``POST /debug/*`` (fault injection, op
+        writes) on the metrics port; only ``aura-sync demo`` turns it on.
+    :param refuse_sync: refuse every sync request and run no rounds (the
+        demo's ``--force-divergence``).
+
+    Construct it through :func:`load_config` (which validates every value
+    and names the offending key); direct construction validates too.
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    listen: str = DEFAULT_LISTEN
+    bootstrap: tuple[BootstrapPeer, ...] = ()
+    authority_public_key: bytes | None = None
+    token_path: Path | None = None
+    sync_interval: float = 2.0
+    peers_per_round: int = 3
+    batch_size: int = MAX_OPS_BATCH
+    request_timeout: float = 5.0
+    shutdown_timeout: float = 5.0
+    metrics_port: int | None = None
+    log_level: str = "INFO"
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    peers: PeerDiscoveryConfig = field(default_factory=PeerDiscoveryConfig)
+    cache_max_keys: int = 1024
+    debug_endpoints: bool = False
+    refuse_sync: bool = False
+
+    def __post_init__(self) -> None:
+        for key, check in _TOP_LEVEL.items():
+            value = getattr(self, key)
+            object.__setattr__(self, key, check(key, value))
+        for key, cls in (("rate_limit", RateLimitConfig), ("pool", PoolConfig)):
+            if not isinstance(getattr(self, key), cls):
+                raise ConfigError(f"config key {key!r} must be a {cls.__name__}")
+        if not isinstance(self.peers, PeerDiscoveryConfig):
+            raise ConfigError("config key 'peers' must be a PeerDiscoveryConfig")
+        if self.peers.root_public_key != self.authority_public_key:
+            object.__setattr__(
+                self,
+                "peers",
+                dataclasses.replace(self.peers, root_public_key=self.authority_public_key),
+            )
+        if self.peers.capability_filtering and self.authority_public_key is None:
+            object.__setattr__(
+                self, "peers", dataclasses.replace(self.peers, capability_filtering=False)
+            )
+        if self.authority_public_key is not None and self.token_path is None:
+            raise ConfigError(
+                "config key 'token_path' is required when 'authority_public_key' is set "
+                "(peers refuse a node without a capability token)"
+            )
+
+    @property
+    def capabilities_required(self) -> bool:
+        """Whether peers must present a capability token (an authority key is set)."""
+        return self.authority_public_key is not None
+
+    def replace(self, **changes: Any) -> NodeConfig:
+        """A copy with ``changes`` applied and validated."""
+        return dataclasses.replace(self, **changes)
+
+
+# --- value checkers (key, value) -> normalized value; raise ConfigError ------------------
+
+
+def _bad(key: str, value: object, why: str) -> ConfigError:
+    return ConfigError(f"config key {key!r} has invalid value {value!r}: {why}")
+
+
+def _path(key: str, value: object) -> Path:
+    if isinstance(value, Path):
+        return value.expanduser()
+    if type(value) is not str or not value or "\x00" in value:
+        raise _bad(key, value, "expected a non-empty path string")
+    return Path(value).expanduser()
+
+
+def _optional_path(key: str, value: object) -> Path | None:
+    return None if value is None else _path(key, value)
+
+
+def _positive_seconds(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(key, value, "expected a number of seconds")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise _bad(key, value, "expected a finite number of seconds > 0")
+    return seconds
+
+
+def _int_in(low: int, high: int) -> Callable[[str, object], int]:
+    def check(key: str, value: object) -> int:
+        if type(value) is not int:
+            raise _bad(key, value, f"expected an integer in {low}..{high}")
+        if not low <= value <= high:
+            raise _bad(key, value, f"expected an integer in {low}..{high}")
+        return value
+
+    return check
+
+
+def _port(key: str, value: object) -> int | None:
+    if value is None:
+        return None
+    return _int_in(0, 65535)(key, value)
+
+
+def _bool(key: str, value: object) -> bool:
+    if type(value) is not bool:
+        raise _bad(key, value, "expected true or false")
+    return value
+
+
+def _log_level(key: str, value: object) -> str:
+    if type(value) is not str or value.upper() not in _LOG_LEVELS:
+        raise _bad(key, value, f"expected one of {', '.join(_LOG_LEVELS)} (any case)")
+    return value.upper()
+
+
+def _authority_key(key: str, value: object) -> bytes | None:
+    if value is None:
+        return None
+    if type(value) is str:
+        try:
+            raw = bytes.fromhex(value.strip())
+        except ValueError:
+            raise _bad(
+                key, value, "expected 64 hex digits (a 32-byte Ed25519 public key)"
+            ) from None
+    elif type(value) is bytes:
+        raw = value
+    else:
+        raise _bad(key, value, "expected 64 hex digits (a 32-byte Ed25519 public key)")
+    try:
+        return check_public_key(raw, key)
+    except (InvalidArgument, WrongType) as exc:
+        raise _bad(key, value, str(exc)) from None
+
+
+def _bootstrap(key: str, value: object) -> tuple[BootstrapPeer, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise _bad(key, value, "expected a list of '<device-id>@host:port' strings")
+    out: list[BootstrapPeer] = []
+    for item in value:
+        peer = item if isinstance(item, BootstrapPeer) else parse_bootstrap(item, key)
+        if peer not in out:
+            out.append(peer)
+    return tuple(out)
+
+
+def _listen(key: str, value: object) -> str:
+    return parse_listen_address(value, key)
+
+
+_TOP_LEVEL: Final[dict[str, Callable[[str, Any], Any]]] = {
+    "data_dir": _path,
+    "listen": _listen,
+    "bootstrap": _bootstrap,
+    "authority_public_key": _authority_key,
+    "token_path": _optional_path,
+    "sync_interval": _positive_seconds,
+    "peers_per_round": _int_in(1, _MAX_PEERS_PER_ROUND),
+    "batch_size": _int_in(1, MAX_OPS_BATCH),
+    "request_timeout": _positive_seconds,
+    "shutdown_timeout": _positive_seconds,
+    "metrics_port": _port,
+    "log_level": _log_level,
+    "cache_max_keys": _int_in(1, 2**31 - 1),
+    "debug_endpoints": _bool,
+    "refuse_sync": _bool,
+}
+
+_SECTIONS: Final[dict[str, type]] = {
+    "rate_limit": RateLimitConfig,
+    "pool": PoolConfig,
+    "peers": PeerDiscoveryConfig,
+}
+_FORBIDDEN_SECTION_KEYS: Final = {
+    ("peers", "root_public_key"): "set the top-level 'authority_public_key' instead",
+}
+
+
+def _build_section(section: str, cls: type, table: object) -> Any:
+    """Build ``cls`` from a TOML table, naming ``section.key`` and the value on any error."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"config key {section!r} must be a table, got {table!r}")
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key, value in table.items():
+        dotted = f"{section}.{key}"
+        if key not in names or (section, key) in _FORBIDDEN_SECTION_KEYS:
+            hint = _FORBIDDEN_SECTION_KEYS.get((section, key))
+            known = ", ".join(
+                sorted(names - {k for s, k in _FORBIDDEN_SECTION_KEYS if s == section})
+            )
+            raise ConfigError(
+                f"unknown config key {dotted!r} (value {value!r}); "
+                + (hint if hint else f"known keys: {known}")
+            )
+        try:  # one field at a time first, so the error names the right key
+            cls(**{key: value})
+        except (InvalidArgument, WrongType, TypeError, ValueError) as exc:
+            raise ConfigError(f"config key {dotted!r} has invalid value {value!r}: {exc}") from None
+    try:
+        return cls(**dict(table))
+    except (InvalidArgument, WrongType, TypeError, ValueError) as exc:
+        shown = ", ".join(f"{k}={v!r}" for k, v in table.items())
+        raise ConfigError(f"config section {section!r} ({shown}) is invalid: {exc}") from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: Mapping[str, object] | None = None
+) -> NodeConfig:
+    """Merge defaults, the TOML file at ``path`` (optional) and ``overrides``; validate all.
+
+    ``overrides`` maps top-level keys (``"listen"``, ``"metrics_port"``, ...)
+    or dotted section keys (``"pool.max_total_connections"``) to values; a
+    value of ``None`` means "not given" and is skipped, except for keys whose
+    None is meaningful only when given explicitly in the file.
+
+    :returns: the validated :class:`NodeConfig`.
+    :raises ConfigError: unreadable file, bad TOML, unknown key, or a value of
+        the wrong type or out of range; the message names the key and value.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_file(Path(path).expanduser())
+    merged: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key {key!r} must be a table, got {value!r}")
+            sections[key] = dict(value)
+        elif key == "cache":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key 'cache' must be a table, got {value!r}")
+            for sub, sub_value in value.items():
+                if sub != "max_keys":
+                    raise ConfigError(
+                        f"unknown config key 'cache.{sub}' (value {sub_value!r}); "
+                        "known keys: max_keys"
+                    )
+                merged["cache_max_keys"] = sub_value
+        elif key in _TOP_LEVEL and key != "cache_max_keys":
+            merged[key] = value
+        else:
+            known = sorted([*(k for k in _TOP_LEVEL if k != "cache_max_keys"), *_SECTIONS, "cache"])
+            raise ConfigError(
+                f"unknown config key {key!r} (value {value!r}); known keys: {', '.join(known)}"
+            )
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, dot, sub = key.partition(".")
+        if dot and section in _SECTIONS:
+            sections.setdefault(section, {})[sub] = value
+        elif key == "cache.max_keys":
+            merged["cache_max_keys"] = value
+        elif key in _TOP_LEVEL:
+            merged[key] = value
+        else:
+            raise ConfigError(f"unknown config key {key!r} (value {value!r})")
+    for key, value in list(merged.items()):
+        merged[key] = _TOP_LEVEL[key](key, value)
+    for section, table in sections.items():
+        merged[section] = _build_section(section, _SECTIONS[section], table)
+    try:
+        return NodeConfig(**merged)
+    except ConfigError:
+        raise
+    except (InvalidArgument, WrongType, TypeError) as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None

@@ -1,0 +1,182 @@
+"""The metrics/health HTTP endpoint and the key=value log formatter (unit level)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from aura_sync.errors import InvalidArgument
+from aura_sync.node.metrics import (
+    ChildHealth,
+    KeyValueFormatter,
+    MetricsServer,
+    NodeSnapshot,
+    configure_logging,
+    kv,
+)
+
+
+class Source:
+    def __init__(self) -> None:
+        self.rounds = 0
+        self.status = "ok"
+
+    def __call__(self) -> NodeSnapshot:
+        return NodeSnapshot(
+            status=self.status,
+            device_id="00000000-0000-0000-0000-000000000001",
+            listen_address="127.0.0.1:1",
+            uptime=1.5,
+            children=(ChildHealth("root/infrastructure/pool", "running", 2),),
+            peers_by_status={"CONNECTED": 3, "FAILED": 1},
+            messages_handled={"pool": 10 + self.rounds},
+            rate_limit={"allowed": 5, "peer_limit_hits": 1},
+            pool={"connections_created": 4, "in_use": 1},
+            sync={"rounds_succeeded": self.rounds, "ops_pulled": 2 * self.rounds},
+            journal={"ops": 42, "digest": "ab"},
+            transport={"malformed_frames": 0},
+        )
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[MetricsServer, Source, list[tuple[str, Mapping[str, str]]]]]:
+    source = Source()
+    calls: list[tuple[str, Mapping[str, str]]] = []
+
+    def debug(action: str, params: Mapping[str, str]) -> Mapping[str, Any]:
+        if action == "bad":
+            raise InvalidArgument("bad action")
+        calls.append((action, params))
+        return {"done": action}
+
+    srv = MetricsServer(source, 0, debug=debug)
+    yield srv, source, calls
+    srv.close()
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def post(url: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_parse_and_move(server: Any) -> None:
+    srv, source, _ = server
+    base = f"http://{srv.address}"
+    status, body = get(base + "/metrics")
+    assert status == 200
+    first = samples(body.decode())
+    assert first[("aura_sync_sync_rounds_total", (("outcome", "succeeded"),))] == 0
+    assert first[("aura_sync_peers", (("status", "CONNECTED"),))] == 3
+    assert first[("aura_sync_actor_restarts_total", (("child", "root/infrastructure/pool"),))] == 2
+    assert first[("aura_sync_rate_limit_decisions_total", (("decision", "peer_limit"),))] == 1
+    assert first[("aura_sync_journal_operations", ())] == 42
+    source.rounds = 3
+    second = samples(get(base + "/metrics")[1].decode())
+    assert second[("aura_sync_sync_rounds_total", (("outcome", "succeeded"),))] == 3
+    assert second[("aura_sync_operations_transferred_total", (("direction", "pulled"),))] == 6
+    assert second[("aura_sync_messages_handled_total", (("actor", "pool"),))] == 13
+
+
+def test_health_json_and_status_code(server: Any) -> None:
+    srv, source, _ = server
+    status, body = get(f"http://{srv.address}/health")
+    doc = json.loads(body)
+    assert status == 200
+    assert doc["status"] == "ok"
+    assert doc["children"] == [
+        {"name": "root/infrastructure/pool", "status": "running", "restarts": 2}
+    ]
+    assert doc["restarts_total"] == 2
+    assert doc["peers_by_status"]["CONNECTED"] == 3
+    source.status = "failed"
+    status, body = get(f"http://{srv.address}/health")
+    assert status == 503
+    assert json.loads(body)["status"] == "failed"
+    assert get(f"http://{srv.address}/nope")[0] == 404
+
+
+def test_debug_endpoints(server: Any) -> None:
+    srv, _, calls = server
+    status, body = post(f"http://{srv.address}/debug/crash?target=pool")
+    assert status == 200
+    assert json.loads(body) == {"done": "crash"}
+    assert calls == [("crash", {"target": "pool"})]
+    assert post(f"http://{srv.address}/debug/bad")[0] == 400
+    assert post(f"http://{srv.address}/other")[0] == 404
+
+
+def test_debug_endpoints_off_by_default() -> None:
+    srv = MetricsServer(Source(), 0)
+    try:
+        assert post(f"http://{srv.address}/debug/crash?target=pool")[0] == 404
+    finally:
+        srv.close()
+
+
+def test_per_node_registries_are_independent() -> None:
+    a, b = MetricsServer(Source(), 0), MetricsServer(Source(), 0)
+    try:
+        assert a.registry is not b.registry
+        assert get(f"http://{a.address}/metrics")[0] == 200
+        assert get(f"http://{b.address}/metrics")[0] == 200
+    finally:
+        a.close()
+        b.close()
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(InvalidArgument, match="70000"):
+        MetricsServer(Source(), 70000)
+
+
+def test_key_value_formatter_one_line() -> None:
+    stream = io.StringIO()
+    handler = configure_logging("info", stream)
+    try:
+        log = logging.getLogger("aura_sync.test")
+        log.info("event=round peer=%s ops=%d", "abc", 3)
+        log.info("plain text\nwith newline")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("event=failed %s", kv(reason="two words", n=1))
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    assert "level=INFO logger=aura_sync.test event=round peer=abc ops=3" in lines[0]
+    assert 'msg="plain text\\\\nwith newline"' in lines[1]
+    assert 'event=failed reason="two words" n=1 exc="Traceback' in lines[2]
+    assert (
+        KeyValueFormatter()
+        .format(logging.LogRecord("x", logging.WARNING, __file__, 1, "event=x", None, None))
+        .endswith("level=WARNING logger=x event=x")
+    )
