@@ -738,7 +738,10 @@ def write_plots(doc: dict[str, Any], out: Path) -> list[Path]:
             ax.set_xscale("log")
         ax.set_xlabel("ratio measured / baseline (bar: median, whisker: min-max; black: target)")
         ax.set_title(f"{group['number']}. {group['title']} ({mode})")
-        fig.tight_layout()
+        # fixed margins (in inches): tight_layout costs seconds per figure
+        fig.subplots_adjust(
+            left=4.2 / 10, right=0.97, top=1 - 0.45 / height, bottom=0.65 / height
+        )
         path = out / f"{mode}_{group['key']}.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
