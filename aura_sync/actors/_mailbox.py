@@ -1,0 +1,130 @@
+"""The persistent mailbox behind an :class:`~aura_sync.actors.ActorAddress`.
+
+A mailbox is a :class:`queue.SimpleQueue` (a C-level, lock-free-for-Python
+FIFO) of plain tuples ``(message, reply_slot_or_None)``.  It belongs to the
+*address*, not to an actor incarnation: when a supervised actor crashes, its
+successor is bound to the same mailbox and finds every message still queued.
+
+The mailbox also satisfies pykka's inbox protocol (``put(envelope)``,
+``get()``, ``empty()``), so messages sent the pykka way (``ActorRef.tell``,
+``ActorRef.ask``, ``ActorRef.stop``) are translated into the same tuples.
+
+Besides :class:`~aura_sync.messages.Message` objects a mailbox carries
+:class:`LocalMessage` objects: in-process control data that is never
+encoded (supervisor requests carrying a ``ChildSpec`` with its factory
+callable, replies carrying a live :class:`~aura_sync.actors.ActorAddress`).
+Wire-level messages stay encodable; only what cannot be encoded is local.
+
+Dead letters (a ``tell`` to a stopped address, a told message no handler
+accepts) are logged on the ``aura_sync.deadletters`` logger.
+
+Layer: actors (internal; :class:`LocalMessage` is public).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from typing import TYPE_CHECKING, Any, Final
+
+from pykka.messages import _ActorStop
+
+from aura_sync.actors._reply import ReplySlot, _PykkaReply
+from aura_sync.errors import ActorStopped
+from aura_sync.messages import ErrorReply
+
+if TYPE_CHECKING:
+    from pykka._envelope import Envelope
+
+__all__ = ["LocalMessage", "Mailbox", "dead_letter", "deadletter_logger"]
+
+deadletter_logger: Final = logging.getLogger("aura_sync.deadletters")
+"""Logger of messages that could not be delivered or handled."""
+
+Item = tuple[Any, ReplySlot | None]
+"""One mailbox entry: the message and the slot its reply goes to (None for tell)."""
+
+
+class LocalMessage:
+    """Base class of in-process messages that never cross the wire.
+
+    Use it (as a frozen dataclass) for a request or reply that must carry
+    something msgpack cannot: a callable, an :class:`ActorAddress`, a live
+    connection.  Handlers may accept and return local messages exactly like
+    :class:`~aura_sync.messages.Message`; they are simply never encoded.
+    """
+
+    __slots__ = ()
+
+
+class _Control:
+    """Mailbox sentinels used by the runtime; never seen by handlers."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+WAKE: Final = _Control("wake")
+"""Put by a stop request so a blocked ``get()`` returns and the stop flag is seen."""
+
+
+def dead_letter(target: object, message: object, why: str) -> None:
+    """Log ``message`` (told to ``target``) as undeliverable, saying why."""
+    if isinstance(message, _Control):
+        return
+    deadletter_logger.info("dead letter to %s: %r (%s)", target, message, why)
+
+
+class Mailbox:
+    """A persistent FIFO of ``(message, reply_slot)`` tuples (see the module doc)."""
+
+    __slots__ = ("get", "get_nowait", "put_item", "queue")
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.put_item = self.queue.put
+        self.get = self.queue.get
+        self.get_nowait = self.queue.get_nowait
+
+    def put(self, envelope: Envelope[Any], /) -> None:
+        """pykka's inbox protocol: accept a pykka ``Envelope`` (from ``ActorRef``)."""
+        reply_to = envelope.reply_to
+        self.put_item((envelope.message, None if reply_to is None else _PykkaReply(reply_to)))
+
+    def empty(self) -> bool:
+        """Whether nothing is queued (a snapshot; other threads may put at once)."""
+        return self.queue.empty()
+
+    def qsize(self) -> int:
+        """Approximate number of queued entries."""
+        return self.queue.qsize()
+
+    def drain(self, target: object, why: str) -> int:
+        """Empty the mailbox: asks get ``ErrorReply(ActorStopped)``, tells become dead letters.
+
+        Returns the number of entries removed.
+        """
+        count = 0
+        while True:
+            try:
+                message, slot = self.get_nowait()
+            except queue.Empty:
+                return count
+            count += 1
+            fail_entry(target, message, slot, why)
+
+
+def fail_entry(target: object, message: object, slot: ReplySlot | None, why: str) -> None:
+    """Answer one undeliverable entry: ActorStopped for an ask, a dead letter for a tell."""
+    if slot is not None:
+        if isinstance(message, _Control | _ActorStop):
+            slot.set(None)
+        else:
+            slot.set(ErrorReply(ActorStopped.__name__, f"{target} is stopped ({why})"))
+    else:
+        dead_letter(target, message, why)

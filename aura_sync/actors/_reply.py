@@ -1,0 +1,176 @@
+"""One-shot reply slots: how an answer travels back from an actor to its asker.
+
+Every ``ask`` puts ``(message, slot)`` in the target's mailbox; the actor
+fulfils the slot once with a reply message.  Three kinds of slot exist:
+
+* :class:`_SyncReply` for :meth:`ActorAddress.ask
+  <aura_sync.actors.ActorAddress.ask>`: a lock acquired at creation and
+  released by :meth:`~ReplySlot.set`; the asker blocks on ``acquire(timeout)``.
+  This is about 1.8x faster than pykka's Condition-based ``ThreadingFuture``
+  (measured; see the module docs of :mod:`aura_sync.actors.base`).
+* :class:`_AsyncReply` for :meth:`ActorAddress.ask_async
+  <aura_sync.actors.ActorAddress.ask_async>`: completes an asyncio future on
+  its loop through ``loop.call_soon_threadsafe``, so the event loop never blocks.
+* :class:`_PykkaReply` adapts a pykka future, for messages that arrive through
+  pykka's own ``ActorRef.ask``.
+
+Every slot is one-shot and *claimable*: whoever completes it first (the
+actor's reply, or the asker giving up on timeout) wins, and later
+:meth:`~ReplySlot.set` calls return ``False``.  That lets an actor that keeps a
+slot for a deferred reply (a queued pool acquire, say) see that the asker has
+gone and give the resource to the next waiter instead.
+
+Layer: actors (internal; :class:`ReplySlot` and :data:`DEFERRED` are public).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from _thread import allocate_lock
+from typing import TYPE_CHECKING, Any, Final
+
+from aura_sync.errors import AskTimeout
+from aura_sync.messages import ErrorReply
+
+if TYPE_CHECKING:
+    import pykka
+
+__all__ = ["DEFERRED", "ReplySlot"]
+
+
+class _Deferred:
+    """Type of the :data:`DEFERRED` sentinel."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFERRED"
+
+
+DEFERRED: Final = _Deferred()
+"""Returned by a handler that will answer later through :meth:`AuraActor.current_reply`.
+
+The handler takes the slot with ``self.current_reply()``, keeps it (in a FIFO
+of waiters, a timer message, ...), returns ``DEFERRED`` and later calls
+``slot.set(reply)``.  Slots still pending when the actor crashes or stops are
+failed with ``ActorCrashed`` / ``ActorStopped`` automatically.
+"""
+
+
+class ReplySlot:
+    """Where the reply to one ``ask`` goes; completed at most once.
+
+    Handlers normally just return their reply; they touch a slot only for a
+    deferred reply (see :data:`DEFERRED`).  Thread-safe: any thread may call
+    :meth:`set`, but only the first completion counts.
+    """
+
+    __slots__ = ("_claim",)
+
+    def __init__(self) -> None:
+        self._claim = allocate_lock()
+
+    def set(self, reply: Any) -> bool:
+        """Deliver ``reply`` (a :class:`~aura_sync.messages.Message`) to the asker.
+
+        Returns ``True`` if it was delivered, ``False`` if the slot was already
+        completed or the asker gave up (timed out or was cancelled): the
+        caller should then give whatever it was handing out to someone else.
+        """
+        if not self._claim.acquire(False):
+            return False
+        self._deliver(reply)
+        return True
+
+    def fail(self, exc: BaseException) -> bool:
+        """Answer with ``ErrorReply.from_exception(exc)``; same return as :meth:`set`."""
+        return self.set(ErrorReply.from_exception(exc))
+
+    def is_pending(self) -> bool:
+        """``True`` while nobody has completed the slot and the asker still waits."""
+        return not self._claim.locked()
+
+    def _deliver(self, reply: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _SyncReply(ReplySlot):
+    """Slot for a blocking ask: a lock held until the reply is set."""
+
+    __slots__ = ("_done", "_value")
+
+    def __init__(self) -> None:
+        self._claim = allocate_lock()
+        done = allocate_lock()
+        done.acquire()
+        self._done = done
+        self._value: Any = None
+
+    def set(self, reply: Any) -> bool:
+        # Inlined claim + deliver: this is the hot path of every ask.
+        if not self._claim.acquire(False):
+            return False
+        self._value = reply
+        self._done.release()
+        return True
+
+    def _deliver(self, reply: Any) -> None:
+        self._value = reply
+        self._done.release()
+
+    def wait(self, timeout: float, target: object, message: object) -> Any:
+        """Block up to ``timeout`` seconds for the reply; raise AskTimeout after."""
+        if self._done.acquire(True, timeout):
+            return self._value
+        if self._claim.acquire(False):
+            raise AskTimeout(
+                f"no reply from {target} to {type(message).__name__} within {timeout} s"
+            )
+        # The actor claimed the slot just as we timed out: its reply is on the way.
+        self._done.acquire()
+        return self._value
+
+
+def _complete(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class _AsyncReply(ReplySlot):
+    """Slot for ``ask_async``: resolves an asyncio future on its own loop."""
+
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        self._claim = allocate_lock()
+        self._loop = loop
+        self._future = future
+
+    def _deliver(self, reply: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody listens any more
+            self._loop.call_soon_threadsafe(_complete, self._future, reply)
+
+    def expire(self, target: object, message: object, timeout: float) -> None:
+        """Called on the loop when the ask times out: fail the future unless a reply won."""
+        if self._claim.acquire(False) and not self._future.done():
+            self._future.set_exception(
+                AskTimeout(f"no reply from {target} to {type(message).__name__} within {timeout} s")
+            )
+
+    def abandon(self) -> None:
+        """The awaiting coroutine is gone (done or cancelled): refuse later replies."""
+        self._claim.acquire(False)
+
+
+class _PykkaReply(ReplySlot):
+    """Adapter for a pykka future (messages sent with pykka's ``ActorRef.ask``)."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: pykka.Future[Any]) -> None:
+        self._claim = allocate_lock()
+        self._future = future
+
+    def _deliver(self, reply: Any) -> None:
+        self._future.set(reply)

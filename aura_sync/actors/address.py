@@ -1,0 +1,280 @@
+"""Stable actor addresses: what callers hold instead of an actor.
+
+An :class:`ActorAddress` owns a persistent mailbox.  Each incarnation of a
+supervised child (the first one and every restart) is bound to the same
+address and the same mailbox, so:
+
+* an address taken before a crash keeps working after it;
+* messages queued when an incarnation crashed are delivered to the next one;
+  only the message that crashed it gets ``ErrorReply("ActorCrashed", ...)``.
+
+Calls:
+
+* :meth:`ActorAddress.tell` (fire and forget);
+* :meth:`ActorAddress.ask` (blocking, with a timeout: raises
+  :class:`~aura_sync.errors.AskTimeout`; returns the reply message,
+  :class:`~aura_sync.messages.ErrorReply` included - the typed clients of
+  :mod:`aura_sync.actors.client` turn error replies into exceptions);
+* :meth:`ActorAddress.ask_async` (the same for asyncio, without blocking the
+  event loop).
+
+After a *permanent* stop (the child was terminated or not restarted, or the
+actor was spawned unsupervised and stopped), queued and new asks get
+``ErrorReply("ActorStopped", ...)`` at once and tells go to the dead-letter
+log.  A terminated child that is restarted by its supervisor reopens the
+same address.
+
+:func:`spawn` starts an unsupervised actor with an address of its own (handy
+for tests and benchmarks); stop it with :meth:`ActorAddress.stop`.
+
+Layer: actors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aura_sync.actors._mailbox import Mailbox, dead_letter, fail_entry
+from aura_sync.actors._reply import _AsyncReply, _SyncReply
+from aura_sync.actors.base import AuraActor, current_actor
+from aura_sync.effects import check_seconds
+from aura_sync.errors import InvalidArgument, WrongType
+from aura_sync.messages import ErrorReply, Message
+from aura_sync.messages.supervision import ExitKind
+
+__all__ = ["DEFAULT_ASK_TIMEOUT", "ActorAddress", "Link", "spawn"]
+
+DEFAULT_ASK_TIMEOUT = 5.0
+"""Seconds an ask waits for its reply unless told otherwise."""
+
+_INF = math.inf
+_names = itertools.count(1)
+
+
+class Link(Protocol):
+    """Who hears about an address's incarnations starting and ending (its supervisor)."""
+
+    def started(self, address: ActorAddress, incarnation: int) -> None:
+        """Incarnation ``incarnation`` finished ``on_start`` (called in its thread)."""
+
+    def exited(self, address: ActorAddress, incarnation: int, kind: ExitKind, reason: str) -> None:
+        """Incarnation ``incarnation`` ended (called last thing in its thread)."""
+
+
+def _check_timeout(timeout: object) -> float:
+    return check_seconds(timeout, "timeout")
+
+
+class ActorAddress:
+    """The stable address of an actor: tell, ask, ask_async (see the module doc).
+
+    ``name`` identifies the actor in logs and errors (a supervised child is
+    ``"<supervisor>/<child id>"``).  Thread-safe; cheap to pass around.
+    """
+
+    __slots__ = ("__weakref__", "_actor", "_closed", "_link", "_mailbox", "_put", "_why", "name")
+
+    def __init__(self, name: str) -> None:
+        """Create an address with an empty mailbox and no actor yet."""
+        if type(name) is not str:
+            raise WrongType(f"name must be a str, got {type(name).__name__} {name!r}")
+        if not name:
+            raise InvalidArgument(f"name must not be empty, got {name!r}")
+        self.name = name
+        self._mailbox = Mailbox()
+        self._put = self._mailbox.put_item
+        self._closed = False
+        self._why = ""
+        self._actor: AuraActor | None = None
+        self._link: Link | None = None
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._closed else "open"
+        return f"<ActorAddress {self.name} ({state})>"
+
+    def __str__(self) -> str:
+        return self.name
+
+    # --- public API ---------------------------------------------------------------
+
+    def tell(self, message: Message | Any) -> None:
+        """Queue ``message`` for the actor; never blocks, never raises.
+
+        On a stopped address the message goes to the dead-letter log.
+        """
+        if self._closed:
+            dead_letter(self, message, self._why)
+            return
+        self._put((message, None))
+        if self._closed:  # stopped while we were putting: answer what is left
+            self._drain_closed()  # type: ignore[unreachable]  # another thread may close
+
+    def ask(self, message: Message | Any, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
+        """Send ``message`` and wait up to ``timeout`` seconds for the reply.
+
+        Returns the reply message (an :class:`~aura_sync.messages.ErrorReply`
+        for expected failures, crashes, unhandled messages and stopped
+        actors).  Raises :class:`~aura_sync.errors.AskTimeout` when no reply
+        comes in time, and :class:`~aura_sync.errors.InvalidArgument` /
+        :class:`~aura_sync.errors.WrongType` for a bad ``timeout``.  Do not
+        call it from inside an actor: use ``tell`` and a reply message, or a
+        deferred reply.
+        """
+        if timeout.__class__ is not float or not 0.0 <= timeout < _INF:
+            timeout = _check_timeout(timeout)
+        if self._closed:
+            return self._stopped_reply()
+        slot = _SyncReply()
+        self._put((message, slot))
+        if self._closed:  # closed concurrently (mypy cannot know another thread may close)
+            self._drain_closed()  # type: ignore[unreachable]
+        return slot.wait(timeout, self, message)
+
+    async def ask_async(self, message: Message | Any, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
+        """Like :meth:`ask` for asyncio: awaits the reply without blocking the loop.
+
+        The actor completes an asyncio future through
+        ``loop.call_soon_threadsafe``.  Raises
+        :class:`~aura_sync.errors.AskTimeout` after ``timeout`` seconds;
+        cancelling the awaiting task abandons the ask.
+        """
+        if timeout.__class__ is not float or not 0.0 <= timeout < _INF:
+            timeout = _check_timeout(timeout)
+        if self._closed:
+            return self._stopped_reply()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        slot = _AsyncReply(loop, future)
+        self._put((message, slot))
+        if self._closed:  # closed concurrently (mypy cannot know another thread may close)
+            self._drain_closed()  # type: ignore[unreachable]
+        timer = loop.call_later(timeout, slot.expire, self, message, timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            slot.abandon()
+
+    def is_alive(self) -> bool:
+        """Whether the address accepts messages (True while a child restarts, too)."""
+        return not self._closed
+
+    def queued(self) -> int:
+        """Approximate number of messages waiting in the mailbox."""
+        return self._mailbox.qsize()
+
+    def stop(self, timeout: float = DEFAULT_ASK_TIMEOUT) -> bool:
+        """Stop an *unsupervised* actor (from :func:`spawn`) and close this address.
+
+        The actor finishes its current message, runs ``on_stop`` and exits;
+        messages still queued then get ``ActorStopped``.  Waits up to
+        ``timeout`` seconds for the thread (not when called from an actor
+        thread).  Returns True if the actor is gone.  Supervised addresses
+        refuse (:class:`~aura_sync.errors.InvalidArgument`): stop those
+        through their supervisor (``terminate_child``).
+        """
+        timeout = _check_timeout(timeout)
+        if self._link is not None:
+            raise InvalidArgument(
+                f"address {self.name} is supervised; use its supervisor's terminate_child"
+            )
+        actor = self._actor
+        stopped = True
+        if actor is not None:
+            actor.stop()
+            thread = actor._aura_thread
+            if (
+                thread is not None
+                and thread is not threading.current_thread()
+                and current_actor() is None
+            ):
+                thread.join(timeout)
+                stopped = not thread.is_alive()
+                if not stopped:
+                    actor._aura_kill()
+        self._close("stopped")
+        return stopped
+
+    # --- runtime internals (used by spawn and supervisors) ---------------------------
+
+    def _stopped_reply(self) -> ErrorReply:
+        return ErrorReply("ActorStopped", f"{self.name} is stopped ({self._why})")
+
+    def _drain_closed(self) -> None:
+        mailbox = self._mailbox
+        while self._closed:
+            try:
+                message, slot = mailbox.get_nowait()
+            except queue.Empty:
+                return
+            fail_entry(self, message, slot, self._why)
+
+    def _attach(self, actor: AuraActor, incarnation: int, link: Link | None) -> None:
+        """Bind ``actor`` as incarnation ``incarnation`` and start its thread."""
+        actor._aura_bind(self, incarnation)
+        self._actor = actor
+        self._link = link
+        actor._start_actor_loop()
+
+    def _current(self) -> AuraActor | None:
+        return self._actor
+
+    def _request_stop(self) -> None:
+        actor = self._actor
+        if actor is not None:
+            actor.stop()
+
+    def _incarnation_started(self, actor: AuraActor) -> None:
+        link = self._link
+        if link is not None:
+            link.started(self, actor._aura_incarnation)
+
+    def _incarnation_exited(self, actor: AuraActor, kind: ExitKind, reason: str) -> None:
+        if actor._aura_killed:
+            return
+        if self._actor is actor:
+            self._actor = None
+        link = self._link
+        if link is not None:
+            link.exited(self, actor._aura_incarnation, kind, reason)
+        else:
+            self._close(f"{kind.value}: {reason}")
+
+    def _close(self, why: str) -> int:
+        """Stop accepting messages and answer everything queued; returns how many."""
+        self._why = why
+        self._closed = True
+        return self._mailbox.drain(self, why)
+
+    def _reopen(self) -> None:
+        self._closed = False
+        self._why = ""
+
+
+def spawn(actor: AuraActor | Callable[[], AuraActor], *, name: str | None = None) -> ActorAddress:
+    """Start an unsupervised actor and return its new address.
+
+    ``actor`` is a not-yet-started :class:`AuraActor` or a zero-argument
+    factory returning one.  If the actor crashes or stops, the address closes
+    (asks get ``ActorStopped``); supervise it to get restarts.  ``name``
+    defaults to the class name plus a counter.  Raises
+    :class:`~aura_sync.errors.WrongType` when ``actor`` is not an actor.
+    """
+    if not isinstance(actor, AuraActor):
+        if not callable(actor):
+            raise WrongType(f"spawn needs an AuraActor or a factory, got {actor!r}")
+        made = actor()
+        if not isinstance(made, AuraActor):
+            raise WrongType(f"spawn factory returned {type(made).__name__}, expected an AuraActor")
+        actor = made
+    if name is None:
+        name = f"{type(actor).__name__}-{next(_names)}"
+    address = ActorAddress(name)
+    address._attach(actor, 1, None)
+    return address

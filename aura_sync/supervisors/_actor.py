@@ -1,0 +1,761 @@
+"""The supervisor actor: OTP supervision as a non-blocking step machine.
+
+A supervisor is itself an :class:`~aura_sync.actors.AuraActor`.  It never
+sleeps and never blocks on a child: every multi-step operation (start the
+children in order; stop some in reverse and start them again; shut down) is a
+*generator* that yields what it waits for, ``(child_id, incarnation,
+phase)``, and is resumed by the message that answers it:
+
+* ``ChildStarted`` / ``ChildExited``, told by the child's own thread (through
+  the :class:`~aura_sync.actors.address.Link` of the child's address) when
+  ``on_start`` returned / the incarnation ended;
+* ``StartTimedOut`` / ``ShutdownTimedOut``, scheduled on the
+  :class:`~aura_sync.effects.Scheduler` when the step began (cancelled when
+  the answer comes first).
+
+One operation runs at a time; requests and failures arriving meanwhile are
+queued as further operations (OTP's supervisor is a sequential process too).
+Read-only requests (``which_children``, ``count_children``, ``address_of``)
+are answered at once.  Restart backoff is a ``BackoffElapsed`` message
+scheduled for later: no operation stays open during it, so the supervisor
+keeps answering, and the child's address keeps queueing messages.
+
+Failure handling follows OTP: an unsolicited exit is a failure if the child
+is PERMANENT (any exit) or TRANSIENT (abnormal exit); each restart is
+recorded on a sliding window of ``period`` seconds on the supervisor's clock,
+and more than ``intensity`` restarts in the window make the supervisor stop
+all children (reverse order), close their addresses, call ``on_give_up`` and
+exit with kind GAVE_UP, which its parent sees as a child failure
+(escalation).  A child that fails to *re*start counts as failing again
+(OTP's ``try_again``), so a child that can never start ends in a give-up.
+
+Layer: supervision (internal).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+from collections.abc import Callable, Generator
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from aura_sync.actors._reply import DEFERRED, ReplySlot
+from aura_sync.actors.address import ActorAddress
+from aura_sync.actors.base import AuraActor, handles
+from aura_sync.effects import Clock, Rng, Scheduler, TimerHandle
+from aura_sync.errors import (
+    AlreadyPresent,
+    AuraError,
+    NotFound,
+    RunningChild,
+    StartFailed,
+    SupervisorGaveUp,
+    SupervisorStopped,
+    WrongType,
+)
+from aura_sync.messages import Ack, ErrorReply, Message
+from aura_sync.messages.supervision import (
+    AddressOf,
+    BackoffElapsed,
+    ChildCounts,
+    ChildExited,
+    ChildStarted,
+    ChildStatus,
+    ChildType,
+    CountChildren,
+    DeleteChild,
+    EventKind,
+    ExitKind,
+    RestartChild,
+    ShutdownTimedOut,
+    StartTimedOut,
+    StopSupervisor,
+    SupervisionEvent,
+    TerminateChild,
+    WhichChildren,
+)
+from aura_sync.supervisors._state import (
+    AddressReply,
+    ChildInfo,
+    ChildrenReply,
+    Persistent,
+    Slot,
+    StartChildRequest,
+    StoppedReply,
+)
+from aura_sync.supervisors.spec import (
+    ChildContext,
+    ChildSpec,
+    Restart,
+    Strategy,
+)
+
+if TYPE_CHECKING:
+    import threading
+
+logger = logging.getLogger("aura_sync.supervisors")
+
+_START = "start"
+_STOP = "stop"
+Wait = tuple[str, int, str]
+Event = Message | None
+Op = Generator[Wait, Event, None]
+Step = Generator[Wait, Event, tuple[bool, str]]
+
+_RUNNING_STATES = (ChildStatus.STARTING, ChildStatus.RUNNING, ChildStatus.STOPPING)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _error(kind: type[AuraError], text: str) -> ErrorReply:
+    return ErrorReply(kind.__name__, text)
+
+
+def _answer(reply: ReplySlot | None, value: Any) -> None:
+    if reply is not None:
+        reply.set(value)
+
+
+class SupervisorConfig:
+    """Everything a supervisor incarnation needs (resolved effects included)."""
+
+    __slots__ = (
+        "clock",
+        "intensity",
+        "name",
+        "on_give_up",
+        "period",
+        "rng",
+        "scheduler",
+        "specs",
+        "strategy",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        specs: tuple[ChildSpec, ...],
+        strategy: Strategy,
+        intensity: int,
+        period: float,
+        clock: Clock,
+        scheduler: Scheduler,
+        rng: Rng,
+        on_give_up: Callable[[SupervisorGaveUp], None] | None,
+    ) -> None:
+        self.name = name
+        self.specs = specs
+        self.strategy = strategy
+        self.intensity = intensity
+        self.period = period
+        self.clock = clock
+        self.scheduler = scheduler
+        self.rng = rng
+        self.on_give_up = on_give_up
+
+
+class _Child:
+    """The supervisor's record of one child (current incarnation and status)."""
+
+    __slots__ = (
+        "actor",
+        "backoff_attempt",
+        "backoff_timer",
+        "is_supervisor",
+        "last_start",
+        "pending_exit",
+        "restart_token",
+        "slot",
+        "spec",
+        "status",
+    )
+
+    def __init__(self, spec: ChildSpec, slot: Slot) -> None:
+        self.spec = spec
+        self.slot = slot
+        self.status = ChildStatus.TERMINATED
+        self.actor: AuraActor | None = None
+        self.is_supervisor = False
+        self.pending_exit: ChildExited | None = None
+        self.restart_token: int | None = None
+        self.backoff_timer: TimerHandle | None = None
+        self.backoff_attempt = 0
+        self.last_start: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+class _ChildLink:
+    """Link of a child's address: its thread tells the supervisor it started / exited."""
+
+    __slots__ = ("_child_id", "_supervisor")
+
+    def __init__(self, supervisor: ActorAddress, child_id: str) -> None:
+        self._supervisor = supervisor
+        self._child_id = child_id
+
+    def started(self, address: ActorAddress, incarnation: int) -> None:
+        self._supervisor.tell(ChildStarted(self._child_id, incarnation))
+
+    def exited(self, address: ActorAddress, incarnation: int, kind: ExitKind, reason: str) -> None:
+        self._supervisor.tell(ChildExited(self._child_id, incarnation, kind, reason))
+
+
+class SupervisorActor(AuraActor):
+    """One incarnation of a supervisor (see the module docstring)."""
+
+    _aura_reports_started = False  # it reports once all children have started
+
+    def __init__(self, config: SupervisorConfig, persistent: Persistent) -> None:
+        super().__init__()
+        self._cfg = config
+        self._p = persistent
+        self._clock = config.clock
+        self._scheduler = config.scheduler
+        self._children: dict[str, _Child] = {}
+        self._restart_times: collections.deque[float] = collections.deque()
+        self._op: Op | None = None
+        self._waiting: Wait | None = None
+        self._ops: collections.deque[Callable[[], Op]] = collections.deque()
+        self._tokens = itertools.count(1)
+        self._backoffs: dict[int, list[str]] = {}
+        self._closing = False  # refuses new API calls (shutdown or give-up under way)
+        self._finished = False  # a terminal operation ended: run nothing more
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        for spec in self._cfg.specs:
+            self._children[spec.id] = self._new_child(spec)
+        self._submit(self._op_start_all)
+
+    def on_stop(self) -> None:
+        if any(ch.actor is not None for ch in self._children.values()):
+            self._emergency_stop("supervisor stopped without shutting down its children")
+
+    def on_crash(self, exc: BaseException) -> None:
+        self._emergency_stop(f"supervisor crashed: {_describe(exc)}")
+
+    def _emergency_stop(self, why: str) -> None:
+        """Stop children from a dying supervisor thread (bounded joins; crash path only)."""
+        running = [ch for ch in reversed(self._children.values()) if ch.actor is not None]
+        for ch in running:
+            self._request_stop(ch, why)
+        for ch in running:
+            actor = ch.actor
+            thread = actor._aura_thread if actor is not None else None
+            if thread is not None:
+                thread.join(ch.spec.shutdown)
+                if thread.is_alive() and actor is not None:
+                    self._kill(actor)
+        self._close_all(why)
+
+    # --- operation machinery -----------------------------------------------------------
+
+    def _submit(self, op: Callable[[], Op]) -> None:
+        self._ops.append(op)
+        if self._op is None:
+            self._pump(None)
+
+    def _pump(self, event: Event) -> None:
+        """Resume the current operation with ``event``; start queued ones as each ends."""
+        while True:
+            if self._op is None:
+                if self._finished or not self._ops:
+                    self._waiting = None
+                    return
+                self._op = self._ops.popleft()()
+                event = None
+            try:
+                self._waiting = self._op.send(event)
+                return
+            except StopIteration:
+                self._op = None
+                self._waiting = None
+
+    def _emit(self, kind: EventKind, child_id: str, incarnation: int, reason: str) -> None:
+        event = SupervisionEvent(
+            kind, self._cfg.name, child_id, incarnation, reason, float(self._clock.now())
+        )
+        for callback in self._p.record(event):
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("supervision event subscriber %r raised", callback)
+
+    # --- events from children and timers ----------------------------------------------
+
+    @handles(ChildStarted)
+    def _on_child_started(self, msg: ChildStarted) -> None:
+        if self._waiting == (msg.child_id, msg.incarnation, _START):
+            self._pump(msg)
+
+    @handles(ChildExited)
+    def _on_child_exited(self, msg: ChildExited) -> None:
+        waiting = self._waiting
+        if waiting is not None and waiting[0] == msg.child_id and waiting[1] == msg.incarnation:
+            self._pump(msg)
+            return
+        ch = self._children.get(msg.child_id)
+        if ch is None or ch.slot.incarnation != msg.incarnation:
+            return  # an earlier incarnation (abandoned, or of a previous supervisor)
+        if ch.status is not ChildStatus.RUNNING:
+            return
+        ch.status = ChildStatus.RESTARTING
+        ch.actor = None
+        ch.pending_exit = msg
+        failed = msg.kind.is_abnormal or ch.spec.restart is Restart.PERMANENT
+        reason = f"{msg.kind.value}: {msg.reason}"
+        self._emit(
+            EventKind.FAILED if failed else EventKind.STOPPED, ch.id, msg.incarnation, reason
+        )
+        self._submit(partial(self._op_child_exited, msg))
+
+    @handles(StartTimedOut)
+    def _on_start_timeout(self, msg: StartTimedOut) -> None:
+        if self._waiting == (msg.child_id, msg.incarnation, _START):
+            self._pump(msg)
+
+    @handles(ShutdownTimedOut)
+    def _on_shutdown_timeout(self, msg: ShutdownTimedOut) -> None:
+        if self._waiting == (msg.child_id, msg.incarnation, _STOP):
+            self._pump(msg)
+
+    @handles(BackoffElapsed)
+    def _on_backoff_elapsed(self, msg: BackoffElapsed) -> None:
+        ids = self._backoffs.pop(msg.token, None)
+        if ids is not None and not self._closing:
+            self._submit(partial(self._op_start_group, ids, msg.token))
+
+    # --- API requests ------------------------------------------------------------------------
+
+    def _refused(self) -> ErrorReply | None:
+        if self._closing:
+            return _error(SupervisorStopped, f"supervisor {self._cfg.name} is shutting down")
+        return None
+
+    @handles(StartChildRequest)
+    def _api_start_child(self, msg: StartChildRequest) -> Any:
+        refused = self._refused()
+        if refused is not None:
+            return refused
+        self._submit(partial(self._op_start_child, msg.spec, self.current_reply()))
+        return DEFERRED
+
+    @handles(TerminateChild)
+    def _api_terminate_child(self, msg: TerminateChild) -> Any:
+        refused = self._refused()
+        if refused is not None:
+            return refused
+        self._submit(partial(self._op_terminate_child, msg.child_id, self.current_reply()))
+        return DEFERRED
+
+    @handles(RestartChild)
+    def _api_restart_child(self, msg: RestartChild) -> Any:
+        refused = self._refused()
+        if refused is not None:
+            return refused
+        self._submit(partial(self._op_restart_child, msg.child_id, self.current_reply()))
+        return DEFERRED
+
+    @handles(DeleteChild)
+    def _api_delete_child(self, msg: DeleteChild) -> Any:
+        refused = self._refused()
+        if refused is not None:
+            return refused
+        self._submit(partial(self._op_delete_child, msg.child_id, self.current_reply()))
+        return DEFERRED
+
+    @handles(StopSupervisor)
+    def _api_stop(self, msg: StopSupervisor) -> Any:
+        if self._closing:
+            return StoppedReply()
+        self._closing = True
+        self._submit(partial(self._op_shutdown, self.current_reply()))
+        return DEFERRED
+
+    @handles(WhichChildren)
+    def _api_which_children(self, msg: WhichChildren) -> ChildrenReply:
+        restarts = self._restart_counts()
+        rows = tuple(
+            ChildInfo(
+                ch.id,
+                None if ch.status is ChildStatus.TERMINATED else ch.slot.address,
+                ChildType.SUPERVISOR if ch.is_supervisor else ChildType.WORKER,
+                ch.status,
+                restarts.get(ch.id, 0),
+            )
+            for ch in self._children.values()
+        )
+        return ChildrenReply(rows)
+
+    @handles(CountChildren)
+    def _api_count_children(self, msg: CountChildren) -> ChildCounts:
+        children = self._children.values()
+        supervisors = sum(1 for ch in children if ch.is_supervisor)
+        active = sum(1 for ch in children if ch.status in _RUNNING_STATES)
+        return ChildCounts(len(children), active, supervisors, len(children) - supervisors)
+
+    @handles(AddressOf)
+    def _api_address_of(self, msg: AddressOf) -> Message | AddressReply:
+        ch = self._children.get(msg.child_id)
+        if ch is None:
+            return self._not_found(msg.child_id)
+        return AddressReply(ch.slot.address)
+
+    def _restart_counts(self) -> dict[str, int]:
+        with self._p.lock:
+            return dict(self._p.restarts)
+
+    def _not_found(self, child_id: str) -> ErrorReply:
+        return _error(NotFound, f"supervisor {self._cfg.name} has no child {child_id!r}")
+
+    # --- operations -------------------------------------------------------------------------
+
+    def _op_start_all(self) -> Op:
+        started: list[_Child] = []
+        for ch in list(self._children.values()):
+            ok, why = yield from self._start_child(ch, EventKind.STARTED)
+            if not ok:
+                for done in reversed(started):
+                    yield from self._stop_child(done, f"sibling {ch.id} failed to start")
+                self._close_all(f"supervisor {self._cfg.name} failed to start")
+                self._closing = self._finished = True
+                self._aura_stop_with(ExitKind.START_FAILED, why)
+                return
+            started.append(ch)
+        self._aura_report_started()
+
+    def _op_child_exited(self, msg: ChildExited) -> Op:
+        ch = self._children.get(msg.child_id)
+        if ch is None or ch.pending_exit is not msg:
+            return  # absorbed: an operation in between restarted or removed the child
+        ch.pending_exit = None
+        restart = ch.spec.restart
+        if restart is Restart.PERMANENT or (restart is Restart.TRANSIENT and msg.kind.is_abnormal):
+            yield from self._restart(ch, f"{msg.kind.value}: {msg.reason}")
+        else:
+            self._retire(ch, f"exited ({msg.kind.value}) and is {restart.value}")
+
+    def _restart(self, ch: _Child, reason: str) -> Op:
+        if self._exceeds_intensity():
+            yield from self._give_up(
+                f"more than {self._cfg.intensity} restart(s) in {self._cfg.period} s; "
+                f"last failure: {ch.id} ({reason})"
+            )
+            return
+        self._p.count_restart(ch.id)
+        group = self._restart_group(ch)
+        for other in reversed(group):
+            if other is not ch:
+                yield from self._stop_child(other, f"restarting together with {ch.id}")
+        members: list[_Child] = []
+        for member in group:
+            if member is not ch and member.spec.restart is Restart.TEMPORARY:
+                if self._children.get(member.id) is member:
+                    self._remove(member, "temporary child stopped by a sibling's restart")
+                continue
+            members.append(member)
+        token = next(self._tokens)
+        for member in members:
+            member.status = ChildStatus.RESTARTING
+            member.restart_token = token
+            member.pending_exit = None
+        ids = [member.id for member in members]
+        delay = self._backoff_delay(ch)
+        if delay > 0:
+            self._backoffs[token] = ids
+            ch.backoff_timer = self._scheduler.send_after(
+                delay, self.address, BackoffElapsed(ch.id, token)
+            )
+            return
+        yield from self._op_start_group(ids, token)
+
+    def _op_start_group(self, ids: list[str], token: int) -> Op:
+        for child_id in ids:
+            ch = self._children.get(child_id)
+            if (
+                ch is None
+                or ch.status is not ChildStatus.RESTARTING
+                or ch.restart_token != token
+                or ch.pending_exit is not None
+            ):
+                continue
+            ch.restart_token = None
+            ch.backoff_timer = None
+            ok, why = yield from self._start_child(ch, EventKind.RESTARTED)
+            if not ok:
+                # OTP's try_again: failing to restart is a new failure of this child.
+                retry = ChildExited(ch.id, ch.slot.incarnation, ExitKind.START_FAILED, why)
+                ch.status = ChildStatus.RESTARTING
+                ch.pending_exit = retry
+                self._submit(partial(self._op_child_exited, retry))
+                return
+
+    def _op_start_child(self, spec: ChildSpec, reply: ReplySlot | None) -> Op:
+        existing = self._children.get(spec.id)
+        if existing is not None:
+            state = "started" if existing.status is not ChildStatus.TERMINATED else "present"
+            _answer(reply, _error(AlreadyPresent, f"child {spec.id!r} is already {state}"))
+            return
+        ch = self._new_child(spec)
+        self._children[spec.id] = ch
+        ok, why = yield from self._start_child(ch, EventKind.STARTED)
+        if not ok:
+            if self._children.get(spec.id) is ch:
+                self._remove(ch, why)
+            _answer(reply, _error(StartFailed, why))
+            return
+        _answer(reply, AddressReply(ch.slot.address))
+
+    def _op_terminate_child(self, child_id: str, reply: ReplySlot | None) -> Op:
+        ch = self._children.get(child_id)
+        if ch is None:
+            _answer(reply, self._not_found(child_id))
+            return
+        yield from self._stop_child(ch, "terminated")
+        self._cancel_pending(ch)
+        self._retire(ch, "terminated")
+        _answer(reply, Ack())
+
+    def _op_restart_child(self, child_id: str, reply: ReplySlot | None) -> Op:
+        ch = self._children.get(child_id)
+        if ch is None:
+            _answer(reply, self._not_found(child_id))
+            return
+        if ch.status is not ChildStatus.TERMINATED:
+            _answer(reply, _error(RunningChild, f"child {child_id!r} is {ch.status.value}"))
+            return
+        ok, why = yield from self._start_child(ch, EventKind.STARTED)
+        if not ok:
+            ch.slot.address._close(why)
+            _answer(reply, _error(StartFailed, why))
+            return
+        _answer(reply, AddressReply(ch.slot.address))
+
+    def _op_delete_child(self, child_id: str, reply: ReplySlot | None) -> Op:
+        yield from ()  # a generator like every operation, though it never waits
+        ch = self._children.get(child_id)
+        if ch is None:
+            _answer(reply, self._not_found(child_id))
+        elif ch.status is not ChildStatus.TERMINATED:
+            _answer(reply, _error(RunningChild, f"child {child_id!r} is {ch.status.value}"))
+        else:
+            self._remove(ch, "deleted")
+            _answer(reply, Ack())
+
+    def _op_shutdown(self, reply: ReplySlot | None) -> Op:
+        threads: list[threading.Thread] = []
+        for ch in reversed(list(self._children.values())):
+            thread = ch.actor._aura_thread if ch.actor is not None else None
+            stopped, _ = yield from self._stop_child(ch, "supervisor stopping")
+            if stopped and thread is not None:
+                threads.append(thread)
+            self._cancel_pending(ch)
+        self._close_all(f"supervisor {self._cfg.name} stopped")
+        self._finished = True
+        _answer(reply, StoppedReply(tuple(threads)))
+        self._aura_stop_with(ExitKind.NORMAL, "stopped")
+
+    def _give_up(self, reason: str) -> Op:
+        self._closing = True
+        logger.error("supervisor %s gives up: %s", self._cfg.name, reason)
+        self._emit(EventKind.GAVE_UP, "", 0, reason)
+        for ch in reversed(list(self._children.values())):
+            yield from self._stop_child(ch, "supervisor gave up")
+            self._cancel_pending(ch)
+        self._close_all(f"supervisor {self._cfg.name} gave up")
+        self._finished = True
+        callback = self._cfg.on_give_up
+        if callback is not None:
+            try:
+                callback(SupervisorGaveUp(f"supervisor {self._cfg.name} gave up: {reason}"))
+            except Exception:
+                logger.exception("on_give_up of supervisor %s raised", self._cfg.name)
+        self._aura_stop_with(ExitKind.GAVE_UP, reason)
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def _start_child(self, ch: _Child, kind: EventKind) -> Step:
+        """Start a new incarnation of ``ch``; wait for it to report; (ok, why not)."""
+        slot = ch.slot
+        incarnation = slot.incarnation + 1
+        context = ChildContext(
+            ch.id,
+            slot.address,
+            incarnation,
+            slot.stash,
+            self._scheduler,
+            self._clock,
+            self._cfg.rng,
+            self._cfg.name,
+        )
+        try:
+            actor, is_supervisor = self._instantiate(ch, context)
+            slot.incarnation = incarnation
+            slot.address._reopen()
+            slot.address._attach(actor, incarnation, _ChildLink(self.address, ch.id))
+        except Exception as exc:
+            why = f"start of {ch.id!r} raised {_describe(exc)}"
+            logger.error("supervisor %s: %s", self._cfg.name, why, exc_info=exc)
+            ch.status = ChildStatus.TERMINATED
+            ch.actor = None
+            self._emit(EventKind.FAILED, ch.id, incarnation, why)
+            return False, why
+        ch.status = ChildStatus.STARTING
+        ch.actor = actor
+        ch.is_supervisor = is_supervisor
+        timer = self._scheduler.send_after(
+            ch.spec.start_timeout, self.address, StartTimedOut(ch.id, incarnation)
+        )
+        event = yield (ch.id, incarnation, _START)
+        timer.cancel()
+        if isinstance(event, ChildStarted):
+            ch.status = ChildStatus.RUNNING
+            ch.last_start = self._clock.now()
+            self._emit(kind, ch.id, incarnation, "")
+            return True, ""
+        if isinstance(event, ChildExited):
+            why = f"{ch.id!r} failed to start ({event.kind.value}: {event.reason})"
+        else:
+            self._kill(actor)
+            why = f"{ch.id!r} did not start within {ch.spec.start_timeout} s (abandoned)"
+        ch.status = ChildStatus.TERMINATED
+        ch.actor = None
+        self._emit(EventKind.FAILED, ch.id, incarnation, why)
+        return False, why
+
+    def _stop_child(self, ch: _Child, why: str) -> Step:
+        """Stop ``ch`` if it runs and wait for its exit or its shutdown timeout."""
+        actor = ch.actor
+        if ch.status is not ChildStatus.RUNNING or actor is None:
+            return False, "not running"
+        incarnation = ch.slot.incarnation
+        ch.status = ChildStatus.STOPPING
+        self._request_stop(ch, why)
+        timer = self._scheduler.send_after(
+            ch.spec.shutdown, self.address, ShutdownTimedOut(ch.id, incarnation)
+        )
+        event = yield (ch.id, incarnation, _STOP)
+        timer.cancel()
+        stopped = not isinstance(event, ShutdownTimedOut)
+        if not stopped:
+            self._kill(actor)
+            why = f"killed: did not stop within {ch.spec.shutdown} s"
+            logger.warning("supervisor %s: child %s %s", self._cfg.name, ch.id, why)
+        ch.status = ChildStatus.TERMINATED
+        ch.actor = None
+        self._emit(EventKind.STOPPED, ch.id, incarnation, why)
+        return stopped, why
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _new_child(self, spec: ChildSpec) -> _Child:
+        with self._p.lock:
+            slot = self._p.slots.get(spec.id)
+            if slot is None:
+                slot = Slot(ActorAddress(f"{self._cfg.name}/{spec.id}"))
+                self._p.slots[spec.id] = slot
+        return _Child(spec, slot)
+
+    def _instantiate(self, ch: _Child, context: ChildContext) -> tuple[AuraActor, bool]:
+        from aura_sync.supervisors.supervisor import Supervisor
+
+        made = ch.spec.start(context)
+        if isinstance(made, Supervisor):
+            return made._make_actor(context), True
+        if isinstance(made, AuraActor):
+            return made, False
+        raise WrongType(
+            f"start of child {ch.id!r} returned {type(made).__name__}, "
+            "expected a new AuraActor or a Supervisor"
+        )
+
+    def _request_stop(self, ch: _Child, why: str) -> None:
+        actor = ch.actor
+        if actor is None:
+            return
+        if ch.is_supervisor:
+            ch.slot.address.tell(StopSupervisor())  # it stops its own children first
+        else:
+            actor._aura_stop_with(ExitKind.NORMAL, why)
+
+    def _kill(self, actor: AuraActor) -> None:
+        """Abandon an incarnation that overran a timeout (and, for a supervisor, its children)."""
+        actor._aura_kill()
+        if isinstance(actor, SupervisorActor):
+            for ch in actor._children.values():
+                if ch.actor is not None:
+                    self._kill(ch.actor)
+
+    def _cancel_pending(self, ch: _Child) -> None:
+        """A child in backoff or with a pending failure is simply marked terminated."""
+        if ch.status is ChildStatus.RESTARTING:
+            if ch.backoff_timer is not None:
+                ch.backoff_timer.cancel()
+            ch.backoff_timer = None
+            ch.restart_token = None
+            ch.pending_exit = None
+            ch.status = ChildStatus.TERMINATED
+
+    def _retire(self, ch: _Child, why: str) -> None:
+        """A child that will not run again: TEMPORARY loses its spec, others are TERMINATED."""
+        ch.status = ChildStatus.TERMINATED
+        ch.actor = None
+        if ch.spec.restart is Restart.TEMPORARY:
+            if self._children.get(ch.id) is ch:
+                self._remove(ch, why)
+        else:
+            ch.slot.address._close(why)
+
+    def _remove(self, ch: _Child, why: str) -> None:
+        del self._children[ch.id]
+        with self._p.lock:
+            if self._p.slots.get(ch.id) is ch.slot:
+                del self._p.slots[ch.id]
+        ch.slot.address._close(why)
+
+    def _close_all(self, why: str) -> None:
+        for ch in list(self._children.values()):
+            if ch.spec.restart is Restart.TEMPORARY:
+                self._remove(ch, why)
+            else:
+                ch.status = ChildStatus.TERMINATED
+                ch.slot.address._close(why)
+
+    def _restart_group(self, ch: _Child) -> list[_Child]:
+        strategy = self._cfg.strategy
+        if strategy is Strategy.ONE_FOR_ONE:
+            return [ch]
+        children = list(self._children.values())
+        if strategy is Strategy.REST_FOR_ONE:
+            children = children[children.index(ch) :]
+        return [c for c in children if c is ch or c.status is not ChildStatus.TERMINATED]
+
+    def _exceeds_intensity(self) -> bool:
+        now = self._clock.now()
+        times = self._restart_times
+        times.append(now)
+        period = self._cfg.period
+        while times and now - times[0] > period:
+            times.popleft()
+        return len(times) > self._cfg.intensity
+
+    def _backoff_delay(self, ch: _Child) -> float:
+        backoff = ch.spec.backoff
+        if backoff is None:
+            return 0.0
+        now = self._clock.now()
+        if ch.last_start is not None and now - ch.last_start >= backoff.max:
+            ch.backoff_attempt = 0  # it ran long enough: a new streak starts
+        delay = backoff.delay(ch.backoff_attempt, self._cfg.rng)
+        ch.backoff_attempt += 1
+        return delay

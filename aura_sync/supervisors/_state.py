@@ -1,0 +1,112 @@
+"""Supervisor state that outlives a supervisor incarnation, and in-process envelopes.
+
+:class:`Persistent` is what a supervisor keeps across its *own* restarts (a
+nested supervisor restarted by its parent): each child's stable address,
+stash and incarnation counter, the event subscribers and counters.  It lives
+in the supervisor handle and, for a nested supervisor, in the parent's
+``ChildContext.stash``, so grandchildren keep their addresses and state when
+the supervisor in between is restarted.
+
+The ``*Request`` / ``*Reply`` classes here are :class:`LocalMessage`
+envelopes: they carry a ``ChildSpec`` (with its factory callable), live
+addresses or threads, which cannot be encoded.  Everything encodable is in
+:mod:`aura_sync.messages.supervision`.
+
+Layer: supervision (internal).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aura_sync.actors._mailbox import LocalMessage
+from aura_sync.actors.address import ActorAddress
+from aura_sync.messages.supervision import ChildStatus, ChildType, EventKind, SupervisionEvent
+from aura_sync.supervisors.spec import ChildSpec
+
+__all__ = ["ChildInfo"]
+
+STASH_KEY = "aura_sync.supervisor"
+"""Key under which a nested supervisor keeps its :class:`Persistent` in its own stash."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChildInfo:
+    """One row of ``which_children`` (OTP ``{Id, Child, Type, Modules}`` plus more).
+
+    ``address`` is None while the child is terminated; ``restarts`` counts
+    the automatic restarts of this child.
+    """
+
+    id: str
+    address: ActorAddress | None
+    type: ChildType
+    status: ChildStatus
+    restarts: int
+
+
+class Slot:
+    """A child's identity across restarts: address, stash, incarnation counter."""
+
+    __slots__ = ("address", "incarnation", "stash")
+
+    def __init__(self, address: ActorAddress) -> None:
+        self.address = address
+        self.stash: dict[str, Any] = {}
+        self.incarnation = 0
+
+
+class Persistent:
+    """Per-supervisor state that survives the supervisor's own restarts (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.slots: dict[str, Slot] = {}
+        self.subscribers: list[Callable[[SupervisionEvent], None]] = []
+        self.counts: dict[EventKind, int] = dict.fromkeys(EventKind, 0)
+        self.restarts: dict[str, int] = {}
+        self.incarnation = 0
+
+    def record(self, event: SupervisionEvent) -> list[Callable[[SupervisionEvent], None]]:
+        """Count ``event``; return the subscribers to notify."""
+        with self.lock:
+            self.counts[event.kind] += 1
+            return list(self.subscribers)
+
+    def count_restart(self, child_id: str) -> int:
+        """Count one automatic restart (attempt) of ``child_id``; return its total."""
+        with self.lock:
+            total = self.restarts.get(child_id, 0) + 1
+            self.restarts[child_id] = total
+            return total
+
+
+@dataclass(frozen=True, slots=True)
+class StartChildRequest(LocalMessage):
+    """Ask the supervisor actor to add and start ``spec`` (replies AddressReply)."""
+
+    spec: ChildSpec
+
+
+@dataclass(frozen=True, slots=True)
+class AddressReply(LocalMessage):
+    """A child's address (start_child, restart_child, address_of)."""
+
+    address: ActorAddress
+
+
+@dataclass(frozen=True, slots=True)
+class ChildrenReply(LocalMessage):
+    """The which_children rows."""
+
+    children: tuple[ChildInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoppedReply(LocalMessage):
+    """Reply to StopSupervisor: the threads of the stopped children, to join."""
+
+    threads: tuple[threading.Thread, ...] = field(default=())

@@ -1,0 +1,198 @@
+"""Child specifications: what a supervisor starts, and how it restarts it.
+
+:class:`ChildSpec` follows Erlang/OTP's child spec: an ``id``, a ``start``
+factory, a :class:`Restart` type and a ``shutdown`` timeout, plus two
+aura-sync additions: a per-child :class:`RestartBackoff` and a
+``start_timeout``.  Every field is validated when the spec is built, so an
+invalid spec is refused when it is added (never when it is first needed).
+
+The factory receives a :class:`ChildContext` and returns a *new, not yet
+started* :class:`~aura_sync.actors.AuraActor` (or a nested
+:class:`~aura_sync.supervisors.Supervisor`).  It runs in the supervisor's
+thread, once per incarnation: keep it quick and non-blocking.  The context
+carries the child's stable address, its incarnation number, and ``stash``:
+a dict that is the *same object* for every incarnation of the child, where
+an actor keeps what must survive a crash (its core, or a snapshot of it).
+
+Layer: supervision.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from aura_sync.actors.address import ActorAddress
+from aura_sync.effects import Clock, Rng, Scheduler, check_seconds
+from aura_sync.errors import InvalidArgument, WrongType
+from aura_sync.messages.supervision import check_child_id
+
+if TYPE_CHECKING:
+    from aura_sync.actors.base import AuraActor
+    from aura_sync.supervisors.supervisor import Supervisor
+
+__all__ = [
+    "ONE_FOR_ALL",
+    "ONE_FOR_ONE",
+    "PERMANENT",
+    "REST_FOR_ONE",
+    "TEMPORARY",
+    "TRANSIENT",
+    "ChildContext",
+    "ChildSpec",
+    "Restart",
+    "RestartBackoff",
+    "Strategy",
+]
+
+
+class Restart(enum.Enum):
+    """When a child is restarted after it exits (OTP restart types)."""
+
+    PERMANENT = "permanent"
+    """Always restarted, whatever the reason it exited (unless the supervisor stopped it)."""
+    TRANSIENT = "transient"
+    """Restarted only after an abnormal exit (crash, failed start)."""
+    TEMPORARY = "temporary"
+    """Never restarted; its spec is removed once it exits."""
+
+
+class Strategy(enum.Enum):
+    """Which children are restarted when one fails (OTP strategies)."""
+
+    ONE_FOR_ONE = "one_for_one"
+    """Only the failed child."""
+    ONE_FOR_ALL = "one_for_all"
+    """All children: the others are stopped in reverse order, then all started in order."""
+    REST_FOR_ONE = "rest_for_one"
+    """The failed child and those started after it (stopped in reverse, started in order)."""
+
+
+PERMANENT: Final = Restart.PERMANENT
+TRANSIENT: Final = Restart.TRANSIENT
+TEMPORARY: Final = Restart.TEMPORARY
+ONE_FOR_ONE: Final = Strategy.ONE_FOR_ONE
+ONE_FOR_ALL: Final = Strategy.ONE_FOR_ALL
+REST_FOR_ONE: Final = Strategy.REST_FOR_ONE
+
+_MAX_DOUBLINGS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RestartBackoff:
+    """Delay before restarting a failed child: exponential, capped, optionally jittered.
+
+    The k-th consecutive restart (k from 0) waits ``min(max, min * 2**k)``
+    seconds, reduced by up to ``jitter`` (a fraction in [0, 1]) at random:
+    ``delay * (1 - jitter * U(0, 1))``.  A child that ran for at least
+    ``max`` seconds before failing starts again from k = 0.  The wait is a
+    scheduled message, never a sleep; the child's address keeps queueing
+    messages meanwhile.
+    """
+
+    min: float = 0.1
+    max: float = 30.0
+    jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        low = check_seconds(self.min, "backoff min")
+        high = check_seconds(self.max, "backoff max")
+        if high < low:
+            raise InvalidArgument(f"backoff max must be >= min ({low} s), got {high} s")
+        jitter = self.jitter
+        if isinstance(jitter, bool) or not isinstance(jitter, int | float):
+            raise WrongType(f"backoff jitter must be a number, got {type(jitter).__name__}")
+        if math.isnan(jitter) or not 0.0 <= jitter <= 1.0:
+            raise InvalidArgument(f"backoff jitter must be in [0, 1], got {jitter!r}")
+        object.__setattr__(self, "min", low)
+        object.__setattr__(self, "max", high)
+        object.__setattr__(self, "jitter", float(jitter))
+
+    def delay(self, attempt: int, rng: Rng) -> float:
+        """Seconds to wait before restart number ``attempt`` (0-based) of a streak."""
+        if type(attempt) is not int or attempt < 0:
+            raise InvalidArgument(f"attempt must be an int >= 0, got {attempt!r}")
+        base = min(self.max, self.min * 2.0 ** min(attempt, _MAX_DOUBLINGS))
+        if self.jitter:
+            base *= 1.0 - self.jitter * rng.random()
+        return base
+
+
+@dataclass(frozen=True, slots=True)
+class ChildContext:
+    """What a child's factory gets: identity, stable address, stash and effects.
+
+    ``incarnation`` is 1 for the first start and grows with each restart;
+    ``stash`` is the same dict for every incarnation of the child (state that
+    must survive a crash goes there); ``scheduler`` / ``clock`` / ``rng``
+    are the supervisor's effects; ``supervisor`` is its name.
+    """
+
+    child_id: str
+    address: ActorAddress
+    incarnation: int
+    stash: dict[str, Any]
+    scheduler: Scheduler
+    clock: Clock
+    rng: Rng
+    supervisor: str
+
+
+StartFactory = Callable[[ChildContext], "AuraActor | Supervisor"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """How to start and restart one child (OTP child spec, validated on creation).
+
+    ``id``: unique among the supervisor's children (1..200 characters).
+    ``start``: factory ``(ChildContext) -> AuraActor | Supervisor`` returning
+    a new, not yet started actor each call.  ``restart``: a
+    :class:`Restart`.  ``shutdown``: seconds to wait for the child to stop
+    before giving up on it (marked killed; its daemon thread is abandoned).
+    ``backoff``: optional :class:`RestartBackoff`.  ``start_timeout``:
+    seconds ``on_start`` may take before the start counts as failed.
+    Give a nested supervisor a ``shutdown`` at least the sum of its
+    children's.
+
+    Raises :class:`~aura_sync.errors.WrongType` /
+    :class:`~aura_sync.errors.InvalidArgument` naming the field and value.
+    """
+
+    id: str
+    start: StartFactory
+    restart: Restart = Restart.PERMANENT
+    shutdown: float = 5.0
+    backoff: RestartBackoff | None = None
+    start_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_child_id(self.id, "ChildSpec id")
+        if not callable(self.start):
+            raise WrongType(
+                f"ChildSpec {self.id!r}: start must be callable, got {type(self.start).__name__} "
+                f"{self.start!r}"
+            )
+        if not isinstance(self.restart, Restart):
+            raise InvalidArgument(
+                f"ChildSpec {self.id!r}: restart must be PERMANENT, TRANSIENT or TEMPORARY, "
+                f"got {self.restart!r}"
+            )
+        object.__setattr__(
+            self, "shutdown", check_seconds(self.shutdown, f"ChildSpec {self.id!r} shutdown")
+        )
+        object.__setattr__(
+            self,
+            "start_timeout",
+            check_seconds(
+                self.start_timeout, f"ChildSpec {self.id!r} start_timeout", allow_zero=False
+            ),
+        )
+        if self.backoff is not None and not isinstance(self.backoff, RestartBackoff):
+            raise WrongType(
+                f"ChildSpec {self.id!r}: backoff must be a RestartBackoff or None, "
+                f"got {self.backoff!r}"
+            )

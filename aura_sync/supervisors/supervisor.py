@@ -1,0 +1,448 @@
+"""The :class:`Supervisor` handle: configure, start, observe and steer a supervisor.
+
+A ``Supervisor`` object holds a configuration (children, strategy, restart
+intensity, effects) and, once started, the address of its supervisor actor
+(:mod:`aura_sync.supervisors._actor`).  Every dynamic call
+(``start_child``, ``terminate_child``, ...) is an ask to that actor with a
+timeout; after the supervisor stopped or gave up they raise
+:class:`~aura_sync.errors.SupervisorStopped`.
+
+Trees: a child's ``start`` factory may return a ``Supervisor``; its parent
+starts it (do not call :meth:`Supervisor.start` on it) and sees it fail when
+it gives up (escalation).  A nested supervisor keeps its children's
+addresses and stashes in its own stash, so even a restart of the supervisor
+in between loses neither.  Effects not given to a nested supervisor are
+inherited from its parent (so a test's ``ManualClock`` reaches the whole
+tree).
+
+Example::
+
+    sup = Supervisor(
+        [ChildSpec("cache", start=lambda ctx: CacheActor(ctx)),
+         ChildSpec("limiter", start=lambda ctx: RateLimiterActor(ctx))],
+        strategy=REST_FOR_ONE, intensity=3, period=5.0,
+    ).start()
+    limiter = sup.address_of("limiter")     # stable across restarts
+    ...
+    sup.stop()
+
+Layer: supervision.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from aura_sync.actors.address import ActorAddress
+from aura_sync.actors.base import AuraActor, current_actor
+from aura_sync.effects import Clock, Rng, Scheduler, SystemClock, SystemRng, check_seconds
+from aura_sync.errors import (
+    ActorStopped,
+    InvalidArgument,
+    StartFailed,
+    SupervisorError,
+    SupervisorGaveUp,
+    SupervisorStopped,
+    WrongType,
+)
+from aura_sync.messages import Ack, ErrorReply
+from aura_sync.messages.supervision import (
+    AddressOf,
+    ChildCounts,
+    CountChildren,
+    DeleteChild,
+    EventKind,
+    ExitKind,
+    RestartChild,
+    StopSupervisor,
+    SupervisionEvent,
+    TerminateChild,
+    WhichChildren,
+    check_child_id,
+)
+from aura_sync.supervisors._actor import SupervisorActor, SupervisorConfig
+from aura_sync.supervisors._state import (
+    STASH_KEY,
+    AddressReply,
+    ChildInfo,
+    ChildrenReply,
+    Persistent,
+    StartChildRequest,
+    StoppedReply,
+)
+from aura_sync.supervisors.spec import ChildContext, ChildSpec, Strategy
+
+__all__ = ["DEFAULT_CALL_TIMEOUT", "Supervisor"]
+
+DEFAULT_CALL_TIMEOUT = 10.0
+"""Seconds a dynamic call (``start_child``, ...) waits for the supervisor by default."""
+
+R = TypeVar("R")
+
+_system_clock: SystemClock | None = None
+_system_scheduler: Scheduler | None = None
+_system_lock = threading.Lock()
+
+
+def _system_effects() -> tuple[Clock, Scheduler]:
+    """One shared system clock and scheduler (one timer thread per process)."""
+    global _system_clock, _system_scheduler
+    with _system_lock:
+        if _system_clock is None or _system_scheduler is None:
+            _system_clock = SystemClock()
+            _system_scheduler = Scheduler(_system_clock)
+        return _system_clock, _system_scheduler
+
+
+class _RootMonitor:
+    """The :class:`~aura_sync.actors.address.Link` of a root supervisor's address.
+
+    Lets ``start()`` wait for the children to be up, and closes the address
+    when the supervisor ends (pending and later calls get SupervisorStopped).
+    """
+
+    __slots__ = ("exited_event", "kind", "reason", "started_event")
+
+    def __init__(self) -> None:
+        self.started_event = threading.Event()
+        self.exited_event = threading.Event()
+        self.kind: ExitKind | None = None
+        self.reason = ""
+
+    def started(self, address: ActorAddress, incarnation: int) -> None:
+        self.started_event.set()
+
+    def exited(self, address: ActorAddress, incarnation: int, kind: ExitKind, reason: str) -> None:
+        self.kind = kind
+        self.reason = reason
+        address._close(f"supervisor {kind.value}: {reason}")
+        self.exited_event.set()
+        self.started_event.set()
+
+
+class Supervisor:
+    """An OTP-style supervisor (see the module docstring and DESIGN.md, Supervision).
+
+    Parameters: ``children`` (ChildSpec, unique ids, started in this order);
+    ``strategy`` (:class:`~aura_sync.supervisors.Strategy`); ``intensity``
+    (int >= 0) and ``period`` (seconds > 0): more than ``intensity``
+    restarts within ``period`` make it give up; ``clock`` / ``scheduler`` /
+    ``rng``: effects (default: the system ones, or the parent's for a nested
+    supervisor); ``on_give_up``: called with a
+    :class:`~aura_sync.errors.SupervisorGaveUp` (in the supervisor's thread;
+    keep it quick) when it gives up; ``name``: used in logs and child
+    address names; ``call_timeout``: default seconds of the dynamic calls.
+
+    Raises :class:`~aura_sync.errors.WrongType` /
+    :class:`~aura_sync.errors.InvalidArgument` for invalid arguments
+    (duplicate child ids included).
+    """
+
+    def __init__(
+        self,
+        children: Iterable[ChildSpec] = (),
+        *,
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        intensity: int = 1,
+        period: float = 5.0,
+        clock: Clock | None = None,
+        scheduler: Scheduler | None = None,
+        rng: Rng | None = None,
+        on_give_up: Callable[[SupervisorGaveUp], None] | None = None,
+        name: str = "supervisor",
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> None:
+        if isinstance(children, ChildSpec | str | bytes) or not isinstance(children, Iterable):
+            raise WrongType(f"children must be an iterable of ChildSpec, got {children!r}")
+        specs = tuple(children)
+        seen: set[str] = set()
+        for spec in specs:
+            if not isinstance(spec, ChildSpec):
+                raise WrongType(f"children must be ChildSpec objects, got {spec!r}")
+            if spec.id in seen:
+                raise InvalidArgument(f"duplicate child id {spec.id!r} in children")
+            seen.add(spec.id)
+        if not isinstance(strategy, Strategy):
+            raise InvalidArgument(
+                f"strategy must be ONE_FOR_ONE, ONE_FOR_ALL or REST_FOR_ONE, got {strategy!r}"
+            )
+        if type(intensity) is not int:
+            raise WrongType(
+                f"intensity must be an int, got {type(intensity).__name__} {intensity!r}"
+            )
+        if intensity < 0:
+            raise InvalidArgument(f"intensity must be >= 0, got {intensity}")
+        period = check_seconds(period, "period", allow_zero=False)
+        if clock is not None and not isinstance(clock, Clock):
+            raise WrongType(f"clock must be a Clock, got {clock!r}")
+        if scheduler is not None and not isinstance(scheduler, Scheduler):
+            raise WrongType(f"scheduler must be a Scheduler, got {scheduler!r}")
+        if rng is not None and not isinstance(rng, Rng):
+            raise WrongType(f"rng must be an Rng, got {rng!r}")
+        if on_give_up is not None and not callable(on_give_up):
+            raise WrongType(f"on_give_up must be callable or None, got {on_give_up!r}")
+        check_child_id(name, "name")
+        self._specs = specs
+        self._strategy = strategy
+        self._intensity = intensity
+        self._period = period
+        self._clock = clock
+        self._scheduler = scheduler
+        self._rng = rng
+        self._on_give_up = on_give_up
+        self._name = name
+        self._call_timeout = check_seconds(call_timeout, "call_timeout", allow_zero=False)
+        self._persistent = Persistent()
+        self._address: ActorAddress | None = None
+        self._monitor: _RootMonitor | None = None
+        self._actor: SupervisorActor | None = None
+        self._nested = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_alive() else "stopped"
+        return f"<Supervisor {self._name} {self._strategy.name} ({state})>"
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The supervisor's name (its address name; child addresses are ``name/id``)."""
+        return self._name
+
+    @property
+    def address(self) -> ActorAddress:
+        """The supervisor actor's address; raises SupervisorStopped if never started."""
+        address = self._address
+        if address is None:
+            raise SupervisorStopped(f"supervisor {self._name} was never started")
+        return address
+
+    def is_alive(self) -> bool:
+        """Whether the supervisor is running (or being restarted by its parent)."""
+        address = self._address
+        return address is not None and address.is_alive()
+
+    def start(self, timeout: float = 30.0) -> Supervisor:
+        """Start this (root) supervisor and its children, in order; return ``self``.
+
+        Waits up to ``timeout`` seconds for every child to start (not when
+        called from inside an actor).  Raises
+        :class:`~aura_sync.errors.StartFailed` if a child failed to start
+        (the ones already started are stopped again), and
+        :class:`~aura_sync.errors.SupervisorError` if it is already running
+        or is the child of another supervisor.
+        """
+        timeout = check_seconds(timeout, "timeout", allow_zero=False)
+        with self._lock:
+            if self._nested:
+                raise SupervisorError(
+                    f"supervisor {self._name} is the child of another supervisor, which starts it"
+                )
+            if self._monitor is not None and not self._monitor.exited_event.is_set():
+                raise SupervisorError(f"supervisor {self._name} is already running")
+            clock, scheduler = self._effects(None)
+            address = self._address or ActorAddress(self._name)
+            address._reopen()
+            monitor = _RootMonitor()
+            self._persistent.incarnation += 1
+            actor = SupervisorActor(self._config(clock, scheduler), self._persistent)
+            self._address, self._monitor, self._actor = address, monitor, actor
+            address._attach(actor, self._persistent.incarnation, monitor)
+        if current_actor() is not None:
+            return self  # an actor must not block: it will hear about failures later
+        if not monitor.started_event.wait(timeout):
+            address.tell(StopSupervisor())
+            raise StartFailed(f"supervisor {self._name} did not start within {timeout} s")
+        if monitor.kind is not None:
+            thread = actor._aura_thread
+            if thread is not None:
+                thread.join(timeout)
+            raise StartFailed(f"supervisor {self._name} failed to start: {monitor.reason}")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop every child in reverse start order, then the supervisor; idempotent.
+
+        Waits (bounded by ``timeout`` seconds overall) for the children's and
+        the supervisor's threads to end; a child that overruns its
+        ``shutdown`` is abandoned (its daemon thread cannot block exit).
+        From inside an actor it only sends the request.  Stopping a *nested*
+        supervisor this way is, for its parent, the child exiting on its own
+        (a PERMANENT one is restarted): use the parent's ``terminate_child``.
+        """
+        timeout = check_seconds(timeout, "timeout", allow_zero=False)
+        address = self._address
+        if address is None or not address.is_alive():
+            return
+        if current_actor() is not None:
+            address.tell(StopSupervisor())
+            return
+        deadline = time.monotonic() + timeout
+        reply = address.ask(StopSupervisor(), timeout)
+        threads: list[threading.Thread] = []
+        if isinstance(reply, StoppedReply):
+            threads.extend(reply.threads)
+        actor = self._actor
+        if actor is not None and actor._aura_thread is not None:
+            threads.append(actor._aura_thread)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> Supervisor:
+        if not self.is_alive():
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- dynamic API -----------------------------------------------------------------
+
+    def start_child(self, spec: ChildSpec, timeout: float | None = None) -> ActorAddress:
+        """Add ``spec`` and start it (after the others); return its address.
+
+        Raises :class:`~aura_sync.errors.AlreadyPresent` if the id exists,
+        :class:`~aura_sync.errors.StartFailed` if it fails to start (the spec
+        is then not kept), SupervisorStopped, AskTimeout.
+        """
+        if not isinstance(spec, ChildSpec):
+            raise WrongType(f"spec must be a ChildSpec, got {type(spec).__name__} {spec!r}")
+        return self._call(StartChildRequest(spec), AddressReply, timeout).address
+
+    def terminate_child(self, child_id: str, timeout: float | None = None) -> None:
+        """Stop a child and keep its spec (a TEMPORARY child's spec is removed).
+
+        Idempotent for a terminated child.  Raises NotFound,
+        SupervisorStopped, AskTimeout.
+        """
+        self._call(TerminateChild(child_id), Ack, timeout)
+
+    def restart_child(self, child_id: str, timeout: float | None = None) -> ActorAddress:
+        """Start a terminated child again; return its (unchanged) address.
+
+        Raises NotFound, RunningChild (it runs or is being restarted),
+        StartFailed, SupervisorStopped, AskTimeout.
+        """
+        return self._call(RestartChild(child_id), AddressReply, timeout).address
+
+    def delete_child(self, child_id: str, timeout: float | None = None) -> None:
+        """Forget a terminated child's spec; its address is closed for good.
+
+        Raises NotFound, RunningChild, SupervisorStopped, AskTimeout.
+        """
+        self._call(DeleteChild(child_id), Ack, timeout)
+
+    def which_children(self, timeout: float | None = None) -> tuple[ChildInfo, ...]:
+        """Every child in start order: id, address (None if terminated), type, status, restarts."""
+        return self._call(WhichChildren(), ChildrenReply, timeout).children
+
+    def count_children(self, timeout: float | None = None) -> ChildCounts:
+        """OTP ``count_children``: specs, active, supervisors, workers."""
+        return self._call(CountChildren(), ChildCounts, timeout)
+
+    def address_of(self, child_id: str, timeout: float | None = None) -> ActorAddress:
+        """The stable address of a child (valid across its restarts). Raises NotFound."""
+        return self._call(AddressOf(child_id), AddressReply, timeout).address
+
+    # --- observation -----------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[SupervisionEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every supervision event; returns an unsubscribe function.
+
+        Callbacks run in the supervisor's thread: keep them quick and
+        non-blocking (a ``tell`` is fine).  Exceptions are logged and ignored.
+        Subscriptions survive restarts of the supervisor.
+        """
+        if not callable(callback):
+            raise WrongType(f"callback must be callable, got {callback!r}")
+        persistent = self._persistent
+        with persistent.lock:
+            persistent.subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with persistent.lock:
+                if callback in persistent.subscribers:
+                    persistent.subscribers.remove(callback)
+
+        return unsubscribe
+
+    def events(self) -> dict[EventKind, int]:
+        """How many events of each kind happened so far (all kinds present)."""
+        with self._persistent.lock:
+            return dict(self._persistent.counts)
+
+    def restart_count(self, child_id: str) -> int:
+        """How many times ``child_id`` was restarted after a failure (0 if never/unknown)."""
+        check_child_id(child_id)
+        with self._persistent.lock:
+            return self._persistent.restarts.get(child_id, 0)
+
+    # --- internals -------------------------------------------------------------------
+
+    def _effects(self, context: ChildContext | None) -> tuple[Clock, Scheduler]:
+        clock, scheduler = self._clock, self._scheduler
+        if scheduler is None:
+            if clock is not None:
+                scheduler = Scheduler(clock)
+            elif context is not None:
+                clock, scheduler = context.clock, context.scheduler
+            else:
+                clock, scheduler = _system_effects()
+        if clock is None:
+            clock = scheduler.clock
+        return clock, scheduler
+
+    def _config(
+        self, clock: Clock, scheduler: Scheduler, rng: Rng | None = None
+    ) -> SupervisorConfig:
+        return SupervisorConfig(
+            name=self._name,
+            specs=self._specs,
+            strategy=self._strategy,
+            intensity=self._intensity,
+            period=self._period,
+            clock=clock,
+            scheduler=scheduler,
+            rng=self._rng or rng or SystemRng(),
+            on_give_up=self._on_give_up,
+        )
+
+    def _make_actor(self, context: ChildContext) -> AuraActor:
+        """Called by a parent supervisor: a new incarnation bound to ``context.address``."""
+        with self._lock:
+            if self._monitor is not None and not self._monitor.exited_event.is_set():
+                raise SupervisorError(
+                    f"supervisor {self._name} is running as a root; it cannot also be a child"
+                )
+            persistent = context.stash.setdefault(STASH_KEY, self._persistent)
+            self._persistent = persistent
+            self._nested = True
+            self._address = context.address
+            clock, scheduler = self._effects(context)
+            actor = SupervisorActor(self._config(clock, scheduler, context.rng), persistent)
+            self._actor = actor
+            return actor
+
+    def _call(self, message: Any, expect: type[R], timeout: float | None) -> R:
+        address = self._address
+        if address is None:
+            raise SupervisorStopped(f"supervisor {self._name} was never started")
+        seconds = self._call_timeout if timeout is None else timeout
+        reply = address.ask(message, seconds)
+        if isinstance(reply, expect):
+            return reply
+        if isinstance(reply, ErrorReply):
+            exc = reply.to_exception()
+            if isinstance(exc, ActorStopped) and not isinstance(exc, SupervisorStopped):
+                raise SupervisorStopped(
+                    f"supervisor {self._name} is stopped ({reply.message})"
+                ) from None
+            raise exc
+        raise SupervisorError(
+            f"supervisor {self._name} answered {type(message).__name__} with {reply!r}"
+        )
