@@ -481,6 +481,53 @@ class Context:
         }
         return Stats(label, unit, samples, n=n, extra=extra)
 
+    def interleaved_latency(
+        self, ops: Mapping[str, Callable[[], object]], *, gc_off: bool = True
+    ) -> dict[str, Stats]:
+        """:meth:`latency` for several operations, repetitions interleaved (A B C A B C ...).
+
+        Returns label -> :class:`Stats` in ops/s with ``p50_us``/``p99_us``
+        over every timed call.
+        """
+        clock = time.perf_counter_ns
+
+        def as_loop(op: Callable[[], object]) -> Callable[[int], None]:
+            def loop(k: int) -> None:
+                for _ in range(k):
+                    op()
+
+            return loop
+
+        sizes = {label: self.calibrate(as_loop(op), gc_off=gc_off) for label, op in ops.items()}
+        per_call: dict[str, list[int]] = {label: [] for label in ops}
+        samples: dict[str, list[float]] = {label: [] for label in ops}
+        for rep in range(self.size.reps + 1):
+            for label, op in ops.items():
+                n = sizes[label]
+                times = [0] * n
+                with _gc_paused(gc_off):
+                    start = clock()
+                    for i in range(n):
+                        t0 = clock()
+                        op()
+                        times[i] = clock() - t0
+                    total = max(clock() - start, 1)
+                if rep == 0:
+                    continue  # warm-up
+                per_call[label].extend(times)
+                samples[label].append(n * 1e9 / total)
+        out: dict[str, Stats] = {}
+        for label in ops:
+            all_ns = sorted(per_call[label])
+            extra = {
+                "p50_us": _percentile(all_ns, 50) / 1e3,
+                "p99_us": _percentile(all_ns, 99) / 1e3,
+                "max_us": all_ns[-1] / 1e3,
+                "calls": float(len(all_ns)),
+            }
+            out[label] = Stats(label, "ops/s", samples[label], n=sizes[label], extra=extra)
+        return out
+
     def bytes_per(self, label: str, build: Callable[[int], object], n: int) -> Stats:
         """Bytes allocated per item by ``build(n)`` (kept alive while measured), via tracemalloc.
 
@@ -739,9 +786,7 @@ def write_plots(doc: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xlabel("ratio measured / baseline (bar: median, whisker: min-max; black: target)")
         ax.set_title(f"{group['number']}. {group['title']} ({mode})")
         # fixed margins (in inches): tight_layout costs seconds per figure
-        fig.subplots_adjust(
-            left=4.2 / 10, right=0.97, top=1 - 0.45 / height, bottom=0.65 / height
-        )
+        fig.subplots_adjust(left=4.2 / 10, right=0.97, top=1 - 0.45 / height, bottom=0.65 / height)
         path = out / f"{mode}_{group['key']}.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)

@@ -1,6 +1,8 @@
 """Row group 1, actor messaging: aura actors against a raw pykka ``ThreadingActor``.
 
-Baselines, measured in every run, pinned to one CPU and unpinned:
+Everything is measured in every run, pinned to one CPU and unpinned, with
+all actors started at once and the repetitions interleaved (so a load change
+on the machine hits every side alike).  Baselines:
 
 - raw pykka ``tell`` throughput: a ``ThreadingActor`` whose ``on_receive``
   does nothing; ``n`` tells then one ask to drain the mailbox (ops/s);
@@ -16,17 +18,26 @@ reply) against the same chain of raw pykka actors.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import importlib
 import threading
+import types
 from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any
 
 import pykka
 
-from bench._harness import Context, Stats, Target, optional_module
+from bench._harness import Context, Target, optional_module
 
 TELL_TARGET = Target(">=", 0.9)
 ASK_TARGET = Target(">=", 1.3)
+
+RAW_TELL = "raw pykka tell"
+RAW_ASK = "raw pykka ask"
+RAW_CHAIN = "raw pykka two-hop ask"
+QUEUE = "SimpleQueue round trip"
 
 _FLUSH = ("flush",)
 _PING = ("ping", 1)
@@ -90,55 +101,209 @@ def _simple_queue_pair() -> tuple[Callable[[], object], Callable[[], None]]:
     return op, close
 
 
-def measure_raw(ctx: Context) -> dict[str, Stats]:
-    """The raw pykka tell/ask and SimpleQueue round trip, in the current affinity."""
-    out: dict[str, Stats] = {}
-    ref = _NullActor.start()
-    try:
-        out["tell"] = ctx.throughput(
-            "raw pykka tell", tell_loop(ref.tell, lambda: ref.ask(_FLUSH), _PING)
-        )
-        out["ask"] = ctx.latency("raw pykka ask", lambda: ref.ask(_PING))
-    finally:
-        ref.stop()
-    op, close = _simple_queue_pair()
-    try:
-        out["queue"] = ctx.latency("SimpleQueue round trip", op)
-    finally:
-        close()
-    last = _NullActor.start()
-    first = _ForwardActor.start(last)
-    try:
-        out["chain"] = ctx.latency("raw pykka two-hop ask", lambda: first.ask(_PING))
-    finally:
-        first.stop()
-        last.stop()
-    return out
-
-
 def run(ctx: Context) -> None:
-    """Record the raw baselines and, when aura actors exist, the aura rows."""
+    """Every actor row, pinned to one CPU and unpinned (actors started inside each mode)."""
     for pinned, mode in ctx.affinity_modes():
         with mode():
-            raw = measure_raw(ctx)
-            ctx.compare(
-                "SimpleQueue round trip vs raw pykka ask", raw["queue"], raw["ask"], pinned=pinned
-            )
-            _aura_rows(ctx, raw, pinned)
+            _mode_rows(ctx, pinned)
 
 
-def _aura_rows(ctx: Context, raw: dict[str, Stats], pinned: bool) -> None:
-    actors, why = optional_module("aura_sync.actors", "RateLimiterActor")
+# --- aura actors --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ActorCase:
+    """One aura actor to measure: how to start it, set it up, and the message to send."""
+
+    label: str
+    factory: Callable[[], Any]
+    message: Any
+    setup: tuple[Any, ...] = ()
+
+
+def _noop_case(actors: Any) -> ActorCase:
+    """An AuraActor whose handler does nothing: the messaging machinery alone."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Noop(actors.LocalMessage):  # type: ignore[misc]
+        """A local (never encoded) message with no fields."""
+
+    class NullAura(actors.AuraActor):  # type: ignore[misc]
+        @actors.handles(Noop)  # type: ignore[untyped-decorator]
+        def _noop(self, msg: Any) -> None:
+            return None
+
+    return ActorCase("AuraActor no-op", NullAura, Noop())
+
+
+def actor_cases(actors: Any) -> tuple[list[ActorCase], list[str]]:
+    """The aura actors present in this build (and notes on those that are not)."""
+    from aura_sync.ids import DeviceId
+
+    cases = [_noop_case(actors)]
+    missing: list[str] = []
+    peer = DeviceId.from_int(42)
+
+    def add(label: str, needs: str, make: Callable[[], ActorCase]) -> None:
+        if not hasattr(actors, needs):
+            missing.append(f"{label}: aura_sync.actors has no {needs} yet")
+            return
+        try:
+            cases.append(make())
+        except Exception as exc:
+            missing.append(f"{label}: cannot set up ({type(exc).__name__}: {exc})")
+
+    def cache_case() -> ActorCase:
+        from aura_sync.messages.cache import IsFresh
+
+        return ActorCase("CacheActor IsFresh", actors.CacheActor, IsFresh("doc/1", 5))
+
+    def peers_case() -> ActorCase:
+        from aura_sync.messages.peers import AddPeer, IsPeerAvailable
+
+        return ActorCase(
+            "PeerManagerActor IsPeerAvailable",
+            actors.PeerManagerActor,
+            IsPeerAvailable(peer),
+            setup=(AddPeer(peer),),
+        )
+
+    def rate_case() -> ActorCase:
+        rl = importlib.import_module("aura_sync.infrastructure.rate_limit")
+        check = importlib.import_module("aura_sync.messages.rate_limit").CheckRateLimit
+        config = rl.RateLimitConfig(
+            global_ops_per_second=10**9,
+            global_burst=10**9,
+            peer_ops_per_second=10**9,
+            peer_burst=10**9,
+        )
+        return ActorCase(
+            "RateLimiterActor CheckRateLimit",
+            lambda: actors.RateLimiterActor(config),
+            check(peer, 1),
+        )
+
+    def pool_case() -> ActorCase:
+        from aura_sync.infrastructure.connections import PoolConfig
+        from aura_sync.messages.pool import EvictExpired
+        from bench.rows_cores import _FakeConnector
+
+        return ActorCase(
+            "PoolActor EvictExpired",
+            lambda: actors.PoolActor(PoolConfig(), _FakeConnector()),
+            EvictExpired(),
+        )
+
+    add("CacheActor", "CacheActor", cache_case)
+    add("PeerManagerActor", "PeerManagerActor", peers_case)
+    add("RateLimiterActor", "RateLimiterActor", rate_case)
+    add("PoolActor", "PoolActor", pool_case)
+    return cases, missing
+
+
+def _bound_ask(address: Any, message: Any) -> Callable[[], object]:
+    ask = address.ask
+
+    def op() -> object:
+        return ask(message, 10.0)
+
+    return op
+
+
+_API = {
+    # public name -> submodules of aura_sync.actors that may define it
+    "spawn": ("address",),
+    "AuraActor": ("base",),
+    "handles": ("base",),
+    "LocalMessage": ("base", "_mailbox"),
+    "CacheActor": ("cache",),
+    "PeerManagerActor": ("peer_manager", "peers"),
+    "RateLimiterActor": ("rate_limiter", "rate_limit"),
+    "PoolActor": ("pool", "connections"),
+}
+_REQUIRED = ("spawn", "AuraActor", "handles", "LocalMessage")
+
+
+def actors_api() -> tuple[Any, str]:
+    """The aura actor API as a namespace, or ``(None, why)`` if it has not landed.
+
+    Names come from :mod:`aura_sync.actors` or, before the package
+    re-exports them, from its submodules.
+    """
+    pkg, why = optional_module("aura_sync.actors")
+    if pkg is None:
+        return None, why
+    ns = types.SimpleNamespace()
+    for name, where in _API.items():
+        obj = getattr(pkg, name, None)
+        for sub in where:
+            if obj is not None:
+                break
+            mod, _ = optional_module(f"aura_sync.actors.{sub}", name)
+            obj = getattr(mod, name, None) if mod is not None else None
+        if obj is not None:
+            setattr(ns, name, obj)
+    missing = [n for n in _REQUIRED if not hasattr(ns, n)]
+    if missing:
+        return None, f"not available yet: aura_sync.actors has no {', '.join(missing)}"
+    return ns, ""
+
+
+def _mode_rows(ctx: Context, pinned: bool) -> None:
+    """Start the raw baselines and the aura actors, time them interleaved, record rows."""
+    actors, why = actors_api()
+    cases, missing = actor_cases(actors) if actors is not None else ([], [])
+    cleanup: list[Callable[[], object]] = []
+    tells: dict[str, Callable[[int], None]] = {}
+    asks: dict[str, Callable[[], object]] = {}
+    try:
+        raw = _NullActor.start()
+        cleanup.append(raw.stop)
+        tells[RAW_TELL] = tell_loop(raw.tell, lambda: raw.ask(_FLUSH), _PING)
+        asks[RAW_ASK] = lambda: raw.ask(_PING)
+        op, close = _simple_queue_pair()
+        cleanup.append(close)
+        asks[QUEUE] = op
+        last = _NullActor.start()
+        cleanup.append(last.stop)
+        first = _ForwardActor.start(last)
+        cleanup.append(first.stop)
+        asks[RAW_CHAIN] = lambda: first.ask(_PING)
+        for case in cases:
+            address = actors.spawn(case.factory)
+            cleanup.append(address.stop)
+            for msg in case.setup:
+                address.ask(msg, 10.0)
+            reply = address.ask(case.message, 10.0)
+            if type(reply).__name__ == "ErrorReply":
+                raise RuntimeError(f"{case.label}: the benchmark message fails: {reply!r}")
+            ask = _bound_ask(address, case.message)
+            tells[case.label] = tell_loop(address.tell, ask, case.message)
+            asks[case.label] = ask
+        tell_stats = ctx.interleaved(tells)
+        ask_stats = ctx.interleaved_latency(asks)
+    finally:
+        for stop in reversed(cleanup):
+            with contextlib.suppress(Exception):
+                stop()
+    raw_tell, raw_ask = tell_stats[RAW_TELL], ask_stats[RAW_ASK]
+    ctx.compare("SimpleQueue round trip vs raw pykka ask", ask_stats[QUEUE], raw_ask, pinned=pinned)
     if actors is None:
-        ctx.unavailable(
-            "aura actor tell vs raw pykka tell", why, baseline=raw["tell"], pinned=pinned
+        ctx.unavailable("aura actor tell vs raw pykka tell", why, baseline=raw_tell, pinned=pinned)
+        ctx.unavailable("aura actor ask vs raw pykka ask", why, baseline=raw_ask, pinned=pinned)
+    for note in missing:
+        label, why_missing = note.split(": ", 1)
+        ctx.unavailable(f"{label} tell/ask", why_missing, pinned=pinned)
+    for case in cases:
+        t, a = tell_stats[case.label], ask_stats[case.label]
+        name = case.label
+        ctx.compare(
+            f"{name} tell vs raw pykka tell", t, raw_tell, target=TELL_TARGET, pinned=pinned
         )
-        ctx.unavailable("aura actor ask vs raw pykka ask", why, baseline=raw["ask"], pinned=pinned)
-        ctx.unavailable(
-            "two-hop chain (protocol -> rate limiter) vs raw pykka",
-            why,
-            baseline=raw["chain"],
-            pinned=pinned,
-        )
-        return
-    ctx.unavailable("aura actor rows", "aura_sync.actors landed; rows not wired yet", pinned=pinned)
+        ctx.compare(f"{name} ask vs raw pykka ask", a, raw_ask, target=ASK_TARGET, pinned=pinned)
+    ctx.unavailable(
+        "two-hop chain (protocol -> rate limiter) vs raw pykka",
+        why if actors is None else "not wired yet: needs a non-blocking actor-to-actor call",
+        baseline=ask_stats[RAW_CHAIN],
+        pinned=pinned,
+    )

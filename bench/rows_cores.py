@@ -281,13 +281,64 @@ def pool_rows(ctx: Context) -> None:
 
 
 def pool_actor_rows(ctx: Context) -> None:
-    """Acquire/release through PoolActor vs two raw pykka asks (filled in when actors land)."""
-    actors, why = optional_module("aura_sync.actors", "PoolActor")
+    """Acquire+release cycles through PoolActor vs two asks to a no-op raw pykka actor.
+
+    Threaded: run pinned and unpinned, both sides started inside each mode and
+    timed interleaved.
+    """
+    from bench.rows_actors import actors_api
+
     name = "pool acquire+release through PoolActor vs 2 raw pykka asks"
+    actors, why = actors_api()
+    if actors is not None and not hasattr(actors, "PoolActor"):
+        actors, why = None, "not available yet: aura_sync.actors has no PoolActor"
+    for pinned, mode in ctx.affinity_modes():
+        with mode():
+            _pool_actor_mode(ctx, name, actors, why, pinned)
+
+
+def _pool_actor_mode(ctx: Context, name: str, actors: Any, why: str, pinned: bool) -> None:
+    from aura_sync.ids import DeviceId
+    from bench.rows_actors import _NullActor
+
+    raw = _NullActor.start()
+    address = None
+    try:
+        ask = raw.ask
+        ping = ("ping",)
+
+        def raw_cycle(_: object) -> None:
+            ask(ping)
+            ask(ping)
+
+        loops = {"2 raw pykka asks": _cycle_loop(raw_cycle, [0])}
+        if actors is not None:
+            from aura_sync.infrastructure.connections import PoolConfig
+            from aura_sync.messages.pool import Acquire, Acquired, Release
+
+            address = actors.spawn(lambda: actors.PoolActor(PoolConfig(), _FakeConnector()))
+            peers = [DeviceId.from_int(i + 1) for i in range(10)]
+            acquires = {p: Acquire(p) for p in peers}
+            pool_ask = address.ask
+
+            def aura_cycle(peer: Any) -> None:
+                got = pool_ask(acquires[peer], 10.0)
+                if type(got) is not Acquired:
+                    raise RuntimeError(f"PoolActor refused an acquire: {got!r}")
+                pool_ask(Release(peer, got.handle_id), 10.0)
+
+            aura_cycle(peers[0])
+            loops["aura PoolActor"] = _cycle_loop(aura_cycle, peers)
+        stats = ctx.interleaved(loops)
+    finally:
+        raw.stop()
+        if address is not None:
+            address.stop()
+    base = stats["2 raw pykka asks"]
     if actors is None:
-        ctx.unavailable(name, why)
-        return
-    ctx.unavailable(name, "aura_sync.actors.PoolActor landed; row not wired yet")
+        ctx.unavailable(name, why, baseline=base, pinned=pinned)
+    else:
+        ctx.compare(name, stats["aura PoolActor"], base, pinned=pinned, note="cycles/s")
 
 
 def run(ctx: Context) -> None:
