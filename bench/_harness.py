@@ -64,12 +64,13 @@ __all__ = [
     "run_suite",
 ]
 
-Unit = Literal["ops/s", "ns/op", "us/op", "bytes/item"]
+Unit = Literal["ops/s", "ns/op", "us/op", "bytes/item", "lost/sent"]
 HIGHER_IS_BETTER: dict[str, bool] = {
     "ops/s": True,
     "ns/op": False,
     "us/op": False,
     "bytes/item": False,
+    "lost/sent": False,
 }
 
 
@@ -173,17 +174,38 @@ class Stats:
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """A goal on a row's ratio: ``ratio >= value`` or ``ratio <= value``."""
+    """A goal on a row: ``subject >= value`` or ``subject <= value``.
+
+    ``on`` names the subject: ``"ratio"`` (measured / baseline, the usual
+    case), ``"median"`` or ``"max"`` (of the measured repetitions, in their
+    unit) or a key of the
+    measured ``extra`` figures such as ``"p99_us"`` (absolute goals like
+    "p99 <= 2 ms" or "0 messages lost").
+    """
 
     op: Literal[">=", "<="]
     value: float
+    on: str = "ratio"
 
-    def met(self, ratio: float) -> bool:
-        """Whether ``ratio`` satisfies the target."""
-        return ratio >= self.value if self.op == ">=" else ratio <= self.value
+    def met(self, subject: float) -> bool:
+        """Whether ``subject`` (the figure named by ``on``) satisfies the target."""
+        return subject >= self.value if self.op == ">=" else subject <= self.value
+
+    def subject(self, row: Row) -> float | None:
+        """The figure of ``row`` this target is about (None if it is missing)."""
+        if self.on == "ratio":
+            return row.ratio
+        if row.measured is None:
+            return None
+        if self.on in ("median", "max"):
+            return row.measured.median if self.on == "median" else row.measured.max
+        return row.measured.extra.get(self.on)
 
     def __str__(self) -> str:
-        return f"{'≥' if self.op == '>=' else '≤'} {self.value:g}x"
+        sign = "≥" if self.op == ">=" else "≤"
+        if self.on == "ratio":
+            return f"{sign} {self.value:g}x"
+        return f"{self.on} {sign} {self.value:g}"
 
 
 @dataclasses.dataclass
@@ -216,17 +238,18 @@ class Row:
     @property
     def ratio_range(self) -> tuple[float, float] | None:
         """Conservative min-max of the ratio (worst and best pairing of repetitions)."""
-        if self.measured is None or self.baseline is None or self.baseline.min == 0:
+        if self.ratio is None or self.measured is None or self.baseline is None:
             return None
-        return (self.measured.min / self.baseline.max, self.measured.max / self.baseline.min)
+        hi = self.measured.max / self.baseline.min if self.baseline.min else math.inf
+        return (self.measured.min / self.baseline.max, hi)
 
     @property
     def met(self) -> bool | None:
         """Whether the target is met (None without a target or a ratio)."""
-        ratio = self.ratio
-        if self.target is None or ratio is None:
+        if self.target is None:
             return None
-        return self.target.met(ratio)
+        subject = self.target.subject(self)
+        return None if subject is None else self.target.met(subject)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form of the row."""
@@ -244,7 +267,11 @@ class Row:
             "higher_is_better": (
                 HIGHER_IS_BETTER.get(self.measured.unit) if self.measured else None
             ),
-            "target": ({"op": self.target.op, "value": self.target.value} if self.target else None),
+            "target": (
+                {"op": self.target.op, "value": self.target.value, "on": self.target.on}
+                if self.target
+                else None
+            ),
             "met": self.met,
             "note": self.note,
         }
@@ -828,8 +855,13 @@ def _fmt_stats(stats: dict[str, Any] | None) -> str:
         text = f"{_fmt_num(med)} {unit} ({_fmt_num(lo)}-{_fmt_num(hi)})"
     extra = stats.get("extra") or {}
     if "p50_us" in extra:
-        text += f"; p50 {extra['p50_us']:.3g} µs, p99 {extra['p99_us']:.3g} µs"
+        text += f"; p50 {_fmt_us(extra['p50_us'])}, p99 {_fmt_us(extra['p99_us'])}"
     return f"{stats['label']}: {text}"
+
+
+def _fmt_us(us: float) -> str:
+    div, unit = _scale_time(us * 1e3)
+    return f"{us * 1e3 / div:.3g} {unit}"
 
 
 def _fmt_ratio(row: dict[str, Any]) -> str:
@@ -855,7 +887,9 @@ def _fmt_target(row: dict[str, Any]) -> str:
         return ""
     sign = "≥" if target["op"] == ">=" else "≤"
     mark = {True: "met", False: "**missed**", None: ""}[row["met"]]
-    return f"{sign} {target['value']:g}x {mark}".strip()
+    on = target.get("on", "ratio")
+    goal = f"{sign} {target['value']:g}x" if on == "ratio" else f"{on} {sign} {target['value']:g}"
+    return f"{goal} {mark}".strip()
 
 
 def markdown_table(doc: dict[str, Any]) -> str:

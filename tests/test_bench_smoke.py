@@ -39,7 +39,7 @@ ROW_KEYS = {
     "note",
 }
 STATS_KEYS = {"label", "unit", "median", "min", "max", "reps", "n_per_rep", "samples", "extra"}
-UNITS = {"ops/s", "ns/op", "us/op", "bytes/item"}
+UNITS = {"ops/s", "ns/op", "us/op", "bytes/item", "lost/sent"}
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +49,16 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], P
     return doc, out
 
 
-def _check_stats(stats: dict[str, Any], *, memory: bool) -> None:
+def _check_stats(stats: dict[str, Any]) -> None:
     assert set(stats) == STATS_KEYS
     assert stats["unit"] in UNITS
     assert stats["reps"] == len(stats["samples"]) >= 5
     assert stats["n_per_rep"] >= 1
     for value in stats["samples"]:
         assert math.isfinite(value)
-        if not memory:
+        if stats["unit"] == "lost/sent":
+            assert 0 <= value <= 1
+        elif stats["unit"] != "bytes/item":  # tracemalloc growth may be ~0 for tiny items
             assert value > 0
     assert stats["min"] <= stats["median"] <= stats["max"]
     extra = stats["extra"]
@@ -88,19 +90,28 @@ def test_group_rows_are_well_formed(results: tuple[dict[str, Any], Path], group:
             assert row["note"], "a skipped row must say why"
             assert row["measured"] is None and row["ratio"] is None
             if row["baseline"] is not None:
-                _check_stats(row["baseline"], memory=group == "memory")
+                _check_stats(row["baseline"])
             continue
-        memory = row["measured"]["unit"] == "bytes/item"
-        _check_stats(row["measured"], memory=memory)
-        _check_stats(row["baseline"], memory=memory)
+        _check_stats(row["measured"])
+        _check_stats(row["baseline"])
         assert row["measured"]["unit"] == row["baseline"]["unit"]
-        assert row["ratio"] == pytest.approx(
-            row["measured"]["median"] / row["baseline"]["median"], rel=1e-12
-        )
-        assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"]
+        if row["baseline"]["median"] == 0:
+            assert row["ratio"] is None
+        else:
+            assert row["ratio"] == pytest.approx(
+                row["measured"]["median"] / row["baseline"]["median"], rel=1e-12
+            )
+            assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"]
         if row["target"] is not None:
-            target = Target(row["target"]["op"], row["target"]["value"])
-            assert row["met"] is target.met(row["ratio"])
+            t = row["target"]
+            target = Target(t["op"], t["value"], t["on"])
+            if t["on"] == "ratio":
+                subject = row["ratio"]
+            elif t["on"] in ("median", "max"):
+                subject = row["measured"][t["on"]]
+            else:
+                subject = row["measured"]["extra"][t["on"]]
+            assert row["met"] is target.met(subject)
         else:
             assert row["met"] is None
 
