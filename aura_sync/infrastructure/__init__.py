@@ -33,6 +33,16 @@ from aura_sync.infrastructure.capabilities import (
     issue_capability_token,
     verify_capability_token,
 )
+from aura_sync.infrastructure.connections import (
+    Connection,
+    ConnectionHandle,
+    ConnectionMetadata,
+    ConnectionPool,
+    ConnectionState,
+    Connector,
+    PoolConfig,
+    PoolStatistics,
+)
 from aura_sync.infrastructure.peers import (
     PeerDiscovery,
     PeerDiscoveryConfig,
@@ -65,6 +75,12 @@ __all__ = [
     "CacheInvalidation",
     "CacheManager",
     "CacheStatistics",
+    "Connection",
+    "ConnectionHandle",
+    "ConnectionMetadata",
+    "ConnectionPool",
+    "ConnectionState",
+    "Connector",
     "Jitter",
     "PeerDiscovery",
     "PeerDiscoveryConfig",
@@ -74,6 +90,8 @@ __all__ = [
     "PeerMetadata",
     "PeerStatus",
     "PeerTableSnapshot",
+    "PoolConfig",
+    "PoolStatistics",
     "RetryBudget",
     "RetryContext",
     "RetryDecision",
