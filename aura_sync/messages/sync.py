@@ -1,0 +1,542 @@
+"""Wire messages of the transport and of the anti-entropy journal sync protocol.
+
+Tags 0x00C0-0x00D3 (0x00D4-0x00FF are left free for the protocol actors'
+own messages).  Every frame on a connection is one of these messages (or any
+other registered message carried inside :class:`Request`/:class:`Reply`).
+
+Transport layer (handled inside :mod:`aura_sync.transport`, never handed
+to protocol code)
+    :class:`Hello` (first frame each side sends once the TLS handshake is
+    done: protocol version and the address it listens on),
+    :class:`Ping`/:class:`Pong` (keepalive: a half-open connection is
+    detected because no frame arrives), :class:`Request`/:class:`Reply`
+    (request/response correlation by ``request_id``).
+
+Journal sync (range-based set reconciliation)
+    A journal is a set of content-addressed :class:`Op` s; an op's id is
+    :func:`op_id` = SHA-256 over a domain tag, the author's DeviceId, the
+    author's sequence number and the payload (so two authors writing the
+    same payload make two ops, and a replayed op is recognised).  Ids are
+    ordered bytewise; an :class:`IdRange` ``[lo, hi)`` is a slice of the
+    id space.  One round: :class:`DigestRequest` with ranges ->
+    :class:`DigestReply` with a :class:`RangeDigest` (count + fingerprint)
+    per range; ranges whose digests differ are either split further
+    (:meth:`IdRange.split`) or listed with :class:`IdsRequest` ->
+    :class:`IdsReply` (paged); missing ops are pulled with
+    :class:`OpsRequest` -> :class:`OpsReply` and pushed with
+    :class:`PushOps` -> :class:`PushAck`, at most :data:`MAX_OPS_BATCH`
+    (128) ops per message.
+
+Peers and capabilities
+    :class:`PeerExchangeRequest` -> :class:`PeerExchange` (addresses of
+    *verified* peers as :class:`PeerAddress` values); :class:`PresentCapability`
+    carries a serialized Biscuit token.
+
+All limits are validated in ``__post_init__``, so a decoded message from an
+untrusted peer is checked exactly like one built in code (a violation is a
+:class:`~aura_sync.errors.DecodeError` from the codec).
+
+Layer: messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Final
+
+from aura_sync.errors import InvalidArgument, WrongType
+from aura_sync.ids import DeviceId
+from aura_sync.messages._base import Message, message
+
+__all__ = [
+    "FULL_RANGE",
+    "MAX_ADDRESS_LENGTH",
+    "MAX_IDS_BATCH",
+    "MAX_OPS_BATCH",
+    "MAX_OP_PAYLOAD",
+    "MAX_PEERS_PER_EXCHANGE",
+    "MAX_RANGES",
+    "MAX_TOKEN_SIZE",
+    "OP_ID_SIZE",
+    "PROTOCOL_VERSION",
+    "TRANSPORT_MESSAGES",
+    "DigestReply",
+    "DigestRequest",
+    "Hello",
+    "IdRange",
+    "IdsReply",
+    "IdsRequest",
+    "Op",
+    "OpsReply",
+    "OpsRequest",
+    "PeerAddress",
+    "PeerExchange",
+    "PeerExchangeRequest",
+    "Ping",
+    "Pong",
+    "PresentCapability",
+    "PushAck",
+    "PushOps",
+    "RangeDigest",
+    "Reply",
+    "Request",
+    "fingerprint",
+    "op_id",
+]
+
+PROTOCOL_VERSION: Final = 1
+"""The wire protocol version a node announces in :class:`Hello`."""
+
+OP_ID_SIZE: Final = 32
+"""Size of an op id (a SHA-256 digest), in bytes."""
+
+MAX_OP_PAYLOAD: Final = 4096
+"""Largest op payload, in bytes (so a full batch of 128 ops fits in a 1 MiB frame)."""
+
+MAX_OPS_BATCH: Final = 128
+"""Most ops (or op ids requested) in one message."""
+
+MAX_IDS_BATCH: Final = 1024
+"""Most ids in one :class:`IdsReply` page."""
+
+MAX_RANGES: Final = 64
+"""Most ranges in one :class:`DigestRequest`."""
+
+MAX_PEERS_PER_EXCHANGE: Final = 64
+"""Most peers in one :class:`PeerExchange`."""
+
+MAX_ADDRESS_LENGTH: Final = 255
+"""Longest transport address string, in characters."""
+
+MAX_TOKEN_SIZE: Final = 16 * 1024
+"""Largest serialized capability token, in bytes."""
+
+_U64_MAX: Final = 2**64 - 1
+_SEQ_LIMIT: Final = 2**63  # SQLite INTEGER is signed 64-bit
+_OP_DOMAIN: Final = b"aura-sync/op/v1\x00"
+_RANGE_DOMAIN: Final = b"aura-sync/range/v1\x00"
+_ID_SPACE: Final = 2 ** (8 * OP_ID_SIZE)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _check_int(value: object, name: str, low: int, high: int) -> int:
+    if type(value) is not int:
+        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name} must be in {low}..{high}, got {value}")
+    return value
+
+
+def _check_id(value: object, name: str) -> bytes:
+    if type(value) is not bytes:
+        raise WrongType(f"{name} must be bytes, got {type(value).__name__} {value!r}")
+    if len(value) != OP_ID_SIZE:
+        raise InvalidArgument(f"{name} must be {OP_ID_SIZE} bytes, got {len(value)}: {value!r}")
+    return value
+
+
+def _check_tuple(
+    value: object, name: str, low: int, high: int, item_type: type | None = None
+) -> tuple[object, ...]:
+    if type(value) is not tuple:
+        raise WrongType(f"{name} must be a tuple, got {type(value).__name__}")
+    if not low <= len(value) <= high:
+        raise InvalidArgument(f"{name} must hold {low}..{high} items, got {len(value)}")
+    if item_type is not None:
+        for i, item in enumerate(value):
+            if type(item) is not item_type:
+                raise WrongType(
+                    f"{name}[{i}] must be a {item_type.__name__}, got {type(item).__name__}"
+                )
+    return value
+
+
+def _check_ids(value: object, name: str, low: int, high: int, *, ordered: bool) -> None:
+    items = _check_tuple(value, name, low, high)
+    for i, item in enumerate(items):
+        _check_id(item, f"{name}[{i}]")
+    if ordered:
+        ids: tuple[bytes, ...] = value  # type: ignore[assignment]
+        for i in range(1, len(ids)):
+            if ids[i - 1] >= ids[i]:
+                raise InvalidArgument(f"{name} must be strictly ascending; item {i} is not")
+    elif len(set(items)) != len(items):
+        raise InvalidArgument(f"{name} holds duplicate ids")
+
+
+def _check_address(value: object, name: str, *, allow_empty: bool) -> str:
+    if type(value) is not str:
+        raise WrongType(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    if len(value) > MAX_ADDRESS_LENGTH:
+        raise InvalidArgument(
+            f"{name} must be at most {MAX_ADDRESS_LENGTH} characters, got {len(value)}"
+        )
+    if not value and not allow_empty:
+        raise InvalidArgument(f"{name} must not be empty")
+    if not value.isprintable() or any(c.isspace() for c in value):
+        raise InvalidArgument(f"{name} must be printable without spaces, got {value!r}")
+    return value
+
+
+def op_id(author: DeviceId, seq: int, payload: bytes) -> bytes:
+    """The content address of an op: 32 bytes of SHA-256.
+
+    Hashes a domain tag, the author's 16 id bytes, ``seq`` as 8 big-endian
+    bytes and the payload, so the id commits to all three.
+    """
+    if type(author) is not DeviceId:
+        raise WrongType(f"author must be a DeviceId, got {type(author).__name__} {author!r}")
+    _check_int(seq, "seq", 0, _SEQ_LIMIT - 1)
+    if type(payload) is not bytes:
+        raise WrongType(f"payload must be bytes, got {type(payload).__name__}")
+    h = hashlib.sha256(_OP_DOMAIN)
+    h.update(author.raw)
+    h.update(seq.to_bytes(8, "big"))
+    h.update(payload)
+    return h.digest()
+
+
+def fingerprint(sorted_ids: Iterable[bytes]) -> tuple[int, bytes]:
+    """``(count, fingerprint)`` of a set of ids given in ascending order.
+
+    The fingerprint is SHA-256 over a domain tag and the concatenated ids,
+    followed by the count: equal iff the sets are equal (up to SHA-256
+    collisions).  The caller guarantees the order (the journal lists ids
+    sorted).
+    """
+    h = hashlib.sha256(_RANGE_DOMAIN)
+    count = 0
+    for item in sorted_ids:
+        h.update(item)
+        count += 1
+    h.update(count.to_bytes(8, "big"))
+    return count, h.digest()
+
+
+# --- transport envelope ----------------------------------------------------------------
+
+
+@message(0x00C0)
+class Hello(Message):
+    """First frame on a connection, each way, once TLS is up.
+
+    ``listen_address`` is where the sender accepts connections ("" if it
+    does not listen); peers share it through peer exchange.  The sender's
+    identity is *not* in the message: it is proven by the TLS certificate.
+    """
+
+    protocol_version: int
+    listen_address: str
+
+    def __post_init__(self) -> None:
+        _check_int(self.protocol_version, "protocol_version", 1, 0xFFFF)
+        _check_address(self.listen_address, "listen_address", allow_empty=True)
+
+
+@message(0x00C1)
+class Ping(Message):
+    """Keepalive probe; the transport answers with :class:`Pong` carrying the same nonce."""
+
+    nonce: int
+
+    def __post_init__(self) -> None:
+        _check_int(self.nonce, "nonce", 0, _U64_MAX)
+
+
+@message(0x00C2)
+class Pong(Message):
+    """Answer to :class:`Ping` (same nonce)."""
+
+    nonce: int
+
+    def __post_init__(self) -> None:
+        _check_int(self.nonce, "nonce", 0, _U64_MAX)
+
+
+@message(0x00C3)
+class Request(Message):
+    """A request expecting one :class:`Reply` with the same ``request_id`` (1..2**64-1).
+
+    ``body`` is the codec encoding of the request message (kept as bytes so
+    the envelope works for any message type; the transport decodes it with
+    the same strict codec and refuses transport messages inside).
+    """
+
+    request_id: int
+    body: bytes
+
+    def __post_init__(self) -> None:
+        _check_int(self.request_id, "request_id", 1, _U64_MAX)
+        _check_body(self.body)
+
+
+@message(0x00C4)
+class Reply(Message):
+    """The answer to the :class:`Request` with the same ``request_id`` (``body``: encoded reply)."""
+
+    request_id: int
+    body: bytes
+
+    def __post_init__(self) -> None:
+        _check_int(self.request_id, "request_id", 1, _U64_MAX)
+        _check_body(self.body)
+
+
+def _check_body(body: object) -> None:
+    if type(body) is not bytes:
+        raise WrongType(f"body must be bytes (an encoded message), got {type(body).__name__}")
+    if not body:
+        raise InvalidArgument("body must not be empty")
+
+
+TRANSPORT_MESSAGES: Final[tuple[type[Message], ...]] = (Hello, Ping, Pong, Request, Reply)
+"""Messages the transport handles itself; never carried inside a Request or Reply."""
+
+
+# --- journal ops and ranges ------------------------------------------------------------
+
+
+@message(0x00C5)
+class Op(Message):
+    """One journal operation: ``payload`` written by ``author`` as its ``seq``-th op.
+
+    Its identity is :attr:`op_id`, a hash of all three fields.
+    ``seq`` is in 0..2**63-1; ``payload`` is at most :data:`MAX_OP_PAYLOAD` bytes.
+    """
+
+    author: DeviceId
+    seq: int
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        if type(self.author) is not DeviceId:
+            raise WrongType(
+                f"author must be a DeviceId, got {type(self.author).__name__} {self.author!r}"
+            )
+        _check_int(self.seq, "seq", 0, _SEQ_LIMIT - 1)
+        if type(self.payload) is not bytes:
+            raise WrongType(f"payload must be bytes, got {type(self.payload).__name__}")
+        if len(self.payload) > MAX_OP_PAYLOAD:
+            raise InvalidArgument(
+                f"payload must be at most {MAX_OP_PAYLOAD} bytes, got {len(self.payload)}"
+            )
+
+    @property
+    def op_id(self) -> bytes:
+        """The op's content address (see :func:`op_id`)."""
+        return op_id(self.author, self.seq, self.payload)
+
+
+@message(0x00C6)
+class IdRange(Message):
+    """The ids ``x`` with ``lo <= x < hi`` (``hi`` None: up to the end of the id space).
+
+    ``lo`` and ``hi`` are 32-byte ids; a non-empty range needs ``lo < hi``.
+    """
+
+    lo: bytes
+    hi: bytes | None = None
+
+    def __post_init__(self) -> None:
+        _check_id(self.lo, "lo")
+        if self.hi is not None:
+            _check_id(self.hi, "hi")
+            if self.hi <= self.lo:
+                raise InvalidArgument(f"hi must be above lo, got lo={self.lo!r} hi={self.hi!r}")
+
+    def contains(self, item: bytes) -> bool:
+        """Whether the id ``item`` lies in this range."""
+        return item >= self.lo and (self.hi is None or item < self.hi)
+
+    def split(self, parts: int) -> tuple[IdRange, ...]:
+        """Cut the range into ``parts`` (2..256) contiguous, non-empty, near-equal ranges.
+
+        Fewer parts come back if the range holds fewer than ``parts`` ids.
+        """
+        _check_int(parts, "parts", 2, 256)
+        lo = int.from_bytes(self.lo, "big")
+        hi = _ID_SPACE if self.hi is None else int.from_bytes(self.hi, "big")
+        parts = min(parts, hi - lo)
+        bounds = [lo + (hi - lo) * i // parts for i in range(parts)] + [hi]
+        out = []
+        for i in range(parts):
+            a, b = bounds[i], bounds[i + 1]
+            out.append(
+                IdRange(
+                    a.to_bytes(OP_ID_SIZE, "big"),
+                    None if b == _ID_SPACE else b.to_bytes(OP_ID_SIZE, "big"),
+                )
+            )
+        return tuple(out)
+
+
+FULL_RANGE: Final = IdRange(bytes(OP_ID_SIZE), None)
+"""The whole id space."""
+
+
+@message(0x00C7)
+class RangeDigest(Message):
+    """Summary of the ids a journal holds in ``id_range``: their count and fingerprint."""
+
+    id_range: IdRange
+    count: int
+    fingerprint: bytes
+
+    def __post_init__(self) -> None:
+        if type(self.id_range) is not IdRange:
+            raise WrongType(f"id_range must be an IdRange, got {type(self.id_range).__name__}")
+        _check_int(self.count, "count", 0, _U64_MAX)
+        _check_id(self.fingerprint, "fingerprint")
+
+
+# --- reconciliation requests ------------------------------------------------------------
+
+
+@message(0x00C8)
+class DigestRequest(Message):
+    """Ask for the :class:`RangeDigest` of each range (1..:data:`MAX_RANGES`)."""
+
+    ranges: tuple[IdRange, ...] = (FULL_RANGE,)
+
+    def __post_init__(self) -> None:
+        _check_tuple(self.ranges, "ranges", 1, MAX_RANGES, IdRange)
+
+
+@message(0x00C9)
+class DigestReply(Message):
+    """One :class:`RangeDigest` per requested range, in request order."""
+
+    digests: tuple[RangeDigest, ...]
+
+    def __post_init__(self) -> None:
+        _check_tuple(self.digests, "digests", 0, MAX_RANGES, RangeDigest)
+
+
+@message(0x00CA)
+class IdsRequest(Message):
+    """List the ids held in ``id_range``, ascending, at most ``limit`` (1..1024) of them."""
+
+    id_range: IdRange
+    limit: int = MAX_IDS_BATCH
+
+    def __post_init__(self) -> None:
+        if type(self.id_range) is not IdRange:
+            raise WrongType(f"id_range must be an IdRange, got {type(self.id_range).__name__}")
+        _check_int(self.limit, "limit", 1, MAX_IDS_BATCH)
+
+
+@message(0x00CB)
+class IdsReply(Message):
+    """A page of ids (strictly ascending); ``next_lo`` is where the next page starts, or None."""
+
+    ids: tuple[bytes, ...]
+    next_lo: bytes | None = None
+
+    def __post_init__(self) -> None:
+        _check_ids(self.ids, "ids", 0, MAX_IDS_BATCH, ordered=True)
+        if self.next_lo is not None:
+            _check_id(self.next_lo, "next_lo")
+            if self.ids and self.next_lo <= self.ids[-1]:
+                raise InvalidArgument("next_lo must be above the last listed id")
+
+
+@message(0x00CC)
+class OpsRequest(Message):
+    """Ask for the ops with these ids (1..128 distinct ids)."""
+
+    ids: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_ids(self.ids, "ids", 1, MAX_OPS_BATCH, ordered=False)
+
+
+@message(0x00CD)
+class OpsReply(Message):
+    """The requested ops that the peer holds (<= 128) and the ids it does not have."""
+
+    ops: tuple[Op, ...]
+    missing: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_tuple(self.ops, "ops", 0, MAX_OPS_BATCH, Op)
+        _check_ids(self.missing, "missing", 0, MAX_OPS_BATCH, ordered=False)
+
+
+@message(0x00CE)
+class PushOps(Message):
+    """Ops the sender believes the receiver lacks (1..128)."""
+
+    ops: tuple[Op, ...]
+
+    def __post_init__(self) -> None:
+        _check_tuple(self.ops, "ops", 1, MAX_OPS_BATCH, Op)
+
+
+@message(0x00CF)
+class PushAck(Message):
+    """Answer to :class:`PushOps`: how many ops were new and how many already known."""
+
+    added: int
+    known: int
+
+    def __post_init__(self) -> None:
+        _check_int(self.added, "added", 0, MAX_OPS_BATCH)
+        _check_int(self.known, "known", 0, MAX_OPS_BATCH)
+
+
+# --- peers and capabilities ------------------------------------------------------------
+
+
+@message(0x00D0)
+class PeerAddress(Message):
+    """Where a verified peer listens: its DeviceId and transport address ("host:port")."""
+
+    device_id: DeviceId
+    address: str
+
+    def __post_init__(self) -> None:
+        if type(self.device_id) is not DeviceId:
+            raise WrongType(
+                f"device_id must be a DeviceId, got {type(self.device_id).__name__} "
+                f"{self.device_id!r}"
+            )
+        _check_address(self.address, "address", allow_empty=False)
+
+
+@message(0x00D1)
+class PeerExchange(Message):
+    """Addresses of peers the sender has verified (at most 64, distinct DeviceIds)."""
+
+    peers: tuple[PeerAddress, ...]
+
+    def __post_init__(self) -> None:
+        _check_tuple(self.peers, "peers", 0, MAX_PEERS_PER_EXCHANGE, PeerAddress)
+        ids = {p.device_id for p in self.peers}
+        if len(ids) != len(self.peers):
+            raise InvalidArgument("peers holds the same device_id twice")
+
+
+@message(0x00D2)
+class PeerExchangeRequest(Message):
+    """Ask a peer for up to ``max_peers`` (1..64) verified peer addresses."""
+
+    max_peers: int = MAX_PEERS_PER_EXCHANGE
+
+    def __post_init__(self) -> None:
+        _check_int(self.max_peers, "max_peers", 1, MAX_PEERS_PER_EXCHANGE)
+
+
+@message(0x00D3)
+class PresentCapability(Message):
+    """A serialized Biscuit token (1..16 KiB) presented to be granted capabilities."""
+
+    token: bytes
+
+    def __post_init__(self) -> None:
+        if type(self.token) is not bytes:
+            raise WrongType(f"token must be bytes, got {type(self.token).__name__}")
+        if not 1 <= len(self.token) <= MAX_TOKEN_SIZE:
+            raise InvalidArgument(f"token must be 1..{MAX_TOKEN_SIZE} bytes, got {len(self.token)}")

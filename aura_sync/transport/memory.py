@@ -1,0 +1,703 @@
+"""A simulated network in one process: seeded latency, loss and partitions, deterministic.
+
+Role
+    :class:`MemoryNetwork` stands in for the real network in fault tests.
+    Each node gets a :class:`MemoryTransport` (``network.transport(device_id)``)
+    that implements the same :class:`~aura_sync.transport.Transport` protocol
+    as :class:`~aura_sync.transport.TcpTransport`, with the same
+    :class:`~aura_sync.transport.Connection` logic (Hello exchange, requests,
+    keepalive, idle detection).  Frames are really encoded and decoded with
+    the codec, so everything that crosses it is wire-safe.
+
+Determinism
+    Time comes from the injected :class:`~aura_sync.effects.Clock` and every
+    random choice from the injected :class:`~aura_sync.effects.Rng`: each
+    packet's latency is ``rng.uniform(*latency)`` and each frame is lost
+    with probability ``loss``.  Delivery happens in clock timers, so under a
+    :class:`~aura_sync.effects.ManualClock` everything runs inside
+    ``advance()`` on the test's thread, and the same seed and the same calls
+    give the same trace (:meth:`MemoryNetwork.trace`).  Delivery on one
+    connection is in order (like TCP): a packet never overtakes an earlier
+    one on the same connection.
+
+Faults
+    * *loss*: frames (not the connection set-up/tear-down control packets)
+      are dropped with probability ``loss``; a lost request times out, a lost
+      Hello makes the connect time out.
+    * *partitions*: :meth:`MemoryNetwork.partition` blocks every packet
+      between two sets of nodes (both ways) until :meth:`MemoryNetwork.heal`.
+      Connections across a partition are not told: they go quiet, their
+      keepalive goes unanswered and they are closed by the idle timeout
+      (exactly a half-open TCP connection).
+    * *identity*: a dialer expecting ``X`` at an address where ``Y`` listens
+      is refused with :class:`~aura_sync.errors.PeerIdentityMismatch`, as the
+      TLS verify callback would.
+
+Threading
+    State is guarded by one network lock; clock timers are scheduled outside
+    it, so actors on other threads may send while a test advances a
+    :class:`ManualClock`.  Handlers run on the thread that fires the timer.
+
+Layer: runtime.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from aura_sync.effects import Clock, ManualClock, Rng, TimerHandle, check_seconds
+from aura_sync.errors import (
+    AuraError,
+    ConnectionClosed,
+    HandshakeFailed,
+    InvalidArgument,
+    PeerIdentityMismatch,
+    TransportError,
+    WrongType,
+)
+from aura_sync.ids import DeviceId
+from aura_sync.messages import codec
+from aura_sync.transport._frames import HEADER_SIZE
+from aura_sync.transport.base import (
+    Connection,
+    ConnectionState,
+    Handler,
+    Refusal,
+    RefusalKind,
+    TransportConfig,
+    TransportStats,
+    _check_handler,
+    _Counters,
+)
+
+__all__ = [
+    "MemoryConnection",
+    "MemoryListener",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "NetworkStats",
+    "TraceEntry",
+]
+
+_FRAME: Final = "frame"
+_SYNACK: Final = "synack"
+_FIN: Final = "fin"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    """One packet event: at ``time`` (clock seconds), ``what`` went from ``src`` to ``dst``.
+
+    ``what`` is a message class name or a control packet ("syn", "synack",
+    "fin", "rst"); ``outcome`` is "sent", "lost", "partitioned",
+    "delivered" or "dropped" (arrived at a closed endpoint).
+    """
+
+    time: float
+    src: DeviceId
+    dst: DeviceId
+    what: str
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkStats:
+    """Counters of the whole simulated network."""
+
+    sent: int
+    delivered: int
+    lost: int
+    partitioned: int
+    dropped: int
+
+
+class MemoryListener:
+    """A listening address on a :class:`MemoryNetwork`."""
+
+    def __init__(self, transport: MemoryTransport, address: str, handler: Handler) -> None:
+        self._transport = transport
+        self._address = address
+        self._handler = handler
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        """The address peers dial."""
+        return self._address
+
+    def close(self) -> None:
+        """Stop accepting (established connections stay open).  Idempotent."""
+        net = self._transport._network
+        with net._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if net._listeners.get(self._address) is self:
+                del net._listeners[self._address]
+
+    def __repr__(self) -> str:
+        return f"<MemoryListener {self._address}>"
+
+
+class MemoryConnection(Connection):
+    """A simulated connection (see :class:`~aura_sync.transport.Connection`)."""
+
+    def __init__(
+        self,
+        transport: MemoryTransport,
+        *,
+        initiator: bool,
+        peer_id: DeviceId,
+        remote_address: str,
+        handler: Handler | None,
+    ) -> None:
+        net = transport._network
+        super().__init__(
+            initiator=initiator,
+            peer_id=peer_id,
+            remote_address=remote_address,
+            handler=handler,
+            config=net._config,
+            counters=transport._counters,
+            listen_address=transport._advertised,
+            now=net._clock.now,
+        )
+        self._transport = transport
+        self._net = net
+        self._peer: MemoryConnection | None = None
+        self._inq: deque[tuple[float, str, object]] = deque()
+        self._last_deadline = -math.inf
+        self._finished = False
+        self._tick_timer: TimerHandle | None = None
+        self._idle_checks = net._keepalive
+
+    # --- Connection hooks ---------------------------------------------------------------
+
+    def _transmit(self, payload: bytes) -> None:
+        peer = self._peer
+        if self._finished or peer is None:
+            raise ConnectionClosed(self._closed_message())
+        self._counters.bump("frames_sent")
+        self._counters.bump("bytes_sent", len(payload) + HEADER_SIZE)
+        self._net._send(self, peer, _FRAME, payload)
+
+    def _schedule(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        return self._net._call_later(delay, callback)
+
+    def _begin_close(self) -> None:
+        self._finish("closed locally", notify_peer=True)
+
+    def _abort(self, reason: str, error: AuraError | None = None) -> None:
+        self._finish(reason, error, notify_peer=True)
+
+    # --- simulation ---------------------------------------------------------------------
+
+    def _link(self, peer: MemoryConnection) -> None:
+        self._peer = peer
+        self._tls_established(peer._transport.local_id)
+
+    def _drain(self) -> None:
+        """Deliver every packet that is due, in order (timer callback)."""
+        now = self._net._clock.now()
+        while True:
+            with self._net._lock:
+                if not self._inq or self._inq[0][0] > now:
+                    return
+                _, kind, body = self._inq.popleft()
+            if self._finished:
+                continue
+            if kind == _FRAME:
+                assert isinstance(body, bytes)
+                self._frame_received(body, len(body) + HEADER_SIZE)
+            elif kind == _SYNACK:
+                assert isinstance(body, MemoryConnection)
+                self._link(body)
+            elif kind == _FIN:
+                assert isinstance(body, tuple)
+                reason, error = body
+                self._finish(reason, error, notify_peer=False)
+
+    def _start_ticks(self) -> None:
+        cfg = self._config
+        step = min(cfg.connect_timeout, cfg.keepalive_interval, cfg.idle_timeout) / 2
+        if not self._net._keepalive:
+            step = cfg.connect_timeout
+        self._tick_every(step)
+
+    def _tick_every(self, step: float) -> None:
+        def fire() -> None:
+            if self._finished:
+                return
+            active = self._net._keepalive or self._state is ConnectionState.CONNECTING
+            if active:
+                self._tick(self._net._clock.now())
+            if not self._finished and (
+                self._net._keepalive or self._state is ConnectionState.CONNECTING
+            ):
+                self._tick_every(step)
+
+        self._tick_timer = self._net._call_later(step, fire)
+
+    def _finish(
+        self, reason: str, error: AuraError | None = None, *, notify_peer: bool = True
+    ) -> None:
+        with self._net._lock:
+            if self._finished:
+                return
+            self._finished = True
+            self._transport._connections.discard(self)
+            peer = self._peer
+            tick = self._tick_timer
+        if tick is not None:
+            tick.cancel()
+        if notify_peer and peer is not None:
+            self._net._send(self, peer, _FIN, ("closed by peer", None))
+        self._closed(reason, error)
+
+
+class MemoryTransport:
+    """One node's endpoint on a :class:`MemoryNetwork` (implements ``Transport``)."""
+
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        device_id: DeviceId,
+        on_refused: Callable[[Refusal], None] | None = None,
+    ) -> None:
+        self._network = network
+        self._device_id = device_id
+        self._on_refused = on_refused
+        self._counters = _Counters()
+        self._connections: set[MemoryConnection] = set()
+        self._listeners: list[MemoryListener] = []
+        self._advertised = ""
+        self._closed = False
+
+    @property
+    def local_id(self) -> DeviceId:
+        """This node's DeviceId."""
+        return self._device_id
+
+    @property
+    def network(self) -> MemoryNetwork:
+        """The network this endpoint belongs to."""
+        return self._network
+
+    def listen(self, address: str, handler: Handler) -> MemoryListener:
+        """Accept connections at ``address`` (any non-empty string without spaces).
+
+        Raises :class:`~aura_sync.errors.InvalidArgument` for a malformed
+        address, :class:`~aura_sync.errors.TransportError` if another
+        endpoint listens there, :class:`~aura_sync.errors.ConnectionClosed`
+        after :meth:`close`.
+        """
+        _check_address(address)
+        _check_handler(handler)
+        net = self._network
+        with net._lock:
+            self._ensure_open()
+            existing = net._listeners.get(address)
+            if existing is not None:
+                raise TransportError(f"address {address!r} is already in use")
+            listener = MemoryListener(self, address, handler)
+            net._listeners[address] = listener
+            self._listeners.append(listener)
+            if not self._advertised:
+                self._advertised = address
+        return listener
+
+    def open(
+        self, peer_id: DeviceId, address: str, *, handler: Handler | None = None
+    ) -> MemoryConnection:
+        """Start connecting to ``peer_id`` at ``address``; returns at once (see ``ready``)."""
+        if type(peer_id) is not DeviceId:
+            raise WrongType(f"peer_id must be a DeviceId, got {type(peer_id).__name__} {peer_id!r}")
+        _check_address(address)
+        _check_handler(handler, optional=True)
+        net = self._network
+        conn = MemoryConnection(
+            self, initiator=True, peer_id=peer_id, remote_address=address, handler=handler
+        )
+        with net._lock:
+            self._ensure_open()
+            self._connections.add(conn)
+        self._counters.bump("connections_dialed")
+        conn._start_ticks()
+        net._send_syn(conn, address)
+        return conn
+
+    def connect(
+        self,
+        peer_id: DeviceId,
+        address: str,
+        *,
+        handler: Handler | None = None,
+        timeout: float | None = None,
+    ) -> MemoryConnection:
+        """Open and wait until ready.
+
+        With a :class:`~aura_sync.effects.ManualClock` this drives virtual
+        time itself (:meth:`MemoryNetwork.run_until`); with another clock it
+        blocks the calling thread (not for actors).  Raises the handshake
+        error, or :class:`~aura_sync.errors.HandshakeFailed` on timeout.
+        """
+        cfg = self._network._config
+        wait = (
+            cfg.connect_timeout
+            if timeout is None
+            else check_seconds(timeout, "timeout", allow_zero=False)
+        )
+        conn = self.open(peer_id, address, handler=handler)
+        if isinstance(self._network._clock, ManualClock):
+            self._network.run_until(conn.ready.done, timeout=wait)
+            if not conn.ready.done():
+                conn.close()
+        try:
+            conn.ready.result(0 if conn.ready.done() else wait)
+        except TimeoutError:
+            conn.close()
+            raise HandshakeFailed(
+                f"connecting to {peer_id} at {address} did not finish within {wait} s"
+            ) from None
+        return conn
+
+    def connections(self) -> tuple[MemoryConnection, ...]:
+        """The connections currently known (any state but closed)."""
+        with self._network._lock:
+            return tuple(sorted(self._connections, key=lambda c: c.session_id))
+
+    def stats(self) -> TransportStats:
+        """A snapshot of this endpoint's counters."""
+        return self._counters.snapshot()
+
+    def close(self) -> None:
+        """Close every listener and connection of this endpoint.  Idempotent."""
+        with self._network._lock:
+            if self._closed:
+                return
+            self._closed = True
+            listeners = list(self._listeners)
+            conns = sorted(self._connections, key=lambda c: c.session_id)
+        for listener in listeners:
+            listener.close()
+        for conn in conns:
+            conn._finish("transport closed", ConnectionClosed("transport closed"))
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise ConnectionClosed(f"transport of {self._device_id} is closed")
+
+    def _refused(self, refusal: Refusal) -> None:
+        if self._on_refused is not None:
+            try:
+                self._on_refused(refusal)
+            except Exception:
+                self._counters.bump("handler_errors")
+
+    def __repr__(self) -> str:
+        return f"<MemoryTransport {self._device_id}>"
+
+
+class MemoryNetwork:
+    """A deterministic simulated network (see the module docstring).
+
+    ``clock``: drives latency and timeouts.  ``rng``: latency and loss
+    draws.  ``latency``: (min, max) one-way delay in seconds.  ``loss``:
+    probability in [0, 1) that a frame is dropped.  ``config``: the
+    connections' timeouts (seconds) and limits.  ``keepalive``: send Pings
+    and close idle connections (disable for tests that want the clock to go
+    quiet).  ``record_trace``: keep a :class:`TraceEntry` per packet event.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        rng: Rng,
+        *,
+        latency: tuple[float, float] = (0.001, 0.005),
+        loss: float = 0.0,
+        config: TransportConfig | None = None,
+        keepalive: bool = True,
+        record_trace: bool = False,
+    ) -> None:
+        if not isinstance(clock, Clock):
+            raise WrongType(f"clock must be a Clock, got {type(clock).__name__}")
+        if not isinstance(rng, Rng):
+            raise WrongType(f"rng must be an Rng, got {type(rng).__name__}")
+        if config is None:
+            config = TransportConfig()
+        elif not isinstance(config, TransportConfig):
+            raise WrongType(f"config must be a TransportConfig, got {type(config).__name__}")
+        self._clock = clock
+        self._rng = rng
+        self._config = config
+        self._keepalive = bool(keepalive)
+        self._lock = threading.RLock()
+        self._latency = _check_latency(latency)
+        self._loss = _check_loss(loss)
+        self._transports: dict[DeviceId, MemoryTransport] = {}
+        self._listeners: dict[str, MemoryListener] = {}
+        self._blocked: set[tuple[DeviceId, DeviceId]] = set()
+        self._trace: list[TraceEntry] | None = [] if record_trace else None
+        self._counts = {"sent": 0, "delivered": 0, "lost": 0, "partitioned": 0, "dropped": 0}
+
+    # --- public API -------------------------------------------------------------------------
+
+    @property
+    def clock(self) -> Clock:
+        """The clock that drives the network."""
+        return self._clock
+
+    def transport(
+        self, device_id: DeviceId, *, on_refused: Callable[[Refusal], None] | None = None
+    ) -> MemoryTransport:
+        """The endpoint of node ``device_id`` (one per id).
+
+        Raises :class:`~aura_sync.errors.InvalidArgument` if ``device_id``
+        already has an endpoint.
+        """
+        if type(device_id) is not DeviceId:
+            raise WrongType(
+                f"device_id must be a DeviceId, got {type(device_id).__name__} {device_id!r}"
+            )
+        _check_handler(on_refused, "on_refused", optional=True)
+        with self._lock:
+            existing = self._transports.get(device_id)
+            if existing is not None and not existing._closed:
+                raise InvalidArgument(f"device_id {device_id} already has a transport")
+            transport = MemoryTransport(self, device_id, on_refused)
+            self._transports[device_id] = transport
+        return transport
+
+    def partition(self, side_a: Iterable[DeviceId], side_b: Iterable[DeviceId]) -> None:
+        """Block all packets between every node of ``side_a`` and every node of ``side_b``.
+
+        Partitions accumulate until :meth:`heal`.  Raises
+        :class:`~aura_sync.errors.InvalidArgument` if the sides overlap.
+        """
+        a = _check_ids(side_a, "side_a")
+        b = _check_ids(side_b, "side_b")
+        overlap = a & b
+        if overlap:
+            raise InvalidArgument(f"partition sides overlap: {sorted(str(d) for d in overlap)}")
+        with self._lock:
+            for x in a:
+                for y in b:
+                    self._blocked.add((x, y))
+                    self._blocked.add((y, x))
+
+    def heal(self) -> None:
+        """Remove every partition."""
+        with self._lock:
+            self._blocked.clear()
+
+    def is_partitioned(self, a: DeviceId, b: DeviceId) -> bool:
+        """Whether packets between ``a`` and ``b`` are currently blocked."""
+        with self._lock:
+            return (a, b) in self._blocked
+
+    def set_loss(self, loss: float) -> None:
+        """Change the frame loss probability (in [0, 1))."""
+        value = _check_loss(loss)
+        with self._lock:
+            self._loss = value
+
+    def set_latency(self, latency: tuple[float, float]) -> None:
+        """Change the (min, max) one-way latency in seconds."""
+        value = _check_latency(latency)
+        with self._lock:
+            self._latency = value
+
+    def trace(self) -> tuple[TraceEntry, ...]:
+        """The packet events so far (empty unless ``record_trace`` was set)."""
+        with self._lock:
+            return tuple(self._trace or ())
+
+    def stats(self) -> NetworkStats:
+        """Counters of the whole network."""
+        with self._lock:
+            return NetworkStats(**self._counts)
+
+    def run_until(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
+        """Advance a :class:`ManualClock` timer by timer until ``predicate()`` holds.
+
+        Stops after ``timeout`` virtual seconds; returns ``predicate()``.
+        Raises :class:`~aura_sync.errors.WrongType` if the clock is not a
+        ManualClock.
+        """
+        clock = self._clock
+        if not isinstance(clock, ManualClock):
+            raise WrongType(f"run_until needs a ManualClock, got {type(clock).__name__}")
+        timeout = check_seconds(timeout, "timeout")
+        deadline = clock.now() + timeout
+        while not predicate():
+            now = clock.now()
+            nxt = clock.next_deadline()
+            if nxt is None or nxt > deadline:
+                clock.advance(max(0.0, deadline - now))
+                return predicate()
+            clock.advance(max(0.0, nxt - now))
+        return True
+
+    # --- simulation -------------------------------------------------------------------------
+
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        return self._clock.call_at(self._clock.now() + delay, callback)
+
+    def _record(self, src: DeviceId, dst: DeviceId, what: str, outcome: str) -> None:
+        if self._trace is not None:
+            self._trace.append(TraceEntry(self._clock.now(), src, dst, what, outcome))
+
+    def _what(self, kind: str, body: object) -> str:
+        if kind == _FRAME and isinstance(body, bytes):
+            try:
+                return type(codec.decode(body)).__name__
+            except AuraError:
+                return "malformed"
+        return kind
+
+    def _send(self, src: MemoryConnection, dst: MemoryConnection, kind: str, body: object) -> None:
+        """Queue a packet on ``dst``'s inbound link after a random latency (or drop it)."""
+        src_id = src._transport.local_id
+        dst_id = dst._transport.local_id
+        with self._lock:
+            self._counts["sent"] += 1
+            what = self._what(kind, body) if self._trace is not None else kind
+            if (src_id, dst_id) in self._blocked:
+                self._counts["partitioned"] += 1
+                src._counters.bump("messages_partitioned")
+                self._record(src_id, dst_id, what, "partitioned")
+                return
+            if kind == _FRAME and self._loss > 0.0 and self._rng.random() < self._loss:
+                self._counts["lost"] += 1
+                src._counters.bump("messages_lost")
+                self._record(src_id, dst_id, what, "lost")
+                return
+            lo, hi = self._latency
+            deadline = max(self._clock.now() + self._rng.uniform(lo, hi), dst._last_deadline)
+            dst._last_deadline = deadline
+            dst._inq.append((deadline, kind, body))
+            self._record(src_id, dst_id, what, "sent")
+        self._clock.call_at(deadline, lambda: self._arrive(src_id, dst, what))
+
+    def _arrive(self, src_id: DeviceId, dst: MemoryConnection, what: str) -> None:
+        with self._lock:
+            if dst._finished:
+                self._counts["dropped"] += 1
+                outcome = "dropped"
+            else:
+                self._counts["delivered"] += 1
+                outcome = "delivered"
+            self._record(src_id, dst._transport.local_id, what, outcome)
+        dst._drain()
+
+    def _send_syn(self, conn: MemoryConnection, address: str) -> None:
+        """Start the simulated handshake: a SYN to whoever listens at ``address``."""
+        src_id = conn._transport.local_id
+        with self._lock:
+            listener = self._listeners.get(address)
+            dst_id = listener._transport.local_id if listener is not None else None
+            self._counts["sent"] += 1
+            if dst_id is not None and (src_id, dst_id) in self._blocked:
+                self._counts["partitioned"] += 1
+                conn._counters.bump("messages_partitioned")
+                self._record(src_id, dst_id, "syn", "partitioned")
+                return  # the dialer's connect timeout will fire
+            lo, hi = self._latency
+            delay = self._rng.uniform(lo, hi)
+            self._record(src_id, dst_id or src_id, "syn", "sent")
+        self._call_later(delay, lambda: self._syn_arrived(conn, address))
+
+    def _syn_arrived(self, conn: MemoryConnection, address: str) -> None:
+        if conn._finished:
+            return
+        with self._lock:
+            listener = self._listeners.get(address)
+        if listener is None or listener._transport._closed:
+            self._reset(conn, f"connection refused: nothing listens at {address}")
+            return
+        server = listener._transport
+        expected = conn.peer_id
+        if server.local_id != expected:
+            conn._counters.bump("identity_mismatches")
+            reason = (
+                f"peer's certificate key proves DeviceId {server.local_id}, not the expected "
+                f"{expected}"
+            )
+            conn._transport._refused(
+                Refusal(RefusalKind.IDENTITY_MISMATCH, address, reason, expected, server.local_id)
+            )
+            self._reset(
+                conn,
+                f"refused: {reason}",
+                PeerIdentityMismatch(f"peer at {address} is not {expected}: {reason}"),
+            )
+            return
+        dialer = conn._transport
+        remote = dialer._advertised or f"mem:{dialer.local_id}"
+        accepted = MemoryConnection(
+            server,
+            initiator=False,
+            peer_id=dialer.local_id,
+            remote_address=remote,
+            handler=listener._handler,
+        )
+        with self._lock:
+            server._connections.add(accepted)
+        server._counters.bump("connections_accepted")
+        accepted._peer = conn
+        accepted._start_ticks()
+        self._send(accepted, conn, _SYNACK, accepted)
+        accepted._tls_established(dialer.local_id)  # sends its Hello behind the SYNACK
+
+    def _reset(self, conn: MemoryConnection, reason: str, error: AuraError | None = None) -> None:
+        """Refuse ``conn`` after one more latency (the RST travelling back)."""
+        with self._lock:
+            lo, hi = self._latency
+            delay = self._rng.uniform(lo, hi)
+        if error is None:
+            conn._counters.bump("handshake_failures")
+            error = HandshakeFailed(f"cannot connect to {conn.remote_address}: {reason}")
+        failure = error
+        self._call_later(delay, lambda: conn._finish(reason, failure, notify_peer=False))
+
+
+def _check_address(address: object) -> None:
+    if not isinstance(address, str):
+        raise WrongType(f"address must be a str, got {type(address).__name__} {address!r}")
+    if not address or any(c.isspace() for c in address) or not address.isprintable():
+        raise InvalidArgument(f"address must be non-empty, printable, without spaces: {address!r}")
+
+
+def _check_ids(items: object, name: str) -> set[DeviceId]:
+    if isinstance(items, str | bytes) or not isinstance(items, Iterable):
+        raise WrongType(f"{name} must be an iterable of DeviceId, got {type(items).__name__}")
+    out = set()
+    for item in items:
+        if type(item) is not DeviceId:
+            raise WrongType(f"{name} must hold DeviceIds, got {type(item).__name__} {item!r}")
+        out.add(item)
+    return out
+
+
+def _check_loss(loss: object) -> float:
+    if isinstance(loss, bool) or not isinstance(loss, int | float):
+        raise WrongType(f"loss must be a probability, got {type(loss).__name__} {loss!r}")
+    if not 0.0 <= loss < 1.0:
+        raise InvalidArgument(f"loss must be in [0, 1), got {loss!r}")
+    return float(loss)
+
+
+def _check_latency(latency: object) -> tuple[float, float]:
+    if not isinstance(latency, tuple) or len(latency) != 2:
+        raise WrongType(f"latency must be a (min, max) tuple of seconds, got {latency!r}")
+    lo = check_seconds(latency[0], "latency[0]")
+    hi = check_seconds(latency[1], "latency[1]")
+    if hi < lo:
+        raise InvalidArgument(f"latency max must be >= min, got {latency!r}")
+    return lo, hi
