@@ -10,8 +10,9 @@ structure itself holds is counted).  Baselines are the plain alternative:
   N peers vs ``limits`` ``MemoryStorage`` (moving window) after the same;
 - per cache floor: ``CacheManager`` with N keys invalidated vs a
   ``dict[str, int]`` of floors;
-- per idle actor: an aura infrastructure actor vs an idle raw pykka
-  ``ThreadingActor`` (Python heap only: thread stacks are not traced).
+- per idle actor: a no-op ``AuraActor`` and a ``CacheActor`` (empty
+  cache) vs an idle raw pykka ``ThreadingActor`` (Python heap only: thread
+  stacks are not traced).
 """
 
 from __future__ import annotations
@@ -156,45 +157,63 @@ def floor_row(ctx: Context) -> None:
 
 
 def actor_row(ctx: Context) -> None:
-    """Bytes per idle actor (Python heap)."""
+    """Bytes per idle actor (Python heap): a no-op AuraActor and a CacheActor vs raw pykka."""
+    from bench.rows_actors import _noop_case, actors_api
+
     n = 5 if ctx.size.name == "tiny" else 40
 
-    def start_all(factory: Callable[[], Any]) -> Callable[[int], object]:
+    def raw(k: int) -> object:
+        refs = [_IdleActor.start() for _ in range(k)]
+        for ref in refs:  # wait until each actor is running and idle
+            ref.ask(("ping",), timeout=10)
+        return _Stopper([ref.stop for ref in refs])
+
+    actors, why = actors_api()
+    if actors is None:
+        _row(ctx, "bytes per idle actor vs raw pykka actor", ("raw pykka", raw), None, n, why)
+        return
+    noop = _noop_case(actors)
+
+    def spawn_all(factory: Callable[[], Any], probe: Any) -> Callable[[int], object]:
         def build(k: int) -> object:
-            refs = [factory() for _ in range(k)]
-            for ref in refs:  # wait until each actor is running and idle
-                ref.ask(("ping",), timeout=10)
-            return _Stopper(refs)
+            addresses = [actors.spawn(factory) for _ in range(k)]
+            for address in addresses:
+                address.ask(probe, 10.0)
+            return _Stopper([address.stop for address in addresses])
 
         return build
 
-    def raw() -> Any:
-        return _IdleActor.start()
-
-    actors, why = optional_module("aura_sync.actors", "CacheActor")
-    measured = None
-    if actors is not None:
-        why = "aura_sync.actors landed; idle-actor row not wired yet"
     _row(
         ctx,
-        "bytes per idle actor vs raw pykka actor",
-        ("raw pykka ThreadingActor", start_all(raw)),
-        measured,
+        "bytes per idle AuraActor vs raw pykka actor",
+        ("raw pykka ThreadingActor", raw),
+        ("aura AuraActor (no-op)", spawn_all(noop.factory, noop.message)),
         n,
         why,
     )
+    if hasattr(actors, "CacheActor"):
+        from aura_sync.messages.cache import IsFresh
+
+        _row(
+            ctx,
+            "bytes per idle CacheActor vs raw pykka actor",
+            ("raw pykka ThreadingActor", raw),
+            ("aura CacheActor", spawn_all(actors.CacheActor, IsFresh("k", 1))),
+            n,
+            why,
+        )
 
 
 class _Stopper:
     """Keeps actors alive while measured; stops them when dropped."""
 
-    def __init__(self, refs: list[Any]) -> None:
-        self.refs = refs
+    def __init__(self, stops: list[Callable[[], object]]) -> None:
+        self.stops = stops
 
     def __del__(self) -> None:
-        for ref in self.refs:
+        for stop in self.stops:
             with contextlib.suppress(Exception):
-                ref.stop()
+                stop()
 
 
 def run(ctx: Context) -> None:
