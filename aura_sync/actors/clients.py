@@ -1,0 +1,707 @@
+"""Typed clients of the four infrastructure actors: plain calls, typed errors, asyncio forms.
+
+Each client wraps an actor's stable :class:`~aura_sync.actors.ActorAddress`
+(valid across restarts) and turns every operation into one ask with a
+timeout (the client's default, 5 s, or the call's ``timeout=`` in seconds):
+
+* the reply is converted to the plain value the core would return
+  (``bool``, ``int``, a statistics dataclass, a ``PeerInfo``...);
+* an :class:`~aura_sync.messages.ErrorReply` is raised as the
+  :mod:`aura_sync.errors` exception it stands for (``UnknownPeer``,
+  ``InvalidHandle``, ``AcquireTimeout``, ``ActorCrashed``...);
+* no reply in time raises :class:`~aura_sync.errors.AskTimeout`.
+
+Arguments are validated before anything is sent (message construction
+validates every field), so a bad call raises ``WrongType`` /
+``InvalidArgument`` naming the argument and value.
+
+Every method has an asyncio form named ``<method>_async`` that awaits the
+reply without blocking the event loop (``await pool.acquire_async(peer)``).
+The blocking forms must not be called from inside an actor (an actor
+never blocks: it tells and handles the reply, or defers).
+
+``PoolClient.acquire`` returns a :class:`PoolLease`: the live connection plus
+its handle, usable as a (sync or async) context manager that releases it
+exactly once.
+
+Layer: actors.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT, ActorAddress
+from aura_sync.actors.client import ActorClient
+from aura_sync.actors.pool import AcquireConnection, ConnectionLease
+from aura_sync.effects import check_seconds
+from aura_sync.errors import (
+    ActorCrashed,
+    ActorStopped,
+    InvalidArgument,
+    InvalidHandle,
+    WrongType,
+)
+from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.cache import CacheFloorSnapshot, CacheInvalidation, CacheStatistics
+from aura_sync.infrastructure.connections import Connection, ConnectionMetadata, PoolStatistics
+from aura_sync.infrastructure.peers import (
+    METADATA_FIELDS,
+    PeerInfo,
+    PeerManagerStatistics,
+    PeerStatus,
+    PeerTableSnapshot,
+)
+from aura_sync.messages import Ack, ErrorReply
+from aura_sync.messages.cache import (
+    ApplyInvalidation,
+    CacheSnapshotReply,
+    CacheStatisticsReply,
+    ClearCache,
+    EpochFloorReply,
+    FreshnessReply,
+    GetCacheSnapshot,
+    GetCacheStatistics,
+    GetEpochFloor,
+    GetValue,
+    InvalidateKeys,
+    IsFresh,
+    PutValue,
+    RaiseFloorAll,
+    RestoreCacheFloors,
+    ValueReply,
+    ValueStored,
+)
+from aura_sync.messages.faults import InjectCrash
+from aura_sync.messages.peers import (
+    AddPeer,
+    CapabilitiesReply,
+    DiscoverPeers,
+    EndSyncSession,
+    FailureRecorded,
+    GetPeer,
+    GetPeerScore,
+    GetPeerStatistics,
+    GetPeerTable,
+    IsPeerAvailable,
+    NeedsRefresh,
+    PeerAdded,
+    PeerAvailabilityReply,
+    PeerInfoReply,
+    PeerScoreReply,
+    PeersDiscovered,
+    PeerStatisticsReply,
+    PeerTableReply,
+    RecordFailure,
+    RefreshDue,
+    RefreshNeededReply,
+    RemovePeer,
+    RestorePeerTable,
+    SelectedPeers,
+    SelectSyncPeers,
+    SetPeerStatus,
+    StartSyncSession,
+    UpdatePeerCapabilities,
+    UpdatePeerMetadata,
+)
+from aura_sync.messages.pool import (
+    Acquire,
+    CloseAll,
+    CloseConnection,
+    ClosedAll,
+    ConnectionsReply,
+    Evicted,
+    EvictExpired,
+    GetPoolStatistics,
+    HealthCheck,
+    HealthChecked,
+    ListConnections,
+    PoolStatisticsReply,
+    Release,
+)
+
+__all__ = [
+    "CacheClient",
+    "InfrastructureClient",
+    "PeerManagerClient",
+    "PoolClient",
+    "PoolLease",
+]
+
+_log = logging.getLogger(__name__)
+
+Timeout = float | None
+
+
+def _keys(keys: object) -> tuple[str, ...]:
+    if isinstance(keys, str | bytes | bytearray) or not isinstance(keys, Iterable):
+        raise WrongType(
+            "keys must be an iterable of str (not a single str), got "
+            f"{type(keys).__name__} {keys!r}"
+        )
+    return tuple(keys)
+
+
+class InfrastructureClient(ActorClient):
+    """Base of the four infrastructure clients: adds :meth:`inject_crash`.
+
+    ``address``: the actor's address; ``timeout``: default ask timeout in
+    seconds (> 0).
+    """
+
+    __slots__ = ()
+
+    def inject_crash(self, reason: str = "injected crash", *, timeout: Timeout = None) -> None:
+        """Make the actor crash (fault injection; the supervisor restarts it).
+
+        Returns once the actor has crashed on it.  Raises
+        :class:`~aura_sync.errors.InvalidArgument` if the actor was created
+        without fault injection (nothing happens then), ``AskTimeout``.
+        """
+        self._crashed(self._address.ask(InjectCrash(reason), self._pick(timeout)))
+
+    async def inject_crash_async(
+        self, reason: str = "injected crash", *, timeout: Timeout = None
+    ) -> None:
+        """Async form of :meth:`inject_crash`."""
+        self._crashed(await self._address.ask_async(InjectCrash(reason), self._pick(timeout)))
+
+    def _pick(self, timeout: Timeout) -> float:
+        return self._timeout if timeout is None else timeout
+
+    def _crashed(self, reply: Any) -> None:
+        if isinstance(reply, ErrorReply):
+            if reply.error_type == ActorCrashed.__name__:
+                return
+            raise reply.to_exception()
+        raise InvalidArgument(f"{self._address.name} did not crash on InjectCrash: {reply!r}")
+
+
+# --- cache ---------------------------------------------------------------------------------
+
+
+class CacheClient(InfrastructureClient):
+    """Client of a :class:`~aura_sync.actors.cache.CacheActor` (epochs are ints in 0..2**64-1)."""
+
+    __slots__ = ()
+
+    def invalidate_keys(self, keys: Iterable[str], epoch: int, *, timeout: Timeout = None) -> None:
+        """Raise the floor of ``keys`` to ``epoch`` (one invalidation); returns once applied."""
+        self._call(InvalidateKeys(_keys(keys), epoch), Ack, timeout)
+
+    async def invalidate_keys_async(
+        self, keys: Iterable[str], epoch: int, *, timeout: Timeout = None
+    ) -> None:
+        """Async form of :meth:`invalidate_keys`."""
+        await self._call_async(InvalidateKeys(_keys(keys), epoch), Ack, timeout)
+
+    def apply_invalidation(self, event: CacheInvalidation, *, timeout: Timeout = None) -> None:
+        """Apply a :class:`CacheInvalidation` event."""
+        self._call(ApplyInvalidation.from_event(event), Ack, timeout)
+
+    async def apply_invalidation_async(
+        self, event: CacheInvalidation, *, timeout: Timeout = None
+    ) -> None:
+        """Async form of :meth:`apply_invalidation`."""
+        await self._call_async(ApplyInvalidation.from_event(event), Ack, timeout)
+
+    def raise_floor_all(self, epoch: int, *, timeout: Timeout = None) -> None:
+        """Raise every key's floor to ``epoch`` (upgrade activation)."""
+        self._call(RaiseFloorAll(epoch), Ack, timeout)
+
+    async def raise_floor_all_async(self, epoch: int, *, timeout: Timeout = None) -> None:
+        """Async form of :meth:`raise_floor_all`."""
+        await self._call_async(RaiseFloorAll(epoch), Ack, timeout)
+
+    def clear(self, *, timeout: Timeout = None) -> None:
+        """Drop stored values and exact tracking (floors are kept conservatively)."""
+        self._call(ClearCache(), Ack, timeout)
+
+    async def clear_async(self, *, timeout: Timeout = None) -> None:
+        """Async form of :meth:`clear`."""
+        await self._call_async(ClearCache(), Ack, timeout)
+
+    def is_fresh(self, key: str, epoch: int, *, timeout: Timeout = None) -> bool:
+        """Whether data for ``key`` cached at ``epoch`` is fresh (``epoch >= floor``)."""
+        return self._call(IsFresh(key, epoch), FreshnessReply, timeout).fresh
+
+    async def is_fresh_async(self, key: str, epoch: int, *, timeout: Timeout = None) -> bool:
+        """Async form of :meth:`is_fresh`."""
+        return (await self._call_async(IsFresh(key, epoch), FreshnessReply, timeout)).fresh
+
+    def epoch_floor(self, key: str, *, timeout: Timeout = None) -> int:
+        """The floor (epoch) of ``key``; 0 if never invalidated."""
+        return self._call(GetEpochFloor(key), EpochFloorReply, timeout).epoch_floor
+
+    async def epoch_floor_async(self, key: str, *, timeout: Timeout = None) -> int:
+        """Async form of :meth:`epoch_floor`."""
+        return (await self._call_async(GetEpochFloor(key), EpochFloorReply, timeout)).epoch_floor
+
+    def put(self, key: str, value: bytes, epoch: int, *, timeout: Timeout = None) -> bool:
+        """Store ``value`` for ``key`` written at ``epoch``; False if refused (stale, older)."""
+        return self._call(PutValue(key, value, epoch), ValueStored, timeout).stored
+
+    async def put_async(
+        self, key: str, value: bytes, epoch: int, *, timeout: Timeout = None
+    ) -> bool:
+        """Async form of :meth:`put`."""
+        return (await self._call_async(PutValue(key, value, epoch), ValueStored, timeout)).stored
+
+    def get(self, key: str, current_epoch: int, *, timeout: Timeout = None) -> bytes | None:
+        """The fresh value of ``key`` for a reader at ``current_epoch``, or None (a miss)."""
+        return self._call(GetValue(key, current_epoch), ValueReply, timeout).value
+
+    async def get_async(
+        self, key: str, current_epoch: int, *, timeout: Timeout = None
+    ) -> bytes | None:
+        """Async form of :meth:`get`."""
+        return (await self._call_async(GetValue(key, current_epoch), ValueReply, timeout)).value
+
+    def statistics(self, *, timeout: Timeout = None) -> CacheStatistics:
+        """The cache's counters."""
+        return self._call(GetCacheStatistics(), CacheStatisticsReply, timeout).to_statistics()
+
+    async def statistics_async(self, *, timeout: Timeout = None) -> CacheStatistics:
+        """Async form of :meth:`statistics`."""
+        reply = await self._call_async(GetCacheStatistics(), CacheStatisticsReply, timeout)
+        return reply.to_statistics()
+
+    def snapshot(self, *, timeout: Timeout = None) -> CacheFloorSnapshot:
+        """A copy of the floors (to persist them)."""
+        return self._call(GetCacheSnapshot(), CacheSnapshotReply, timeout).to_snapshot()
+
+    async def snapshot_async(self, *, timeout: Timeout = None) -> CacheFloorSnapshot:
+        """Async form of :meth:`snapshot`."""
+        reply = await self._call_async(GetCacheSnapshot(), CacheSnapshotReply, timeout)
+        return reply.to_snapshot()
+
+    def restore(self, snapshot: CacheFloorSnapshot, *, timeout: Timeout = None) -> None:
+        """Merge a floor snapshot (floors only go up)."""
+        self._call(RestoreCacheFloors.from_snapshot(snapshot), Ack, timeout)
+
+    async def restore_async(self, snapshot: CacheFloorSnapshot, *, timeout: Timeout = None) -> None:
+        """Async form of :meth:`restore`."""
+        await self._call_async(RestoreCacheFloors.from_snapshot(snapshot), Ack, timeout)
+
+
+# --- peers ---------------------------------------------------------------------------------
+
+
+def _metadata_message(peer_id: DeviceId, fields: dict[str, Any]) -> UpdatePeerMetadata:
+    unknown = sorted(set(fields) - METADATA_FIELDS)
+    if unknown:
+        raise InvalidArgument(
+            f"unknown peer metadata field(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(METADATA_FIELDS))}"
+        )
+    return UpdatePeerMetadata(peer_id, **fields)
+
+
+def _discover_message(candidates: object) -> DiscoverPeers:
+    if isinstance(candidates, str | bytes) or not isinstance(candidates, Iterable):
+        raise WrongType(
+            "candidates must be an iterable of (DeviceId, address) pairs, got "
+            f"{type(candidates).__name__}"
+        )
+    pairs = []
+    for i, item in enumerate(candidates):
+        if type(item) is not tuple or len(item) != 2:
+            raise WrongType(f"candidates[{i}] must be a (DeviceId, address) tuple, got {item!r}")
+        pairs.append(item)
+    return DiscoverPeers.from_pairs(pairs)
+
+
+class PeerManagerClient(InfrastructureClient):
+    """Client of a :class:`~aura_sync.actors.peer_manager.PeerManagerActor`.
+
+    Unknown peers raise :class:`~aura_sync.errors.UnknownPeer`; refused
+    transitions ``InvalidTransition``; sessions at the limit
+    ``SessionLimitReached`` (or ``PeerUnavailable``).
+    """
+
+    __slots__ = ()
+
+    def add_peer(
+        self, peer_id: DeviceId, address: str | None = None, *, timeout: Timeout = None
+    ) -> bool:
+        """Track ``peer_id``; True if new (False: already tracked, address refreshed)."""
+        return self._call(AddPeer(peer_id, address), PeerAdded, timeout).added
+
+    async def add_peer_async(
+        self, peer_id: DeviceId, address: str | None = None, *, timeout: Timeout = None
+    ) -> bool:
+        """Async form of :meth:`add_peer`."""
+        return (await self._call_async(AddPeer(peer_id, address), PeerAdded, timeout)).added
+
+    def remove_peer(self, peer_id: DeviceId, *, timeout: Timeout = None) -> None:
+        """Forget ``peer_id`` entirely."""
+        self._call(RemovePeer(peer_id), Ack, timeout)
+
+    async def remove_peer_async(self, peer_id: DeviceId, *, timeout: Timeout = None) -> None:
+        """Async form of :meth:`remove_peer`."""
+        await self._call_async(RemovePeer(peer_id), Ack, timeout)
+
+    def set_peer_status(
+        self, peer_id: DeviceId, status: PeerStatus, *, timeout: Timeout = None
+    ) -> None:
+        """Move ``peer_id`` to ``status`` (the status machine is enforced)."""
+        self._call(SetPeerStatus(peer_id, status), Ack, timeout)
+
+    async def set_peer_status_async(
+        self, peer_id: DeviceId, status: PeerStatus, *, timeout: Timeout = None
+    ) -> None:
+        """Async form of :meth:`set_peer_status`."""
+        await self._call_async(SetPeerStatus(peer_id, status), Ack, timeout)
+
+    def update_peer_metadata(
+        self, peer_id: DeviceId, *, timeout: Timeout = None, **fields: Any
+    ) -> None:
+        """Set metadata fields (trust_level, has_sync_capability, verified,
+        successful_syncs, failed_syncs, active_sessions)."""
+        self._call(_metadata_message(peer_id, fields), Ack, timeout)
+
+    async def update_peer_metadata_async(
+        self, peer_id: DeviceId, *, timeout: Timeout = None, **fields: Any
+    ) -> None:
+        """Async form of :meth:`update_peer_metadata`."""
+        await self._call_async(_metadata_message(peer_id, fields), Ack, timeout)
+
+    def get_peer(self, peer_id: DeviceId, *, timeout: Timeout = None) -> PeerInfo:
+        """An immutable snapshot of one peer."""
+        return self._call(GetPeer(peer_id), PeerInfoReply, timeout).to_info()
+
+    async def get_peer_async(self, peer_id: DeviceId, *, timeout: Timeout = None) -> PeerInfo:
+        """Async form of :meth:`get_peer`."""
+        return (await self._call_async(GetPeer(peer_id), PeerInfoReply, timeout)).to_info()
+
+    def peer_score(self, peer_id: DeviceId, *, timeout: Timeout = None) -> float:
+        """The peer's selection score in [0, 1]."""
+        return self._call(GetPeerScore(peer_id), PeerScoreReply, timeout).score
+
+    async def peer_score_async(self, peer_id: DeviceId, *, timeout: Timeout = None) -> float:
+        """Async form of :meth:`peer_score`."""
+        return (await self._call_async(GetPeerScore(peer_id), PeerScoreReply, timeout)).score
+
+    def is_peer_available(self, peer_id: DeviceId, *, timeout: Timeout = None) -> bool:
+        """Whether the peer can take a sync session now."""
+        return self._call(IsPeerAvailable(peer_id), PeerAvailabilityReply, timeout).available
+
+    async def is_peer_available_async(self, peer_id: DeviceId, *, timeout: Timeout = None) -> bool:
+        """Async form of :meth:`is_peer_available`."""
+        reply = await self._call_async(IsPeerAvailable(peer_id), PeerAvailabilityReply, timeout)
+        return reply.available
+
+    def select_sync_peers(self, count: int, *, timeout: Timeout = None) -> list[DeviceId]:
+        """At most ``count`` peers to sync with now, best first."""
+        return list(self._call(SelectSyncPeers(count), SelectedPeers, timeout).peers)
+
+    async def select_sync_peers_async(
+        self, count: int, *, timeout: Timeout = None
+    ) -> list[DeviceId]:
+        """Async form of :meth:`select_sync_peers`."""
+        return list((await self._call_async(SelectSyncPeers(count), SelectedPeers, timeout)).peers)
+
+    def start_sync_session(self, peer_id: DeviceId, *, timeout: Timeout = None) -> None:
+        """Open a sync session with the peer (refused at the limit or when unavailable)."""
+        self._call(StartSyncSession(peer_id), Ack, timeout)
+
+    async def start_sync_session_async(self, peer_id: DeviceId, *, timeout: Timeout = None) -> None:
+        """Async form of :meth:`start_sync_session`."""
+        await self._call_async(StartSyncSession(peer_id), Ack, timeout)
+
+    def end_sync_session(
+        self, peer_id: DeviceId, success: bool, latency: float, *, timeout: Timeout = None
+    ) -> None:
+        """Close a session and record its outcome (``latency`` in seconds)."""
+        self._call(EndSyncSession(peer_id, success, latency), Ack, timeout)
+
+    async def end_sync_session_async(
+        self, peer_id: DeviceId, success: bool, latency: float, *, timeout: Timeout = None
+    ) -> None:
+        """Async form of :meth:`end_sync_session`."""
+        await self._call_async(EndSyncSession(peer_id, success, latency), Ack, timeout)
+
+    def record_failure(self, peer_id: DeviceId, *, timeout: Timeout = None) -> float:
+        """Record a failure outside a session; returns the backoff in seconds."""
+        return self._call(RecordFailure(peer_id), FailureRecorded, timeout).backoff
+
+    async def record_failure_async(self, peer_id: DeviceId, *, timeout: Timeout = None) -> float:
+        """Async form of :meth:`record_failure`."""
+        return (await self._call_async(RecordFailure(peer_id), FailureRecorded, timeout)).backoff
+
+    def update_peer_capabilities(
+        self, peer_id: DeviceId, token: bytes, *, timeout: Timeout = None
+    ) -> tuple[str, ...]:
+        """Verify the peer's Biscuit token; returns the granted rights (CapabilityError if not)."""
+        message = UpdatePeerCapabilities(peer_id, token)
+        return self._call(message, CapabilitiesReply, timeout).capabilities
+
+    async def update_peer_capabilities_async(
+        self, peer_id: DeviceId, token: bytes, *, timeout: Timeout = None
+    ) -> tuple[str, ...]:
+        """Async form of :meth:`update_peer_capabilities`."""
+        message = UpdatePeerCapabilities(peer_id, token)
+        return (await self._call_async(message, CapabilitiesReply, timeout)).capabilities
+
+    def track_discovered(
+        self, candidates: Iterable[tuple[DeviceId, str | None]], *, timeout: Timeout = None
+    ) -> list[DeviceId]:
+        """Apply one discovery round's ``(peer_id, address)`` pairs; returns the new peers."""
+        return list(self._call(_discover_message(candidates), PeersDiscovered, timeout).added)
+
+    async def track_discovered_async(
+        self, candidates: Iterable[tuple[DeviceId, str | None]], *, timeout: Timeout = None
+    ) -> list[DeviceId]:
+        """Async form of :meth:`track_discovered`."""
+        reply = await self._call_async(_discover_message(candidates), PeersDiscovered, timeout)
+        return list(reply.added)
+
+    def needs_refresh(self, *, timeout: Timeout = None) -> bool:
+        """Whether a discovery round is due."""
+        return self._call(NeedsRefresh(), RefreshNeededReply, timeout).needed
+
+    async def needs_refresh_async(self, *, timeout: Timeout = None) -> bool:
+        """Async form of :meth:`needs_refresh`."""
+        return (await self._call_async(NeedsRefresh(), RefreshNeededReply, timeout)).needed
+
+    def refresh(self, *, timeout: Timeout = None) -> None:
+        """Run the refresh tick now (discovery if due and configured); restarts its period."""
+        self._call(RefreshDue(), Ack, timeout)
+
+    async def refresh_async(self, *, timeout: Timeout = None) -> None:
+        """Async form of :meth:`refresh`."""
+        await self._call_async(RefreshDue(), Ack, timeout)
+
+    def statistics(self, *, timeout: Timeout = None) -> PeerManagerStatistics:
+        """Counts over the peer table."""
+        return self._call(GetPeerStatistics(), PeerStatisticsReply, timeout).to_statistics()
+
+    async def statistics_async(self, *, timeout: Timeout = None) -> PeerManagerStatistics:
+        """Async form of :meth:`statistics`."""
+        reply = await self._call_async(GetPeerStatistics(), PeerStatisticsReply, timeout)
+        return reply.to_statistics()
+
+    def snapshot(self, *, timeout: Timeout = None) -> PeerTableSnapshot:
+        """The whole peer table (to persist it)."""
+        return self._call(GetPeerTable(), PeerTableReply, timeout).to_snapshot()
+
+    async def snapshot_async(self, *, timeout: Timeout = None) -> PeerTableSnapshot:
+        """Async form of :meth:`snapshot`."""
+        return (await self._call_async(GetPeerTable(), PeerTableReply, timeout)).to_snapshot()
+
+    def restore(self, snapshot: PeerTableSnapshot, *, timeout: Timeout = None) -> None:
+        """Replace the peer table with ``snapshot``."""
+        self._call(RestorePeerTable.from_snapshot(snapshot), Ack, timeout)
+
+    async def restore_async(self, snapshot: PeerTableSnapshot, *, timeout: Timeout = None) -> None:
+        """Async form of :meth:`restore`."""
+        await self._call_async(RestorePeerTable.from_snapshot(snapshot), Ack, timeout)
+
+
+# --- pool ----------------------------------------------------------------------------------
+
+
+class PoolLease:
+    """A connection lent by a :class:`~aura_sync.actors.pool.PoolActor`; give it back once.
+
+    Attributes: ``peer_id``, ``handle_id`` (names the loan), ``connection_id``,
+    ``session_id`` (or None), ``reused``, and :attr:`connection` (the live
+    transport connection).  :meth:`release` returns it to the pool,
+    :meth:`close` closes it instead (it broke).  A second release or close
+    raises :class:`~aura_sync.errors.InvalidHandle` without sending anything.
+
+    As a context manager (``with`` or ``async with``) it is released on exit
+    unless it was already released or closed; a release that fails because
+    the pool crashed meanwhile (its connections are already closed) or
+    stopped is logged, not raised.
+    """
+
+    __slots__ = (
+        "_client",
+        "_done",
+        "_lock",
+        "connection",
+        "connection_id",
+        "handle_id",
+        "peer_id",
+        "reused",
+        "session_id",
+    )
+
+    def __init__(self, client: PoolClient, lease: ConnectionLease) -> None:
+        acquired = lease.acquired
+        self._client = client
+        self._lock = threading.Lock()
+        self._done = False
+        self.peer_id: DeviceId = acquired.peer_id
+        self.handle_id: int = acquired.handle_id
+        self.connection_id: int = acquired.connection_id
+        self.session_id: str | None = acquired.session_id
+        self.reused: bool = acquired.reused
+        self.connection: Connection = lease.connection
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` or :meth:`close` was called."""
+        return self._done
+
+    def __repr__(self) -> str:
+        state = "released" if self._done else "lent"
+        return (
+            f"PoolLease(peer_id={self.peer_id}, handle_id={self.handle_id}, "
+            f"connection_id={self.connection_id}, {state})"
+        )
+
+    def _claim(self, what: str) -> None:
+        with self._lock:
+            if self._done:
+                raise InvalidHandle(f"handle {self.handle_id} was already released; cannot {what}")
+            self._done = True
+
+    def release(self, *, timeout: Timeout = None) -> None:
+        """Give the connection back to the pool (once).  Raises InvalidHandle, AskTimeout."""
+        self._claim("release it")
+        self._client._call(Release(self.peer_id, self.handle_id), Ack, timeout)
+
+    async def release_async(self, *, timeout: Timeout = None) -> None:
+        """Async form of :meth:`release`."""
+        self._claim("release it")
+        await self._client._call_async(Release(self.peer_id, self.handle_id), Ack, timeout)
+
+    def close(self, *, timeout: Timeout = None) -> None:
+        """Close the connection instead of pooling it (once).  Raises InvalidHandle, AskTimeout."""
+        self._claim("close it")
+        self._client._call(CloseConnection(self.handle_id), Ack, timeout)
+
+    async def close_async(self, *, timeout: Timeout = None) -> None:
+        """Async form of :meth:`close`."""
+        self._claim("close it")
+        await self._client._call_async(CloseConnection(self.handle_id), Ack, timeout)
+
+    def __enter__(self) -> PoolLease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._done:
+            return
+        try:
+            self.release()
+        except (InvalidHandle, ActorStopped) as error:
+            _log.info("release of %r on exit failed (pool restarted or stopped): %s", self, error)
+
+    async def __aenter__(self) -> PoolLease:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._done:
+            return
+        try:
+            await self.release_async()
+        except (InvalidHandle, ActorStopped) as error:
+            _log.info("release of %r on exit failed (pool restarted or stopped): %s", self, error)
+
+
+class PoolClient(InfrastructureClient):
+    """Client of a :class:`~aura_sync.actors.pool.PoolActor`.
+
+    ``acquire_timeout`` (seconds, >= 0; default 10, the pool's default) is
+    how long :meth:`acquire` lets the pool queue a request when no
+    connection is free; the ask itself waits that long plus the client's
+    ``timeout``.
+    """
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(
+        self,
+        address: ActorAddress,
+        *,
+        timeout: float = DEFAULT_ASK_TIMEOUT,
+        acquire_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(address, timeout=timeout)
+        self._acquire_timeout = check_seconds(acquire_timeout, "acquire_timeout")
+
+    @property
+    def acquire_timeout(self) -> float:
+        """Default seconds an acquire may wait in the pool's queue."""
+        return self._acquire_timeout
+
+    def _acquire_message(self, peer_id: DeviceId, timeout: Timeout) -> tuple[Any, float]:
+        seconds = self._acquire_timeout if timeout is None else check_seconds(timeout, "timeout")
+        return AcquireConnection(Acquire(peer_id, seconds)), seconds + self._timeout
+
+    def acquire(self, peer_id: DeviceId, *, timeout: Timeout = None) -> PoolLease:
+        """Borrow a connection to ``peer_id``, waiting up to ``timeout`` seconds for one to free.
+
+        ``timeout`` (seconds the pool may queue the request) defaults to the
+        client's ``acquire_timeout``; 0 fails at once.  The ask itself waits
+        that long plus the client's reply timeout.
+        Returns a :class:`PoolLease` (a context manager).  Raises
+        ``PoolExhausted`` (wait 0), ``AcquireTimeout``, ``ConnectFailed``,
+        ``ActorCrashed`` (the pool crashed while it waited), ``AskTimeout``.
+        """
+        message, ask_timeout = self._acquire_message(peer_id, timeout)
+        return PoolLease(self, self._call(message, ConnectionLease, ask_timeout))
+
+    async def acquire_async(self, peer_id: DeviceId, *, timeout: Timeout = None) -> PoolLease:
+        """Async form of :meth:`acquire` (``async with await pool.acquire_async(p) as lease``)."""
+        message, ask_timeout = self._acquire_message(peer_id, timeout)
+        return PoolLease(self, await self._call_async(message, ConnectionLease, ask_timeout))
+
+    def evict_expired(self, *, timeout: Timeout = None) -> int:
+        """Close idle connections past their idle timeout or max lifetime; returns how many."""
+        return self._call(EvictExpired(), Evicted, timeout).count
+
+    async def evict_expired_async(self, *, timeout: Timeout = None) -> int:
+        """Async form of :meth:`evict_expired`."""
+        return (await self._call_async(EvictExpired(), Evicted, timeout)).count
+
+    def health_check(self, *, timeout: Timeout = None) -> int:
+        """Check idle connections now; returns how many broken ones were closed."""
+        return self._call(HealthCheck(), HealthChecked, timeout).broken
+
+    async def health_check_async(self, *, timeout: Timeout = None) -> int:
+        """Async form of :meth:`health_check`."""
+        return (await self._call_async(HealthCheck(), HealthChecked, timeout)).broken
+
+    def close_all(self, *, timeout: Timeout = None) -> int:
+        """Close every connection, idle and lent; returns how many."""
+        return self._call(CloseAll(), ClosedAll, timeout).count
+
+    async def close_all_async(self, *, timeout: Timeout = None) -> int:
+        """Async form of :meth:`close_all`."""
+        return (await self._call_async(CloseAll(), ClosedAll, timeout)).count
+
+    def statistics(self, *, timeout: Timeout = None) -> PoolStatistics:
+        """The pool's counters and gauges (of the current incarnation)."""
+        return self._call(GetPoolStatistics(), PoolStatisticsReply, timeout).to_statistics()
+
+    async def statistics_async(self, *, timeout: Timeout = None) -> PoolStatistics:
+        """Async form of :meth:`statistics`."""
+        reply = await self._call_async(GetPoolStatistics(), PoolStatisticsReply, timeout)
+        return reply.to_statistics()
+
+    def connections(self, *, timeout: Timeout = None) -> tuple[ConnectionMetadata, ...]:
+        """Every open connection's metadata, by connection id."""
+        reply = self._call(ListConnections(), ConnectionsReply, timeout)
+        return tuple(info.to_metadata() for info in reply.connections)
+
+    async def connections_async(self, *, timeout: Timeout = None) -> tuple[ConnectionMetadata, ...]:
+        """Async form of :meth:`connections`."""
+        reply = await self._call_async(ListConnections(), ConnectionsReply, timeout)
+        return tuple(info.to_metadata() for info in reply.connections)
