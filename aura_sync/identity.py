@@ -195,9 +195,7 @@ class NodeIdentity:
         cannot be used.
         """
         if not isinstance(data_dir, str | os.PathLike):
-            raise WrongType(
-                f"data_dir must be a path, got {type(data_dir).__name__} {data_dir!r}"
-            )
+            raise WrongType(f"data_dir must be a path, got {type(data_dir).__name__} {data_dir!r}")
         directory = Path(data_dir)
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -19,7 +19,17 @@ from aura_sync.errors import (
     WrongType,
 )
 from aura_sync.ids import DeviceId
-from aura_sync.messages.sync import DigestReply, DigestRequest, Op, PushOps
+from aura_sync.messages import codec
+from aura_sync.messages.sync import (
+    DigestReply,
+    DigestRequest,
+    Hello,
+    Op,
+    Ping,
+    PushOps,
+    Reply,
+    Request,
+)
 from aura_sync.transport import (
     Connected,
     Disconnected,
@@ -274,3 +284,28 @@ def test_endpoint_arguments_are_validated() -> None:
         a.open(b"B", "mem:b")  # type: ignore[arg-type]
     with pytest.raises(WrongType, match="ManualClock"):
         MemoryNetwork(SystemClock(), SeededRng(1)).run_until(lambda: True, timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("frame", "counter"),
+    [
+        (codec.encode(Request(1, codec.encode(Ping(1)))), "protocol_violations"),
+        (codec.encode(Reply(1, b"\xc1")), "malformed_frames"),
+        (b"\x93\xff\xff", "malformed_frames"),
+        (codec.encode(Hello(1, "")), "protocol_violations"),  # a second Hello
+    ],
+)
+def test_untrusted_frames_close_only_that_connection(frame: bytes, counter: str) -> None:
+    _, net = _network(keepalive=False)
+    a, b, c = net.transport(A), net.transport(B), net.transport(C)
+    b_log = Log()
+    b.listen("mem:b", b_log)
+    bad = a.connect(B, "mem:b")
+    good = c.connect(B, "mem:b")
+    bad._transmit(frame)  # bypass the sender's own checks: what a hostile peer could send
+    assert net.run_until(lambda: bool(b_log.of(Disconnected)), timeout=1)
+    assert b_log.of(Disconnected)[0].connection.peer_id == A
+    assert getattr(b.stats(), counter) == 1
+    assert net.run_until(lambda: bad.state.value == "closed", timeout=1)
+    reply = good.request(DigestRequest(), 1.0)
+    assert net.run_until(reply.done, timeout=1) and reply.result() == DigestReply(())

@@ -17,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from OpenSSL import SSL
 
 from aura_sync.errors import (
@@ -52,7 +54,7 @@ from aura_sync.transport import (
     TransportEvent,
     tls,
 )
-from aura_sync.transport._frames import encode_frame
+from aura_sync.transport._frames import FrameDecoder, FrameError, encode_frame
 
 FAST = TransportConfig(
     connect_timeout=3.0, read_timeout=2.0, keepalive_interval=1.0, idle_timeout=3.0
@@ -562,3 +564,25 @@ def test_close_stops_threads_and_fails_new_calls() -> None:
         transport.open(other.local_id, listener.address)
     transport.close()  # idempotent
     assert {t.ident for t in threading.enumerate()} <= before
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=300), max_size=8),
+    st.lists(st.integers(1, 50), min_size=1, max_size=20),
+)
+def test_frame_decoder_is_independent_of_chunking(payloads: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(encode_frame(p) for p in payloads)
+    decoder = FrameDecoder(300)
+    out: list[bytes] = []
+    pos = 0
+    i = 0
+    while pos < len(stream):
+        step = cuts[i % len(cuts)]
+        out += decoder.feed(stream[pos : pos + step])
+        pos += step
+        i += 1
+    assert out == payloads and not decoder.has_partial
+    with pytest.raises(FrameError) as info:
+        FrameDecoder(300).feed((301).to_bytes(4, "big"))
+    assert info.value.kind == "oversized"

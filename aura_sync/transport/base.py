@@ -358,7 +358,8 @@ class Connection(abc.ABC):
         self._peer_listen_address: str | None = None
         self._closed_reason: str | None = None
         self._idle_checks = True  # False: silence is not a sign of death (no keepalive)
-        self._session_id = f"conn-{next(_session_ids)}"
+        self._serial = next(_session_ids)  # creation order (deterministic sorting)
+        self._session_id = f"conn-{self._serial}"
         self.ready: Future[Connection] = Future()
         """Completes with this connection once it is open, or fails with the handshake error."""
 

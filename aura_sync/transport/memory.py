@@ -369,7 +369,7 @@ class MemoryTransport:
     def connections(self) -> tuple[MemoryConnection, ...]:
         """The connections currently known (any state but closed)."""
         with self._network._lock:
-            return tuple(sorted(self._connections, key=lambda c: c.session_id))
+            return tuple(sorted(self._connections, key=lambda c: c._serial))
 
     def stats(self) -> TransportStats:
         """A snapshot of this endpoint's counters."""
@@ -382,7 +382,7 @@ class MemoryTransport:
                 return
             self._closed = True
             listeners = list(self._listeners)
-            conns = sorted(self._connections, key=lambda c: c.session_id)
+            conns = sorted(self._connections, key=lambda c: c._serial)
         for listener in listeners:
             listener.close()
         for conn in conns:
@@ -410,8 +410,10 @@ class MemoryNetwork:
     draws.  ``latency``: (min, max) one-way delay in seconds.  ``loss``:
     probability in [0, 1) that a frame is dropped.  ``config``: the
     connections' timeouts (seconds) and limits.  ``keepalive``: send Pings
-    and close idle connections (disable for tests that want the clock to go
-    quiet).  ``record_trace``: keep a :class:`TraceEntry` per packet event.
+    and close idle connections; with False there are no Pings, silence never
+    closes a connection nor makes it unhealthy, and the clock goes quiet once
+    traffic stops (for tests that step until no timer is left).
+    ``record_trace``: keep a :class:`TraceEntry` per packet event.
     """
 
     def __init__(
