@@ -20,7 +20,7 @@ Layer: messages.
 """
 
 from aura_sync.errors import DecodeError
-from aura_sync.messages import cache, codec, peers, pool, retry
+from aura_sync.messages import cache, codec, peers, pool, retry, sync
 from aura_sync.messages._base import Message, message, registered_messages
 from aura_sync.messages.common import Ack, ErrorReply
 
@@ -36,4 +36,5 @@ __all__ = [
     "pool",
     "registered_messages",
     "retry",
+    "sync",
 ]
