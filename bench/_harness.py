@@ -850,7 +850,7 @@ def _fmt_stats(stats: dict[str, Any] | None) -> str:
         mult = 1.0 if unit == "ns/op" else 1e3
         div, tunit = _scale_time(med * mult)
         f = mult / div
-        text = f"{med * f:.3g} {tunit}/op ({lo * f:.3g}-{hi * f:.3g})"
+        text = f"{_g3(med * f)} {tunit}/op ({_g3(lo * f)}-{_g3(hi * f)})"
     else:
         text = f"{_fmt_num(med)} {unit} ({_fmt_num(lo)}-{_fmt_num(hi)})"
     extra = stats.get("extra") or {}
@@ -861,7 +861,12 @@ def _fmt_stats(stats: dict[str, Any] | None) -> str:
 
 def _fmt_us(us: float) -> str:
     div, unit = _scale_time(us * 1e3)
-    return f"{us * 1e3 / div:.3g} {unit}"
+    return f"{_g3(us * 1e3 / div)} {unit}"
+
+
+def _g3(x: float) -> str:
+    """Three significant digits, never in exponent form for values below 1e6."""
+    return f"{x:.0f}" if 1000 <= abs(x) < 1e6 else f"{x:.3g}"
 
 
 def _fmt_ratio(row: dict[str, Any]) -> str:

@@ -20,6 +20,6 @@ def run(ctx: Context) -> None:
     """Record the node rows as not available until the node runtime exists."""
     node, why = optional_module("aura_sync.node")
     if node is not None:
-        why = "aura_sync.node landed; node rows are not wired yet"
+        why = "not available yet: aura_sync.node exists, the multi-node benchmark is not written"
     for name in ROWS:
         ctx.unavailable(name, why)
