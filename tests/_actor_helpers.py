@@ -32,6 +32,7 @@ __all__ = [
     "Value",
     "actor_threads",
     "no_leftover_actor_threads",
+    "track_fixture",
     "wait_until",
 ]
 
@@ -174,3 +175,47 @@ class Echo(AuraActor):
     @handles(Get)
     def _get(self, msg: Get) -> Value:
         return Value(tuple(self.seen))
+
+
+# --- supervisor helpers ----------------------------------------------------------------
+
+
+def echo_spec(child_id: str, log: Log | None = None, **options: Any) -> Any:
+    """A ChildSpec starting an :class:`Echo` named ``child_id`` that keeps ``seen`` in its stash."""
+    from aura_sync.supervisors import ChildSpec
+
+    fail_start = options.pop("fail_start", False)
+    return ChildSpec(
+        child_id,
+        lambda ctx: Echo(child_id, log, ctx.stash, fail_start=fail_start),
+        **options,
+    )
+
+
+@pytest.fixture(name="track")
+def track_fixture() -> Iterator[Callable[[Any], Any]]:
+    """``track(sup)`` registers a supervisor to be stopped after the test (returns it)."""
+    started: list[Any] = []
+
+    def add(sup: Any) -> Any:
+        started.append(sup)
+        return sup
+
+    yield add
+    for sup in reversed(started):
+        sup.stop(timeout=10.0)
+
+
+def crash_and_wait(sup: Any, child_id: str, restarts: int) -> None:
+    """Crash ``child_id`` through its address and wait until it has been restarted."""
+    from aura_sync.supervisors import ChildStatus
+
+    reply = sup.address_of(child_id).ask(Crash())
+    assert reply.error_type == "ActorCrashed", reply
+    wait_until(
+        lambda: (
+            sup.restart_count(child_id) >= restarts
+            and all(c.status is ChildStatus.RUNNING for c in sup.which_children())
+        ),
+        what=f"{child_id} restarted {restarts} time(s)",
+    )

@@ -236,6 +236,17 @@ class AuraActor(pykka.ThreadingActor):
         """How many times this child has been started, this one included (1 = first)."""
         return self._aura_incarnation
 
+    @property
+    def abandoned(self) -> bool:
+        """True once the supervisor gave up waiting for this incarnation.
+
+        That happens when it overran its ``shutdown`` or ``start_timeout``:
+        it will never handle another message, but its thread may still run
+        ``on_stop`` / ``on_crash`` later, concurrently with its successor.
+        Hooks should then release resources but leave the stash alone.
+        """
+        return self._aura_killed
+
     def current_reply(self) -> ReplySlot | None:
         """The reply slot of the message being handled, or None if it was told.
 

@@ -598,12 +598,19 @@ class SupervisorActor(AuraActor):
             self._cfg.rng,
             self._cfg.name,
         )
+        timer: TimerHandle | None = None
         try:
             actor, is_supervisor = self._instantiate(ch, context)
             slot.incarnation = incarnation
             slot.address._reopen()
+            # Armed before the child runs, so its deadline counts from the start.
+            timer = self._scheduler.send_after(
+                ch.spec.start_timeout, self.address, StartTimedOut(ch.id, incarnation)
+            )
             slot.address._attach(actor, incarnation, _ChildLink(self.address, ch.id))
         except Exception as exc:
+            if timer is not None:
+                timer.cancel()
             why = f"start of {ch.id!r} raised {_describe(exc)}"
             logger.error("supervisor %s: %s", self._cfg.name, why, exc_info=exc)
             ch.status = ChildStatus.TERMINATED
@@ -613,9 +620,6 @@ class SupervisorActor(AuraActor):
         ch.status = ChildStatus.STARTING
         ch.actor = actor
         ch.is_supervisor = is_supervisor
-        timer = self._scheduler.send_after(
-            ch.spec.start_timeout, self.address, StartTimedOut(ch.id, incarnation)
-        )
         event = yield (ch.id, incarnation, _START)
         timer.cancel()
         if isinstance(event, ChildStarted):
@@ -662,7 +666,7 @@ class SupervisorActor(AuraActor):
         with self._p.lock:
             slot = self._p.slots.get(spec.id)
             if slot is None:
-                slot = Slot(ActorAddress(f"{self._cfg.name}/{spec.id}"))
+                slot = Slot(ActorAddress(f"{self.address.name}/{spec.id}"))
                 self._p.slots[spec.id] = slot
         return _Child(spec, slot)
 
