@@ -14,6 +14,8 @@ carries a ``ChildSpec`` with a factory callable, and replies that carry a live
 are in-process :class:`~aura_sync.actors.LocalMessage` envelopes defined in
 :mod:`aura_sync.supervisors`.
 
+Tags: 0xA0-0xAD are used here; 0xB0-0xBF are left to tests and examples.
+
 Layer: messages.
 """
 

@@ -270,7 +270,9 @@ class Supervisor:
         Waits (bounded by ``timeout`` seconds overall) for the children's and
         the supervisor's threads to end; a child that overruns its
         ``shutdown`` is abandoned (its daemon thread cannot block exit).
-        From inside an actor it only sends the request.  Stopping a *nested*
+        From inside an actor it only sends the request.  Raises
+        :class:`~aura_sync.errors.AskTimeout` if the supervisor does not
+        answer within ``timeout``.  Stopping a *nested*
         supervisor this way is, for its parent, the child exiting on its own
         (a PERMANENT one is restarted): use the parent's ``terminate_child``.
         """
