@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -17,5 +19,13 @@ def test_readme_has_examples() -> None:
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index: int) -> None:
-    code = compile(BLOCKS[index], f"README.md block {index + 1}", "exec")
-    exec(code, {"__name__": f"readme_block_{index + 1}"})
+    # Run each block as its own module, as a user's script would be (no
+    # __future__ flags inherited from this file; dataclasses can find the module).
+    name = f"readme_block_{index + 1}"
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    try:
+        code = compile(BLOCKS[index], f"README.md block {index + 1}", "exec", dont_inherit=True)
+        exec(code, module.__dict__)
+    finally:
+        del sys.modules[name]

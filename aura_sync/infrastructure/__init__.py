@@ -54,6 +54,20 @@ from aura_sync.infrastructure.peers import (
     PeerTableSnapshot,
     StaticDiscovery,
 )
+from aura_sync.infrastructure.rate_limit import (
+    ALLOWED,
+    Allowed,
+    DenialReason,
+    Denied,
+    FlowBudget,
+    Outcome,
+    RateLimit,
+    RateLimitConfig,
+    RateLimiter,
+    RateLimiterSnapshot,
+    RateLimiterStatistics,
+    RateLimitResult,
+)
 from aura_sync.infrastructure.retry import (
     BackoffStrategy,
     Jitter,
@@ -67,7 +81,9 @@ from aura_sync.infrastructure.retry import (
 )
 
 __all__ = [
+    "ALLOWED",
     "SYNC_REQUEST_DIGEST",
+    "Allowed",
     "AuthorityKeyPair",
     "BackoffStrategy",
     "CacheEpochTracker",
@@ -81,7 +97,11 @@ __all__ = [
     "ConnectionPool",
     "ConnectionState",
     "Connector",
+    "DenialReason",
+    "Denied",
+    "FlowBudget",
     "Jitter",
+    "Outcome",
     "PeerDiscovery",
     "PeerDiscoveryConfig",
     "PeerInfo",
@@ -92,6 +112,12 @@ __all__ = [
     "PeerTableSnapshot",
     "PoolConfig",
     "PoolStatistics",
+    "RateLimit",
+    "RateLimitConfig",
+    "RateLimitResult",
+    "RateLimiter",
+    "RateLimiterSnapshot",
+    "RateLimiterStatistics",
     "RetryBudget",
     "RetryContext",
     "RetryDecision",

@@ -20,7 +20,17 @@ Layer: messages.
 """
 
 from aura_sync.errors import DecodeError
-from aura_sync.messages import cache, codec, peers, pool, retry, sync
+from aura_sync.messages import (
+    cache,
+    codec,
+    faults,
+    peers,
+    pool,
+    rate_limit,
+    retry,
+    supervision,
+    sync,
+)
 from aura_sync.messages._base import Message, message, registered_messages
 from aura_sync.messages.common import Ack, ErrorReply
 
@@ -31,10 +41,13 @@ __all__ = [
     "Message",
     "cache",
     "codec",
+    "faults",
     "message",
     "peers",
     "pool",
+    "rate_limit",
     "registered_messages",
     "retry",
+    "supervision",
     "sync",
 ]
