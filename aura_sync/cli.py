@@ -1,6 +1,20 @@
-"""The ``aura-sync`` command line.
+"""The ``aura-sync`` command line (click).
 
-Subcommands are added as the runtime grows; ``--help`` works on each.
+Subcommands (``--help`` works on each):
+
+* ``node``: run one long-lived node (config from an optional TOML file and
+  flags; SIGINT/SIGTERM stop it cleanly; exit code 0 after a clean stop,
+  1 if its root supervisor gave up, 2 for a bad configuration, 3 for a
+  corrupt journal or unusable identity);
+* ``demo``: start a small cluster on loopback, inject faults, show it
+  converge (exit code 0 only if every node holds the same journal);
+* ``status ADDR``: a running node's ``/health`` (its metrics address);
+* ``token keygen`` / ``token issue``: a capability authority key pair, and
+  Biscuit tokens granting ``sync:request_digest``;
+* ``id``: a data directory's DeviceId (what bootstrap addresses name);
+* ``bench``: the benchmark suite (source checkout only).
+
+Heavy imports happen inside the commands, so ``--help`` stays fast.
 
 Layer: runtime.
 """
@@ -8,14 +22,16 @@ Layer: runtime.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from aura_sync import __version__
 
-__all__ = ["main"]
+__all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,6 +52,369 @@ def bench(args: tuple[str, ...]) -> None:
     sys.path.insert(0, str(root))
     bench_main = importlib.import_module("bench").main
     raise SystemExit(bench_main(list(args)))
+
+
+# --- node ------------------------------------------------------------------------------------
+
+
+def _config_from_flags(config_path: Path | None, overrides: dict[str, object]) -> Any:
+    from aura_sync.node.config import load_config
+
+    return load_config(config_path, overrides)
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML configuration file (every key optional; flags override it).",
+)
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="State directory."
+)
+@click.option("--listen", metavar="HOST:PORT", help="Where to accept peers (port 0: any).")
+@click.option(
+    "--bootstrap",
+    multiple=True,
+    metavar="DEVICE_ID@HOST:PORT",
+    help="A peer to dial at start (repeatable).",
+)
+@click.option(
+    "--authority-key", metavar="HEX", help="Capability authority public key (enables tokens)."
+)
+@click.option(
+    "--token",
+    "token_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This node's capability token file (base64).",
+)
+@click.option("--sync-interval", type=float, help="Seconds between sync rounds.")
+@click.option("--peers-per-round", type=int, help="Peers synced per round.")
+@click.option("--batch-size", type=int, help="Ops per pull/push message (1..128).")
+@click.option("--metrics-port", type=int, help="Local /health and /metrics port (0: any).")
+@click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the node's addresses as JSON here once it is up.",
+)
+@click.option("--debug-endpoints", is_flag=True, default=None, hidden=True)
+@click.option("--refuse-sync", is_flag=True, default=None, hidden=True)
+def node(
+    *,
+    config_path: Path | None,
+    data_dir: Path | None,
+    listen: str | None,
+    bootstrap: tuple[str, ...],
+    authority_key: str | None,
+    token_path: Path | None,
+    sync_interval: float | None,
+    peers_per_round: int | None,
+    batch_size: int | None,
+    metrics_port: int | None,
+    log_level: str | None,
+    ready_file: Path | None,
+    debug_endpoints: bool | None,
+    refuse_sync: bool | None,
+) -> None:
+    """Run one long-lived node until SIGINT/SIGTERM.
+
+    Exit code: 0 after a clean stop, 1 if the root supervisor gave up,
+    2 for a bad configuration, 3 for a corrupt journal or identity.
+    """
+    from aura_sync.errors import ConfigError, IdentityError, JournalCorrupt
+    from aura_sync.node.node import run_node
+
+    overrides: dict[str, object] = {
+        "data_dir": data_dir,
+        "listen": listen,
+        "bootstrap": list(bootstrap) if bootstrap else None,
+        "authority_public_key": authority_key,
+        "token_path": token_path,
+        "sync_interval": sync_interval,
+        "peers_per_round": peers_per_round,
+        "batch_size": batch_size,
+        "metrics_port": metrics_port,
+        "log_level": log_level,
+        "debug_endpoints": debug_endpoints,
+        "refuse_sync": refuse_sync,
+    }
+    try:
+        config = _config_from_flags(config_path, overrides)
+    except ConfigError as exc:
+        click.echo(f"aura-sync node: configuration error: {exc}", err=True)
+        raise SystemExit(2) from None
+    try:
+        code = run_node(config, ready_file=ready_file)
+    except ConfigError as exc:
+        click.echo(f"aura-sync node: configuration error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except (JournalCorrupt, IdentityError) as exc:
+        click.echo(f"aura-sync node: cannot start: {exc}", err=True)
+        raise SystemExit(3) from None
+    raise SystemExit(code)
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--nodes", default=4, show_default=True, type=click.IntRange(2, 16))
+@click.option("--ops", default=1000, show_default=True, type=click.IntRange(0, 10_000_000))
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the nodes' data here (default: a temporary directory, removed afterwards).",
+)
+@click.option(
+    "--timeout",
+    default=90.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Hard deadline of the whole demo, seconds.",
+)
+@click.option(
+    "--sync-interval",
+    default=0.25,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds between each node's sync rounds.",
+)
+@click.option("--faults/--no-faults", default=True, show_default=True, help="Crash and kill.")
+@click.option(
+    "--capabilities/--no-capabilities",
+    default=True,
+    show_default=True,
+    help="Require Biscuit capability tokens between nodes.",
+)
+@click.option(
+    "--force-divergence",
+    is_flag=True,
+    help="Make one node refuse to sync: the demo must then exit non-zero.",
+)
+@click.option("--no-live", is_flag=True, help="No live display; print only the summary.")
+@click.option("--log-level", default="INFO", show_default=True, help="The nodes' log level.")
+def demo(
+    *,
+    nodes: int,
+    ops: int,
+    data_dir: Path | None,
+    timeout: float,
+    sync_interval: float,
+    faults: bool,
+    capabilities: bool,
+    force_divergence: bool,
+    no_live: bool,
+    log_level: str,
+) -> None:
+    """Run NODES nodes on loopback, write OPS ops, inject faults, show them converge.
+
+    Exits 0 only if every node ends with the same journal and lost nothing.
+    """
+    from rich.console import Console
+
+    from aura_sync.node.demo import DemoOptions, run_demo, summary_table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 120))
+    options = DemoOptions(
+        nodes=nodes,
+        ops=ops,
+        data_dir=data_dir,
+        timeout=timeout,
+        sync_interval=sync_interval,
+        force_divergence=force_divergence,
+        faults=faults,
+        capabilities=capabilities,
+        live=not no_live,
+        log_level=log_level.upper(),
+    )
+    result = run_demo(options, console)
+    console.print(summary_table(result))
+    for line in result.events:
+        console.print(f"  {line}", highlight=False)
+    raise SystemExit(0 if result.ok else 1)
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("addr", metavar="ADDR")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw /health JSON.")
+@click.option("--timeout", default=3.0, show_default=True, type=click.FloatRange(min=0.1))
+def status(addr: str, as_json: bool, timeout: float) -> None:
+    """Show a node's health; ADDR is its metrics address (HOST:PORT).
+
+    Exit code 0 if the node is ok, 1 if it is not or cannot be reached.
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = addr if addr.startswith("http") else f"http://{addr}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+    except (OSError, ValueError) as exc:
+        click.echo(f"aura-sync status: cannot reach {addr}: {exc}", err=True)
+        raise SystemExit(1) from None
+    try:
+        doc = json.loads(body)
+    except json.JSONDecodeError:
+        click.echo(f"aura-sync status: {addr} did not answer with JSON", err=True)
+        raise SystemExit(1) from None
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        _print_health(doc)
+    raise SystemExit(0 if doc.get("status") == "ok" else 1)
+
+
+def _print_health(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    journal = doc.get("journal", {})
+    console.print(
+        f"node {doc.get('device_id')} at {doc.get('listen_address')}: "
+        f"[bold]{doc.get('status')}[/bold], up {float(doc.get('uptime', 0)):.1f} s, "
+        f"{journal.get('ops', '?')} ops (digest {str(journal.get('digest', ''))[:16]})"
+    )
+    children = Table(title="supervised children")
+    children.add_column("child")
+    children.add_column("status")
+    children.add_column("restarts", justify="right")
+    for child in doc.get("children", []):
+        children.add_row(child["name"], child["status"], str(child["restarts"]))
+    console.print(children)
+    peers = doc.get("peers_by_status", {})
+    console.print("peers: " + (", ".join(f"{k}={v}" for k, v in sorted(peers.items())) or "none"))
+    sync = doc.get("sync", {})
+    console.print("sync: " + ", ".join(f"{k}={v}" for k, v in sorted(sync.items())))
+
+
+# --- token / id ------------------------------------------------------------------------------
+
+
+@cli.group()
+def token() -> None:
+    """Capability tokens (Biscuit) granting sync:request_digest."""
+
+
+@token.command("keygen")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the private key (hex) to this file, mode 0600, instead of printing it.",
+)
+def token_keygen(out: Path | None) -> None:
+    """Create an authority key pair; prints the public key (for nodes' authority_public_key)."""
+    from aura_sync.infrastructure.capabilities import generate_authority_keypair
+
+    pair = generate_authority_keypair()
+    if out is not None:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(pair.private_key.hex() + "\n")
+        click.echo(f"private key written to {out}")
+    else:
+        click.echo(f"private_key = {pair.private_key.hex()}")
+    click.echo(f"public_key = {pair.public_key.hex()}")
+
+
+@token.command("issue")
+@click.option(
+    "--authority-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the authority private key (hex).",
+)
+@click.option("--authority-key", "authority_hex", metavar="HEX", help="Authority private key.")
+@click.option(
+    "--subject",
+    metavar="DEVICE_ID",
+    help="Bind the token to this node (see `aura-sync id`); default: a bearer token.",
+)
+@click.option(
+    "--right",
+    "rights",
+    multiple=True,
+    default=("sync:request_digest",),
+    show_default=True,
+    help="A right to grant (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the token (base64) here instead of printing it.",
+)
+def token_issue(
+    authority_key_file: Path | None,
+    authority_hex: str | None,
+    subject: str | None,
+    rights: tuple[str, ...],
+    out: Path | None,
+) -> None:
+    """Mint a Biscuit token signed by the authority key (base64 text, for a node's token file)."""
+    import base64
+
+    from aura_sync.errors import AuraError
+    from aura_sync.ids import DeviceId
+    from aura_sync.infrastructure.capabilities import issue_capability_token
+
+    if (authority_key_file is None) == (authority_hex is None):
+        raise click.UsageError("give exactly one of --authority-key-file and --authority-key")
+    text = authority_hex if authority_hex is not None else _read_text(authority_key_file)
+    try:
+        private = bytes.fromhex(text.strip())
+    except ValueError:
+        raise click.BadParameter(
+            "the authority key must be hex", param_hint="authority key"
+        ) from None
+    try:
+        device = DeviceId.parse(subject) if subject is not None else None
+        raw = issue_capability_token(private, rights, device)
+    except AuraError as exc:
+        raise click.ClickException(str(exc)) from None
+    encoded = base64.urlsafe_b64encode(raw).decode("ascii")
+    if out is not None:
+        out.write_text(encoded + "\n", encoding="ascii")
+        click.echo(f"token written to {out}")
+    else:
+        click.echo(encoded)
+
+
+def _read_text(path: Path | None) -> str:
+    assert path is not None
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.FileError(str(path), hint=str(exc)) from None
+
+
+@cli.command("id")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The node's data directory (default: the node's default).",
+)
+def id_command(data_dir: Path | None) -> None:
+    """Print the DeviceId of a data directory (creating its key on first use)."""
+    from aura_sync.errors import IdentityError
+    from aura_sync.identity import NodeIdentity
+    from aura_sync.node.config import default_data_dir
+
+    directory = data_dir or default_data_dir()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        click.echo(str(NodeIdentity.load_or_create(directory).device_id))
+    except IdentityError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

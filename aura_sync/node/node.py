@@ -1,0 +1,873 @@
+"""The long-lived node: identity, journal, transport and the supervision tree, assembled.
+
+Tree (``root`` is REST_FOR_ONE: a restarted transport restarts what depends on it)::
+
+    root
+    |-- transport        TransportActor: owns the listener (re-listens on the same port)
+    |-- infrastructure   REST_FOR_ONE: cache, rate_limiter, peer_manager, pool
+    `-- protocols        ONE_FOR_ONE: anti_entropy (the journal sync protocol actor)
+
+Start (:meth:`Node.start`): create the data directory (0700), load or create
+the Ed25519 identity, read the capability token, open the SQLite journal
+(a corrupt one raises :class:`~aura_sync.errors.JournalCorrupt`, never
+rewritten), build the transport, start the tree, seed the peer manager
+with the bootstrap peers, and optionally serve ``/health`` and
+``/metrics``.  Everything the node needs comes from its
+:class:`~aura_sync.node.config.NodeConfig`; time, randomness and the
+transport can be injected (tests use a ``ManualClock`` and a
+``MemoryNetwork``).
+
+Stop (:meth:`Node.stop`, also on SIGINT/SIGTERM in :func:`run_node`): the
+root supervisor stops its children in reverse order (the protocol actor
+abandons its round, giving its connections and sessions back; the pool
+closes every connection; the transport actor closes the listener), then
+the transport's thread ends and the journal is checkpointed and closed
+(the SQLite flush), all within ``shutdown_timeout``.  :func:`run_node`
+returns exit code 1 if the root supervisor gave up, else 0.
+
+Event routing
+    The transport calls its handlers on its own thread; they only ``tell``
+    the anti-entropy actor (:class:`_EventRouter`), which buffers events
+    that arrive before that actor is up.
+
+Layer: runtime.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+from aura_sync.actors.address import ActorAddress
+from aura_sync.actors.base import AuraActor, LocalMessage, handles
+from aura_sync.effects import Clock, Rng, Scheduler, SystemClock, SystemRng
+from aura_sync.errors import (
+    AuraError,
+    ConfigError,
+    InvalidArgument,
+    StartFailed,
+    SupervisorError,
+    SupervisorGaveUp,
+    WrongType,
+)
+from aura_sync.identity import NodeIdentity
+from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.peers import StaticDiscovery
+from aura_sync.messages import ErrorReply
+from aura_sync.messages.faults import InjectCrash
+from aura_sync.messages.peers import GetPeerTable, PeerTableReply, RecordFailure
+from aura_sync.messages.pool import GetPoolStatistics, PoolStatisticsReply
+from aura_sync.messages.rate_limit import GetRateLimiterStatistics, RateLimiterStatisticsReply
+from aura_sync.messages.supervision import ChildType
+from aura_sync.node.config import NodeConfig
+from aura_sync.node.metrics import ChildHealth, MetricsServer, NodeSnapshot, configure_logging
+from aura_sync.protocols.anti_entropy import (
+    AddressBook,
+    AntiEntropyActor,
+    AntiEntropyConfig,
+    AppendOps,
+    ConnectionRegistry,
+    GetSyncStatus,
+    NodeConnector,
+    OpsAppended,
+    SyncStatus,
+    TransportEventMessage,
+)
+from aura_sync.protocols.journal import Journal
+from aura_sync.supervisors import ChildContext, ChildSpec, Supervisor
+from aura_sync.supervisors.spec import ONE_FOR_ONE, REST_FOR_ONE
+from aura_sync.transport.base import Listener, Refusal, Transport, TransportConfig
+from aura_sync.transport.tcp import TcpTransport
+
+__all__ = ["JOURNAL_FILE", "Node", "TransportActor", "run_node"]
+
+_log = logging.getLogger("aura_sync.node")
+
+JOURNAL_FILE: Final = "journal.sqlite3"
+"""Name of the journal database inside the data directory."""
+
+_SNAPSHOT_ASK: Final = 1.0
+_CRASH_TARGETS: Final = ("cache", "rate_limiter", "peer_manager", "pool", "anti_entropy")
+_MAX_DEBUG_WRITE: Final = 100_000
+
+TransportFactory = Callable[[NodeIdentity], Transport]
+
+
+# --- transport events --------------------------------------------------------------------
+
+
+class _EventRouter:
+    """Forwards transport events to the anti-entropy actor; buffers them until it is up."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._target: ActorAddress | None = None
+        self._early: list[Any] = []
+        self._closed = False
+
+    def attach(self, target: ActorAddress) -> None:
+        with self._lock:
+            self._target = target
+            early, self._early = self._early, []
+        for event in early:
+            target.tell(TransportEventMessage(event))
+
+    def detach(self) -> None:
+        """Drop events from now on (the node is stopping)."""
+        with self._lock:
+            self._target = None
+            self._early = []
+            self._closed = True
+
+    def __call__(self, event: Any) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            target = self._target
+            if target is None:
+                self._early.append(event)
+                return
+        target.tell(TransportEventMessage(event))
+
+
+class _Listening(LocalMessage):
+    """Ask the transport actor where it listens; the reply is the address string in a message."""
+
+
+class _ListenAddress(LocalMessage):
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+
+class TransportActor(AuraActor):
+    """Owns the node's listener: listens in ``on_start``, closes it on stop or crash.
+
+    A restarted incarnation listens again on the port the first one bound
+    (kept in the stash), so peers keep reaching the node.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        address: str,
+        handler: Callable[[Any], None],
+        stash: dict[str, Any],
+        on_listening: Callable[[str], None],
+    ) -> None:
+        super().__init__()
+        self._transport = transport
+        self._wanted = address
+        self._handler = handler
+        self._stash = stash
+        self._on_listening = on_listening
+        self._listener: Listener | None = None
+
+    def on_start(self) -> None:
+        """Listen (on the previously bound address after a restart)."""
+        address = self._stash.get("bound", self._wanted)
+        self._listener = self._transport.listen(address, self._handler)
+        self._stash["bound"] = self._listener.address
+        self._on_listening(self._listener.address)
+
+    def on_stop(self) -> None:
+        """Close the listener (established connections are the pool's business)."""
+        if self._listener is not None:
+            self._listener.close()
+
+    def on_crash(self, exc: BaseException) -> None:
+        """Close the listener of the dead incarnation."""
+        self.on_stop()
+
+    @handles(_Listening)
+    def _where(self, msg: _Listening) -> _ListenAddress:
+        return _ListenAddress(self._listener.address if self._listener else "")
+
+
+# --- the node ------------------------------------------------------------------------------
+
+
+class Node:
+    """One aura-sync node (see the module docstring).
+
+    :param config: the validated :class:`NodeConfig`.
+    :param transport_factory: builds the transport from the identity
+        (default: :class:`~aura_sync.transport.TcpTransport` with mutual TLS).
+    :param clock, rng: effects for the supervision tree and the actors
+        (default: the system ones).
+    :param fault_injection: let actors honour ``InjectCrash`` (default: on
+        exactly when ``config.debug_endpoints``).
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        transport_factory: TransportFactory | None = None,
+        clock: Clock | None = None,
+        rng: Rng | None = None,
+        fault_injection: bool | None = None,
+    ) -> None:
+        if not isinstance(config, NodeConfig):
+            raise WrongType(f"config must be a NodeConfig, got {type(config).__name__}")
+        if transport_factory is not None and not callable(transport_factory):
+            raise WrongType(f"transport_factory must be callable, got {transport_factory!r}")
+        if fault_injection is not None and type(fault_injection) is not bool:
+            raise WrongType(f"fault_injection must be a bool or None, got {fault_injection!r}")
+        self.config = config
+        self._transport_factory = transport_factory
+        self._clock: Clock = clock or SystemClock()
+        self._scheduler = Scheduler(self._clock)
+        self._rng: Rng = rng or SystemRng()
+        self._faults = config.debug_endpoints if fault_injection is None else fault_injection
+        self._identity: NodeIdentity | None = None
+        self._journal: Journal | None = None
+        self._transport: Transport | None = None
+        self._root: Supervisor | None = None
+        self._infra: Supervisor | None = None
+        self._protocols: Supervisor | None = None
+        self._metrics: MetricsServer | None = None
+        self._router = _EventRouter()
+        self._addresses = AddressBook()
+        self._registry = ConnectionRegistry()
+        self._listen_address = ""
+        self._started_at = time.monotonic()
+        self._state = "new"
+        self._gave_up = threading.Event()
+        self._stopped = threading.Event()
+        self._refusals = 0
+        self._lock = threading.Lock()
+        self._peer_manager: ActorAddress | None = None
+        self._pool: ActorAddress | None = None
+        self._cache: ActorAddress | None = None
+        self._rate_limiter: ActorAddress | None = None
+        self._anti_entropy: ActorAddress | None = None
+
+    # --- properties ----------------------------------------------------------------------
+
+    @property
+    def device_id(self) -> DeviceId:
+        """This node's DeviceId (available once started)."""
+        if self._identity is None:
+            raise InvalidArgument("the node has not been started")
+        return self._identity.device_id
+
+    @property
+    def listen_address(self) -> str:
+        """Where the node accepts peers ("host:port", the port resolved)."""
+        return self._listen_address
+
+    @property
+    def bootstrap_address(self) -> str:
+        """``"<device-id>@host:port"``: what other nodes put in their bootstrap list."""
+        return f"{self.device_id}@{self._listen_address}"
+
+    @property
+    def metrics_address(self) -> str | None:
+        """``"127.0.0.1:<port>"`` of ``/health`` and ``/metrics``, or None."""
+        return None if self._metrics is None else self._metrics.address
+
+    @property
+    def journal(self) -> Journal:
+        """The journal (read it only for inspection; the protocol actor writes it)."""
+        if self._journal is None:
+            raise InvalidArgument("the node has not been started")
+        return self._journal
+
+    @property
+    def transport(self) -> Transport:
+        """The node's transport."""
+        if self._transport is None:
+            raise InvalidArgument("the node has not been started")
+        return self._transport
+
+    @property
+    def root(self) -> Supervisor:
+        """The root supervisor."""
+        if self._root is None:
+            raise InvalidArgument("the node has not been started")
+        return self._root
+
+    @property
+    def gave_up(self) -> bool:
+        """Whether the root supervisor gave up (the node is dead)."""
+        return self._gave_up.is_set()
+
+    def address_of(self, name: str) -> ActorAddress:
+        """The stable address of ``cache``, ``rate_limiter``, ``peer_manager``, ``pool``
+        or ``anti_entropy``."""
+        addresses = {
+            "cache": self._cache,
+            "rate_limiter": self._rate_limiter,
+            "peer_manager": self._peer_manager,
+            "pool": self._pool,
+            "anti_entropy": self._anti_entropy,
+        }
+        if name not in addresses:
+            raise InvalidArgument(f"unknown actor {name!r}; known: {', '.join(addresses)}")
+        address = addresses[name]
+        if address is None:
+            raise InvalidArgument("the node has not been started")
+        return address
+
+    # --- start ---------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> Node:
+        """Start everything (see the module docstring); returns ``self``.
+
+        :raises ConfigError: the data directory or token file is unusable.
+        :raises IdentityError: the key file is unsafe or corrupt.
+        :raises JournalCorrupt: the journal database is corrupt or foreign.
+        :raises StartFailed: a child of the tree failed to start (e.g. the
+            listen address is taken); everything started is stopped again.
+        """
+        if self._state != "new":
+            raise InvalidArgument(f"a node starts once; this one is {self._state}")
+        self._state = "starting"
+        cfg = self.config
+        try:
+            self._prepare_data_dir(cfg.data_dir)
+            self._identity = NodeIdentity.load_or_create(cfg.data_dir)
+            token = self._read_token()
+            self._journal = Journal.open(
+                cfg.data_dir / JOURNAL_FILE, author=self._identity.device_id
+            )
+            self._transport = self._make_transport(self._identity)
+            for peer in cfg.bootstrap:
+                self._addresses.learn(peer.device_id, peer.address, verified=False)
+            self._root = self._build_tree(token)
+            self._root.start(timeout)
+            self._resolve_addresses()
+            if cfg.metrics_port is not None:
+                self._metrics = MetricsServer(
+                    self.snapshot,
+                    cfg.metrics_port,
+                    debug=self._debug_action if cfg.debug_endpoints else None,
+                )
+        except BaseException:
+            self._state = "failed"
+            self._teardown(cfg.shutdown_timeout)
+            raise
+        self._started_at = time.monotonic()
+        self._state = "ok"
+        _log.info(
+            "event=node_started device_id=%s listen=%s metrics=%s bootstrap=%d ops=%d",
+            self._identity.device_id,
+            self._listen_address,
+            self.metrics_address,
+            len(cfg.bootstrap),
+            len(self._journal),
+        )
+        return self
+
+    def _prepare_data_dir(self, path: Path) -> None:
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(
+                f"config key 'data_dir' has invalid value {str(path)!r}: cannot create it "
+                f"({exc.strerror or exc})"
+            ) from None
+        if not path.is_dir():
+            raise ConfigError(
+                f"config key 'data_dir' has invalid value {str(path)!r}: not a directory"
+            )
+
+    def _read_token(self) -> bytes | None:
+        path = self.config.token_path
+        if path is None:
+            return None
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"config key 'token_path' has invalid value {str(path)!r}: cannot read it ({exc})"
+            ) from None
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raise ConfigError(
+                f"config key 'token_path' has invalid value {str(path)!r}: not base64 text"
+            ) from None
+        if not raw:
+            raise ConfigError(f"config key 'token_path' has invalid value {str(path)!r}: empty")
+        return raw
+
+    def _make_transport(self, identity: NodeIdentity) -> Transport:
+        if self._transport_factory is not None:
+            return self._transport_factory(identity)
+        cfg = self.config
+        return TcpTransport(
+            identity,
+            TransportConfig(
+                connect_timeout=max(1.0, cfg.request_timeout),
+                keepalive_interval=10.0,
+                idle_timeout=30.0,
+            ),
+            on_refused=self._on_refused,
+        )
+
+    def _on_refused(self, refusal: Refusal) -> None:
+        """Transport thread: a connection was refused (impostor, plaintext, over the limit)."""
+        with self._lock:
+            self._refusals += 1
+        _log.warning(
+            "event=connection_refused kind=%s remote=%s expected=%s presented=%s reason=%r",
+            refusal.kind.value,
+            refusal.remote_address,
+            refusal.expected,
+            refusal.presented,
+            refusal.reason,
+        )
+        if refusal.expected is not None and self._peer_manager is not None:
+            self._peer_manager.tell(RecordFailure(refusal.expected))
+
+    def _build_tree(self, token: bytes | None) -> Supervisor:
+        cfg = self.config
+        assert self._transport is not None and self._journal is not None
+        transport, journal = self._transport, self._journal
+        connector = NodeConnector(transport, self._addresses, self._registry, self._router)
+        faults = self._faults
+        me = self._identity.device_id if self._identity is not None else None
+        bootstrap = StaticDiscovery(
+            [(p.device_id, p.address) for p in cfg.bootstrap if p.device_id != me]
+        )
+        self._infra = _infrastructure_supervisor(cfg, connector, faults, bootstrap)
+        ae_config = AntiEntropyConfig(
+            sync_interval=cfg.sync_interval,
+            peers_per_round=cfg.peers_per_round,
+            batch_size=cfg.batch_size,
+            request_timeout=cfg.request_timeout,
+            require_capability=cfg.capabilities_required,
+            refuse_sync=cfg.refuse_sync,
+        )
+        infra = self._infra
+        router = self._router
+
+        def start_anti_entropy(ctx: ChildContext) -> AuraActor:
+            addresses = _infra_addresses(infra)
+            actor = _RoutedAntiEntropy(
+                ae_config,
+                router=router,
+                journal=journal,
+                peer_manager=addresses["peer_manager"],
+                rate_limiter=addresses["rate_limiter"],
+                pool=addresses["pool"],
+                cache=addresses["cache"],
+                connections=self._registry,
+                addresses=self._addresses,
+                token=token,
+                clock=ctx.clock,
+                scheduler=ctx.scheduler,
+                rng=ctx.rng,
+                stash=ctx.stash,
+                fault_injection=faults,
+            )
+            return actor
+
+        self._protocols = Supervisor(
+            [
+                ChildSpec(
+                    "anti_entropy", start=start_anti_entropy, shutdown=cfg.shutdown_timeout / 2
+                )
+            ],
+            strategy=ONE_FOR_ONE,
+            intensity=5,
+            period=10.0,
+            name="protocols",
+        )
+
+        def on_listening(address: str) -> None:
+            self._listen_address = address
+
+        protocols = self._protocols
+        return Supervisor(
+            [
+                ChildSpec(
+                    "transport",
+                    start=lambda ctx: TransportActor(
+                        transport, cfg.listen, router, ctx.stash, on_listening
+                    ),
+                ),
+                ChildSpec("infrastructure", start=lambda ctx: infra, shutdown=cfg.shutdown_timeout),
+                ChildSpec("protocols", start=lambda ctx: protocols, shutdown=cfg.shutdown_timeout),
+            ],
+            strategy=REST_FOR_ONE,
+            intensity=3,
+            period=10.0,
+            clock=self._clock,
+            scheduler=self._scheduler,
+            rng=self._rng,
+            on_give_up=self._on_give_up,
+            name="root",
+        )
+
+    def _resolve_addresses(self) -> None:
+        assert self._infra is not None and self._protocols is not None
+        found = _infra_addresses(self._infra)
+        self._cache = found["cache"]
+        self._rate_limiter = found["rate_limiter"]
+        self._peer_manager = found["peer_manager"]
+        self._pool = found["pool"]
+        self._anti_entropy = self._protocols.address_of("anti_entropy")
+
+    def _on_give_up(self, exc: SupervisorGaveUp) -> None:
+        _log.error("event=root_gave_up reason=%r", str(exc))
+        self._state = "failed"
+        self._gave_up.set()
+
+    # --- operations ----------------------------------------------------------------------
+
+    def append(
+        self, payloads: list[bytes] | tuple[bytes, ...], timeout: float = 10.0
+    ) -> OpsAppended:
+        """Author ops with these payloads (durable when this returns); blocking, not for actors.
+
+        :raises AuraError: the actor refused (bad payload) or did not answer in time.
+        """
+        reply = self.address_of("anti_entropy").ask(AppendOps(tuple(payloads)), timeout)
+        if isinstance(reply, ErrorReply):
+            raise reply.to_exception()
+        if not isinstance(reply, OpsAppended):
+            raise AuraError(f"anti_entropy answered AppendOps with {type(reply).__name__}")
+        return reply
+
+    def sync_status(self, timeout: float = 5.0) -> SyncStatus:
+        """The protocol actor's :class:`SyncStatus` (blocking ask)."""
+        reply = self.address_of("anti_entropy").ask(GetSyncStatus(), timeout)
+        if isinstance(reply, ErrorReply):
+            raise reply.to_exception()
+        if not isinstance(reply, SyncStatus):
+            raise AuraError(f"anti_entropy answered GetSyncStatus with {type(reply).__name__}")
+        return reply
+
+    def inject_crash(self, target: str, reason: str = "injected by the demo") -> None:
+        """Crash one actor on purpose (needs fault injection); its supervisor restarts it."""
+        if target not in _CRASH_TARGETS:
+            raise InvalidArgument(
+                f"target must be one of {', '.join(_CRASH_TARGETS)}, got {target!r}"
+            )
+        if not self._faults:
+            raise InvalidArgument("fault injection is disabled on this node")
+        self.address_of(target).tell(InjectCrash(reason))
+
+    def _debug_action(self, action: str, params: Mapping[str, str]) -> Mapping[str, Any]:
+        """``POST /debug/<action>`` (demo mode only): ``write?count=N`` or ``crash?target=X``."""
+        if action == "write":
+            try:
+                count = int(params.get("count", "1"))
+            except ValueError:
+                raise InvalidArgument(
+                    f"count must be an integer, got {params.get('count')!r}"
+                ) from None
+            if not 1 <= count <= _MAX_DEBUG_WRITE:
+                raise InvalidArgument(f"count must be in 1..{_MAX_DEBUG_WRITE}, got {count}")
+            written = 0
+            last: OpsAppended | None = None
+            stamp = time.time_ns()
+            while written < count:
+                n = min(1024, count - written)
+                payloads = [f"demo {stamp} {written + i}".encode() for i in range(n)]
+                last = self.append(payloads)
+                written += last.added
+            assert last is not None
+            return {"written": written, "own_ops": last.own_ops, "ops": last.total_ops}
+        if action == "crash":
+            target = params.get("target", "pool")
+            self.inject_crash(target)
+            return {"crashed": target}
+        raise InvalidArgument(f"unknown debug action {action!r} (write, crash)")
+
+    # --- observation ----------------------------------------------------------------------
+
+    def snapshot(self) -> NodeSnapshot:
+        """Everything ``/health`` and ``/metrics`` report (blocking asks with short timeouts)."""
+        status = self._state
+        sync: dict[str, int] = {}
+        journal: dict[str, Any] = {}
+        peers: dict[str, int] = {}
+        pool: dict[str, int] = {}
+        rate: dict[str, int] = {}
+        handled: dict[str, int] = {}
+        children: list[ChildHealth] = []
+        degraded = False
+        if status == "ok":
+            try:
+                st = self.sync_status(_SNAPSHOT_ASK)
+                sync = dict(st.counters)
+                handled[self.address_of("anti_entropy").name] = sync.pop("messages_handled", 0)
+                handled.update(st.answered)
+                journal = {
+                    "ops": st.journal_ops,
+                    "own_ops": st.own_ops,
+                    "digest": st.digest.hex(),
+                    "epoch": st.epoch,
+                }
+                sync["connected_peers"] = st.connected
+                sync["authorized_peers"] = st.authorized
+                sync["active_sessions"] = st.active_sessions
+            except AuraError:
+                degraded = True
+            table = self._ask_quiet("peer_manager", GetPeerTable())
+            if isinstance(table, PeerTableReply):
+                for info in table.peers:
+                    name = info.metadata.status.name
+                    peers[name] = peers.get(name, 0) + 1
+            else:
+                degraded = True
+            stats = self._ask_quiet("pool", GetPoolStatistics())
+            if isinstance(stats, PoolStatisticsReply):
+                pool = {name: int(getattr(stats, name)) for name in stats.__dataclass_fields__}
+            else:
+                degraded = True
+            limiter = _rate_limit_statistics(self._rate_limiter)
+            if limiter is None:
+                degraded = True
+            else:
+                rate = limiter
+            try:
+                children = self._children()
+            except AuraError:
+                degraded = True
+        transport: dict[str, int] = {}
+        if self._transport is not None:
+            snap = self._transport.stats()
+            transport = {name: int(getattr(snap, name)) for name in snap.__dataclass_fields__}
+        with self._lock:
+            transport["refused_connections"] = self._refusals
+        if status == "ok" and degraded:
+            status = "degraded"
+        return NodeSnapshot(
+            status=status,
+            device_id=str(self._identity.device_id) if self._identity else "",
+            listen_address=self._listen_address,
+            uptime=max(0.0, time.monotonic() - self._started_at),
+            children=tuple(children),
+            peers_by_status=peers,
+            messages_handled=handled,
+            rate_limit=rate,
+            pool=pool,
+            sync=sync,
+            journal=journal,
+            transport=transport,
+        )
+
+    def _ask_quiet(self, name: str, msg: Any) -> Any:
+        try:
+            return self.address_of(name).ask(msg, _SNAPSHOT_ASK)
+        except AuraError:
+            return None
+
+    def _children(self) -> list[ChildHealth]:
+        out: list[ChildHealth] = []
+        nested = {"infrastructure": self._infra, "protocols": self._protocols}
+
+        def walk(sup: Supervisor, prefix: str) -> None:
+            for child in sup.which_children(_SNAPSHOT_ASK):
+                path = f"{prefix}/{child.id}"
+                out.append(ChildHealth(path, child.status.value, child.restarts))
+                inner = nested.get(child.id) if child.type is ChildType.SUPERVISOR else None
+                if inner is not None and child.address is not None:
+                    walk(inner, path)
+
+        walk(self.root, "root")
+        return out
+
+    # --- stop ----------------------------------------------------------------------------
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop cleanly within ``timeout`` seconds (default: ``shutdown_timeout``); idempotent."""
+        if self._state in ("new", "stopped"):
+            self._state = "stopped"
+            return
+        if self._stopped.is_set():
+            return
+        self._state = "stopping"
+        budget = self.config.shutdown_timeout if timeout is None else timeout
+        self._teardown(budget)
+        self._state = "stopped"
+        _log.info(
+            "event=node_stopped device_id=%s", self._identity.device_id if self._identity else ""
+        )
+
+    def _teardown(self, budget: float) -> None:
+        deadline = time.monotonic() + budget
+        self._router.detach()
+        if self._metrics is not None:
+            with contextlib.suppress(Exception):
+                self._metrics.close(1.0)
+        if self._root is not None:
+            try:
+                self._root.stop(max(0.1, deadline - time.monotonic()))
+            except (SupervisorError, AuraError) as exc:
+                _log.warning("event=stop_incomplete part=root error=%r", str(exc))
+        if self._transport is not None:
+            try:
+                close = self._transport.close
+                if isinstance(self._transport, TcpTransport):
+                    self._transport.close(max(0.1, deadline - time.monotonic()))
+                else:
+                    close()
+            except AuraError as exc:
+                _log.warning("event=stop_incomplete part=transport error=%r", str(exc))
+        if self._journal is not None:
+            self._journal.close()
+        self._stopped.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`stop` completed (True) or ``timeout`` passed (False)."""
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> Node:
+        return self.start() if self._state == "new" else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _RoutedAntiEntropy(AntiEntropyActor):
+    """The anti-entropy actor, attached to the node's event router once it runs."""
+
+    def __init__(self, config: AntiEntropyConfig, *, router: _EventRouter, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._router = router
+
+    def on_start(self) -> None:
+        """Start the protocol, then receive the transport's events (buffered until now)."""
+        super().on_start()
+        self._router.attach(self.address)
+
+
+# --- infrastructure wiring ---------------------------------------------------------------------
+
+
+def _infrastructure_supervisor(
+    cfg: NodeConfig, connector: NodeConnector, faults: bool, discovery: StaticDiscovery
+) -> Supervisor:
+    """The infrastructure supervisor (REST_FOR_ONE: cache, rate_limiter, peer_manager, pool).
+
+    The peer manager's discovery effect is the bootstrap list: it is applied
+    at start and again every ``peers.refresh_interval`` seconds.
+    """
+    from aura_sync.supervisors.infrastructure import InfrastructureConfig, infrastructure_supervisor
+
+    return infrastructure_supervisor(
+        InfrastructureConfig(
+            rate_limit=cfg.rate_limit,
+            pool=cfg.pool,
+            peers=cfg.peers,
+            cache_max_keys=cfg.cache_max_keys,
+            shutdown=cfg.shutdown_timeout / 4,
+        ),
+        connector=connector,
+        discovery=discovery,
+        fault_injection=faults,
+        name="infrastructure",
+    )
+
+
+def _infra_addresses(infra: Supervisor) -> dict[str, ActorAddress]:
+    """The four infrastructure actors' (stable) addresses, without blocking.
+
+    Runs inside the protocol supervisor's thread (a child factory), where a
+    blocking ``address_of`` ask is not allowed; the addresses live in the
+    supervisor's persistent child slots, created when it started them.
+    Raises :class:`~aura_sync.errors.StartFailed` if one is missing.
+    """
+    persistent = infra._persistent
+    out: dict[str, ActorAddress] = {}
+    with persistent.lock:
+        for name in ("cache", "rate_limiter", "peer_manager", "pool"):
+            slot = persistent.slots.get(name)
+            if slot is None:
+                raise StartFailed(f"the infrastructure supervisor has no {name!r} child")
+            out[name] = slot.address
+    return out
+
+
+def _rate_limit_statistics(address: ActorAddress | None) -> dict[str, int] | None:
+    """The rate limiter's decision counters (None if it did not answer in time)."""
+    if address is None:
+        return None
+    try:
+        reply = address.ask(GetRateLimiterStatistics(), _SNAPSHOT_ASK)
+    except AuraError:
+        return None
+    if not isinstance(reply, RateLimiterStatisticsReply):
+        return None
+    return {
+        "allowed": reply.operations_allowed,
+        "global_limit_hits": reply.global_limit_hits,
+        "peer_limit_hits": reply.peer_limit_hits,
+        "flow_budget_hits": reply.flow_budget_hits,
+        "tracked_peers": reply.tracked_peers,
+    }
+
+
+# --- the process entry point ------------------------------------------------------------------
+
+
+def run_node(config: NodeConfig, *, ready_file: Path | None = None) -> int:
+    """Run a node in this process until SIGINT/SIGTERM or until its root supervisor gives up.
+
+    Installs key=value logging at ``config.log_level``; writes ``ready_file``
+    (JSON: device_id, listen, metrics, pid) once the node is up.  Returns the
+    exit code: 0 after a clean stop, 1 if the root supervisor gave up.
+    Raises what :meth:`Node.start` raises.
+    """
+    log_handler = configure_logging(config.log_level)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():  # a second signal: the operator does not want to wait
+            _log.warning("event=signal signal=%s action=exit_now", name)
+            os._exit(130)
+        _log.info("event=signal signal=%s action=stop", name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    node = Node(config)
+    try:
+        try:
+            node.start()
+        except StartFailed as exc:
+            raise ConfigError(f"the node could not start: {exc}") from exc
+        if ready_file is not None:
+            _write_ready(node, ready_file)
+        while not stop.is_set() and not node.gave_up:
+            stop.wait(0.2)
+        code = 1 if node.gave_up else 0
+        started = time.monotonic()
+        node.stop()
+        _log.info(
+            "event=shutdown_complete seconds=%.3f exit_code=%d", time.monotonic() - started, code
+        )
+        return code
+    finally:
+        node.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        logging.getLogger().removeHandler(log_handler)
+
+
+def _write_ready(node: Node, path: Path) -> None:
+    doc = {
+        "device_id": str(node.device_id),
+        "listen": node.listen_address,
+        "metrics": node.metrics_address,
+        "pid": os.getpid(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc), encoding="utf-8")
+    os.replace(tmp, path)

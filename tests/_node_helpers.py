@@ -1,0 +1,128 @@
+"""Helpers shared by the node tests: building nodes, waiting on conditions, raw TLS peers."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from OpenSSL import SSL
+
+from aura_sync.identity import NodeIdentity
+from aura_sync.ids import DeviceId
+from aura_sync.node.config import load_config
+from aura_sync.node.node import Node
+from aura_sync.transport import tls
+
+_TICK = threading.Event()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        _TICK.wait(0.02)
+
+
+def make_node(data_dir: Path, **overrides: Any) -> Node:
+    """A started TCP node on 127.0.0.1 with a fast sync interval."""
+    settings: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "listen": "127.0.0.1:0",
+        "sync_interval": 0.1,
+        "request_timeout": 2.0,
+        "shutdown_timeout": 5.0,
+    }
+    settings.update(overrides)
+    return Node(load_config(None, settings)).start()
+
+
+def digests(nodes: Iterable[Node]) -> set[bytes]:
+    return {n.journal.digest().fingerprint for n in nodes}
+
+
+def converged(nodes: list[Node], total: int) -> bool:
+    return len(digests(nodes)) == 1 and all(len(n.journal) == total for n in nodes)
+
+
+def stop_all(nodes: Iterable[Node]) -> None:
+    for node in nodes:
+        node.stop()
+
+
+class Cluster:
+    """Nodes started for one test, stopped at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.nodes: list[Node] = []
+
+    def add(self, name: str, **overrides: Any) -> Node:
+        node = make_node(self.root / name, **overrides)
+        self.nodes.append(node)
+        return node
+
+    def close(self) -> None:
+        stop_all(reversed(self.nodes))
+
+
+def cluster(root: Path) -> Iterator[Cluster]:
+    c = Cluster(root)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+# --- a raw TLS peer (to send garbage) -----------------------------------------------------
+
+
+def _retry(sock: socket.socket, op: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return op()
+        except (SSL.WantReadError, SSL.WantWriteError):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("raw TLS peer timed out") from None
+            select.select([sock], [sock], [], min(left, 0.05))
+
+
+def raw_tls_client(
+    identity: NodeIdentity, address: str, expected: DeviceId
+) -> tuple[socket.socket, SSL.Connection]:
+    """A TLS connection to a node, outside any transport (for malformed frames)."""
+    host, port = address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    sock.setblocking(False)
+    conn = SSL.Connection(tls.client_context(identity), sock)
+    tls.attach_check(conn, expected)
+    conn.set_connect_state()
+    _retry(sock, conn.do_handshake)
+    return sock, conn
+
+
+def send_raw(sock: socket.socket, conn: SSL.Connection, data: bytes) -> None:
+    _retry(sock, lambda: conn.sendall(data))
+
+
+def read_until_closed(sock: socket.socket, conn: SSL.Connection, timeout: float = 5.0) -> bytes:
+    """Read until the node closes the connection; fail after ``timeout`` seconds."""
+    data = bytearray()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = _retry(sock, lambda: conn.recv(65536), deadline - time.monotonic())
+        except (SSL.ZeroReturnError, SSL.SysCallError, SSL.Error, OSError):
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+    raise AssertionError("the node did not close the connection")

@@ -1,0 +1,118 @@
+"""The node's command line: bad configuration, a corrupt journal, status, token and id."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from _node_helpers import make_node
+
+from aura_sync.cli import main
+from aura_sync.errors import JournalCorrupt
+from aura_sync.identity import NodeIdentity
+from aura_sync.infrastructure.capabilities import verify_capability_token
+from aura_sync.node.config import load_config
+from aura_sync.node.node import JOURNAL_FILE, Node
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--batch-size", "500"], ["batch_size", "500"]),
+        (["--sync-interval", "-2"], ["sync_interval", "-2"]),
+        (["--listen", "no-port"], ["listen", "no-port"]),
+        (["--bootstrap", "127.0.0.1:7400"], ["bootstrap", "127.0.0.1:7400"]),
+        (["--metrics-port", "99999"], ["metrics_port", "99999"]),
+        (["--log-level", "chatty"], ["log_level", "chatty"]),
+    ],
+)
+def test_bad_flags_stop_the_node_naming_key_and_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needles: list[str]
+) -> None:
+    code = main(["node", "--data-dir", str(tmp_path / "d"), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "configuration error" in err
+    for needle in needles:
+        assert needle in err, err
+    assert not (tmp_path / "d").exists()  # nothing was started or created
+
+
+def test_bad_config_file_stops_the_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('[pool]\nmax_total_connections = "lots"\n')
+    assert main(["node", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "pool.max_total_connections" in err and "'lots'" in err
+    assert main(["node", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+
+
+def test_corrupt_journal_is_reported_at_start_and_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "d"
+    data.mkdir(mode=0o700)
+    journal = data / JOURNAL_FILE
+    garbage = b"this is not a database" * 100
+    journal.write_bytes(garbage)
+    with pytest.raises(JournalCorrupt, match=JOURNAL_FILE):
+        Node(load_config(None, {"data_dir": str(data), "listen": "127.0.0.1:0"})).start()
+    code = main(["node", "--data-dir", str(data), "--listen", "127.0.0.1:0"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "cannot start" in err and JOURNAL_FILE in err
+    assert journal.read_bytes() == garbage  # never silently rewritten
+
+
+def test_listen_address_in_use_is_a_start_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = make_node(tmp_path / "a")
+    try:
+        code = main(["node", "--data-dir", str(tmp_path / "b"), "--listen", first.listen_address])
+        assert code == 2
+        assert first.listen_address in capsys.readouterr().err
+    finally:
+        first.stop()
+
+
+def test_status_of_a_running_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    node = make_node(tmp_path / "a", metrics_port=0)
+    try:
+        node.append([b"x"])
+        assert main(["status", node.metrics_address or ""]) == 0
+        out = capsys.readouterr().out
+        assert str(node.device_id) in out
+        assert "root/infrastructure/pool" in out
+        assert main(["status", "--json", node.metrics_address or ""]) == 0
+        assert '"ops": 1' in capsys.readouterr().out
+    finally:
+        node.stop()
+    assert main(["status", node.metrics_address or ""]) == 1
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def test_token_keygen_issue_and_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key_file = tmp_path / "authority.key"
+    assert main(["token", "keygen", "--out", str(key_file)]) == 0
+    public = bytes.fromhex(capsys.readouterr().out.split("public_key = ")[1].strip())
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert main(["id", "--data-dir", str(tmp_path / "n")]) == 0
+    device = capsys.readouterr().out.strip()
+    assert device == str(NodeIdentity.load_or_create(tmp_path / "n").device_id)
+    token_file = tmp_path / "token"
+    args = ["token", "issue", "--authority-key-file", str(key_file), "--subject", device]
+    assert main([*args, "--out", str(token_file)]) == 0
+    raw = base64.urlsafe_b64decode(token_file.read_text().strip() + "==")
+    ident = NodeIdentity.load_or_create(tmp_path / "n").device_id
+    assert verify_capability_token(raw, public, subject=ident) == ("sync:request_digest",)
+    assert main(["token", "issue", "--authority-key", "zz"]) != 0
+    assert main(["token", "issue"]) != 0
+
+
+def test_help_on_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["node"], ["demo"], ["status"], ["token"], ["token", "issue"], ["id"]):
+        assert main([*args, "--help"]) == 0
+        assert "Usage" in capsys.readouterr().out
