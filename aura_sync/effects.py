@@ -169,7 +169,9 @@ class SystemClock:
                     target=self._run, name="aura-sync-timer", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            # Wake the timer thread only if its wait must get shorter.
+            if self._timers.next_deadline() == handle.deadline:
+                self._cond.notify()
         return handle
 
     def _run(self) -> None:
