@@ -1,0 +1,358 @@
+"""The infrastructure supervisor: cache, rate limiter, peer manager and pool under REST_FOR_ONE.
+
+Role
+    :func:`infrastructure_supervisor` builds the :class:`~aura_sync.supervisors.Supervisor`
+    that a node runs under its root supervisor (or alone, in tests and
+    benchmarks).  Children, in start order (stopped in reverse):
+
+    ==================  =====================================================
+    child id            actor
+    ==================  =====================================================
+    ``cache``           :class:`~aura_sync.actors.cache.CacheActor`
+    ``rate_limiter``    :class:`~aura_sync.actors.rate_limiter.RateLimiterActor`
+    ``peer_manager``    :class:`~aura_sync.actors.peer_manager.PeerManagerActor`
+    ``pool``            :class:`~aura_sync.actors.pool.PoolActor`
+    ==================  =====================================================
+
+    Strategy ``REST_FOR_ONE``: a failed child is restarted together with the
+    children started after it, which may depend on it (a crash of the rate
+    limiter restarts the rate limiter, the peer manager and the pool, never
+    the cache).  Every child is ``PERMANENT``.  The cache floors, the rate
+    limiter's spend and flow budgets and the peer table live in each child's
+    stash and survive every restart; the pool closes its connections when
+    it goes down and starts empty.
+
+:class:`Infrastructure` is the convenience handle: it starts the supervisor
+and exposes the four typed clients (``cache``, ``rate_limiter``, ``peers``,
+``pool``), which stay valid across restarts because child addresses are
+stable.  :meth:`Infrastructure.attach` builds the same handle for an
+infrastructure supervisor started by a parent.
+
+Example::
+
+    with Infrastructure.start(connector=transport_connector) as infra:
+        infra.peers.add_peer(peer_id, "10.0.0.7:7400")
+        match infra.rate_limiter.check_rate_limit(peer_id):
+            case Allowed():
+                with infra.pool.acquire(peer_id) as lease:
+                    lease.connection.send(...)
+
+Layer: supervision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT
+from aura_sync.actors.cache import CacheActor
+from aura_sync.actors.clients import (
+    CacheClient,
+    PeerManagerClient,
+    PoolClient,
+    RateLimiterClient,
+)
+from aura_sync.actors.peer_manager import PeerManagerActor
+from aura_sync.actors.pool import PoolActor
+from aura_sync.actors.rate_limiter import DEFAULT_DROP_IDLE_INTERVAL, RateLimiterActor
+from aura_sync.effects import Clock, Rng, Scheduler, check_seconds
+from aura_sync.errors import InvalidArgument, SupervisorGaveUp, WrongType
+from aura_sync.infrastructure.cache import DEFAULT_MAX_KEYS, DEFAULT_MAX_VALUES
+from aura_sync.infrastructure.connections import Connector, PoolConfig
+from aura_sync.infrastructure.peers import PeerDiscovery, PeerDiscoveryConfig
+from aura_sync.infrastructure.rate_limit import RateLimitConfig
+from aura_sync.supervisors.spec import REST_FOR_ONE, ChildContext, ChildSpec
+from aura_sync.supervisors.supervisor import Supervisor
+
+__all__ = [
+    "CACHE",
+    "CHILD_IDS",
+    "PEER_MANAGER",
+    "POOL",
+    "RATE_LIMITER",
+    "Infrastructure",
+    "InfrastructureConfig",
+    "infrastructure_supervisor",
+]
+
+CACHE: Final = "cache"
+RATE_LIMITER: Final = "rate_limiter"
+PEER_MANAGER: Final = "peer_manager"
+POOL: Final = "pool"
+CHILD_IDS: Final = (CACHE, RATE_LIMITER, PEER_MANAGER, POOL)
+"""The child ids, in start order."""
+
+
+def _check_int(value: object, name: str, low: int) -> int:
+    if type(value) is not int:
+        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise InvalidArgument(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+def _check_type(value: object, cls: type, name: str) -> None:
+    if type(value) is not cls:
+        raise WrongType(f"{name} must be a {cls.__name__}, got {type(value).__name__} {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class InfrastructureConfig:
+    """Configuration of the four infrastructure actors and of their supervisor.
+
+    Fields
+        rate_limit: :class:`RateLimitConfig` of the rate limiter.
+        pool: :class:`PoolConfig` of the connection pool.
+        peers: :class:`PeerDiscoveryConfig` of the peer manager.
+        cache_max_keys: keys whose floors the cache tracks exactly (>= 1); 1024.
+        cache_max_values: value-store capacity (>= 0; 0 disables it); 1024.
+        drop_idle_interval: seconds between drops of idle rate-limit buckets (> 0); 60.
+        intensity: restarts allowed within ``period`` before the supervisor
+            gives up and escalates (>= 0); 5.
+        period: seconds of the intensity window (> 0); 5.
+        shutdown: seconds each child may take to stop (>= 0); 5.
+        ask_timeout: default ask timeout of the typed clients (seconds, > 0); 5.
+
+    Raises :class:`~aura_sync.errors.WrongType` /
+    :class:`~aura_sync.errors.InvalidArgument` naming the field and value.
+    """
+
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    peers: PeerDiscoveryConfig = field(default_factory=PeerDiscoveryConfig)
+    cache_max_keys: int = DEFAULT_MAX_KEYS
+    cache_max_values: int = DEFAULT_MAX_VALUES
+    drop_idle_interval: float = DEFAULT_DROP_IDLE_INTERVAL
+    intensity: int = 5
+    period: float = 5.0
+    shutdown: float = 5.0
+    ask_timeout: float = DEFAULT_ASK_TIMEOUT
+
+    def __post_init__(self) -> None:
+        _check_type(self.rate_limit, RateLimitConfig, "rate_limit")
+        _check_type(self.pool, PoolConfig, "pool")
+        _check_type(self.peers, PeerDiscoveryConfig, "peers")
+        _check_int(self.cache_max_keys, "cache_max_keys", 1)
+        _check_int(self.cache_max_values, "cache_max_values", 0)
+        _check_int(self.intensity, "intensity", 0)
+        setf = object.__setattr__
+        setf(
+            self,
+            "drop_idle_interval",
+            check_seconds(self.drop_idle_interval, "drop_idle_interval", allow_zero=False),
+        )
+        setf(self, "period", check_seconds(self.period, "period", allow_zero=False))
+        setf(self, "shutdown", check_seconds(self.shutdown, "shutdown"))
+        setf(self, "ask_timeout", check_seconds(self.ask_timeout, "ask_timeout", allow_zero=False))
+
+
+def infrastructure_supervisor(
+    config: InfrastructureConfig | None = None,
+    *,
+    connector: Connector,
+    discovery: PeerDiscovery | None = None,
+    clock: Clock | None = None,
+    scheduler: Scheduler | None = None,
+    rng: Rng | None = None,
+    fault_injection: bool = False,
+    on_give_up: Callable[[SupervisorGaveUp], None] | None = None,
+    name: str = "infrastructure",
+) -> Supervisor:
+    """The (not yet started) infrastructure supervisor; see the module docstring.
+
+    Parameters
+        config: the :class:`InfrastructureConfig` (default: all defaults).
+        connector: the pool's non-blocking :class:`Connector` (the transport's).
+        discovery: optional non-blocking discovery effect for the peer manager.
+        clock, scheduler, rng: effects for the supervisor and every child
+            (default: the system ones, or the parent's when nested).
+        fault_injection: let every child honour ``InjectCrash`` (chaos tests, demo).
+        on_give_up: called when a root supervisor exceeds its restart intensity.
+        name: the supervisor's name (child addresses are ``name/child_id``).
+
+    Start it with ``.start()`` (root) or return it from a parent's
+    ``ChildSpec.start`` factory (nested; give that spec a ``shutdown`` of at
+    least ``4 * config.shutdown``).  Raises ``WrongType`` / ``InvalidArgument``
+    for bad arguments.
+    """
+    if config is None:
+        config = InfrastructureConfig()
+    elif type(config) is not InfrastructureConfig:
+        raise WrongType(
+            f"config must be an InfrastructureConfig, got {type(config).__name__} {config!r}"
+        )
+    if not callable(getattr(connector, "connect", None)):
+        raise WrongType(
+            "connector must have a connect(peer_id) method, got "
+            f"{type(connector).__name__} {connector!r}"
+        )
+    if discovery is not None and not callable(getattr(discovery, "discover", None)):
+        raise WrongType(
+            "discovery must have a discover(timeout) method, got "
+            f"{type(discovery).__name__} {discovery!r}"
+        )
+    if type(fault_injection) is not bool:
+        raise WrongType(
+            f"fault_injection must be a bool, got {type(fault_injection).__name__} "
+            f"{fault_injection!r}"
+        )
+    cfg = config
+
+    def start_cache(ctx: ChildContext) -> CacheActor:
+        return CacheActor(
+            cfg.cache_max_keys,
+            max_values=cfg.cache_max_values,
+            stash=ctx.stash,
+            fault_injection=fault_injection,
+        )
+
+    def start_rate_limiter(ctx: ChildContext) -> RateLimiterActor:
+        return RateLimiterActor(
+            cfg.rate_limit,
+            clock=ctx.clock,
+            scheduler=ctx.scheduler,
+            drop_idle_interval=cfg.drop_idle_interval,
+            stash=ctx.stash,
+            fault_injection=fault_injection,
+        )
+
+    def start_peer_manager(ctx: ChildContext) -> PeerManagerActor:
+        return PeerManagerActor(
+            cfg.peers,
+            clock=ctx.clock,
+            scheduler=ctx.scheduler,
+            discovery=discovery,
+            stash=ctx.stash,
+            fault_injection=fault_injection,
+        )
+
+    def start_pool(ctx: ChildContext) -> PoolActor:
+        return PoolActor(
+            cfg.pool,
+            connector,
+            clock=ctx.clock,
+            scheduler=ctx.scheduler,
+            stash=ctx.stash,
+            fault_injection=fault_injection,
+        )
+
+    factories: tuple[Callable[[ChildContext], Any], ...] = (
+        start_cache,
+        start_rate_limiter,
+        start_peer_manager,
+        start_pool,
+    )
+    specs = [
+        ChildSpec(child_id, factory, shutdown=cfg.shutdown)
+        for child_id, factory in zip(CHILD_IDS, factories, strict=True)
+    ]
+    return Supervisor(
+        specs,
+        strategy=REST_FOR_ONE,
+        intensity=cfg.intensity,
+        period=cfg.period,
+        clock=clock,
+        scheduler=scheduler,
+        rng=rng,
+        on_give_up=on_give_up,
+        name=name,
+    )
+
+
+class Infrastructure:
+    """A started infrastructure supervisor and the typed clients of its four children.
+
+    Attributes: ``supervisor`` (the :class:`Supervisor`), ``cache``
+    (:class:`CacheClient`), ``rate_limiter`` (:class:`RateLimiterClient`),
+    ``peers`` (:class:`PeerManagerClient`), ``pool`` (:class:`PoolClient`, whose
+    default acquire wait is the pool's ``acquire_timeout``).  The clients
+    keep working across restarts.  Use :meth:`start` (it also stops on
+    ``with``-exit) or :meth:`attach`.
+    """
+
+    __slots__ = ("cache", "peers", "pool", "rate_limiter", "supervisor")
+
+    def __init__(self, supervisor: Supervisor, config: InfrastructureConfig | None = None) -> None:
+        """Wrap a *running* infrastructure supervisor (see :meth:`attach`)."""
+        if not isinstance(supervisor, Supervisor):
+            raise WrongType(
+                f"supervisor must be a Supervisor, got {type(supervisor).__name__} {supervisor!r}"
+            )
+        if config is None:
+            config = InfrastructureConfig()
+        timeout = config.ask_timeout
+        self.supervisor = supervisor
+        self.cache = CacheClient(supervisor.address_of(CACHE), timeout=timeout)
+        self.rate_limiter = RateLimiterClient(supervisor.address_of(RATE_LIMITER), timeout=timeout)
+        self.peers = PeerManagerClient(supervisor.address_of(PEER_MANAGER), timeout=timeout)
+        self.pool = PoolClient(
+            supervisor.address_of(POOL),
+            timeout=timeout,
+            acquire_timeout=config.pool.acquire_timeout,
+        )
+
+    @classmethod
+    def attach(
+        cls, supervisor: Supervisor, config: InfrastructureConfig | None = None
+    ) -> Infrastructure:
+        """The handle of a running infrastructure supervisor (e.g. one nested under a root).
+
+        ``config`` must be the one the supervisor was built with (it sets the
+        clients' timeouts).  Raises ``SupervisorStopped`` if it is not running.
+        """
+        return cls(supervisor, config)
+
+    @classmethod
+    def start(
+        cls,
+        config: InfrastructureConfig | None = None,
+        *,
+        connector: Connector,
+        discovery: PeerDiscovery | None = None,
+        clock: Clock | None = None,
+        scheduler: Scheduler | None = None,
+        rng: Rng | None = None,
+        fault_injection: bool = False,
+        on_give_up: Callable[[SupervisorGaveUp], None] | None = None,
+        name: str = "infrastructure",
+        timeout: float = 30.0,
+    ) -> Infrastructure:
+        """Build the supervisor (:func:`infrastructure_supervisor`), start it, wrap it.
+
+        ``timeout``: seconds to wait for the four children to start.  Raises
+        ``StartFailed`` if a child fails to start, and the argument errors of
+        :func:`infrastructure_supervisor`.
+        """
+        if config is None:
+            config = InfrastructureConfig()
+        supervisor = infrastructure_supervisor(
+            config,
+            connector=connector,
+            discovery=discovery,
+            clock=clock,
+            scheduler=scheduler,
+            rng=rng,
+            fault_injection=fault_injection,
+            on_give_up=on_give_up,
+            name=name,
+        ).start(timeout)
+        try:
+            return cls(supervisor, config)
+        except BaseException:
+            supervisor.stop()
+            raise
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the supervisor: pool, peer manager, rate limiter, cache (reverse order)."""
+        self.supervisor.stop(timeout)
+
+    def __enter__(self) -> Infrastructure:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Infrastructure {self.supervisor!r}>"

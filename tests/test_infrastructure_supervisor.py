@@ -1,0 +1,244 @@
+"""The infrastructure supervisor: REST_FOR_ONE over cache, rate limiter, peer manager and
+pool; starts, survives injected crashes (restarting exactly the right children, keeping
+their state), gives up past its intensity, nests under a root, and stops in reverse order."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from test_actors_support import (  # noqa: F401  (fixture)
+    FakeConnector,
+    no_leftover_threads,
+    peer,
+    wait_until,
+)
+
+from aura_sync.effects import ManualClock
+from aura_sync.errors import InvalidArgument, SupervisorGaveUp, WrongType
+from aura_sync.infrastructure.connections import PoolConfig
+from aura_sync.infrastructure.rate_limit import Allowed, Denied, RateLimitConfig
+from aura_sync.messages.supervision import ChildStatus, EventKind, SupervisionEvent
+from aura_sync.supervisors.infrastructure import (
+    CACHE,
+    CHILD_IDS,
+    PEER_MANAGER,
+    POOL,
+    RATE_LIMITER,
+    Infrastructure,
+    InfrastructureConfig,
+    infrastructure_supervisor,
+)
+from aura_sync.supervisors.spec import ChildSpec
+from aura_sync.supervisors.supervisor import Supervisor
+
+pytestmark = pytest.mark.usefixtures("no_leftover_threads")
+
+A, B = peer(1), peer(2)
+
+
+class Events:
+    """Records supervision events (subscribed callback; thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: list[SupervisionEvent] = []
+
+    def __call__(self, event: SupervisionEvent) -> None:
+        with self._lock:
+            self.items.append(event)
+
+    def of(self, kind: EventKind) -> list[str]:
+        with self._lock:
+            return [e.child_id for e in self.items if e.kind is kind]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.items.clear()
+
+
+def all_running(sup: Supervisor) -> bool:
+    return all(info.status is ChildStatus.RUNNING for info in sup.which_children())
+
+
+def config(**changes: object) -> InfrastructureConfig:
+    base: dict[str, object] = {
+        "rate_limit": RateLimitConfig(
+            global_ops_per_second=10.0, global_burst=20, peer_ops_per_second=5.0, peer_burst=10
+        ),
+        "pool": PoolConfig(max_connections_per_peer=2, acquire_timeout=5.0),
+        "intensity": 20,
+        "shutdown": 2.0,
+    }
+    base.update(changes)
+    return InfrastructureConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def connector() -> FakeConnector:
+    return FakeConnector()
+
+
+@pytest.fixture
+def infra(clock: ManualClock, connector: FakeConnector) -> Iterator[Infrastructure]:
+    handle = Infrastructure.start(config(), connector=connector, clock=clock, fault_injection=True)
+    yield handle
+    handle.stop()
+
+
+def test_starts_the_four_children_in_order(infra: Infrastructure) -> None:
+    children = infra.supervisor.which_children()
+    assert [c.id for c in children] == list(CHILD_IDS)
+    assert all(c.status is ChildStatus.RUNNING for c in children)
+    counts = infra.supervisor.count_children()
+    assert (counts.specs, counts.active, counts.workers) == (4, 4, 4)
+    infra.cache.invalidate_keys(["k"], 3)
+    assert isinstance(infra.rate_limiter.check_rate_limit(A), Allowed)
+    assert infra.peers.add_peer(A) is True
+    with infra.pool.acquire(A) as lease:
+        assert not lease.connection.closed
+    assert infra.supervisor.name == "infrastructure"
+    assert infra.cache.address.name == "infrastructure/cache"
+
+
+def test_a_rate_limiter_crash_restarts_the_rest_but_not_the_cache(
+    infra: Infrastructure, connector: FakeConnector
+) -> None:
+    events = Events()
+    infra.supervisor.subscribe(events)
+    infra.cache.invalidate_keys(["stale"], 9)
+    spent = 0
+    while isinstance(infra.rate_limiter.check_rate_limit(A), Allowed):
+        spent += 1
+    assert spent == 10  # the peer bucket is empty
+    infra.peers.add_peer(B, "b:1")
+    lease = infra.pool.acquire(B)
+
+    infra.rate_limiter.inject_crash("test")
+    wait_until(lambda: len(events.of(EventKind.RESTARTED)) == 3, what="the group restart")
+    assert events.of(EventKind.FAILED) == [RATE_LIMITER]
+    assert events.of(EventKind.STOPPED) == [POOL, PEER_MANAGER]  # the rest, in reverse
+    assert events.of(EventKind.RESTARTED) == [RATE_LIMITER, PEER_MANAGER, POOL]  # in order
+    wait_until(lambda: all_running(infra.supervisor), what="all children running")
+    assert infra.supervisor.restart_count(RATE_LIMITER) == 1
+    assert infra.supervisor.restart_count(CACHE) == 0
+
+    # State that must not be lost was not: spend, the peer table, the floors.
+    assert isinstance(infra.rate_limiter.check_rate_limit(A), Denied)
+    assert infra.peers.get_peer(B).address == "b:1"
+    assert infra.cache.is_fresh("stale", 8) is False
+    # The pool does not keep connections: the restarted pool closed them all.
+    assert connector.open_connections() == []
+    with lease:  # its release after the restart is logged, not raised
+        pass
+    assert infra.pool.statistics().total == 0
+
+
+def test_a_cache_crash_restarts_all_and_a_pool_crash_only_the_pool(
+    infra: Infrastructure,
+) -> None:
+    events = Events()
+    infra.supervisor.subscribe(events)
+    infra.cache.inject_crash()
+    wait_until(lambda: len(events.of(EventKind.RESTARTED)) == 4, what="everything restarted")
+    assert events.of(EventKind.RESTARTED) == list(CHILD_IDS)
+    wait_until(lambda: all_running(infra.supervisor), what="all children running")
+    events.clear()
+    infra.pool.inject_crash()
+    wait_until(lambda: len(events.of(EventKind.RESTARTED)) == 1, what="the pool restarted")
+    assert events.of(EventKind.RESTARTED) == [POOL] and events.of(EventKind.STOPPED) == []
+    wait_until(lambda: all_running(infra.supervisor), what="all children running")
+    events.clear()
+    infra.peers.inject_crash()
+    wait_until(lambda: len(events.of(EventKind.RESTARTED)) == 2, what="peers and pool")
+    assert events.of(EventKind.RESTARTED) == [PEER_MANAGER, POOL]
+    wait_until(lambda: all_running(infra.supervisor), what="all children running")
+    counts = infra.supervisor.events()
+    assert counts[EventKind.FAILED] == 3 and counts[EventKind.GAVE_UP] == 0
+    assert infra.peers.add_peer(A) is True  # every client still works
+
+
+def test_shutdown_in_reverse_order_within_the_timeouts(
+    clock: ManualClock, connector: FakeConnector
+) -> None:
+    infra = Infrastructure.start(config(), connector=connector, clock=clock)
+    events = Events()
+    infra.supervisor.subscribe(events)
+    infra.pool.acquire(A)
+    infra.pool.acquire(B).release()
+    started = time.monotonic()
+    infra.stop()
+    elapsed = time.monotonic() - started
+    assert events.of(EventKind.STOPPED) == list(reversed(CHILD_IDS))
+    assert elapsed < 4 * 2.0  # four children, 2 s shutdown each
+    assert not infra.supervisor.is_alive()
+    assert connector.open_connections() == []
+    wait_until(lambda: clock.pending_timers() == 0, what="every timer cancelled")
+    infra.stop()  # idempotent
+
+
+def test_gives_up_past_its_intensity(clock: ManualClock, connector: FakeConnector) -> None:
+    gave_up: list[SupervisorGaveUp] = []
+    infra = Infrastructure.start(
+        config(intensity=1),
+        connector=connector,
+        clock=clock,
+        fault_injection=True,
+        on_give_up=gave_up.append,
+    )
+    try:
+        infra.pool.inject_crash()
+        wait_until(lambda: infra.supervisor.restart_count(POOL) == 1, what="one restart")
+        wait_until(lambda: all_running(infra.supervisor), what="all children running")
+        infra.pool.inject_crash()  # two restarts within the period: over intensity 1
+        wait_until(lambda: bool(gave_up), what="the supervisor to give up")
+        assert infra.supervisor.events()[EventKind.GAVE_UP] == 1
+        wait_until(lambda: not infra.supervisor.is_alive(), what="the supervisor to end")
+    finally:
+        infra.stop()
+
+
+def test_nested_under_a_root_supervisor(clock: ManualClock, connector: FakeConnector) -> None:
+    cfg = config()
+    nested = infrastructure_supervisor(cfg, connector=connector, fault_injection=True)
+    root = Supervisor(
+        [ChildSpec("infrastructure", lambda ctx: nested, shutdown=4 * cfg.shutdown)],
+        clock=clock,
+        intensity=3,
+        name="node",
+    ).start()
+    try:
+        infra = Infrastructure.attach(nested, cfg)
+        assert infra.cache.address.name == "node/infrastructure/cache"
+        infra.cache.invalidate_keys(["k"], 2)
+        infra.cache.inject_crash()
+        wait_until(lambda: nested.restart_count(CACHE) == 1, what="the cache restart")
+        assert infra.cache.epoch_floor("k") == 2
+    finally:
+        root.stop()
+
+
+def test_arguments_are_validated(connector: FakeConnector) -> None:
+    with pytest.raises(WrongType, match="connector must have a connect"):
+        infrastructure_supervisor(connector=object())  # type: ignore[arg-type]
+    with pytest.raises(WrongType, match="config must be an InfrastructureConfig"):
+        infrastructure_supervisor({}, connector=connector)  # type: ignore[arg-type]
+    with pytest.raises(WrongType, match="fault_injection must be a bool"):
+        infrastructure_supervisor(connector=connector, fault_injection="yes")  # type: ignore[arg-type]
+    with pytest.raises(WrongType, match="discovery must have a discover"):
+        infrastructure_supervisor(connector=connector, discovery=1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="intensity must be >= 0"):
+        InfrastructureConfig(intensity=-1)
+    with pytest.raises(InvalidArgument, match="shutdown"):
+        InfrastructureConfig(shutdown=-1.0)
+    with pytest.raises(WrongType, match="pool must be a PoolConfig"):
+        InfrastructureConfig(pool=RateLimitConfig())  # type: ignore[arg-type]
+    with pytest.raises(WrongType, match="supervisor must be a Supervisor"):
+        Infrastructure(object())  # type: ignore[arg-type]
