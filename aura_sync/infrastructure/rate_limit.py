@@ -662,6 +662,19 @@ class RateLimiterSnapshot:
 
     Times are relative (debts in seconds), so a snapshot restores onto any
     clock.  Full, non-adapted buckets are left out: a fresh bucket equals them.
+
+    Attributes:
+        global_debt: seconds until the global bucket is full again (>= 0).
+        global_ops_per_second: the global rate the debt was measured at.
+        peers: the peer buckets that hold spend or an adapted rate.
+        budgets: the flow budgets, by peer.
+        epoch: the latest epoch rotated to.
+        statistics: the counters.
+        clock_lag: seconds the limiter's time was ahead of its clock's reading
+            (after the clock stepped back); restored, so that a restored
+            limiter waits for the clock to catch up exactly as the original would.
+        taken_at: the limiter's time when the snapshot was taken (information
+            only: restore never compares it with another clock).
     """
 
     global_debt: float
@@ -670,6 +683,7 @@ class RateLimiterSnapshot:
     budgets: tuple[tuple[DeviceId, FlowBudget], ...]
     epoch: int
     statistics: RateLimiterStatistics
+    clock_lag: float = 0.0
     taken_at: float = field(default=0.0, compare=False)
 
 
@@ -1154,6 +1168,7 @@ class RateLimiter:
         seconds, rounded up), the adapted rates, the flow budgets, the epoch
         and the counters.
         """
+        raw = self._now()
         now = self._time()
         default = self._config.peer_ops_per_second
         rates = self._rates
@@ -1174,6 +1189,7 @@ class RateLimiter:
             budgets=tuple((p, b.value()) for p, b in self._budgets.items()),
             epoch=self._epoch,
             statistics=self.statistics(),
+            clock_lag=_debt_at(now, raw) if now > raw else 0.0,
             taken_at=now,
         )
 
@@ -1188,8 +1204,10 @@ class RateLimiter:
         """A limiter with ``config`` that continues from ``snapshot``, on ``clock``.
 
         Debts are restored relative to the clock's time now, so the restored
-        limiter never admits more than the original would have (time spent
-        between snapshot and restore is not credited).  If ``config`` changes
+        limiter never admits more than the original would have: time spent
+        between snapshot and restore is not credited, and if the original's
+        time was ahead of its clock (the clock had stepped back) the restored
+        limiter is ahead by as much.  If ``config`` changes
         a rate, each bucket keeps its token deficit (debts are rescaled); in
         non-adaptive mode every peer returns to ``peer_ops_per_second``, in
         adaptive mode adapted rates are clamped to the new bounds.  Buckets are
@@ -1206,6 +1224,9 @@ class RateLimiter:
             )
         limiter = cls(config, clock=clock)
         now = limiter._time()
+        if snapshot.clock_lag > 0.0:
+            # The original's time was ahead of its clock: keep waiting for the clock.
+            now = limiter._hw = now + snapshot.clock_lag
         if snapshot.global_debt > 0.0:
             debt = snapshot.global_debt
             if snapshot.global_ops_per_second != config.global_ops_per_second:
