@@ -104,6 +104,19 @@ _MAX_DEBUG_WRITE: Final = 100_000
 TransportFactory = Callable[[NodeIdentity], Transport]
 
 
+_shared_clock: SystemClock | None = None
+_shared_lock = threading.Lock()
+
+
+def _system_clock() -> SystemClock:
+    """One SystemClock per process (one timer thread, however many nodes run here)."""
+    global _shared_clock
+    with _shared_lock:
+        if _shared_clock is None:
+            _shared_clock = SystemClock()
+        return _shared_clock
+
+
 # --- transport events --------------------------------------------------------------------
 
 
@@ -226,7 +239,7 @@ class Node:
             raise WrongType(f"fault_injection must be a bool or None, got {fault_injection!r}")
         self.config = config
         self._transport_factory = transport_factory
-        self._clock: Clock = clock or SystemClock()
+        self._clock: Clock = clock or _system_clock()
         self._scheduler = Scheduler(self._clock)
         self._rng: Rng = rng or SystemRng()
         self._faults = config.debug_endpoints if fault_injection is None else fault_injection
