@@ -345,7 +345,12 @@ class Infrastructure:
             raise
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the supervisor: pool, peer manager, rate limiter, cache (reverse order)."""
+        """Stop the supervisor: pool, peer manager, rate limiter, cache (reverse order).
+
+        For a root supervisor (from :meth:`start`).  A nested one is stopped
+        by its parent (``terminate_child``); stopping it here would count as
+        a child exit for the parent.  Idempotent.
+        """
         self.supervisor.stop(timeout)
 
     def __enter__(self) -> Infrastructure:
