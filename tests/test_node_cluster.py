@@ -26,6 +26,7 @@ from aura_sync.infrastructure.capabilities import (
     issue_capability_token,
 )
 from aura_sync.messages import ErrorReply, codec
+from aura_sync.messages.peers import GetPeerTable
 from aura_sync.messages.sync import (
     FULL_RANGE,
     PROTOCOL_VERSION,
@@ -35,6 +36,7 @@ from aura_sync.messages.sync import (
     OpsRequest,
     PresentCapability,
 )
+from aura_sync.node.node import Node
 from aura_sync.transport import TcpTransport
 from aura_sync.transport._frames import encode_frame
 
@@ -85,6 +87,14 @@ def test_three_nodes_converge_on_the_union_and_metrics_move(nodes: Cluster) -> N
     assert after[("aura_sync_pool_connections_created_total", ())] >= 1
     assert after[("aura_sync_peers", (("status", "CONNECTED"),))] >= 1
     assert after[("aura_sync_up", ())] == 1
+
+    # b and c only knew a: they found each other through peer exchange
+    def knows(node: Node, other: Node) -> bool:
+        table = node.address_of("peer_manager").ask(GetPeerTable())
+        return any(info.peer_id == other.device_id for info in table.peers)
+
+    wait_until(lambda: knows(b, c) and knows(c, b), 10, "peer exchange")
+    assert b.sync_status().counter("peer_exchanges") + c.sync_status().counter("peer_exchanges") > 0
     # and they keep converging on what is written later
     b.append([b"late"])
     wait_until(lambda: converged(group, 491), 20, "the late op to spread")
