@@ -4,7 +4,7 @@
 * :func:`actor_threads` - the live aura actor threads (named ``aura-actor:...``);
 * :func:`no_leftover_actor_threads` - an autouse-able fixture asserting a test
   leaves no actor thread of its own behind (import it into a test module);
-* small messages (tags 0xB0-0xBF, reserved for tests in the supervision range)
+* small messages (tags 0xB0-0xB7, reserved for tests in the supervision range)
   and test actors: :class:`Echo` (records what it handled in its stash),
   :class:`Recorder` (reports start/stop/crash to a shared log), ...
 """
@@ -65,7 +65,7 @@ def no_leftover_actor_threads() -> Iterator[None]:
     )
 
 
-# --- test messages (0xB0-0xBF are free for tests) ------------------------------------
+# --- test messages (0xB0-0xB7 are free for tests) ------------------------------------
 
 
 @message(0xB0)

@@ -28,18 +28,22 @@ from aura_sync.actors.clients import (
     PeerManagerClient,
     PoolClient,
     PoolLease,
+    RateLimiterClient,
 )
 from aura_sync.actors.peer_manager import PeerManagerActor
-from aura_sync.actors.pool import PoolActor
+from aura_sync.actors.pool import AcquireConnection, ConnectionLease, PoolActor
+from aura_sync.actors.rate_limiter import RateLimiterActor
 
 __all__ = [
     "DEFAULT_ASK_TIMEOUT",
     "DEFERRED",
+    "AcquireConnection",
     "ActorAddress",
     "ActorClient",
     "AuraActor",
     "CacheActor",
     "CacheClient",
+    "ConnectionLease",
     "InfrastructureClient",
     "InjectedCrash",
     "Link",
@@ -49,6 +53,8 @@ __all__ = [
     "PoolActor",
     "PoolClient",
     "PoolLease",
+    "RateLimiterActor",
+    "RateLimiterClient",
     "ReplySlot",
     "current_actor",
     "handles",

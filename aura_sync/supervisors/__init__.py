@@ -21,6 +21,16 @@ from aura_sync.messages.supervision import (
     SupervisionEvent,
 )
 from aura_sync.supervisors._state import ChildInfo
+from aura_sync.supervisors.infrastructure import (
+    CACHE,
+    CHILD_IDS,
+    PEER_MANAGER,
+    POOL,
+    RATE_LIMITER,
+    Infrastructure,
+    InfrastructureConfig,
+    infrastructure_supervisor,
+)
 from aura_sync.supervisors.spec import (
     ONE_FOR_ALL,
     ONE_FOR_ONE,
@@ -37,10 +47,15 @@ from aura_sync.supervisors.spec import (
 from aura_sync.supervisors.supervisor import DEFAULT_CALL_TIMEOUT, Supervisor
 
 __all__ = [
+    "CACHE",
+    "CHILD_IDS",
     "DEFAULT_CALL_TIMEOUT",
     "ONE_FOR_ALL",
     "ONE_FOR_ONE",
+    "PEER_MANAGER",
     "PERMANENT",
+    "POOL",
+    "RATE_LIMITER",
     "REST_FOR_ONE",
     "TEMPORARY",
     "TRANSIENT",
@@ -52,9 +67,12 @@ __all__ = [
     "ChildType",
     "EventKind",
     "ExitKind",
+    "Infrastructure",
+    "InfrastructureConfig",
     "Restart",
     "RestartBackoff",
     "Strategy",
     "SupervisionEvent",
     "Supervisor",
+    "infrastructure_supervisor",
 ]
