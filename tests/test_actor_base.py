@@ -462,3 +462,61 @@ def test_client_refuses_a_bad_timeout() -> None:
         ActorClient(address, timeout=0)
     with pytest.raises(InvalidArgument):
         ActorAddress("")
+
+
+class _Relay(AuraActor):
+    """Asks ``target`` from inside a handler with ask_with; the reply comes back as a message."""
+
+    def __init__(self, target: ActorAddress) -> None:
+        super().__init__()
+        self.target = target
+        self.got: list[object] = []
+        self.done = threading.Event()
+
+    @handles(Num)
+    def _forward(self, msg: Num) -> None:
+        relay = self
+
+        class _TellBack(ReplySlot):
+            def _deliver(self, reply: object) -> None:
+                relay.address.tell(_Replied(reply))
+
+        self.target.ask_with(Ping(msg.n), _TellBack())
+
+    @handles(LocalMessage)
+    def _replied(self, msg: LocalMessage) -> None:
+        assert isinstance(msg, _Replied)
+        self.got.append(msg.reply)
+        self.done.set()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Replied(LocalMessage):
+    reply: object
+
+
+def test_ask_with_lets_an_actor_ask_without_blocking(echo: ActorAddress) -> None:
+    relay = _Relay(echo)
+    address = spawn(relay, name="relay")
+    try:
+        address.tell(Num(41))
+        assert relay.done.wait(5.0)
+        assert relay.got == [Num(42)]
+    finally:
+        address.stop()
+
+
+def test_ask_with_on_a_stopped_address_answers_at_once() -> None:
+    address = spawn(Echo(), name="gone")
+    address.stop()
+    replies: list[object] = []
+
+    class _Collect(ReplySlot):
+        def _deliver(self, reply: object) -> None:
+            replies.append(reply)
+
+    address.ask_with(Ping(1), _Collect())
+    assert len(replies) == 1
+    assert isinstance(replies[0], ErrorReply) and replies[0].error_type == "ActorStopped"
+    with pytest.raises(WrongType):
+        address.ask_with(Ping(1), object())  # type: ignore[arg-type]

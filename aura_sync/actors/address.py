@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aura_sync.actors._mailbox import Mailbox, dead_letter, fail_entry
-from aura_sync.actors._reply import _AsyncReply, _SyncReply
+from aura_sync.actors._reply import ReplySlot, _AsyncReply, _SyncReply
 from aura_sync.actors.base import AuraActor, current_actor
 from aura_sync.effects import check_seconds
 from aura_sync.errors import InvalidArgument, WrongType
@@ -160,6 +160,25 @@ class ActorAddress:
         finally:
             timer.cancel()
             slot.abandon()
+
+    def ask_with(self, message: Message | Any, slot: ReplySlot) -> None:
+        """Send ``message`` with ``slot`` as its reply slot; never blocks.
+
+        The ask an actor may make of another actor: subclass
+        :class:`~aura_sync.actors.ReplySlot` so that its delivery tells the
+        asking actor (``self.address.tell(...)``), and arm a
+        :class:`~aura_sync.effects.Scheduler` timeout if the reply may never
+        come.  A stopped address answers ``slot`` at once with
+        ``ErrorReply(ActorStopped)``.
+        """
+        if not isinstance(slot, ReplySlot):
+            raise WrongType(f"slot must be a ReplySlot, got {type(slot).__name__} {slot!r}")
+        if self._closed:
+            slot.set(self._stopped_reply())
+            return
+        self._put((message, slot))
+        if self._closed:  # closed concurrently (mypy cannot know another thread may close)
+            self._drain_closed()  # type: ignore[unreachable]
 
     def is_alive(self) -> bool:
         """Whether the address accepts messages (True while a child restarts, too)."""

@@ -531,22 +531,6 @@ class _ResumeSlot(ReplySlot):
         self._owner.tell(_Resume(self._task, self._step, reply))
 
 
-def _ask_into(target: ActorAddress, msg: Any, slot: ReplySlot) -> None:
-    """Queue ``msg`` for ``target`` with ``slot`` as its reply slot (an ask that never blocks).
-
-    The public :meth:`ActorAddress.ask` blocks and ``ask_async`` needs an
-    event loop; an actor needs the reply as a message, so this puts the
-    ``(message, slot)`` pair the way ``ask`` does, and answers at once with
-    ``ActorStopped`` when the target is closed.
-    """
-    if not target.is_alive():
-        slot.set(target._stopped_reply())
-        return
-    target._put((msg, slot))
-    if target._closed:
-        target._drain_closed()
-
-
 # Things a round generator yields; the actor performs them and resumes it.
 
 
@@ -798,7 +782,7 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
 
             task.timer = self._scheduler.call_after(wait.timeout, expire)
             task.asked = wait.target.name
-            _ask_into(wait.target, wait.message, slot)
+            wait.target.ask_with(wait.message, slot)
         elif isinstance(wait, _Request):
             future = wait.connection.request(wait.message, wait.timeout)
             future.add_done_callback(lambda f: owner.tell(_Resume(task_id, step, f)))
