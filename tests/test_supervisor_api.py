@@ -413,3 +413,16 @@ def test_one_for_all_leaves_manually_terminated_children_alone(track: Track) -> 
     wait_until(lambda: sup.restart_count("a") == 1 and len(log.of("start")) == 5)
     assert sup.which_children()[2].status is ChildStatus.TERMINATED
     assert sorted(e[1] for e in log.of("start")) == ["a", "a", "b", "b", "c"]
+
+
+def test_child_address_reads_the_stable_address_without_asking() -> None:
+    from aura_sync.errors import NotFound as _NotFound
+
+    sup = Supervisor([echo_spec("a")], name="addr").start()
+    try:
+        address = sup.child_address("a")
+        assert address is sup.address_of("a")
+        with pytest.raises(_NotFound, match="'missing'"):
+            sup.child_address("missing")
+    finally:
+        sup.stop()

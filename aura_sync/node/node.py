@@ -56,6 +56,7 @@ from aura_sync.errors import (
     AuraError,
     ConfigError,
     InvalidArgument,
+    NotFound,
     StartFailed,
     SupervisorError,
     SupervisorGaveUp,
@@ -797,14 +798,12 @@ def _infra_addresses(infra: Supervisor) -> dict[str, ActorAddress]:
     supervisor's persistent child slots, created when it started them.
     Raises :class:`~aura_sync.errors.StartFailed` if one is missing.
     """
-    persistent = infra._persistent
     out: dict[str, ActorAddress] = {}
-    with persistent.lock:
-        for name in ("cache", "rate_limiter", "peer_manager", "pool"):
-            slot = persistent.slots.get(name)
-            if slot is None:
-                raise StartFailed(f"the infrastructure supervisor has no {name!r} child")
-            out[name] = slot.address
+    for name in ("cache", "rate_limiter", "peer_manager", "pool"):
+        try:
+            out[name] = infra.child_address(name)
+        except NotFound:
+            raise StartFailed(f"the infrastructure supervisor has no {name!r} child") from None
     return out
 
 

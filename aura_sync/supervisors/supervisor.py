@@ -42,6 +42,7 @@ from aura_sync.effects import Clock, Rng, Scheduler, SystemClock, SystemRng, che
 from aura_sync.errors import (
     ActorStopped,
     InvalidArgument,
+    NotFound,
     StartFailed,
     SupervisorError,
     SupervisorGaveUp,
@@ -350,6 +351,23 @@ class Supervisor:
     def address_of(self, child_id: str, timeout: float | None = None) -> ActorAddress:
         """The stable address of a child (valid across its restarts). Raises NotFound."""
         return self._call(AddressOf(child_id), AddressReply, timeout).address
+
+    def child_address(self, child_id: str) -> ActorAddress:
+        """The stable address of a child, without asking the supervisor (never blocks).
+
+        For callers that must not block, such as a child factory of another
+        supervisor (it runs in that supervisor's thread).  Reads the address
+        the supervisor created when it first started the child; raises
+        :class:`~aura_sync.errors.NotFound` if it has no such child.
+        """
+        if not isinstance(child_id, str):
+            raise WrongType(f"child_id must be a str, got {type(child_id).__name__} {child_id!r}")
+        persistent = self._persistent
+        with persistent.lock:
+            slot = persistent.slots.get(child_id)
+        if slot is None:
+            raise NotFound(f"supervisor {self.name!r} has no child {child_id!r}")
+        return slot.address
 
     # --- observation -----------------------------------------------------------------
 
