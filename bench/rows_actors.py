@@ -259,8 +259,9 @@ def _aura_chain(
     The forwarder answers nothing itself: it hands the rate-limit check, with
     the caller's reply slot, to the RateLimiterActor's mailbox and returns
     ``DEFERRED``; the limiter's answer goes straight back to the caller.
-    There is no public forward in :mod:`aura_sync.actors` yet, so this uses
-    ``ActorAddress._put``; the row is skipped if that is gone.
+    It uses ``ActorAddress.ask_with`` (the public non-blocking ask between
+    actors) with the caller's own slot; builds without it fall back to the
+    private ``_put``.
     """
     if not hasattr(actors, "RateLimiterActor"):
         return None, "not available yet: aura_sync.actors has no RateLimiterActor"
@@ -281,7 +282,14 @@ def _aura_chain(
     )
     limiter = actors.spawn(lambda: actors.RateLimiterActor(config))
     cleanup.append(limiter.stop)
-    if not hasattr(limiter, "_put"):
+    if hasattr(limiter, "ask_with"):  # the public non-blocking actor-to-actor ask
+        ask_with = limiter.ask_with
+
+        def put(item: tuple[Any, Any]) -> None:
+            ask_with(item[0], item[1])
+    elif hasattr(limiter, "_put"):
+        put = limiter._put
+    else:
         return None, "not available: no way for an actor to forward a reply slot"
 
     @dataclasses.dataclass(frozen=True)
@@ -291,7 +299,6 @@ def _aura_chain(
         message: Any
 
     deferred = actors.DEFERRED
-    put = limiter._put
 
     class Forwarder(actors.AuraActor):  # type: ignore[misc]
         @actors.handles(Forward)  # type: ignore[untyped-decorator]
