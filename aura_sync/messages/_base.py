@@ -82,7 +82,3 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
 def registered_messages() -> dict[int, type[Message]]:
     """A copy of the tag registry: tag -> message class."""
     return dict(_REGISTRY)
-
-
-def _lookup(tag: int) -> type[Message] | None:
-    return _REGISTRY.get(tag)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -30,7 +31,9 @@ import msgpack
 
 from aura_sync.errors import AuraError, DecodeError, InvalidArgument
 from aura_sync.ids import DeviceId
-from aura_sync.messages._base import Message, _lookup
+from aura_sync.messages._base import _REGISTRY, Message
+
+_REGISTRY_GET = _REGISTRY.get
 
 __all__ = ["MAX_FRAME_SIZE", "decode", "encode", "from_wire", "to_wire"]
 
@@ -38,7 +41,6 @@ MAX_FRAME_SIZE: Final = 1 << 20
 """Default maximum size of one encoded message, in bytes (1 MiB)."""
 
 _Conv = Callable[[Any], Any]
-_packb = msgpack.packb
 _unpackb = msgpack.unpackb
 
 
@@ -49,12 +51,16 @@ def encode(msg: Message, *, max_size: int = MAX_FRAME_SIZE) -> bytes:
     registered message or the encoding exceeds ``max_size`` bytes.
     """
     try:
-        codec = type(msg)._aura_codec
+        codec = msg._aura_codec
     except AttributeError:
         raise InvalidArgument(f"encode needs a Message, got {type(msg).__name__} {msg!r}") from None
     if codec is None:
         codec = _compile(type(msg))
-    data: bytes = _packb(codec[0](msg), use_bin_type=True)
+    try:
+        pack = _tls.pack
+    except AttributeError:
+        pack = _new_packer()
+    data: bytes = pack(codec[0](msg))
     if len(data) > max_size:
         raise InvalidArgument(
             f"encoded {type(msg).__name__} is {len(data)} bytes, over the limit of {max_size}"
@@ -62,9 +68,19 @@ def encode(msg: Message, *, max_size: int = MAX_FRAME_SIZE) -> bytes:
     return data
 
 
+_tls = threading.local()
+
+
+def _new_packer() -> Callable[[Any], bytes]:
+    """This thread's reusable Packer (msgpack.packb builds a new one per call)."""
+    pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+    _tls.pack = pack
+    return pack
+
+
 def decode(data: bytes | bytearray | memoryview, *, max_size: int = MAX_FRAME_SIZE) -> Message:
     """Parse one message from ``data``; raise :class:`DecodeError` on any malformed input."""
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if data.__class__ is not bytes and not isinstance(data, _BYTES_LIKE):
         raise DecodeError(f"decode needs bytes, got {type(data).__name__}")
     if len(data) > max_size:
         raise DecodeError(f"frame of {len(data)} bytes is over the limit of {max_size}")
@@ -75,6 +91,9 @@ def decode(data: bytes | bytearray | memoryview, *, max_size: int = MAX_FRAME_SI
     return from_wire(obj)
 
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
 def to_wire(msg: Message) -> Any:
     """The msgpack-ready tuple for ``msg`` (what :func:`encode` packs)."""
     codec = type(msg)._aura_codec or _compile(type(msg))
@@ -83,12 +102,12 @@ def to_wire(msg: Message) -> Any:
 
 def from_wire(obj: Any) -> Message:
     """Build a message from an unpacked msgpack array; raise :class:`DecodeError` if invalid."""
-    if type(obj) is not tuple or not obj:
+    if obj.__class__ is not tuple or not obj:
         raise DecodeError(f"a message must be a non-empty array, got {_describe(obj)}")
     tag = obj[0]
-    if type(tag) is not int:
+    if tag.__class__ is not int:
         raise DecodeError(f"message tag must be an int, got {_describe(tag)}")
-    cls = _lookup(tag)
+    cls = _REGISTRY_GET(tag)
     if cls is None:
         raise DecodeError(f"unknown message tag {tag}")
     codec = cls._aura_codec or _compile(cls)
@@ -218,13 +237,15 @@ def _decoder(tp: Any, where: str) -> _Conv:
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         enum_cls = tp
 
+        members = {(type(m.value), m.value): m for m in enum_cls if type(m.value) in (int, str)}
+
         def dec_enum(v: Any) -> Any:
-            if type(v) not in (int, str):
+            if v.__class__ is not int and v.__class__ is not str:
                 return _bad(where, enum_cls.__name__, v)
-            try:
-                return enum_cls(v)
-            except ValueError:
+            member = members.get((v.__class__, v))
+            if member is None:
                 return _bad(where, f"a {enum_cls.__name__} value", v)
+            return member
 
         return dec_enum
     if _is_message_type(tp):
