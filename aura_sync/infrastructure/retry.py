@@ -70,7 +70,7 @@ import math
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Generic, TypeAlias, TypeVar, cast
+from typing import Final, Generic, TypeAlias, TypeVar
 
 from aura_sync.effects import Clock, Rng, SystemClock, SystemRng, check_seconds
 from aura_sync.errors import InvalidArgument, RetryExhausted, WrongType
@@ -173,10 +173,16 @@ def _check_optional_seconds(value: object, name: str) -> float | None:
     return None if value is None else check_seconds(value, name)
 
 
+# Shared defaults: building a SystemClock (a Condition) or seeding a SystemRng
+# per call dominated the success path.  Both are thread-safe; the clock's timer
+# thread only starts if someone schedules a timer on it, which retry never does.
+_DEFAULT_CLOCK: Final = SystemClock()
+_DEFAULT_RNG: Final = SystemRng()
+
+
 def _check_rng(rng: object) -> Rng:
     if rng is None:
-        # cast: effects.Rng.randrange names its parameter differently from random.Random's.
-        return cast(Rng, SystemRng())
+        return _DEFAULT_RNG
     if not isinstance(rng, Rng):
         raise WrongType(f"rng must be an aura_sync.effects.Rng, got {type(rng).__name__} {rng!r}")
     return rng
@@ -184,7 +190,7 @@ def _check_rng(rng: object) -> Rng:
 
 def _check_clock(clock: object) -> Clock:
     if clock is None:
-        return SystemClock()
+        return _DEFAULT_CLOCK
     if not isinstance(clock, Clock):
         raise WrongType(
             f"clock must be an aura_sync.effects.Clock, got {type(clock).__name__} {clock!r}"
@@ -802,7 +808,19 @@ class RetryPolicy:
         :raises Exception: a non-retryable error of ``fn``, re-raised unchanged.
         :raises WrongType: ``fn`` is not callable or is a coroutine function.
         """
-        return self.execute_with_result(fn, clock=clock, rng=rng).unwrap()
+        _check_fn(fn, want_async=False)
+        run_clock = _check_clock(clock)
+        run_rng = _check_rng(rng)
+        start = run_clock.now()
+        try:
+            value = fn()
+        except Exception as exc:  # the slow path: plan, sleep, retry
+            return self._run_sync(fn, _Run(self, run_clock, run_rng, start), exc).unwrap()
+        if inspect.iscoroutine(value):
+            value.close()
+            raise WrongType(f"fn returned a coroutine; use execute_async, got {fn!r}")
+        self.record_success()  # the fast path: one call, no result object
+        return value
 
     def execute_with_result(
         self, fn: Callable[[], T], *, clock: Clock | None = None, rng: Rng | None = None
@@ -814,31 +832,39 @@ class RetryPolicy:
         predicate or ``on_retry`` hook propagate.
         """
         _check_fn(fn, want_async=False)
-        run = _Run(self, _check_clock(clock), _check_rng(rng))
+        return self._run_sync(fn, _Run(self, _check_clock(clock), _check_rng(rng)), None)
+
+    def _run_sync(
+        self, fn: Callable[[], T], run: _Run, pending: Exception | None
+    ) -> RetryResult[T]:
+        """The sync retry loop; ``pending`` is a failure of a first call already made."""
         while True:
-            try:
-                value = fn()
-            except Exception as exc:
-                decision = run.failed(exc)
-                if not decision.should_retry:
-                    return run.failure(exc, decision)
-                context = run.context(exc, decision)
-                if self.on_retry is not None:
-                    outcome = self.on_retry(context)
-                    if inspect.isawaitable(outcome):
-                        if inspect.iscoroutine(outcome):
-                            outcome.close()
-                        raise WrongType(
-                            "on_retry returned an awaitable; async hooks need execute_async, "
-                            f"got {outcome!r}"
-                        ) from None
-                run.clock.sleep(decision.delay)
-                run.waited(decision.delay)
-            else:
-                if inspect.iscoroutine(value):
-                    value.close()
-                    raise WrongType(f"fn returned a coroutine; use execute_async, got {fn!r}")
-                return run.success(value)
+            if pending is None:
+                try:
+                    value = fn()
+                except Exception as first:
+                    pending = first
+                else:
+                    if inspect.iscoroutine(value):
+                        value.close()
+                        raise WrongType(f"fn returned a coroutine; use execute_async, got {fn!r}")
+                    return run.success(value)
+            error, pending = pending, None
+            decision = run.failed(error)
+            if not decision.should_retry:
+                return run.failure(error, decision)
+            context = run.context(error, decision)
+            if self.on_retry is not None:
+                outcome = self.on_retry(context)
+                if inspect.isawaitable(outcome):
+                    if inspect.iscoroutine(outcome):
+                        outcome.close()
+                    raise WrongType(
+                        "on_retry returned an awaitable; async hooks need execute_async, "
+                        f"got {outcome!r}"
+                    ) from None
+            run.clock.sleep(decision.delay)
+            run.waited(decision.delay)
 
     async def execute_async(
         self,
@@ -896,11 +922,13 @@ class _Run:
 
     __slots__ = ("attempts", "clock", "errors", "policy", "prev_delay", "rng", "start", "total")
 
-    def __init__(self, policy: RetryPolicy, clock: Clock, rng: Rng) -> None:
+    def __init__(
+        self, policy: RetryPolicy, clock: Clock, rng: Rng, start: float | None = None
+    ) -> None:
         self.policy = policy
         self.clock = clock
         self.rng = rng
-        self.start = clock.now()
+        self.start = clock.now() if start is None else start
         self.attempts = 0
         self.errors: list[BaseException] = []
         self.total = 0.0
