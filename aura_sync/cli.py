@@ -33,6 +33,8 @@ from aura_sync import __version__
 
 __all__ = ["cli", "main"]
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="aura-sync")
@@ -160,8 +162,20 @@ def node(
 
 
 @cli.command()
-@click.option("--nodes", default=4, show_default=True, type=click.IntRange(2, 16))
-@click.option("--ops", default=1000, show_default=True, type=click.IntRange(0, 10_000_000))
+@click.option(
+    "--nodes",
+    default=4,
+    show_default=True,
+    type=click.IntRange(2, 16),
+    help="Number of node processes to start.",
+)
+@click.option(
+    "--ops",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(0, 10_000_000),
+    help="Operations written in total, spread over the nodes in waves.",
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -181,7 +195,12 @@ def node(
     type=click.FloatRange(min=0.01),
     help="Seconds between each node's sync rounds.",
 )
-@click.option("--faults/--no-faults", default=True, show_default=True, help="Crash and kill.")
+@click.option(
+    "--faults/--no-faults",
+    default=True,
+    show_default=True,
+    help="Midway, crash one node's pool actor and SIGKILL then restart another node.",
+)
 @click.option(
     "--capabilities/--no-capabilities",
     default=True,
@@ -194,7 +213,13 @@ def node(
     help="Make one node refuse to sync: the demo must then exit non-zero.",
 )
 @click.option("--no-live", is_flag=True, help="No live display; print only the summary.")
-@click.option("--log-level", default="INFO", show_default=True, help="The nodes' log level.")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(_LOG_LEVELS, case_sensitive=False),
+    help="The nodes' log level (their logs go to node.log in each data directory).",
+)
 def demo(
     *,
     nodes: int,
@@ -244,7 +269,13 @@ def demo(
 @cli.command()
 @click.argument("addr", metavar="ADDR")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /health JSON.")
-@click.option("--timeout", default=3.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option(
+    "--timeout",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds to wait for the node's answer.",
+)
 def status(addr: str, as_json: bool, timeout: float) -> None:
     """Show a node's health; ADDR is its metrics address (HOST:PORT).
 
@@ -319,7 +350,14 @@ def token_keygen(out: Path | None) -> None:
 
     pair = generate_authority_keypair()
     if out is not None:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise click.ClickException(
+                f"{out} already exists: refusing to overwrite a key (choose another --out)"
+            ) from None
+        except OSError as exc:
+            raise click.FileError(str(out), hint=exc.strerror or str(exc)) from None
         with os.fdopen(fd, "w") as fh:
             fh.write(pair.private_key.hex() + "\n")
         click.echo(f"private key written to {out}")
@@ -378,12 +416,20 @@ def token_issue(
         ) from None
     try:
         device = DeviceId.parse(subject) if subject is not None else None
+    except AuraError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--subject'") from None
+    try:
         raw = issue_capability_token(private, rights, device)
     except AuraError as exc:
         raise click.ClickException(str(exc)) from None
     encoded = base64.urlsafe_b64encode(raw).decode("ascii")
     if out is not None:
-        out.write_text(encoded + "\n", encoding="ascii")
+        try:  # a token is a credential: readable by its owner only
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise click.FileError(str(out), hint=exc.strerror or str(exc)) from None
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(encoded + "\n")
         click.echo(f"token written to {out}")
     else:
         click.echo(encoded)
@@ -410,8 +456,7 @@ def id_command(data_dir: Path | None) -> None:
     from aura_sync.node.config import default_data_dir
 
     directory = data_dir or default_data_dir()
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
+    try:  # creates the directory (0700) and the key on first use
         click.echo(str(NodeIdentity.load_or_create(directory).device_id))
     except IdentityError as exc:
         raise click.ClickException(str(exc)) from None

@@ -116,3 +116,36 @@ def test_help_on_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     for args in (["node"], ["demo"], ["status"], ["token"], ["token", "issue"], ["id"]):
         assert main([*args, "--help"]) == 0
         assert "Usage" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_clear_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "authority.key"
+    assert main(["token", "keygen", "--out", str(key_file)]) == 0
+    before = key_file.read_bytes()
+    capsys.readouterr()
+    assert main(["token", "keygen", "--out", str(key_file)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert key_file.read_bytes() == before  # an existing key is never overwritten
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["id", "--data-dir", str(blocker / "sub")]) == 1
+    err = capsys.readouterr().err
+    assert str(blocker / "sub") in err and "Traceback" not in err
+
+    issue = ["token", "issue", "--authority-key-file", str(key_file)]
+    assert main([*issue, "--subject", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "--subject" in err and "bogus" in err
+    assert main([*issue, "--out", str(blocker / "tok")]) == 1
+    assert str(blocker / "tok") in capsys.readouterr().err
+    token_file = tmp_path / "tok"
+    assert main([*issue, "--out", str(token_file)]) == 0
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"  # a token is a credential
+
+    # the demo checks its log level before starting any node
+    assert main(["demo", "--log-level", "chatty", "--no-live"]) == 2
+    err = capsys.readouterr().err
+    assert "--log-level" in err and "chatty" in err
