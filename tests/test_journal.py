@@ -298,3 +298,41 @@ def test_sync_messages_validate_ids_ranges_and_batches() -> None:
         PeerAddress(ME, "")
     with pytest.raises(InvalidArgument, match="request_id"):
         Request(0, b"\x91\x01")
+
+
+class _FullDisk:
+    """A connection whose COMMIT fails after SQLite rolled back by itself (disk full)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            self._conn.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: object) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, rows)  # type: ignore[arg-type]
+
+
+def test_failed_commit_reports_the_real_error_and_stores_nothing(tmp_path: Path) -> None:
+    journal = _open(tmp_path / JOURNAL_FILE_NAME)
+    try:
+        journal.append(b"kept")
+        real = journal._conn
+        journal._conn = _FullDisk(real)  # type: ignore[assignment]
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            journal.append_many([b"lost-1", b"lost-2"])
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            journal.add(Op(PEER, 0, b"theirs"))
+        assert len(journal) == 1
+        journal._conn = real
+        assert journal.append(b"next") == op_id(ME, 1, b"next")  # the sequence did not move
+        assert len(journal) == 2
+    finally:
+        journal.close()

@@ -197,7 +197,7 @@ class Journal:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         else:
             if app_id != APPLICATION_ID:
@@ -346,7 +346,7 @@ class Journal:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         for key in fresh:
             bisect.insort(self._ids, key)
@@ -526,6 +526,17 @@ class Journal:
     def _ensure_open(self) -> None:
         if self._closed:
             raise InvalidArgument(f"journal {self._path!r} is closed")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already done so.
+
+    Some failures (a full disk, an I/O error) make SQLite roll back by
+    itself; a second ROLLBACK would then raise and hide the real error.
+    """
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _check_op_id(value: object, name: str) -> None:
