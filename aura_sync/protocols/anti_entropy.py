@@ -76,11 +76,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aura_sync.actors._faults import FaultInjectionMixin, check_stash
+from aura_sync.actors._faults import FaultInjectionMixin, check_stash, resolve_effects
 from aura_sync.actors._reply import ReplySlot
 from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.base import AuraActor, LocalMessage, handles
-from aura_sync.effects import Clock, Rng, Scheduler, SystemClock, SystemRng, TimerHandle
+from aura_sync.effects import Clock, Rng, Scheduler, SystemRng, TimerHandle
 from aura_sync.errors import (
     AskTimeout,
     AuraError,
@@ -650,8 +650,7 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
         self._connections = connections
         self._addresses = addresses
         self._token = token
-        self._clock: Clock = clock or SystemClock()
-        self._scheduler = scheduler or Scheduler(self._clock)
+        self._clock, self._scheduler = resolve_effects(clock, scheduler)
         self._rng: Rng = rng or SystemRng()
         stash = check_stash(stash)
         self._stash = stash
@@ -726,6 +725,10 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
             task.gen.close()
 
     def _schedule_tick(self, *, initial: bool = False) -> None:
+        if self._tick_timer is not None:
+            # One pending tick at most, even when a SyncTick of a dead incarnation
+            # (or one told by hand) arrives besides the one armed in on_start.
+            self._tick_timer.cancel()
         interval = self._config.sync_interval
         delay = interval * (
             self._rng.uniform(0.05, 0.3) if initial else self._rng.uniform(0.9, 1.1)
