@@ -164,6 +164,7 @@ MAX_APPEND: Final = 1024
 _STATS_KEY: Final = "aura_sync.anti_entropy.stats"
 _EPOCH_KEY: Final = "aura_sync.anti_entropy.epoch"
 _ANSWERED_KEY: Final = "aura_sync.anti_entropy.answered"
+_TASK_IDS_KEY: Final = "aura_sync.anti_entropy.task_ids"
 _SYNC_REQUESTS: Final = (DigestRequest, IdsRequest, OpsRequest, PushOps, PeerExchangeRequest)
 _STAT_NAMES: Final = (
     "rounds_started",
@@ -319,6 +320,7 @@ class _Resume(LocalMessage):
     step: int
     value: Any
     error: BaseException | None = None
+    ask: _Ask | None = None
 
 
 # --- glue: addresses, connections, connector -----------------------------------------------
@@ -517,18 +519,28 @@ class AntiEntropyConfig:
 
 
 class _ResumeSlot(ReplySlot):
-    """A reply slot that forwards the reply to an actor's mailbox as a :class:`_Resume`."""
+    """A reply slot that forwards the reply to an actor's mailbox as a :class:`_Resume`.
 
-    __slots__ = ("_owner", "_step", "_task")
+    Once its task is abandoned (the incarnation stopped or crashed) the slot
+    is ``orphaned``: a reply that still comes gives back what it obtained
+    (:func:`_give_back`) instead of resuming a task that no longer exists.
+    """
 
-    def __init__(self, owner: ActorAddress, task: int, step: int) -> None:
+    __slots__ = ("_ask", "_owner", "_step", "_task", "orphaned")
+
+    def __init__(self, owner: ActorAddress, task: int, step: int, ask: _Ask) -> None:
         super().__init__()
         self._owner = owner
         self._task = task
         self._step = step
+        self._ask = ask
+        self.orphaned = False
 
     def _deliver(self, reply: Any) -> None:
-        self._owner.tell(_Resume(self._task, self._step, reply))
+        if self.orphaned:
+            _give_back(self._ask, reply)
+        else:
+            self._owner.tell(_Resume(self._task, self._step, reply, ask=self._ask))
 
 
 # Things a round generator yields; the actor performs them and resumes it.
@@ -570,6 +582,7 @@ class _Task:
     step: int = 0
     timer: TimerHandle | None = None
     asked: str | None = None
+    slot: _ResumeSlot | None = None
 
 
 @dataclass(slots=True)
@@ -665,7 +678,13 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
             stash[_ANSWERED_KEY] = answered
         self._answered: dict[str, int] = answered
         self._tasks: dict[int, _Task] = {}
-        self._task_ids = itertools.count(1)
+        # Unique across incarnations: a reply to a task of a dead incarnation must
+        # never resume a task of this one that happens to have the same number.
+        task_ids = stash.get(_TASK_IDS_KEY)
+        if not isinstance(task_ids, itertools.count):
+            task_ids = itertools.count(1)
+            stash[_TASK_IDS_KEY] = task_ids
+        self._task_ids: itertools.count[int] = task_ids
         self._sessions: dict[int, _Session] = {}
         self._authorized: set[DeviceId] = set()
         self._open: dict[DeviceId, set[str]] = {}
@@ -722,6 +741,8 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
         for task in tasks:
             if task.timer is not None:
                 task.timer.cancel()
+            if task.slot is not None:
+                task.slot.orphaned = True  # a late reply gives back what it obtained
             task.gen.close()
 
     def _schedule_tick(self, *, initial: bool = False) -> None:
@@ -772,7 +793,8 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
         step = task.step
         owner = self.address
         if isinstance(wait, _Ask):
-            slot = _ResumeSlot(owner, task_id, step)
+            slot = _ResumeSlot(owner, task_id, step, wait)
+            task.slot = slot
 
             def expire() -> None:
                 slot.set(
@@ -811,7 +833,11 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
     def _on_resume(self, msg: _Resume) -> None:
         task = self._tasks.get(msg.task)
         if task is None or task.step != msg.step:
-            return  # a late answer for an abandoned or timed-out wait
+            # A late answer for an abandoned or timed-out wait: nobody will use it.
+            if msg.ask is not None:
+                _give_back(msg.ask, msg.value)
+            return
+        task.slot = None
         if task.timer is not None:
             task.timer.cancel()
             task.timer = None
@@ -1128,21 +1154,31 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
 
     def _exchange(self, peer: DeviceId) -> _Round:
         """Ask ``peer`` for the addresses of its verified peers; track the new ones."""
-        acquired = yield self._ask(self._pool, Acquire(peer, 0.0))
-        assert isinstance(acquired, Acquired)
-        handle = acquired.handle_id
-        error: AuraError | None = None
+        session = _Session(peer)  # so that a stop or crash meanwhile gives the loan back
+        sid = id(session)
+        self._sessions[sid] = session
         try:
-            conn = self._connections.get(acquired.session_id)
-            if conn is None:
-                raise ConnectionClosed(f"the pool lent a connection to {peer} that is gone")
-            reply = yield from self._request(conn, PeerExchangeRequest())
-        except AuraError as exc:
-            error = exc
-            reply = None
-        self._pool.tell(
-            CloseConnection(handle) if isinstance(error, TransportError) else Release(peer, handle)
-        )
+            acquired = yield self._ask(self._pool, Acquire(peer, 0.0))
+            assert isinstance(acquired, Acquired)
+            handle = acquired.handle_id
+            session.handle = handle
+            error: AuraError | None = None
+            try:
+                conn = self._connections.get(acquired.session_id)
+                if conn is None:
+                    raise ConnectionClosed(f"the pool lent a connection to {peer} that is gone")
+                reply = yield from self._request(conn, PeerExchangeRequest())
+            except AuraError as exc:
+                error = exc
+                reply = None
+            self._pool.tell(
+                CloseConnection(handle)
+                if isinstance(error, TransportError)
+                else Release(peer, handle)
+            )
+            session.handle = None
+        finally:
+            self._sessions.pop(sid, None)
         if not isinstance(reply, PeerExchange):
             return
         self._stats["peer_exchanges"] += 1
@@ -1329,6 +1365,23 @@ def _raise_if_denied(decision: Any) -> None:
     if not decision.allowed:
         reason = decision.reason.name if decision.reason is not None else "unknown"
         raise RateLimited(decision.retry_after, f"rate limited ({reason})")
+
+
+def _give_back(ask: _Ask, reply: Any) -> None:
+    """Undo what an ask obtained for a task that is gone (nobody will ever use it).
+
+    A lent connection is released and an opened sync session is ended (as a
+    failure), so a crash or stop of this actor never leaks a pool loan or a
+    peer's session count.
+    """
+    undo: Message | None = None
+    if isinstance(reply, Acquired):
+        undo = Release(reply.peer_id, reply.handle_id)
+    elif isinstance(ask.message, StartSyncSession) and isinstance(reply, Ack):
+        undo = EndSyncSession(ask.message.peer_id, False, 0.0)
+    if undo is not None:
+        _log.info("event=orphaned_reply_given_back undo=%s", type(undo).__name__)
+        ask.target.tell(undo)
 
 
 def _respond(event: Inbound, reply: Message) -> None:

@@ -1,0 +1,133 @@
+"""The anti-entropy actor across its own restarts: nothing it obtained leaks, no tick doubles.
+
+A crash of the protocol actor while one of its asks is still pending (a pool
+acquire queued as a deferred reply, a sync session being opened) must not
+leave the loan or the session behind when the reply finally comes; and a
+``SyncTick`` arriving besides the one armed in ``on_start`` must not start a
+second tick chain.  Virtual time (``ManualClock``) throughout; every wait is
+on a condition with a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from test_actors_support import (  # noqa: F401  (fixture)
+    FakeConnector,
+    no_leftover_threads,
+    peer,
+    wait_until,
+)
+
+from aura_sync.actors.clients import PoolClient
+from aura_sync.effects import ManualClock
+from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.connections import PoolConfig
+from aura_sync.infrastructure.peers import PeerStatus
+from aura_sync.messages.faults import InjectCrash
+from aura_sync.protocols.anti_entropy import (
+    AddressBook,
+    AntiEntropyActor,
+    AntiEntropyConfig,
+    ConnectionRegistry,
+    GetSyncStatus,
+    SyncStatus,
+    SyncTick,
+)
+from aura_sync.protocols.journal import Journal
+from aura_sync.supervisors import ChildContext, ChildSpec, Supervisor
+from aura_sync.supervisors.infrastructure import Infrastructure, InfrastructureConfig
+
+pytestmark = pytest.mark.usefixtures("no_leftover_threads")
+
+P = peer(7)
+
+
+class Rig:
+    """The four infrastructure actors plus a supervised anti-entropy actor, on one ManualClock."""
+
+    def __init__(self) -> None:
+        self.clock = ManualClock()
+        self.infra = Infrastructure.start(
+            InfrastructureConfig(pool=PoolConfig(max_connections_per_peer=1)),
+            connector=FakeConnector(),
+            clock=self.clock,
+        )
+        self.journal = Journal.open(":memory:", author=DeviceId.from_int(1))
+        infra = self.infra
+        config = AntiEntropyConfig(max_cached_skips=0)
+
+        def start(ctx: ChildContext) -> AntiEntropyActor:
+            return AntiEntropyActor(
+                config,
+                journal=self.journal,
+                peer_manager=infra.peers.address,
+                rate_limiter=infra.rate_limiter.address,
+                pool=infra.pool.address,
+                cache=infra.cache.address,
+                connections=ConnectionRegistry(),
+                addresses=AddressBook(),
+                clock=ctx.clock,
+                scheduler=ctx.scheduler,
+                stash=ctx.stash,
+                fault_injection=True,
+            )
+
+        self.protocols = Supervisor([ChildSpec("ae", start)], clock=self.clock, name="protocols")
+        self.protocols.start()
+        self.ae = self.protocols.address_of("ae")
+
+    def status(self) -> SyncStatus:
+        reply = self.ae.ask(GetSyncStatus())
+        assert isinstance(reply, SyncStatus), reply
+        return reply
+
+    def stop(self) -> None:
+        self.protocols.stop()
+        self.infra.stop()
+        self.journal.close()
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    r = Rig()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def test_a_crash_with_a_queued_acquire_does_not_leak_the_loan_or_the_session(rig: Rig) -> None:
+    peers = rig.infra.peers
+    peers.add_peer(P, "10.0.0.7:7400")
+    peers.set_peer_status(P, PeerStatus.CONNECTED)
+    peers.update_peer_metadata(P, verified=True, has_sync_capability=True)
+    pool: PoolClient = rig.infra.pool
+    held = pool.acquire(P, timeout=0.0)  # the only connection P may have: the next one queues
+
+    rig.ae.tell(SyncTick())  # a round selects P, opens a session and queues an Acquire
+    wait_until(lambda: pool.statistics().waits == 1, what="the round's acquire to queue")
+    assert peers.get_peer(P).metadata.active_sessions == 1
+
+    rig.ae.tell(InjectCrash("mid-acquire"))
+    wait_until(lambda: rig.protocols.restart_count("ae") == 1, what="the restart")
+    held.release()  # the pool now lends the connection to the dead incarnation's task
+
+    # It comes back to the pool: a new acquire is served at once, nothing stays lent.
+    wait_until(lambda: pool.statistics().in_use == 0, what="the orphaned loan to come back")
+    with pool.acquire(P, timeout=0.0):
+        pass
+    assert peers.get_peer(P).metadata.active_sessions == 0
+    assert rig.status().active_sessions == 0
+
+
+def test_extra_sync_ticks_never_start_a_second_tick_chain(rig: Rig) -> None:
+    for _ in range(5):  # each re-arms the round timer: it must replace, not add, a timer
+        rig.ae.tell(SyncTick())
+    assert rig.status().counter("rounds_started") == 5
+    # Ticks come every 0.9..1.1 x sync_interval (2 s): 2.2 s of virtual time holds one.
+    rig.clock.advance(2.2)
+    assert rig.status().counter("rounds_started") == 6
+    rig.clock.advance(2.2)
+    assert rig.status().counter("rounds_started") == 7
