@@ -322,6 +322,37 @@ def test_bad_snapshots() -> None:
         CacheFloorSnapshot(floors=(("a",),))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"floors": 5}, ["floors", "5"]),
+        ({"floors": None}, ["floors", "None"]),
+        ({"evicted_floors": 7}, ["evicted_floors", "7"]),
+        ({"evicted_floors": ((1.5, 2),)}, ["evicted_floors[0] bucket", "1.5"]),
+        ({"evicted_floors": ((True, 2),)}, ["evicted_floors[0] bucket", "True"]),
+    ],
+)
+def test_snapshot_of_the_wrong_shape_is_a_wrong_type_naming_field_and_value(
+    kwargs: dict[str, object], words: list[str]
+) -> None:
+    # A non-iterable used to escape as a bare TypeError, a non-int bucket as a range error.
+    with pytest.raises(WrongType) as info:
+        CacheFloorSnapshot(**kwargs)  # type: ignore[arg-type]
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.parametrize("cls", [msgs.CacheSnapshotReply, msgs.RestoreCacheFloors])
+def test_snapshot_messages_refuse_lists_so_they_stay_immutable(cls: type[Message]) -> None:
+    # A list was accepted and kept: the message was mutable and did not round-trip exactly.
+    with pytest.raises(WrongType, match=r"floors must be a tuple.*list"):
+        cls([("a", 1)], (), 4, 0)  # type: ignore[call-arg]
+    with pytest.raises(WrongType, match=r"evicted_floors must be a tuple.*list"):
+        cls((), [(0, 1)], 4, 0)  # type: ignore[call-arg]
+    with pytest.raises(WrongType, match=r"floors must be a tuple.*int 5"):
+        cls(5, (), 4, 0)  # type: ignore[call-arg]
+
+
 # --- deprecated alias ----------------------------------------------------------------
 
 

@@ -107,6 +107,14 @@ def _check_count(value: object, name: str, minimum: int) -> int:
     return value
 
 
+def _check_pairs(value: object, name: str) -> tuple[object, ...]:
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Iterable):
+        raise WrongType(
+            f"{name} must be an iterable of pairs, got {type(value).__name__} {value!r}"
+        )
+    return tuple(value)
+
+
 def _bucket(key: str, buckets: int) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % buckets
 
@@ -166,7 +174,7 @@ class CacheFloorSnapshot:
     global_floor: int = 0
 
     def __post_init__(self) -> None:
-        floors: tuple[object, ...] = tuple(self.floors)
+        floors = _check_pairs(self.floors, "floors")
         for i, pair in enumerate(floors):
             if type(pair) is not tuple or len(pair) != 2:
                 raise WrongType(f"floors[{i}] must be a (key, floor) tuple, got {pair!r}")
@@ -174,14 +182,19 @@ class CacheFloorSnapshot:
             check_epoch(pair[1], f"floors[{i}] floor")
         object.__setattr__(self, "floors", floors)
         buckets = _check_count(self.eviction_buckets, "eviction_buckets", 1)
-        evicted: tuple[object, ...] = tuple(self.evicted_floors)
+        evicted = _check_pairs(self.evicted_floors, "evicted_floors")
         for i, pair in enumerate(evicted):
             if type(pair) is not tuple or len(pair) != 2:
                 raise WrongType(
                     f"evicted_floors[{i}] must be a (bucket, floor) tuple, got {pair!r}"
                 )
             index, floor = pair
-            if type(index) is not int or not 0 <= index < buckets:
+            if type(index) is not int:
+                raise WrongType(
+                    f"evicted_floors[{i}] bucket must be an int, "
+                    f"got {type(index).__name__} {index!r}"
+                )
+            if not 0 <= index < buckets:
                 raise InvalidArgument(
                     f"evicted_floors[{i}] bucket must be an int in 0..{buckets - 1}, got {index!r}"
                 )

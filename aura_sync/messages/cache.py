@@ -327,6 +327,14 @@ class _SnapshotFields(Message):
     global_floor: int
 
     def __post_init__(self) -> None:
+        # A message is immutable all the way down: the core accepts any
+        # iterable, the message only tuples (a list would be kept as is).
+        for name in ("floors", "evicted_floors"):
+            value = getattr(self, name)
+            if type(value) is not tuple:
+                raise WrongType(
+                    f"{name} must be a tuple of pairs, got {type(value).__name__} {value!r}"
+                )
         self.to_snapshot()  # the core's own validation
 
     def to_snapshot(self) -> CacheFloorSnapshot:
