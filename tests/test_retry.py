@@ -812,6 +812,20 @@ BAD_CALLS: list[tuple[str, Callable[[], object], type[Exception], tuple[str, ...
         ("attempt", "0"),
     ),
     (
+        # attempt counts calls made: it can never pass the policy's max_attempts
+        "context attempt over max",
+        lambda: RetryContext(5, 4, OSError(), 0.1, 0.0),
+        InvalidArgument,
+        ("attempt", "5", "max_attempts", "4"),
+    ),
+    (
+        # a give-up decision waits for nothing: a delay there would be a lie
+        "decision give-up delay",
+        lambda: RetryDecision(False, 2.5, GiveUpReason.BUDGET),
+        InvalidArgument,
+        ("delay", "2.5"),
+    ),
+    (
         "context delay",
         lambda: RetryContext(1, 4, OSError(), math.nan, 0.0),
         InvalidArgument,

@@ -381,6 +381,10 @@ class RetryDecision:
             raise InvalidArgument(f"a retry decision has no give-up reason, got {self.reason!r}")
         if not self.should_retry and self.reason is None:
             raise InvalidArgument("a give-up decision needs a reason, got None")
+        if not self.should_retry and self.delay != 0.0:
+            raise InvalidArgument(
+                f"a give-up decision has delay 0.0 (nothing to wait for), got {self.delay!r}"
+            )
 
     @classmethod
     def retry_after_delay(cls, delay: float) -> RetryDecision:
@@ -398,7 +402,7 @@ class RetryContext:
     """What an ``on_retry`` hook is told before each wait.
 
     :ivar attempt: number of attempts made so far, the failed one included
-        (1 after the first call failed).
+        (1 after the first call failed; never above ``max_attempts``).
     :ivar max_attempts: the policy's total number of allowed calls.
     :ivar last_error: the error of the attempt that just failed.
     :ivar next_delay: seconds the loop is about to wait before the next attempt.
@@ -414,6 +418,10 @@ class RetryContext:
     def __post_init__(self) -> None:
         _check_int(self.attempt, "attempt", 1)
         _check_int(self.max_attempts, "max_attempts", 1)
+        if self.attempt > self.max_attempts:
+            raise InvalidArgument(
+                f"attempt must be <= max_attempts={self.max_attempts}, got {self.attempt}"
+            )
         if not isinstance(self.last_error, BaseException):
             raise WrongType(f"last_error must be an exception, got {self.last_error!r}")
         object.__setattr__(self, "next_delay", check_seconds(self.next_delay, "next_delay"))
