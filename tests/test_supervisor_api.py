@@ -426,3 +426,12 @@ def test_child_address_reads_the_stable_address_without_asking() -> None:
             sup.child_address("missing")
     finally:
         sup.stop()
+
+
+def test_default_effects_are_the_actors_process_wide_pair() -> None:
+    """A supervisor without effects shares the actors' default clock: one timer thread."""
+    from aura_sync.actors._faults import resolve_effects
+
+    clock, scheduler = Supervisor([echo_spec("a")])._effects(None)
+    assert (clock, scheduler) == resolve_effects(None, None)
+    assert scheduler.clock is clock

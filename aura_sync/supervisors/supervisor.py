@@ -36,9 +36,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from aura_sync.actors._faults import resolve_effects
 from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.base import AuraActor, current_actor
-from aura_sync.effects import Clock, Rng, Scheduler, SystemClock, SystemRng, check_seconds
+from aura_sync.effects import Clock, Rng, Scheduler, SystemRng, check_seconds
 from aura_sync.errors import (
     ActorStopped,
     InvalidArgument,
@@ -82,20 +83,6 @@ DEFAULT_CALL_TIMEOUT = 10.0
 """Seconds a dynamic call (``start_child``, ...) waits for the supervisor by default."""
 
 R = TypeVar("R")
-
-_system_clock: SystemClock | None = None
-_system_scheduler: Scheduler | None = None
-_system_lock = threading.Lock()
-
-
-def _system_effects() -> tuple[Clock, Scheduler]:
-    """One shared system clock and scheduler (one timer thread per process)."""
-    global _system_clock, _system_scheduler
-    with _system_lock:
-        if _system_clock is None or _system_scheduler is None:
-            _system_clock = SystemClock()
-            _system_scheduler = Scheduler(_system_clock)
-        return _system_clock, _system_scheduler
 
 
 class _RootMonitor:
@@ -411,8 +398,8 @@ class Supervisor:
                 scheduler = Scheduler(clock)
             elif context is not None:
                 clock, scheduler = context.clock, context.scheduler
-            else:
-                clock, scheduler = _system_effects()
+            else:  # the process-wide pair the actors default to: one timer thread
+                clock, scheduler = resolve_effects(None, None)
         if clock is None:
             clock = scheduler.clock
         return clock, scheduler
