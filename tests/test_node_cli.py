@@ -149,3 +149,15 @@ def test_cli_errors_are_one_clear_line_not_a_traceback(
     assert main(["demo", "--log-level", "chatty", "--no-live"]) == 2
     err = capsys.readouterr().err
     assert "--log-level" in err and "chatty" in err
+
+
+def test_unwritable_ready_file_is_a_clear_start_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    ready = blocker / "ready.json"
+    args = ["node", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"]
+    assert main([*args, "--ready-file", str(ready)]) == 2
+    err = capsys.readouterr().err
+    assert str(ready) in err and "Traceback" not in err

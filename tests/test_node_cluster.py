@@ -36,6 +36,7 @@ from aura_sync.messages.sync import (
     OpsRequest,
     PresentCapability,
 )
+from aura_sync.node.config import load_config
 from aura_sync.node.node import Node
 from aura_sync.transport import TcpTransport
 from aura_sync.transport._frames import encode_frame
@@ -204,3 +205,25 @@ def test_rate_limited_rounds_are_retried_and_still_converge(nodes: Cluster) -> N
     metrics = scrape(a.metrics_address or "")
     assert metrics[("aura_sync_rate_limit_decisions_total", (("decision", "peer_limit"),))] > 0
     assert a.sync_status().counter("retries") > 0
+
+
+def test_a_failing_stop_step_still_closes_the_transport_and_the_journal(tmp_path: Path) -> None:
+    node = Node(load_config(None, {"data_dir": str(tmp_path / "a"), "listen": "127.0.0.1:0"}))
+    node.start()
+    root = node.root
+    real_stop = root.stop
+
+    def broken_stop(timeout: float = 5.0) -> None:
+        raise RuntimeError("stop blew up")
+
+    root.stop = broken_stop  # type: ignore[method-assign]
+    try:
+        node.stop()
+        assert node.wait_stopped(0)
+        assert node.journal.closed  # the SQLite connection was flushed and closed
+        transport = node.transport
+        assert isinstance(transport, TcpTransport)
+        assert not transport._thread.is_alive()  # its loop thread and sockets are gone
+    finally:
+        root.stop = real_stop  # type: ignore[method-assign]
+        real_stop(5.0)

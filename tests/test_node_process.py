@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,6 +124,25 @@ def test_killed_node_restarts_from_its_data_dir_catches_up_and_loses_nothing(
         assert b.proc is not None
         b.proc.send_signal(signal.SIGTERM)
         assert b.proc.wait(15) == 0  # clean stop on SIGTERM
+    finally:
+        b.close()
+
+
+def test_sigint_stops_a_connected_node_cleanly_within_its_shutdown_timeout(
+    nodes: Cluster, tmp_path: Path
+) -> None:
+    a = nodes.add("a")
+    b = NodeProcess(tmp_path / "b", "--bootstrap", a.bootstrap_address)
+    try:
+        b.start()
+        b.call("POST", "/debug/write?count=5")
+        wait_until(lambda: len(a.journal) == 5, 15, "a connection and a sync round")
+        assert b.proc is not None
+        started = time.monotonic()
+        b.proc.send_signal(signal.SIGINT)
+        assert b.proc.wait(15) == 0  # clean stop on SIGINT, not a KeyboardInterrupt
+        # the default shutdown_timeout is 5 s; the rest is the interpreter exiting
+        assert time.monotonic() - started < 5.0 + 2.0
     finally:
         b.close()
 

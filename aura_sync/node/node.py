@@ -715,6 +715,7 @@ class Node:
         )
 
     def _teardown(self, budget: float) -> None:
+        """Stop everything that was started; a failing step never skips the later ones."""
         deadline = time.monotonic() + budget
         self._router.detach()
         if self._metrics is not None:
@@ -725,17 +726,23 @@ class Node:
                 self._root.stop(max(0.1, deadline - time.monotonic()))
             except (SupervisorError, AuraError) as exc:
                 _log.warning("event=stop_incomplete part=root error=%r", str(exc))
+            except Exception:  # still close the sockets and the journal below
+                _log.exception("event=stop_incomplete part=root")
         if self._transport is not None:
             try:
-                close = self._transport.close
                 if isinstance(self._transport, TcpTransport):
                     self._transport.close(max(0.1, deadline - time.monotonic()))
                 else:
-                    close()
+                    self._transport.close()
             except AuraError as exc:
                 _log.warning("event=stop_incomplete part=transport error=%r", str(exc))
+            except Exception:
+                _log.exception("event=stop_incomplete part=transport")
         if self._journal is not None:
-            self._journal.close()
+            try:
+                self._journal.close()
+            except Exception:
+                _log.exception("event=stop_incomplete part=journal")
         self._stopped.set()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
@@ -881,5 +888,10 @@ def _write_ready(node: Node, path: Path) -> None:
         "pid": os.getpid(),
     }
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(doc), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the ready file {str(path)!r}: {exc.strerror or exc}"
+        ) from None
