@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -180,3 +181,22 @@ def test_key_value_formatter_one_line() -> None:
         .format(logging.LogRecord("x", logging.WARNING, __file__, 1, "event=x", None, None))
         .endswith("level=WARNING logger=x event=x")
     )
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", "999999999"])
+def test_bad_content_length_gets_an_answer_and_the_server_keeps_serving(
+    server: Any, length: str
+) -> None:
+    srv, _, calls = server
+    host, port = srv.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            f"POST /debug/crash HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
+        )
+        reply = b""
+        while chunk := sock.recv(4096):  # the server answers and closes; it does not wait
+            reply += chunk
+    status_line = reply.split(b"\r\n", 1)[0].split()
+    assert status_line[:2] == [b"HTTP/1.1", b"413" if length.isdigit() else b"400"]
+    assert calls == []  # nothing was run
+    assert get(f"http://{srv.address}/health")[0] == 200

@@ -72,6 +72,7 @@ CONTENT_TYPE_LATEST: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 _PREFIX: Final = "aura_sync"
 _MAX_BODY: Final = 64 * 1024
+_CLIENT_TIMEOUT: Final = 10.0
 
 DebugAction = Callable[[str, Mapping[str, str]], Mapping[str, Any]]
 """``(action, query parameters) -> JSON-able result``; raises AuraError for a bad request."""
@@ -322,6 +323,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "aura-sync"
+    timeout = _CLIENT_TIMEOUT  # a silent or stalled client cannot hold a thread forever
 
     def log_message(self, format: str, *args: Any) -> None:
         _log.debug("event=http_request client=%s request=%s", self.client_address[0], format % args)
@@ -360,8 +362,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         owner = self.server.owner
         parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
+        text = self.headers.get("Content-Length") or "0"
+        length = int(text) if text.isdigit() else -1
+        if length < 0:
+            self.close_connection = True  # the body's end is unknown: do not read it
+            self._json(HTTPStatus.BAD_REQUEST, {"error": f"bad Content-Length {text!r}"})
+            return
         if length > _MAX_BODY:
+            self.close_connection = True
             self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
             return
         if length:
