@@ -195,6 +195,65 @@ def test_told_unhandled_message_is_a_dead_letter(
     assert "12345" in letters[1].getMessage()
 
 
+class _Unprintable:
+    """A non-message whose repr raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_non_message_whose_repr_raises_is_refused_and_the_actor_lives(
+    echo: ActorAddress, caplog: pytest.LogCaptureFixture
+) -> None:
+    reply = echo.ask(_Unprintable(), timeout=5.0)
+    assert isinstance(reply, ErrorReply) and reply.error_type == "UnhandledMessage"
+    assert "_Unprintable" in reply.message
+    with caplog.at_level(logging.INFO, logger="aura_sync.deadletters"):
+        echo.tell(_Unprintable())
+        assert echo.ask(Ping(1)) == Num(2)
+    assert any("_Unprintable" in r.getMessage() for r in caplog.records)
+    assert echo.is_alive()
+
+
+class _BrokenSlot(ReplySlot):
+    """An asker's slot whose delivery raises."""
+
+    def _deliver(self, reply: object) -> None:
+        raise RuntimeError("slot broken")
+
+
+def test_a_reply_slot_that_raises_does_not_hurt_the_replying_actor(echo: ActorAddress) -> None:
+    slot = _BrokenSlot()
+    echo.ask_with(Ping(1), slot)
+    assert echo.ask(Ping(2)) == Num(3)  # handled after the broken delivery: still alive
+    assert echo.ask(Get()) == Value((1, 2))
+    assert slot.set(Num(0)) is False  # it was claimed once, by the failed delivery
+
+
+class _Unstringable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+def test_a_crash_with_an_unprintable_exception_is_answered_at_once() -> None:
+    crashed: list[str] = []
+
+    class Fragile(AuraActor):
+        @handles(Crash)
+        def _crash(self, msg: Crash) -> None:
+            raise _Unstringable()
+
+        def on_crash(self, exc: BaseException) -> None:
+            crashed.append(type(exc).__name__)
+
+    address = spawn(Fragile())
+    reply = address.ask(Crash(), timeout=5.0)  # an error reply, not an AskTimeout
+    assert reply.error_type == "ActorCrashed"
+    assert "_Unstringable" in reply.message
+    wait_until(lambda: not address.is_alive(), what="address to close")
+    assert crashed == ["_Unstringable"]  # the teardown ran
+
+
 def test_expected_error_is_an_error_reply_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
     address = spawn(Strict())
     try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from _thread import allocate_lock
 from typing import TYPE_CHECKING, Any, Final
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     import pykka
 
 __all__ = ["DEFERRED", "ReplySlot"]
+
+logger = logging.getLogger("aura_sync.actors")
 
 
 class _Deferred:
@@ -80,7 +83,11 @@ class ReplySlot:
         """
         if not self._claim.acquire(False):
             return False
-        self._deliver(reply)
+        try:
+            self._deliver(reply)
+        except Exception:  # the asker's slot is broken: that must not hurt the replying actor
+            logger.exception("reply slot %s could not deliver %s", type(self).__name__, reply)
+            return False
         return True
 
     def fail(self, exc: BaseException) -> bool:

@@ -179,8 +179,19 @@ def _build_table(cls: type) -> dict[type, Handler]:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception:  # an exception that cannot even be printed must not kill the actor
+        text = "<unprintable>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _shown(message: object) -> str:
+    """``repr(message)`` cut to 80 characters, or a placeholder if its repr raises."""
+    try:
+        return f"{message!r:.80}"
+    except Exception:
+        return f"<{type(message).__name__} whose repr raises>"
 
 
 class AuraActor(pykka.ThreadingActor):
@@ -341,7 +352,16 @@ class AuraActor(pykka.ThreadingActor):
             else:
                 if self._aura_reports_started and self._aura_live:
                     self._aura_report_started()
-                self._actor_loop_running()
+                try:
+                    self._actor_loop_running()
+                except BaseException as exc:  # a runtime failure: end as a crash, with teardown
+                    logger.exception("internal error in the loop of %s", self)
+                    self._aura_crash = exc
+                    self._aura_exit_kind = ExitKind.CRASHED
+                    self._aura_exit_reason = f"internal runtime error: {_describe(exc)}"
+                    current = self._aura_reply
+                    if current is not None:  # no-op if it was answered already
+                        current.set(ErrorReply("ActorCrashed", f"{self} crashed: {_describe(exc)}"))
             self._actor_loop_teardown()
         except BaseException:  # the runtime itself must never die silently
             logger.exception("internal error in the loop of %s", self)
@@ -445,7 +465,7 @@ class AuraActor(pykka.ThreadingActor):
                     self._aura_table[cls] = handler
                     return handler
         what = cls.__name__ if isinstance(message, Message | LocalMessage) else "a non-message"
-        text = f"{self} has no handler for {what} ({message!r:.80})"
+        text = f"{self} has no handler for {what} ({_shown(message)})"
         if reply is not None:
             reply.set(ErrorReply("UnhandledMessage", text))
         else:
