@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import select
 import selectors
 import socket
@@ -586,3 +587,87 @@ def test_frame_decoder_is_independent_of_chunking(payloads: list[bytes], cuts: l
     with pytest.raises(FrameError) as info:
         FrameDecoder(300).feed((301).to_bytes(4, "big"))
     assert info.value.kind == "oversized"
+
+
+class _OutOfDescriptors:
+    """A listening socket whose accept() fails with EMFILE until ``until`` (monotonic s)."""
+
+    def __init__(self, sock: socket.socket, until: float) -> None:
+        self._sock = sock
+        self._until = until
+        self.calls = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        self.calls += 1
+        if time.monotonic() < self._until:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self._sock.accept()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_out_of_descriptors_pauses_accepting_instead_of_spinning(
+    make: Callable[..., TcpTransport],
+) -> None:
+    server = make()
+    events = Recorder()
+    listener = server.listen("127.0.0.1:0", events)
+    exhausted = _OutOfDescriptors(listener._sock, time.monotonic() + 0.6)
+    listener._sock = exhausted  # type: ignore[assignment]
+    conn = make().open(server.local_id, listener.address)  # waits in the kernel's backlog
+    assert conn.ready.result(10) is conn  # accepted once descriptors are back
+    assert events.wait_for(_has(Connected))
+    # a few attempts spaced by the pause, not a busy loop over a readable listener
+    assert exhausted.calls <= 8, exhausted.calls
+    assert server.stats().connections_rejected >= 1
+
+
+def test_unexpected_error_starting_an_accepted_connection_closes_only_it(
+    make: Callable[..., TcpTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aura_sync.transport.tcp import TcpConnection
+
+    real_start = TcpConnection._start_accepted
+    failures = [RuntimeError("boom while starting")]
+
+    def start_once_broken(self: TcpConnection, sock: socket.socket) -> None:
+        if failures:
+            raise failures.pop()
+        real_start(self, sock)
+
+    monkeypatch.setattr(TcpConnection, "_start_accepted", start_once_broken)
+    server = make()
+    listener = server.listen("127.0.0.1:0", Recorder(reply=_echo_digest))
+    with pytest.raises(HandshakeFailed):
+        make().connect(server.local_id, listener.address, timeout=5)
+    assert failures == []
+    late = make().connect(server.local_id, listener.address)  # the loop still serves
+    assert late.request(DigestRequest(), 5).result(5) == DigestReply(())
+
+
+def test_any_decode_failure_counts_as_a_malformed_frame(
+    make: Callable[..., TcpTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_decode = codec.decode
+
+    def decode(data: bytes, **kwargs: Any) -> Any:
+        if data.startswith(b"BOOM"):
+            raise RuntimeError("a codec bug")
+        return real_decode(data, **kwargs)
+
+    monkeypatch.setattr(codec, "decode", decode)
+    events = Recorder()
+    server = make()
+    listener = server.listen("127.0.0.1:0", events)
+    sock, conn = _raw_tls_client(NodeIdentity.generate(), listener.address, server.local_id)
+    try:
+        _retry(sock, lambda: conn.sendall(encode_frame(codec.encode(Hello(PROTOCOL_VERSION, "")))))
+        assert events.wait_for(_has(Connected))
+        _retry(sock, lambda: conn.sendall(encode_frame(b"BOOM and more")))
+        _read_until_closed(conn)
+    finally:
+        sock.close()
+    assert events.wait_for(_has(Disconnected))
+    assert "malformed" in events.of(Disconnected)[0].reason
+    assert server.stats().malformed_frames == 1

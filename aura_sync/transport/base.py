@@ -573,9 +573,8 @@ class Connection(abc.ABC):
         self._counters.bump("bytes_received", wire_size)
         try:
             msg = codec.decode(payload, max_size=self._config.max_frame_size)
-        except AuraError as exc:
-            self._counters.bump("malformed_frames")
-            self._abort(f"malformed frame: {exc}")
+        except Exception as exc:  # DecodeError; anything else is a codec bug, same verdict
+            self._malformed("", exc)
             return
         kind = type(msg)
         if self._state is ConnectionState.CONNECTING:
@@ -604,14 +603,21 @@ class Connection(abc.ABC):
     def _decode_body(self, data: bytes) -> Message | None:
         try:
             body = codec.decode(data, max_size=self._config.max_frame_size)
-        except AuraError as exc:
-            self._counters.bump("malformed_frames")
-            self._abort(f"malformed frame: request/reply body: {exc}")
+        except Exception as exc:
+            self._malformed("request/reply body: ", exc)
             return None
         if isinstance(body, TRANSPORT_MESSAGES):
             self._violation(f"{type(body).__name__} inside a request or reply")
             return None
         return body
+
+    def _malformed(self, where: str, exc: Exception) -> None:
+        self._counters.bump("malformed_frames")
+        if not isinstance(exc, AuraError):
+            _log.error(
+                "event=codec_unexpected_error conn=%s error=%r", self._session_id, exc, exc_info=exc
+            )
+        self._abort(f"malformed frame: {where}{exc}")
 
     def _violation(self, what: str) -> None:
         self._counters.bump("protocol_violations")

@@ -99,6 +99,10 @@ _log = logging.getLogger("aura_sync.transport.tcp")
 _READ_CHUNK: Final = 65536
 _WRITE_CHUNK: Final = 65536
 _MAX_TICK: Final = 1.0
+_ACCEPT_PAUSE: Final = 0.5
+_ACCEPT_RESOURCE_ERRORS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+)
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -835,6 +839,8 @@ class TcpTransport:
                 return
             except OSError as exc:
                 _log.warning("event=accept_failed address=%s error=%s", listener.address, exc)
+                if exc.errno in _ACCEPT_RESOURCE_ERRORS:
+                    self._pause_listener(listener)
                 return
             remote = format_address(addr[0], addr[1])
             if len(self._connections) >= self._config.max_connections:
@@ -849,9 +855,27 @@ class TcpTransport:
             self._counters.bump("connections_accepted")
             try:
                 conn._start_accepted(sock)
-            except (SSL.Error, OSError) as exc:
-                sock.close()
-                conn._finish(f"accept failed: {exc}")
+            except Exception as exc:  # closes only this connection, never the loop
+                if not isinstance(exc, SSL.Error | OSError):
+                    _log.exception("event=accept_start_failed remote=%s", remote)
+                conn._finish(f"accept failed: {type(exc).__name__}: {exc}")  # unregisters
+                sock.close()  # (if it got that far, _finish closed it already)
+
+    def _pause_listener(self, listener: TcpListener) -> None:
+        """Out of file descriptors (or memory): stop polling ``listener`` for a moment.
+
+        The pending connection stays in the kernel's backlog and keeps the
+        socket readable, so polling on would spin the loop (and flood the log)
+        until descriptors free up; connections that time out free them.
+        """
+        self._counters.bump("connections_rejected")
+        self._unregister(listener._sock)
+
+        def resume() -> None:
+            if not listener._closed and listener in self._listeners:
+                self._modify(listener._sock, selectors.EVENT_READ, listener)
+
+        self._schedule(_ACCEPT_PAUSE, resume)
 
     def _run(self) -> None:
         try:
