@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Final, NewType
+from typing import Any, Final, NewType
 
 from aura_sync.errors import InvalidArgument, WrongType
 
@@ -132,3 +132,19 @@ class DeviceId:
 
     def __repr__(self) -> str:
         return f"DeviceId('{self}')"
+
+
+_new_object = object.__new__
+_set_raw: Any = DeviceId.__dict__["_raw"].__set__
+
+
+def _trusted_device_id(raw: bytes) -> DeviceId:
+    """A :class:`DeviceId` of ``raw`` WITHOUT the checks of ``DeviceId(raw)``.
+
+    Private, for the codec only: it calls this after checking itself that
+    ``type(raw) is bytes and len(raw) == 16``.  Anything else must use
+    ``DeviceId(raw)``.
+    """
+    device_id: DeviceId = _new_object(DeviceId)
+    _set_raw(device_id, raw)
+    return device_id

@@ -30,7 +30,7 @@ from typing import Any, Final
 import msgpack
 
 from aura_sync.errors import AuraError, DecodeError, InvalidArgument
-from aura_sync.ids import DeviceId
+from aura_sync.ids import DeviceId, _trusted_device_id
 from aura_sync.messages._base import _REGISTRY, Message
 
 _REGISTRY_GET = _REGISTRY.get
@@ -85,13 +85,31 @@ def decode(data: bytes | bytearray | memoryview, *, max_size: int = MAX_FRAME_SI
     if len(data) > max_size:
         raise DecodeError(f"frame of {len(data)} bytes is over the limit of {max_size}")
     try:
-        obj = _unpackb(data, raw=False, use_list=False, strict_map_key=True)
+        # msgpack >= 1.1 defaults: raw=False, strict_map_key=True (passing them costs ~40%).
+        obj = _unpackb(data, use_list=False)
     except Exception as exc:  # msgpack raises many types; all mean "malformed"
         raise DecodeError(f"malformed msgpack ({type(exc).__name__}: {exc})") from None
-    return from_wire(obj)
+    # from_wire, inlined for the top level (one call less on every message).
+    if obj.__class__ is tuple and obj:
+        tag = obj[0]
+        if tag.__class__ is int:
+            dec = _DECODERS_GET(tag)
+            if dec is not None:
+                try:
+                    result: Message = dec(obj)
+                except DecodeError:
+                    raise
+                except (AuraError, ValueError, TypeError, OverflowError) as exc:
+                    raise DecodeError(f"invalid {_REGISTRY[tag].__name__}: {exc}") from None
+                return result
+    return from_wire(obj)  # not compiled yet, or malformed: the full path
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+
+# tag -> the compiled decoder of that class (filled by _compile).
+_DECODERS: dict[int, _Conv] = {}
+_DECODERS_GET = _DECODERS.get
 
 
 def to_wire(msg: Message) -> Any:
@@ -107,16 +125,18 @@ def from_wire(obj: Any) -> Message:
     tag = obj[0]
     if tag.__class__ is not int:
         raise DecodeError(f"message tag must be an int, got {_describe(tag)}")
-    cls = _REGISTRY_GET(tag)
-    if cls is None:
-        raise DecodeError(f"unknown message tag {tag}")
-    codec = cls._aura_codec or _compile(cls)
+    dec = _DECODERS_GET(tag)
+    if dec is None:
+        cls = _REGISTRY_GET(tag)
+        if cls is None:
+            raise DecodeError(f"unknown message tag {tag}")
+        dec = (cls._aura_codec or _compile(cls))[1]
     try:
-        result: Message = codec[1](obj)
+        result: Message = dec(obj)
     except DecodeError:
         raise
     except (AuraError, ValueError, TypeError, OverflowError) as exc:
-        raise DecodeError(f"invalid {cls.__name__}: {exc}") from None
+        raise DecodeError(f"invalid {_REGISTRY[tag].__name__}: {exc}") from None
     return result
 
 
@@ -312,7 +332,130 @@ def _message_decoder(allowed: tuple[type[Message], ...], where: str) -> _Conv:
 
 # --- per-class code generation ----------------------------------------------------
 
-_PLAIN_CHECK = {int: "int", str: "str", bytes: "bytes", bool: "bool"}
+_PLAIN = (int, str, bytes, bool)
+_MISSING = object()
+
+
+def _enc_expr(tp: Any, expr: str, ns: dict[str, Any], key: str) -> str:
+    """Python source for the wire form of ``expr`` (a field of type ``tp``).
+
+    Plain fields are used as they are, a DeviceId is its bytes, an enum its
+    value; anything else calls the generic encoder of the type.
+    """
+    enc = _encoder(tp)
+    if enc is None:
+        return expr
+    if tp is DeviceId:
+        return f"{expr}._raw"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return f"{expr}._value_"
+    args = _union_args(tp)
+    if args is not None and len(args) == 2 and type(None) in args:
+        inner = args[0] if args[1] is type(None) else args[1]
+        if inner is DeviceId or (isinstance(inner, type) and issubclass(inner, enum.Enum)):
+            attr = "_raw" if inner is DeviceId else "_value_"
+            return f"(None if {expr} is None else {expr}.{attr})"
+        if _is_message_type(inner):
+            ns["_to_wire"] = to_wire
+            return f"(None if {expr} is None else _to_wire({expr}))"
+    if typing.get_origin(tp) is tuple:
+        targs = typing.get_args(tp)
+        if len(targs) == 2 and targs[1] is Ellipsis:
+            item = targs[0]
+            if item is DeviceId:
+                return f"tuple([x._raw for x in {expr}])"
+            if _is_message_type(item):
+                ns["_to_wire"] = to_wire
+                return f"tuple([_to_wire(x) for x in {expr}])"
+    ns[key] = enc
+    return f"{key}({expr})"
+
+
+def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> list[str]:
+    """Source lines that check wire value ``var`` and turn it into the field's value.
+
+    The checks and error messages are those of :func:`_decoder`; the common
+    field types are inlined, the others call the decoder of the type.
+    """
+    w = repr(where)
+    if tp in _PLAIN:
+        name = tp.__name__
+        return [f"if {var}.__class__ is not {name}:", f"    _bad({w}, {name!r}, {var})"]
+    if tp is float:
+        return [
+            f"if {var}.__class__ is not float:",
+            f"    if {var}.__class__ is int:",
+            f"        {var} = float({var})",
+            "    else:",
+            f"        _bad({w}, 'float', {var})",
+        ]
+    if tp is type(None):
+        return [f"if {var} is not None:", f"    _bad({w}, 'nil', {var})"]
+    if tp is DeviceId:
+        ns["_device_id"] = _trusted_device_id
+        return [
+            f"if {var}.__class__ is not bytes or len({var}) != 16:",
+            f"    _bad({w}, '16-byte DeviceId', {var})",
+            f"{var} = _device_id({var})",
+        ]
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        by_int = {m.value: m for m in tp if type(m.value) is int}
+        by_str = {m.value: m for m in tp if type(m.value) is str}
+        ns[key + "i"] = by_int.get
+        ns[key + "s"] = by_str.get
+        name = tp.__name__
+        return [
+            f"if {var}.__class__ is int:",
+            f"    m_ = {key}i({var})",
+            f"elif {var}.__class__ is str:",
+            f"    m_ = {key}s({var})",
+            "else:",
+            f"    m_ = _bad({w}, {name!r}, {var})",
+            "if m_ is None:",
+            f"    _bad({w}, {'a ' + name + ' value'!r}, {var})",
+            f"{var} = m_",
+        ]
+    args = _union_args(tp)
+    if args is not None and len(args) == 2 and type(None) in args:
+        inner = args[0] if args[1] is type(None) else args[1]
+        if not _is_message_type(inner) and _union_args(inner) is None:
+            body = _dec_lines(inner, var, where, ns, key)
+            return [f"if {var} is not None:"] + ["    " + line for line in body]
+    if typing.get_origin(tp) is tuple:
+        targs = typing.get_args(tp)
+        if len(targs) == 2 and targs[1] is Ellipsis and targs[0] in _PLAIN:
+            name = targs[0].__name__
+            return [
+                f"if {var}.__class__ is not tuple:",
+                f"    _bad({w}, 'array', {var})",
+                f"for x_ in {var}:",
+                f"    if x_.__class__ is not {name}:",
+                f"        _bad({where + '[]'!r}, {name!r}, x_)",
+            ]
+    ns[key] = _decoder(tp, where)
+    return [f"{var} = {key}({var})"]
+
+
+def _fast_init(cls: Any, names: list[str]) -> list[Any] | None:
+    """The slot setters of ``cls``'s fields if its ``__init__`` is the plain dataclass one.
+
+    Then the decoder builds the instance as that ``__init__`` does (set every
+    field, call ``__post_init__``) without the argument binding; otherwise it
+    calls the class.
+    """
+    init = cls.__dict__.get("__init__")
+    code = getattr(init, "__code__", None)
+    if code is None or not code.co_qualname.startswith("__create_fn__"):
+        return None
+    if list(code.co_varnames[1 : code.co_argcount]) != names or code.co_kwonlyargcount:
+        return None
+    setters = []
+    for name in names:
+        slot = getattr(cls, name, None)
+        if type(slot) is not types.MemberDescriptorType:
+            return None
+        setters.append(slot.__set__)
+    return setters
 
 
 def _compile(cls: type[Message]) -> tuple[_Conv, _Conv]:
@@ -321,37 +464,43 @@ def _compile(cls: type[Message]) -> tuple[_Conv, _Conv]:
     if not dataclasses.is_dataclass(klass):
         raise InvalidArgument(f"{cls!r} is not a registered message class")
     hints = typing.get_type_hints(klass)
-    fields = [f for f in dataclasses.fields(klass) if f.init]
-    ns: dict[str, Any] = {"_cls": cls, "_bad": _bad, "_tag": cls.TAG}
+    all_fields = dataclasses.fields(klass)
+    fields = [f for f in all_fields if f.init]
+    names = [f.name for f in fields]
+    ns: dict[str, Any] = {"_cls": cls, "_bad": _bad, "_tag": cls.TAG, "_new": object.__new__}
     enc_parts = ["_tag"]
+    n = len(fields) + 1
     dec_lines = [
         "def _dec(t):",
-        f"    if len(t) != {len(fields) + 1}:",
-        f"        _bad({cls.__name__!r}, 'an array of {len(fields) + 1} (tag + fields)', t)",
+        f"    if len(t) != {n}:",
+        f"        _bad({cls.__name__!r}, 'an array of {n} (tag + fields)', t)",
     ]
-    args = []
+    args = [f"v{i}" for i in range(len(fields))]
+    if args:
+        dec_lines.append(f"    _, {', '.join(args)}, = t")
     for i, f in enumerate(fields):
         tp = hints[f.name]
         where = f"{cls.__name__}.{f.name}"
-        enc = _encoder(tp)
-        if enc is None:
-            enc_parts.append(f"m.{f.name}")
-        else:
-            ns[f"_e{i}"] = enc
-            enc_parts.append(f"_e{i}(m.{f.name})")
-        var = f"v{i}"
-        dec_lines.append(f"    {var} = t[{i + 1}]")
-        if tp in _PLAIN_CHECK:
-            dec_lines.append(f"    if type({var}) is not {tp.__name__}:")
-            dec_lines.append(f"        _bad({where!r}, {_PLAIN_CHECK[tp]!r}, {var})")
-        else:
-            ns[f"_d{i}"] = _decoder(tp, where)
-            dec_lines.append(f"    {var} = _d{i}({var})")
-        args.append(var)
-    dec_lines.append(f"    return _cls({', '.join(args)})")
+        enc_parts.append(_enc_expr(tp, f"m.{f.name}", ns, f"_e{i}"))
+        dec_lines += ["    " + line for line in _dec_lines(tp, f"v{i}", where, ns, f"_d{i}")]
+    setters = _fast_init(klass, names) if len(fields) == len(all_fields) else None
+    if setters is None:
+        dec_lines.append(f"    return _cls({', '.join(args)})")
+    else:
+        dec_lines.append("    o = _new(_cls)")
+        for i, setter in enumerate(setters):
+            ns[f"_s{i}"] = setter
+            dec_lines.append(f"    _s{i}(o, v{i})")
+        post = getattr(klass, "__post_init__", None)
+        if post is not None:
+            ns["_post"] = post
+            dec_lines.append("    _post(o)")
+        dec_lines.append("    return o")
     enc_src = f"def _enc(m):\n    return ({', '.join(enc_parts)},)\n"
     exec(enc_src, ns)  # generated from the class's own field list only
     exec("\n".join(dec_lines) + "\n", ns)
     codec: tuple[_Conv, _Conv] = (ns["_enc"], ns["_dec"])
     cls._aura_codec = codec
+    if _REGISTRY_GET(cls.TAG) is cls:
+        _DECODERS[cls.TAG] = codec[1]
     return codec
