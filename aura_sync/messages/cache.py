@@ -31,7 +31,7 @@ Layer: messages.  Imports the cache core for conversions.
 from __future__ import annotations
 
 from aura_sync.errors import WrongType
-from aura_sync.ids import check_epoch
+from aura_sync.ids import EPOCH_MAX, check_epoch
 from aura_sync.infrastructure.cache import CacheFloorSnapshot, CacheInvalidation, CacheStatistics
 from aura_sync.messages._base import Message, message
 
@@ -64,6 +64,11 @@ def _check_str(value: object, name: str) -> None:
 def _check_keys(keys: object) -> None:
     if type(keys) is not tuple:
         raise WrongType(f"keys must be a tuple of str, got {type(keys).__name__} {keys!r}")
+    for key in keys:
+        if key.__class__ is not str:
+            break
+    else:
+        return  # the common case: no per-key call and no name formatting
     for i, key in enumerate(keys):
         _check_str(key, f"keys[{i}]")
 
@@ -111,7 +116,14 @@ class ApplyInvalidation(Message):
 
     def __post_init__(self) -> None:
         _check_keys(self.keys)
-        self.to_event()  # the core's own validation
+        # The rest of the core's CacheInvalidation checks, in its order and with
+        # its messages (its keys check cannot fail on a tuple of str):
+        epoch_floor = self.epoch_floor
+        if epoch_floor.__class__ is not int or not 0 <= epoch_floor <= EPOCH_MAX:
+            check_epoch(epoch_floor, "epoch_floor")
+        reason = self.reason
+        if reason is not None and type(reason) is not str:
+            raise WrongType(f"reason must be a str or None, got {type(reason).__name__} {reason!r}")
 
     @classmethod
     def from_event(cls, event: CacheInvalidation) -> ApplyInvalidation:

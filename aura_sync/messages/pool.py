@@ -31,9 +31,10 @@ Layer: messages.  Imports the pool core for its enum and conversions.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from aura_sync.errors import InvalidArgument, WrongType
-from aura_sync.ids import DeviceId, check_epoch
+from aura_sync.ids import EPOCH_MAX, DeviceId, check_epoch
 from aura_sync.infrastructure.connections import (
     ConnectionMetadata,
     ConnectionState,
@@ -58,6 +59,9 @@ __all__ = [
     "PoolStatisticsReply",
     "Release",
 ]
+
+
+_INF = math.inf
 
 
 def _check_peer(value: object) -> None:
@@ -301,23 +305,34 @@ class ConnectionInfo(Message):
     healthy: bool
 
     def __post_init__(self) -> None:
-        _check_id(self.connection_id, "connection_id")
-        _check_peer(self.peer_id)
+        # Each check has a fast path for the valid common case (no call); anything
+        # else goes through the full checker, which raises or normalises.
+        value: Any = self.connection_id
+        if value.__class__ is not int or not 0 < value <= EPOCH_MAX:
+            _check_id(value, "connection_id")
+        if self.peer_id.__class__ is not DeviceId:
+            _check_peer(self.peer_id)
         if self.session_id is not None and type(self.session_id) is not str:
             raise WrongType(
                 f"session_id must be a str or None, got {type(self.session_id).__name__} "
                 f"{self.session_id!r}"
             )
-        object.__setattr__(
-            self, "established_at", _check_time(self.established_at, "established_at")
-        )
-        object.__setattr__(self, "last_used", _check_time(self.last_used, "last_used"))
-        _check_count(self.reuse_count, "reuse_count")
+        value = self.established_at
+        if value.__class__ is not float or not -_INF < value < _INF:
+            object.__setattr__(self, "established_at", _check_time(value, "established_at"))
+        value = self.last_used
+        if value.__class__ is not float or not -_INF < value < _INF:
+            object.__setattr__(self, "last_used", _check_time(value, "last_used"))
+        value = self.reuse_count
+        if value.__class__ is not int or not 0 <= value <= EPOCH_MAX:
+            _check_count(value, "reuse_count")
         if not isinstance(self.state, ConnectionState):
             raise WrongType(
                 f"state must be a ConnectionState, got {type(self.state).__name__} {self.state!r}"
             )
-        _check_bool(self.healthy, "healthy")
+        value = self.healthy
+        if value.__class__ is not bool:
+            _check_bool(value, "healthy")
 
     @classmethod
     def from_metadata(cls, metadata: ConnectionMetadata) -> ConnectionInfo:
@@ -363,6 +378,11 @@ class ConnectionsReply(Message):
                 "connections must be a tuple of ConnectionInfo, got "
                 f"{type(self.connections).__name__}"
             )
+        for info in self.connections:
+            if info.__class__ is not ConnectionInfo:
+                break
+        else:
+            return  # the common case: exact ConnectionInfo items
         for i, info in enumerate(self.connections):
             if not isinstance(info, ConnectionInfo):
                 raise WrongType(

@@ -23,6 +23,7 @@ Layer: messages.  Imports the retry core for its enums and validation.
 
 from __future__ import annotations
 
+from aura_sync.effects import check_seconds
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.infrastructure.retry import (
     DEFAULT_INITIAL_DELAY,
@@ -37,6 +38,7 @@ from aura_sync.messages._base import Message, message
 __all__ = ["RetryDue", "RetryPolicySpec"]
 
 _U64_LIMIT = 1 << 64
+_INF = float("inf")
 
 
 def _check_u64(value: object, name: str) -> int:
@@ -68,15 +70,32 @@ class RetryPolicySpec(Message):
     timeout: float | None = None
 
     def __post_init__(self) -> None:
-        if type(self.max_attempts) is int and self.max_attempts >= _U64_LIMIT:
-            raise InvalidArgument(
-                f"max_attempts must be < 2**64 on the wire, got {self.max_attempts!r}"
+        # The policy's own checks, field by field, with its messages and in its
+        # order (building a whole RetryPolicy to validate cost ~10x more); ints
+        # are normalised to float seconds as the policy does.
+        strategy = self.strategy
+        max_attempts = self.max_attempts
+        if type(max_attempts) is int and max_attempts >= _U64_LIMIT:
+            raise InvalidArgument(f"max_attempts must be < 2**64 on the wire, got {max_attempts!r}")
+        if not isinstance(strategy, BackoffStrategy):
+            raise WrongType(f"strategy must be a BackoffStrategy, got {strategy!r}")
+        if type(max_attempts) is not int:
+            raise WrongType(
+                f"max_attempts must be an int, got {type(max_attempts).__name__} {max_attempts!r}"
             )
-        # Otherwise one validation: the policy's.  It also normalises ints to float seconds.
-        policy = self.to_policy()
-        object.__setattr__(self, "initial_delay", policy.initial_delay)
-        object.__setattr__(self, "max_delay", policy.max_delay)
-        object.__setattr__(self, "timeout", policy.timeout)
+        if max_attempts < 1:
+            raise InvalidArgument(f"max_attempts must be >= 1, got {max_attempts!r}")
+        delay = self.initial_delay
+        if delay.__class__ is not float or not 0.0 <= delay < _INF:
+            object.__setattr__(self, "initial_delay", check_seconds(delay, "initial_delay"))
+        delay = self.max_delay
+        if delay.__class__ is not float or not 0.0 <= delay < _INF:
+            object.__setattr__(self, "max_delay", check_seconds(delay, "max_delay"))
+        if not isinstance(self.jitter, Jitter):
+            raise WrongType(f"jitter must be a Jitter, got {self.jitter!r}")
+        timeout = self.timeout
+        if timeout is not None and (timeout.__class__ is not float or not 0.0 < timeout < _INF):
+            object.__setattr__(self, "timeout", check_seconds(timeout, "timeout", allow_zero=False))
 
     def to_policy(self) -> RetryPolicy:
         """The :class:`RetryPolicy` with these settings (default ``retry_on``, no budget/hook)."""
