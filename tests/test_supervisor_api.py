@@ -435,3 +435,28 @@ def test_default_effects_are_the_actors_process_wide_pair() -> None:
     clock, scheduler = Supervisor([echo_spec("a")])._effects(None)
     assert (clock, scheduler) == resolve_effects(None, None)
     assert scheduler.clock is clock
+
+
+def test_a_call_from_the_supervisors_own_thread_fails_at_once(track: Track) -> None:
+    """A subscriber or child factory asking its own supervisor could only time out."""
+    sup = Supervisor([echo_spec("a")], clock=ManualClock(), call_timeout=30.0)
+    seen: list[BaseException] = []
+
+    def subscriber(event: SupervisionEvent) -> None:
+        try:
+            sup.count_children()
+        except BaseException as exc:  # recorded for the test, not swallowed silently
+            seen.append(exc)
+
+    sup.subscribe(subscriber)
+    track(sup).start(timeout=10.0)  # with the ask, start would wait out call_timeout per event
+    assert seen and all(isinstance(exc, SupervisorError) for exc in seen)
+    assert "own thread" in str(seen[0])
+
+    def factory(ctx: Any) -> Echo:
+        sup.address_of("a")  # runs in the supervisor's thread
+        return Echo("b")
+
+    with pytest.raises(StartFailed, match="own thread"):
+        sup.start_child(ChildSpec("b", factory), timeout=10.0)
+    assert sup.child_address("a").ask(Ping(1)) == Num(2)  # the non-blocking lookup works

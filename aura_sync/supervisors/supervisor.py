@@ -362,7 +362,9 @@ class Supervisor:
         """Call ``callback(event)`` for every supervision event; returns an unsubscribe function.
 
         Callbacks run in the supervisor's thread: keep them quick and
-        non-blocking (a ``tell`` is fine).  Exceptions are logged and ignored.
+        non-blocking (a ``tell`` is fine; this supervisor's dynamic calls raise
+        :class:`~aura_sync.errors.SupervisorError` there, as they could only
+        wait for themselves).  Exceptions are logged and ignored.
         Subscriptions survive restarts of the supervisor.
         """
         if not callable(callback):
@@ -439,6 +441,15 @@ class Supervisor:
         address = self._address
         if address is None:
             raise SupervisorStopped(f"supervisor {self._name} was never started")
+        caller = current_actor()
+        if caller is not None and caller._aura_address is address:
+            # A child factory or an event subscriber runs in the supervisor's own thread:
+            # the ask could only time out, so say so at once.
+            raise SupervisorError(
+                f"supervisor {self._name}: {type(message).__name__} called from the "
+                "supervisor's own thread (a child factory or an event subscriber) would "
+                "wait for itself; use child_address() there, or tell from elsewhere"
+            )
         seconds = self._call_timeout if timeout is None else timeout
         reply = address.ask(message, seconds)
         if isinstance(reply, expect):
