@@ -731,3 +731,70 @@ def test_core_errors_travel_as_error_replies() -> None:
     assert isinstance(err, InvalidTransition)
     assert "DISCOVERED -> DEGRADED" in str(err)
     assert isinstance(codec.decode(codec.encode(Ack())), Ack)
+
+
+# --- validation gaps found in review -------------------------------------------------------
+
+
+def test_compute_score_checks_its_arguments() -> None:
+    from aura_sync.infrastructure.peers import compute_score
+
+    manager = make()
+    manager.add_peer(P1)
+    meta = manager.get_peer(P1).metadata
+    assert compute_score(meta, 10) == pytest.approx(0.5 * 0.5 + 0.3 * 0.5 + 0.2)
+    # a zero limit used to divide by zero, a bool was taken as 1, a wrong type hit AttributeError
+    with pytest.raises(InvalidArgument, match=r"max_concurrent_sessions must be >= 1, got 0"):
+        compute_score(meta, 0)
+    with pytest.raises(WrongType, match=r"max_concurrent_sessions must be an int, got bool True"):
+        compute_score(meta, True)  # type: ignore[arg-type]
+    with pytest.raises(WrongType, match=r"metadata must be a PeerMetadata, got str 'x'"):
+        compute_score("x", 10)  # type: ignore[arg-type]
+
+
+def test_in_backoff_checks_the_time() -> None:
+    manager = make()
+    manager.add_peer(P1)
+    manager.record_failure(P1)
+    meta = manager.get_peer(P1).metadata
+    assert meta.in_backoff(0.0) and not meta.in_backoff(5.0)
+    with pytest.raises(WrongType, match=r"now must be clock seconds, got str 'soon'"):
+        meta.in_backoff("soon")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"now must be finite clock seconds, got nan"):
+        meta.in_backoff(float("nan"))
+
+
+def test_static_discovery_checks_the_timeout() -> None:
+    discovery = StaticDiscovery([(P1, None)])
+    assert tuple(discovery.discover(1.0)) == ((P1, None),)
+    with pytest.raises(InvalidArgument, match=r"timeout must be > 0 seconds, got -1"):
+        discovery.discover(-1)
+    with pytest.raises(WrongType, match=r"timeout must be a number of seconds, got str 'x'"):
+        discovery.discover("x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("pairs", "exc", "words"),
+    [
+        ([(P1,)], WrongType, ["pairs[0]", "(DeviceId"]),
+        ("ab", WrongType, ["pairs", "'ab'"]),
+        (5, WrongType, ["pairs", "5"]),
+        ([(P1, 7)], WrongType, ["address", "7"]),
+    ],
+)
+def test_discover_peers_from_pairs_names_the_bad_pair(
+    pairs: object, exc: type[Exception], words: list[str]
+) -> None:
+    # Bad pairs used to escape as bare ValueError/TypeError from tuple unpacking.
+    with pytest.raises(exc) as info:
+        msgs.DiscoverPeers.from_pairs(pairs)  # type: ignore[arg-type]
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.parametrize("cls", [msgs.SelectedPeers, msgs.PeersDiscovered])
+def test_peer_id_replies_refuse_duplicates(cls: Callable[[tuple[DeviceId, ...]], object]) -> None:
+    # Selection and discovery never name a peer twice; a reply that does is malformed.
+    with pytest.raises(InvalidArgument, match=r"\[2\].*00000000-0000-0000-0000-000000000001"):
+        cls((P1, P2, P1))
+    cls((P1, P2))

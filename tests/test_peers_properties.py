@@ -209,8 +209,8 @@ def _strategy(cls: type[Message], name: str, tp: Any) -> st.SearchStrategy[Any]:
         return _tables
     if name in _BY_NAME:
         return _BY_NAME[name]
-    if tp == tuple[DeviceId, ...]:
-        return st.lists(device_ids, max_size=4).map(tuple)
+    if tp == tuple[DeviceId, ...]:  # replies naming peers name each at most once
+        return st.lists(device_ids, max_size=4, unique=True).map(tuple)
     if tp == tuple[str, ...]:
         return st.lists(st.text(max_size=8), max_size=3).map(tuple)
     if tp == tuple[msgs.PeerCandidate, ...]:

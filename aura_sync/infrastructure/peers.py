@@ -341,7 +341,13 @@ class PeerMetadata:
         return self.successful_syncs / total if total else 0.5
 
     def in_backoff(self, now: float) -> bool:
-        """Whether the peer is still in failure backoff at clock time ``now``."""
+        """Whether the peer is still in failure backoff at clock time ``now`` (seconds).
+
+        :raises WrongType, InvalidArgument: ``now`` is not finite clock seconds.
+        """
+        return self._in_backoff(_check_time(now, "now"))
+
+    def _in_backoff(self, now: float) -> bool:
         return self.backoff_until is not None and now < self.backoff_until
 
 
@@ -436,7 +442,21 @@ def compute_score(metadata: PeerMetadata, max_concurrent_sessions: int) -> float
     """The selection score (in [0, 1]) of a peer with ``metadata``.
 
     ``0.5*trust/100 + 0.3*success_rate + 0.2*(1 - min(active/max_concurrent_sessions, 1))``.
+
+    :param metadata: the peer's :class:`PeerMetadata`.
+    :param max_concurrent_sessions: the session limit per peer (int >= 1).
+    :raises WrongType, InvalidArgument: on a bad argument.
     """
+    if type(metadata) is not PeerMetadata:
+        raise WrongType(
+            f"metadata must be a PeerMetadata, got {type(metadata).__name__} {metadata!r}"
+        )
+    _check_int(max_concurrent_sessions, "max_concurrent_sessions", 1)
+    return _score(metadata, max_concurrent_sessions)
+
+
+def _score(metadata: PeerMetadata, max_concurrent_sessions: int) -> float:
+    """:func:`compute_score` without the checks (the manager's arguments are valid)."""
     load = min(metadata.active_sessions / max_concurrent_sessions, 1.0)
     return 0.5 * metadata.trust_level / 100 + 0.3 * metadata.success_rate + 0.2 * (1.0 - load)
 
@@ -479,7 +499,11 @@ class StaticDiscovery:
         self._candidates = _check_candidates(candidates)
 
     def discover(self, timeout: float) -> Iterable[tuple[DeviceId, str | None]]:
-        """Return the configured candidates (``timeout`` is not needed)."""
+        """Return the configured candidates (``timeout``, seconds > 0, is not needed).
+
+        :raises WrongType, InvalidArgument: ``timeout`` is not positive finite seconds.
+        """
+        check_seconds(timeout, "timeout", allow_zero=False)
         return self._candidates
 
 
@@ -668,7 +692,7 @@ class PeerManager:
 
         Raises ``UnknownPeer``.
         """
-        return compute_score(self._get(peer_id).metadata, self._config.max_concurrent_sessions)
+        return _score(self._get(peer_id).metadata, self._config.max_concurrent_sessions)
 
     def is_peer_available(self, peer_id: DeviceId) -> bool:
         """Whether the peer can take a sync session now.
@@ -696,7 +720,7 @@ class PeerManager:
         now = self._clock.now()
         max_sessions = self._config.max_concurrent_sessions
         candidates = (
-            (-compute_score(info.metadata, max_sessions), pid)
+            (-_score(info.metadata, max_sessions), pid)
             for pid, info in self._peers.items()
             if self._eligible(info.metadata, now)
         )
@@ -967,7 +991,7 @@ class PeerManager:
         return (
             meta.status is PeerStatus.CONNECTED
             and meta.active_sessions < self._config.max_concurrent_sessions
-            and not meta.in_backoff(now)
+            and not meta._in_backoff(now)
         )
 
     def _eligible(self, meta: PeerMetadata, now: float) -> bool:
@@ -985,7 +1009,7 @@ class PeerManager:
         heap = [
             (
                 _EVICTION_RANK[info.metadata.status],
-                compute_score(info.metadata, max_sessions),
+                _score(info.metadata, max_sessions),
                 info.metadata.last_seen,
                 pid,
             )

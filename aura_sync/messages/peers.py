@@ -144,6 +144,14 @@ def _address(value: object, name: str = "address") -> None:
         )
 
 
+def _distinct_peers(value: tuple[DeviceId, ...], name: str) -> None:
+    seen: set[DeviceId] = set()
+    for i, peer in enumerate(value):
+        if peer in seen:
+            raise InvalidArgument(f"{name}[{i}] names peer {peer} a second time")
+        seen.add(peer)
+
+
 def _tuple_of(value: object, item_type: type, name: str) -> None:
     if type(value) is not tuple:
         raise WrongType(f"{name} must be a tuple, got {type(value).__name__} {value!r}")
@@ -431,12 +439,13 @@ class SelectSyncPeers(Message):
 
 @message(0x008D)
 class SelectedPeers(Message):
-    """Answer to :class:`SelectSyncPeers`: the chosen peers, best first."""
+    """Answer to :class:`SelectSyncPeers`: the chosen peers, best first, each at most once."""
 
     peers: tuple[DeviceId, ...]
 
     def __post_init__(self) -> None:
         _tuple_of(self.peers, DeviceId, "peers")
+        _distinct_peers(self.peers, "peers")
 
 
 @message(0x008E)
@@ -547,8 +556,12 @@ class DiscoverPeers(Message):
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[DeviceId, str | None]]) -> DiscoverPeers:
-        """The message carrying ``(peer_id, address)`` pairs."""
-        return cls(tuple(PeerCandidate(p, a) for p, a in pairs))
+        """The message carrying ``(peer_id, address)`` pairs.
+
+        :raises WrongType, InvalidArgument: ``pairs`` is not an iterable of
+            ``(DeviceId, address)`` tuples, naming the bad item.
+        """
+        return cls(_candidates(pairs))
 
     def to_pairs(self) -> tuple[tuple[DeviceId, str | None], ...]:
         """The ``(peer_id, address)`` pairs, for
@@ -556,14 +569,29 @@ class DiscoverPeers(Message):
         return tuple((c.peer_id, c.address) for c in self.candidates)
 
 
+def _candidates(pairs: object) -> tuple[PeerCandidate, ...]:
+    if isinstance(pairs, str | bytes) or not isinstance(pairs, Iterable):
+        raise WrongType(
+            "pairs must be an iterable of (DeviceId, address) tuples, "
+            f"got {type(pairs).__name__} {pairs!r}"
+        )
+    candidates = []
+    for i, pair in enumerate(pairs):
+        if type(pair) is not tuple or len(pair) != 2:
+            raise WrongType(f"pairs[{i}] must be a (DeviceId, address) tuple, got {pair!r}")
+        candidates.append(PeerCandidate(pair[0], pair[1]))
+    return tuple(candidates)
+
+
 @message(0x0096)
 class PeersDiscovered(Message):
-    """Answer to :class:`DiscoverPeers`: the peers that were newly tracked."""
+    """Answer to :class:`DiscoverPeers`: the peers that were newly tracked, each once."""
 
     added: tuple[DeviceId, ...]
 
     def __post_init__(self) -> None:
         _tuple_of(self.added, DeviceId, "added")
+        _distinct_peers(self.added, "added")
 
 
 @message(0x0097)
