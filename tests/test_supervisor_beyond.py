@@ -152,6 +152,20 @@ def test_c_stop_during_a_backoff_does_not_wait_for_it(track: Track) -> None:
     assert not sup.is_alive()
 
 
+def test_c_a_supervisor_that_ends_abruptly_leaves_no_backoff_timer() -> None:
+    clock = ManualClock()
+    sup = Supervisor([echo_spec("b", backoff=RestartBackoff(min=30.0, max=60.0))], clock=clock)
+    sup.start()
+    sup.address_of("b").ask(Crash())
+    wait_until(lambda: sup.which_children()[0].status is ChildStatus.RESTARTING)
+    assert clock.pending_timers() == 1  # the restart, 30 s away
+    actor = sup._actor
+    assert actor is not None
+    actor.stop()  # not a shutdown: the incarnation simply ends (as after a crash)
+    wait_until(lambda: not sup.is_alive(), what="the supervisor to end")
+    assert clock.pending_timers() == 0
+
+
 def test_c_backoff_delays_double_are_capped_and_jittered() -> None:
     rng = SeededRng(7)
     plain = RestartBackoff(min=0.5, max=3.0)

@@ -35,7 +35,6 @@ Layer: supervision (internal).
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 from collections.abc import Callable, Generator
 from functools import partial
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from aura_sync.actors._reply import DEFERRED, ReplySlot
 from aura_sync.actors.address import ActorAddress
-from aura_sync.actors.base import AuraActor, handles
+from aura_sync.actors.base import AuraActor, _describe, handles
 from aura_sync.effects import Clock, Rng, Scheduler, TimerHandle
 from aura_sync.errors import (
     AlreadyPresent,
@@ -105,11 +104,6 @@ Op = Generator[Wait, Event, None]
 Step = Generator[Wait, Event, tuple[bool, str]]
 
 _RUNNING_STATES = (ChildStatus.STARTING, ChildStatus.RUNNING, ChildStatus.STOPPING)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _error(kind: type[AuraError], text: str) -> ErrorReply:
@@ -225,7 +219,7 @@ class SupervisorActor(AuraActor):
         self._op: Op | None = None
         self._waiting: Wait | None = None
         self._ops: collections.deque[Callable[[], Op]] = collections.deque()
-        self._tokens = itertools.count(1)
+        self._tokens = self._p.tokens  # unique across incarnations: see BackoffElapsed
         self._backoffs: dict[int, list[str]] = {}
         self._closing = False  # refuses new API calls (shutdown or give-up under way)
         self._finished = False  # a terminal operation ended: run nothing more
@@ -238,11 +232,21 @@ class SupervisorActor(AuraActor):
         self._submit(self._op_start_all)
 
     def on_stop(self) -> None:
+        self._cancel_backoffs()
         if any(ch.actor is not None for ch in self._children.values()):
             self._emergency_stop("supervisor stopped without shutting down its children")
 
     def on_crash(self, exc: BaseException) -> None:
+        self._cancel_backoffs()
         self._emergency_stop(f"supervisor crashed: {_describe(exc)}")
+
+    def _cancel_backoffs(self) -> None:
+        """A dead incarnation leaves no restart timer behind."""
+        for ch in self._children.values():
+            if ch.backoff_timer is not None:
+                ch.backoff_timer.cancel()
+                ch.backoff_timer = None
+        self._backoffs.clear()
 
     def _emergency_stop(self, why: str) -> None:
         """Stop children from a dying supervisor thread (bounded joins; crash path only)."""

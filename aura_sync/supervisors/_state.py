@@ -17,6 +17,7 @@ Layer: supervision (internal).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,9 @@ class Persistent:
         self.counts: dict[EventKind, int] = dict.fromkeys(EventKind, 0)
         self.restarts: dict[str, int] = {}
         self.incarnation = 0
+        # Restart-group tokens: a BackoffElapsed of a dead incarnation must never
+        # match a group of the next one.
+        self.tokens = itertools.count(1)
 
     def record(self, event: SupervisionEvent) -> list[Callable[[SupervisionEvent], None]]:
         """Count ``event``; return the subscribers to notify."""
