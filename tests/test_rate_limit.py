@@ -759,3 +759,22 @@ def test_a_denial_becomes_a_rate_limited_error_reply() -> None:
     reply = ErrorReply.from_exception(RateLimited(denied.retry_after, denied.reason.name))
     error = reply.to_exception()
     assert isinstance(error, RateLimited) and error.retry_after == 0.75
+
+
+class _Impostor:
+    """Not a DeviceId, but carries the same 16 raw bytes as one (the table's key)."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+
+
+def test_an_object_with_a_tracked_peers_raw_bytes_is_still_not_a_device_id() -> None:
+    lim = limiter(peer_ops_per_second=1.0, peer_burst=2)
+    assert lim.check_rate_limit(A) is ALLOWED  # A is now tracked under its raw bytes
+    before = (lim.statistics(), lim.peer_tokens(A), lim.global_tokens())
+    for cost in (1, 2):
+        with pytest.raises(WrongType, match="peer_id must be a DeviceId"):
+            lim.check_rate_limit(_Impostor(A.raw), cost)  # type: ignore[arg-type]
+    assert (lim.statistics(), lim.peer_tokens(A), lim.global_tokens()) == before

@@ -461,3 +461,48 @@ class LimiterMachine(RuleBasedStateMachine):
 
 TestLimiterMachine = LimiterMachine.TestCase
 TestLimiterMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+# --- the cost-1 fast path's exact wait -----------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=rates,
+    start=st.one_of(
+        starts, st.floats(0.0, 2.0**40), st.sampled_from([2.0**k for k in range(-3, 41)])
+    ),
+    moves=st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=6),
+)
+def test_repeated_cost_one_denials_wait_exactly_retry_after(
+    rate: float, start: float, moves: list[float]
+) -> None:
+    """Denials of cost 1 in a row (the inlined wait, with its cached gap warm), at any clock
+    magnitude (powers of two included): each retry_after passes exactly, one float less fails."""
+    config = RateLimitConfig(
+        global_ops_per_second=1e6, global_burst=10**6, peer_ops_per_second=rate, peer_burst=1
+    )
+
+    def replay(k: int) -> tuple[ManualClock, RateLimiter]:
+        clock = ManualClock(start)
+        lim = RateLimiter(config, clock=clock)
+        assert lim.check_rate_limit(PEERS[0]) is ALLOWED
+        for move in moves[:k]:
+            clock.advance(move)
+            lim.check_rate_limit(PEERS[0])  # denials change nothing: replays agree
+        return clock, lim
+
+    clock, lim = replay(0)
+    for k, move in enumerate(moves):
+        clock.advance(move)
+        result = lim.check_rate_limit(PEERS[0])
+        if result is ALLOWED:
+            return
+        assert isinstance(result, Denied)
+        assert result.reason is DenialReason.PEER
+        again_clock, again = replay(k + 1)
+        again_clock.advance(result.retry_after)
+        assert again.check_rate_limit(PEERS[0]) is ALLOWED
+        again_clock, again = replay(k + 1)
+        again_clock.advance(math.nextafter(result.retry_after, 0.0))
+        assert isinstance(again.check_rate_limit(PEERS[0]), Denied)

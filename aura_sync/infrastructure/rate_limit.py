@@ -109,6 +109,19 @@ __all__ = [
 
 _INF: Final = math.inf
 _nextafter = math.nextafter
+_EPS53: Final = 2.0**-53
+"""For a float ``x > 0``, ``x + x * _EPS53`` is the float just above ``x`` (or ``x``
+itself if ``x`` is a power of two: the tie rounds to even)."""
+_PRED1: Final = math.nextafter(1.0, 0.0)
+"""``1 - 2**-53``: for a float ``x > 0``, ``x * _PRED1`` is ``x`` or the float just below it.
+
+(The exact product lies strictly between ``x`` minus one float gap and ``x``,
+and rounding is monotone.)  For a normal ``x`` it is always the float just
+below, so ``now + d * _PRED1 < t`` proves that no float below ``d`` is a
+wait; if the product rounds to ``x`` itself the test fails and the caller
+falls back to the slow path, so the shortcut is never wrong, only sometimes
+not taken.  It is a float multiply where :func:`math.nextafter` is a call.
+"""
 _MAX_BURST: Final = 2**53
 """Bursts and costs stay below 2**53 so that float arithmetic on them is exact."""
 _U64_MAX: Final = 2**64 - 1
@@ -205,11 +218,14 @@ def _min_wait(now: float, t: float) -> float:
     """
     if now >= t:
         return 0.0
-    # now + d rounds up to t from half a gap below t on: start there (d stays > 0).
-    d = (t - now) - 0.5 * (t - _nextafter(t, -_INF))
+    # now + d rounds up to t from half a gap below t on: start there (for t > 0,
+    # t - t * _PRED1 is that gap; for other t the guess is only off, never wrong).
+    d = (t - now) - 0.5 * (t - t * _PRED1)
     if now + d >= t:
+        if now + d * _PRED1 < t:  # the usual exit: the float below d is too short
+            return d
         p = _nextafter(d, -_INF)
-        if now + p < t or p < 0.0:  # the usual exit: d is the smallest
+        if now + p < t or p < 0.0:
             return d
         for _ in range(3):
             d = p
@@ -726,6 +742,7 @@ class RateLimiter:
         "_g_interval",
         "_g_slack1",
         "_g_tat",
+        "_half_gap",
         "_hw",
         "_max_cost",
         "_max_peers",
@@ -766,10 +783,13 @@ class RateLimiter:
         self._p_slack1 = (config.peer_burst - 1) * self._p_interval
         self._max_cost = config.max_cost
         self._max_peers = config.max_tracked_peers
-        self._buckets: dict[DeviceId, list[float]] = {}
-        self._rates: dict[DeviceId, float] = {}
-        self._budgets: dict[DeviceId, _Budget] = {}
+        # Keyed by ``DeviceId.raw`` (bytes): a bytes key hashes in C with its hash
+        # cached, where DeviceId.__hash__ is a Python call on every lookup.
+        self._buckets: dict[bytes, list[float]] = {}
+        self._rates: dict[bytes, float] = {}
+        self._budgets: dict[bytes, _Budget] = {}
         self._next_sweep = _INF
+        self._half_gap = 0.0
         self._epoch = 0
         self._allowed = 0
         self._g_hits = 0
@@ -817,12 +837,18 @@ class RateLimiter:
             InvalidArgument: ``cost`` is not an int in range (a ``ValueError``).
             WrongType: ``peer_id`` is not a DeviceId.
         """
+        # The table is keyed by the id's 16 raw bytes (a slot read; bytes hash in C).
+        # Anything but a DeviceId fails the read, the lookup or the type test and
+        # goes to _check_new_peer, which validates it (WrongType).
         try:
-            bucket = self._buckets[peer_id]
-        except (KeyError, TypeError):  # TypeError: unhashable, reported as WrongType there
+            key = peer_id._raw
+            bucket = self._buckets[key]
+        except (AttributeError, KeyError, TypeError):
+            return self._check_new_peer(peer_id, cost)
+        if type(peer_id) is not DeviceId:
             return self._check_new_peer(peer_id, cost)
         if cost is not _ONE:  # CPython caches small ints: every int 1 takes the fast path
-            return self._check_cost(peer_id, cost, bucket)
+            return self._check_cost(key, cost, bucket)
         raw = self._now()
         now = self._hw
         if raw >= now:
@@ -832,27 +858,46 @@ class RateLimiter:
         g_ready = g_tat - self._g_slack1
         p_ready = p_tat - bucket[2]
         if now >= g_ready and now >= p_ready:
-            if self._budgets and not self._charge_budget(peer_id, 1):
+            if self._budgets and not self._charge_budget(key, 1):
                 return self._deny_budget()
             self._g_tat = (g_tat if g_tat > now else now) + self._g_inc1
             bucket[0] = (p_tat if p_tat > now else now) + bucket[1]
             self._allowed += 1
             return ALLOWED
-        if self._budgets and self._over_budget(peer_id, 1):
+        if self._budgets and self._over_budget(key, 1):
             return self._deny_budget()
         result: Denied = _new_object(Denied)
         if g_ready >= p_ready:
             self._g_hits += 1
-            _set_retry_after(result, _min_wait(raw, g_ready))
+            ready = g_ready
             _set_reason(result, _GLOBAL)
         else:
             self._p_hits += 1
-            _set_retry_after(result, _min_wait(raw, p_ready))
+            ready = p_ready
             _set_reason(result, _PEER)
+        # The exact wait (see _min_wait), inlined: raw < ready here.  raw + wait
+        # reaches ready from half a float gap below ready on (the gap is cached:
+        # it changes only when ready crosses a power of two); exactly at that
+        # tie it rounds to even, so half of the time the answer is the float
+        # above.  Whatever the guess, it is returned only once checked against
+        # the definition: raw + wait >= ready > raw + (the float below wait).
+        wait = (ready - raw) - self._half_gap
+        if raw + wait < ready:
+            wait += wait * _EPS53  # the float above (or wait itself: the check fails)
+            if raw + wait < ready or raw + wait * _PRED1 >= ready:
+                wait = self._exact_wait(raw, ready)
+        elif raw + wait * _PRED1 >= ready:
+            wait = self._exact_wait(raw, ready)
+        _set_retry_after(result, wait)
         return result
 
-    def _check_cost(self, peer_id: DeviceId, cost: int, bucket: list[float]) -> RateLimitResult:
-        """``check_rate_limit`` for a tracked peer and any cost (validated here)."""
+    def _exact_wait(self, now: float, t: float) -> float:
+        """:func:`_min_wait`, refreshing the half gap the inlined guess uses."""
+        self._half_gap = 0.5 * (t - t * _PRED1)
+        return _min_wait(now, t)
+
+    def _check_cost(self, key: bytes, cost: int, bucket: list[float]) -> RateLimitResult:
+        """``check_rate_limit`` for a tracked peer (raw id ``key``), any cost (validated here)."""
         if cost.__class__ is not int or not 0 < cost <= self._max_cost:
             raise self._bad_cost(cost)
         raw = self._now()
@@ -865,13 +910,13 @@ class RateLimiter:
         p_tat = bucket[0]
         p_ready = p_tat - (self._p_burst - cost) * bucket[1]
         if now >= g_ready and now >= p_ready:
-            if self._budgets and not self._charge_budget(peer_id, cost):
+            if self._budgets and not self._charge_budget(key, cost):
                 return self._deny_budget()
             self._g_tat = (g_tat if g_tat > now else now) + cost * interval
             bucket[0] = (p_tat if p_tat > now else now) + cost * bucket[1]
             self._allowed += 1
             return ALLOWED
-        if self._budgets and self._over_budget(peer_id, cost):
+        if self._budgets and self._over_budget(key, cost):
             return self._deny_budget()
         if g_ready >= p_ready:
             self._g_hits += 1
@@ -879,14 +924,14 @@ class RateLimiter:
         self._p_hits += 1
         return _denied(_min_wait(raw, p_ready), _PEER)
 
-    def _over_budget(self, peer_id: DeviceId, cost: int) -> bool:
-        """True if ``peer_id`` has a flow budget that cannot take ``cost`` more ops."""
-        budget = self._budgets.get(peer_id)
+    def _over_budget(self, key: bytes, cost: int) -> bool:
+        """True if the peer (raw id ``key``) has a flow budget that cannot take ``cost`` more."""
+        budget = self._budgets.get(key)
         return budget is not None and budget.spent + cost > budget.limit
 
-    def _charge_budget(self, peer_id: DeviceId, cost: int) -> bool:
-        """Charge ``cost`` to the flow budget of ``peer_id`` if it has one; False if refused."""
-        budget = self._budgets.get(peer_id)
+    def _charge_budget(self, key: bytes, cost: int) -> bool:
+        """Charge ``cost`` to the flow budget of the peer (raw id ``key``); False if refused."""
+        budget = self._budgets.get(key)
         if budget is None:
             return True
         if budget.spent + cost > budget.limit:
@@ -902,7 +947,7 @@ class RateLimiter:
         """``check_rate_limit`` for a peer without a bucket (its bucket would be full)."""
         if cost.__class__ is not int or not 0 < cost <= self._max_cost:
             raise self._bad_cost(cost)
-        _check_peer(peer_id)
+        key = _check_peer(peer_id)._raw
         raw = self._now()
         now = self._hw
         if raw >= now:
@@ -917,17 +962,17 @@ class RateLimiter:
             if len(buckets) >= self._max_peers:
                 p_ready = self._next_sweep
         if now >= g_ready and now >= p_ready:
-            if self._budgets and not self._charge_budget(peer_id, cost):
+            if self._budgets and not self._charge_budget(key, cost):
                 return self._deny_budget()
             tat = self._g_tat
             self._g_tat = (tat if tat > now else now) + cost * interval
             interval = self._p_interval
             tat = now + cost * interval
-            buckets[peer_id] = [tat, interval, self._p_slack1]
+            buckets[key] = [tat, interval, self._p_slack1]
             self._next_sweep = min(self._next_sweep, tat)
             self._allowed += 1
             return ALLOWED
-        if self._budgets and self._over_budget(peer_id, cost):
+        if self._budgets and self._over_budget(key, cost):
             return self._deny_budget()
         if g_ready >= p_ready:
             self._g_hits += 1
@@ -937,9 +982,9 @@ class RateLimiter:
 
     # -- bounded memory ----------------------------------------------------------------
 
-    def _drop_time(self, peer_id: DeviceId, tat: float) -> float:
-        """When the bucket of ``peer_id`` (at ``tat``) may be dropped."""
-        if peer_id in self._rates:
+    def _drop_time(self, key: bytes, tat: float) -> float:
+        """When the bucket of the peer with raw id ``key`` (at ``tat``) may be dropped."""
+        if key in self._rates:
             return tat + self._config.adaptive_idle_reset
         return tat
 
@@ -947,19 +992,19 @@ class RateLimiter:
         """Drop every droppable bucket at ``now``; recompute the next drop time."""
         rates = self._rates
         reset = self._config.adaptive_idle_reset
-        dead: list[DeviceId] = []
+        dead: list[bytes] = []
         next_drop = _INF
-        for peer_id, bucket in self._buckets.items():
-            drop = bucket[0] + reset if rates and peer_id in rates else bucket[0]
+        for key, bucket in self._buckets.items():
+            drop = bucket[0] + reset if rates and key in rates else bucket[0]
             if drop <= now:
-                dead.append(peer_id)
+                dead.append(key)
             elif drop < next_drop:
                 next_drop = drop
         buckets = self._buckets
-        for peer_id in dead:
-            del buckets[peer_id]
+        for key in dead:
+            del buckets[key]
             if rates:
-                rates.pop(peer_id, None)
+                rates.pop(key, None)
         self._next_sweep = next_drop
         return len(dead)
 
@@ -990,18 +1035,18 @@ class RateLimiter:
                 0..2**64-1 or earlier than the peer's current budget epoch, or
                 too many budgets attached.
         """
-        _check_peer(peer_id)
+        key = _check_peer(peer_id)._raw
         _check_int(limit, "limit", 0, _U64_MAX)
         check_epoch(epoch)
         budgets = self._budgets
-        current = budgets.get(peer_id)
+        current = budgets.get(key)
         if current is None:
             if len(budgets) >= self._max_peers:
                 raise InvalidArgument(
                     f"cannot attach a flow budget to peer_id={peer_id}: {len(budgets)} budgets "
                     f"are attached, the most allowed (max_tracked_peers={self._max_peers})"
                 )
-            budgets[peer_id] = _Budget(limit, 0, epoch)
+            budgets[key] = _Budget(limit, 0, epoch)
             return
         if epoch < current.epoch:
             raise InvalidArgument(
@@ -1019,8 +1064,7 @@ class RateLimiter:
         Raises:
             WrongType: ``peer_id`` is not a DeviceId.
         """
-        _check_peer(peer_id)
-        return self._budgets.pop(peer_id, None) is not None
+        return self._budgets.pop(_check_peer(peer_id)._raw, None) is not None
 
     def flow_budget(self, peer_id: DeviceId) -> FlowBudget | None:
         """The flow budget of ``peer_id`` as a value, or None if it has none.
@@ -1028,8 +1072,7 @@ class RateLimiter:
         Raises:
             WrongType: ``peer_id`` is not a DeviceId.
         """
-        _check_peer(peer_id)
-        budget = self._budgets.get(peer_id)
+        budget = self._budgets.get(_check_peer(peer_id)._raw)
         return None if budget is None else budget.value()
 
     def rotate_epoch(self, epoch: int) -> None:
@@ -1060,8 +1103,7 @@ class RateLimiter:
         Raises:
             WrongType: ``peer_id`` is not a DeviceId.
         """
-        _check_peer(peer_id)
-        return self._rates.get(peer_id, self._config.peer_ops_per_second)
+        return self._rates.get(_check_peer(peer_id)._raw, self._config.peer_ops_per_second)
 
     def report_outcome(self, peer_id: DeviceId, success: bool | Outcome) -> float:
         """Feed an operation's outcome to the adaptive (AIMD) mode; return the peer's rate.
@@ -1080,7 +1122,7 @@ class RateLimiter:
         Raises:
             WrongType: ``peer_id`` is not a DeviceId, ``success`` not a bool or Outcome.
         """
-        _check_peer(peer_id)
+        key = _check_peer(peer_id)._raw
         if type(success) is bool:
             outcome = Outcome.SUCCESS if success else Outcome.OVERLOAD
         elif type(success) is Outcome:
@@ -1094,8 +1136,8 @@ class RateLimiter:
         if not config.adaptive:
             return default
         now = self._time()
-        old = self._rates.get(peer_id, default)
-        bucket = self._buckets.get(peer_id)
+        old = self._rates.get(key, default)
+        bucket = self._buckets.get(key)
         if outcome is Outcome.SUCCESS:
             if bucket is None or (bucket[0] - now) * old < 0.5 * self._p_burst:
                 return old  # not under load
@@ -1110,7 +1152,7 @@ class RateLimiter:
                     self._sweep(now)
                 if len(self._buckets) >= self._max_peers:
                     return old
-            bucket = self._buckets[peer_id] = [now, 0.0, 0.0]
+            bucket = self._buckets[key] = [now, 0.0, 0.0]
         elif bucket[0] > now:
             # Keep the token deficit: the debt in seconds scales by old/new (rounded up).
             bucket[0] = now + _nextafter((bucket[0] - now) * (old / new), _INF)
@@ -1120,10 +1162,10 @@ class RateLimiter:
         bucket[1] = interval
         bucket[2] = (self._p_burst - 1) * interval
         if new == default:
-            self._rates.pop(peer_id, None)
+            self._rates.pop(key, None)
         else:
-            self._rates[peer_id] = new
-        self._next_sweep = min(self._next_sweep, self._drop_time(peer_id, bucket[0]))
+            self._rates[key] = new
+        self._next_sweep = min(self._next_sweep, self._drop_time(key, bucket[0]))
         return new
 
     # -- inspection --------------------------------------------------------------------
@@ -1134,9 +1176,9 @@ class RateLimiter:
         Raises:
             WrongType: ``peer_id`` is not a DeviceId.
         """
-        _check_peer(peer_id)
+        key = _check_peer(peer_id)._raw
         now = self._time()
-        bucket = self._buckets.get(peer_id)
+        bucket = self._buckets.get(key)
         if bucket is None or bucket[0] <= now:
             return float(self._p_burst)
         return max(0.0, self._p_burst - (bucket[0] - now) / bucket[1])
@@ -1173,20 +1215,22 @@ class RateLimiter:
         default = self._config.peer_ops_per_second
         rates = self._rates
         peers = []
-        for peer_id, bucket in self._buckets.items():
+        for key, bucket in self._buckets.items():
             tat = bucket[0]
-            rate = rates.get(peer_id)
+            rate = rates.get(key)
             if tat > now:
                 debt = _debt_at(tat, now)
-                peers.append(PeerBucketState(peer_id, debt, default if rate is None else rate))
+                peers.append(
+                    PeerBucketState(DeviceId(key), debt, default if rate is None else rate)
+                )
             elif rate is not None:
-                peers.append(PeerBucketState(peer_id, tat - now, rate))
+                peers.append(PeerBucketState(DeviceId(key), tat - now, rate))
         global_debt = _debt_at(self._g_tat, now) if self._g_tat > now else 0.0
         return RateLimiterSnapshot(
             global_debt=global_debt,
             global_ops_per_second=self._config.global_ops_per_second,
             peers=tuple(peers),
-            budgets=tuple((p, b.value()) for p, b in self._budgets.items()),
+            budgets=tuple((DeviceId(key), b.value()) for key, b in self._budgets.items()),
             epoch=self._epoch,
             statistics=self.statistics(),
             clock_lag=_debt_at(now, raw) if now > raw else 0.0,
@@ -1248,13 +1292,14 @@ class RateLimiter:
                 debt = _nextafter(debt * (state.ops_per_second / rate), _INF)
             tat = now + debt
             interval = 1.0 / rate
-            limiter._buckets[state.peer_id] = [tat, interval, (burst - 1) * interval]
+            key = state.peer_id.raw
+            limiter._buckets[key] = [tat, interval, (burst - 1) * interval]
             if rate != default:
-                limiter._rates[state.peer_id] = rate
-            drop = limiter._drop_time(state.peer_id, tat)
+                limiter._rates[key] = rate
+            drop = limiter._drop_time(key, tat)
             limiter._next_sweep = min(limiter._next_sweep, drop)
         for peer_id, budget in snapshot.budgets:
-            limiter._budgets[peer_id] = _Budget(budget.limit, budget.spent, budget.epoch)
+            limiter._budgets[peer_id.raw] = _Budget(budget.limit, budget.spent, budget.epoch)
         limiter._epoch = snapshot.epoch
         stats = snapshot.statistics
         limiter._allowed = stats.operations_allowed
