@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,16 @@ def test_unwritable_ready_file_is_a_clear_start_failure(
     assert main([*args, "--ready-file", str(ready)]) == 2
     err = capsys.readouterr().err
     assert str(ready) in err and "Traceback" not in err
+
+
+def test_metrics_port_in_use_names_the_key_and_the_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["node", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"]
+        assert main([*args, "--metrics-port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "metrics_port" in err and str(port) in err and "Traceback" not in err

@@ -60,6 +60,7 @@ from aura_sync.errors import (
     StartFailed,
     SupervisorError,
     SupervisorGaveUp,
+    TransportError,
     WrongType,
 )
 from aura_sync.identity import NodeIdentity
@@ -339,7 +340,8 @@ class Node:
     def start(self, timeout: float = 30.0) -> Node:
         """Start everything (see the module docstring); returns ``self``.
 
-        :raises ConfigError: the data directory or token file is unusable.
+        :raises ConfigError: the data directory or token file is unusable, or the
+            metrics port cannot be bound.
         :raises IdentityError: the key file is unsafe or corrupt.
         :raises JournalCorrupt: the journal database is corrupt or foreign.
         :raises StartFailed: a child of the tree failed to start (e.g. the
@@ -363,11 +365,16 @@ class Node:
             self._root.start(timeout)
             self._resolve_addresses()
             if cfg.metrics_port is not None:
-                self._metrics = MetricsServer(
-                    self.snapshot,
-                    cfg.metrics_port,
-                    debug=self._debug_action if cfg.debug_endpoints else None,
-                )
+                try:
+                    self._metrics = MetricsServer(
+                        self.snapshot,
+                        cfg.metrics_port,
+                        debug=self._debug_action if cfg.debug_endpoints else None,
+                    )
+                except TransportError as exc:  # the port is taken or not ours to bind
+                    raise ConfigError(
+                        f"config key 'metrics_port' has invalid value {cfg.metrics_port}: {exc}"
+                    ) from None
         except BaseException:
             self._state = "failed"
             self._teardown(cfg.shutdown_timeout)
