@@ -1,4 +1,5 @@
-"""The anti-entropy actor across its own restarts: nothing it obtained leaks, no tick doubles.
+"""The anti-entropy actor's robustness: across its own restarts nothing it obtained leaks and
+no tick doubles; a reply it cannot send becomes an error reply for the peer.
 
 A crash of the protocol actor while one of its asks is still pending (a pool
 acquire queued as a deferred reply, a sync session being opened) must not
@@ -25,19 +26,24 @@ from aura_sync.effects import ManualClock
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.connections import PoolConfig
 from aura_sync.infrastructure.peers import PeerStatus
+from aura_sync.messages import ErrorReply, Message, codec
 from aura_sync.messages.faults import InjectCrash
+from aura_sync.messages.sync import FULL_RANGE, DigestRequest
 from aura_sync.protocols.anti_entropy import (
     AddressBook,
     AntiEntropyActor,
     AntiEntropyConfig,
+    AppendOps,
     ConnectionRegistry,
     GetSyncStatus,
     SyncStatus,
     SyncTick,
+    _respond,
 )
 from aura_sync.protocols.journal import Journal
 from aura_sync.supervisors import ChildContext, ChildSpec, Supervisor
 from aura_sync.supervisors.infrastructure import Infrastructure, InfrastructureConfig
+from aura_sync.transport.base import Inbound
 
 pytestmark = pytest.mark.usefixtures("no_leftover_threads")
 
@@ -131,3 +137,27 @@ def test_extra_sync_ticks_never_start_a_second_tick_chain(rig: Rig) -> None:
     assert rig.status().counter("rounds_started") == 6
     rig.clock.advance(2.2)
     assert rig.status().counter("rounds_started") == 7
+
+
+class _SmallFrames:
+    """A connection stand-in whose frames hold 128 bytes; records what it sent."""
+
+    peer_id = P
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, Message]] = []
+
+    def _respond(self, request_id: int, reply: Message) -> None:
+        codec.encode(reply, max_size=128)  # InvalidArgument when it does not fit
+        self.sent.append((request_id, reply))
+
+
+def test_a_reply_too_large_to_send_becomes_an_error_reply() -> None:
+    conn = _SmallFrames()
+    event = Inbound(conn, DigestRequest((FULL_RANGE,)), 7)  # type: ignore[arg-type]
+    _respond(event, AppendOps((b"x" * 300,)))
+    assert len(conn.sent) == 1
+    request_id, reply = conn.sent[0]
+    assert request_id == 7
+    assert isinstance(reply, ErrorReply) and reply.error_type == "InvalidArgument"
+    assert "over the limit of 128" in reply.message

@@ -1389,6 +1389,16 @@ def _respond(event: Inbound, reply: Message) -> None:
         event.respond(reply)
     except TransportError as exc:
         _log.debug("event=respond_failed peer=%s error=%r", event.connection.peer_id, str(exc))
+    except AuraError as exc:
+        # The reply cannot be sent at all (it encodes over the frame limit): tell the
+        # peer so at once, rather than let it wait out its request timeout and retry.
+        _log.warning("event=reply_unsendable peer=%s error=%r", event.connection.peer_id, str(exc))
+        try:
+            event.respond(ErrorReply.from_exception(exc))
+        except AuraError as again:
+            _log.debug(
+                "event=respond_failed peer=%s error=%r", event.connection.peer_id, str(again)
+            )
 
 
 def _digests(reply: Any, expected: int) -> tuple[RangeDigest, ...]:
