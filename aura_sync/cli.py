@@ -179,7 +179,8 @@ def node(
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Keep the nodes' data here (default: a temporary directory, removed afterwards).",
+    help="Keep the nodes' data here, in a new or empty directory (default: a temporary "
+    "directory, removed afterwards).",
 )
 @click.option(
     "--timeout",

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+from rich.console import Console
+
+from aura_sync.node.demo import DemoOptions
+from aura_sync.node.demo import run_demo as run_demo_in_process
 
 BOOT = "import sys; from aura_sync.cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -41,3 +48,19 @@ def test_demo_with_forced_divergence_exits_non_zero() -> None:
     assert "FAILED" in out
     assert "diverge" in out
     assert elapsed < 60, out
+
+
+def test_demo_refuses_a_data_dir_left_by_an_earlier_run(tmp_path: Path) -> None:
+    # A journal from an earlier run would make the final op count wrong and the
+    # verdict "diverged" although the nodes agree: refuse up front, start nothing.
+    (tmp_path / "node-1").mkdir()
+    (tmp_path / "node-1" / "journal.sqlite3").write_bytes(b"")
+    out = io.StringIO()
+    result = run_demo_in_process(
+        DemoOptions(nodes=2, ops=10, data_dir=tmp_path, live=False),
+        Console(file=out, width=200),
+    )
+    assert not result.ok
+    assert result.error is not None and "node-1" in result.error
+    assert "already holds a journal" in result.error
+    assert not (tmp_path / "node-0").exists()  # no identity, no process: nothing started

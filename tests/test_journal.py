@@ -284,7 +284,7 @@ def test_sync_messages_validate_ids_ranges_and_batches() -> None:
         OpsRequest((b"short",))
     with pytest.raises(InvalidArgument, match=r"1\.\.128"):
         OpsRequest(tuple(op_id(ME, i, b"") for i in range(129)))
-    with pytest.raises(InvalidArgument, match="duplicate"):
+    with pytest.raises(InvalidArgument, match=r"duplicate|repeats id"):
         OpsRequest((op_id(ME, 0, b""),) * 2)
     with pytest.raises(InvalidArgument, match=r"1\.\.128"):
         PushOps(())

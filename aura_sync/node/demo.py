@@ -63,6 +63,7 @@ from aura_sync.infrastructure.capabilities import (
     generate_authority_keypair,
     issue_capability_token,
 )
+from aura_sync.protocols.journal import JOURNAL_FILE_NAME
 
 __all__ = ["DemoError", "DemoOptions", "DemoResult", "NodeOutcome", "run_demo"]
 
@@ -84,7 +85,8 @@ class DemoOptions:
     :param nodes: number of node processes (2..16).
     :param ops: operations written in total, spread over the nodes (>= 0).
     :param data_dir: parent directory of the nodes' data directories
-        (kept afterwards); None: a temporary directory, removed at the end.
+        (kept afterwards; the nodes' directories must not hold journals
+        yet); None: a temporary directory, removed at the end.
     :param timeout: hard deadline of the whole demo, seconds (> 0).
     :param sync_interval: seconds between each node's sync rounds (> 0).
     :param force_divergence: one node refuses to sync; the demo must fail.
@@ -405,6 +407,14 @@ class _Demo:
 
     def prepare(self) -> None:
         o = self.o
+        for i in range(o.nodes):  # the verdict counts the ops this run writes: start empty
+            journal = self.root / f"node-{i}" / JOURNAL_FILE_NAME
+            if journal.exists():
+                raise DemoError(
+                    f"node-{i}'s data directory {str(journal.parent)!r} already holds a "
+                    f"journal (an earlier demo run?); the demo needs empty data directories: "
+                    f"give a new --data-dir or remove that one"
+                )
         authority = generate_authority_keypair() if o.capabilities else None
         diverging = o.nodes - 1 if o.force_divergence else -1
         for i in range(o.nodes):
