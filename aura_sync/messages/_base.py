@@ -47,8 +47,11 @@ class Message:
 
     __slots__ = ()
     TAG: ClassVar[int] = 0
-    # Filled in lazily by the codec: (encode, decode) functions for this class.
-    _aura_codec: ClassVar[tuple[Callable[[Any], Any], Callable[[Any], Any]] | None] = None
+    # Filled in lazily by the codec: (to-wire, from-wire) functions for this class,
+    # and its whole encoded frame when that is a constant (a message without fields).
+    _aura_codec: ClassVar[
+        tuple[Callable[[Any], Any], Callable[[Any], Any], bytes | None] | None
+    ] = None
 
 
 @dataclass_transform(frozen_default=True)

@@ -41,6 +41,7 @@ MAX_FRAME_SIZE: Final = 1 << 20
 """Default maximum size of one encoded message, in bytes (1 MiB)."""
 
 _Conv = Callable[[Any], Any]
+_Codec = tuple[_Conv, _Conv, bytes | None]
 _unpackb = msgpack.unpackb
 
 
@@ -56,11 +57,13 @@ def encode(msg: Message, *, max_size: int = MAX_FRAME_SIZE) -> bytes:
         raise InvalidArgument(f"encode needs a Message, got {type(msg).__name__} {msg!r}") from None
     if codec is None:
         codec = _compile(type(msg))
-    try:
-        pack = _tls.pack
-    except AttributeError:
-        pack = _new_packer()
-    data: bytes = pack(codec[0](msg))
+    data = codec[2]
+    if data is None:
+        try:
+            pack = _tls.pack
+        except AttributeError:
+            pack = _new_packer()
+        data = pack(codec[0](msg))
     if len(data) > max_size:
         raise InvalidArgument(
             f"encoded {type(msg).__name__} is {len(data)} bytes, over the limit of {max_size}"
@@ -322,7 +325,21 @@ def _message_decoder(allowed: tuple[type[Message], ...], where: str) -> _Conv:
     names = " | ".join(a.__name__ for a in allowed)
 
     def dec_message(v: Any) -> Message:
-        msg = from_wire(v)
+        # from_wire inlined for the common case (a compiled tag); else the full path.
+        dec = None
+        if v.__class__ is tuple and v:
+            tag = v[0]
+            if tag.__class__ is int:
+                dec = _DECODERS_GET(tag)
+        if dec is None:
+            msg = from_wire(v)
+        else:
+            try:
+                msg = dec(v)
+            except DecodeError:
+                raise
+            except (AuraError, ValueError, TypeError, OverflowError) as exc:
+                raise DecodeError(f"invalid {_REGISTRY[v[0]].__name__}: {exc}") from None
         if not isinstance(msg, allowed):
             return _bad(where, names, msg)  # type: ignore[no-any-return]
         return msg
@@ -423,6 +440,13 @@ def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> l
             return [f"if {var} is not None:"] + ["    " + line for line in body]
     if typing.get_origin(tp) is tuple:
         targs = typing.get_args(tp)
+        if len(targs) == 2 and targs[1] is Ellipsis and _is_message_type(targs[0]):
+            ns[key] = _message_decoder((targs[0],), where + "[]")
+            return [
+                f"if {var}.__class__ is not tuple:",
+                f"    _bad({w}, 'array', {var})",
+                f"{var} = tuple([{key}(x_) for x_ in {var}])",
+            ]
         if len(targs) == 2 and targs[1] is Ellipsis and targs[0] in _PLAIN:
             name = targs[0].__name__
             return [
@@ -458,7 +482,7 @@ def _fast_init(cls: Any, names: list[str]) -> list[Any] | None:
     return setters
 
 
-def _compile(cls: type[Message]) -> tuple[_Conv, _Conv]:
+def _compile(cls: type[Message]) -> _Codec:
     """Generate and cache the (encode, decode) pair of ``cls``."""
     klass: Any = cls
     if not dataclasses.is_dataclass(klass):
@@ -499,7 +523,10 @@ def _compile(cls: type[Message]) -> tuple[_Conv, _Conv]:
     enc_src = f"def _enc(m):\n    return ({', '.join(enc_parts)},)\n"
     exec(enc_src, ns)  # generated from the class's own field list only
     exec("\n".join(dec_lines) + "\n", ns)
-    codec: tuple[_Conv, _Conv] = (ns["_enc"], ns["_dec"])
+    enc_fn, dec_fn = ns["_enc"], ns["_dec"]
+    # A message without fields always encodes to the same frame: keep it.
+    frame = None if fields else bytes(msgpack.packb(enc_fn(None), use_bin_type=True))
+    codec: _Codec = (enc_fn, dec_fn, frame)
     cls._aura_codec = codec
     if _REGISTRY_GET(cls.TAG) is cls:
         _DECODERS[cls.TAG] = codec[1]

@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 _U64_MAX: Final = 2**64 - 1
+_INF: Final = math.inf
 
 
 def _check_peer(value: object) -> None:
@@ -212,8 +213,11 @@ class PeerRate(Message):
     ops_per_second: float
 
     def __post_init__(self) -> None:
-        _check_peer(self.peer_id)
+        if self.peer_id.__class__ is not DeviceId:
+            _check_peer(self.peer_id)
         rate = self.ops_per_second
+        if rate.__class__ is float and 0.0 < rate < _INF:
+            return  # the common case, valid: no call
         if type(rate) is int:
             rate = float(rate)
             object.__setattr__(self, "ops_per_second", rate)
