@@ -671,3 +671,36 @@ def test_any_decode_failure_counts_as_a_malformed_frame(
     assert events.wait_for(_has(Disconnected))
     assert "malformed" in events.of(Disconnected)[0].reason
     assert server.stats().malformed_frames == 1
+
+
+def test_dialing_a_plaintext_server_is_refused(make: Callable[..., TcpTransport]) -> None:
+    refusals = Recorder()
+    dialer = make(on_refused=refusals)
+    server = socket.create_server(("127.0.0.1", 0))
+    received = bytearray()
+
+    def plaintext_peer() -> None:  # speaks the frame protocol without TLS
+        peer, _ = server.accept()
+        with peer:
+            peer.settimeout(5)
+            peer.sendall(encode_frame(codec.encode(Hello(PROTOCOL_VERSION, ""))))
+            with contextlib.suppress(OSError):
+                while chunk := peer.recv(65536):
+                    received.extend(chunk)
+
+    thread = threading.Thread(target=plaintext_peer, daemon=True)
+    thread.start()
+    try:
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(HandshakeFailed):
+            dialer.connect(DeviceId.from_int(7), address, timeout=5)
+        thread.join(5)
+        assert not thread.is_alive()  # the dialer hung up
+    finally:
+        server.close()
+    assert bytes(received[:1]) == b"\x16"  # all it ever sent was a TLS handshake record
+    assert codec.encode(Hello(PROTOCOL_VERSION, "")) not in received
+    assert dialer.stats().handshake_failures == 1
+    assert dialer.stats().connections_established == 0
+    assert refusals.wait_for(_has(Refusal))
+    assert refusals.of(Refusal)[0].kind is RefusalKind.HANDSHAKE
