@@ -5,10 +5,12 @@ and a crash that closes every connection of the dead incarnation."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 
 import pytest
 from test_actors_support import (  # noqa: F401  (fixture)
+    FakeConnection,
     FakeConnector,
     no_leftover_threads,
     peer,
@@ -22,12 +24,14 @@ from aura_sync.effects import ManualClock
 from aura_sync.errors import (
     AcquireTimeout,
     ActorCrashed,
+    AskTimeout,
     ConnectFailed,
     InvalidArgument,
     InvalidHandle,
     PoolExhausted,
     WrongType,
 )
+from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.connections import ConnectionState, PoolConfig, PoolStatistics
 from aura_sync.messages import Ack, ErrorReply
 from aura_sync.messages import pool as msgs
@@ -234,6 +238,34 @@ def test_an_asker_that_gave_up_does_not_get_a_connection(
     s = stats(client)
     assert s.idle == 1 and s.in_use == 1
     held[1].release()
+
+
+def test_an_asker_gone_before_its_acquire_is_handled_gets_nothing_lent(
+    clock: ManualClock, connector: FakeConnector
+) -> None:
+    gate, inside = threading.Event(), threading.Event()
+
+    class Slow(FakeConnector):
+        def connect(self, peer_id: DeviceId) -> FakeConnection:
+            if peer_id == A:
+                inside.set()
+                gate.wait(10.0)  # keeps the pool busy while the other asker gives up
+            return connector.connect(peer_id)
+
+    address = spawn(lambda: PoolActor(CONFIG, Slow(), clock=clock))
+    try:
+        first = threading.Thread(target=address.ask, args=(msgs.Acquire(A, 0.0), 10.0))
+        first.start()
+        assert inside.wait(5.0)
+        with pytest.raises(AskTimeout):  # handled only after this asker has gone
+            address.ask(msgs.Acquire(B, 0.0), timeout=0.05)
+        gate.set()
+        first.join(10.0)
+        s = address.ask(msgs.GetPoolStatistics())
+        assert (s.in_use, s.idle) == (1, 1)  # B's connection came back, unlent
+    finally:
+        gate.set()
+        address.stop()
 
 
 def test_scheduled_eviction(

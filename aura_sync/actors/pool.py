@@ -290,7 +290,8 @@ class PoolActor(FaultInjectionMixin, AuraActor):
         pool = self._pool
         peer_id = msg.peer_id
         if pool.can_acquire(peer_id):
-            return self._lend(pool.acquire(peer_id), local)
+            self._hand_over(slot, pool.acquire(peer_id), local)
+            return DEFERRED  # answered (or given back) through the slot just now
         timeout = self._config.acquire_timeout if msg.timeout is None else msg.timeout
         if timeout <= 0.0:
             return self._lend(pool.acquire(peer_id), local)  # raises PoolExhausted
@@ -315,6 +316,18 @@ class PoolActor(FaultInjectionMixin, AuraActor):
             handle.reused,
         )
         return ConnectionLease(acquired, connection) if local else acquired
+
+    def _hand_over(self, slot: ReplySlot, handle: ConnectionHandle, local: bool) -> bool:
+        """Lend ``handle`` through ``slot``; if the asker has gone, give it back.
+
+        Returns True if the asker got it.  An asker that timed out before
+        this actor reached its request would otherwise leave the connection
+        lent to nobody, for good.
+        """
+        if slot.set(self._lend(handle, local)):
+            return True
+        self._take_back(handle)
+        return False
 
     def _take_back(self, handle: ConnectionHandle) -> None:
         """Release a handle that was lent to nobody (its asker had gone)."""
@@ -379,10 +392,8 @@ class PoolActor(FaultInjectionMixin, AuraActor):
                 except AuraError as exc:  # ConnectFailed: this waiter's answer
                     waiter.slot.fail(exc)
                     continue
-                if not waiter.slot.set(self._lend(handle, waiter.local)):
-                    # The asker timed out in this very instant: give the connection back.
-                    self._take_back(handle)
-                    progress = True
+                if not self._hand_over(waiter.slot, handle, waiter.local):
+                    progress = True  # it was given back: someone else may use it
                     break
 
     def _forget(self, waiter: _Waiter) -> None:
