@@ -64,11 +64,14 @@ def check_child_id(value: object, name: str = "child_id") -> str:
     return value
 
 
+_U64_MAX = 2**64 - 1  # msgpack's largest unsigned int
+
+
 def _check_count(value: object, name: str) -> None:
     if type(value) is not int:
         raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 0:
-        raise InvalidArgument(f"{name} must be >= 0, got {value}")
+    if not 0 <= value <= _U64_MAX:
+        raise InvalidArgument(f"{name} must be in 0..2**64-1, got {value}")
 
 
 class ExitKind(enum.Enum):
@@ -150,7 +153,9 @@ class ChildExited(Message):
         if not isinstance(self.kind, ExitKind):
             raise WrongType(f"kind must be an ExitKind, got {self.kind!r}")
         if type(self.reason) is not str:
-            raise WrongType(f"reason must be a str, got {type(self.reason).__name__}")
+            raise WrongType(
+                f"reason must be a str, got {type(self.reason).__name__} {self.reason!r}"
+            )
 
 
 @message(0xA2)
@@ -277,7 +282,11 @@ class SupervisionEvent(Message):
     def __post_init__(self) -> None:
         if not isinstance(self.kind, EventKind):
             raise WrongType(f"kind must be an EventKind, got {self.kind!r}")
-        if self.child_id:
+        if type(self.child_id) is not str:
+            raise WrongType(
+                f"child_id must be a str, got {type(self.child_id).__name__} {self.child_id!r}"
+            )
+        if self.child_id:  # empty for supervisor-wide events
             check_child_id(self.child_id)
         _check_count(self.incarnation, "incarnation")
         for name in ("supervisor", "reason"):

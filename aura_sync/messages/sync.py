@@ -164,7 +164,13 @@ def _check_ids(value: object, name: str, low: int, high: int, *, ordered: bool) 
             if ids[i - 1] >= ids[i]:
                 raise InvalidArgument(f"{name} must be strictly ascending; item {i} is not")
     elif len(set(items)) != len(items):
-        raise InvalidArgument(f"{name} holds duplicate ids")
+        seen: set[object] = set()
+        for i, item in enumerate(items):
+            if item in seen:
+                raise InvalidArgument(
+                    f"{name} holds duplicate ids: {name}[{i}] repeats {item.hex()}"  # type: ignore[attr-defined]
+                )
+            seen.add(item)
 
 
 def _check_address(value: object, name: str, *, allow_empty: bool) -> str:
@@ -206,10 +212,22 @@ def fingerprint(sorted_ids: Iterable[bytes]) -> tuple[int, bytes]:
     followed by the count: equal iff the sets are equal (up to SHA-256
     collisions).  The caller guarantees the order (the journal lists ids
     sorted).
+
+    :param sorted_ids: an iterable of 32-byte ids, ascending.
+    :returns: ``(count, 32-byte fingerprint)``.
+    :raises WrongType, InvalidArgument: not an iterable of 32-byte ``bytes``
+        (naming the first bad item).
     """
+    given: object = sorted_ids
+    if isinstance(given, str | bytes | bytearray) or not isinstance(given, Iterable):
+        raise WrongType(
+            f"sorted_ids must be an iterable of 32-byte ids, got {type(given).__name__} {given!r}"
+        )
     h = hashlib.sha256(_RANGE_DOMAIN)
     count = 0
     for item in sorted_ids:
+        if type(item) is not bytes or len(item) != OP_ID_SIZE:
+            _check_id(item, f"sorted_ids[{count}]")
         h.update(item)
         count += 1
     h.update(count.to_bytes(8, "big"))
@@ -348,7 +366,11 @@ class IdRange(Message):
                 raise InvalidArgument(f"hi must be above lo, got lo={self.lo!r} hi={self.hi!r}")
 
     def contains(self, item: bytes) -> bool:
-        """Whether the id ``item`` lies in this range."""
+        """Whether the 32-byte id ``item`` lies in this range.
+
+        :raises WrongType, InvalidArgument: ``item`` is not 32 bytes.
+        """
+        _check_id(item, "item")
         return item >= self.lo and (self.hi is None or item < self.hi)
 
     def split(self, parts: int) -> tuple[IdRange, ...]:
@@ -514,9 +536,13 @@ class PeerExchange(Message):
 
     def __post_init__(self) -> None:
         _check_tuple(self.peers, "peers", 0, MAX_PEERS_PER_EXCHANGE, PeerAddress)
-        ids = {p.device_id for p in self.peers}
-        if len(ids) != len(self.peers):
-            raise InvalidArgument("peers holds the same device_id twice")
+        ids: set[DeviceId] = set()
+        for i, peer in enumerate(self.peers):
+            if peer.device_id in ids:
+                raise InvalidArgument(
+                    f"peers holds the same device_id twice: peers[{i}] repeats {peer.device_id}"
+                )
+            ids.add(peer.device_id)
 
 
 @message(0x00D2)

@@ -1,0 +1,126 @@
+"""Validation of the supervision, fault and sync messages and of the sync helpers:
+every bad field is an aura_sync error that names the field and the value, and a
+message that cannot be encoded is refused when it is built, not when it is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from aura_sync.errors import AuraError, InvalidArgument, WrongType
+from aura_sync.ids import DeviceId
+from aura_sync.messages import codec, sync
+from aura_sync.messages import supervision as sup
+
+P1 = DeviceId.from_int(1)
+ID = bytes(31) + b"\x07"
+
+BAD: list[tuple[str, Callable[[], object], type[AuraError], tuple[str, ...]]] = [
+    # counters travel as msgpack unsigned ints: 2**64 used to pass the check and
+    # then blow up in codec.encode with a bare OverflowError
+    (
+        "started incarnation",
+        lambda: sup.ChildStarted("a", 2**64),
+        InvalidArgument,
+        ("incarnation", str(2**64)),
+    ),
+    (
+        "exited incarnation",
+        lambda: sup.ChildExited("a", 2**64, sup.ExitKind.NORMAL, ""),
+        InvalidArgument,
+        ("incarnation", str(2**64)),
+    ),
+    (
+        "backoff token",
+        lambda: sup.BackoffElapsed("a", 2**64),
+        InvalidArgument,
+        ("token", str(2**64)),
+    ),
+    ("counts", lambda: sup.ChildCounts(2**64, 0, 0, 0), InvalidArgument, ("specs", str(2**64))),
+    (
+        "event incarnation",
+        lambda: sup.SupervisionEvent(sup.EventKind.STARTED, "s", "c", 2**64, "", 0.0),
+        InvalidArgument,
+        ("incarnation", str(2**64)),
+    ),
+    # a falsy non-str child_id skipped the check: None was encoded and could not be decoded
+    (
+        "event child None",
+        lambda: sup.SupervisionEvent(sup.EventKind.GAVE_UP, "s", None, 0, "", 0.0),  # type: ignore[arg-type]
+        WrongType,
+        ("child_id", "None"),
+    ),
+    (
+        "event child 0",
+        lambda: sup.SupervisionEvent(sup.EventKind.GAVE_UP, "s", 0, 0, "", 0.0),  # type: ignore[arg-type]
+        WrongType,
+        ("child_id", "0"),
+    ),
+    (
+        "event child b''",
+        lambda: sup.SupervisionEvent(sup.EventKind.GAVE_UP, "s", b"", 0, "", 0.0),  # type: ignore[arg-type]
+        WrongType,
+        ("child_id", "b''"),
+    ),
+    (
+        "exited reason",
+        lambda: sup.ChildExited("a", 1, sup.ExitKind.CRASHED, 5),  # type: ignore[arg-type]
+        WrongType,
+        ("reason", "5"),
+    ),
+    # public helpers of the sync messages used to leak bare TypeErrors or accept junk
+    ("contains str", lambda: sync.FULL_RANGE.contains("x"), WrongType, ("item", "'x'")),  # type: ignore[arg-type]
+    (
+        "contains short",
+        lambda: sync.FULL_RANGE.contains(b"\x01"),
+        InvalidArgument,
+        ("item", "32 bytes", "1"),
+    ),
+    ("fingerprint int", lambda: sync.fingerprint(5), WrongType, ("sorted_ids", "5")),  # type: ignore[arg-type]
+    ("fingerprint str", lambda: sync.fingerprint(["a"]), WrongType, ("sorted_ids[0]", "'a'")),  # type: ignore[list-item]
+    (
+        "fingerprint short",
+        lambda: sync.fingerprint([ID, b"\x01"]),
+        InvalidArgument,
+        ("sorted_ids[1]", "32 bytes", "1"),
+    ),
+    (
+        "exchange twice",
+        lambda: sync.PeerExchange((sync.PeerAddress(P1, "a:1"), sync.PeerAddress(P1, "b:1"))),
+        InvalidArgument,
+        ("peers[1]", str(P1)),
+    ),
+    ("ops request twice", lambda: sync.OpsRequest((ID, ID)), InvalidArgument, ("ids[1]", ID.hex())),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "needles"), [pytest.param(c, e, n, id=i) for i, c, e, n in BAD]
+)
+def test_bad_fields_raise_errors_naming_field_and_value(
+    call: Callable[[], object], exc: type[AuraError], needles: tuple[str, ...]
+) -> None:
+    with pytest.raises(exc) as info:
+        call()
+    for needle in needles:
+        assert needle in str(info.value), f"{needle!r} not in {str(info.value)!r}"
+
+
+def test_limits_themselves_are_accepted_and_round_trip() -> None:
+    top = 2**64 - 1
+    for msg in (
+        sup.ChildStarted("a", top),
+        sup.BackoffElapsed("a", top),
+        sup.ChildCounts(top, top, 0, top),
+        sup.SupervisionEvent(sup.EventKind.GAVE_UP, "s", "", top, "", 0.0),
+    ):
+        assert codec.decode(codec.encode(msg)) == msg
+
+
+def test_helpers_still_answer_for_valid_input() -> None:
+    assert sync.FULL_RANGE.contains(ID)
+    assert not sync.IdRange(b"\x01" * 32).contains(ID)
+    count, digest = sync.fingerprint(iter([ID]))
+    assert count == 1 and len(digest) == 32
+    assert sync.fingerprint([]) == sync.fingerprint(())
