@@ -101,6 +101,23 @@ def test_issue_validates_rights(authority: AuthorityKeyPair) -> None:
         issue_capability_token(authority.private_key, subject=b"x" * 16)  # type: ignore[arg-type]
 
 
+def test_issue_rejects_rights_that_are_not_iterable(authority: AuthorityKeyPair) -> None:
+    # used to escape as a bare TypeError from tuple()
+    with pytest.raises(WrongType, match=r"rights must be an iterable of str, got int 5"):
+        issue_capability_token(authority.private_key, rights=5)  # type: ignore[arg-type]
+
+
+def test_issue_refuses_a_token_too_large_to_verify(authority: AuthorityKeyPair) -> None:
+    # Minting used to succeed and hand out a token that every verifier refuses.
+    rights = [f"r{i:0>120}" for i in range(200)]
+    with pytest.raises(InvalidArgument, match=rf"token would be \d+ bytes.*{MAX_TOKEN_SIZE}"):
+        issue_capability_token(authority.private_key, rights=rights)
+    fits = rights[:100]
+    token = issue_capability_token(authority.private_key, rights=fits)
+    assert len(token) <= MAX_TOKEN_SIZE
+    assert len(verify_capability_token(token, authority.public_key, required_right=fits[0])) == 100
+
+
 def test_issued_token_grants_its_rights(authority: AuthorityKeyPair) -> None:
     token = issue_capability_token(
         authority.private_key, rights=("sync:request_digest", "sync:push", "sync:push")

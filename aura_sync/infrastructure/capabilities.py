@@ -149,14 +149,14 @@ def issue_capability_token(
         fails.  ``None`` mints a bearer token valid for whoever presents it.
     :returns: the serialized token.
     :raises WrongType: an argument of the wrong type.
-    :raises InvalidArgument: a wrong key length, no rights, or a malformed right.
+    :raises InvalidArgument: a wrong key length, no rights, a malformed right,
+        or rights too many for a token of at most :data:`MAX_TOKEN_SIZE` bytes.
     """
     _check_key_bytes(authority_private_key, "authority_private_key")
-    if isinstance(rights, str | bytes):
-        raise WrongType(
-            f"rights must be an iterable of str, got {type(rights).__name__} {rights!r}"
-        )
-    rights_tuple = tuple(rights)
+    given: object = rights
+    if isinstance(given, str | bytes) or not isinstance(given, Iterable):
+        raise WrongType(f"rights must be an iterable of str, got {type(given).__name__} {given!r}")
+    rights_tuple = tuple(given)
     if not rights_tuple:
         raise InvalidArgument("rights must name at least one right, got ()")
     for right in rights_tuple:
@@ -173,8 +173,14 @@ def issue_capability_token(
         builder.add_code("right({r});", {"r": right})
     if subject is not None:
         builder.add_code("subject({s});", {"s": subject.raw})
-    token = builder.build(_private_key(authority_private_key))
-    return bytes(token.to_bytes())
+    token = bytes(builder.build(_private_key(authority_private_key)).to_bytes())
+    if len(token) > MAX_TOKEN_SIZE:
+        # a token no verifier accepts is useless: refuse to mint it
+        raise InvalidArgument(
+            f"the token would be {len(token)} bytes, over MAX_TOKEN_SIZE={MAX_TOKEN_SIZE}: "
+            f"too many or too long rights ({len(rights_tuple)} given)"
+        )
+    return token
 
 
 def verify_capability_token(
