@@ -12,6 +12,8 @@ on a condition with a timeout.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from test_actors_support import (  # noqa: F401  (fixture)
@@ -21,13 +23,22 @@ from test_actors_support import (  # noqa: F401  (fixture)
     wait_until,
 )
 
+from aura_sync.actors import DEFERRED, AuraActor, LocalMessage, ReplySlot, handles, spawn
 from aura_sync.actors.clients import PoolClient
 from aura_sync.effects import ManualClock
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.connections import PoolConfig
 from aura_sync.infrastructure.peers import PeerStatus
-from aura_sync.messages import ErrorReply, Message, codec
+from aura_sync.messages import Ack, ErrorReply, Message, codec
 from aura_sync.messages.faults import InjectCrash
+from aura_sync.messages.peers import (
+    EndSyncSession,
+    GetPeerTable,
+    PeerTableReply,
+    SelectedPeers,
+    SelectSyncPeers,
+    StartSyncSession,
+)
 from aura_sync.messages.sync import FULL_RANGE, DigestRequest
 from aura_sync.protocols.anti_entropy import (
     AddressBook,
@@ -36,6 +47,7 @@ from aura_sync.protocols.anti_entropy import (
     AppendOps,
     ConnectionRegistry,
     GetSyncStatus,
+    OpsAppended,
     SyncStatus,
     SyncTick,
     _respond,
@@ -161,3 +173,82 @@ def test_a_reply_too_large_to_send_becomes_an_error_reply() -> None:
     assert request_id == 7
     assert isinstance(reply, ErrorReply) and reply.error_type == "InvalidArgument"
     assert "over the limit of 128" in reply.message
+
+
+@dataclass(frozen=True, slots=True)
+class _AnswerHeld(LocalMessage):
+    """Tell the slow peer manager to answer the StartSyncSession asks it holds."""
+
+
+class _SlowPeerManager(AuraActor):
+    """Selects P, holds StartSyncSession asks until told, records EndSyncSession."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[ReplySlot] = []
+        self.ended: list[EndSyncSession] = []
+
+    @handles(GetPeerTable)
+    def _table(self, msg: GetPeerTable) -> PeerTableReply:
+        return PeerTableReply((), None)
+
+    @handles(SelectSyncPeers)
+    def _select(self, msg: SelectSyncPeers) -> SelectedPeers:
+        return SelectedPeers((P,))
+
+    @handles(StartSyncSession)
+    def _start(self, msg: StartSyncSession) -> Any:
+        slot = self.current_reply()
+        assert slot is not None
+        self.held.append(slot)
+        return DEFERRED
+
+    @handles(_AnswerHeld)
+    def _answer(self, msg: _AnswerHeld) -> None:
+        for slot in self.held:
+            slot.set(Ack())  # a session opened, as a real peer manager would
+
+    @handles(EndSyncSession)
+    def _end(self, msg: EndSyncSession) -> None:
+        self.ended.append(msg)
+
+    @handles(GetSyncStatus)
+    def _counts(self, msg: GetSyncStatus) -> OpsAppended:  # (held, ended, 0) for the test
+        return OpsAppended(len(self.held), len(self.ended), 0)
+
+
+def test_a_session_opened_after_the_ask_timed_out_is_ended() -> None:
+    clock = ManualClock()
+    infra = Infrastructure.start(connector=FakeConnector(), clock=clock)
+    slow = spawn(_SlowPeerManager())
+    journal = Journal.open(":memory:", author=DeviceId.from_int(1))
+    config = AntiEntropyConfig(max_cached_skips=0, sync_interval=1000.0, ask_timeout=5.0)
+    ae = spawn(
+        AntiEntropyActor(
+            config,
+            journal=journal,
+            peer_manager=slow,
+            rate_limiter=infra.rate_limiter.address,
+            pool=infra.pool.address,
+            cache=infra.cache.address,
+            connections=ConnectionRegistry(),
+            addresses=AddressBook(),
+            clock=clock,
+        )
+    )
+    try:
+        ae.tell(SyncTick())
+        wait_until(lambda: slow.ask(GetSyncStatus()).added == 1, what="the held session start")
+        clock.advance(5.0)  # the anti-entropy actor stops waiting for it
+        wait_until(
+            lambda: ae.ask(GetSyncStatus()).counter("rounds_failed") == 1, what="the failure"
+        )
+        slow.tell(_AnswerHeld())  # ... and only now is the session opened
+        wait_until(lambda: slow.ask(GetSyncStatus()).own_ops == 1, what="the session ended")
+        ended = slow.ask(GetSyncStatus())
+        assert (ended.added, ended.own_ops) == (1, 1)
+    finally:
+        ae.stop()
+        slow.stop()
+        infra.stop()
+        journal.close()

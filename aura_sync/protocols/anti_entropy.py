@@ -524,9 +524,11 @@ class _ResumeSlot(ReplySlot):
     Once its task is abandoned (the incarnation stopped or crashed) the slot
     is ``orphaned``: a reply that still comes gives back what it obtained
     (:func:`_give_back`) instead of resuming a task that no longer exists.
+    Once the ask has ``timed_out``, a reply that comes after all is given
+    back the same way (the pool gives back its own loans: it sees the refusal).
     """
 
-    __slots__ = ("_ask", "_owner", "_step", "_task", "orphaned")
+    __slots__ = ("_ask", "_owner", "_step", "_task", "orphaned", "timed_out")
 
     def __init__(self, owner: ActorAddress, task: int, step: int, ask: _Ask) -> None:
         super().__init__()
@@ -535,6 +537,14 @@ class _ResumeSlot(ReplySlot):
         self._step = step
         self._ask = ask
         self.orphaned = False
+        self.timed_out = False
+
+    def set(self, reply: Any) -> bool:
+        if super().set(reply):
+            return True
+        if self.timed_out and not isinstance(reply, Acquired):
+            _give_back(self._ask, reply)  # e.g. a session opened after we stopped waiting
+        return False
 
     def _deliver(self, reply: Any) -> None:
         if self.orphaned:
@@ -797,6 +807,7 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
             task.slot = slot
 
             def expire() -> None:
+                slot.timed_out = True
                 slot.set(
                     ErrorReply(
                         "AskTimeout",
