@@ -371,6 +371,20 @@ def test_connector_failure_is_a_clear_error_and_changes_nothing() -> None:
     assert connector.made[0].closes == 0  # B's idle connection was not sacrificed
 
 
+def test_connector_failure_after_dropping_an_expired_idle_connection() -> None:
+    # The one change a failed acquire makes: an expired idle connection of the
+    # same peer met on the way is closed and counted (it could never be handed out).
+    pool, connector, clock = make_pool(idle_timeout=5.0)
+    pool.release(PEER_A, pool.acquire(PEER_A))
+    clock.advance(5.0)
+    connector.fail = ConnectionRefusedError("refused")
+    with pytest.raises(ConnectFailed):
+        pool.acquire(PEER_A)
+    stats = pool.statistics()
+    assert (stats.total, stats.connections_created, stats.connections_evicted) == (0, 1, 1)
+    assert connector.made[0].closes == 1
+
+
 def test_connector_returning_a_non_connection_is_rejected() -> None:
     class BadConnector:
         def connect(self, peer_id: DeviceId) -> object:

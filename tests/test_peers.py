@@ -798,3 +798,18 @@ def test_peer_id_replies_refuse_duplicates(cls: Callable[[tuple[DeviceId, ...]],
     with pytest.raises(InvalidArgument, match=r"\[2\].*00000000-0000-0000-0000-000000000001"):
         cls((P1, P2, P1))
     cls((P1, P2))
+
+
+def test_transition_table_is_the_documented_one() -> None:
+    # The other status-machine tests take their expectations from ALLOWED_TRANSITIONS
+    # itself, so a wrong entry there could not fail them: pin the documented table.
+    expected = {
+        S.DISCOVERED: {S.CONNECTING, S.CONNECTED, S.FAILED, S.REMOVED},
+        S.CONNECTING: {S.CONNECTED, S.DISCONNECTED, S.FAILED, S.REMOVED},
+        S.CONNECTED: {S.DEGRADED, S.DISCONNECTED, S.FAILED, S.REMOVED},
+        S.DEGRADED: {S.CONNECTED, S.DISCONNECTED, S.FAILED, S.REMOVED},
+        S.DISCONNECTED: {S.CONNECTING, S.CONNECTED, S.REMOVED},
+        S.FAILED: {S.CONNECTING, S.CONNECTED, S.REMOVED},
+        S.REMOVED: set(),
+    }
+    assert {status: set(targets) for status, targets in ALLOWED_TRANSITIONS.items()} == expected

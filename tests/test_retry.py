@@ -152,6 +152,25 @@ def test_full_jitter_actually_varies() -> None:
     assert max(samples) <= 4.0
 
 
+def test_equal_and_decorrelated_jitter_actually_vary_over_their_range() -> None:
+    # The bound checks alone pass for a jitter that returns v (or v/2, or base)
+    # every time: these samples must spread over the documented interval.
+    rng = SeededRng(11)
+    equal = RetryPolicy.exponential().with_initial_delay(1).with_jitter(Jitter.EQUAL)
+    samples = [equal.next_delay(2, rng=rng) for _ in range(200)]  # v = 4: U(2, 4)
+    assert len(set(samples)) > 100
+    assert min(samples) < 2.2 and max(samples) > 3.8
+    decorrelated = (
+        RetryPolicy.exponential()
+        .with_initial_delay(1)
+        .with_max_delay(100)
+        .with_jitter(Jitter.DECORRELATED)
+    )
+    samples = [decorrelated.next_delay(0, 10.0, rng) for _ in range(200)]  # U(1, 30)
+    assert len(set(samples)) > 100
+    assert min(samples) < 3.0 and max(samples) > 28.0
+
+
 def test_decorrelated_jitter_uses_previous_delay() -> None:
     policy = (
         RetryPolicy.exponential()

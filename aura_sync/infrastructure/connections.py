@@ -39,7 +39,9 @@ Rules
       the idle connection is only closed once the new one is open, so a
       connector failure changes nothing.
     * A connector failure raises :class:`~aura_sync.errors.ConnectFailed`
-      (the cause chained) and leaves the pool and its counters unchanged.
+      (the cause chained) and opens, lends and reclaims nothing; the only
+      change it leaves is the closing (and counting) of expired or broken idle
+      connections of that peer met on the way, which could never be handed out.
     * A handle is released at most once; a second release, or a handle of
       another pool, raises :class:`~aura_sync.errors.InvalidHandle`.  After
       :meth:`close_all` closed an in-use connection, releasing its handle is
@@ -440,8 +442,9 @@ class ConnectionPool:
         Raises :class:`~aura_sync.errors.PoolExhausted` when a limit is
         reached (counted in ``connection_limit_hits``),
         :class:`~aura_sync.errors.ConnectFailed` when the connector fails
-        (nothing changes), :class:`~aura_sync.errors.WrongType` on a bad
-        ``peer_id``.
+        (nothing is opened, lent or reclaimed; bad idle connections of the
+        peer met on the way stay closed),
+        :class:`~aura_sync.errors.WrongType` on a bad ``peer_id``.
         """
         _check_peer(peer_id)
         now = self._clock.now()
