@@ -135,6 +135,8 @@ class DeviceId:
 
 
 _new_object = object.__new__
+# The setter of the ``_raw`` slot.  Private: for _trusted_device_id, and for the
+# codec's generated decoders, which inline the same two steps after their checks.
 _set_raw: Any = DeviceId.__dict__["_raw"].__set__
 
 

@@ -30,7 +30,7 @@ from typing import Any, Final
 import msgpack
 
 from aura_sync.errors import AuraError, DecodeError, InvalidArgument
-from aura_sync.ids import DeviceId, _trusted_device_id
+from aura_sync.ids import DeviceId, _set_raw, _trusted_device_id
 from aura_sync.messages._base import _REGISTRY, Message
 
 _REGISTRY_GET = _REGISTRY.get
@@ -253,7 +253,7 @@ def _decoder(tp: Any, where: str) -> _Conv:
 
         def dec_device_id(v: Any) -> DeviceId:
             if type(v) is bytes and len(v) == 16:
-                return DeviceId(v)
+                return _trusted_device_id(v)
             return _bad(where, "16-byte DeviceId", v)  # type: ignore[no-any-return]
 
         return dec_device_id
@@ -381,9 +381,9 @@ def _enc_expr(tp: Any, expr: str, ns: dict[str, Any], key: str) -> str:
             item = targs[0]
             if item is DeviceId:
                 return f"tuple([x._raw for x in {expr}])"
-            if _is_message_type(item):
-                ns["_to_wire"] = to_wire
-                return f"tuple([_to_wire(x) for x in {expr}])"
+            if _is_message_type(item):  # to_wire inlined
+                ns["_compile"] = _compile
+                return f"tuple([(x._aura_codec or _compile(type(x)))[0](x) for x in {expr}])"
     ns[key] = enc
     return f"{key}({expr})"
 
@@ -409,11 +409,15 @@ def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> l
     if tp is type(None):
         return [f"if {var} is not None:", f"    _bad({w}, 'nil', {var})"]
     if tp is DeviceId:
-        ns["_device_id"] = _trusted_device_id
+        # ids._trusted_device_id inlined: the bytes and the length are checked here.
+        ns["_DeviceId"] = DeviceId
+        ns["_set_raw"] = _set_raw
         return [
             f"if {var}.__class__ is not bytes or len({var}) != 16:",
             f"    _bad({w}, '16-byte DeviceId', {var})",
-            f"{var} = _device_id({var})",
+            "d_ = _new(_DeviceId)",
+            f"_set_raw(d_, {var})",
+            f"{var} = d_",
         ]
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         by_int = {m.value: m for m in tp if type(m.value) is int}
