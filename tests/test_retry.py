@@ -8,7 +8,7 @@ import dataclasses
 import math
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -627,6 +627,36 @@ def test_execute_with_result_async_and_shortcut() -> None:
 def test_execute_async_needs_an_awaitable() -> None:
     with pytest.raises(WrongType, match="awaitable"):
         asyncio.run(RetryPolicy().execute_async(lambda: 5, clock=ManualClock()))  # type: ignore[arg-type,return-value]
+
+
+def test_execute_async_retries_a_callable_that_raises_before_returning_an_awaitable() -> None:
+    # fn may be any callable returning an awaitable; one that raises at once
+    # made a failed attempt like any other, but the error escaped unretried.
+    clock = ManualClock()
+    calls = 0
+
+    def flaky() -> Awaitable[str]:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionError(f"refused {calls}")
+
+        async def ok() -> str:
+            return "ok"
+
+        return ok()
+
+    result = asyncio.run(RetryPolicy().execute_with_result_async(flaky, clock=clock))
+    assert (result.value, result.attempts, calls) == ("ok", 3, 3)
+    assert clock.now() == pytest.approx(0.1 + 0.2)
+    boom = ValueError("not retryable")
+
+    def bad() -> Awaitable[str]:
+        raise boom
+
+    with pytest.raises(ValueError) as info:
+        asyncio.run(RetryPolicy().with_retry_on(OSError).execute_async(bad, clock=clock))
+    assert info.value is boom
 
 
 def test_async_cancellation_is_not_retried() -> None:

@@ -884,7 +884,8 @@ class RetryPolicy:
         """Await ``fn()`` until it succeeds, sleeping with ``clock.sleep_async``.
 
         Same contract as :meth:`execute`; ``fn`` is a coroutine function (or
-        any callable returning an awaitable).
+        any callable returning an awaitable; an exception raised by the call
+        itself, before any await, is a failed attempt like any other).
 
         :raises WrongType: ``fn`` is not callable or returns a non-awaitable.
         """
@@ -902,14 +903,16 @@ class RetryPolicy:
         _check_fn(fn, want_async=True)
         run = _Run(self, _check_clock(clock), _check_rng(rng))
         while True:
-            pending = fn()
-            if not inspect.isawaitable(pending):
+            try:
+                pending = fn()  # a plain callable may raise before any await
+                if not inspect.isawaitable(pending):
+                    raise _NotAwaitable(pending)
+                value = await pending
+            except _NotAwaitable as bad:
                 raise WrongType(
                     f"fn must return an awaitable in execute_async, got "
-                    f"{type(pending).__name__} {pending!r} from {fn!r}"
-                )
-            try:
-                value = await pending
+                    f"{type(bad.value).__name__} {bad.value!r} from {fn!r}"
+                ) from None
             except Exception as exc:
                 decision = run.failed(exc)
                 if not decision.should_retry:
@@ -923,6 +926,14 @@ class RetryPolicy:
                 run.waited(decision.delay)
             else:
                 return run.success(value)
+
+
+class _NotAwaitable(Exception):
+    """Internal: ``fn`` returned a non-awaitable (a caller bug, never retried)."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
 
 
 class _Run:
