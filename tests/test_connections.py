@@ -4,6 +4,7 @@ pool messages."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -575,3 +576,63 @@ def test_reclaimed_idle_connection_is_forgotten_by_its_peer() -> None:
     with pytest.raises(PoolExhausted, match="none idle"):
         pool.acquire(PEER_B)
     assert pool.peer_connections(PEER_B) == 1
+
+
+# --- value types validate themselves ---------------------------------------------------
+
+
+def _meta(**changes: object) -> ConnectionMetadata:
+    fields: dict[str, object] = {
+        "connection_id": 1,
+        "peer_id": PEER_A,
+        "session_id": None,
+        "established_at": 1.0,
+        "last_used": 2.0,
+        "reuse_count": 0,
+        "state": ConnectionState.IDLE,
+        "healthy": True,
+    }
+    fields.update(changes)
+    return ConnectionMetadata(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "exc", "words"),
+    [
+        ({"connection_id": 0}, InvalidArgument, ["connection_id", "0"]),
+        ({"connection_id": True}, WrongType, ["connection_id", "True"]),
+        ({"peer_id": b"\x01" * 16}, WrongType, ["peer_id", "bytes"]),
+        ({"session_id": 5}, WrongType, ["session_id", "5"]),
+        ({"established_at": math.nan}, InvalidArgument, ["established_at", "nan"]),
+        ({"last_used": "now"}, WrongType, ["last_used", "'now'"]),
+        ({"reuse_count": -1}, InvalidArgument, ["reuse_count", "-1"]),
+        ({"state": "idle"}, WrongType, ["state", "'idle'"]),
+        ({"healthy": 1}, WrongType, ["healthy", "1"]),
+    ],
+)
+def test_connection_metadata_validates_its_fields(
+    changes: dict[str, object], exc: type[Exception], words: list[str]
+) -> None:
+    # A public frozen value type used to accept anything.
+    with pytest.raises(exc) as info:
+        _meta(**changes)
+    for word in words:
+        assert word in str(info.value)
+    assert _meta(established_at=3).established_at == 3.0  # int seconds become float
+
+
+@pytest.mark.parametrize(
+    ("changes", "exc", "words"),
+    [
+        ({"connections_created": -1}, InvalidArgument, ["connections_created", "-1"]),
+        ({"waits": True}, WrongType, ["waits", "True"]),
+        ({"total": 1.0}, WrongType, ["total", "1.0"]),
+    ],
+)
+def test_pool_statistics_validate_their_counters(
+    changes: dict[str, object], exc: type[Exception], words: list[str]
+) -> None:
+    with pytest.raises(exc) as info:
+        PoolStatistics(**changes)  # type: ignore[arg-type]
+    for word in words:
+        assert word in str(info.value)

@@ -59,9 +59,11 @@ Layer: cores (plain synchronous single-threaded class; no sleeping).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from types import TracebackType
@@ -186,6 +188,22 @@ class PoolConfig:
             )
 
 
+def _check_counter(value: object, name: str, minimum: int = 0) -> int:
+    if type(value) is not int:
+        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise InvalidArgument(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_clock_time(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WrongType(f"{name} must be clock seconds, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise InvalidArgument(f"{name} must be finite clock seconds, got {value!r}")
+    return float(value)
+
+
 class ConnectionState(enum.Enum):
     """Where a connection is in its life (see the module docstring)."""
 
@@ -202,6 +220,9 @@ class ConnectionMetadata:
     ``session_id`` (the transport's, or None), ``established_at`` and
     ``last_used`` (clock seconds), ``reuse_count`` (times handed out again
     after the first), ``state``, ``healthy`` (the last health result).
+
+    Raises :class:`~aura_sync.errors.WrongType` /
+    :class:`~aura_sync.errors.InvalidArgument` naming a bad field and value.
     """
 
     connection_id: int
@@ -212,6 +233,26 @@ class ConnectionMetadata:
     reuse_count: int
     state: ConnectionState
     healthy: bool
+
+    def __post_init__(self) -> None:
+        _check_counter(self.connection_id, "connection_id", 1)
+        _check_peer(self.peer_id)
+        if self.session_id is not None and type(self.session_id) is not str:
+            raise WrongType(
+                f"session_id must be a str or None, got {type(self.session_id).__name__} "
+                f"{self.session_id!r}"
+            )
+        for name in ("established_at", "last_used"):
+            object.__setattr__(self, name, _check_clock_time(getattr(self, name), name))
+        _check_counter(self.reuse_count, "reuse_count")
+        if type(self.state) is not ConnectionState:
+            raise WrongType(
+                f"state must be a ConnectionState, got {type(self.state).__name__} {self.state!r}"
+            )
+        if type(self.healthy) is not bool:
+            raise WrongType(
+                f"healthy must be a bool, got {type(self.healthy).__name__} {self.healthy!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +274,7 @@ class PoolStatistics:
         idle, in_use, total (= idle + in_use): open connections now.
 
     ``connections_created - connections_closed == total`` always holds.
+    Every field is an int >= 0 (else ``WrongType`` / ``InvalidArgument``).
     """
 
     connections_created: int = 0
@@ -247,6 +289,10 @@ class PoolStatistics:
     idle: int = 0
     in_use: int = 0
     total: int = 0
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            _check_counter(getattr(self, field.name), field.name)
 
 
 # --- internals --------------------------------------------------------------------------
