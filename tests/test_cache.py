@@ -436,3 +436,21 @@ def test_messages_drive_a_manager_like_an_actor_would() -> None:
     restored = CacheManager()
     restored.restore(msgs.RestoreCacheFloors.from_snapshot(snap.to_snapshot()).to_snapshot())
     assert restored.epoch_floor("a") == 5
+
+
+@pytest.mark.parametrize(
+    ("changes", "exc", "words"),
+    [
+        ({"hits": -1}, InvalidArgument, ["hits", "-1"]),
+        ({"tracked_keys": True}, WrongType, ["tracked_keys", "True"]),
+        ({"misses": 2.0}, WrongType, ["misses", "2.0"]),
+    ],
+)
+def test_cache_statistics_validate_their_counters(
+    changes: dict[str, object], exc: type[Exception], words: list[str]
+) -> None:
+    # A public frozen value type used to accept anything.
+    with pytest.raises(exc) as info:
+        CacheStatistics(**changes)  # type: ignore[arg-type]
+    for word in words:
+        assert word in str(info.value)

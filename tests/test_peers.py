@@ -813,3 +813,21 @@ def test_transition_table_is_the_documented_one() -> None:
         S.REMOVED: set(),
     }
     assert {status: set(targets) for status, targets in ALLOWED_TRANSITIONS.items()} == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "exc", "words"),
+    [
+        ((-1, 0, 0, 0, 0), InvalidArgument, ["total_tracked", "-1"]),
+        ((0, True, 0, 0, 0), WrongType, ["connected_peers", "True"]),
+        ((0, 0, 0, 0, 1.5), WrongType, ["total_active_sessions", "1.5"]),
+    ],
+)
+def test_peer_statistics_validate_their_counts(
+    values: tuple[object, ...], exc: type[Exception], words: list[str]
+) -> None:
+    # A public frozen value type used to accept anything.
+    with pytest.raises(exc) as info:
+        PeerManagerStatistics(*values)  # type: ignore[arg-type]
+    for word in words:
+        assert word in str(info.value)

@@ -223,6 +223,8 @@ class CacheStatistics:
         rejected_writes: :meth:`~CacheManager.put` calls refused because the
             value was already stale (below its key's floor) or older than the
             stored one, or the store is disabled.
+
+    Every field is an int >= 0 (else ``WrongType`` / ``InvalidArgument``).
     """
 
     total_invalidations: int = 0
@@ -234,6 +236,10 @@ class CacheStatistics:
     floor_evictions: int = 0
     stored_values: int = 0
     rejected_writes: int = 0
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            _check_count(getattr(self, name), name, 0)
 
 
 # --- the tracker ----------------------------------------------------------------------

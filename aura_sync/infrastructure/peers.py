@@ -399,6 +399,8 @@ class PeerManagerStatistics:
     :param available_peers: peers for which :meth:`PeerManager.is_peer_available` holds.
     :param peers_with_sync_capability: non-REMOVED peers holding the sync capability.
     :param total_active_sessions: sync sessions in progress, over all peers.
+
+    Every field is an int >= 0 (else ``WrongType`` / ``InvalidArgument``).
     """
 
     total_tracked: int
@@ -406,6 +408,10 @@ class PeerManagerStatistics:
     available_peers: int
     peers_with_sync_capability: int
     total_active_sessions: int
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            _check_int(getattr(self, name), name, 0)
 
 
 @dataclass(frozen=True, slots=True)
