@@ -451,6 +451,31 @@ def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> l
                 f"    _bad({w}, 'array', {var})",
                 f"{var} = tuple([{key}(x_) for x_ in {var}])",
             ]
+        if len(targs) == 2 and targs[1] is Ellipsis and targs[0] is DeviceId:
+            ns["_DeviceId"] = DeviceId
+            ns["_set_raw"] = _set_raw
+            return [
+                f"if {var}.__class__ is not tuple:",
+                f"    _bad({w}, 'array', {var})",
+                "l_ = []",
+                f"for x_ in {var}:",
+                "    if x_.__class__ is not bytes or len(x_) != 16:",
+                f"        _bad({where + '[]'!r}, '16-byte DeviceId', x_)",
+                "    d_ = _new(_DeviceId)",
+                "    _set_raw(d_, x_)",
+                "    l_.append(d_)",
+                f"{var} = tuple(l_)",
+            ]
+        if len(targs) == 2 and targs[1] is Ellipsis and _plain_fixed(targs[0]):
+            item_args = typing.get_args(targs[0])
+            return [
+                f"if {var}.__class__ is not tuple:",
+                f"    _bad({w}, 'array', {var})",
+                f"for x_ in {var}:",
+                *["    " + line for line in _fixed_lines(item_args, "x_", where + "[]")],
+            ]
+        if _plain_fixed(tp):
+            return _fixed_lines(targs, var, where)
         if len(targs) == 2 and targs[1] is Ellipsis and targs[0] in _PLAIN:
             name = targs[0].__name__
             return [
@@ -462,6 +487,31 @@ def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> l
             ]
     ns[key] = _decoder(tp, where)
     return [f"{var} = {key}({var})"]
+
+
+def _plain_fixed(tp: Any) -> bool:
+    """Whether ``tp`` is a fixed tuple of plain types (``tuple[str, int]``)."""
+    if typing.get_origin(tp) is not tuple:
+        return False
+    targs = typing.get_args(tp)
+    return bool(targs) and Ellipsis not in targs and all(a in _PLAIN for a in targs)
+
+
+def _fixed_lines(targs: tuple[Any, ...], var: str, where: str) -> list[str]:
+    """Check lines for a fixed tuple of plain types held in ``var`` (kept as it is)."""
+    n = len(targs)
+    items = [f"y{j}_" for j in range(n)]
+    lines = [
+        f"if {var}.__class__ is not tuple or len({var}) != {n}:",
+        f"    _bad({where!r}, 'array of {n}', {var})",
+        f"{', '.join(items)}, = {var}",
+    ]
+    for j, a in enumerate(targs):
+        lines += [
+            f"if {items[j]}.__class__ is not {a.__name__}:",
+            f"    _bad({f'{where}[{j}]'!r}, {a.__name__!r}, {items[j]})",
+        ]
+    return lines
 
 
 def _fast_init(cls: Any, names: list[str]) -> list[Any] | None:
