@@ -297,9 +297,15 @@ def status(addr: str, as_json: bool, timeout: float) -> None:
         raise SystemExit(1) from None
     try:
         doc = json.loads(body)
-    except json.JSONDecodeError:
-        click.echo(f"aura-sync status: {addr} did not answer with JSON", err=True)
-        raise SystemExit(1) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        doc = None
+    if not isinstance(doc, dict) or "status" not in doc:
+        click.echo(
+            f"aura-sync status: {addr} did not answer with an aura-sync health document "
+            f"(is it a node's metrics address?)",
+            err=True,
+        )
+        raise SystemExit(1)
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:

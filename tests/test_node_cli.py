@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,30 @@ def test_metrics_port_in_use_names_the_key_and_the_port(
         assert main([*args, "--metrics-port", str(port)]) == 2
     err = capsys.readouterr().err
     assert "metrics_port" in err and str(port) in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("body", [b"[]", b"not json", b'{"hello": 1}'])
+def test_status_of_something_that_is_not_a_node(
+    capsys: pytest.CaptureFixture[str], body: bytes
+) -> None:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert main(["status", f"127.0.0.1:{server.server_address[1]}"]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    err = capsys.readouterr().err
+    assert "not" in err and "health document" in err and "Traceback" not in err
