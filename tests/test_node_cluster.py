@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,7 @@ from aura_sync.messages.sync import (
     PresentCapability,
 )
 from aura_sync.node.config import load_config
-from aura_sync.node.node import Node
+from aura_sync.node.node import Node, run_node
 from aura_sync.transport import TcpTransport
 from aura_sync.transport._frames import encode_frame
 
@@ -227,3 +228,45 @@ def test_a_failing_stop_step_still_closes_the_transport_and_the_journal(tmp_path
     finally:
         root.stop = real_stop  # type: ignore[method-assign]
         real_stop(5.0)
+
+
+def test_a_dead_transport_loop_fails_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_iterate = TcpTransport._iterate
+    boom = threading.Event()
+
+    def iterate(self: TcpTransport) -> None:
+        if boom.is_set():
+            raise RuntimeError("the selector broke")
+        real_iterate(self)
+
+    monkeypatch.setattr(TcpTransport, "_iterate", iterate)
+    ready = tmp_path / "ready.json"
+
+    def break_when_ready() -> None:
+        wait_until(ready.exists, 30, "the node to be ready")
+        boom.set()
+
+    breaker = threading.Thread(target=break_when_ready, daemon=True)
+    breaker.start()
+    config = load_config(
+        None, {"data_dir": str(tmp_path / "n"), "listen": "127.0.0.1:0", "log_level": "ERROR"}
+    )
+    assert run_node(config, ready_file=ready) == 1  # a deaf node must not look alive
+    breaker.join(5)
+
+
+def test_a_dead_transport_loop_shows_in_health(nodes: Cluster) -> None:
+    a = nodes.add("a")
+    assert a.snapshot().status == "ok" and a.transport_failure is None
+    transport = a.transport
+    assert isinstance(transport, TcpTransport)
+
+    def broken() -> None:
+        raise RuntimeError("the selector broke")
+
+    transport._iterate = broken  # type: ignore[method-assign]
+    transport._wake()
+    wait_until(lambda: a.transport_failure is not None, 5, "the loop to die")
+    assert a.snapshot().status == "failed"

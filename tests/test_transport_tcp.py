@@ -704,3 +704,24 @@ def test_dialing_a_plaintext_server_is_refused(make: Callable[..., TcpTransport]
     assert dialer.stats().connections_established == 0
     assert refusals.wait_for(_has(Refusal))
     assert refusals.of(Refusal)[0].kind is RefusalKind.HANDSHAKE
+
+
+def test_a_dead_io_loop_is_reported_and_closes_everything(
+    make: Callable[..., TcpTransport],
+) -> None:
+    server, client = make(), make()
+    listener = server.listen("127.0.0.1:0", Recorder(reply=_echo_digest))
+    peer_events = Recorder()
+    conn = client.connect(server.local_id, listener.address, handler=peer_events)
+    assert server.failure is None
+
+    def broken() -> None:
+        raise RuntimeError("the selector broke")
+
+    server._iterate = broken  # type: ignore[method-assign]
+    server._wake()
+    server._thread.join(5)
+    assert not server._thread.is_alive()
+    assert server.failure == "RuntimeError: the selector broke"
+    assert peer_events.wait_for(_has(Disconnected))  # its peers are told, not left hanging
+    assert not conn.is_healthy()

@@ -23,7 +23,8 @@ abandons its round, giving its connections and sessions back; the pool
 closes every connection; the transport actor closes the listener), then
 the transport's thread ends and the journal is checkpointed and closed
 (the SQLite flush), all within ``shutdown_timeout``.  :func:`run_node`
-returns exit code 1 if the root supervisor gave up, else 0.
+returns exit code 1 if the root supervisor gave up (or the transport's I/O loop
+died), else 0.
 
 Event routing
     The transport calls its handlers on its own thread; they only ``tell``
@@ -317,6 +318,12 @@ class Node:
     def gave_up(self) -> bool:
         """Whether the root supervisor gave up (the node is dead)."""
         return self._gave_up.is_set()
+
+    @property
+    def transport_failure(self) -> str | None:
+        """Why the TCP transport's I/O loop died (the node is deaf: fatal), else None."""
+        transport = self._transport
+        return transport.failure if isinstance(transport, TcpTransport) else None
 
     def address_of(self, name: str) -> ActorAddress:
         """The stable address of ``cache``, ``rate_limiter``, ``peer_manager``, ``pool``
@@ -668,6 +675,8 @@ class Node:
             transport["refused_connections"] = self._refusals
         if status == "ok" and degraded:
             status = "degraded"
+        if status in ("ok", "degraded") and self.transport_failure is not None:
+            status = "failed"
         return NodeSnapshot(
             status=status,
             device_id=str(self._identity.device_id) if self._identity else "",
@@ -848,7 +857,8 @@ def run_node(config: NodeConfig, *, ready_file: Path | None = None) -> int:
 
     Installs key=value logging at ``config.log_level``; writes ``ready_file``
     (JSON: device_id, listen, metrics, pid) once the node is up.  Returns the
-    exit code: 0 after a clean stop, 1 if the root supervisor gave up.
+    exit code: 0 after a clean stop, 1 if the root supervisor gave up or the
+    transport's I/O loop died.
     Raises what :meth:`Node.start` raises.
     """
     log_handler = configure_logging(config.log_level)
@@ -871,9 +881,11 @@ def run_node(config: NodeConfig, *, ready_file: Path | None = None) -> int:
             raise ConfigError(f"the node could not start: {exc}") from exc
         if ready_file is not None:
             _write_ready(node, ready_file)
-        while not stop.is_set() and not node.gave_up:
+        while not stop.is_set() and not node.gave_up and node.transport_failure is None:
             stop.wait(0.2)
-        code = 1 if node.gave_up else 0
+        if node.transport_failure is not None:
+            _log.error("event=transport_failed reason=%r", node.transport_failure)
+        code = 1 if node.gave_up or node.transport_failure is not None else 0
         started = time.monotonic()
         node.stop()
         _log.info(

@@ -587,6 +587,7 @@ class TcpTransport:
         self._state_lock = threading.Lock()
         self._closed = False
         self._stop = False
+        self._failure: str | None = None
         self._tick = min(
             _MAX_TICK,
             config.keepalive_interval / 4,
@@ -733,6 +734,15 @@ class TcpTransport:
     def connections(self) -> tuple[TcpConnection, ...]:
         """The connections currently known (any state but closed)."""
         return tuple(self._connections)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the I/O loop died of an unexpected error (it then closed everything), else None.
+
+        A transport whose loop died accepts and carries nothing any more; the
+        node treats it as fatal.
+        """
+        return self._failure
 
     def stats(self) -> TransportStats:
         """A snapshot of the transport's counters."""
@@ -881,7 +891,8 @@ class TcpTransport:
         try:
             while not self._stop:
                 self._iterate()
-        except Exception:
+        except Exception as exc:
+            self._failure = f"{type(exc).__name__}: {exc}"
             _log.exception("event=transport_loop_crashed")
             self._shutdown()
         finally:
