@@ -92,6 +92,18 @@ BAD: list[tuple[str, Callable[[], object], type[AuraError], tuple[str, ...]]] = 
         ("peers[1]", str(P1)),
     ),
     ("ops request twice", lambda: sync.OpsRequest((ID, ID)), InvalidArgument, ("ids[1]", ID.hex())),
+    (
+        "ids not ascending",
+        lambda: sync.IdsReply((ID, bytes(32))),
+        InvalidArgument,
+        ("ascending", "ids[1]", bytes(32).hex(), ID.hex()),
+    ),
+    (
+        "next_lo not above",
+        lambda: sync.IdsReply((ID,), bytes(32)),
+        InvalidArgument,
+        ("next_lo", ID.hex(), bytes(32).hex()),
+    ),
 ]
 
 

@@ -162,7 +162,10 @@ def _check_ids(value: object, name: str, low: int, high: int, *, ordered: bool) 
         ids: tuple[bytes, ...] = value  # type: ignore[assignment]
         for i in range(1, len(ids)):
             if ids[i - 1] >= ids[i]:
-                raise InvalidArgument(f"{name} must be strictly ascending; item {i} is not")
+                raise InvalidArgument(
+                    f"{name} must be strictly ascending; {name}[{i}] = {ids[i].hex()} "
+                    f"is not above {ids[i - 1].hex()}"
+                )
     elif len(set(items)) != len(items):
         seen: set[object] = set()
         for i, item in enumerate(items):
@@ -462,7 +465,10 @@ class IdsReply(Message):
         if self.next_lo is not None:
             _check_id(self.next_lo, "next_lo")
             if self.ids and self.next_lo <= self.ids[-1]:
-                raise InvalidArgument("next_lo must be above the last listed id")
+                raise InvalidArgument(
+                    f"next_lo must be above the last listed id {self.ids[-1].hex()}, "
+                    f"got {self.next_lo.hex()}"
+                )
 
 
 @message(0x00CC)
