@@ -1,6 +1,7 @@
-"""Validation of the supervision, fault and sync messages and of the sync helpers:
-every bad field is an aura_sync error that names the field and the value, and a
-message that cannot be encoded is refused when it is built, not when it is sent."""
+"""Validation of the supervision and sync messages, the sync helpers, and seconds
+given as ints too large for a float: every bad field is an aura_sync error that
+names the field and the value, and a message that cannot be encoded is refused
+when it is built, not when it is sent."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import pytest
 
 from aura_sync.errors import AuraError, InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.connections import ConnectionMetadata, ConnectionState
+from aura_sync.infrastructure.peers import PeerMetadata, PeerStatus
+from aura_sync.infrastructure.retry import RetryBudget
 from aura_sync.messages import codec, sync
+from aura_sync.messages import peers as peer_msgs
+from aura_sync.messages import pool as pool_msgs
 from aura_sync.messages import supervision as sup
 
 P1 = DeviceId.from_int(1)
@@ -136,3 +142,33 @@ def test_helpers_still_answer_for_valid_input() -> None:
     count, digest = sync.fingerprint(iter([ID]))
     assert count == 1 and len(digest) == 32
     assert sync.fingerprint([]) == sync.fingerprint(())
+
+
+HUGE = 10**400  # an int no float can hold: float(HUGE) raises OverflowError
+
+
+@pytest.mark.parametrize(
+    ("label", "call", "name"),
+    [
+        ("acquire timeout", lambda: pool_msgs.Acquire(P1, HUGE), "timeout"),
+        ("end session latency", lambda: peer_msgs.EndSyncSession(P1, True, HUGE), "latency"),
+        ("failure backoff", lambda: peer_msgs.FailureRecorded(P1, HUGE), "backoff"),
+        ("budget max_tokens", lambda: RetryBudget(HUGE), "max_tokens"),
+        (
+            "peer metadata time",
+            lambda: PeerMetadata(PeerStatus.FAILED, HUGE, 0.0, 0.0),
+            "discovered_at",
+        ),
+        (
+            "connection metadata time",
+            lambda: ConnectionMetadata(1, P1, None, 0.0, HUGE, 0, ConnectionState.IDLE, True),
+            "last_used",
+        ),
+    ],
+)
+def test_an_int_too_large_for_a_float_is_an_invalid_argument(
+    label: str, call: Callable[[], object], name: str
+) -> None:
+    # used to escape as a bare OverflowError from float()
+    with pytest.raises(InvalidArgument, match=rf"{name} must be finite.*got {HUGE}"):
+        call()

@@ -199,9 +199,13 @@ def _check_counter(value: object, name: str, minimum: int = 0) -> int:
 def _check_clock_time(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WrongType(f"{name} must be clock seconds, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
+    try:
+        seconds = float(value)  # an int too large for a float raises OverflowError
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
         raise InvalidArgument(f"{name} must be finite clock seconds, got {value!r}")
-    return float(value)
+    return seconds
 
 
 class ConnectionState(enum.Enum):

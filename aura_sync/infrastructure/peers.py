@@ -146,9 +146,13 @@ def _check_bool(value: object, name: str) -> bool:
 def _check_time(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WrongType(f"{name} must be clock seconds, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
+    try:
+        seconds = float(value)  # an int too large for a float raises OverflowError
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
         raise InvalidArgument(f"{name} must be finite clock seconds, got {value!r}")
-    return float(value)
+    return seconds
 
 
 def _check_peer_id(value: object, name: str = "peer_id") -> DeviceId:

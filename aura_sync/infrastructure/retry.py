@@ -291,9 +291,13 @@ class RetryBudget:
     def _to_milli(value: object, name: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise WrongType(f"{name} must be a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)  # an int too large for a float raises OverflowError
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
             raise InvalidArgument(f"{name} must be finite, got {value!r}")
-        return round(value * _MILLI)
+        return round(number * _MILLI)
 
     @property
     def max_tokens(self) -> float:

@@ -123,8 +123,16 @@ def _float(msg: Message, name: str, *, optional: bool = False, nonneg: bool = Fa
     if value is None and optional:
         return
     if type(value) is int:
-        value = float(value)
-        object.__setattr__(msg, name, value)
+        given = value
+        try:
+            value = float(value)
+        except OverflowError:  # an int too large for a float
+            value = math.inf
+        if math.isfinite(value):
+            object.__setattr__(msg, name, value)
+        else:
+            bound = "finite and >= 0" if nonneg else "finite"
+            raise InvalidArgument(f"{name} must be {bound}, got {given!r}")
     if type(value) is not float:
         kind = "a float or None" if optional else "a float"
         raise WrongType(f"{name} must be {kind}, got {type(value).__name__} {value!r}")
