@@ -454,3 +454,12 @@ def test_cache_statistics_validate_their_counters(
         CacheStatistics(**changes)  # type: ignore[arg-type]
     for word in words:
         assert word in str(info.value)
+
+
+@pytest.mark.parametrize("cls", [msgs.CacheSnapshotReply, msgs.RestoreCacheFloors])
+def test_snapshot_messages_cap_eviction_buckets_at_u64(cls: type[Message]) -> None:
+    # 2**64 passed the core's check and then broke codec.encode with an OverflowError
+    with pytest.raises(InvalidArgument, match=rf"eviction_buckets.*{2**64}"):
+        cls((), (), 2**64, 0)  # type: ignore[call-arg]
+    top = cls((), ((2**64 - 2, 5),), 2**64 - 1, 0)  # type: ignore[call-arg]
+    assert codec.decode(codec.encode(top)) == top

@@ -348,6 +348,7 @@ class _SnapshotFields(Message):
                     f"{name} must be a tuple of pairs, got {type(value).__name__} {value!r}"
                 )
         self.to_snapshot()  # the core's own validation
+        _check_count(self.eviction_buckets, "eviction_buckets")  # and it must fit the wire
 
     def to_snapshot(self) -> CacheFloorSnapshot:
         """The :class:`~aura_sync.infrastructure.cache.CacheFloorSnapshot` carried."""
