@@ -436,20 +436,26 @@ def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> l
             f"    _bad({w}, {'a ' + name + ' value'!r}, {var})",
             f"{var} = m_",
         ]
+    if _is_message_type(tp):
+        return _nested_lines(tp, var, where, ns, key)
     args = _union_args(tp)
     if args is not None and len(args) == 2 and type(None) in args:
         inner = args[0] if args[1] is type(None) else args[1]
-        if not _is_message_type(inner) and _union_args(inner) is None:
+        if _union_args(inner) is None:
             body = _dec_lines(inner, var, where, ns, key)
             return [f"if {var} is not None:"] + ["    " + line for line in body]
     if typing.get_origin(tp) is tuple:
         targs = typing.get_args(tp)
         if len(targs) == 2 and targs[1] is Ellipsis and _is_message_type(targs[0]):
-            ns[key] = _message_decoder((targs[0],), where + "[]")
+            item = _nested_lines(targs[0], "x_", where + "[]", ns, key)
             return [
                 f"if {var}.__class__ is not tuple:",
                 f"    _bad({w}, 'array', {var})",
-                f"{var} = tuple([{key}(x_) for x_ in {var}])",
+                "l_ = []",
+                f"for x_ in {var}:",
+                *["    " + line for line in item],
+                "    l_.append(x_)",
+                f"{var} = tuple(l_)",
             ]
         if len(targs) == 2 and targs[1] is Ellipsis and targs[0] is DeviceId:
             ns["_DeviceId"] = DeviceId
@@ -487,6 +493,42 @@ def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> l
             ]
     ns[key] = _decoder(tp, where)
     return [f"{var} = {key}({var})"]
+
+
+def _nested_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> list[str]:
+    """Lines that decode ``var`` into a nested message of class ``tp``.
+
+    A frame with ``tp``'s own tag goes straight to ``tp``'s compiled decoder
+    (errors wrapped as :func:`from_wire` wraps them); anything else (another
+    tag, a malformed frame) takes the general path with its checks and messages.
+    """
+    ns[key] = _message_decoder((tp,), where)
+    direct = None
+    msg_cls: type[Message] = tp
+    if _REGISTRY_GET(msg_cls.TAG) is tp and msg_cls not in _COMPILING:
+        direct = (msg_cls._aura_codec or _compile(msg_cls))[1]
+    if direct is None:
+        return [f"{var} = {key}({var})"]
+    ns[key + "x"] = direct
+    ns["_DecodeError"] = DecodeError
+    ns["_INVALID"] = _INVALID
+    return [
+        f"if {var}.__class__ is tuple and {var} and {var}[0].__class__ is int"
+        f" and {var}[0] == {tp.TAG}:",
+        "    try:",
+        f"        {var} = {key}x({var})",
+        "    except _DecodeError:",
+        "        raise",
+        "    except _INVALID as e_:",
+        f"        raise _DecodeError({'invalid ' + tp.__name__ + ': '!r} + str(e_)) from None",
+        "else:",
+        f"    {var} = {key}({var})",
+    ]
+
+
+_INVALID = (AuraError, ValueError, TypeError, OverflowError)
+# Classes being compiled (a nested field of its own class must not recurse).
+_COMPILING: set[type[Message]] = set()
 
 
 def _plain_fixed(tp: Any) -> bool:
@@ -541,6 +583,14 @@ def _compile(cls: type[Message]) -> _Codec:
     klass: Any = cls
     if not dataclasses.is_dataclass(klass):
         raise InvalidArgument(f"{cls!r} is not a registered message class")
+    _COMPILING.add(cls)
+    try:
+        return _generate(cls, klass)
+    finally:
+        _COMPILING.discard(cls)
+
+
+def _generate(cls: type[Message], klass: Any) -> _Codec:
     hints = typing.get_type_hints(klass)
     all_fields = dataclasses.fields(klass)
     fields = [f for f in all_fields if f.init]
