@@ -887,6 +887,22 @@ BAD_CALLS: list[tuple[str, Callable[[], object], type[Exception], tuple[str, ...
         ("attempts", "0"),
     ),
     (
+        # each error is one failed call: never more errors than attempts
+        "result errors over attempts",
+        lambda: RetryResult(1, None, 1, 0.0, 0.0, (OSError("a"), OSError("b"))),
+        InvalidArgument,
+        ("errors", "2", "attempts", "1"),
+    ),
+    (
+        # the last error seen is the error of the result
+        "result last error",
+        lambda: RetryResult(
+            None, OSError("last"), 2, 0.0, 0.0, (OSError("a"), OSError("b")), GiveUpReason.BUDGET
+        ),
+        InvalidArgument,
+        ("error", "last", "errors[-1]", "b"),
+    ),
+    (
         "result reason",
         lambda: RetryResult(None, OSError(), 1, 0.0, 0.0),
         InvalidArgument,

@@ -466,6 +466,10 @@ class RetryResult(Generic[T]):
             isinstance(e, BaseException) for e in self.errors
         ):
             raise WrongType(f"errors must be a tuple of exceptions, got {self.errors!r}")
+        if len(self.errors) > self.attempts:
+            raise InvalidArgument(
+                f"errors holds {len(self.errors)} errors, more than attempts={self.attempts}"
+            )
         if self.error is None:
             if self.reason is not None:
                 raise InvalidArgument(f"a success has no give-up reason, got {self.reason!r}")
@@ -474,6 +478,11 @@ class RetryResult(Generic[T]):
                 raise WrongType(f"error must be an exception or None, got {self.error!r}")
             if not isinstance(self.reason, GiveUpReason):
                 raise InvalidArgument(f"a failure needs a GiveUpReason, got {self.reason!r}")
+            if self.errors and self.errors[-1] is not self.error:
+                raise InvalidArgument(
+                    f"error must be the last of errors, got error={self.error!r} "
+                    f"but errors[-1]={self.errors[-1]!r}"
+                )
 
     @property
     def is_success(self) -> bool:
