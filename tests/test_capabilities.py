@@ -68,8 +68,12 @@ def test_keypair_repr_hides_private_key(authority: AuthorityKeyPair) -> None:
 def test_keypair_rejects_mismatched_halves(
     authority: AuthorityKeyPair, other_authority: AuthorityKeyPair
 ) -> None:
-    with pytest.raises(InvalidArgument, match=r"does not belong"):
+    with pytest.raises(InvalidArgument, match=r"does not belong") as info:
         AuthorityKeyPair(authority.private_key, other_authority.public_key)
+    message = str(info.value)
+    assert other_authority.public_key.hex() in message  # the value is named ...
+    assert authority.public_key.hex() in message
+    assert authority.private_key.hex() not in message  # ... but never the secret
 
 
 @pytest.mark.parametrize("bad", [b"", b"x" * 31, b"x" * 33])

@@ -100,8 +100,12 @@ class AuthorityKeyPair:
     def __post_init__(self) -> None:
         _check_key_bytes(self.private_key, "private_key")
         check_public_key(self.public_key, "public_key")
-        if public_key_from_private(self.private_key) != self.public_key:
-            raise InvalidArgument("public_key does not belong to private_key")
+        derived = public_key_from_private(self.private_key)
+        if derived != self.public_key:  # name the public halves only, never the secret
+            raise InvalidArgument(
+                f"public_key {self.public_key.hex()} does not belong to private_key "
+                f"(whose public key is {derived.hex()})"
+            )
 
 
 def generate_authority_keypair() -> AuthorityKeyPair:
