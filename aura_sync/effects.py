@@ -44,6 +44,7 @@ __all__ = [
     "SystemRng",
     "TimerHandle",
     "check_seconds",
+    "system_effects",
 ]
 
 T = TypeVar("T")
@@ -326,3 +327,21 @@ class Scheduler:
         """Run ``callback`` (quick, non-blocking) after ``delay`` seconds."""
         delay = check_seconds(delay, "delay")
         return self.clock.call_at(self.clock.now() + delay, callback)
+
+
+_system_lock = threading.Lock()
+_system: tuple[SystemClock, Scheduler] | None = None
+
+
+def system_effects() -> tuple[SystemClock, Scheduler]:
+    """The process-wide :class:`SystemClock` and its :class:`Scheduler`.
+
+    Everything that is not handed a clock uses this pair, so a process runs
+    one timer thread however many actors, supervisors and nodes it hosts.
+    """
+    global _system
+    with _system_lock:
+        if _system is None:
+            clock = SystemClock()
+            _system = (clock, Scheduler(clock))
+        return _system

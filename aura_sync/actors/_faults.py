@@ -21,7 +21,6 @@ Layer: actors (the mixin and :class:`InjectedCrash` are public).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from aura_sync.actors.base import handles
@@ -29,9 +28,9 @@ from aura_sync.effects import (
     Clock,
     MessageTarget,
     Scheduler,
-    SystemClock,
     TimerHandle,
     check_seconds,
+    system_effects,
 )
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.messages.faults import InjectCrash
@@ -67,20 +66,6 @@ def check_scheduler(scheduler: object) -> Scheduler:
     return scheduler
 
 
-_shared_lock = threading.Lock()
-_shared: tuple[Clock, Scheduler] | None = None
-
-
-def _system_effects() -> tuple[Clock, Scheduler]:
-    """One process-wide system clock and scheduler (one timer thread for every actor)."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            clock = SystemClock()
-            _shared = (clock, Scheduler(clock))
-        return _shared
-
-
 def resolve_effects(clock: Clock | None, scheduler: Scheduler | None) -> tuple[Clock, Scheduler]:
     """The clock and scheduler an actor uses: defaults filled in, types checked.
 
@@ -93,7 +78,7 @@ def resolve_effects(clock: Clock | None, scheduler: Scheduler | None) -> tuple[C
     if clock is None:
         if scheduler is not None:
             return scheduler.clock, scheduler
-        return _system_effects()
+        return system_effects()
     if not isinstance(clock, Clock):
         raise WrongType(f"clock must be a Clock, got {type(clock).__name__} {clock!r}")
     if scheduler is None:

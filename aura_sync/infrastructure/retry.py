@@ -72,7 +72,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeAlias, TypeVar
 
-from aura_sync.effects import Clock, Rng, SystemClock, SystemRng, check_seconds
+from aura_sync.effects import Clock, Rng, SystemRng, check_seconds, system_effects
 from aura_sync.errors import InvalidArgument, RetryExhausted, WrongType
 
 __all__ = [
@@ -176,7 +176,7 @@ def _check_optional_seconds(value: object, name: str) -> float | None:
 # Shared defaults: building a SystemClock (a Condition) or seeding a SystemRng
 # per call dominated the success path.  Both are thread-safe; the clock's timer
 # thread only starts if someone schedules a timer on it, which retry never does.
-_DEFAULT_CLOCK: Final = SystemClock()
+_DEFAULT_CLOCK: Final = system_effects()[0]
 _DEFAULT_RNG: Final = SystemRng()
 
 

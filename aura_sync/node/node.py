@@ -52,7 +52,7 @@ from typing import Any, Final
 
 from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.base import AuraActor, LocalMessage, handles
-from aura_sync.effects import Clock, Rng, Scheduler, SystemClock, SystemRng
+from aura_sync.effects import Clock, Rng, Scheduler, SystemRng, system_effects
 from aura_sync.errors import (
     AuraError,
     ConfigError,
@@ -105,19 +105,6 @@ _CRASH_TARGETS: Final = ("cache", "rate_limiter", "peer_manager", "pool", "anti_
 _MAX_DEBUG_WRITE: Final = 100_000
 
 TransportFactory = Callable[[NodeIdentity], Transport]
-
-
-_shared_clock: SystemClock | None = None
-_shared_lock = threading.Lock()
-
-
-def _system_clock() -> SystemClock:
-    """One SystemClock per process (one timer thread, however many nodes run here)."""
-    global _shared_clock
-    with _shared_lock:
-        if _shared_clock is None:
-            _shared_clock = SystemClock()
-        return _shared_clock
 
 
 # --- transport events --------------------------------------------------------------------
@@ -242,7 +229,7 @@ class Node:
             raise WrongType(f"fault_injection must be a bool or None, got {fault_injection!r}")
         self.config = config
         self._transport_factory = transport_factory
-        self._clock: Clock = clock or _system_clock()
+        self._clock: Clock = clock or system_effects()[0]
         self._scheduler = Scheduler(self._clock)
         self._rng: Rng = rng or SystemRng()
         self._faults = config.debug_endpoints if fault_injection is None else fault_injection
