@@ -44,7 +44,6 @@ from aura_sync.errors import (
     ActorStopped,
     InvalidArgument,
     InvalidHandle,
-    RateLimited,
     WrongType,
 )
 from aura_sync.ids import DeviceId
@@ -325,12 +324,6 @@ def _outcome(success: object) -> Outcome:
     )
 
 
-def _raise_if_denied(decision: RateLimitDecision) -> None:
-    if not decision.allowed:
-        reason = decision.reason.name if decision.reason is not None else "denied"
-        raise RateLimited(decision.retry_after, f"rate limited ({reason})")
-
-
 class RateLimiterClient(InfrastructureClient):
     """Client of a :class:`~aura_sync.actors.rate_limiter.RateLimiterActor`.
 
@@ -363,14 +356,14 @@ class RateLimiterClient(InfrastructureClient):
     def admit(self, peer_id: DeviceId, cost: int = 1, *, timeout: Timeout = None) -> None:
         """Like :meth:`check_rate_limit`, but a denial raises
         :class:`~aura_sync.errors.RateLimited` carrying ``retry_after``."""
-        _raise_if_denied(self._call(CheckRateLimit(peer_id, cost), RateLimitDecision, timeout))
+        self._call(CheckRateLimit(peer_id, cost), RateLimitDecision, timeout).raise_if_denied()
 
     async def admit_async(
         self, peer_id: DeviceId, cost: int = 1, *, timeout: Timeout = None
     ) -> None:
         """Async form of :meth:`admit`."""
         message = CheckRateLimit(peer_id, cost)
-        _raise_if_denied(await self._call_async(message, RateLimitDecision, timeout))
+        (await self._call_async(message, RateLimitDecision, timeout)).raise_if_denied()
 
     def report_outcome(
         self, peer_id: DeviceId, success: bool | Outcome, *, timeout: Timeout = None

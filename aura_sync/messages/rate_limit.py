@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from aura_sync.errors import InvalidArgument, WrongType
+from aura_sync.errors import InvalidArgument, RateLimited, WrongType
 from aura_sync.ids import DeviceId, check_epoch
 from aura_sync.infrastructure.rate_limit import (
     ALLOWED,
@@ -158,6 +158,12 @@ class RateLimitDecision(Message):
         raise WrongType(
             f"result must be an Allowed or a Denied, got {type(result).__name__} {result!r}"
         )
+
+    def raise_if_denied(self) -> None:
+        """Raise :class:`~aura_sync.errors.RateLimited` (exact ``retry_after``) if denied."""
+        if not self.allowed:
+            reason = self.reason.name if self.reason is not None else "denied"
+            raise RateLimited(self.retry_after, f"rate limited ({reason})")
 
     def to_result(self) -> RateLimitResult:
         """The core's ``Allowed()`` or ``Denied(retry_after, reason)``, for ``match``."""

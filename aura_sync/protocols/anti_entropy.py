@@ -1373,9 +1373,7 @@ def _raise_if_denied(decision: Any) -> None:
         raise InvalidArgument(
             f"the rate limiter answered CheckRateLimit with {type(decision).__name__}"
         )
-    if not decision.allowed:
-        reason = decision.reason.name if decision.reason is not None else "unknown"
-        raise RateLimited(decision.retry_after, f"rate limited ({reason})")
+    decision.raise_if_denied()
 
 
 def _give_back(ask: _Ask, reply: Any) -> None:
