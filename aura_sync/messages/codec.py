@@ -10,9 +10,14 @@ wrong (bad msgpack, frame over the size limit, unknown tag, wrong arity, wrong
 field type, value out of range).  Nothing else escapes from it.
 
 Per-class encoders and decoders are generated once, on first use, from the
-dataclass's type hints; the generated code inlines the checks for plain
-fields so that the hot path is one msgpack call plus a few ``type() is``
-tests.
+dataclass's type hints; the generated code inlines the checks for plain,
+float, enum, DeviceId, optional and tuple fields so that the hot path is one
+msgpack call plus a few ``type() is`` tests.  A decoded message is built the
+way its dataclass ``__init__`` builds it (every field set, then
+``__post_init__``), so it goes through exactly the validation of a message
+built in code; only the argument binding is skipped.  A DeviceId is built
+through the private trusted path of :mod:`aura_sync.ids` after the codec has
+checked its type and length itself.
 
 Layer: messages.
 """
