@@ -58,7 +58,10 @@ def check_seconds(value: object, name: str, *, allow_zero: bool = True) -> float
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WrongType(f"{name} must be a number of seconds, got {type(value).__name__} {value!r}")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float
+        raise InvalidArgument(f"{name} must be a finite number of seconds, got {value!r}") from None
     if math.isnan(seconds) or math.isinf(seconds):
         raise InvalidArgument(f"{name} must be a finite number of seconds, got {value!r}")
     if seconds < 0 or (seconds == 0 and not allow_zero):

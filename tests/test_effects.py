@@ -110,6 +110,11 @@ def test_bad_seconds_are_refused_naming_the_value(bad: float) -> None:
         ManualClock().advance(bad)
 
 
+def test_huge_int_seconds_are_refused_not_overflowed() -> None:
+    with pytest.raises(InvalidArgument, match="timeout"):
+        check_seconds(10**400, "timeout")
+
+
 def test_bad_seconds_types() -> None:
     with pytest.raises(WrongType, match="bool"):
         check_seconds(True, "timeout")
