@@ -60,12 +60,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import heapq
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Protocol, runtime_checkable
 
+from aura_sync._checks import check_bool, check_clock_time, check_int, check_peer
 from aura_sync.effects import Clock, SystemClock, check_seconds
 from aura_sync.errors import (
     CapabilityError,
@@ -128,39 +128,6 @@ MAX_ADDRESS_LENGTH: Final = 1024
 """Longest accepted peer address string, in characters."""
 
 
-def _check_int(value: object, name: str, low: int, high: int | None = None) -> int:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"in {low}..{high}" if high is not None else f">= {low}"
-        raise InvalidArgument(f"{name} must be {bound}, got {value}")
-    return value
-
-
-def _check_bool(value: object, name: str) -> bool:
-    if type(value) is not bool:
-        raise WrongType(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _check_time(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise WrongType(f"{name} must be clock seconds, got {type(value).__name__} {value!r}")
-    try:
-        seconds = float(value)  # an int too large for a float raises OverflowError
-    except OverflowError:
-        seconds = math.inf
-    if not math.isfinite(seconds):
-        raise InvalidArgument(f"{name} must be finite clock seconds, got {value!r}")
-    return seconds
-
-
-def _check_peer_id(value: object, name: str = "peer_id") -> DeviceId:
-    if type(value) is not DeviceId:
-        raise WrongType(f"{name} must be a DeviceId, got {type(value).__name__} {value!r}")
-    return value
-
-
 def _check_address(value: object, name: str = "address") -> str | None:
     if value is None:
         return None
@@ -208,12 +175,12 @@ class PeerDiscoveryConfig:
 
     def __post_init__(self) -> None:
         try:
-            _check_int(self.max_concurrent_sessions, "max_concurrent_sessions", 1)
+            check_int(self.max_concurrent_sessions, "max_concurrent_sessions", minimum=1)
             timeout = check_seconds(self.discovery_timeout, "discovery_timeout", allow_zero=False)
             interval = check_seconds(self.refresh_interval, "refresh_interval", allow_zero=False)
-            _check_int(self.min_trust_level, "min_trust_level", 0, 100)
-            _check_int(self.max_tracked_peers, "max_tracked_peers", 1)
-            _check_bool(self.capability_filtering, "capability_filtering")
+            check_int(self.min_trust_level, "min_trust_level", minimum=0, maximum=100)
+            check_int(self.max_tracked_peers, "max_tracked_peers", minimum=1)
+            check_bool(self.capability_filtering, "capability_filtering")
             if self.root_public_key is not None:
                 check_public_key(self.root_public_key, "root_public_key")
         except InvalidArgument as exc:
@@ -313,29 +280,33 @@ class PeerMetadata:
             raise WrongType(
                 f"status must be a PeerStatus, got {type(self.status).__name__} {self.status!r}"
             )
-        object.__setattr__(self, "discovered_at", _check_time(self.discovered_at, "discovered_at"))
-        object.__setattr__(self, "last_seen", _check_time(self.last_seen, "last_seen"))
         object.__setattr__(
-            self, "last_status_change", _check_time(self.last_status_change, "last_status_change")
+            self, "discovered_at", check_clock_time(self.discovered_at, "discovered_at")
         )
-        _check_int(self.successful_syncs, "successful_syncs", 0)
-        _check_int(self.failed_syncs, "failed_syncs", 0)
+        object.__setattr__(self, "last_seen", check_clock_time(self.last_seen, "last_seen"))
+        object.__setattr__(
+            self,
+            "last_status_change",
+            check_clock_time(self.last_status_change, "last_status_change"),
+        )
+        check_int(self.successful_syncs, "successful_syncs", minimum=0)
+        check_int(self.failed_syncs, "failed_syncs", minimum=0)
         if self.latency_ewma is not None:
             object.__setattr__(
                 self, "latency_ewma", check_seconds(self.latency_ewma, "latency_ewma")
             )
-        _check_int(self.trust_level, "trust_level", 0, 100)
-        _check_bool(self.has_sync_capability, "has_sync_capability")
-        _check_bool(self.verified, "verified")
+        check_int(self.trust_level, "trust_level", minimum=0, maximum=100)
+        check_bool(self.has_sync_capability, "has_sync_capability")
+        check_bool(self.verified, "verified")
         if type(self.capabilities) is not tuple or not all(
             type(c) is str for c in self.capabilities
         ):
             raise WrongType(f"capabilities must be a tuple of str, got {self.capabilities!r}")
-        _check_int(self.active_sessions, "active_sessions", 0)
-        _check_int(self.consecutive_failures, "consecutive_failures", 0)
+        check_int(self.active_sessions, "active_sessions", minimum=0)
+        check_int(self.consecutive_failures, "consecutive_failures", minimum=0)
         if self.backoff_until is not None:
             object.__setattr__(
-                self, "backoff_until", _check_time(self.backoff_until, "backoff_until")
+                self, "backoff_until", check_clock_time(self.backoff_until, "backoff_until")
             )
 
     @property
@@ -349,7 +320,7 @@ class PeerMetadata:
 
         :raises WrongType, InvalidArgument: ``now`` is not finite clock seconds.
         """
-        return self._in_backoff(_check_time(now, "now"))
+        return self._in_backoff(check_clock_time(now, "now"))
 
     def _in_backoff(self, now: float) -> bool:
         return self.backoff_until is not None and now < self.backoff_until
@@ -383,7 +354,7 @@ class PeerInfo:
     metadata: PeerMetadata
 
     def __post_init__(self) -> None:
-        _check_peer_id(self.peer_id)
+        check_peer(self.peer_id)
         _check_address(self.address)
         if type(self.metadata) is not PeerMetadata:
             raise WrongType(f"metadata must be a PeerMetadata, got {type(self.metadata).__name__}")
@@ -415,7 +386,7 @@ class PeerManagerStatistics:
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
-            _check_int(getattr(self, name), name, 0)
+            check_int(getattr(self, name), name, minimum=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +412,7 @@ class PeerTableSnapshot:
             seen.add(info.peer_id)
         if self.last_discovery is not None:
             object.__setattr__(
-                self, "last_discovery", _check_time(self.last_discovery, "last_discovery")
+                self, "last_discovery", check_clock_time(self.last_discovery, "last_discovery")
             )
 
 
@@ -461,7 +432,7 @@ def compute_score(metadata: PeerMetadata, max_concurrent_sessions: int) -> float
         raise WrongType(
             f"metadata must be a PeerMetadata, got {type(metadata).__name__} {metadata!r}"
         )
-    _check_int(max_concurrent_sessions, "max_concurrent_sessions", 1)
+    check_int(max_concurrent_sessions, "max_concurrent_sessions", minimum=1)
     return _score(metadata, max_concurrent_sessions)
 
 
@@ -477,7 +448,7 @@ def failure_backoff(consecutive_failures: int) -> float:
     ``min(5 + (n-1)**2, 300)`` for ``n >= 1`` (5, 6, 9, 14, ... s); 0 for ``n == 0``.
     Raises ``WrongType``/``InvalidArgument`` for a non-int or negative ``n``.
     """
-    n = _check_int(consecutive_failures, "consecutive_failures", 0)
+    n = check_int(consecutive_failures, "consecutive_failures", minimum=0)
     if n == 0:
         return 0.0
     return min(BACKOFF_BASE + BACKOFF_STEP * (n - 1) ** 2, BACKOFF_CAP)
@@ -527,7 +498,7 @@ def _check_candidates(candidates: object) -> tuple[tuple[DeviceId, str | None], 
     for i, item in enumerate(candidates):
         if type(item) is not tuple or len(item) != 2:
             raise WrongType(f"candidates[{i}] must be a (DeviceId, address) tuple, got {item!r}")
-        peer_id = _check_peer_id(item[0], f"candidates[{i}] peer_id")
+        peer_id = check_peer(item[0], f"candidates[{i}] peer_id")
         address = _check_address(item[1], f"candidates[{i}] address")
         checked.append((peer_id, address))
     return tuple(checked)
@@ -612,7 +583,7 @@ class PeerManager:
             dead peer (FAILED, DISCONNECTED or REMOVED, without active sessions)
             to evict.
         """
-        _check_peer_id(peer_id)
+        check_peer(peer_id)
         _check_address(address)
         now = self._clock.now()
         if peer_id in self._peers:
@@ -687,11 +658,11 @@ class PeerManager:
             )
         for name, value in fields.items():
             if name == "trust_level":
-                _check_int(value, name, 0, 100)
+                check_int(value, name, minimum=0, maximum=100)
             elif name in ("has_sync_capability", "verified"):
-                _check_bool(value, name)
+                check_bool(value, name)
             else:
-                _check_int(value, name, 0)
+                check_int(value, name, minimum=0)
         if fields:
             self._replace(info, **fields)
 
@@ -724,7 +695,7 @@ class PeerManager:
         :param count: how many peers at most (int >= 0).
         :returns: at most ``count`` peer ids.
         """
-        _check_int(count, "count", 0)
+        check_int(count, "count", minimum=0)
         if count == 0:
             return []
         now = self._clock.now()
@@ -776,7 +747,7 @@ class PeerManager:
         :raises UnknownPeer, WrongType: bad ``peer_id`` or ``success``.
         """
         info = self._get(peer_id)
-        _check_bool(success, "success")
+        check_bool(success, "success")
         seconds = check_seconds(latency, "latency")
         meta = info.metadata
         if meta.active_sessions == 0:
@@ -972,7 +943,7 @@ class PeerManager:
     # -- internals -----------------------------------------------------------------------------
 
     def _get(self, peer_id: DeviceId) -> PeerInfo:
-        _check_peer_id(peer_id)
+        check_peer(peer_id)
         info = self._peers.get(peer_id)
         if info is None:
             raise UnknownPeer(f"peer {peer_id} is not tracked")
