@@ -63,12 +63,12 @@ import dataclasses
 import enum
 import itertools
 import logging
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
+from aura_sync._checks import check_clock_time, check_int, check_peer
 from aura_sync.effects import Clock, SystemClock, check_seconds
 from aura_sync.errors import (
     ConfigError,
@@ -188,26 +188,6 @@ class PoolConfig:
             )
 
 
-def _check_counter(value: object, name: str, minimum: int = 0) -> int:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise InvalidArgument(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_clock_time(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise WrongType(f"{name} must be clock seconds, got {type(value).__name__} {value!r}")
-    try:
-        seconds = float(value)  # an int too large for a float raises OverflowError
-    except OverflowError:
-        seconds = math.inf
-    if not math.isfinite(seconds):
-        raise InvalidArgument(f"{name} must be finite clock seconds, got {value!r}")
-    return seconds
-
-
 class ConnectionState(enum.Enum):
     """Where a connection is in its life (see the module docstring)."""
 
@@ -239,16 +219,16 @@ class ConnectionMetadata:
     healthy: bool
 
     def __post_init__(self) -> None:
-        _check_counter(self.connection_id, "connection_id", 1)
-        _check_peer(self.peer_id)
+        check_int(self.connection_id, "connection_id", minimum=1)
+        check_peer(self.peer_id)
         if self.session_id is not None and type(self.session_id) is not str:
             raise WrongType(
                 f"session_id must be a str or None, got {type(self.session_id).__name__} "
                 f"{self.session_id!r}"
             )
         for name in ("established_at", "last_used"):
-            object.__setattr__(self, name, _check_clock_time(getattr(self, name), name))
-        _check_counter(self.reuse_count, "reuse_count")
+            object.__setattr__(self, name, check_clock_time(getattr(self, name), name))
+        check_int(self.reuse_count, "reuse_count", minimum=0)
         if type(self.state) is not ConnectionState:
             raise WrongType(
                 f"state must be a ConnectionState, got {type(self.state).__name__} {self.state!r}"
@@ -296,7 +276,7 @@ class PoolStatistics:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            _check_counter(getattr(self, field.name), field.name)
+            check_int(getattr(self, field.name), field.name, minimum=0)
 
 
 # --- internals --------------------------------------------------------------------------
@@ -344,12 +324,6 @@ class _Entry:
             state=self.state,
             healthy=self.healthy,
         )
-
-
-def _check_peer(peer_id: object) -> DeviceId:
-    if type(peer_id) is not DeviceId:
-        raise WrongType(f"peer_id must be a DeviceId, got {type(peer_id).__name__} {peer_id!r}")
-    return peer_id
 
 
 class ConnectionHandle:
@@ -496,7 +470,7 @@ class ConnectionPool:
         peer met on the way stay closed),
         :class:`~aura_sync.errors.WrongType` on a bad ``peer_id``.
         """
-        _check_peer(peer_id)
+        check_peer(peer_id)
         now = self._clock.now()
         entry = self._take_idle(peer_id, now)
         if entry is not None:
@@ -551,7 +525,7 @@ class ConnectionPool:
         or a new one fits (possibly by reclaiming another peer's idle one).
         Changes nothing and counts nothing.
         """
-        _check_peer(peer_id)
+        check_peer(peer_id)
         if self._peer_idle.get(peer_id):
             return True
         if self._peer_open.get(peer_id, 0) >= self._config.max_connections_per_peer:
@@ -620,7 +594,7 @@ class ConnectionPool:
         :class:`~aura_sync.errors.WrongType` for arguments of the wrong type.
         Nothing changes on a rejected call.
         """
-        _check_peer(peer_id)
+        check_peer(peer_id)
         self._check_handle(handle)
         if handle.peer_id != peer_id:
             raise InvalidHandle(
@@ -762,7 +736,7 @@ class ConnectionPool:
 
     def peer_connections(self, peer_id: DeviceId) -> int:
         """How many connections (idle or in use) are open to ``peer_id``."""
-        return self._peer_open.get(_check_peer(peer_id), 0)
+        return self._peer_open.get(check_peer(peer_id), 0)
 
     def statistics(self) -> PoolStatistics:
         """A frozen snapshot of the counters and gauges."""
