@@ -72,6 +72,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeAlias, TypeVar
 
+from aura_sync._checks import check_int
 from aura_sync.effects import Clock, Rng, SystemRng, check_seconds, system_effects
 from aura_sync.errors import InvalidArgument, RetryExhausted, WrongType
 
@@ -159,14 +160,6 @@ _MILLI: Final = 1000
 
 
 # --- argument checks -----------------------------------------------------------------
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise InvalidArgument(f"{name} must be >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_optional_seconds(value: object, name: str) -> float | None:
@@ -420,8 +413,8 @@ class RetryContext:
     elapsed: float
 
     def __post_init__(self) -> None:
-        _check_int(self.attempt, "attempt", 1)
-        _check_int(self.max_attempts, "max_attempts", 1)
+        check_int(self.attempt, "attempt", minimum=1)
+        check_int(self.max_attempts, "max_attempts", minimum=1)
         if self.attempt > self.max_attempts:
             raise InvalidArgument(
                 f"attempt must be <= max_attempts={self.max_attempts}, got {self.attempt}"
@@ -459,7 +452,7 @@ class RetryResult(Generic[T]):
     reason: GiveUpReason | None = None
 
     def __post_init__(self) -> None:
-        _check_int(self.attempts, "attempts", 1)
+        check_int(self.attempts, "attempts", minimum=1)
         object.__setattr__(self, "total_delay", check_seconds(self.total_delay, "total_delay"))
         object.__setattr__(self, "elapsed", check_seconds(self.elapsed, "elapsed"))
         if type(self.errors) is not tuple or not all(
@@ -557,7 +550,7 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, BackoffStrategy):
             raise WrongType(f"strategy must be a BackoffStrategy, got {self.strategy!r}")
-        _check_int(self.max_attempts, "max_attempts", 1)
+        check_int(self.max_attempts, "max_attempts", minimum=1)
         object.__setattr__(
             self, "initial_delay", check_seconds(self.initial_delay, "initial_delay")
         )
@@ -619,7 +612,7 @@ class RetryPolicy:
         :raises WrongType: ``n`` is not an int (bools are refused).
         :raises InvalidArgument: ``n`` < 1.
         """
-        return self._replace(max_attempts=_check_int(n, "max_attempts", 1))
+        return self._replace(max_attempts=check_int(n, "max_attempts", minimum=1))
 
     def with_initial_delay(self, seconds: float) -> RetryPolicy:
         """A copy whose first retry waits ``seconds`` (>= 0, finite)."""
@@ -698,7 +691,7 @@ class RetryPolicy:
         :raises WrongType: ``retry`` is not an int.
         :raises InvalidArgument: ``retry`` < 0.
         """
-        k = _check_int(retry, "retry", 0)
+        k = check_int(retry, "retry", minimum=0)
         initial = self.initial_delay
         if initial == 0.0:
             return 0.0
@@ -787,7 +780,7 @@ class RetryPolicy:
         :returns: a :class:`RetryDecision`.
         :raises WrongType, InvalidArgument: on a bad argument (nothing is withdrawn).
         """
-        index = _check_int(attempt_index, "attempt_index", 0)
+        index = check_int(attempt_index, "attempt_index", minimum=0)
         if not isinstance(error, BaseException):
             raise WrongType(f"error must be an exception, got {type(error).__name__} {error!r}")
         prev = _check_optional_seconds(prev_delay, "prev_delay")
