@@ -58,6 +58,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from aura_sync._checks import check_int
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import Epoch, check_epoch
 
@@ -97,14 +98,6 @@ def _check_keys(keys: object, name: str = "keys") -> tuple[str, ...]:
     for i, key in enumerate(result):
         _check_key(key, f"{name}[{i}]")
     return result
-
-
-def _check_count(value: object, name: str, minimum: int) -> int:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise InvalidArgument(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _check_pairs(value: object, name: str) -> tuple[object, ...]:
@@ -181,7 +174,7 @@ class CacheFloorSnapshot:
             _check_key(pair[0], f"floors[{i}] key")
             check_epoch(pair[1], f"floors[{i}] floor")
         object.__setattr__(self, "floors", floors)
-        buckets = _check_count(self.eviction_buckets, "eviction_buckets", 1)
+        buckets = check_int(self.eviction_buckets, "eviction_buckets", minimum=1)
         evicted = _check_pairs(self.evicted_floors, "evicted_floors")
         for i, pair in enumerate(evicted):
             if type(pair) is not tuple or len(pair) != 2:
@@ -239,7 +232,7 @@ class CacheStatistics:
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
-            _check_count(getattr(self, name), name, 0)
+            check_int(getattr(self, name), name, minimum=0)
 
 
 # --- the tracker ----------------------------------------------------------------------
@@ -268,10 +261,10 @@ class CacheEpochTracker:
     def __init__(
         self, max_keys: int = DEFAULT_MAX_KEYS, *, eviction_buckets: int | None = None
     ) -> None:
-        self._max_keys = _check_count(max_keys, "max_keys", 1)
+        self._max_keys = check_int(max_keys, "max_keys", minimum=1)
         if eviction_buckets is None:
             eviction_buckets = self._max_keys
-        self._buckets = _check_count(eviction_buckets, "eviction_buckets", 1)
+        self._buckets = check_int(eviction_buckets, "eviction_buckets", minimum=1)
         # key -> floor, least recently invalidated first
         self._floors: OrderedDict[str, int] = OrderedDict()
         self._evicted: dict[int, int] = {}  # bucket -> max floor of keys evicted into it
@@ -495,8 +488,8 @@ class CacheManager:
         max_values: int = DEFAULT_MAX_VALUES,
         eviction_buckets: int | None = None,
     ) -> None:
-        max_keys = _check_count(max_keys, "max_keys", 1)
-        self._max_values = _check_count(max_values, "max_values", 0)
+        max_keys = check_int(max_keys, "max_keys", minimum=1)
+        self._max_values = check_int(max_values, "max_values", minimum=0)
         self._tracker = CacheEpochTracker(max_keys, eviction_buckets=eviction_buckets)
         # key -> (epoch written at, value), least recently used first
         self._values: OrderedDict[str, tuple[int, Any]] = OrderedDict()
