@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from aura_sync._checks import check_int
 from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT
 from aura_sync.actors.cache import CacheActor
 from aura_sync.actors.clients import (
@@ -58,7 +59,7 @@ from aura_sync.actors.peer_manager import PeerManagerActor
 from aura_sync.actors.pool import PoolActor
 from aura_sync.actors.rate_limiter import DEFAULT_DROP_IDLE_INTERVAL, RateLimiterActor
 from aura_sync.effects import Clock, Rng, Scheduler, check_seconds
-from aura_sync.errors import InvalidArgument, SupervisorGaveUp, WrongType
+from aura_sync.errors import SupervisorGaveUp, WrongType
 from aura_sync.infrastructure.cache import DEFAULT_MAX_KEYS, DEFAULT_MAX_VALUES
 from aura_sync.infrastructure.connections import Connector, PoolConfig
 from aura_sync.infrastructure.peers import PeerDiscovery, PeerDiscoveryConfig
@@ -83,14 +84,6 @@ PEER_MANAGER: Final = "peer_manager"
 POOL: Final = "pool"
 CHILD_IDS: Final = (CACHE, RATE_LIMITER, PEER_MANAGER, POOL)
 """The child ids, in start order."""
-
-
-def _check_int(value: object, name: str, low: int) -> int:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise InvalidArgument(f"{name} must be >= {low}, got {value}")
-    return value
 
 
 def _check_type(value: object, cls: type, name: str) -> None:
@@ -134,9 +127,9 @@ class InfrastructureConfig:
         _check_type(self.rate_limit, RateLimitConfig, "rate_limit")
         _check_type(self.pool, PoolConfig, "pool")
         _check_type(self.peers, PeerDiscoveryConfig, "peers")
-        _check_int(self.cache_max_keys, "cache_max_keys", 1)
-        _check_int(self.cache_max_values, "cache_max_values", 0)
-        _check_int(self.intensity, "intensity", 0)
+        check_int(self.cache_max_keys, "cache_max_keys", minimum=1)
+        check_int(self.cache_max_values, "cache_max_values", minimum=0)
+        check_int(self.intensity, "intensity", minimum=0)
         setf = object.__setattr__
         setf(
             self,
