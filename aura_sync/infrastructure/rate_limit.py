@@ -87,6 +87,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, TypeAlias
 
+from aura_sync._checks import check_clock_time, check_int, check_peer
 from aura_sync.effects import Clock, SystemClock
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId, check_epoch
@@ -142,14 +143,6 @@ def _check_rate(value: object, name: str) -> float:
     return rate
 
 
-def _check_int(value: object, name: str, lo: int, hi: int) -> int:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not lo <= value <= hi:
-        raise InvalidArgument(f"{name} must be in {lo}..{hi}, got {value}")
-    return value
-
-
 def _check_float(value: object, name: str, lo: float, hi: float, unit: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WrongType(f"{name} must be a number ({unit}), got {type(value).__name__} {value!r}")
@@ -157,21 +150,6 @@ def _check_float(value: object, name: str, lo: float, hi: float, unit: str) -> f
     if math.isnan(number) or not lo <= number <= hi:
         raise InvalidArgument(f"{name} must be in [{lo}, {hi}] {unit}, got {value!r}")
     return number
-
-
-def _check_peer(peer_id: object) -> DeviceId:
-    if type(peer_id) is not DeviceId:
-        raise WrongType(f"peer_id must be a DeviceId, got {type(peer_id).__name__} {peer_id!r}")
-    return peer_id
-
-
-def _check_now(now: object) -> float:
-    if isinstance(now, bool) or not isinstance(now, int | float):
-        raise WrongType(f"now must be a time in seconds, got {type(now).__name__} {now!r}")
-    value = float(now)
-    if not math.isfinite(value):
-        raise InvalidArgument(f"now must be a finite time in seconds, got {now!r}")
-    return value
 
 
 # --- exact waits -----------------------------------------------------------------------
@@ -384,9 +362,9 @@ class RateLimitConfig:
             "adaptive_max_ops_per_second",
         ):
             setf(self, name, _check_rate(getattr(self, name), name))
-        _check_int(self.global_burst, "global_burst", 1, _MAX_BURST)
-        _check_int(self.peer_burst, "peer_burst", 1, _MAX_BURST)
-        _check_int(self.max_tracked_peers, "max_tracked_peers", 1, 2**62)
+        check_int(self.global_burst, "global_burst", minimum=1, maximum=_MAX_BURST)
+        check_int(self.peer_burst, "peer_burst", minimum=1, maximum=_MAX_BURST)
+        check_int(self.max_tracked_peers, "max_tracked_peers", minimum=1, maximum=2**62)
         if type(self.adaptive) is not bool:
             raise WrongType(
                 f"adaptive must be a bool, got {type(self.adaptive).__name__} {self.adaptive!r}"
@@ -456,7 +434,7 @@ class RateLimit:
 
     def __init__(self, ops_per_second: float, burst: int) -> None:
         rate = _check_rate(ops_per_second, "ops_per_second")
-        _check_int(burst, "burst", 1, _MAX_BURST)
+        check_int(burst, "burst", minimum=1, maximum=_MAX_BURST)
         if not math.isfinite(burst / rate):
             raise InvalidArgument(f"burst / ops_per_second is not finite: {burst} / {rate!r}")
         self._rate = rate
@@ -497,7 +475,7 @@ class RateLimit:
             WrongType, InvalidArgument: ``now`` is not a finite number.
         """
         self._cost(cost)
-        now = _check_now(now)
+        now = check_clock_time(now, "now")
         now = max(now, self._last)
         if now < self._ready_time(cost):
             return False
@@ -516,7 +494,7 @@ class RateLimit:
             InvalidArgument, WrongType: as :meth:`try_acquire`.
         """
         self._cost(cost)
-        now = _check_now(now)
+        now = check_clock_time(now, "now")
         effective = now if now >= self._last else self._last
         ready = self._ready_time(cost)
         if effective >= ready:
@@ -525,7 +503,7 @@ class RateLimit:
 
     def tokens(self, now: float) -> float:
         """Tokens available at time ``now``: a float in ``[0, burst]``."""
-        now = _check_now(now)
+        now = check_clock_time(now, "now")
         now = max(now, self._last)
         debt = self._tat - now
         if debt <= 0.0:
@@ -534,7 +512,7 @@ class RateLimit:
 
     def is_full(self, now: float) -> bool:
         """True if the bucket holds ``burst`` tokens at ``now`` (it equals a fresh bucket)."""
-        now = _check_now(now)
+        now = check_clock_time(now, "now")
         return self._tat <= max(now, self._last)
 
     def __repr__(self) -> str:
@@ -567,8 +545,8 @@ class FlowBudget:
     epoch: int = 0
 
     def __post_init__(self) -> None:
-        _check_int(self.limit, "limit", 0, _U64_MAX)
-        _check_int(self.spent, "spent", 0, _U64_MAX)
+        check_int(self.limit, "limit", minimum=0, maximum=_U64_MAX)
+        check_int(self.spent, "spent", minimum=0, maximum=_U64_MAX)
         check_epoch(self.epoch)
 
     @property
@@ -578,7 +556,7 @@ class FlowBudget:
 
     def can_charge(self, cost: int) -> bool:
         """True if charging ``cost`` ops (int >= 0) stays within the limit."""
-        _check_int(cost, "cost", 0, _U64_MAX)
+        check_int(cost, "cost", minimum=0, maximum=_U64_MAX)
         return self.spent + cost <= self.limit
 
     def charge(self, cost: int) -> FlowBudget | None:
@@ -947,7 +925,7 @@ class RateLimiter:
         """``check_rate_limit`` for a peer without a bucket (its bucket would be full)."""
         if cost.__class__ is not int or not 0 < cost <= self._max_cost:
             raise self._bad_cost(cost)
-        key = _check_peer(peer_id)._raw
+        key = check_peer(peer_id)._raw
         raw = self._now()
         now = self._hw
         if raw >= now:
@@ -1035,8 +1013,8 @@ class RateLimiter:
                 0..2**64-1 or earlier than the peer's current budget epoch, or
                 too many budgets attached.
         """
-        key = _check_peer(peer_id)._raw
-        _check_int(limit, "limit", 0, _U64_MAX)
+        key = check_peer(peer_id)._raw
+        check_int(limit, "limit", minimum=0, maximum=_U64_MAX)
         check_epoch(epoch)
         budgets = self._budgets
         current = budgets.get(key)
@@ -1064,7 +1042,7 @@ class RateLimiter:
         Raises:
             WrongType: ``peer_id`` is not a DeviceId.
         """
-        return self._budgets.pop(_check_peer(peer_id)._raw, None) is not None
+        return self._budgets.pop(check_peer(peer_id)._raw, None) is not None
 
     def flow_budget(self, peer_id: DeviceId) -> FlowBudget | None:
         """The flow budget of ``peer_id`` as a value, or None if it has none.
@@ -1072,7 +1050,7 @@ class RateLimiter:
         Raises:
             WrongType: ``peer_id`` is not a DeviceId.
         """
-        budget = self._budgets.get(_check_peer(peer_id)._raw)
+        budget = self._budgets.get(check_peer(peer_id)._raw)
         return None if budget is None else budget.value()
 
     def rotate_epoch(self, epoch: int) -> None:
@@ -1103,7 +1081,7 @@ class RateLimiter:
         Raises:
             WrongType: ``peer_id`` is not a DeviceId.
         """
-        return self._rates.get(_check_peer(peer_id)._raw, self._config.peer_ops_per_second)
+        return self._rates.get(check_peer(peer_id)._raw, self._config.peer_ops_per_second)
 
     def report_outcome(self, peer_id: DeviceId, success: bool | Outcome) -> float:
         """Feed an operation's outcome to the adaptive (AIMD) mode; return the peer's rate.
@@ -1122,7 +1100,7 @@ class RateLimiter:
         Raises:
             WrongType: ``peer_id`` is not a DeviceId, ``success`` not a bool or Outcome.
         """
-        key = _check_peer(peer_id)._raw
+        key = check_peer(peer_id)._raw
         if type(success) is bool:
             outcome = Outcome.SUCCESS if success else Outcome.OVERLOAD
         elif type(success) is Outcome:
@@ -1176,7 +1154,7 @@ class RateLimiter:
         Raises:
             WrongType: ``peer_id`` is not a DeviceId.
         """
-        key = _check_peer(peer_id)._raw
+        key = check_peer(peer_id)._raw
         now = self._time()
         bucket = self._buckets.get(key)
         if bucket is None or bucket[0] <= now:
