@@ -33,8 +33,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from aura_sync._checks import check_bool, check_clock_time, check_peer, check_u64
 from aura_sync.errors import InvalidArgument, WrongType
-from aura_sync.ids import EPOCH_MAX, DeviceId, check_epoch
+from aura_sync.ids import EPOCH_MAX, DeviceId
 from aura_sync.infrastructure.connections import (
     ConnectionMetadata,
     ConnectionState,
@@ -64,38 +65,11 @@ __all__ = [
 _INF = math.inf
 
 
-def _check_peer(value: object) -> None:
-    if type(value) is not DeviceId:
-        raise WrongType(f"peer_id must be a DeviceId, got {type(value).__name__} {value!r}")
-
-
 def _check_id(value: object, name: str) -> None:
-    """A handle or connection id: an int in 1..2**64-1."""
-    check_epoch(value, name)
+    """A handle or connection id: an int in 1..2**64-1 (0 gets its own ">= 1" message)."""
+    check_u64(value, name)
     if value == 0:
         raise InvalidArgument(f"{name} must be >= 1, got 0")
-
-
-def _check_count(value: object, name: str) -> None:
-    check_epoch(value, name)  # a counter: an int in 0..2**64-1
-
-
-def _check_time(value: object, name: str) -> float:
-    """A clock reading in seconds: a finite float (int accepted and converted)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise WrongType(f"{name} must be seconds (float), got {type(value).__name__} {value!r}")
-    try:
-        seconds = float(value)  # an int too large for a float raises OverflowError
-    except OverflowError:
-        seconds = math.inf
-    if not math.isfinite(seconds):
-        raise InvalidArgument(f"{name} must be finite seconds, got {value!r}")
-    return seconds
-
-
-def _check_bool(value: object, name: str) -> None:
-    if type(value) is not bool:
-        raise WrongType(f"{name} must be a bool, got {type(value).__name__} {value!r}")
 
 
 # --- acquire / release -----------------------------------------------------------------
@@ -117,9 +91,9 @@ class Acquire(Message):
     timeout: float | None = None
 
     def __post_init__(self) -> None:
-        _check_peer(self.peer_id)
+        check_peer(self.peer_id)
         if self.timeout is not None:
-            seconds = _check_time(self.timeout, "timeout")
+            seconds = check_clock_time(self.timeout, "timeout")  # finite seconds, int accepted
             if seconds < 0:
                 raise InvalidArgument(f"timeout must be >= 0 seconds, got {self.timeout!r}")
             object.__setattr__(self, "timeout", seconds)
@@ -143,7 +117,7 @@ class Acquired(Message):
     reused: bool = False
 
     def __post_init__(self) -> None:
-        _check_peer(self.peer_id)
+        check_peer(self.peer_id)
         _check_id(self.handle_id, "handle_id")
         _check_id(self.connection_id, "connection_id")
         if self.session_id is not None and type(self.session_id) is not str:
@@ -151,7 +125,7 @@ class Acquired(Message):
                 f"session_id must be a str or None, got {type(self.session_id).__name__} "
                 f"{self.session_id!r}"
             )
-        _check_bool(self.reused, "reused")
+        check_bool(self.reused, "reused")
 
 
 @message(0x0062)
@@ -166,7 +140,7 @@ class Release(Message):
     handle_id: int
 
     def __post_init__(self) -> None:
-        _check_peer(self.peer_id)
+        check_peer(self.peer_id)
         _check_id(self.handle_id, "handle_id")
 
 
@@ -196,7 +170,7 @@ class Evicted(Message):
     count: int
 
     def __post_init__(self) -> None:
-        _check_count(self.count, "count")
+        check_u64(self.count, "count")
 
 
 @message(0x0066)
@@ -211,7 +185,7 @@ class HealthChecked(Message):
     broken: int
 
     def __post_init__(self) -> None:
-        _check_count(self.broken, "broken")
+        check_u64(self.broken, "broken")
 
 
 @message(0x0068)
@@ -226,7 +200,7 @@ class ClosedAll(Message):
     count: int
 
     def __post_init__(self) -> None:
-        _check_count(self.count, "count")
+        check_u64(self.count, "count")
 
 
 # --- statistics and listing ------------------------------------------------------------
@@ -256,7 +230,7 @@ class PoolStatisticsReply(Message):
 
     def __post_init__(self) -> None:
         for name in _POOL_STAT_FIELDS:
-            _check_count(getattr(self, name), name)
+            check_u64(getattr(self, name), name)
 
     @classmethod
     def from_statistics(cls, stats: PoolStatistics) -> PoolStatisticsReply:
@@ -315,7 +289,7 @@ class ConnectionInfo(Message):
         if value.__class__ is not int or not 0 < value <= EPOCH_MAX:
             _check_id(value, "connection_id")
         if self.peer_id.__class__ is not DeviceId:
-            _check_peer(self.peer_id)
+            check_peer(self.peer_id)
         if self.session_id is not None and type(self.session_id) is not str:
             raise WrongType(
                 f"session_id must be a str or None, got {type(self.session_id).__name__} "
@@ -323,20 +297,20 @@ class ConnectionInfo(Message):
             )
         value = self.established_at
         if value.__class__ is not float or not -_INF < value < _INF:
-            object.__setattr__(self, "established_at", _check_time(value, "established_at"))
+            object.__setattr__(self, "established_at", check_clock_time(value, "established_at"))
         value = self.last_used
         if value.__class__ is not float or not -_INF < value < _INF:
-            object.__setattr__(self, "last_used", _check_time(value, "last_used"))
+            object.__setattr__(self, "last_used", check_clock_time(value, "last_used"))
         value = self.reuse_count
         if value.__class__ is not int or not 0 <= value <= EPOCH_MAX:
-            _check_count(value, "reuse_count")
+            check_u64(value, "reuse_count")
         if not isinstance(self.state, ConnectionState):
             raise WrongType(
                 f"state must be a ConnectionState, got {type(self.state).__name__} {self.state!r}"
             )
         value = self.healthy
         if value.__class__ is not bool:
-            _check_bool(value, "healthy")
+            check_bool(value, "healthy")
 
     @classmethod
     def from_metadata(cls, metadata: ConnectionMetadata) -> ConnectionInfo:
