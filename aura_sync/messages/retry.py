@@ -23,6 +23,7 @@ Layer: messages.  Imports the retry core for its enums and validation.
 
 from __future__ import annotations
 
+from aura_sync._checks import check_u64
 from aura_sync.effects import check_seconds
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.infrastructure.retry import (
@@ -39,14 +40,6 @@ __all__ = ["RetryDue", "RetryPolicySpec"]
 
 _U64_LIMIT = 1 << 64
 _INF = float("inf")
-
-
-def _check_u64(value: object, name: str) -> int:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not 0 <= value < _U64_LIMIT:
-        raise InvalidArgument(f"{name} must be in 0..2**64-1, got {value!r}")
-    return value
 
 
 @message(0x0010)
@@ -143,5 +136,5 @@ class RetryDue(Message):
     attempt: int
 
     def __post_init__(self) -> None:
-        _check_u64(self.operation_id, "operation_id")
-        _check_u64(self.attempt, "attempt")
+        check_u64(self.operation_id, "operation_id")
+        check_u64(self.attempt, "attempt")
