@@ -30,6 +30,7 @@ Layer: messages.  Imports the cache core for conversions.
 
 from __future__ import annotations
 
+from aura_sync._checks import check_u64
 from aura_sync.errors import WrongType
 from aura_sync.ids import EPOCH_MAX, check_epoch
 from aura_sync.infrastructure.cache import CacheFloorSnapshot, CacheInvalidation, CacheStatistics
@@ -76,10 +77,6 @@ def _check_keys(keys: object) -> None:
 def _check_bytes(value: object, name: str) -> None:
     if type(value) is not bytes:
         raise WrongType(f"{name} must be bytes, got {type(value).__name__} {value!r}")
-
-
-def _check_count(value: object, name: str) -> None:
-    check_epoch(value, name)  # a counter: an int in 0..2**64-1, like an epoch
 
 
 # --- invalidation ----------------------------------------------------------------------
@@ -290,7 +287,7 @@ class CacheStatisticsReply(Message):
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
-            _check_count(getattr(self, name), name)
+            check_u64(getattr(self, name), name)
 
     @classmethod
     def from_statistics(cls, stats: CacheStatistics) -> CacheStatisticsReply:
@@ -348,7 +345,7 @@ class _SnapshotFields(Message):
                     f"{name} must be a tuple of pairs, got {type(value).__name__} {value!r}"
                 )
         self.to_snapshot()  # the core's own validation
-        _check_count(self.eviction_buckets, "eviction_buckets")  # and it must fit the wire
+        check_u64(self.eviction_buckets, "eviction_buckets")  # and it must fit the wire
 
     def to_snapshot(self) -> CacheFloorSnapshot:
         """The :class:`~aura_sync.infrastructure.cache.CacheFloorSnapshot` carried."""
