@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import math
 
+from aura_sync._checks import check_u64
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.messages._base import Message, message
 
@@ -62,16 +63,6 @@ def check_child_id(value: object, name: str = "child_id") -> str:
             f"{name} must be 1..{MAX_CHILD_ID_LENGTH} characters, got {len(value)}: {value!r}"
         )
     return value
-
-
-_U64_MAX = 2**64 - 1  # msgpack's largest unsigned int
-
-
-def _check_count(value: object, name: str) -> None:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not 0 <= value <= _U64_MAX:
-        raise InvalidArgument(f"{name} must be in 0..2**64-1, got {value}")
 
 
 class ExitKind(enum.Enum):
@@ -135,7 +126,7 @@ class ChildStarted(Message):
 
     def __post_init__(self) -> None:
         check_child_id(self.child_id)
-        _check_count(self.incarnation, "incarnation")
+        check_u64(self.incarnation, "incarnation")
 
 
 @message(0xA1)
@@ -149,7 +140,7 @@ class ChildExited(Message):
 
     def __post_init__(self) -> None:
         check_child_id(self.child_id)
-        _check_count(self.incarnation, "incarnation")
+        check_u64(self.incarnation, "incarnation")
         if not isinstance(self.kind, ExitKind):
             raise WrongType(f"kind must be an ExitKind, got {self.kind!r}")
         if type(self.reason) is not str:
@@ -167,7 +158,7 @@ class StartTimedOut(Message):
 
     def __post_init__(self) -> None:
         check_child_id(self.child_id)
-        _check_count(self.incarnation, "incarnation")
+        check_u64(self.incarnation, "incarnation")
 
 
 @message(0xA3)
@@ -179,7 +170,7 @@ class ShutdownTimedOut(Message):
 
     def __post_init__(self) -> None:
         check_child_id(self.child_id)
-        _check_count(self.incarnation, "incarnation")
+        check_u64(self.incarnation, "incarnation")
 
 
 @message(0xA4)
@@ -191,7 +182,7 @@ class BackoffElapsed(Message):
 
     def __post_init__(self) -> None:
         check_child_id(self.child_id)
-        _check_count(self.token, "token")
+        check_u64(self.token, "token")
 
 
 @message(0xA5)
@@ -245,7 +236,7 @@ class ChildCounts(Message):
 
     def __post_init__(self) -> None:
         for name in ("specs", "active", "supervisors", "workers"):
-            _check_count(getattr(self, name), name)
+            check_u64(getattr(self, name), name)
 
 
 @message(0xAB)
@@ -288,7 +279,7 @@ class SupervisionEvent(Message):
             )
         if self.child_id:  # empty for supervisor-wide events
             check_child_id(self.child_id)
-        _check_count(self.incarnation, "incarnation")
+        check_u64(self.incarnation, "incarnation")
         for name in ("supervisor", "reason"):
             if type(getattr(self, name)) is not str:
                 raise WrongType(f"{name} must be a str, got {getattr(self, name)!r}")
