@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
+from aura_sync._checks import check_peer, check_u64
 from aura_sync.errors import InvalidArgument, RateLimited, WrongType
 from aura_sync.ids import DeviceId, check_epoch
 from aura_sync.infrastructure.rate_limit import (
@@ -68,20 +69,7 @@ __all__ = [
     "SetFlowBudget",
 ]
 
-_U64_MAX: Final = 2**64 - 1
 _INF: Final = math.inf
-
-
-def _check_peer(value: object) -> None:
-    if type(value) is not DeviceId:
-        raise WrongType(f"peer_id must be a DeviceId, got {type(value).__name__} {value!r}")
-
-
-def _check_u64(value: object, name: str, lo: int = 0) -> None:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not lo <= value <= _U64_MAX:
-        raise InvalidArgument(f"{name} must be in {lo}..2**64-1, got {value}")
 
 
 def _check_seconds(value: object, name: str) -> None:
@@ -109,8 +97,8 @@ class CheckRateLimit(Message):
     cost: int = 1
 
     def __post_init__(self) -> None:
-        _check_peer(self.peer_id)
-        _check_u64(self.cost, "cost", 1)
+        check_peer(self.peer_id)
+        check_u64(self.cost, "cost", minimum=1)
 
 
 @message(0x0021)
@@ -191,7 +179,7 @@ class ReportOutcome(Message):
     outcome: Outcome
 
     def __post_init__(self) -> None:
-        _check_peer(self.peer_id)
+        check_peer(self.peer_id)
         _check_enum(self.outcome, Outcome, "outcome")
 
 
@@ -205,7 +193,7 @@ class GetPeerRate(Message):
     peer_id: DeviceId
 
     def __post_init__(self) -> None:
-        _check_peer(self.peer_id)
+        check_peer(self.peer_id)
 
 
 @message(0x0024)
@@ -220,7 +208,7 @@ class PeerRate(Message):
 
     def __post_init__(self) -> None:
         if self.peer_id.__class__ is not DeviceId:
-            _check_peer(self.peer_id)
+            check_peer(self.peer_id)
         rate = self.ops_per_second
         if rate.__class__ is float and 0.0 < rate < _INF:
             return  # the common case, valid: no call
@@ -245,8 +233,8 @@ class SetFlowBudget(Message):
     epoch: int
 
     def __post_init__(self) -> None:
-        _check_peer(self.peer_id)
-        _check_u64(self.limit, "limit")
+        check_peer(self.peer_id)
+        check_u64(self.limit, "limit")
         check_epoch(self.epoch)
 
 
@@ -260,7 +248,7 @@ class ClearFlowBudget(Message):
     peer_id: DeviceId
 
     def __post_init__(self) -> None:
-        _check_peer(self.peer_id)
+        check_peer(self.peer_id)
 
 
 @message(0x0027)
@@ -273,7 +261,7 @@ class GetFlowBudget(Message):
     peer_id: DeviceId
 
     def __post_init__(self) -> None:
-        _check_peer(self.peer_id)
+        check_peer(self.peer_id)
 
 
 @message(0x0028)
@@ -290,8 +278,8 @@ class FlowBudgetState(Message):
     epoch: int
 
     def __post_init__(self) -> None:
-        _check_u64(self.limit, "limit")
-        _check_u64(self.spent, "spent")
+        check_u64(self.limit, "limit")
+        check_u64(self.spent, "spent")
         check_epoch(self.epoch)
 
     @classmethod
@@ -320,7 +308,7 @@ class FlowBudgetReply(Message):
     budget: FlowBudgetState | None
 
     def __post_init__(self) -> None:
-        _check_peer(self.peer_id)
+        check_peer(self.peer_id)
         if self.budget is not None and type(self.budget) is not FlowBudgetState:
             raise WrongType(f"budget must be a FlowBudgetState or None, got {self.budget!r}")
 
@@ -353,7 +341,7 @@ class BucketsDropped(Message):
     count: int
 
     def __post_init__(self) -> None:
-        _check_u64(self.count, "count")
+        check_u64(self.count, "count")
 
 
 @message(0x002D)
@@ -386,7 +374,7 @@ class RateLimiterStatisticsReply(Message):
             "tracked_peers",
             "tracking_limit_hits",
         ):
-            _check_u64(getattr(self, name), name)
+            check_u64(getattr(self, name), name)
 
     @classmethod
     def from_statistics(cls, stats: RateLimiterStatistics) -> RateLimiterStatisticsReply:
