@@ -45,6 +45,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Final
 
+from aura_sync._checks import check_int
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.messages._base import Message, message
@@ -122,14 +123,6 @@ _ID_SPACE: Final = 2 ** (8 * OP_ID_SIZE)
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _check_int(value: object, name: str, low: int, high: int) -> int:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not low <= value <= high:
-        raise InvalidArgument(f"{name} must be in {low}..{high}, got {value}")
-    return value
-
-
 def _check_id(value: object, name: str) -> bytes:
     if type(value) is not bytes:
         raise WrongType(f"{name} must be bytes, got {type(value).__name__} {value!r}")
@@ -198,7 +191,7 @@ def op_id(author: DeviceId, seq: int, payload: bytes) -> bytes:
     """
     if type(author) is not DeviceId:
         raise WrongType(f"author must be a DeviceId, got {type(author).__name__} {author!r}")
-    _check_int(seq, "seq", 0, _SEQ_LIMIT - 1)
+    check_int(seq, "seq", minimum=0, maximum=_SEQ_LIMIT - 1)
     if type(payload) is not bytes:
         raise WrongType(f"payload must be bytes, got {type(payload).__name__}")
     h = hashlib.sha256(_OP_DOMAIN)
@@ -253,7 +246,7 @@ class Hello(Message):
     listen_address: str
 
     def __post_init__(self) -> None:
-        _check_int(self.protocol_version, "protocol_version", 1, 0xFFFF)
+        check_int(self.protocol_version, "protocol_version", minimum=1, maximum=0xFFFF)
         _check_address(self.listen_address, "listen_address", allow_empty=True)
 
 
@@ -264,7 +257,7 @@ class Ping(Message):
     nonce: int
 
     def __post_init__(self) -> None:
-        _check_int(self.nonce, "nonce", 0, _U64_MAX)
+        check_int(self.nonce, "nonce", minimum=0, maximum=_U64_MAX)
 
 
 @message(0x00C2)
@@ -274,7 +267,7 @@ class Pong(Message):
     nonce: int
 
     def __post_init__(self) -> None:
-        _check_int(self.nonce, "nonce", 0, _U64_MAX)
+        check_int(self.nonce, "nonce", minimum=0, maximum=_U64_MAX)
 
 
 @message(0x00C3)
@@ -290,7 +283,7 @@ class Request(Message):
     body: bytes
 
     def __post_init__(self) -> None:
-        _check_int(self.request_id, "request_id", 1, _U64_MAX)
+        check_int(self.request_id, "request_id", minimum=1, maximum=_U64_MAX)
         _check_body(self.body)
 
 
@@ -302,7 +295,7 @@ class Reply(Message):
     body: bytes
 
     def __post_init__(self) -> None:
-        _check_int(self.request_id, "request_id", 1, _U64_MAX)
+        check_int(self.request_id, "request_id", minimum=1, maximum=_U64_MAX)
         _check_body(self.body)
 
 
@@ -337,7 +330,7 @@ class Op(Message):
             raise WrongType(
                 f"author must be a DeviceId, got {type(self.author).__name__} {self.author!r}"
             )
-        _check_int(self.seq, "seq", 0, _SEQ_LIMIT - 1)
+        check_int(self.seq, "seq", minimum=0, maximum=_SEQ_LIMIT - 1)
         if type(self.payload) is not bytes:
             raise WrongType(f"payload must be bytes, got {type(self.payload).__name__}")
         if len(self.payload) > MAX_OP_PAYLOAD:
@@ -381,7 +374,7 @@ class IdRange(Message):
 
         Fewer parts come back if the range holds fewer than ``parts`` ids.
         """
-        _check_int(parts, "parts", 2, 256)
+        check_int(parts, "parts", minimum=2, maximum=256)
         lo = int.from_bytes(self.lo, "big")
         hi = _ID_SPACE if self.hi is None else int.from_bytes(self.hi, "big")
         parts = min(parts, hi - lo)
@@ -413,7 +406,7 @@ class RangeDigest(Message):
     def __post_init__(self) -> None:
         if type(self.id_range) is not IdRange:
             raise WrongType(f"id_range must be an IdRange, got {type(self.id_range).__name__}")
-        _check_int(self.count, "count", 0, _U64_MAX)
+        check_int(self.count, "count", minimum=0, maximum=_U64_MAX)
         _check_id(self.fingerprint, "fingerprint")
 
 
@@ -450,7 +443,7 @@ class IdsRequest(Message):
     def __post_init__(self) -> None:
         if type(self.id_range) is not IdRange:
             raise WrongType(f"id_range must be an IdRange, got {type(self.id_range).__name__}")
-        _check_int(self.limit, "limit", 1, MAX_IDS_BATCH)
+        check_int(self.limit, "limit", minimum=1, maximum=MAX_IDS_BATCH)
 
 
 @message(0x00CB)
@@ -511,8 +504,8 @@ class PushAck(Message):
     known: int
 
     def __post_init__(self) -> None:
-        _check_int(self.added, "added", 0, MAX_OPS_BATCH)
-        _check_int(self.known, "known", 0, MAX_OPS_BATCH)
+        check_int(self.added, "added", minimum=0, maximum=MAX_OPS_BATCH)
+        check_int(self.known, "known", minimum=0, maximum=MAX_OPS_BATCH)
 
 
 # --- peers and capabilities ------------------------------------------------------------
@@ -558,7 +551,7 @@ class PeerExchangeRequest(Message):
     max_peers: int = MAX_PEERS_PER_EXCHANGE
 
     def __post_init__(self) -> None:
-        _check_int(self.max_peers, "max_peers", 1, MAX_PEERS_PER_EXCHANGE)
+        check_int(self.max_peers, "max_peers", minimum=1, maximum=MAX_PEERS_PER_EXCHANGE)
 
 
 @message(0x00D3)
