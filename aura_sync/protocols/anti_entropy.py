@@ -76,6 +76,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from aura_sync._checks import check_int, check_u64
 from aura_sync.actors._faults import FaultInjectionMixin, check_stash, resolve_effects
 from aura_sync.actors._reply import ReplySlot
 from aura_sync.actors.address import ActorAddress
@@ -190,13 +191,6 @@ _STAT_NAMES: Final = (
 # --- the actor's own messages (tags 0xD4-0xDF) ---------------------------------------------
 
 
-def _check_count(value: object, name: str, low: int = 0, high: int = 2**64 - 1) -> None:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not low <= value <= high:
-        raise InvalidArgument(f"{name} must be in {low}..{high}, got {value}")
-
-
 @message(0x00D4)
 class SyncTick(Message):
     """Timer: time for the next sync round (scheduled every ``sync_interval`` seconds)."""
@@ -218,7 +212,7 @@ class RetrySync(Message):
     def __post_init__(self) -> None:
         if type(self.peer_id) is not DeviceId:
             raise WrongType(f"peer_id must be a DeviceId, got {type(self.peer_id).__name__}")
-        _check_count(self.attempt, "attempt", 1, 1000)
+        check_int(self.attempt, "attempt", minimum=1, maximum=1000)
         for name in ("prev_delay", "started"):
             value = getattr(self, name)
             if type(value) is not float or not math.isfinite(value) or value < 0:
@@ -256,7 +250,7 @@ class OpsAppended(Message):
 
     def __post_init__(self) -> None:
         for name in ("added", "own_ops", "total_ops"):
-            _check_count(getattr(self, name), name)
+            check_u64(getattr(self, name), name)
 
 
 @message(0x00D8)
@@ -293,10 +287,10 @@ class SyncStatus(Message):
         for pair in self.counters + self.answered:
             if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not str:
                 raise WrongType(f"counters entries must be (str, int), got {pair!r}")
-            _check_count(pair[1], pair[0])
+            check_u64(pair[1], pair[0])
         for name in ("journal_ops", "own_ops", "epoch", "connected", "authorized"):
-            _check_count(getattr(self, name), name)
-        _check_count(self.active_sessions, "active_sessions")
+            check_u64(getattr(self, name), name)
+        check_u64(self.active_sessions, "active_sessions")
         if type(self.digest) is not bytes:
             raise WrongType(f"digest must be bytes, got {type(self.digest).__name__}")
 
@@ -501,12 +495,12 @@ class AntiEntropyConfig:
             if not (math.isfinite(value) and value > 0):
                 raise InvalidArgument(f"{name} must be finite seconds > 0, got {value!r}")
             object.__setattr__(self, name, float(value))
-        _check_count(self.peers_per_round, "peers_per_round", 1, 64)
-        _check_count(self.batch_size, "batch_size", 1, MAX_OPS_BATCH)
-        _check_count(self.list_threshold, "list_threshold", 1, MAX_IDS_BATCH)
-        _check_count(self.max_cached_skips, "max_cached_skips", 0, 1000)
-        _check_count(self.exchange_every, "exchange_every", 1, 1_000_000)
-        _check_count(self.max_dials, "max_dials", 1, 1024)
+        check_int(self.peers_per_round, "peers_per_round", minimum=1, maximum=64)
+        check_int(self.batch_size, "batch_size", minimum=1, maximum=MAX_OPS_BATCH)
+        check_int(self.list_threshold, "list_threshold", minimum=1, maximum=MAX_IDS_BATCH)
+        check_int(self.max_cached_skips, "max_cached_skips", minimum=0, maximum=1000)
+        check_int(self.exchange_every, "exchange_every", minimum=1, maximum=1_000_000)
+        check_int(self.max_dials, "max_dials", minimum=1, maximum=1024)
         for name in ("require_capability", "refuse_sync"):
             if type(getattr(self, name)) is not bool:
                 raise WrongType(f"{name} must be a bool, got {getattr(self, name)!r}")
