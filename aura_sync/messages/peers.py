@@ -51,6 +51,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from aura_sync._checks import check_bool, check_int, check_peer, check_u64
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.peers import (
@@ -96,25 +97,6 @@ __all__ = [
     "UpdatePeerCapabilities",
     "UpdatePeerMetadata",
 ]
-
-_UINT_MAX = 2**64 - 1  # msgpack's largest unsigned int
-
-
-def _peer(value: object, name: str = "peer_id") -> None:
-    if type(value) is not DeviceId:
-        raise WrongType(f"{name} must be a DeviceId, got {type(value).__name__} {value!r}")
-
-
-def _bool(value: object, name: str) -> None:
-    if type(value) is not bool:
-        raise WrongType(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-
-
-def _uint(value: object, name: str, high: int = _UINT_MAX) -> None:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not 0 <= value <= high:
-        raise InvalidArgument(f"{name} must be in 0..{high}, got {value}")
 
 
 def _float(msg: Message, name: str, *, optional: bool = False, nonneg: bool = False) -> None:
@@ -185,7 +167,7 @@ class AddPeer(Message):
     address: str | None = None
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
         _address(self.address)
 
 
@@ -197,8 +179,8 @@ class PeerAdded(Message):
     added: bool
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
-        _bool(self.added, "added")
+        check_peer(self.peer_id)
+        check_bool(self.added, "added")
 
 
 @message(0x0082)
@@ -208,7 +190,7 @@ class RemovePeer(Message):
     peer_id: DeviceId
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
 
 
 @message(0x0083)
@@ -219,7 +201,7 @@ class SetPeerStatus(Message):
     status: PeerStatus
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
         if type(self.status) is not PeerStatus:
             raise WrongType(
                 f"status must be a PeerStatus, got {type(self.status).__name__} {self.status!r}"
@@ -245,17 +227,17 @@ class UpdatePeerMetadata(Message):
     active_sessions: int | None = None
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
         if self.trust_level is not None:
-            _uint(self.trust_level, "trust_level", 100)
+            check_int(self.trust_level, "trust_level", minimum=0, maximum=100)
         for name in ("has_sync_capability", "verified"):
             value = getattr(self, name)
             if value is not None:
-                _bool(value, name)
+                check_bool(value, name)
         for name in ("successful_syncs", "failed_syncs", "active_sessions"):
             value = getattr(self, name)
             if value is not None:
-                _uint(value, name)
+                check_u64(value, name)
 
     def fields(self) -> dict[str, Any]:
         """The fields to change, as keyword arguments for
@@ -281,7 +263,7 @@ class GetPeer(Message):
     peer_id: DeviceId
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
 
 
 @message(0x0086)
@@ -308,7 +290,7 @@ class PeerMetadataRecord(Message):
 
     def __post_init__(self) -> None:
         for name in ("successful_syncs", "failed_syncs", "active_sessions", "consecutive_failures"):
-            _uint(getattr(self, name), name)
+            check_u64(getattr(self, name), name)
         for name in ("discovered_at", "last_seen", "last_status_change"):
             _float(self, name)
         _float(self, "latency_ewma", optional=True, nonneg=True)
@@ -367,7 +349,7 @@ class PeerInfoReply(Message):
     metadata: PeerMetadataRecord
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
         _address(self.address)
         if type(self.metadata) is not PeerMetadataRecord:
             raise WrongType(
@@ -393,7 +375,7 @@ class GetPeerScore(Message):
     peer_id: DeviceId
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
 
 
 @message(0x0089)
@@ -404,7 +386,7 @@ class PeerScoreReply(Message):
     score: float
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
         _float(self, "score")
         if not 0.0 <= self.score <= 1.0:
             raise InvalidArgument(f"score must be in [0, 1], got {self.score!r}")
@@ -417,7 +399,7 @@ class IsPeerAvailable(Message):
     peer_id: DeviceId
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
 
 
 @message(0x008B)
@@ -428,8 +410,8 @@ class PeerAvailabilityReply(Message):
     available: bool
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
-        _bool(self.available, "available")
+        check_peer(self.peer_id)
+        check_bool(self.available, "available")
 
 
 # --- selection and sessions ---------------------------------------------------------------
@@ -442,7 +424,7 @@ class SelectSyncPeers(Message):
     count: int
 
     def __post_init__(self) -> None:
-        _uint(self.count, "count")
+        check_u64(self.count, "count")
 
 
 @message(0x008D)
@@ -463,7 +445,7 @@ class StartSyncSession(Message):
     peer_id: DeviceId
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
 
 
 @message(0x008F)
@@ -479,8 +461,8 @@ class EndSyncSession(Message):
     latency: float
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
-        _bool(self.success, "success")
+        check_peer(self.peer_id)
+        check_bool(self.success, "success")
         _float(self, "latency", nonneg=True)
 
 
@@ -491,7 +473,7 @@ class RecordFailure(Message):
     peer_id: DeviceId
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
 
 
 @message(0x0091)
@@ -502,7 +484,7 @@ class FailureRecorded(Message):
     backoff: float
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
         _float(self, "backoff", nonneg=True)
 
 
@@ -521,7 +503,7 @@ class UpdatePeerCapabilities(Message):
     token: bytes
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
         if type(self.token) is not bytes:
             raise WrongType(f"token must be bytes, got {type(self.token).__name__}")
 
@@ -534,7 +516,7 @@ class CapabilitiesReply(Message):
     capabilities: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
         _tuple_of(self.capabilities, str, "capabilities")
 
 
@@ -549,7 +531,7 @@ class PeerCandidate(Message):
     address: str | None = None
 
     def __post_init__(self) -> None:
-        _peer(self.peer_id)
+        check_peer(self.peer_id)
         _address(self.address)
 
 
@@ -622,7 +604,7 @@ class RefreshNeededReply(Message):
     needed: bool
 
     def __post_init__(self) -> None:
-        _bool(self.needed, "needed")
+        check_bool(self.needed, "needed")
 
 
 # --- statistics and the whole table -------------------------------------------------------
@@ -651,7 +633,7 @@ class PeerStatisticsReply(Message):
             "peers_with_sync_capability",
             "total_active_sessions",
         ):
-            _uint(getattr(self, name), name)
+            check_u64(getattr(self, name), name)
 
     @classmethod
     def from_statistics(cls, stats: PeerManagerStatistics) -> PeerStatisticsReply:
