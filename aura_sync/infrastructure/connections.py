@@ -134,11 +134,10 @@ def _config_seconds(value: object, name: str, *, allow_zero: bool) -> float:
 
 
 def _config_count(value: object, name: str) -> int:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ConfigError(f"{name} must be >= 1, got {value}")
-    return value
+    try:
+        return check_int(value, name, minimum=1)
+    except InvalidArgument as exc:  # a bad config value is a ConfigError (WrongType passes)
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

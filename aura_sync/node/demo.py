@@ -57,6 +57,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from aura_sync._checks import check_int
 from aura_sync.errors import AuraError, InvalidArgument, WrongType
 from aura_sync.identity import NodeIdentity
 from aura_sync.infrastructure.capabilities import (
@@ -115,11 +116,7 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         for name, low, high in (("nodes", 2, 16), ("ops", 0, 10_000_000), ("waves", 1, 1000)):
-            value = getattr(self, name)
-            if type(value) is not int:
-                raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-            if not low <= value <= high:
-                raise InvalidArgument(f"{name} must be in {low}..{high}, got {value}")
+            check_int(getattr(self, name), name, minimum=low, maximum=high)
         for name in ("timeout", "sync_interval", "stall"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:

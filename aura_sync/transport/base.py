@@ -62,6 +62,7 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, fields
 from typing import Any, Final, Protocol, runtime_checkable
 
+from aura_sync._checks import check_int
 from aura_sync.effects import check_seconds
 from aura_sync.errors import (
     AuraError,
@@ -164,10 +165,10 @@ class TransportConfig:
 
 
 def _config_int(value: object, name: str, low: int, high: int) -> None:
-    if type(value) is not int:
-        raise WrongType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be in {low}..{high}, got {value}")
+    try:
+        check_int(value, name, minimum=low, maximum=high)
+    except InvalidArgument as exc:  # a bad config value is a ConfigError (WrongType passes)
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
