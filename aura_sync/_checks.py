@@ -121,7 +121,10 @@ def check_clock_time(value: object, name: str) -> float:
 
 
 def check_peer(value: object, name: str = "peer_id") -> DeviceId:
-    """Return ``value`` if it is exactly a :class:`~aura_sync.ids.DeviceId` (a peer's id).
+    """Return ``value`` if it is exactly a :class:`~aura_sync.ids.DeviceId`.
+
+    For any device identity argument: a peer, an op's author, a device; ``name``
+    defaults to ``"peer_id"``.
 
     Raises:
         WrongType: ``value`` is anything else (raw bytes included).
