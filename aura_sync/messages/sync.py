@@ -45,7 +45,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Final
 
-from aura_sync._checks import check_int
+from aura_sync._checks import check_int, check_peer
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.messages._base import Message, message
@@ -189,8 +189,7 @@ def op_id(author: DeviceId, seq: int, payload: bytes) -> bytes:
     Hashes a domain tag, the author's 16 id bytes, ``seq`` as 8 big-endian
     bytes and the payload, so the id commits to all three.
     """
-    if type(author) is not DeviceId:
-        raise WrongType(f"author must be a DeviceId, got {type(author).__name__} {author!r}")
+    check_peer(author, "author")
     check_int(seq, "seq", minimum=0, maximum=_SEQ_LIMIT - 1)
     if type(payload) is not bytes:
         raise WrongType(f"payload must be bytes, got {type(payload).__name__}")
@@ -326,10 +325,7 @@ class Op(Message):
     payload: bytes
 
     def __post_init__(self) -> None:
-        if type(self.author) is not DeviceId:
-            raise WrongType(
-                f"author must be a DeviceId, got {type(self.author).__name__} {self.author!r}"
-            )
+        check_peer(self.author, "author")
         check_int(self.seq, "seq", minimum=0, maximum=_SEQ_LIMIT - 1)
         if type(self.payload) is not bytes:
             raise WrongType(f"payload must be bytes, got {type(self.payload).__name__}")
@@ -519,11 +515,7 @@ class PeerAddress(Message):
     address: str
 
     def __post_init__(self) -> None:
-        if type(self.device_id) is not DeviceId:
-            raise WrongType(
-                f"device_id must be a DeviceId, got {type(self.device_id).__name__} "
-                f"{self.device_id!r}"
-            )
+        check_peer(self.device_id, "device_id")
         _check_address(self.address, "address", allow_empty=False)
 
 
