@@ -76,7 +76,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aura_sync._checks import check_int, check_u64
+from aura_sync._checks import check_int, check_peer, check_u64
 from aura_sync.actors._faults import FaultInjectionMixin, check_stash, resolve_effects
 from aura_sync.actors._reply import ReplySlot
 from aura_sync.actors.address import ActorAddress
@@ -210,8 +210,7 @@ class RetrySync(Message):
     started: float
 
     def __post_init__(self) -> None:
-        if type(self.peer_id) is not DeviceId:
-            raise WrongType(f"peer_id must be a DeviceId, got {type(self.peer_id).__name__}")
+        check_peer(self.peer_id)
         check_int(self.attempt, "attempt", minimum=1, maximum=1000)
         for name in ("prev_delay", "started"):
             value = getattr(self, name)
@@ -334,8 +333,7 @@ class AddressBook:
 
     def learn(self, peer_id: DeviceId, address: str, *, verified: bool) -> bool:
         """Record ``address`` for ``peer_id``; returns True if it changed anything."""
-        if type(peer_id) is not DeviceId:
-            raise WrongType(f"peer_id must be a DeviceId, got {type(peer_id).__name__}")
+        check_peer(peer_id)
         if type(address) is not str or not address:
             raise InvalidArgument(f"address must be a non-empty str, got {address!r}")
         with self._lock:
@@ -416,8 +414,7 @@ class NodeConnector:
 
     def connect(self, peer_id: DeviceId) -> Connection:
         """Open a connection to ``peer_id`` (see the class docstring)."""
-        if type(peer_id) is not DeviceId:
-            raise WrongType(f"peer_id must be a DeviceId, got {type(peer_id).__name__}")
+        check_peer(peer_id)
         address = self._addresses.get(peer_id)
         if address is None:
             raise UnknownPeer(f"no known address for peer {peer_id}")
