@@ -65,6 +65,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from aura_sync._checks import check_peer
 from aura_sync.errors import InvalidArgument, JournalCorrupt, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.messages.sync import (
@@ -155,8 +156,7 @@ class Journal:
         """
         if not isinstance(path, str | os.PathLike):
             raise WrongType(f"path must be a path, got {type(path).__name__} {path!r}")
-        if type(author) is not DeviceId:
-            raise WrongType(f"author must be a DeviceId, got {type(author).__name__} {author!r}")
+        check_peer(author, "author")
         if synchronous not in _SYNC_MODES:
             raise InvalidArgument(f"synchronous must be one of {_SYNC_MODES}, got {synchronous!r}")
         name = os.fspath(path)
@@ -431,8 +431,7 @@ class Journal:
 
     def ops_by(self, author: DeviceId) -> list[Op]:
         """Every held op of ``author``, by sequence number."""
-        if type(author) is not DeviceId:
-            raise WrongType(f"author must be a DeviceId, got {type(author).__name__} {author!r}")
+        check_peer(author, "author")
         with self._lock:
             self._ensure_open()
             rows = self._conn.execute(
