@@ -62,7 +62,7 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, fields
 from typing import Any, Final, Protocol, runtime_checkable
 
-from aura_sync._checks import check_int
+from aura_sync._checks import check_int, check_peer
 from aura_sync.effects import check_seconds
 from aura_sync.errors import (
     AuraError,
@@ -860,8 +860,7 @@ class TransportConnector:
         Raises :class:`~aura_sync.errors.UnknownPeer` if the address is
         unknown, and whatever :meth:`Transport.open` raises.
         """
-        if type(peer_id) is not DeviceId:
-            raise WrongType(f"peer_id must be a DeviceId, got {type(peer_id).__name__}")
+        check_peer(peer_id)
         address = self._resolve(peer_id)
         if address is None:
             raise UnknownPeer(f"no known address for peer {peer_id}")

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from aura_sync._checks import check_peer
 from aura_sync.effects import Clock, ManualClock, Rng, TimerHandle, check_seconds
 from aura_sync.errors import (
     AuraError,
@@ -315,8 +316,7 @@ class MemoryTransport:
         self, peer_id: DeviceId, address: str, *, handler: Handler | None = None
     ) -> MemoryConnection:
         """Start connecting to ``peer_id`` at ``address``; returns at once (see ``ready``)."""
-        if type(peer_id) is not DeviceId:
-            raise WrongType(f"peer_id must be a DeviceId, got {type(peer_id).__name__} {peer_id!r}")
+        check_peer(peer_id)
         _check_address(address)
         _check_handler(handler, optional=True)
         net = self._network
@@ -463,10 +463,7 @@ class MemoryNetwork:
         Raises :class:`~aura_sync.errors.InvalidArgument` if ``device_id``
         already has an endpoint.
         """
-        if type(device_id) is not DeviceId:
-            raise WrongType(
-                f"device_id must be a DeviceId, got {type(device_id).__name__} {device_id!r}"
-            )
+        check_peer(device_id, "device_id")
         _check_handler(on_refused, "on_refused", optional=True)
         with self._lock:
             existing = self._transports.get(device_id)

@@ -66,6 +66,7 @@ from typing import Final
 
 from OpenSSL import SSL
 
+from aura_sync._checks import check_peer
 from aura_sync.effects import check_seconds
 from aura_sync.errors import (
     AuraError,
@@ -670,8 +671,7 @@ class TcpTransport:
         :class:`~aura_sync.errors.InvalidArgument` for bad arguments and
         :class:`~aura_sync.errors.ConnectionClosed` after :meth:`close`.
         """
-        if type(peer_id) is not DeviceId:
-            raise WrongType(f"peer_id must be a DeviceId, got {type(peer_id).__name__} {peer_id!r}")
+        check_peer(peer_id)
         host, port = parse_address(address)
         if port == 0:
             raise InvalidArgument(f"cannot connect to port 0 in {address!r}")
