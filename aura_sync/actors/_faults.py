@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aura_sync._checks import check_bool
 from aura_sync.actors.base import handles
 from aura_sync.effects import (
     Clock,
@@ -145,11 +146,7 @@ class FaultInjectionMixin:
 
     def _init_faults(self, fault_injection: bool) -> None:
         """Enable (True) or disable (False) fault injection; raises WrongType for a non-bool."""
-        if type(fault_injection) is not bool:
-            raise WrongType(
-                f"fault_injection must be a bool, got {type(fault_injection).__name__} "
-                f"{fault_injection!r}"
-            )
+        check_bool(fault_injection, "fault_injection")
         self._fault_injection = fault_injection
 
     @property
