@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
-from aura_sync._checks import check_clock_time, check_int, check_peer
+from aura_sync._checks import check_bool, check_clock_time, check_int, check_peer
 from aura_sync.effects import Clock, SystemClock, check_seconds
 from aura_sync.errors import (
     ConfigError,
@@ -180,11 +180,7 @@ class PoolConfig:
         ):
             seconds = _config_seconds(getattr(self, name), name, allow_zero=allow_zero)
             object.__setattr__(self, name, seconds)
-        if type(self.health_checks_enabled) is not bool:
-            raise WrongType(
-                "health_checks_enabled must be a bool, got "
-                f"{type(self.health_checks_enabled).__name__} {self.health_checks_enabled!r}"
-            )
+        check_bool(self.health_checks_enabled, "health_checks_enabled")
 
 
 class ConnectionState(enum.Enum):
@@ -232,10 +228,7 @@ class ConnectionMetadata:
             raise WrongType(
                 f"state must be a ConnectionState, got {type(self.state).__name__} {self.state!r}"
             )
-        if type(self.healthy) is not bool:
-            raise WrongType(
-                f"healthy must be a bool, got {type(self.healthy).__name__} {self.healthy!r}"
-            )
+        check_bool(self.healthy, "healthy")
 
 
 @dataclass(frozen=True, slots=True)
