@@ -87,7 +87,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, TypeAlias
 
-from aura_sync._checks import check_clock_time, check_int, check_peer
+from aura_sync._checks import check_bool, check_clock_time, check_int, check_peer
 from aura_sync.effects import Clock, SystemClock
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId, check_epoch
@@ -365,10 +365,7 @@ class RateLimitConfig:
         check_int(self.global_burst, "global_burst", minimum=1, maximum=_MAX_BURST)
         check_int(self.peer_burst, "peer_burst", minimum=1, maximum=_MAX_BURST)
         check_int(self.max_tracked_peers, "max_tracked_peers", minimum=1, maximum=2**62)
-        if type(self.adaptive) is not bool:
-            raise WrongType(
-                f"adaptive must be a bool, got {type(self.adaptive).__name__} {self.adaptive!r}"
-            )
+        check_bool(self.adaptive, "adaptive")
         setf(
             self,
             "adaptive_increase",
