@@ -72,7 +72,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeAlias, TypeVar
 
-from aura_sync._checks import check_int
+from aura_sync._checks import check_bool, check_int
 from aura_sync.effects import Clock, Rng, SystemRng, check_seconds, system_effects
 from aura_sync.errors import InvalidArgument, RetryExhausted, WrongType
 
@@ -369,8 +369,7 @@ class RetryDecision:
     reason: GiveUpReason | None = None
 
     def __post_init__(self) -> None:
-        if type(self.should_retry) is not bool:
-            raise WrongType(f"should_retry must be a bool, got {self.should_retry!r}")
+        check_bool(self.should_retry, "should_retry")
         object.__setattr__(self, "delay", check_seconds(self.delay, "delay"))
         if self.reason is not None and not isinstance(self.reason, GiveUpReason):
             raise WrongType(f"reason must be a GiveUpReason or None, got {self.reason!r}")
