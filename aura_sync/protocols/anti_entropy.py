@@ -76,7 +76,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aura_sync._checks import check_int, check_peer, check_u64
+from aura_sync._checks import check_bool, check_int, check_peer, check_u64
 from aura_sync.actors._faults import FaultInjectionMixin, check_stash, resolve_effects
 from aura_sync.actors._reply import ReplySlot
 from aura_sync.actors.address import ActorAddress
@@ -499,8 +499,7 @@ class AntiEntropyConfig:
         check_int(self.exchange_every, "exchange_every", minimum=1, maximum=1_000_000)
         check_int(self.max_dials, "max_dials", minimum=1, maximum=1024)
         for name in ("require_capability", "refuse_sync"):
-            if type(getattr(self, name)) is not bool:
-                raise WrongType(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(getattr(self, name), name)
         for name in ("retry", "request_retry"):
             if not isinstance(getattr(self, name), RetryPolicy):
                 raise WrongType(f"{name} must be a RetryPolicy, got {getattr(self, name)!r}")
