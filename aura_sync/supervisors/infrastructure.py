@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aura_sync._checks import check_int
+from aura_sync._checks import check_bool, check_int
 from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT
 from aura_sync.actors.cache import CacheActor
 from aura_sync.actors.clients import (
@@ -186,11 +186,7 @@ def infrastructure_supervisor(
             "discovery must have a discover(timeout) method, got "
             f"{type(discovery).__name__} {discovery!r}"
         )
-    if type(fault_injection) is not bool:
-        raise WrongType(
-            f"fault_injection must be a bool, got {type(fault_injection).__name__} "
-            f"{fault_injection!r}"
-        )
+    check_bool(fault_injection, "fault_injection")
     cfg = config
 
     def start_cache(ctx: ChildContext) -> CacheActor:
