@@ -778,3 +778,12 @@ def test_an_object_with_a_tracked_peers_raw_bytes_is_still_not_a_device_id() -> 
         with pytest.raises(WrongType, match="peer_id must be a DeviceId"):
             lim.check_rate_limit(_Impostor(A.raw), cost)  # type: ignore[arg-type]
     assert (lim.statistics(), lim.peer_tokens(A), lim.global_tokens()) == before
+
+
+def test_bucket_refuses_a_time_too_large_for_a_float_and_stays_unchanged() -> None:
+    bucket = RateLimit(2.0, 4)
+    assert bucket.try_acquire(1, 0.0)
+    with pytest.raises(InvalidArgument, match="now"):
+        bucket.try_acquire(1, 10**400)
+    # the rejected call took nothing: three more fit at the same instant, then none
+    assert [bucket.try_acquire(1, 0.0) for _ in range(4)] == [True, True, True, False]
