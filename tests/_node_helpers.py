@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import select
 import socket
 import threading
 import time
@@ -10,13 +9,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from _tls_helpers import tls_retry
 from OpenSSL import SSL
 
-from aura_sync.identity import NodeIdentity
-from aura_sync.ids import DeviceId
 from aura_sync.node.config import load_config
 from aura_sync.node.node import Node
-from aura_sync.transport import tls
 
 _TICK = threading.Event()
 
@@ -83,34 +80,8 @@ def cluster(root: Path) -> Iterator[Cluster]:
 # --- a raw TLS peer (to send garbage) -----------------------------------------------------
 
 
-def _retry(sock: socket.socket, op: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return op()
-        except (SSL.WantReadError, SSL.WantWriteError):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("raw TLS peer timed out") from None
-            select.select([sock], [sock], [], min(left, 0.05))
-
-
-def raw_tls_client(
-    identity: NodeIdentity, address: str, expected: DeviceId
-) -> tuple[socket.socket, SSL.Connection]:
-    """A TLS connection to a node, outside any transport (for malformed frames)."""
-    host, port = address.rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)), timeout=5)
-    sock.setblocking(False)
-    conn = SSL.Connection(tls.client_context(identity), sock)
-    tls.attach_check(conn, expected)
-    conn.set_connect_state()
-    _retry(sock, conn.do_handshake)
-    return sock, conn
-
-
 def send_raw(sock: socket.socket, conn: SSL.Connection, data: bytes) -> None:
-    _retry(sock, lambda: conn.sendall(data))
+    tls_retry(sock, lambda: conn.sendall(data))
 
 
 def read_until_closed(sock: socket.socket, conn: SSL.Connection, timeout: float = 5.0) -> bytes:
@@ -119,7 +90,7 @@ def read_until_closed(sock: socket.socket, conn: SSL.Connection, timeout: float 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            chunk = _retry(sock, lambda: conn.recv(65536), deadline - time.monotonic())
+            chunk = tls_retry(sock, lambda: conn.recv(65536), deadline - time.monotonic())
         except (SSL.ZeroReturnError, SSL.SysCallError, SSL.Error, OSError):
             return bytes(data)
         if not chunk:

@@ -13,11 +13,11 @@ from _node_helpers import (
     Cluster,
     cluster,
     converged,
-    raw_tls_client,
     read_until_closed,
     send_raw,
     wait_until,
 )
+from _tls_helpers import raw_tls_client
 from prometheus_client.parser import text_string_to_metric_families
 
 from aura_sync.errors import CapabilityError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import select
 import selectors
 import socket
 import threading
@@ -14,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from _tls_helpers import raw_tls_client, tls_retry
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -53,7 +53,6 @@ from aura_sync.transport import (
     TcpTransport,
     TransportConfig,
     TransportEvent,
-    tls,
 )
 from aura_sync.transport._frames import FrameDecoder, FrameError, encode_frame
 
@@ -165,32 +164,6 @@ class Relay:
             sock.close()
 
 
-def _retry(sock: socket.socket, op: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Run a pyOpenSSL call on a socket with a timeout, waiting out WantRead/WantWrite."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return op()
-        except (SSL.WantReadError, SSL.WantWriteError):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("raw TLS peer timed out") from None
-            select.select([sock], [sock], [], min(left, 0.05))
-
-
-def _raw_tls_client(
-    identity: NodeIdentity, address: str, expected: DeviceId
-) -> tuple[socket.socket, SSL.Connection]:
-    host, port = address.rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)), timeout=5)
-    sock.setblocking(False)
-    conn = SSL.Connection(tls.client_context(identity), sock)
-    tls.attach_check(conn, expected)
-    conn.set_connect_state()
-    _retry(sock, conn.do_handshake)
-    return sock, conn
-
-
 def _read_until_closed(conn: SSL.Connection | socket.socket, timeout: float = 5.0) -> bytes:
     """Read until the peer closes (or ``timeout`` s pass); returns what was read."""
     data = bytearray()
@@ -198,7 +171,7 @@ def _read_until_closed(conn: SSL.Connection | socket.socket, timeout: float = 5.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            chunk = _retry(sock, lambda: conn.recv(65536), deadline - time.monotonic())
+            chunk = tls_retry(sock, lambda: conn.recv(65536), deadline - time.monotonic())
         except (SSL.ZeroReturnError, SSL.SysCallError, SSL.Error, OSError):
             return bytes(data)
         if not chunk:
@@ -332,9 +305,9 @@ def test_client_with_non_ed25519_certificate_is_refused(make: Callable[..., TcpT
         conn = SSL.Connection(ctx, sock)
         conn.set_connect_state()
         try:
-            _retry(sock, conn.do_handshake)
+            tls_retry(sock, conn.do_handshake)
             hello = encode_frame(codec.encode(Hello(PROTOCOL_VERSION, "")))
-            _retry(sock, lambda: conn.sendall(hello))
+            tls_retry(sock, lambda: conn.sendall(hello))
         except SSL.Error:
             pass
         _read_until_closed(conn)
@@ -414,13 +387,15 @@ def test_bad_frame_closes_only_that_connection(
     assert events.wait_for(_has(Connected))
 
     bad_identity = NodeIdentity.generate()
-    sock, conn = _raw_tls_client(bad_identity, listener.address, server.local_id)
+    sock, conn = raw_tls_client(bad_identity, listener.address, server.local_id)
     try:
-        _retry(sock, lambda: conn.sendall(encode_frame(codec.encode(Hello(PROTOCOL_VERSION, "")))))
+        tls_retry(
+            sock, lambda: conn.sendall(encode_frame(codec.encode(Hello(PROTOCOL_VERSION, ""))))
+        )
         assert events.wait_for(_has(Connected, 2))
-        _retry(sock, lambda: conn.sendall(garbage))
+        tls_retry(sock, lambda: conn.sendall(garbage))
         if kind == "truncated":
-            _retry(sock, conn.shutdown)  # close_notify in the middle of a frame
+            tls_retry(sock, conn.shutdown)  # close_notify in the middle of a frame
         _read_until_closed(conn)
     finally:
         sock.close()
@@ -440,9 +415,9 @@ def test_frame_before_hello_is_a_protocol_violation(make: Callable[..., TcpTrans
     events = Recorder()
     server = make()
     listener = server.listen("127.0.0.1:0", events)
-    sock, conn = _raw_tls_client(NodeIdentity.generate(), listener.address, server.local_id)
+    sock, conn = raw_tls_client(NodeIdentity.generate(), listener.address, server.local_id)
     try:
-        _retry(sock, lambda: conn.sendall(encode_frame(codec.encode(DigestRequest()))))
+        tls_retry(sock, lambda: conn.sendall(encode_frame(codec.encode(DigestRequest()))))
         _read_until_closed(conn)
     finally:
         sock.close()
@@ -660,11 +635,13 @@ def test_any_decode_failure_counts_as_a_malformed_frame(
     events = Recorder()
     server = make()
     listener = server.listen("127.0.0.1:0", events)
-    sock, conn = _raw_tls_client(NodeIdentity.generate(), listener.address, server.local_id)
+    sock, conn = raw_tls_client(NodeIdentity.generate(), listener.address, server.local_id)
     try:
-        _retry(sock, lambda: conn.sendall(encode_frame(codec.encode(Hello(PROTOCOL_VERSION, "")))))
+        tls_retry(
+            sock, lambda: conn.sendall(encode_frame(codec.encode(Hello(PROTOCOL_VERSION, ""))))
+        )
         assert events.wait_for(_has(Connected))
-        _retry(sock, lambda: conn.sendall(encode_frame(b"BOOM and more")))
+        tls_retry(sock, lambda: conn.sendall(encode_frame(b"BOOM and more")))
         _read_until_closed(conn)
     finally:
         sock.close()

@@ -1,0 +1,45 @@
+"""A raw TLS peer, outside any transport: for sending malformed frames in tests."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from OpenSSL import SSL
+
+from aura_sync.identity import NodeIdentity
+from aura_sync.ids import DeviceId
+from aura_sync.transport import tls
+
+
+def tls_retry(sock: socket.socket, op: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Run a pyOpenSSL call on a non-blocking socket, waiting out WantRead/WantWrite.
+
+    Raises TimeoutError after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return op()
+        except (SSL.WantReadError, SSL.WantWriteError):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("raw TLS peer timed out") from None
+            select.select([sock], [sock], [], min(left, 0.05))
+
+
+def raw_tls_client(
+    identity: NodeIdentity, address: str, expected: DeviceId
+) -> tuple[socket.socket, SSL.Connection]:
+    """A mutual-TLS connection to ``address`` ("host:port") expecting ``expected``'s key."""
+    host, port = address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    sock.setblocking(False)
+    conn = SSL.Connection(tls.client_context(identity), sock)
+    tls.attach_check(conn, expected)
+    conn.set_connect_state()
+    tls_retry(sock, conn.do_handshake)
+    return sock, conn
