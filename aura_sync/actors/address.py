@@ -38,14 +38,14 @@ import math
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from aura_sync.actors._mailbox import Mailbox, dead_letter, fail_entry
 from aura_sync.actors._reply import ReplySlot, _AsyncReply, _SyncReply
 from aura_sync.actors.base import AuraActor, current_actor
 from aura_sync.effects import check_seconds
 from aura_sync.errors import InvalidArgument, WrongType
-from aura_sync.messages import ErrorReply, Message
+from aura_sync.messages import Ack, ErrorReply, Message, Request
 from aura_sync.messages.supervision import ExitKind
 
 __all__ = ["DEFAULT_ASK_TIMEOUT", "ActorAddress", "Link", "spawn"]
@@ -54,6 +54,7 @@ DEFAULT_ASK_TIMEOUT = 5.0
 """Seconds an ask waits for its reply unless told otherwise."""
 
 _INF = math.inf
+R = TypeVar("R")
 _names = itertools.count(1)
 
 
@@ -160,6 +161,20 @@ class ActorAddress:
         finally:
             timer.cancel()
             slot.abandon()
+
+    def call(self, request: Request[R], timeout: float = DEFAULT_ASK_TIMEOUT) -> R:
+        """Ask ``request`` and return its typed reply; the one way to run an operation.
+
+        Raises the :mod:`aura_sync.errors` exception an
+        :class:`~aura_sync.messages.ErrorReply` stands for, or
+        :class:`~aura_sync.errors.AskTimeout`.  Blocking: not for use inside
+        an actor (actors ask through their task runtime).
+        """
+        return cast(R, _unwrap(self.ask(request, timeout)))
+
+    async def call_async(self, request: Request[R], timeout: float = DEFAULT_ASK_TIMEOUT) -> R:
+        """:meth:`call` for asyncio: awaits the reply without blocking the loop."""
+        return cast(R, _unwrap(await self.ask_async(request, timeout)))
 
     def ask_with(self, message: Message | Any, slot: ReplySlot) -> None:
         """Send ``message`` with ``slot`` as its reply slot; never blocks.
@@ -274,6 +289,16 @@ class ActorAddress:
     def _reopen(self) -> None:
         self._closed = False
         self._why = ""
+
+
+def _unwrap(reply: Any) -> Any:
+    """A reply as :meth:`ActorAddress.call` returns it: errors raised, ``Ack`` as None."""
+    cls = reply.__class__
+    if cls is ErrorReply:
+        raise cast(ErrorReply, reply).to_exception()
+    if cls is Ack:
+        return None
+    return reply
 
 
 def spawn(actor: AuraActor | Callable[[], AuraActor], *, name: str | None = None) -> ActorAddress:

@@ -107,7 +107,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 Handler = Callable[[Any, Any], Any]
 
 _ACK: Any = Ack()
-_REPLY_TYPES = (Message, LocalMessage)
 _local = threading.local()
 
 
@@ -381,7 +380,6 @@ class AuraActor(pykka.ThreadingActor):
         get = self._aura_mailbox.get
         table = self._aura_table
         ack = _ACK
-        reply_types = _REPLY_TYPES
         deferred = DEFERRED
         while self._aura_live:
             message, reply = get()
@@ -402,17 +400,10 @@ class AuraActor(pykka.ThreadingActor):
             if reply is not None:
                 if result is None:
                     reply.set(ack)
-                elif isinstance(result, reply_types):
-                    reply.set(result)
                 elif result is deferred:
                     self._aura_keep_deferred(reply)
                 else:
-                    bad = WrongType(
-                        f"handler {getattr(handler, '__qualname__', handler)} returned "
-                        f"{type(result).__name__} {result!r}, expected a Message"
-                    )
-                    self._aura_on_crash(message, reply, bad)
-                    return
+                    reply.set(result)
 
     def _actor_loop_teardown(self) -> None:
         """After the loop: run on_crash or on_stop, fail pending deferred replies.

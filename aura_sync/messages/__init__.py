@@ -1,7 +1,10 @@
 """Typed, immutable messages and their msgpack codec.
 
-Every request and reply that reaches an actor is a :class:`Message`.  Tags
-are allocated by concern, so a new message never collides with another:
+The base (:class:`Message`, :class:`Request`, ``@message``), the codec and
+the shared replies (:class:`Ack`, :class:`ErrorReply`) import nothing above
+the values layer, so cores declare their own frozen values as messages.  The
+per-concern request modules (``rate_limit``, ``cache``, ...) sit above the
+cores and are imported on first use.  Tags are allocated by concern:
 
 =================  ==================
 range              concern
@@ -15,23 +18,16 @@ range              concern
 0x00A0 - 0x00BF    actors and supervision
 0x00C0 - 0x00FF    transport and protocols
 =================  ==================
-
-Layer: messages.
 """
 
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
 from aura_sync.errors import DecodeError
-from aura_sync.messages import (
-    cache,
-    codec,
-    faults,
-    peers,
-    pool,
-    rate_limit,
-    retry,
-    supervision,
-    sync,
-)
-from aura_sync.messages._base import Message, message, registered_messages
+from aura_sync.messages import codec
+from aura_sync.messages._base import Message, Request, message, registered_messages
 from aura_sync.messages.common import Ack, ErrorReply
 
 __all__ = [
@@ -39,15 +35,23 @@ __all__ = [
     "DecodeError",
     "ErrorReply",
     "Message",
-    "cache",
+    "Request",
     "codec",
-    "faults",
+    "load_all",
     "message",
-    "peers",
-    "pool",
-    "rate_limit",
     "registered_messages",
-    "retry",
-    "supervision",
-    "sync",
 ]
+
+_CONCERNS = ("cache", "faults", "peers", "pool", "rate_limit", "retry", "supervision", "sync")
+
+
+def load_all() -> None:
+    """Import every concern's message module, so that the registry knows every tag."""
+    for name in _CONCERNS:
+        importlib.import_module(f"{__name__}.{name}")
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in _CONCERNS:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

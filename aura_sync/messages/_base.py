@@ -1,37 +1,32 @@
-"""The :class:`Message` base, the ``@message(tag)`` decorator and the tag registry.
+"""The :class:`Message` and :class:`Request` bases, ``@message(tag)`` and the tag registry.
 
-A message is an immutable dataclass (``frozen=True, slots=True``) whose fields
-are msgpack-representable: ``int``, ``float``, ``str``, ``bytes``, ``bool``,
-``None``, ``tuple[X, ...]`` and fixed ``tuple[A, B]``, enums,
-:class:`~aura_sync.ids.DeviceId`, other messages, ``X | None`` and unions of
-message types.  No dicts or lists: immutable all the way down.
+A message is a frozen, slotted dataclass of msgpack-representable fields
+(int, float, str, bytes, bool, None, tuples, enums, ``DeviceId``, other
+messages, optionals and unions of messages), registered under a wire tag that
+is unique project-wide (a duplicate fails at import).  A :class:`Request`
+names its reply type, so one declaration is the whole operation::
 
-Each class is declared with a wire tag that is unique across the project;
-``@message(tag)`` registers it and fails at import time on a duplicate::
-
-    @message(0x21)
-    class CheckRateLimit(Message):
+    @message(0x0024)
+    class GetPeerRate(Request[float]):
         peer_id: DeviceId
-        cost: int = 1
 
-        def __post_init__(self) -> None:   # validation lives here, once
-            check_cost(self.cost)
+Messages do not validate themselves: the codec checks field types at the
+wire, and the cores check values at their public entry points.
 
-Validation belongs in ``__post_init__`` so that a message built in code and a
-message decoded from bytes go through the same checks.
-
-Layer: messages.
+Layer: values (below the cores, so that a core's frozen value can itself be a
+reply message).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar, dataclass_transform
+from typing import Any, ClassVar, Generic, TypeVar, dataclass_transform
 
-__all__ = ["Message", "message", "registered_messages"]
+__all__ = ["Message", "Request", "message", "registered_messages"]
 
 M = TypeVar("M", bound="Message")
+R_co = TypeVar("R_co", covariant=True)
 
 _REGISTRY: dict[int, type[Message]] = {}
 
@@ -52,6 +47,18 @@ class Message:
     _aura_codec: ClassVar[
         tuple[Callable[[Any], Any], Callable[[Any], Any], bytes | None] | None
     ] = None
+
+
+class Request(Message, Generic[R_co]):
+    """A message that asks for a reply of type ``R_co``.
+
+    ``address.call(request, timeout)`` returns that type (mypy knows it) or
+    raises the :mod:`aura_sync.errors` exception of an error reply.  A
+    handler returning ``None`` answers :class:`~aura_sync.messages.Ack`,
+    which ``call`` turns back into ``None``.
+    """
+
+    __slots__ = ()
 
 
 @dataclass_transform(frozen_default=True)

@@ -137,6 +137,11 @@ def from_wire(obj: Any) -> Message:
     if dec is None:
         cls = _REGISTRY_GET(tag)
         if cls is None:
+            from aura_sync.messages import load_all  # the package is initialised by now
+
+            load_all()
+            cls = _REGISTRY_GET(tag)
+        if cls is None:
             raise DecodeError(f"unknown message tag {tag}")
         dec = (cls._aura_codec or _compile(cls))[1]
     try:
