@@ -37,7 +37,6 @@ from aura_sync.errors import (
 )
 from aura_sync.messages import ErrorReply
 from aura_sync.supervisors import (
-    ONE_FOR_ALL,
     TEMPORARY,
     ChildCounts,
     ChildSpec,
@@ -396,23 +395,6 @@ def test_start_child_with_a_duplicate_id_leaves_the_supervisor_unchanged(sup: Su
     assert sup.which_children() == before
     assert sup.address_of("b").ask(Crash()).error_type == "ActorCrashed"  # still supervised
     wait_until(lambda: sup.restart_count("b") == 1)
-
-
-def test_one_for_all_leaves_manually_terminated_children_alone(track: Track) -> None:
-    log = Log()
-    sup = track(
-        Supervisor(
-            [echo_spec("a", log), echo_spec("b", log), echo_spec("c", log)],
-            strategy=ONE_FOR_ALL,
-            intensity=5,
-            clock=ManualClock(),
-        )
-    ).start()
-    sup.terminate_child("c")
-    sup.address_of("a").ask(Crash())
-    wait_until(lambda: sup.restart_count("a") == 1 and len(log.of("start")) == 5)
-    assert sup.which_children()[2].status is ChildStatus.TERMINATED
-    assert sorted(e[1] for e in log.of("start")) == ["a", "a", "b", "b", "c"]
 
 
 def test_child_address_reads_the_stable_address_without_asking() -> None:

@@ -104,6 +104,28 @@ def test_rest_for_one_restarts_the_failed_child_and_those_after_it(track: Track)
     assert after(log, mark) == [("crash", "c", 2), ("start", "c", 3)]
 
 
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        (ONE_FOR_ALL, [("stop", "b", 1), ("start", "a", 2), ("start", "b", 2), ("start", "c", 2)]),
+        (REST_FOR_ONE, [("stop", "b", 1), ("start", "a", 2), ("start", "b", 2), ("start", "c", 2)]),
+    ],
+)
+def test_a_group_restart_includes_siblings_stopped_with_terminate_child(
+    track: Track, strategy: Strategy, expected: list[tuple[Any, ...]]
+) -> None:
+    # OTP: terminate_child keeps the spec with no pid; one_for_all / rest_for_one
+    # restart every child of the group, those without a pid included.
+    log = Log()
+    sup = track(three(log, strategy)).start()
+    sup.terminate_child("c")
+    mark = len(log.items)
+    crash_and_wait(sup, "a", 1)
+    assert [e for e in after(log, mark) if e[0] != "crash"] == expected
+    assert [c.status for c in sup.which_children()] == [ChildStatus.RUNNING] * 3
+    assert sup.address_of("c").ask(Ping(1)) == Num(2)  # its closed address reopened
+
+
 @pytest.mark.parametrize("how", ["crash", "normal exit"])
 def test_temporary_child_is_never_restarted_and_its_spec_goes(track: Track, how: str) -> None:
     log = Log()
@@ -263,6 +285,30 @@ def test_a_nested_supervisor_that_gives_up_escalates_to_its_parent(track: Track)
         ("start", "w", 3),
     ]
     assert worker.ask(Ping(1)) == Num(2)  # the grandchild's address survived it all
+
+
+def test_a_transient_nested_supervisor_that_gives_up_is_not_restarted(track: Track) -> None:
+    # OTP: a supervisor reaching its intensity exits with reason shutdown, which a
+    # transient child spec does not restart (a permanent one does: see above).
+    inner = Supervisor([echo_spec("w")], intensity=0, name="inner")
+    root_events: list[SupervisionEvent] = []
+    root = Supervisor(
+        [ChildSpec("inner", lambda ctx: inner, restart=TRANSIENT, shutdown=10.0), echo_spec("x")],
+        intensity=5,
+        clock=ManualClock(),
+        name="root",
+    )
+    root.subscribe(root_events.append)
+    track(root).start()
+    inner.address_of("w").ask(Crash())
+    wait_until(lambda: root.which_children()[0].status is ChildStatus.TERMINATED)
+    assert inner.events()[EventKind.GAVE_UP] == 1
+    assert root.restart_count("inner") == 0
+    assert [(e.kind, e.child_id) for e in root_events if e.child_id == "inner"][-1] == (
+        EventKind.STOPPED,
+        "inner",
+    )
+    assert root.is_alive() and root.address_of("x").ask(Ping(1)) == Num(2)
 
 
 def test_escalation_up_to_the_root_calls_on_give_up(track: Track) -> None:

@@ -75,12 +75,16 @@ class ExitKind(enum.Enum):
     START_FAILED = "start_failed"
     """``on_start`` raised (pykka would only log this; we report it)."""
     GAVE_UP = "gave_up"
-    """A supervisor exceeded its restart intensity and shut down."""
+    """A supervisor exceeded its restart intensity and shut down (OTP's ``shutdown``)."""
 
     @property
     def is_abnormal(self) -> bool:
-        """Everything but NORMAL: what makes a TRANSIENT child restart."""
-        return self is not ExitKind.NORMAL
+        """What makes a TRANSIENT child restart: a crash or a failed start.
+
+        NORMAL and GAVE_UP are not: a supervisor that gives up exits as OTP's
+        ``shutdown``, which a TRANSIENT parent spec does not restart.
+        """
+        return self is ExitKind.CRASHED or self is ExitKind.START_FAILED
 
 
 class EventKind(enum.Enum):

@@ -25,9 +25,12 @@ is PERMANENT (any exit) or TRANSIENT (abnormal exit); each restart is
 recorded on a sliding window of ``period`` seconds on the supervisor's clock,
 and more than ``intensity`` restarts in the window make the supervisor stop
 all children (reverse order), close their addresses, call ``on_give_up`` and
-exit with kind GAVE_UP, which its parent sees as a child failure
-(escalation).  A child that fails to *re*start counts as failing again
-(OTP's ``try_again``), so a child that can never start ends in a give-up.
+exit with kind GAVE_UP: OTP's ``shutdown``, which a PERMANENT parent spec
+restarts (escalation) and a TRANSIENT one does not.  ONE_FOR_ALL and
+REST_FOR_ONE restart the whole group, siblings stopped with
+``terminate_child`` included (OTP).  A child that fails to *re*start counts as
+failing again (OTP's ``try_again``), so a child that can never start ends in a
+give-up.
 
 Layer: supervision (internal).
 """
@@ -746,7 +749,7 @@ class SupervisorActor(AuraActor):
         children = list(self._children.values())
         if strategy is Strategy.REST_FOR_ONE:
             children = children[children.index(ch) :]
-        return [c for c in children if c is ch or c.status is not ChildStatus.TERMINATED]
+        return children  # terminated siblings too: OTP restarts the whole group
 
     def _exceeds_intensity(self) -> bool:
         now = self._clock.now()
