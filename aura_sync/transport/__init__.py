@@ -1,14 +1,14 @@
 """Transports: how nodes reach each other.
 
-* :mod:`aura_sync.transport.base`: the :class:`Transport` effect, the shared
-  :class:`Connection` logic (requests, keepalive, Hello), events handed to
-  handlers, :class:`TransportConfig`, :class:`TransportStats`, and
-  :class:`TransportConnector` (the pool's connector).
-* :mod:`aura_sync.transport.tcp`: :class:`TcpTransport`, mutual TLS 1.3 over
-  real sockets (one selector thread).
-* :mod:`aura_sync.transport.tls`: the pyOpenSSL contexts and verify callback
-  (the peer's certificate key must hash to the expected DeviceId).
-* :mod:`aura_sync.transport.memory`: :class:`MemoryNetwork`, a deterministic
+* :mod:`~aura_sync.transport.base`: the :class:`Transport` effect and
+  :class:`TransportConnector` (the pool's connector);
+  :mod:`~aura_sync.transport.config` (:class:`TransportConfig`,
+  :class:`TransportStats`, refusals); :mod:`~aura_sync.transport.connection`
+  (the shared :class:`Connection` logic and the events handed to handlers).
+* :mod:`~aura_sync.transport.tcp`: :class:`TcpTransport`, mutual TLS 1.3 over
+  real sockets (one selector thread); :mod:`~aura_sync.transport.tls`: the
+  pyOpenSSL contexts and verify callback.
+* :mod:`~aura_sync.transport.memory`: :class:`MemoryNetwork`, a deterministic
   simulated network (seeded latency, loss, partitions) for fault tests.
 
 Layer: runtime.
