@@ -309,3 +309,32 @@ def test_untrusted_frames_close_only_that_connection(frame: bytes, counter: str)
     assert net.run_until(lambda: bad.state.value == "closed", timeout=1)
     reply = good.request(DigestRequest(), 1.0)
     assert net.run_until(reply.done, timeout=1) and reply.result() == DigestReply(())
+
+
+@pytest.mark.parametrize("error", [RecursionError("deep"), MemoryError(), KeyError("x")])
+def test_any_decode_failure_closes_only_that_connection_with_a_trace(
+    error: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A codec failure of any type (not only AuraError) is a malformed frame, as over TCP."""
+    _, net = _network(keepalive=False, record_trace=True)
+    a, b, c = net.transport(A), net.transport(B), net.transport(C)
+    b_log = Log()
+    b.listen("mem:b", b_log)
+    bad = a.connect(B, "mem:b")
+    good = c.connect(B, "mem:b")
+    poison = b"\x91" * 1000 + b"\xc0"
+    real_decode = codec.decode
+
+    def decode(data: bytes, **kwargs: Any) -> Any:
+        if data == poison:
+            raise error
+        return real_decode(data, **kwargs)
+
+    monkeypatch.setattr(codec, "decode", decode)
+    bad._transmit(poison)  # the trace names it "malformed" instead of raising in the sender
+    assert net.run_until(lambda: bool(b_log.of(Disconnected)), timeout=1)
+    assert b_log.of(Disconnected)[0].connection.peer_id == A
+    assert b.stats().malformed_frames == 1
+    assert any(e.what == "malformed" for e in net.trace())
+    reply = good.request(DigestRequest(), 1.0)
+    assert net.run_until(reply.done, timeout=1) and reply.result() == DigestReply(())

@@ -258,7 +258,7 @@ class MemoryNetwork:
         if kind == _FRAME and isinstance(body, bytes):
             try:
                 return type(codec.decode(body)).__name__
-            except AuraError:
+            except Exception:  # any decode failure, as the receiving connection treats it
                 return "malformed"
         return kind
 
