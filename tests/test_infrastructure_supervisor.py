@@ -1,12 +1,15 @@
-"""The infrastructure supervisor: REST_FOR_ONE over cache, rate limiter, peer manager and
-pool; starts, survives injected crashes (restarting exactly the right children, keeping
-their state), gives up past its intensity, nests under a root, and stops in reverse order."""
+"""The infrastructure supervisor: ONE_FOR_ONE over cache, rate limiter, peer manager and
+pool; starts (with or without a connector, blocking or from a coroutine), survives injected
+crashes (restarting exactly the crashed child, keeping state and the pool's connections),
+gives up past its intensity, nests under a root, and stops in reverse order."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from test_actors_support import (  # noqa: F401  (fixture)
@@ -17,9 +20,10 @@ from test_actors_support import (  # noqa: F401  (fixture)
 )
 
 from aura_sync.effects import ManualClock
-from aura_sync.errors import InvalidArgument, SupervisorGaveUp, WrongType
+from aura_sync.errors import InvalidArgument, NotFound, SupervisorGaveUp, WrongType
 from aura_sync.infrastructure.connections import PoolConfig
 from aura_sync.infrastructure.rate_limit import Allowed, Denied, RateLimitConfig
+from aura_sync.messages.faults import InjectCrash
 from aura_sync.messages.supervision import ChildStatus, EventKind, SupervisionEvent
 from aura_sync.supervisors.infrastructure import (
     CACHE,
@@ -108,7 +112,7 @@ def test_starts_the_four_children_in_order(infra: Infrastructure) -> None:
     assert infra.cache.address.name == "infrastructure/cache"
 
 
-def test_a_rate_limiter_crash_restarts_the_rest_but_not_the_cache(
+def test_a_rate_limiter_crash_restarts_it_alone_and_pooled_connections_stay_open(
     infra: Infrastructure, connector: FakeConnector
 ) -> None:
     events = Events()
@@ -120,49 +124,95 @@ def test_a_rate_limiter_crash_restarts_the_rest_but_not_the_cache(
     assert spent == 10  # the peer bucket is empty
     infra.peers.add_peer(B, "b:1")
     lease = infra.pool.acquire(B)
+    idle = infra.pool.acquire(A)
+    idle.release()
 
-    infra.rate_limiter.inject_crash("test")
-    wait_until(lambda: len(events.of(EventKind.RESTARTED)) == 3, what="the group restart")
-    assert events.of(EventKind.FAILED) == [RATE_LIMITER]
-    assert events.of(EventKind.STOPPED) == [POOL, PEER_MANAGER]  # the rest, in reverse
-    assert events.of(EventKind.RESTARTED) == [RATE_LIMITER, PEER_MANAGER, POOL]  # in order
+    infra.supervisor.child_address(RATE_LIMITER).ask(InjectCrash("test"))
+    wait_until(lambda: infra.supervisor.restart_count(RATE_LIMITER) == 1, what="the restart")
     wait_until(lambda: all_running(infra.supervisor), what="all children running")
-    assert infra.supervisor.restart_count(RATE_LIMITER) == 1
-    assert infra.supervisor.restart_count(CACHE) == 0
+    assert events.of(EventKind.FAILED) == [RATE_LIMITER]
+    assert events.of(EventKind.STOPPED) == []
+    assert events.of(EventKind.RESTARTED) == [RATE_LIMITER]
 
-    # State that must not be lost was not: spend, the peer table, the floors.
+    # The limiter kept its spend; the others were not touched at all.
     assert isinstance(infra.rate_limiter.check_rate_limit(A), Denied)
     assert infra.peers.get_peer(B).address == "b:1"
     assert infra.cache.is_fresh("stale", 8) is False
-    # The pool does not keep connections: the restarted pool closed them all.
-    assert connector.open_connections() == []
-    with lease:  # its release after the restart is logged, not raised
-        pass
-    assert infra.pool.statistics().total == 0
+    assert sorted(c.peer_id for c in connector.open_connections()) == sorted([A, B])
+    assert not lease.connection.closed
+    lease.release()
+    assert infra.pool.statistics().total == 2
 
 
-def test_a_cache_crash_restarts_all_and_a_pool_crash_only_the_pool(
-    infra: Infrastructure,
-) -> None:
+@pytest.mark.parametrize("child_id", CHILD_IDS)
+def test_a_crash_restarts_only_the_crashed_child(infra: Infrastructure, child_id: str) -> None:
     events = Events()
     infra.supervisor.subscribe(events)
-    infra.cache.inject_crash()
-    wait_until(lambda: len(events.of(EventKind.RESTARTED)) == 4, what="everything restarted")
-    assert events.of(EventKind.RESTARTED) == list(CHILD_IDS)
+    infra.supervisor.child_address(child_id).ask(InjectCrash("test"))
+    wait_until(lambda: events.of(EventKind.RESTARTED) == [child_id], what="the restart")
     wait_until(lambda: all_running(infra.supervisor), what="all children running")
-    events.clear()
-    infra.pool.inject_crash()
-    wait_until(lambda: len(events.of(EventKind.RESTARTED)) == 1, what="the pool restarted")
-    assert events.of(EventKind.RESTARTED) == [POOL] and events.of(EventKind.STOPPED) == []
-    wait_until(lambda: all_running(infra.supervisor), what="all children running")
-    events.clear()
-    infra.peers.inject_crash()
-    wait_until(lambda: len(events.of(EventKind.RESTARTED)) == 2, what="peers and pool")
-    assert events.of(EventKind.RESTARTED) == [PEER_MANAGER, POOL]
-    wait_until(lambda: all_running(infra.supervisor), what="all children running")
-    counts = infra.supervisor.events()
-    assert counts[EventKind.FAILED] == 3 and counts[EventKind.GAVE_UP] == 0
+    assert events.of(EventKind.STOPPED) == [] and events.of(EventKind.FAILED) == [child_id]
+    assert [infra.supervisor.restart_count(c) for c in CHILD_IDS] == [
+        int(c == child_id) for c in CHILD_IDS
+    ]
     assert infra.peers.add_peer(A) is True  # every client still works
+
+
+def test_without_a_connector_there_is_no_pool(clock: ManualClock) -> None:
+    infra = Infrastructure.start(config(), clock=clock)
+    try:
+        assert [c.id for c in infra.supervisor.which_children()] == [
+            CACHE,
+            RATE_LIMITER,
+            PEER_MANAGER,
+        ]
+        assert isinstance(infra.rate_limiter.check_rate_limit(A), Allowed)
+        with pytest.raises(NotFound, match="no pool"):
+            infra.pool  # noqa: B018
+    finally:
+        infra.stop()
+
+
+def test_start_async_does_not_block_the_event_loop(
+    clock: ManualClock, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aura_sync.supervisors.infrastructure as module
+
+    gate = threading.Event()
+    cache_actor = module.CacheActor
+
+    def held_cache(*args: Any, **kwargs: Any) -> Any:  # runs in the supervisor's thread
+        assert gate.wait(10.0), "the event loop never ran during start_async"
+        return cache_actor(*args, **kwargs)
+
+    monkeypatch.setattr(module, "CacheActor", held_cache)
+
+    async def scenario() -> tuple[Infrastructure, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                if ticks == 3:
+                    gate.set()  # the loop ran while the children were held back
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        try:
+            infra = await Infrastructure.start_async(config(), connector=connector, clock=clock)
+        finally:
+            task.cancel()
+        return infra, ticks
+
+    infra, ticks = asyncio.run(scenario())
+    try:
+        assert ticks >= 3
+        assert isinstance(infra.rate_limiter.check_rate_limit(A), Allowed)
+        with infra.pool.acquire(A) as lease:
+            assert not lease.connection.closed
+    finally:
+        infra.stop()
 
 
 def test_shutdown_in_reverse_order_within_the_timeouts(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -442,3 +443,18 @@ def test_a_call_from_the_supervisors_own_thread_fails_at_once(track: Track) -> N
     with pytest.raises(StartFailed, match="own thread"):
         sup.start_child(ChildSpec("b", factory), timeout=10.0)
     assert sup.child_address("a").ask(Ping(1)) == Num(2)  # the non-blocking lookup works
+
+
+def test_start_async_starts_the_children_and_reports_a_failed_start(track: Track) -> None:
+    log = Log()
+    good = Supervisor([echo_spec("a", log)], clock=ManualClock(), name="good")
+    bad = Supervisor([echo_spec("b", log, fail_start=True)], clock=ManualClock(), name="bad")
+
+    async def scenario() -> None:
+        assert await track(good).start_async(timeout=10.0) is good
+        with pytest.raises(StartFailed, match="b cannot start"):
+            await bad.start_async(timeout=10.0)
+
+    asyncio.run(scenario())
+    assert good.address_of("a").ask(Ping(1)) == Num(2)
+    assert not bad.is_alive()

@@ -1,47 +1,24 @@
-"""The infrastructure supervisor: cache, rate limiter, peer manager and pool under REST_FOR_ONE.
+"""The infrastructure supervisor: cache, rate limiter, peer manager and pool, ONE_FOR_ONE.
 
-Role
-    :func:`infrastructure_supervisor` builds the :class:`~aura_sync.supervisors.Supervisor`
-    that a node runs under its root supervisor (or alone, in tests and
-    benchmarks).  Children, in start order (stopped in reverse):
+:func:`infrastructure_supervisor` builds it (children ``cache``,
+``rate_limiter``, ``peer_manager``, ``pool`` in start order, stopped in
+reverse; no ``pool`` without a connector).  The four actors do not depend on
+one another: none holds a sibling's address or state, and each keeps what must
+survive a crash in its own stash (cache floors, rate-limit spend and flow
+budgets, the peer table).  So the strategy is ONE_FOR_ONE: a crash restarts
+that child only, and a rate-limiter crash leaves the pool's live connections
+open (the pool itself closes them when *it* goes down).  The pool depends on
+the transport's connector, which the node supervises above this tree.
 
-    ==================  =====================================================
-    child id            actor
-    ==================  =====================================================
-    ``cache``           :class:`~aura_sync.actors.cache.CacheActor`
-    ``rate_limiter``    :class:`~aura_sync.actors.rate_limiter.RateLimiterActor`
-    ``peer_manager``    :class:`~aura_sync.actors.peer_manager.PeerManagerActor`
-    ``pool``            :class:`~aura_sync.actors.pool.PoolActor`
-    ==================  =====================================================
-
-    Strategy ``REST_FOR_ONE``: a failed child is restarted together with the
-    children started after it, which may depend on it (a crash of the rate
-    limiter restarts the rate limiter, the peer manager and the pool, never
-    the cache).  Every child is ``PERMANENT``.  The cache floors, the rate
-    limiter's spend and flow budgets and the peer table live in each child's
-    stash and survive every restart; the pool closes its connections when
-    it goes down and starts empty.
-
-:class:`Infrastructure` is the convenience handle: it starts the supervisor
-and exposes the four typed clients (``cache``, ``rate_limiter``, ``peers``,
-``pool``), which stay valid across restarts because child addresses are
-stable.  :meth:`Infrastructure.attach` builds the same handle for an
-infrastructure supervisor started by a parent.
-
-Example::
-
-    with Infrastructure.start(connector=transport_connector) as infra:
-        infra.peers.add_peer(peer_id, "10.0.0.7:7400")
-        match infra.rate_limiter.check_rate_limit(peer_id):
-            case Allowed():
-                with infra.pool.acquire(peer_id) as lease:
-                    lease.connection.send(...)
-
-Layer: supervision.
+:class:`Infrastructure` starts the supervisor (:meth:`~Infrastructure.start`,
+or :meth:`~Infrastructure.start_async` from a coroutine) or wraps a nested one
+(:meth:`~Infrastructure.attach`) and exposes the children (``cache``,
+``rate_limiter``, ``peers``, ``pool``), valid across restarts.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -59,12 +36,12 @@ from aura_sync.actors.peer_manager import PeerManagerActor
 from aura_sync.actors.pool import PoolActor
 from aura_sync.actors.rate_limiter import DEFAULT_DROP_IDLE_INTERVAL, RateLimiterActor
 from aura_sync.effects import Clock, Rng, Scheduler, check_seconds
-from aura_sync.errors import SupervisorGaveUp, WrongType
+from aura_sync.errors import NotFound, SupervisorGaveUp, SupervisorStopped, WrongType
 from aura_sync.infrastructure.cache import DEFAULT_MAX_KEYS, DEFAULT_MAX_VALUES
 from aura_sync.infrastructure.connections import Connector, PoolConfig
 from aura_sync.infrastructure.peers import PeerDiscovery, PeerDiscoveryConfig
 from aura_sync.infrastructure.rate_limit import RateLimitConfig
-from aura_sync.supervisors.spec import REST_FOR_ONE, ChildContext, ChildSpec
+from aura_sync.supervisors.spec import ONE_FOR_ONE, ChildContext, ChildSpec
 from aura_sync.supervisors.supervisor import Supervisor
 
 __all__ = [
@@ -144,7 +121,7 @@ class InfrastructureConfig:
 def infrastructure_supervisor(
     config: InfrastructureConfig | None = None,
     *,
-    connector: Connector,
+    connector: Connector | None = None,
     discovery: PeerDiscovery | None = None,
     clock: Clock | None = None,
     scheduler: Scheduler | None = None,
@@ -157,7 +134,8 @@ def infrastructure_supervisor(
 
     Parameters
         config: the :class:`InfrastructureConfig` (default: all defaults).
-        connector: the pool's non-blocking :class:`Connector` (the transport's).
+        connector: the pool's non-blocking :class:`Connector` (the transport's);
+            None (the default) for no pool child.
         discovery: optional non-blocking discovery effect for the peer manager.
         clock, scheduler, rng: effects for the supervisor and every child
             (default: the system ones, or the parent's when nested).
@@ -176,7 +154,7 @@ def infrastructure_supervisor(
         raise WrongType(
             f"config must be an InfrastructureConfig, got {type(config).__name__} {config!r}"
         )
-    if not callable(getattr(connector, "connect", None)):
+    if connector is not None and not callable(getattr(connector, "connect", None)):
         raise WrongType(
             "connector must have a connect(peer_id) method, got "
             f"{type(connector).__name__} {connector!r}"
@@ -218,6 +196,7 @@ def infrastructure_supervisor(
         )
 
     def start_pool(ctx: ChildContext) -> PoolActor:
+        assert connector is not None  # no pool child without one
         return PoolActor(
             cfg.pool,
             connector,
@@ -236,10 +215,11 @@ def infrastructure_supervisor(
     specs = [
         ChildSpec(child_id, factory, shutdown=cfg.shutdown)
         for child_id, factory in zip(CHILD_IDS, factories, strict=True)
+        if child_id != POOL or connector is not None
     ]
     return Supervisor(
         specs,
-        strategy=REST_FOR_ONE,
+        strategy=ONE_FOR_ONE,
         intensity=cfg.intensity,
         period=cfg.period,
         clock=clock,
@@ -251,36 +231,48 @@ def infrastructure_supervisor(
 
 
 class Infrastructure:
-    """A started infrastructure supervisor and the typed clients of its four children.
+    """A started infrastructure supervisor and the typed clients of its children.
 
     Attributes: ``supervisor`` (the :class:`Supervisor`), ``cache``
     (:class:`CacheClient`), ``rate_limiter`` (:class:`RateLimiterClient`),
-    ``peers`` (:class:`PeerManagerClient`), ``pool`` (:class:`PoolClient`, whose
-    default acquire wait is the pool's ``acquire_timeout``).  The clients
-    keep working across restarts.  Use :meth:`start` (it also stops on
-    ``with``-exit) or :meth:`attach`.
+    ``peers`` (:class:`PeerManagerClient`), ``pool`` (:class:`PoolClient`,
+    whose default acquire wait is the pool's ``acquire_timeout``; raises
+    :class:`~aura_sync.errors.NotFound` if started without a connector).  The
+    clients keep working across restarts.  Use :meth:`start` (it also stops
+    on ``with``-exit), :meth:`start_async` or :meth:`attach`.
     """
 
-    __slots__ = ("cache", "peers", "pool", "rate_limiter", "supervisor")
+    __slots__ = ("_pool", "cache", "peers", "rate_limiter", "supervisor")
 
     def __init__(self, supervisor: Supervisor, config: InfrastructureConfig | None = None) -> None:
-        """Wrap a *running* infrastructure supervisor (see :meth:`attach`)."""
+        """Wrap a *running* infrastructure supervisor (see :meth:`attach`); never blocks."""
         if not isinstance(supervisor, Supervisor):
             raise WrongType(
                 f"supervisor must be a Supervisor, got {type(supervisor).__name__} {supervisor!r}"
             )
+        if not supervisor.is_alive():
+            raise SupervisorStopped(f"supervisor {supervisor.name} is not running")
         if config is None:
             config = InfrastructureConfig()
         timeout = config.ask_timeout
+        address = supervisor.child_address  # the stable addresses, read without an ask
         self.supervisor = supervisor
-        self.cache = CacheClient(supervisor.address_of(CACHE), timeout=timeout)
-        self.rate_limiter = RateLimiterClient(supervisor.address_of(RATE_LIMITER), timeout=timeout)
-        self.peers = PeerManagerClient(supervisor.address_of(PEER_MANAGER), timeout=timeout)
-        self.pool = PoolClient(
-            supervisor.address_of(POOL),
-            timeout=timeout,
-            acquire_timeout=config.pool.acquire_timeout,
-        )
+        self.cache = CacheClient(address(CACHE), timeout=timeout)
+        self.rate_limiter = RateLimiterClient(address(RATE_LIMITER), timeout=timeout)
+        self.peers = PeerManagerClient(address(PEER_MANAGER), timeout=timeout)
+        self._pool: PoolClient | None = None
+        with contextlib.suppress(NotFound):  # no pool child without a connector
+            self._pool = PoolClient(
+                address(POOL), timeout=timeout, acquire_timeout=config.pool.acquire_timeout
+            )
+
+    @property
+    def pool(self) -> PoolClient:
+        """The pool's client; NotFound if the supervisor was built without a connector."""
+        pool = self._pool
+        if pool is None:
+            raise NotFound(f"{self.supervisor.name} has no pool: it was built without a connector")
+        return pool
 
     @classmethod
     def attach(
@@ -298,7 +290,7 @@ class Infrastructure:
         cls,
         config: InfrastructureConfig | None = None,
         *,
-        connector: Connector,
+        connector: Connector | None = None,
         discovery: PeerDiscovery | None = None,
         clock: Clock | None = None,
         scheduler: Scheduler | None = None,
@@ -310,12 +302,12 @@ class Infrastructure:
     ) -> Infrastructure:
         """Build the supervisor (:func:`infrastructure_supervisor`), start it, wrap it.
 
-        ``timeout``: seconds to wait for the four children to start.  Raises
-        ``StartFailed`` if a child fails to start, and the argument errors of
+        Without a ``connector`` there is no pool.  ``timeout``: seconds to
+        wait for the children to start.  Raises ``StartFailed`` if a child
+        fails to start, and the argument errors of
         :func:`infrastructure_supervisor`.
         """
-        if config is None:
-            config = InfrastructureConfig()
+        config = config or InfrastructureConfig()
         supervisor = infrastructure_supervisor(
             config,
             connector=connector,
@@ -330,7 +322,41 @@ class Infrastructure:
         try:
             return cls(supervisor, config)
         except BaseException:
-            supervisor.stop()
+            supervisor.stop()  # returns at once: the only failure is a supervisor that ended
+            raise
+
+    @classmethod
+    async def start_async(
+        cls,
+        config: InfrastructureConfig | None = None,
+        *,
+        connector: Connector | None = None,
+        discovery: PeerDiscovery | None = None,
+        clock: Clock | None = None,
+        scheduler: Scheduler | None = None,
+        rng: Rng | None = None,
+        fault_injection: bool = False,
+        on_give_up: Callable[[SupervisorGaveUp], None] | None = None,
+        name: str = "infrastructure",
+        timeout: float = 30.0,
+    ) -> Infrastructure:
+        """:meth:`start` for asyncio: awaits the children's start without blocking the loop."""
+        config = config or InfrastructureConfig()
+        supervisor = await infrastructure_supervisor(
+            config,
+            connector=connector,
+            discovery=discovery,
+            clock=clock,
+            scheduler=scheduler,
+            rng=rng,
+            fault_injection=fault_injection,
+            on_give_up=on_give_up,
+            name=name,
+        ).start_async(timeout)
+        try:
+            return cls(supervisor, config)
+        except BaseException:
+            supervisor.stop()  # returns at once: the only failure is a supervisor that ended
             raise
 
     def stop(self, timeout: float = 30.0) -> None:

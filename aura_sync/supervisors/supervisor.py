@@ -31,6 +31,8 @@ Layer: supervision.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -92,23 +94,46 @@ class _RootMonitor:
     when the supervisor ends (pending and later calls get SupervisorStopped).
     """
 
-    __slots__ = ("exited_event", "kind", "reason", "started_event")
+    __slots__ = ("_lock", "_waiters", "exited_event", "kind", "reason", "started_event")
 
     def __init__(self) -> None:
         self.started_event = threading.Event()
         self.exited_event = threading.Event()
         self.kind: ExitKind | None = None
         self.reason = ""
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def wait_async(self) -> asyncio.Future[None]:
+        """A future of the running loop, done once the supervisor started or ended."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if not self.started_event.is_set():
+                self._waiters.append((loop, future))
+                return future
+        future.set_result(None)
+        return future
 
     def started(self, address: ActorAddress, incarnation: int) -> None:
         self.started_event.set()
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_set_done, future)
 
     def exited(self, address: ActorAddress, incarnation: int, kind: ExitKind, reason: str) -> None:
         self.kind = kind
         self.reason = reason
         address._close(f"supervisor {kind.value}: {reason}")
         self.exited_event.set()
-        self.started_event.set()
+        self.started(address, incarnation)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Supervisor:
@@ -225,6 +250,26 @@ class Supervisor:
         or is the child of another supervisor.
         """
         timeout = check_seconds(timeout, "timeout", allow_zero=False)
+        monitor = self._launch()
+        if current_actor() is not None:
+            return self  # an actor must not block: it will hear about failures later
+        started = monitor.started_event.wait(timeout)
+        thread = self._actor._aura_thread if self._actor is not None else None
+        if started and monitor.kind is not None and thread is not None:
+            thread.join(timeout)  # its children are stopped: return once it is gone too
+        return self._started(monitor, started, timeout)
+
+    async def start_async(self, timeout: float = 30.0) -> Supervisor:
+        """:meth:`start` for asyncio: awaits the children's start without blocking the loop."""
+        timeout = check_seconds(timeout, "timeout", allow_zero=False)
+        monitor = self._launch()
+        try:
+            await asyncio.wait_for(monitor.wait_async(), timeout)
+        except TimeoutError:
+            return self._started(monitor, False, timeout)
+        return self._started(monitor, True, timeout)
+
+    def _launch(self) -> _RootMonitor:
         with self._lock:
             if self._nested:
                 raise SupervisorError(
@@ -240,15 +285,13 @@ class Supervisor:
             actor = SupervisorActor(self._config(clock, scheduler), self._persistent)
             self._address, self._monitor, self._actor = address, monitor, actor
             address._attach(actor, self._persistent.incarnation, monitor)
-        if current_actor() is not None:
-            return self  # an actor must not block: it will hear about failures later
-        if not monitor.started_event.wait(timeout):
-            address.tell(StopSupervisor())
+        return monitor
+
+    def _started(self, monitor: _RootMonitor, started: bool, timeout: float) -> Supervisor:
+        if not started:
+            self.address.tell(StopSupervisor())
             raise StartFailed(f"supervisor {self._name} did not start within {timeout} s")
         if monitor.kind is not None:
-            thread = actor._aura_thread
-            if thread is not None:
-                thread.join(timeout)
             raise StartFailed(f"supervisor {self._name} failed to start: {monitor.reason}")
         return self
 
