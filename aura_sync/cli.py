@@ -45,11 +45,13 @@ def cli() -> None:
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> None:
-    """Run the benchmark suite (from a source checkout); ARGS go to `python -m bench`."""
+    """Run the benchmark suite (source checkout or sdist only); ARGS go to `python -m bench`."""
     root = Path(__file__).resolve().parent.parent
     if not (root / "bench" / "__main__.py").exists():
         raise click.ClickException(
-            f"the benchmarks live in the source tree; no bench/ found under {root}"
+            "the benchmark suite is not installed with the package: run `python -m bench` "
+            f"(or `aura-sync bench`) from a source checkout or an unpacked sdist "
+            f"(no bench/ under {root})"
         )
     sys.path.insert(0, str(root))
     bench_main = importlib.import_module("bench").main

@@ -3,21 +3,21 @@
 Tags 0x0040-0x005F.  Every operation of
 :class:`~aura_sync.infrastructure.cache.CacheManager` is reachable:
 
-==========================  ==========================================
-request                     reply
-==========================  ==========================================
-:class:`InvalidateKeys`     :class:`~aura_sync.messages.common.Ack`
-:class:`ApplyInvalidation`  :class:`~aura_sync.messages.common.Ack`
-:class:`IsFresh`            :class:`FreshnessReply`
-:class:`GetEpochFloor`      :class:`EpochFloorReply`
-:class:`RaiseFloorAll`      :class:`~aura_sync.messages.common.Ack`
-:class:`ClearCache`         :class:`~aura_sync.messages.common.Ack`
-:class:`PutValue`           :class:`ValueStored`
-:class:`GetValue`           :class:`ValueReply`
-:class:`GetCacheStatistics` :class:`CacheStatisticsReply`
-:class:`GetCacheSnapshot`   :class:`CacheSnapshotReply`
-:class:`RestoreCacheFloors` :class:`~aura_sync.messages.common.Ack`
-==========================  ==========================================
+===========================  ==========================================
+request                      reply
+===========================  ==========================================
+:class:`InvalidateKeys`      :class:`~aura_sync.messages.common.Ack`
+:class:`ApplyInvalidation`   :class:`~aura_sync.messages.common.Ack`
+:class:`IsFresh`             :class:`FreshnessReply`
+:class:`GetEpochFloor`       :class:`EpochFloorReply`
+:class:`RaiseFloorAll`       :class:`~aura_sync.messages.common.Ack`
+:class:`ClearCache`          :class:`~aura_sync.messages.common.Ack`
+:class:`PutValue`            :class:`ValueStored`
+:class:`GetValue`            :class:`ValueReply`
+:class:`GetCacheStatistics`  :class:`CacheStatisticsReply`
+:class:`GetCacheSnapshot`    :class:`CacheSnapshotReply`
+:class:`RestoreCacheFloors`  :class:`~aura_sync.messages.common.Ack`
+===========================  ==========================================
 
 Values travel as ``bytes``.  Epochs are ints in ``0 .. 2**64-1``, checked
 in ``__post_init__`` so that a decoded message is validated exactly like one

@@ -4,8 +4,7 @@ Tags 0x00C0-0x00D3 (0x00D4-0x00FF are left free for the protocol actors'
 own messages).  Every frame on a connection is one of these messages (or any
 other registered message carried inside :class:`Request`/:class:`Reply`).
 
-Transport layer (handled inside :mod:`aura_sync.transport`, never handed
-to protocol code)
+Transport layer (handled inside :mod:`aura_sync.transport`, never handed to protocol code)
     :class:`Hello` (first frame each side sends once the TLS handshake is
     done: protocol version and the address it listens on),
     :class:`Ping`/:class:`Pong` (keepalive: a half-open connection is
