@@ -17,6 +17,7 @@ from aura_sync.infrastructure.cache import (
 )
 from aura_sync.messages import Message, codec
 from aura_sync.messages import cache as msgs
+from aura_sync.messages._base import registered_messages
 
 # --- reference behaviours of the Rust module ------------------------------------------
 
@@ -59,11 +60,13 @@ def test_apply_invalidation_and_statistics() -> None:
     assert cache.epoch_floor("b") == 6
 
 
-def test_cache_invalidation_normalises_keys_and_is_frozen() -> None:
+def test_cache_invalidation_is_frozen_and_any_iterable_of_keys_applies() -> None:
     event = CacheInvalidation(["x", "y"], 3)  # type: ignore[arg-type]
-    assert event.keys == ("x", "y")
     with pytest.raises(AttributeError):
         event.epoch_floor = 4  # type: ignore[misc]
+    cache = CacheManager()
+    cache.apply_invalidation(event)
+    assert cache.epoch_floor("y") == 3
 
 
 def test_raise_floor_all_applies_to_every_key_seen_or_not() -> None:
@@ -88,7 +91,7 @@ def test_raise_floor_all_applies_to_every_key_seen_or_not() -> None:
 def test_tracker_is_bounded_and_eviction_is_conservative() -> None:
     tracker = CacheEpochTracker(max_keys=4, eviction_buckets=1)
     for i in range(10):
-        tracker.raise_floor(f"k{i}", 10 + i)
+        tracker.invalidate_key(f"k{i}", 10 + i)
     assert len(tracker) == 4
     assert tracker.evictions == 6
     for i in range(10):
@@ -101,28 +104,28 @@ def test_tracker_is_bounded_and_eviction_is_conservative() -> None:
 def test_many_buckets_keep_most_untouched_keys_fresh() -> None:
     tracker = CacheEpochTracker(max_keys=8, eviction_buckets=4096)
     for i in range(40):
-        tracker.raise_floor(f"k{i}", 1000)
+        tracker.invalidate_key(f"k{i}", 1000)
     fresh = sum(tracker.is_fresh(f"untouched{i}", 0) for i in range(200))
     assert fresh >= 190  # only bucket collisions (32 evicted keys / 4096 buckets) look stale
 
 
 def test_eviction_drops_least_recently_invalidated_key() -> None:
     tracker = CacheEpochTracker(max_keys=2, eviction_buckets=64)
-    tracker.raise_floor("a", 1)
-    tracker.raise_floor("b", 2)
-    tracker.raise_floor("a", 1)  # touch a
-    tracker.raise_floor("c", 3)  # evicts b
+    tracker.invalidate_key("a", 1)
+    tracker.invalidate_key("b", 2)
+    tracker.invalidate_key("a", 1)  # touch a
+    tracker.invalidate_key("c", 3)  # evicts b
     assert "a" in tracker and "c" in tracker and "b" not in tracker
     assert tracker.epoch_floor("b") >= 2
 
 
-def test_raise_floor_reports_whether_the_floor_went_up() -> None:
+def test_invalidate_key_reports_whether_the_floor_went_up() -> None:
     tracker = CacheEpochTracker()
-    assert tracker.raise_floor("k", 3)
-    assert not tracker.raise_floor("k", 3)
-    assert not tracker.raise_floor("k", 1)
-    assert tracker.raise_floor("k", 4)
-    assert tracker.raise_floors(["k", "j"], 4) == 1
+    assert tracker.invalidate_key("k", 3)
+    assert not tracker.invalidate_key("k", 3)
+    assert not tracker.invalidate_key("k", 1)
+    assert tracker.invalidate_key("k", 4)
+    assert tracker.invalidate_keys(["k", "j"], 4) == 1
 
 
 def test_clear_keeps_floors_conservatively_and_drops_values() -> None:
@@ -234,8 +237,8 @@ def test_restore_only_raises_floors() -> None:
 
 def test_restore_with_other_bucket_count_is_conservative() -> None:
     small = CacheEpochTracker(max_keys=1, eviction_buckets=8)
-    small.raise_floor("a", 5)
-    small.raise_floor("b", 6)  # evicts a into a bucket
+    small.invalidate_key("a", 5)
+    small.invalidate_key("b", 6)  # evicts a into a bucket
     other = CacheEpochTracker(max_keys=1, eviction_buckets=16)
     other.restore(small.snapshot())
     assert other.epoch_floor("a") >= 5
@@ -304,53 +307,54 @@ def test_bad_constructor_arguments(
         assert word in str(info.value)
 
 
-def test_bad_invalidation_events() -> None:
-    with pytest.raises(InvalidArgument, match=r"epoch_floor.*-1"):
-        CacheInvalidation(("k",), -1)
-    with pytest.raises(WrongType, match="reason"):
-        CacheInvalidation(("k",), 1, reason=5)  # type: ignore[arg-type]
-    with pytest.raises(WrongType, match=r"keys\[0\]"):
-        CacheInvalidation((1,), 1)  # type: ignore[arg-type]
-
-
-def test_bad_snapshots() -> None:
-    with pytest.raises(InvalidArgument, match="bucket"):
-        CacheFloorSnapshot(evicted_floors=((9, 1),), eviction_buckets=4)
-    with pytest.raises(InvalidArgument, match="global_floor"):
-        CacheFloorSnapshot(global_floor=-1)
-    with pytest.raises(WrongType, match=r"floors\[0\]"):
-        CacheFloorSnapshot(floors=(("a",),))  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("event", "exc", "words"),
+    [
+        (CacheInvalidation(("k",), -1), InvalidArgument, ["epoch_floor", "-1"]),
+        (CacheInvalidation(("k",), 1, reason=5), WrongType, ["reason", "5"]),  # type: ignore[arg-type]
+        (CacheInvalidation((1,), 1), WrongType, ["keys[0]", "1"]),  # type: ignore[arg-type]
+        (CacheInvalidation("key", 1), WrongType, ["keys", "'key'"]),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_invalidation_events_are_refused_when_applied(
+    event: CacheInvalidation, exc: type[Exception], words: list[str]
+) -> None:
+    for target in (CacheManager(), CacheEpochTracker()):
+        with pytest.raises(exc) as info:
+            target.apply_invalidation(event)
+        for word in words:
+            assert word in str(info.value)
+        assert target.all_floors() == ()
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "words"),
+    ("kwargs", "exc", "words"),
     [
-        ({"floors": 5}, ["floors", "5"]),
-        ({"floors": None}, ["floors", "None"]),
-        ({"evicted_floors": 7}, ["evicted_floors", "7"]),
-        ({"evicted_floors": ((1.5, 2),)}, ["evicted_floors[0] bucket", "1.5"]),
-        ({"evicted_floors": ((True, 2),)}, ["evicted_floors[0] bucket", "True"]),
+        ({"evicted_floors": ((9, 1),), "eviction_buckets": 4}, InvalidArgument, ["bucket", "9"]),
+        ({"global_floor": -1}, InvalidArgument, ["global_floor", "-1"]),
+        ({"floors": (("a",),)}, WrongType, ["floors[0]", "('a',)"]),
+        ({"floors": ((5, 1),)}, WrongType, ["floors[0] key", "5"]),
+        ({"floors": (("a", -1),)}, InvalidArgument, ["floors[0] floor", "-1"]),
+        ({"floors": 5}, WrongType, ["floors", "5"]),
+        ({"floors": None}, WrongType, ["floors", "None"]),
+        ({"floors": [("a", 1)]}, WrongType, ["floors must be a tuple", "list"]),
+        ({"evicted_floors": 7}, WrongType, ["evicted_floors", "7"]),
+        ({"evicted_floors": ((1.5, 2),)}, WrongType, ["evicted_floors[0] bucket", "1.5"]),
+        ({"evicted_floors": ((True, 2),)}, WrongType, ["evicted_floors[0] bucket", "True"]),
+        ({"eviction_buckets": 0}, InvalidArgument, ["eviction_buckets", "0"]),
     ],
 )
-def test_snapshot_of_the_wrong_shape_is_a_wrong_type_naming_field_and_value(
-    kwargs: dict[str, object], words: list[str]
+def test_bad_snapshots_are_refused_by_restore_naming_field_and_value(
+    kwargs: dict[str, object], exc: type[Exception], words: list[str]
 ) -> None:
-    # A non-iterable used to escape as a bare TypeError, a non-int bucket as a range error.
-    with pytest.raises(WrongType) as info:
-        CacheFloorSnapshot(**kwargs)  # type: ignore[arg-type]
+    cache = CacheManager()
+    cache.invalidate_keys(["ok"], 3)
+    before = cache.snapshot()
+    with pytest.raises(exc) as info:
+        cache.restore(CacheFloorSnapshot(**kwargs))  # type: ignore[arg-type]
     for word in words:
         assert word in str(info.value)
-
-
-@pytest.mark.parametrize("cls", [msgs.CacheSnapshotReply, msgs.RestoreCacheFloors])
-def test_snapshot_messages_refuse_lists_so_they_stay_immutable(cls: type[Message]) -> None:
-    # A list was accepted and kept: the message was mutable and did not round-trip exactly.
-    with pytest.raises(WrongType, match=r"floors must be a tuple.*list"):
-        cls([("a", 1)], (), 4, 0)  # type: ignore[call-arg]
-    with pytest.raises(WrongType, match=r"evicted_floors must be a tuple.*list"):
-        cls((), [(0, 1)], 4, 0)  # type: ignore[call-arg]
-    with pytest.raises(WrongType, match=r"floors must be a tuple.*int 5"):
-        cls(5, (), 4, 0)  # type: ignore[call-arg]
+    assert cache.snapshot() == before
 
 
 # --- deprecated alias ----------------------------------------------------------------
@@ -374,29 +378,62 @@ def test_deprecated_module_has_no_other_names() -> None:
         legacy.Nope  # noqa: B018
 
 
+# --- the Rust names ------------------------------------------------------------------
+
+
+def test_rust_names_on_the_tracker() -> None:
+    tracker = CacheEpochTracker(max_keys=2, eviction_buckets=1)
+    assert tracker.tracked_keys() == 0 and tracker.all_floors() == ()
+    assert tracker.invalidate_key("a", 5) is True
+    assert tracker.invalidate_key("a", 3) is False  # monotonic
+    assert tracker.invalidate_keys(["b", "a"], 6) == 2
+    assert tracker.apply_invalidation(CacheInvalidation(("b",), 9, "rotation")) == 1
+    assert tracker.all_floors() == (("a", 6), ("b", 9))
+    assert tracker.tracked_keys() == 2
+    tracker.invalidate_key("c", 7)  # evicts "a" (least recently invalidated), conservatively
+    assert tracker.tracked_keys() == 2
+    assert dict(tracker.all_floors()) == {"b": 9, "c": 7}
+    assert not tracker.is_fresh("a", 5)
+    tracker.raise_floor_all(8)
+    assert tracker.all_floors() == (("b", 9),)  # covered floors are dropped, the exact one kept
+
+
+def test_rust_names_on_the_manager() -> None:
+    cache = CacheManager()
+    cache.invalidate_key("a", 4)
+    cache.invalidate_keys(["b", "c"], 2)
+    cache.apply_invalidation(CacheInvalidation(("a",), 3))  # lower: no change, still counted
+    assert cache.tracked_keys() == 3
+    assert cache.all_floors() == (("b", 2), ("c", 2), ("a", 4))
+    stats = cache.statistics()
+    assert (stats.total_invalidations, stats.total_keys_invalidated) == (3, 4)
+    with pytest.raises(WrongType, match=r"key must be a str.*5"):
+        cache.invalidate_key(5, 1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"epoch.*-1"):
+        cache.invalidate_key("a", -1)
+    assert cache.statistics() == stats
+
+
 # --- messages ------------------------------------------------------------------------
 
-
+SNAPSHOT = CacheFloorSnapshot((("a", 1),), ((3, 4),), 16, 2)
 SAMPLES = [
     msgs.InvalidateKeys(("a", "b"), 5),
-    msgs.ApplyInvalidation(("a",), 2**64 - 1, "upgrade"),
-    msgs.ApplyInvalidation((), 0),
+    msgs.ApplyInvalidation(CacheInvalidation(("a",), 2**64 - 1, "upgrade")),
+    msgs.ApplyInvalidation(CacheInvalidation((), 0)),
     msgs.RaiseFloorAll(7),
     msgs.ClearCache(),
     msgs.IsFresh("k", 3),
-    msgs.FreshnessReply("k", 3, False),
     msgs.GetEpochFloor("k"),
-    msgs.EpochFloorReply("k", 9),
     msgs.PutValue("k", b"\x00\xff", 4),
-    msgs.ValueStored("k", True),
     msgs.GetValue("k", 4),
-    msgs.ValueReply("k", b"v"),
-    msgs.ValueReply("k", None),
+    msgs.DiscardValue("k"),
     msgs.GetCacheStatistics(),
-    msgs.CacheStatisticsReply(1, 2, 3, 4, 5, 6, 7, 8, 9),
     msgs.GetCacheSnapshot(),
-    msgs.CacheSnapshotReply((("a", 1),), ((3, 4),), 16, 2),
-    msgs.RestoreCacheFloors((), (), 1, 0),
+    msgs.RestoreCacheFloors(SNAPSHOT),
+    CacheInvalidation(("a",), 3),
+    SNAPSHOT,
+    CacheStatistics(1, 2, 3, 4, 5, 6, 7, 8, 9),
 ]
 
 
@@ -408,58 +445,39 @@ def test_cache_messages_round_trip(msg: Message) -> None:
 
 
 def test_cache_message_tags_are_in_the_cache_range() -> None:
-    for name in msgs.__all__:
-        assert 0x40 <= getattr(msgs, name).TAG <= 0x5F
+    ours = [c for c in registered_messages().values() if "cache" in c.__module__]
+    requests = {
+        n for n, v in vars(msgs).items() if isinstance(v, type) and v.__module__ == msgs.__name__
+    }
+    assert len(requests) == 12
+    assert {c.__name__ for c in ours} == {
+        *requests,
+        "CacheInvalidation",
+        "CacheStatistics",
+        "CacheFloorSnapshot",
+    }
+    for cls in ours:
+        assert 0x40 <= cls.TAG <= 0x5F, cls
 
 
-def test_cache_messages_validate_built_and_decoded() -> None:
-    with pytest.raises(InvalidArgument, match="epoch"):
-        msgs.IsFresh("k", -1)
-    with pytest.raises(WrongType, match="keys"):
-        msgs.InvalidateKeys(["a"], 1)  # type: ignore[arg-type]
-    wire = codec.encode(msgs.IsFresh("k", 1)).replace(b"\x01", b"\xff", 1)
-    with pytest.raises(DecodeError):
+def test_decoding_checks_field_types_and_the_core_checks_values() -> None:
+    wire = codec.encode(msgs.IsFresh("k", 1)).replace(b"\xa1k", b"\x07", 1)  # key 7
+    with pytest.raises(DecodeError, match="key"):
         codec.decode(wire)
-    with pytest.raises(DecodeError, match="epoch"):
-        codec.decode(b"\x93\x44\xa1k\xd0\xff")  # IsFresh("k", -1)
+    request = codec.decode(b"\x93\x44\xa1k\xd0\xff")  # IsFresh("k", -1) is well-typed
+    assert request == msgs.IsFresh("k", -1)
+    with pytest.raises(InvalidArgument, match="epoch"):
+        CacheManager().is_fresh("k", -1)
 
 
-def test_messages_drive_a_manager_like_an_actor_would() -> None:
+def test_the_cores_values_drive_a_manager_after_a_round_trip() -> None:
     cache = CacheManager()
-    event = CacheInvalidation(("a",), 5, "rotation")
-    request = codec.decode(codec.encode(msgs.ApplyInvalidation.from_event(event)))
-    assert isinstance(request, msgs.ApplyInvalidation)
-    cache.apply_invalidation(request.to_event())
-    reply = msgs.CacheStatisticsReply.from_statistics(cache.statistics())
-    assert codec.decode(codec.encode(reply)).to_statistics() == cache.statistics()  # type: ignore[attr-defined]
-    snap = msgs.CacheSnapshotReply.from_snapshot(cache.snapshot())
+    event = codec.decode(codec.encode(CacheInvalidation(("a",), 5, "rotation")))
+    assert isinstance(event, CacheInvalidation)
+    cache.apply_invalidation(event)
+    assert codec.decode(codec.encode(cache.statistics())) == cache.statistics()
+    snap = codec.decode(codec.encode(cache.snapshot()))
+    assert isinstance(snap, CacheFloorSnapshot)
     restored = CacheManager()
-    restored.restore(msgs.RestoreCacheFloors.from_snapshot(snap.to_snapshot()).to_snapshot())
+    restored.restore(snap)
     assert restored.epoch_floor("a") == 5
-
-
-@pytest.mark.parametrize(
-    ("changes", "exc", "words"),
-    [
-        ({"hits": -1}, InvalidArgument, ["hits", "-1"]),
-        ({"tracked_keys": True}, WrongType, ["tracked_keys", "True"]),
-        ({"misses": 2.0}, WrongType, ["misses", "2.0"]),
-    ],
-)
-def test_cache_statistics_validate_their_counters(
-    changes: dict[str, object], exc: type[Exception], words: list[str]
-) -> None:
-    # A public frozen value type used to accept anything.
-    with pytest.raises(exc) as info:
-        CacheStatistics(**changes)  # type: ignore[arg-type]
-    for word in words:
-        assert word in str(info.value)
-
-
-@pytest.mark.parametrize("cls", [msgs.CacheSnapshotReply, msgs.RestoreCacheFloors])
-def test_snapshot_messages_cap_eviction_buckets_at_u64(cls: type[Message]) -> None:
-    # 2**64 passed the core's check and then broke codec.encode with an OverflowError
-    with pytest.raises(InvalidArgument, match=rf"eviction_buckets.*{2**64}"):
-        cls((), (), 2**64, 0)  # type: ignore[call-arg]
-    top = cls((), ((2**64 - 2, 5),), 2**64 - 1, 0)  # type: ignore[call-arg]
-    assert codec.decode(codec.encode(top)) == top

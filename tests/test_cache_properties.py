@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aura_sync.infrastructure.cache import CacheEpochTracker, CacheFloorSnapshot, CacheManager
-from aura_sync.messages import cache as msgs
 from aura_sync.messages import codec
 
 KEYS = [f"k{i}" for i in range(8)]
@@ -41,10 +40,10 @@ def _apply_tracker_op(
     """Apply ``op`` to ``tracker`` and raise ``model`` (the exact, unbounded floors)."""
     kind = op[0]
     if kind == "raise":
-        tracker.raise_floor(op[1], op[2])
+        tracker.invalidate_key(op[1], op[2])
         model[op[1]] = max(model[op[1]], op[2])
     elif kind == "raise_many":
-        tracker.raise_floors(op[1], op[2])
+        tracker.invalidate_keys(op[1], op[2])
         for key in op[1]:
             model[key] = max(model[key], op[2])
     elif kind == "raise_all":
@@ -83,7 +82,9 @@ def test_floors_never_decrease_and_evicted_keys_are_never_fresh_below_their_floo
     previous = dict.fromkeys(KEYS, 0)
     for op in ops:
         _apply_tracker_op(tracker, op, model)
-        assert len(tracker) <= max_keys
+        assert len(tracker) == tracker.tracked_keys() == len(tracker.all_floors()) <= max_keys
+        for key, exact in tracker.all_floors():
+            assert tracker.epoch_floor(key) == exact  # a tracked floor is the key's floor
         for key in KEYS:
             floor = tracker.epoch_floor(key)
             assert floor >= previous[key], (key, op)  # never decreases
@@ -100,7 +101,7 @@ def test_without_evictions_floors_are_exact(ops: list[tuple[str, int]]) -> None:
     tracker = CacheEpochTracker(max_keys=len(KEYS))
     model = dict.fromkeys(KEYS, 0)
     for key, epoch in ops:
-        tracker.raise_floor(key, epoch)
+        tracker.invalidate_key(key, epoch)
         model[key] = max(model[key], epoch)
     for key in KEYS:
         assert tracker.epoch_floor(key) == model[key]
@@ -164,11 +165,10 @@ def test_value_store_never_returns_a_value_below_its_floor(
         elif kind == "clear":
             cache.clear()
         else:  # an actor restart: a new manager restored from the snapshot
-            wire = codec.encode(msgs.CacheSnapshotReply.from_snapshot(cache.snapshot()))
-            reply = codec.decode(wire)
-            assert isinstance(reply, msgs.CacheSnapshotReply)
+            reply = codec.decode(codec.encode(cache.snapshot()))
+            assert isinstance(reply, CacheFloorSnapshot)
             cache = CacheManager(max_keys, max_values=max_values, eviction_buckets=3)
-            cache.restore(reply.to_snapshot())
+            cache.restore(reply)
         stats = cache.statistics()
         assert stats.tracked_keys <= max_keys
         assert stats.stored_values <= max_values

@@ -31,6 +31,8 @@ from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.connections import PoolConfig
 from aura_sync.infrastructure.peers import PeerDiscoveryConfig
 from aura_sync.infrastructure.rate_limit import RateLimitConfig
+from aura_sync.messages.cache import GetEpochFloor, InvalidateKeys, IsFresh
+from aura_sync.messages.faults import InjectCrash
 from aura_sync.messages.supervision import ChildStatus, EventKind, SupervisionEvent
 from aura_sync.supervisors.infrastructure import (
     CACHE,
@@ -73,7 +75,7 @@ def load(infra: Infrastructure, ledger: Ledger, worker: int, stop: threading.Eve
         try:
             if op == 0:
                 key, epoch = f"w{worker}-k{rng.randrange(20)}", n
-                infra.cache.invalidate_keys([key], epoch)
+                infra.cache.call(InvalidateKeys((key,), epoch), ASK_TIMEOUT)
                 with ledger.lock:
                     ledger.invalidations.append((key, epoch))
             elif op == 1:
@@ -87,9 +89,9 @@ def load(infra: Infrastructure, ledger: Ledger, worker: int, stop: threading.Eve
                 # timeout 0: PoolExhausted at once; 5 (virtual, frozen): a deferred reply
                 wait = rng.choice((0.0, 5.0))
                 with infra.pool.acquire(peer(rng.randrange(2)), timeout=wait):
-                    infra.cache.is_fresh("held", n)  # hold it a little: others queue
+                    infra.cache.call(IsFresh("held", n), ASK_TIMEOUT)  # hold it a little
             else:
-                infra.cache.is_fresh(f"w{worker}-k{rng.randrange(20)}", n)
+                infra.cache.call(IsFresh(f"w{worker}-k{rng.randrange(20)}", n), ASK_TIMEOUT)
             outcome = "ok"
         except AskTimeout as exc:
             outcome = "hung"
@@ -125,11 +127,11 @@ def test_chaos_no_hang_no_loss_exact_restart_counts() -> None:
                 failed[event.child_id] += 1
 
     infra.supervisor.subscribe(on_event)
-    clients = {
-        CACHE: infra.cache,
-        RATE_LIMITER: infra.rate_limiter,
-        PEER_MANAGER: infra.peers,
-        POOL: infra.pool,
+    crash = {
+        CACHE: lambda reason: infra.cache.ask(InjectCrash(reason), ASK_TIMEOUT),
+        RATE_LIMITER: infra.rate_limiter.inject_crash,
+        PEER_MANAGER: infra.peers.inject_crash,
+        POOL: infra.pool.inject_crash,
     }
     ledger = Ledger()
     stop = threading.Event()
@@ -145,7 +147,7 @@ def test_chaos_no_hang_no_loss_exact_restart_counts() -> None:
         wait_until(lambda: sum(ledger.outcomes.values()) >= 50, what="the load to start")
         for _ in range(CRASHES):
             target = rng.choice(CHILD_IDS)
-            clients[target].inject_crash(f"chaos #{sum(injected.values()) + 1}")
+            crash[target](f"chaos #{sum(injected.values()) + 1}")
             injected[target] += 1
             # One crash at a time: wait until the supervisor has dealt with it.
             wait_until(
@@ -182,7 +184,7 @@ def test_chaos_no_hang_no_loss_exact_restart_counts() -> None:
     for key, epoch in ledger.invalidations:
         floors[key] = max(floors.get(key, 0), epoch)
     for key, epoch in floors.items():
-        assert infra.cache.epoch_floor(key) >= epoch, key
+        assert infra.cache.call(GetEpochFloor(key)) >= epoch, key
     table = {info.peer_id for info in infra.peers.snapshot().peers}
     assert set(ledger.peers_added) <= table
     assert ledger.invalidations and ledger.peers_added

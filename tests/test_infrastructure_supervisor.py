@@ -23,6 +23,7 @@ from aura_sync.effects import ManualClock
 from aura_sync.errors import InvalidArgument, NotFound, SupervisorGaveUp, WrongType
 from aura_sync.infrastructure.connections import PoolConfig
 from aura_sync.infrastructure.rate_limit import Allowed, Denied, RateLimitConfig
+from aura_sync.messages.cache import GetEpochFloor, InvalidateKeys, IsFresh
 from aura_sync.messages.faults import InjectCrash
 from aura_sync.messages.supervision import ChildStatus, EventKind, SupervisionEvent
 from aura_sync.supervisors.infrastructure import (
@@ -103,13 +104,13 @@ def test_starts_the_four_children_in_order(infra: Infrastructure) -> None:
     assert all(c.status is ChildStatus.RUNNING for c in children)
     counts = infra.supervisor.count_children()
     assert (counts.specs, counts.active, counts.workers) == (4, 4, 4)
-    infra.cache.invalidate_keys(["k"], 3)
+    infra.cache.call(InvalidateKeys(("k",), 3))
     assert isinstance(infra.rate_limiter.check_rate_limit(A), Allowed)
     assert infra.peers.add_peer(A) is True
     with infra.pool.acquire(A) as lease:
         assert not lease.connection.closed
     assert infra.supervisor.name == "infrastructure"
-    assert infra.cache.address.name == "infrastructure/cache"
+    assert infra.cache.name == "infrastructure/cache"
 
 
 def test_a_rate_limiter_crash_restarts_it_alone_and_pooled_connections_stay_open(
@@ -117,7 +118,7 @@ def test_a_rate_limiter_crash_restarts_it_alone_and_pooled_connections_stay_open
 ) -> None:
     events = Events()
     infra.supervisor.subscribe(events)
-    infra.cache.invalidate_keys(["stale"], 9)
+    infra.cache.call(InvalidateKeys(("stale",), 9))
     spent = 0
     while isinstance(infra.rate_limiter.check_rate_limit(A), Allowed):
         spent += 1
@@ -137,7 +138,7 @@ def test_a_rate_limiter_crash_restarts_it_alone_and_pooled_connections_stay_open
     # The limiter kept its spend; the others were not touched at all.
     assert isinstance(infra.rate_limiter.check_rate_limit(A), Denied)
     assert infra.peers.get_peer(B).address == "b:1"
-    assert infra.cache.is_fresh("stale", 8) is False
+    assert infra.cache.call(IsFresh("stale", 8)) is False
     assert sorted(c.peer_id for c in connector.open_connections()) == sorted([A, B])
     assert not lease.connection.closed
     lease.release()
@@ -266,11 +267,11 @@ def test_nested_under_a_root_supervisor(clock: ManualClock, connector: FakeConne
     ).start()
     try:
         infra = Infrastructure.attach(nested, cfg)
-        assert infra.cache.address.name == "node/infrastructure/cache"
-        infra.cache.invalidate_keys(["k"], 2)
-        infra.cache.inject_crash()
+        assert infra.cache.name == "node/infrastructure/cache"
+        infra.cache.call(InvalidateKeys(("k",), 2))
+        infra.cache.ask(InjectCrash())
         wait_until(lambda: nested.restart_count(CACHE) == 1, what="the cache restart")
-        assert infra.cache.epoch_floor("k") == 2
+        assert infra.cache.call(GetEpochFloor("k")) == 2
     finally:
         root.stop()
 

@@ -3,7 +3,7 @@
 An actor is reached only through typed, immutable messages sent to its
 :class:`ActorAddress` (``tell``, ``ask`` with a timeout, ``ask_async``); the
 address stays valid across restarts and keeps the messages queued for it.
-Typed clients (``CacheClient``, ``PoolClient``, ...) wrap the asks and turn
+Typed clients (``PoolClient``, ...) wrap the asks and turn
 error replies into :mod:`aura_sync.errors` exceptions.  How to write an actor
 is documented in :mod:`aura_sync.actors.base`.
 
@@ -23,7 +23,6 @@ from aura_sync.actors.base import (
 from aura_sync.actors.cache import CacheActor
 from aura_sync.actors.client import ActorClient
 from aura_sync.actors.clients import (
-    CacheClient,
     InfrastructureClient,
     PeerManagerClient,
     PoolClient,
@@ -42,7 +41,6 @@ __all__ = [
     "ActorClient",
     "AuraActor",
     "CacheActor",
-    "CacheClient",
     "ConnectionLease",
     "InfrastructureClient",
     "InjectedCrash",

@@ -1,28 +1,8 @@
-"""``CacheActor``: the epoch-based cache concern as an actor.
+"""``CacheActor``: one :class:`CacheManager`, one handler per request of
+:mod:`aura_sync.messages.cache`, each returning the core's value as is.
 
-Role
-    Owns one :class:`~aura_sync.infrastructure.cache.CacheManager` and
-    answers the messages of :mod:`aura_sync.messages.cache`, one core call
-    per message.  Expected failures (a bad key or epoch) come back as
-    ``ErrorReply``; the actor carries on.  :class:`~aura_sync.actors.cache.CacheClient`
-    in :mod:`aura_sync.actors.clients` wraps the asks.
-
-Surviving restarts
-    The manager lives in the ``stash`` dict handed to every incarnation
-    (a supervisor's :class:`~aura_sync.supervisors.ChildContext.stash`), under
-    :data:`STASH_KEY`.  A restarted incarnation continues with the very same
-    manager: floors (which never go down), conservative eviction buckets,
-    stored values and counters are all kept, so a crash can never make
-    stale data look fresh.  Without a stash (an unsupervised actor) the
-    manager is private to the actor.
-
-Integration
-    Started by :func:`aura_sync.supervisors.infrastructure.infrastructure_supervisor`
-    (first child of the infrastructure supervisor).  Handles
-    :class:`~aura_sync.messages.faults.InjectCrash` when created with
-    ``fault_injection=True``.
-
-Layer: actors.
+The manager lives in the ``stash`` under :data:`STASH_KEY`, so a restarted
+incarnation keeps floors (which never go down), stored values and counters.
 """
 
 from __future__ import annotations
@@ -32,26 +12,15 @@ from typing import Any, Final
 from aura_sync.actors._faults import FaultInjectionMixin, check_stash
 from aura_sync.actors.base import AuraActor, handles
 from aura_sync.errors import WrongType
-from aura_sync.infrastructure.cache import DEFAULT_MAX_KEYS, DEFAULT_MAX_VALUES, CacheManager
-from aura_sync.messages.cache import (
-    ApplyInvalidation,
-    CacheSnapshotReply,
-    CacheStatisticsReply,
-    ClearCache,
-    EpochFloorReply,
-    FreshnessReply,
-    GetCacheSnapshot,
-    GetCacheStatistics,
-    GetEpochFloor,
-    GetValue,
-    InvalidateKeys,
-    IsFresh,
-    PutValue,
-    RaiseFloorAll,
-    RestoreCacheFloors,
-    ValueReply,
-    ValueStored,
+from aura_sync.ids import Epoch
+from aura_sync.infrastructure.cache import (
+    DEFAULT_MAX_KEYS,
+    DEFAULT_MAX_VALUES,
+    CacheFloorSnapshot,
+    CacheManager,
+    CacheStatistics,
 )
+from aura_sync.messages import cache as m
 
 __all__ = ["STASH_KEY", "CacheActor"]
 
@@ -60,26 +29,12 @@ STASH_KEY: Final = "aura_sync.cache"
 
 
 class CacheActor(FaultInjectionMixin, AuraActor):
-    """The cache actor: one :class:`CacheManager`, reached by cache messages.
+    """The cache actor.
 
-    Parameters
-        max_keys: keys whose floors are tracked exactly (>= 1); 1024.
-        max_values: value-store capacity in entries (>= 0; 0 disables it); 1024.
-        eviction_buckets: conservative-eviction buckets (>= 1) or None (= ``max_keys``).
-        stash: the dict that survives restarts (a ``ChildContext.stash``), or
-            None for a private one.  If it already holds a manager (an earlier
-            incarnation's), that manager is used and the sizes are ignored.
-        fault_injection: honour ``InjectCrash`` (tests and demos only).
-
-    Raises :class:`~aura_sync.errors.WrongType` /
-    :class:`~aura_sync.errors.InvalidArgument` for bad arguments (naming them).
-
-    Messages (reply):  ``InvalidateKeys``, ``ApplyInvalidation``,
-    ``RaiseFloorAll``, ``ClearCache``, ``RestoreCacheFloors`` (``Ack``);
-    ``IsFresh`` (``FreshnessReply``); ``GetEpochFloor`` (``EpochFloorReply``);
-    ``PutValue`` (``ValueStored``); ``GetValue`` (``ValueReply``);
-    ``GetCacheStatistics`` (``CacheStatisticsReply``); ``GetCacheSnapshot``
-    (``CacheSnapshotReply``); ``InjectCrash`` (crash, or ``InvalidArgument``).
+    ``max_keys``, ``max_values``, ``eviction_buckets``: the manager's sizes
+    (ignored when the stash already holds a manager); ``stash``: the dict that
+    survives restarts (None: a private one); ``fault_injection``: honour
+    ``InjectCrash`` (tests and demos).
     """
 
     def __init__(
@@ -106,58 +61,54 @@ class CacheActor(FaultInjectionMixin, AuraActor):
 
     @property
     def cache(self) -> CacheManager:
-        """The owned core (for tests and inspection from the actor's own thread)."""
+        """The owned core (for tests, from the actor's own thread)."""
         return self._cache
 
-    # --- invalidation ---
-
-    @handles(InvalidateKeys)
-    def _invalidate_keys(self, msg: InvalidateKeys) -> None:
+    @handles(m.InvalidateKeys)
+    def _invalidate_keys(self, msg: m.InvalidateKeys) -> None:
         self._cache.invalidate_keys(msg.keys, msg.epoch)
 
-    @handles(ApplyInvalidation)
-    def _apply_invalidation(self, msg: ApplyInvalidation) -> None:
-        self._cache.apply_invalidation(msg.to_event())
+    @handles(m.ApplyInvalidation)
+    def _apply_invalidation(self, msg: m.ApplyInvalidation) -> None:
+        self._cache.apply_invalidation(msg.event)
 
-    @handles(RaiseFloorAll)
-    def _raise_floor_all(self, msg: RaiseFloorAll) -> None:
+    @handles(m.RaiseFloorAll)
+    def _raise_floor_all(self, msg: m.RaiseFloorAll) -> None:
         self._cache.raise_floor_all(msg.epoch)
 
-    @handles(ClearCache)
-    def _clear(self, msg: ClearCache) -> None:
+    @handles(m.ClearCache)
+    def _clear(self, msg: m.ClearCache) -> None:
         self._cache.clear()
 
-    # --- freshness ---
+    @handles(m.IsFresh)
+    def _is_fresh(self, msg: m.IsFresh) -> bool:
+        return self._cache.is_fresh(msg.key, msg.epoch)
 
-    @handles(IsFresh)
-    def _is_fresh(self, msg: IsFresh) -> FreshnessReply:
-        return FreshnessReply(msg.key, msg.epoch, self._cache.is_fresh(msg.key, msg.epoch))
+    @handles(m.GetEpochFloor)
+    def _epoch_floor(self, msg: m.GetEpochFloor) -> Epoch:
+        return self._cache.epoch_floor(msg.key)
 
-    @handles(GetEpochFloor)
-    def _epoch_floor(self, msg: GetEpochFloor) -> EpochFloorReply:
-        return EpochFloorReply(msg.key, self._cache.epoch_floor(msg.key))
+    @handles(m.PutValue)
+    def _put(self, msg: m.PutValue) -> bool:
+        return self._cache.put(msg.key, msg.value, msg.epoch)
 
-    # --- value store ---
+    @handles(m.GetValue)
+    def _get(self, msg: m.GetValue) -> bytes | None:
+        value: bytes | None = self._cache.get(msg.key, msg.current_epoch)
+        return value
 
-    @handles(PutValue)
-    def _put(self, msg: PutValue) -> ValueStored:
-        return ValueStored(msg.key, self._cache.put(msg.key, msg.value, msg.epoch))
+    @handles(m.DiscardValue)
+    def _discard(self, msg: m.DiscardValue) -> bool:
+        return self._cache.discard(msg.key)
 
-    @handles(GetValue)
-    def _get(self, msg: GetValue) -> ValueReply:
-        value = self._cache.get(msg.key, msg.current_epoch)
-        return ValueReply(msg.key, value)
+    @handles(m.GetCacheStatistics)
+    def _statistics(self, msg: m.GetCacheStatistics) -> CacheStatistics:
+        return self._cache.statistics()
 
-    # --- statistics and snapshots ---
+    @handles(m.GetCacheSnapshot)
+    def _snapshot(self, msg: m.GetCacheSnapshot) -> CacheFloorSnapshot:
+        return self._cache.snapshot()
 
-    @handles(GetCacheStatistics)
-    def _statistics(self, msg: GetCacheStatistics) -> CacheStatisticsReply:
-        return CacheStatisticsReply.from_statistics(self._cache.statistics())
-
-    @handles(GetCacheSnapshot)
-    def _snapshot(self, msg: GetCacheSnapshot) -> CacheSnapshotReply:
-        return CacheSnapshotReply.from_snapshot(self._cache.snapshot())
-
-    @handles(RestoreCacheFloors)
-    def _restore(self, msg: RestoreCacheFloors) -> None:
-        self._cache.restore(msg.to_snapshot())
+    @handles(m.RestoreCacheFloors)
+    def _restore(self, msg: m.RestoreCacheFloors) -> None:
+        self._cache.restore(msg.snapshot)

@@ -47,7 +47,6 @@ from aura_sync.errors import (
     WrongType,
 )
 from aura_sync.ids import DeviceId
-from aura_sync.infrastructure.cache import CacheFloorSnapshot, CacheInvalidation, CacheStatistics
 from aura_sync.infrastructure.connections import Connection, ConnectionMetadata, PoolStatistics
 from aura_sync.infrastructure.peers import (
     METADATA_FIELDS,
@@ -63,25 +62,6 @@ from aura_sync.infrastructure.rate_limit import (
     RateLimitResult,
 )
 from aura_sync.messages import Ack, ErrorReply
-from aura_sync.messages.cache import (
-    ApplyInvalidation,
-    CacheSnapshotReply,
-    CacheStatisticsReply,
-    ClearCache,
-    EpochFloorReply,
-    FreshnessReply,
-    GetCacheSnapshot,
-    GetCacheStatistics,
-    GetEpochFloor,
-    GetValue,
-    InvalidateKeys,
-    IsFresh,
-    PutValue,
-    RaiseFloorAll,
-    RestoreCacheFloors,
-    ValueReply,
-    ValueStored,
-)
 from aura_sync.messages.faults import InjectCrash
 from aura_sync.messages.peers import (
     AddPeer,
@@ -147,7 +127,6 @@ from aura_sync.messages.rate_limit import (
 )
 
 __all__ = [
-    "CacheClient",
     "InfrastructureClient",
     "PeerManagerClient",
     "PoolClient",
@@ -158,15 +137,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 Timeout = float | None
-
-
-def _keys(keys: object) -> tuple[str, ...]:
-    if isinstance(keys, str | bytes | bytearray) or not isinstance(keys, Iterable):
-        raise WrongType(
-            "keys must be an iterable of str (not a single str), got "
-            f"{type(keys).__name__} {keys!r}"
-        )
-    return tuple(keys)
 
 
 class InfrastructureClient(ActorClient):
@@ -202,113 +172,6 @@ class InfrastructureClient(ActorClient):
                 return
             raise reply.to_exception()
         raise InvalidArgument(f"{self._address.name} did not crash on InjectCrash: {reply!r}")
-
-
-# --- cache ---------------------------------------------------------------------------------
-
-
-class CacheClient(InfrastructureClient):
-    """Client of a :class:`~aura_sync.actors.cache.CacheActor` (epochs are ints in 0..2**64-1)."""
-
-    __slots__ = ()
-
-    def invalidate_keys(self, keys: Iterable[str], epoch: int, *, timeout: Timeout = None) -> None:
-        """Raise the floor of ``keys`` to ``epoch`` (one invalidation); returns once applied."""
-        self._call(InvalidateKeys(_keys(keys), epoch), Ack, timeout)
-
-    async def invalidate_keys_async(
-        self, keys: Iterable[str], epoch: int, *, timeout: Timeout = None
-    ) -> None:
-        """Async form of :meth:`invalidate_keys`."""
-        await self._call_async(InvalidateKeys(_keys(keys), epoch), Ack, timeout)
-
-    def apply_invalidation(self, event: CacheInvalidation, *, timeout: Timeout = None) -> None:
-        """Apply a :class:`CacheInvalidation` event."""
-        self._call(ApplyInvalidation.from_event(event), Ack, timeout)
-
-    async def apply_invalidation_async(
-        self, event: CacheInvalidation, *, timeout: Timeout = None
-    ) -> None:
-        """Async form of :meth:`apply_invalidation`."""
-        await self._call_async(ApplyInvalidation.from_event(event), Ack, timeout)
-
-    def raise_floor_all(self, epoch: int, *, timeout: Timeout = None) -> None:
-        """Raise every key's floor to ``epoch`` (upgrade activation)."""
-        self._call(RaiseFloorAll(epoch), Ack, timeout)
-
-    async def raise_floor_all_async(self, epoch: int, *, timeout: Timeout = None) -> None:
-        """Async form of :meth:`raise_floor_all`."""
-        await self._call_async(RaiseFloorAll(epoch), Ack, timeout)
-
-    def clear(self, *, timeout: Timeout = None) -> None:
-        """Drop stored values and exact tracking (floors are kept conservatively)."""
-        self._call(ClearCache(), Ack, timeout)
-
-    async def clear_async(self, *, timeout: Timeout = None) -> None:
-        """Async form of :meth:`clear`."""
-        await self._call_async(ClearCache(), Ack, timeout)
-
-    def is_fresh(self, key: str, epoch: int, *, timeout: Timeout = None) -> bool:
-        """Whether data for ``key`` cached at ``epoch`` is fresh (``epoch >= floor``)."""
-        return self._call(IsFresh(key, epoch), FreshnessReply, timeout).fresh
-
-    async def is_fresh_async(self, key: str, epoch: int, *, timeout: Timeout = None) -> bool:
-        """Async form of :meth:`is_fresh`."""
-        return (await self._call_async(IsFresh(key, epoch), FreshnessReply, timeout)).fresh
-
-    def epoch_floor(self, key: str, *, timeout: Timeout = None) -> int:
-        """The floor (epoch) of ``key``; 0 if never invalidated."""
-        return self._call(GetEpochFloor(key), EpochFloorReply, timeout).epoch_floor
-
-    async def epoch_floor_async(self, key: str, *, timeout: Timeout = None) -> int:
-        """Async form of :meth:`epoch_floor`."""
-        return (await self._call_async(GetEpochFloor(key), EpochFloorReply, timeout)).epoch_floor
-
-    def put(self, key: str, value: bytes, epoch: int, *, timeout: Timeout = None) -> bool:
-        """Store ``value`` for ``key`` written at ``epoch``; False if refused (stale, older)."""
-        return self._call(PutValue(key, value, epoch), ValueStored, timeout).stored
-
-    async def put_async(
-        self, key: str, value: bytes, epoch: int, *, timeout: Timeout = None
-    ) -> bool:
-        """Async form of :meth:`put`."""
-        return (await self._call_async(PutValue(key, value, epoch), ValueStored, timeout)).stored
-
-    def get(self, key: str, current_epoch: int, *, timeout: Timeout = None) -> bytes | None:
-        """The fresh value of ``key`` for a reader at ``current_epoch``, or None (a miss)."""
-        return self._call(GetValue(key, current_epoch), ValueReply, timeout).value
-
-    async def get_async(
-        self, key: str, current_epoch: int, *, timeout: Timeout = None
-    ) -> bytes | None:
-        """Async form of :meth:`get`."""
-        return (await self._call_async(GetValue(key, current_epoch), ValueReply, timeout)).value
-
-    def statistics(self, *, timeout: Timeout = None) -> CacheStatistics:
-        """The cache's counters."""
-        return self._call(GetCacheStatistics(), CacheStatisticsReply, timeout).to_statistics()
-
-    async def statistics_async(self, *, timeout: Timeout = None) -> CacheStatistics:
-        """Async form of :meth:`statistics`."""
-        reply = await self._call_async(GetCacheStatistics(), CacheStatisticsReply, timeout)
-        return reply.to_statistics()
-
-    def snapshot(self, *, timeout: Timeout = None) -> CacheFloorSnapshot:
-        """A copy of the floors (to persist them)."""
-        return self._call(GetCacheSnapshot(), CacheSnapshotReply, timeout).to_snapshot()
-
-    async def snapshot_async(self, *, timeout: Timeout = None) -> CacheFloorSnapshot:
-        """Async form of :meth:`snapshot`."""
-        reply = await self._call_async(GetCacheSnapshot(), CacheSnapshotReply, timeout)
-        return reply.to_snapshot()
-
-    def restore(self, snapshot: CacheFloorSnapshot, *, timeout: Timeout = None) -> None:
-        """Merge a floor snapshot (floors only go up)."""
-        self._call(RestoreCacheFloors.from_snapshot(snapshot), Ack, timeout)
-
-    async def restore_async(self, snapshot: CacheFloorSnapshot, *, timeout: Timeout = None) -> None:
-        """Async form of :meth:`restore`."""
-        await self._call_async(RestoreCacheFloors.from_snapshot(snapshot), Ack, timeout)
 
 
 # --- rate limiter --------------------------------------------------------------------------

@@ -100,7 +100,7 @@ from aura_sync.infrastructure.peers import PeerStatus
 from aura_sync.infrastructure.retry import Jitter, RetryPolicy
 from aura_sync.messages import Ack, ErrorReply, Message
 from aura_sync.messages._base import message
-from aura_sync.messages.cache import GetValue, InvalidateKeys, PutValue, ValueReply
+from aura_sync.messages.cache import GetValue, InvalidateKeys, PutValue
 from aura_sync.messages.peers import (
     AddPeer,
     DiscoverPeers,
@@ -1004,11 +1004,10 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
             key = f"aura-sync/digest/{peer}"
             if attempt == 0 and self._config.max_cached_skips > 0:
                 cached = yield self._ask(self._cache, GetValue(key, self._epoch))
-                assert isinstance(cached, ValueReply)
                 skips = self._skips.get(peer, 0)
                 if (
-                    cached.value is not None
-                    and cached.value == self._journal.digest().fingerprint
+                    isinstance(cached, bytes)  # a miss is answered Ack
+                    and cached == self._journal.digest().fingerprint
                     and skips < self._config.max_cached_skips
                 ):
                     self._skips[peer] = skips + 1

@@ -27,7 +27,6 @@ from aura_sync._checks import check_bool, check_int
 from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT
 from aura_sync.actors.cache import CacheActor
 from aura_sync.actors.clients import (
-    CacheClient,
     PeerManagerClient,
     PoolClient,
     RateLimiterClient,
@@ -234,7 +233,8 @@ class Infrastructure:
     """A started infrastructure supervisor and the typed clients of its children.
 
     Attributes: ``supervisor`` (the :class:`Supervisor`), ``cache``
-    (:class:`CacheClient`), ``rate_limiter`` (:class:`RateLimiterClient`),
+    (the cache actor's address: ``infra.cache.call(IsFresh(key, epoch))``),
+    ``rate_limiter`` (:class:`RateLimiterClient`),
     ``peers`` (:class:`PeerManagerClient`), ``pool`` (:class:`PoolClient`,
     whose default acquire wait is the pool's ``acquire_timeout``; raises
     :class:`~aura_sync.errors.NotFound` if started without a connector).  The
@@ -257,7 +257,7 @@ class Infrastructure:
         timeout = config.ask_timeout
         address = supervisor.child_address  # the stable addresses, read without an ask
         self.supervisor = supervisor
-        self.cache = CacheClient(address(CACHE), timeout=timeout)
+        self.cache = address(CACHE)
         self.rate_limiter = RateLimiterClient(address(RATE_LIMITER), timeout=timeout)
         self.peers = PeerManagerClient(address(PEER_MANAGER), timeout=timeout)
         self._pool: PoolClient | None = None
