@@ -16,10 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aura_sync.messages as messages
+import aura_sync.protocols  # noqa: F401 - registers the protocol messages too
 from aura_sync.errors import AuraError, DecodeError, InvalidArgument
 from aura_sync.ids import DeviceId
 from aura_sync.messages import Ack, ErrorReply, Message, codec, message, registered_messages
 
+messages.load_all()
 ALL_TYPES = sorted(registered_messages().values(), key=lambda c: c.TAG)
 
 
@@ -211,6 +213,116 @@ def test_error_reply_carries_errors_back() -> None:
     assert isinstance(unknown, errors.ActorCrashed) and "boom" in str(unknown)
 
 
-def test_every_message_module_is_registered() -> None:
-    # Importing the package imports every concern's module, so the registry is complete.
-    assert messages.registered_messages() == registered_messages()
+def test_an_unknown_tag_loads_every_concern_module_before_it_is_refused() -> None:
+    # The concern modules load lazily; a frame of one not imported yet still decodes.
+    before = set(registered_messages())
+    messages.load_all()
+    assert set(registered_messages()) == before  # load_all above already ran: nothing new
+    with pytest.raises(DecodeError, match="unknown message tag 65000"):
+        codec.decode(msgpack.packb([65000]))
+
+
+@pytest.mark.parametrize("depth", [10, 100, 1000, 5000])
+def test_deeply_nested_input_is_a_decode_error_not_a_recursion_error(depth: int) -> None:
+    data = b"\x91" * depth + b"\xc0"
+    with pytest.raises(DecodeError):
+        codec.decode(data)
+    # Deep nesting inside a field of a known message, too.
+    inner = b"\x91" * depth + b"\xc0"
+    frame = b"\x94" + msgpack.packb(ErrorReply.TAG) + inner + b"\xa1x\xc0"
+    with pytest.raises(DecodeError, match=r"ErrorReply\.error_type: expected str|StackError"):
+        codec.decode(frame)
+
+
+@message(0xFE20)
+class _Envelope(Message):
+    """A message carrying any other message (the abstract ``Message`` field type)."""
+
+    body: Message
+    note: str | None = None
+
+
+def test_a_field_typed_message_carries_any_registered_message() -> None:
+    for body in (Ack(), ErrorReply("AuraError", "x", 0.5), _Envelope(Ack(), "inner")):
+        msg = _Envelope(body, "n")
+        assert codec.decode(codec.encode(msg)) == msg
+    with pytest.raises(DecodeError, match="unknown message tag 64999"):
+        codec.decode(msgpack.packb([0xFE20, [64999], None]))
+
+
+def test_encode_refuses_a_value_its_field_cannot_carry() -> None:
+    with pytest.raises(InvalidArgument, match="cannot encode ErrorReply"):
+        codec.encode(ErrorReply("AuraError", object()))  # type: ignore[arg-type]
+
+
+class _Colour(enum.Enum):
+    RED = 1
+    BLUE = "blue"
+
+
+@message(0xFE21)
+class _Shapes(Message):
+    """Every field shape the codec supports, nested."""
+
+    colours: tuple[_Colour, ...]
+    either: int | str
+    pair: tuple[int, str] | None
+    weighted: tuple[tuple[DeviceId, float], ...]
+    maybe_colour: _Colour | None
+    bodies: tuple[Ack | ErrorReply, ...]
+
+
+_SHAPES = st.builds(
+    _Shapes,
+    st.tuples(st.sampled_from(_Colour)).map(tuple) | st.just(()),
+    st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5),
+    st.none() | st.tuples(st.integers(0, 9), st.text(max_size=3)),
+    st.lists(
+        st.tuples(st.binary(min_size=16, max_size=16).map(DeviceId), st.floats(allow_nan=False)),
+        max_size=3,
+    ).map(tuple),
+    st.none() | st.sampled_from(_Colour),
+    st.lists(st.just(Ack()) | st.builds(ErrorReply, st.text(max_size=4), st.text(max_size=4))).map(
+        tuple
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_SHAPES)
+def test_every_field_shape_round_trips(msg: _Shapes) -> None:
+    assert codec.decode(codec.encode(msg)) == msg
+
+
+def test_every_field_shape_refuses_the_wrong_wire_type_by_name() -> None:
+    good = [0xFE21, [1, "blue"], 5, None, [], None, []]
+    assert codec.decode(msgpack.packb(good)) == _Shapes(
+        (_Colour.RED, _Colour.BLUE), 5, None, (), None, ()
+    )
+    cases = {
+        1: ([3], r"_Shapes\.colours\[\]: expected a _Colour value"),
+        2: (1.5, r"_Shapes\.either: expected int \| str"),
+        3: ([1, 2], r"_Shapes\.pair\[1\]: expected str"),
+        4: ([[b"short", 1.0]], r"_Shapes\.weighted\[\]\[0\]: expected 16-byte DeviceId"),
+        5: ("green", r"_Shapes\.maybe_colour: expected a _Colour value"),
+        6: (
+            [[0xFE21, [], 0, None, [], None, []]],
+            r"_Shapes\.bodies\[\]: expected Ack \| ErrorReply",
+        ),
+    }
+    for index, (value, error) in cases.items():
+        frame = list(good)
+        frame[index] = value
+        with pytest.raises(DecodeError, match=error):
+            codec.decode(msgpack.packb(frame))
+
+
+def test_a_message_may_not_define_its_own_init() -> None:
+    with pytest.raises(TypeError, match="must not define __init__"):
+
+        @message(0xFE22)
+        class _Custom(Message):
+            x: int
+
+            def __init__(self, x: int) -> None:
+                object.__setattr__(self, "x", x)

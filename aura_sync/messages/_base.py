@@ -42,11 +42,7 @@ class Message:
 
     __slots__ = ()
     TAG: ClassVar[int] = 0
-    # Filled in lazily by the codec: (to-wire, from-wire) functions for this class,
-    # and its whole encoded frame when that is a constant (a message without fields).
-    _aura_codec: ClassVar[
-        tuple[Callable[[Any], Any], Callable[[Any], Any], bytes | None] | None
-    ] = None
+    _aura_codec: ClassVar[Any] = None  # the codec's encoder/decoder pair, built on first use
 
 
 class Request(Message, Generic[R_co]):
@@ -80,7 +76,11 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
                 f"duplicate message tag {tag:#06x}: {cls.__module__}.{cls.__qualname__} "
                 f"and {existing.__module__}.{existing.__qualname__}"
             )
+        if "__init__" in cls.__dict__:  # the codec builds instances as the dataclass does
+            raise TypeError(f"message {cls.__qualname__} must not define __init__")
         new_cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+        if any(not f.init for f in dataclasses.fields(new_cls)):  # type: ignore[arg-type]
+            raise TypeError(f"message {cls.__qualname__}: every field must be an init field")
         new_cls.TAG = tag
         new_cls._aura_codec = None
         _REGISTRY[tag] = new_cls
