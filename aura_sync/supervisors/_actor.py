@@ -1,38 +1,22 @@
 """The supervisor actor: OTP supervision as a non-blocking step machine.
 
-A supervisor is itself an :class:`~aura_sync.actors.AuraActor`.  It never
-sleeps and never blocks on a child: every multi-step operation (start the
-children in order; stop some in reverse and start them again; shut down) is a
-*generator* that yields what it waits for, ``(child_id, incarnation,
-phase)``, and is resumed by the message that answers it:
+A supervisor never sleeps or blocks on a child.  Each multi-step operation
+(start the children in order; stop some in reverse and start them again; shut
+down) is a task of :mod:`aura_sync.actors._tasks` that waits with
+``WaitFor((child_id, incarnation, phase), timeout)`` and is resumed by the
+``ChildStarted`` / ``ChildExited`` report a child's thread tells through its
+address's link, or by the timeout.  One operation runs at a time (OTP's
+supervisor is a sequential process); requests and failures arriving meanwhile
+queue behind it; read-only requests are answered at once; a restart backoff
+is a scheduled ``BackoffElapsed`` message, not an open operation.
 
-* ``ChildStarted`` / ``ChildExited``, told by the child's own thread (through
-  the :class:`~aura_sync.actors.address.Link` of the child's address) when
-  ``on_start`` returned / the incarnation ended;
-* ``StartTimedOut`` / ``ShutdownTimedOut``, scheduled on the
-  :class:`~aura_sync.effects.Scheduler` when the step began (cancelled when
-  the answer comes first).
-
-One operation runs at a time; requests and failures arriving meanwhile are
-queued as further operations (OTP's supervisor is a sequential process too).
-Read-only requests (``which_children``, ``count_children``, ``address_of``)
-are answered at once.  Restart backoff is a ``BackoffElapsed`` message
-scheduled for later: no operation stays open during it, so the supervisor
-keeps answering, and the child's address keeps queueing messages.
-
-Failure handling follows OTP: an unsolicited exit is a failure if the child
-is PERMANENT (any exit) or TRANSIENT (abnormal exit); each restart is
-recorded on a sliding window of ``period`` seconds on the supervisor's clock,
-and more than ``intensity`` restarts in the window make the supervisor stop
-all children (reverse order), close their addresses, call ``on_give_up`` and
-exit with kind GAVE_UP: OTP's ``shutdown``, which a PERMANENT parent spec
-restarts (escalation) and a TRANSIENT one does not.  ONE_FOR_ALL and
-REST_FOR_ONE restart the whole group, siblings stopped with
-``terminate_child`` included (OTP).  A child that fails to *re*start counts as
-failing again (OTP's ``try_again``), so a child that can never start ends in a
-give-up.
-
-Layer: supervision (internal).
+OTP rules: PERMANENT children restart after any exit, TRANSIENT ones after a
+crash or a failed start; ONE_FOR_ALL / REST_FOR_ONE restart the whole group,
+siblings stopped with ``terminate_child`` included; more than ``intensity``
+restarts within ``period`` seconds (the supervisor's clock) make it stop every
+child in reverse, call ``on_give_up`` and exit GAVE_UP (OTP's ``shutdown``: a
+PERMANENT parent spec restarts it, a TRANSIENT one does not); a failed
+restart is a new failure (OTP's ``try_again``).
 """
 
 from __future__ import annotations
@@ -40,15 +24,18 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aura_sync.actors._reply import DEFERRED, ReplySlot
+from aura_sync.actors._tasks import Resume, Task, Tasks, WaitFor
 from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.base import AuraActor, _describe, handles
 from aura_sync.effects import Clock, Rng, Scheduler, TimerHandle
 from aura_sync.errors import (
     AlreadyPresent,
+    AskTimeout,
     AuraError,
     NotFound,
     RunningChild,
@@ -57,42 +44,30 @@ from aura_sync.errors import (
     SupervisorStopped,
     WrongType,
 )
-from aura_sync.messages import Ack, ErrorReply, Message
+from aura_sync.messages import Ack, ErrorReply
 from aura_sync.messages.supervision import (
     AddressOf,
     BackoffElapsed,
-    ChildCounts,
     ChildExited,
     ChildStarted,
     ChildStatus,
     ChildType,
-    CountChildren,
     DeleteChild,
     EventKind,
     ExitKind,
     RestartChild,
-    ShutdownTimedOut,
-    StartTimedOut,
     StopSupervisor,
     SupervisionEvent,
     TerminateChild,
     WhichChildren,
 )
 from aura_sync.supervisors._state import (
-    AddressReply,
     ChildInfo,
-    ChildrenReply,
     Persistent,
     Slot,
     StartChildRequest,
-    StoppedReply,
 )
-from aura_sync.supervisors.spec import (
-    ChildContext,
-    ChildSpec,
-    Restart,
-    Strategy,
-)
+from aura_sync.supervisors.spec import ChildContext, ChildSpec, Restart, Strategy
 
 if TYPE_CHECKING:
     import threading
@@ -101,12 +76,8 @@ logger = logging.getLogger("aura_sync.supervisors")
 
 _START = "start"
 _STOP = "stop"
-Wait = tuple[str, int, str]
-Event = Message | None
-Op = Generator[Wait, Event, None]
-Step = Generator[Wait, Event, tuple[bool, str]]
-
-_RUNNING_STATES = (ChildStatus.STARTING, ChildStatus.RUNNING, ChildStatus.STOPPING)
+Op = Task
+Stage = Generator[Any, Any, tuple[bool, str]]
 
 
 def _error(kind: type[AuraError], text: str) -> ErrorReply:
@@ -118,43 +89,19 @@ def _answer(reply: ReplySlot | None, value: Any) -> None:
         reply.set(value)
 
 
+@dataclass(frozen=True, slots=True)
 class SupervisorConfig:
     """Everything a supervisor incarnation needs (resolved effects included)."""
 
-    __slots__ = (
-        "clock",
-        "intensity",
-        "name",
-        "on_give_up",
-        "period",
-        "rng",
-        "scheduler",
-        "specs",
-        "strategy",
-    )
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        specs: tuple[ChildSpec, ...],
-        strategy: Strategy,
-        intensity: int,
-        period: float,
-        clock: Clock,
-        scheduler: Scheduler,
-        rng: Rng,
-        on_give_up: Callable[[SupervisorGaveUp], None] | None,
-    ) -> None:
-        self.name = name
-        self.specs = specs
-        self.strategy = strategy
-        self.intensity = intensity
-        self.period = period
-        self.clock = clock
-        self.scheduler = scheduler
-        self.rng = rng
-        self.on_give_up = on_give_up
+    name: str
+    specs: tuple[ChildSpec, ...]
+    strategy: Strategy
+    intensity: int
+    period: float
+    clock: Clock
+    scheduler: Scheduler
+    rng: Rng
+    on_give_up: Callable[[SupervisorGaveUp], None] | None
 
 
 class _Child:
@@ -219,8 +166,9 @@ class SupervisorActor(AuraActor):
         self._scheduler = config.scheduler
         self._children: dict[str, _Child] = {}
         self._restart_times: collections.deque[float] = collections.deque()
-        self._op: Op | None = None
-        self._waiting: Wait | None = None
+        # Task ids unique across incarnations: a Resume queued for a dead one never matches.
+        self._tasks = Tasks(self, config.scheduler, ids=persistent.task_ids)
+        self._busy = False  # an operation is running (waiting or not)
         self._ops: collections.deque[Callable[[], Op]] = collections.deque()
         self._tokens = self._p.tokens  # unique across incarnations: see BackoffElapsed
         self._backoffs: dict[int, list[str]] = {}
@@ -235,16 +183,17 @@ class SupervisorActor(AuraActor):
         self._submit(self._op_start_all)
 
     def on_stop(self) -> None:
-        self._cancel_backoffs()
+        self._end_incarnation()
         if any(ch.actor is not None for ch in self._children.values()):
             self._emergency_stop("supervisor stopped without shutting down its children")
 
     def on_crash(self, exc: BaseException) -> None:
-        self._cancel_backoffs()
+        self._end_incarnation()
         self._emergency_stop(f"supervisor crashed: {_describe(exc)}")
 
-    def _cancel_backoffs(self) -> None:
-        """A dead incarnation leaves no restart timer behind."""
+    def _end_incarnation(self) -> None:
+        """A dead incarnation leaves no restart timer and no task behind."""
+        self._tasks.abandon("supervisor incarnation ended")
         for ch in self._children.values():
             if ch.backoff_timer is not None:
                 ch.backoff_timer.cancel()
@@ -265,28 +214,23 @@ class SupervisorActor(AuraActor):
                     self._kill(actor)
         self._close_all(why)
 
-    # --- operation machinery -----------------------------------------------------------
+    # --- operation queue ---------------------------------------------------------------
 
     def _submit(self, op: Callable[[], Op]) -> None:
         self._ops.append(op)
-        if self._op is None:
-            self._pump(None)
+        self._next()
 
-    def _pump(self, event: Event) -> None:
-        """Resume the current operation with ``event``; start queued ones as each ends."""
-        while True:
-            if self._op is None:
-                if self._finished or not self._ops:
-                    self._waiting = None
-                    return
-                self._op = self._ops.popleft()()
-                event = None
-            try:
-                self._waiting = self._op.send(event)
-                return
-            except StopIteration:
-                self._op = None
-                self._waiting = None
+    def _next(self) -> None:
+        """Start queued operations, one at a time, until one waits (or none is left)."""
+        while not self._busy and self._ops and not self._finished:
+            self._busy = True
+            self._tasks.spawn(self._run(self._ops.popleft()), "supervisor operation")
+
+    def _run(self, op: Callable[[], Op]) -> Op:
+        try:
+            yield from op()
+        finally:
+            self._busy = False
 
     def _emit(self, kind: EventKind, child_id: str, incarnation: int, reason: str) -> None:
         event = SupervisionEvent(
@@ -300,16 +244,23 @@ class SupervisorActor(AuraActor):
 
     # --- events from children and timers ----------------------------------------------
 
+    @handles(Resume)
+    def _on_resume(self, msg: Resume) -> None:
+        self._tasks.resume(msg)  # a step's timeout
+        self._next()
+
     @handles(ChildStarted)
     def _on_child_started(self, msg: ChildStarted) -> None:
-        if self._waiting == (msg.child_id, msg.incarnation, _START):
-            self._pump(msg)
+        if self._tasks.notify((msg.child_id, msg.incarnation, _START), msg):
+            self._next()
 
     @handles(ChildExited)
     def _on_child_exited(self, msg: ChildExited) -> None:
-        waiting = self._waiting
-        if waiting is not None and waiting[0] == msg.child_id and waiting[1] == msg.incarnation:
-            self._pump(msg)
+        tasks = self._tasks
+        if tasks.notify((msg.child_id, msg.incarnation, _START), msg) or tasks.notify(
+            (msg.child_id, msg.incarnation, _STOP), msg
+        ):
+            self._next()
             return
         ch = self._children.get(msg.child_id)
         if ch is None or ch.slot.incarnation != msg.incarnation:
@@ -326,16 +277,6 @@ class SupervisorActor(AuraActor):
         )
         self._submit(partial(self._op_child_exited, msg))
 
-    @handles(StartTimedOut)
-    def _on_start_timeout(self, msg: StartTimedOut) -> None:
-        if self._waiting == (msg.child_id, msg.incarnation, _START):
-            self._pump(msg)
-
-    @handles(ShutdownTimedOut)
-    def _on_shutdown_timeout(self, msg: ShutdownTimedOut) -> None:
-        if self._waiting == (msg.child_id, msg.incarnation, _STOP):
-            self._pump(msg)
-
     @handles(BackoffElapsed)
     def _on_backoff_elapsed(self, msg: BackoffElapsed) -> None:
         ids = self._backoffs.pop(msg.token, None)
@@ -344,55 +285,42 @@ class SupervisorActor(AuraActor):
 
     # --- API requests ------------------------------------------------------------------------
 
-    def _refused(self) -> ErrorReply | None:
+    def _queue(self, op: Callable[..., Op], *args: Any) -> Any:
+        """Queue an API operation that answers the current ask when it ends."""
         if self._closing:
             return _error(SupervisorStopped, f"supervisor {self._cfg.name} is shutting down")
-        return None
+        self._submit(partial(op, *args, self.current_reply()))
+        return DEFERRED
 
     @handles(StartChildRequest)
     def _api_start_child(self, msg: StartChildRequest) -> Any:
-        refused = self._refused()
-        if refused is not None:
-            return refused
-        self._submit(partial(self._op_start_child, msg.spec, self.current_reply()))
-        return DEFERRED
+        return self._queue(self._op_start_child, msg.spec)
 
     @handles(TerminateChild)
     def _api_terminate_child(self, msg: TerminateChild) -> Any:
-        refused = self._refused()
-        if refused is not None:
-            return refused
-        self._submit(partial(self._op_terminate_child, msg.child_id, self.current_reply()))
-        return DEFERRED
+        return self._queue(self._op_terminate_child, msg.child_id)
 
     @handles(RestartChild)
     def _api_restart_child(self, msg: RestartChild) -> Any:
-        refused = self._refused()
-        if refused is not None:
-            return refused
-        self._submit(partial(self._op_restart_child, msg.child_id, self.current_reply()))
-        return DEFERRED
+        return self._queue(self._op_restart_child, msg.child_id)
 
     @handles(DeleteChild)
     def _api_delete_child(self, msg: DeleteChild) -> Any:
-        refused = self._refused()
-        if refused is not None:
-            return refused
-        self._submit(partial(self._op_delete_child, msg.child_id, self.current_reply()))
-        return DEFERRED
+        return self._queue(self._op_delete_child, msg.child_id)
 
     @handles(StopSupervisor)
     def _api_stop(self, msg: StopSupervisor) -> Any:
         if self._closing:
-            return StoppedReply()
+            return ()  # no threads to join: an earlier stop or give-up has them
         self._closing = True
         self._submit(partial(self._op_shutdown, self.current_reply()))
         return DEFERRED
 
     @handles(WhichChildren)
-    def _api_which_children(self, msg: WhichChildren) -> ChildrenReply:
-        restarts = self._restart_counts()
-        rows = tuple(
+    def _api_which_children(self, msg: WhichChildren) -> tuple[ChildInfo, ...]:
+        with self._p.lock:
+            restarts = dict(self._p.restarts)
+        return tuple(
             ChildInfo(
                 ch.id,
                 None if ch.status is ChildStatus.TERMINATED else ch.slot.address,
@@ -402,25 +330,11 @@ class SupervisorActor(AuraActor):
             )
             for ch in self._children.values()
         )
-        return ChildrenReply(rows)
-
-    @handles(CountChildren)
-    def _api_count_children(self, msg: CountChildren) -> ChildCounts:
-        children = self._children.values()
-        supervisors = sum(1 for ch in children if ch.is_supervisor)
-        active = sum(1 for ch in children if ch.status in _RUNNING_STATES)
-        return ChildCounts(len(children), active, supervisors, len(children) - supervisors)
 
     @handles(AddressOf)
-    def _api_address_of(self, msg: AddressOf) -> Message | AddressReply:
+    def _api_address_of(self, msg: AddressOf) -> ActorAddress | ErrorReply:
         ch = self._children.get(msg.child_id)
-        if ch is None:
-            return self._not_found(msg.child_id)
-        return AddressReply(ch.slot.address)
-
-    def _restart_counts(self) -> dict[str, int]:
-        with self._p.lock:
-            return dict(self._p.restarts)
+        return self._not_found(msg.child_id) if ch is None else ch.slot.address
 
     def _not_found(self, child_id: str) -> ErrorReply:
         return _error(NotFound, f"supervisor {self._cfg.name} has no child {child_id!r}")
@@ -521,7 +435,7 @@ class SupervisorActor(AuraActor):
                 self._remove(ch, why)
             _answer(reply, _error(StartFailed, why))
             return
-        _answer(reply, AddressReply(ch.slot.address))
+        _answer(reply, ch.slot.address)
 
     def _op_terminate_child(self, child_id: str, reply: ReplySlot | None) -> Op:
         ch = self._children.get(child_id)
@@ -546,7 +460,7 @@ class SupervisorActor(AuraActor):
             ch.slot.address._close(why)
             _answer(reply, _error(StartFailed, why))
             return
-        _answer(reply, AddressReply(ch.slot.address))
+        _answer(reply, ch.slot.address)
 
     def _op_delete_child(self, child_id: str, reply: ReplySlot | None) -> Op:
         yield from ()  # a generator like every operation, though it never waits
@@ -569,7 +483,7 @@ class SupervisorActor(AuraActor):
             self._cancel_pending(ch)
         self._close_all(f"supervisor {self._cfg.name} stopped")
         self._finished = True
-        _answer(reply, StoppedReply(tuple(threads)))
+        _answer(reply, tuple(threads))
         self._aura_stop_with(ExitKind.NORMAL, "stopped")
 
     def _give_up(self, reason: str) -> Op:
@@ -591,7 +505,7 @@ class SupervisorActor(AuraActor):
 
     # --- steps --------------------------------------------------------------------------------
 
-    def _start_child(self, ch: _Child, kind: EventKind) -> Step:
+    def _start_child(self, ch: _Child, kind: EventKind) -> Stage:
         """Start a new incarnation of ``ch``; wait for it to report; (ok, why not)."""
         slot = ch.slot
         incarnation = slot.incarnation + 1
@@ -605,19 +519,12 @@ class SupervisorActor(AuraActor):
             self._cfg.rng,
             self._cfg.name,
         )
-        timer: TimerHandle | None = None
         try:
             actor, is_supervisor = self._instantiate(ch, context)
             slot.incarnation = incarnation
             slot.address._reopen()
-            # Armed before the child runs, so its deadline counts from the start.
-            timer = self._scheduler.send_after(
-                ch.spec.start_timeout, self.address, StartTimedOut(ch.id, incarnation)
-            )
             slot.address._attach(actor, incarnation, _ChildLink(self.address, ch.id))
         except Exception as exc:
-            if timer is not None:
-                timer.cancel()
             why = f"start of {ch.id!r} raised {_describe(exc)}"
             logger.error("supervisor %s: %s", self._cfg.name, why, exc_info=exc)
             ch.status = ChildStatus.TERMINATED
@@ -627,8 +534,10 @@ class SupervisorActor(AuraActor):
         ch.status = ChildStatus.STARTING
         ch.actor = actor
         ch.is_supervisor = is_supervisor
-        event = yield (ch.id, incarnation, _START)
-        timer.cancel()
+        try:
+            event = yield WaitFor((ch.id, incarnation, _START), ch.spec.start_timeout)
+        except AskTimeout:
+            event = None
         if isinstance(event, ChildStarted):
             ch.status = ChildStatus.RUNNING
             ch.last_start = self._clock.now()
@@ -644,7 +553,7 @@ class SupervisorActor(AuraActor):
         self._emit(EventKind.FAILED, ch.id, incarnation, why)
         return False, why
 
-    def _stop_child(self, ch: _Child, why: str) -> Step:
+    def _stop_child(self, ch: _Child, why: str) -> Stage:
         """Stop ``ch`` if it runs and wait for its exit or its shutdown timeout."""
         actor = ch.actor
         if ch.status is not ChildStatus.RUNNING or actor is None:
@@ -652,12 +561,11 @@ class SupervisorActor(AuraActor):
         incarnation = ch.slot.incarnation
         ch.status = ChildStatus.STOPPING
         self._request_stop(ch, why)
-        timer = self._scheduler.send_after(
-            ch.spec.shutdown, self.address, ShutdownTimedOut(ch.id, incarnation)
-        )
-        event = yield (ch.id, incarnation, _STOP)
-        timer.cancel()
-        stopped = not isinstance(event, ShutdownTimedOut)
+        try:
+            yield WaitFor((ch.id, incarnation, _STOP), ch.spec.shutdown)
+            stopped = True
+        except AskTimeout:
+            stopped = False
         if not stopped:
             self._kill(actor)
             why = f"killed: did not stop within {ch.spec.shutdown} s"

@@ -1,18 +1,11 @@
-"""Supervisor state that outlives a supervisor incarnation, and in-process envelopes.
+"""Supervisor state that outlives a supervisor incarnation, and the in-process start request.
 
-:class:`Persistent` is what a supervisor keeps across its *own* restarts (a
-nested supervisor restarted by its parent): each child's stable address,
-stash and incarnation counter, the event subscribers and counters.  It lives
-in the supervisor handle and, for a nested supervisor, in the parent's
-``ChildContext.stash``, so grandchildren keep their addresses and state when
-the supervisor in between is restarted.
-
-The ``*Request`` / ``*Reply`` classes here are :class:`LocalMessage`
-envelopes: they carry a ``ChildSpec`` (with its factory callable), live
-addresses or threads, which cannot be encoded.  Everything encodable is in
-:mod:`aura_sync.messages.supervision`.
-
-Layer: supervision (internal).
+:class:`Persistent` is what a supervisor keeps across its *own* restarts: each
+child's stable address, stash and incarnation counter, the event subscribers
+and counters.  It lives in the supervisor handle and, for a nested
+supervisor, in the parent's ``ChildContext.stash``, so grandchildren keep
+their addresses and state when the supervisor in between is restarted.
+:class:`StartChildRequest` carries a ``ChildSpec`` (a callable): never encoded.
 """
 
 from __future__ import annotations
@@ -20,7 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aura_sync.actors._mailbox import LocalMessage
@@ -70,9 +63,10 @@ class Persistent:
         self.counts: dict[EventKind, int] = dict.fromkeys(EventKind, 0)
         self.restarts: dict[str, int] = {}
         self.incarnation = 0
-        # Restart-group tokens: a BackoffElapsed of a dead incarnation must never
-        # match a group of the next one.
+        # Restart-group tokens and task ids: a BackoffElapsed or Resume of a dead
+        # incarnation must never match a group or task of the next one.
         self.tokens = itertools.count(1)
+        self.task_ids = itertools.count(1)
 
     def record(self, event: SupervisionEvent) -> list[Callable[[SupervisionEvent], None]]:
         """Count ``event``; return the subscribers to notify."""
@@ -90,27 +84,6 @@ class Persistent:
 
 @dataclass(frozen=True, slots=True)
 class StartChildRequest(LocalMessage):
-    """Ask the supervisor actor to add and start ``spec`` (replies AddressReply)."""
+    """Ask the supervisor actor to add and start ``spec`` (replies its address)."""
 
     spec: ChildSpec
-
-
-@dataclass(frozen=True, slots=True)
-class AddressReply(LocalMessage):
-    """A child's address (start_child, restart_child, address_of)."""
-
-    address: ActorAddress
-
-
-@dataclass(frozen=True, slots=True)
-class ChildrenReply(LocalMessage):
-    """The which_children rows."""
-
-    children: tuple[ChildInfo, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class StoppedReply(LocalMessage):
-    """Reply to StopSupervisor: the threads of the stopped children, to join."""
-
-    threads: tuple[threading.Thread, ...] = field(default=())

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Final
 from aura_sync.actors.address import ActorAddress
 from aura_sync.effects import Clock, Rng, Scheduler, check_seconds
 from aura_sync.errors import InvalidArgument, WrongType
-from aura_sync.messages.supervision import check_child_id
 
 if TYPE_CHECKING:
     from aura_sync.actors.base import AuraActor
@@ -79,6 +78,19 @@ ONE_FOR_ALL: Final = Strategy.ONE_FOR_ALL
 REST_FOR_ONE: Final = Strategy.REST_FOR_ONE
 
 _MAX_DOUBLINGS = 64
+MAX_CHILD_ID_LENGTH = 200
+"""Longest accepted child id (and supervisor name), in characters."""
+
+
+def check_child_id(value: object, name: str = "child_id") -> str:
+    """Return ``value`` if it is a valid child id (a non-empty str of at most 200 chars)."""
+    if type(value) is not str:
+        raise WrongType(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    if not value or len(value) > MAX_CHILD_ID_LENGTH:
+        raise InvalidArgument(
+            f"{name} must be 1..{MAX_CHILD_ID_LENGTH} characters, got {len(value)}: {value!r}"
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)

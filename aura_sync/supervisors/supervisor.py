@@ -56,7 +56,8 @@ from aura_sync.messages import Ack, ErrorReply
 from aura_sync.messages.supervision import (
     AddressOf,
     ChildCounts,
-    CountChildren,
+    ChildStatus,
+    ChildType,
     DeleteChild,
     EventKind,
     ExitKind,
@@ -65,19 +66,10 @@ from aura_sync.messages.supervision import (
     SupervisionEvent,
     TerminateChild,
     WhichChildren,
-    check_child_id,
 )
 from aura_sync.supervisors._actor import SupervisorActor, SupervisorConfig
-from aura_sync.supervisors._state import (
-    STASH_KEY,
-    AddressReply,
-    ChildInfo,
-    ChildrenReply,
-    Persistent,
-    StartChildRequest,
-    StoppedReply,
-)
-from aura_sync.supervisors.spec import ChildContext, ChildSpec, Strategy
+from aura_sync.supervisors._state import STASH_KEY, ChildInfo, Persistent, StartChildRequest
+from aura_sync.supervisors.spec import ChildContext, ChildSpec, Strategy, check_child_id
 
 __all__ = ["DEFAULT_CALL_TIMEOUT", "Supervisor"]
 
@@ -85,6 +77,7 @@ DEFAULT_CALL_TIMEOUT = 10.0
 """Seconds a dynamic call (``start_child``, ...) waits for the supervisor by default."""
 
 R = TypeVar("R")
+_ACTIVE = (ChildStatus.STARTING, ChildStatus.RUNNING, ChildStatus.STOPPING)
 
 
 class _RootMonitor:
@@ -317,8 +310,8 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         reply = address.ask(StopSupervisor(), timeout)
         threads: list[threading.Thread] = []
-        if isinstance(reply, StoppedReply):
-            threads.extend(reply.threads)
+        if isinstance(reply, tuple):  # the stopped children's threads
+            threads.extend(reply)
         actor = self._actor
         if actor is not None and actor._aura_thread is not None:
             threads.append(actor._aura_thread)
@@ -345,7 +338,7 @@ class Supervisor:
         """
         if not isinstance(spec, ChildSpec):
             raise WrongType(f"spec must be a ChildSpec, got {type(spec).__name__} {spec!r}")
-        return self._call(StartChildRequest(spec), AddressReply, timeout).address
+        return self._call(StartChildRequest(spec), ActorAddress, timeout)
 
     def terminate_child(self, child_id: str, timeout: float | None = None) -> None:
         """Stop a child and keep its spec (a TEMPORARY child's spec is removed).
@@ -353,7 +346,7 @@ class Supervisor:
         Idempotent for a terminated child.  Raises NotFound,
         SupervisorStopped, AskTimeout.
         """
-        self._call(TerminateChild(child_id), Ack, timeout)
+        self._call(TerminateChild(check_child_id(child_id)), Ack, timeout)
 
     def restart_child(self, child_id: str, timeout: float | None = None) -> ActorAddress:
         """Start a terminated child again; return its (unchanged) address.
@@ -361,26 +354,29 @@ class Supervisor:
         Raises NotFound, RunningChild (it runs or is being restarted),
         StartFailed, SupervisorStopped, AskTimeout.
         """
-        return self._call(RestartChild(child_id), AddressReply, timeout).address
+        return self._call(RestartChild(check_child_id(child_id)), ActorAddress, timeout)
 
     def delete_child(self, child_id: str, timeout: float | None = None) -> None:
         """Forget a terminated child's spec; its address is closed for good.
 
         Raises NotFound, RunningChild, SupervisorStopped, AskTimeout.
         """
-        self._call(DeleteChild(child_id), Ack, timeout)
+        self._call(DeleteChild(check_child_id(child_id)), Ack, timeout)
 
     def which_children(self, timeout: float | None = None) -> tuple[ChildInfo, ...]:
         """Every child in start order: id, address (None if terminated), type, status, restarts."""
-        return self._call(WhichChildren(), ChildrenReply, timeout).children
+        return self._call(WhichChildren(), tuple, timeout)
 
     def count_children(self, timeout: float | None = None) -> ChildCounts:
         """OTP ``count_children``: specs, active, supervisors, workers."""
-        return self._call(CountChildren(), ChildCounts, timeout)
+        rows = self.which_children(timeout)
+        supervisors = sum(1 for c in rows if c.type is ChildType.SUPERVISOR)
+        active = sum(1 for c in rows if c.status in _ACTIVE)
+        return ChildCounts(len(rows), active, supervisors, len(rows) - supervisors)
 
     def address_of(self, child_id: str, timeout: float | None = None) -> ActorAddress:
         """The stable address of a child (valid across its restarts). Raises NotFound."""
-        return self._call(AddressOf(child_id), AddressReply, timeout).address
+        return self._call(AddressOf(check_child_id(child_id)), ActorAddress, timeout)
 
     def child_address(self, child_id: str) -> ActorAddress:
         """The stable address of a child, without asking the supervisor (never blocks).
