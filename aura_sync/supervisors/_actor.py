@@ -3,12 +3,13 @@
 A supervisor never sleeps or blocks on a child.  Each multi-step operation
 (start the children in order; stop some in reverse and start them again; shut
 down) is a task of :mod:`aura_sync.actors._tasks` that waits with
-``WaitFor((child_id, incarnation, phase), timeout)`` and is resumed by the
+``WaitFor((child_id, incarnation, phase))`` and is resumed by the
 ``ChildStarted`` / ``ChildExited`` report a child's thread tells through its
-address's link, or by the timeout.  One operation runs at a time (OTP's
-supervisor is a sequential process); requests and failures arriving meanwhile
-queue behind it; read-only requests are answered at once; a restart backoff
-is a scheduled ``BackoffElapsed`` message, not an open operation.
+address's link, or by a ``_Deadline`` timer armed before the child runs.  One
+operation runs at a time (OTP's supervisor is a sequential process); requests
+and failures arriving meanwhile queue behind it; read-only requests are
+answered at once; a restart backoff is a scheduled ``BackoffElapsed`` message,
+not an open operation.
 
 OTP rules: PERMANENT children restart after any exit, TRANSIENT ones after a
 crash or a failed start; ONE_FOR_ALL / REST_FOR_ONE restart the whole group,
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from aura_sync.actors._mailbox import LocalMessage
 from aura_sync.actors._reply import DEFERRED, ReplySlot
 from aura_sync.actors._tasks import Resume, Task, Tasks, WaitFor
 from aura_sync.actors.address import ActorAddress
@@ -35,7 +37,6 @@ from aura_sync.actors.base import AuraActor, _describe, handles
 from aura_sync.effects import Clock, Rng, Scheduler, TimerHandle
 from aura_sync.errors import (
     AlreadyPresent,
-    AskTimeout,
     AuraError,
     NotFound,
     RunningChild,
@@ -78,6 +79,17 @@ _START = "start"
 _STOP = "stop"
 Op = Task
 Stage = Generator[Any, Any, tuple[bool, str]]
+
+
+Key = tuple[str, int, str]
+"""What a step waits for: (child id, incarnation, phase)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Deadline(LocalMessage):
+    """Timer, armed before the child runs: the wait for ``key`` is over."""
+
+    key: Key
 
 
 def _error(kind: type[AuraError], text: str) -> ErrorReply:
@@ -244,9 +256,17 @@ class SupervisorActor(AuraActor):
 
     # --- events from children and timers ----------------------------------------------
 
+    def _deadline(self, key: Key, seconds: float) -> TimerHandle:
+        return self._scheduler.send_after(seconds, self.address, _Deadline(key))
+
+    @handles(_Deadline)
+    def _on_deadline(self, msg: _Deadline) -> None:
+        if self._tasks.notify(msg.key, msg):  # else it came too late: ignored
+            self._next()
+
     @handles(Resume)
     def _on_resume(self, msg: Resume) -> None:
-        self._tasks.resume(msg)  # a step's timeout
+        self._tasks.resume(msg)
         self._next()
 
     @handles(ChildStarted)
@@ -519,12 +539,17 @@ class SupervisorActor(AuraActor):
             self._cfg.rng,
             self._cfg.name,
         )
+        key = (ch.id, incarnation, _START)
+        timer: TimerHandle | None = None
         try:
             actor, is_supervisor = self._instantiate(ch, context)
             slot.incarnation = incarnation
             slot.address._reopen()
+            timer = self._deadline(key, ch.spec.start_timeout)  # counts from before it runs
             slot.address._attach(actor, incarnation, _ChildLink(self.address, ch.id))
         except Exception as exc:
+            if timer is not None:
+                timer.cancel()
             why = f"start of {ch.id!r} raised {_describe(exc)}"
             logger.error("supervisor %s: %s", self._cfg.name, why, exc_info=exc)
             ch.status = ChildStatus.TERMINATED
@@ -534,10 +559,8 @@ class SupervisorActor(AuraActor):
         ch.status = ChildStatus.STARTING
         ch.actor = actor
         ch.is_supervisor = is_supervisor
-        try:
-            event = yield WaitFor((ch.id, incarnation, _START), ch.spec.start_timeout)
-        except AskTimeout:
-            event = None
+        event = yield WaitFor(key)
+        timer.cancel()
         if isinstance(event, ChildStarted):
             ch.status = ChildStatus.RUNNING
             ch.last_start = self._clock.now()
@@ -560,12 +583,11 @@ class SupervisorActor(AuraActor):
             return False, "not running"
         incarnation = ch.slot.incarnation
         ch.status = ChildStatus.STOPPING
+        key = (ch.id, incarnation, _STOP)
+        timer = self._deadline(key, ch.spec.shutdown)
         self._request_stop(ch, why)
-        try:
-            yield WaitFor((ch.id, incarnation, _STOP), ch.spec.shutdown)
-            stopped = True
-        except AskTimeout:
-            stopped = False
+        stopped = not isinstance((yield WaitFor(key)), _Deadline)
+        timer.cancel()
         if not stopped:
             self._kill(actor)
             why = f"killed: did not stop within {ch.spec.shutdown} s"
