@@ -21,6 +21,8 @@ def tls_retry(sock: socket.socket, op: Callable[[], Any], timeout: float = 5.0) 
     Raises TimeoutError after ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
+    poller = select.poll()  # (not select.select: any descriptor number, even above 1023)
+    poller.register(sock, select.POLLIN | select.POLLOUT)
     while True:
         try:
             return op()
@@ -28,7 +30,7 @@ def tls_retry(sock: socket.socket, op: Callable[[], Any], timeout: float = 5.0) 
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("raw TLS peer timed out") from None
-            select.select([sock], [sock], [], min(left, 0.05))
+            poller.poll(min(left, 0.05) * 1000)
 
 
 def raw_tls_client(

@@ -34,11 +34,25 @@ class TransportConfig:
     ``idle_timeout``: close (dead or half-open) after this long without
     receiving; must exceed ``keepalive_interval``.
     ``max_frame_size``: largest frame payload in bytes (both directions).
-    ``max_send_buffer``: most bytes queued for sending on one connection;
-    a send beyond it raises :class:`~aura_sync.errors.TransportError`.
-    ``max_connections``: most connections at once (further accepts are
-    refused and counted).  ``linger``: how long a graceful close waits for
-    queued data to drain before it aborts.
+    ``linger``: how long a graceful close waits for queued data to drain.
+
+    Admission (libp2p's resource and connection managers as models):
+    ``max_connections``: hard cap on sockets in any state.
+    ``max_handshaking``: accepted connections still in the TCP/TLS
+    handshake; ``max_handshaking_per_address``: of those, from one remote
+    host.  ``max_established``: verified connections, of which the last
+    ``reserved_outbound`` are kept for this node's own dials (an accepted
+    connection is refused once ``max_established - reserved_outbound`` are
+    established).  ``max_connections_per_peer``: accepted connections of one
+    verified identity.  Above ``high_watermark`` established connections the
+    lowest-scored unprotected ones older than ``grace_period`` seconds are
+    closed down to ``low_watermark``.
+
+    Backpressure: ``max_send_buffer``: bytes queued on one connection (a
+    send beyond it raises :class:`~aura_sync.errors.TransportError`);
+    ``max_total_send_buffer``: the same, summed over all connections.
+    A connection is not read while it has more than ``pause_reading_above``
+    bytes queued or ``max_inflight_requests`` requests it has not answered.
 
     Raises :class:`~aura_sync.errors.ConfigError` (or
     :class:`~aura_sync.errors.WrongType`) naming the field and the value.
@@ -52,6 +66,17 @@ class TransportConfig:
     max_send_buffer: int = 8 * 1024 * 1024
     max_connections: int = 1024
     linger: float = 1.0
+    max_handshaking: int = 64
+    max_handshaking_per_address: int = 8
+    max_established: int = 256
+    reserved_outbound: int = 32
+    max_connections_per_peer: int = 8
+    low_watermark: int = 160
+    high_watermark: int = 192
+    grace_period: float = 20.0
+    max_total_send_buffer: int = 32 * 1024 * 1024
+    pause_reading_above: int = 256 * 1024
+    max_inflight_requests: int = 32
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "read_timeout", "keepalive_interval", "idle_timeout"):
@@ -60,10 +85,11 @@ class TransportConfig:
                 object.__setattr__(self, name, check_seconds(value, name, allow_zero=False))
             except InvalidArgument as exc:
                 raise ConfigError(str(exc)) from None
-        try:
-            object.__setattr__(self, "linger", check_seconds(self.linger, "linger"))
-        except InvalidArgument as exc:
-            raise ConfigError(str(exc)) from None
+        for name in ("linger", "grace_period"):
+            try:
+                object.__setattr__(self, name, check_seconds(getattr(self, name), name))
+            except InvalidArgument as exc:
+                raise ConfigError(str(exc)) from None
         if self.idle_timeout <= self.keepalive_interval:
             raise ConfigError(
                 f"idle_timeout must exceed keepalive_interval, got idle_timeout="
@@ -72,6 +98,21 @@ class TransportConfig:
         _config_int(self.max_frame_size, "max_frame_size", 64, 2**31 - 1)
         _config_int(self.max_send_buffer, "max_send_buffer", self.max_frame_size + 4, 2**40)
         _config_int(self.max_connections, "max_connections", 1, 2**20)
+        _config_int(self.max_handshaking, "max_handshaking", 1, 2**20)
+        _config_int(
+            self.max_handshaking_per_address,
+            "max_handshaking_per_address",
+            1,
+            self.max_handshaking,
+        )
+        _config_int(self.max_established, "max_established", 1, 2**20)
+        _config_int(self.reserved_outbound, "reserved_outbound", 0, self.max_established - 1)
+        _config_int(self.max_connections_per_peer, "max_connections_per_peer", 1, 2**20)
+        _config_int(self.high_watermark, "high_watermark", 1, 2**20)
+        _config_int(self.low_watermark, "low_watermark", 0, self.high_watermark - 1)
+        _config_int(self.max_total_send_buffer, "max_total_send_buffer", 64, 2**42)
+        _config_int(self.pause_reading_above, "pause_reading_above", 1, 2**40)
+        _config_int(self.max_inflight_requests, "max_inflight_requests", 1, 2**20)
 
 
 def _config_int(value: object, name: str, low: int, high: int) -> None:
@@ -86,7 +127,11 @@ class TransportStats:
     """Counters of one transport (a snapshot).
 
     ``messages_lost`` and ``messages_partitioned`` are only used by the
-    simulated network (messages it dropped on purpose).
+    simulated network (messages it dropped on purpose).  ``refused_*``
+    count connections refused at admission (``connections_rejected`` counts
+    the ``max_connections`` cap), ``connections_trimmed`` those closed by the
+    watermarks, ``reads_paused`` each time a connection stopped being read
+    for backpressure, ``send_buffer_full`` sends refused for a full buffer.
     """
 
     connections_dialed: int = 0
@@ -113,6 +158,14 @@ class TransportStats:
     handler_errors: int = 0
     messages_lost: int = 0
     messages_partitioned: int = 0
+    refused_banned: int = 0
+    refused_handshake_limit: int = 0
+    refused_address_limit: int = 0
+    refused_established_limit: int = 0
+    refused_peer_limit: int = 0
+    connections_trimmed: int = 0
+    reads_paused: int = 0
+    send_buffer_full: int = 0
 
 
 _STAT_FIELDS: Final = tuple(f.name for f in fields(TransportStats))
@@ -142,7 +195,9 @@ class RefusalKind(enum.Enum):
     IDENTITY_MISMATCH = "identity_mismatch"
     """The peer's certificate key does not hash to the DeviceId we expected."""
     LIMIT = "limit"
-    """Over ``max_connections``."""
+    """Over a connection limit (see :class:`TransportConfig`)."""
+    BANNED = "banned"
+    """The remote address is banned (:meth:`TcpTransport.ban_address`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,6 +172,7 @@ class Connection(abc.ABC):
         self._connected_emitted = False
         self._peer_listen_address: str | None = None
         self._closed_reason: str | None = None
+        self._inflight = 0  # requests received and not answered yet (backpressure)
         self._idle_checks = True  # False: silence is not a sign of death (no keepalive)
         self._serial = next(_session_ids)  # creation order (deterministic sorting)
         self._session_id = f"conn-{self._serial}"
@@ -346,6 +347,8 @@ class Connection(abc.ABC):
             raise WrongType(f"reply must be a Message, got {type(reply).__name__} {reply!r}")
         if isinstance(reply, TRANSPORT_MESSAGES):
             raise InvalidArgument(f"cannot send a transport message as a reply: {reply!r}")
+        with self._lock:
+            self._inflight = max(0, self._inflight - 1)
         body = codec.encode(reply, max_size=self._config.max_frame_size)
         self._send_payload(
             codec.encode(Reply(request_id, body), max_size=self._config.max_frame_size)
@@ -409,6 +412,8 @@ class Connection(abc.ABC):
             if kind is Reply:
                 self._on_reply(msg.request_id, body)  # type: ignore[attr-defined]
             else:
+                with self._lock:
+                    self._inflight += 1
                 self._deliver(Inbound(self, body, msg.request_id))  # type: ignore[attr-defined]
         elif kind is Hello:
             self._violation("a second Hello")

@@ -78,7 +78,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True, slots=True)
 class TraceEntry:
     """One packet event: at ``time`` (clock seconds), ``what`` went from ``src`` to ``dst``.
@@ -104,6 +103,7 @@ class NetworkStats:
     lost: int
     partitioned: int
     dropped: int
+
 
 class MemoryNetwork:
     """A deterministic simulated network (see the module docstring).

@@ -333,5 +333,3 @@ def _check_address(address: object) -> None:
         raise WrongType(f"address must be a str, got {type(address).__name__} {address!r}")
     if not address or any(c.isspace() for c in address) or not address.isprintable():
         raise InvalidArgument(f"address must be non-empty, printable, without spaces: {address!r}")
-
-

@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Final
 
 from OpenSSL import SSL
@@ -48,6 +48,7 @@ from aura_sync.errors import (
 from aura_sync.identity import NodeIdentity
 from aura_sync.ids import DeviceId
 from aura_sync.transport import tls
+from aura_sync.transport.admission import Admission, AdmissionStatus, host_of
 from aura_sync.transport.base import _check_handler
 from aura_sync.transport.config import (
     Refusal,
@@ -56,7 +57,7 @@ from aura_sync.transport.config import (
     TransportStats,
     _Counters,
 )
-from aura_sync.transport.connection import Handler
+from aura_sync.transport.connection import Connection, Handler
 from aura_sync.transport.tcp_connection import TcpConnection, _Timer
 
 __all__ = ["TcpConnection", "TcpListener", "TcpTransport", "format_address", "parse_address"]
@@ -181,6 +182,10 @@ class TcpTransport:
         self._timers: list[tuple[float, int, _Timer]] = []
         self._timer_seq = itertools.count()
         self._connections: set[TcpConnection] = set()
+        self._admission = Admission(config, time.monotonic)
+        self._scorer: Callable[[Connection], float] | None = None
+        self._send_lock = threading.Lock()
+        self._send_total = 0
         self._listeners: set[TcpListener] = set()
         self._state_lock = threading.Lock()
         self._closed = False
@@ -279,14 +284,12 @@ class TcpTransport:
         )
 
         def start() -> None:
-            if len(self._connections) >= self._config.max_connections:
-                self._counters.bump("connections_rejected")
+            refused = self._admission.admit_dial(conn, host)
+            if refused is not None:
+                self._counters.bump(refused[0])
                 conn._finish(
                     "too many connections",
-                    TransportError(
-                        f"cannot open a connection to {peer_id}: "
-                        f"{self._config.max_connections} connections already open"
-                    ),
+                    TransportError(f"cannot open a connection to {peer_id}: {refused[1]}"),
                 )
                 return
             self._connections.add(conn)
@@ -344,6 +347,47 @@ class TcpTransport:
     def stats(self) -> TransportStats:
         """A snapshot of the transport's counters."""
         return self._counters.snapshot()
+
+    def admission_status(self) -> AdmissionStatus:
+        """How full the connection slots and send buffers are (``exhausted`` names a shortage)."""
+        return self._admission.status(self._send_total)
+
+    def ban_address(self, address: str, seconds: float) -> None:
+        """Refuse connections from ``address``'s host (at accept, before TLS) for ``seconds``.
+
+        ``address`` is "host:port", "[v6]:port" or a bare host.  Connections
+        already open stay (close them through the handler if needed).
+        Raises :class:`~aura_sync.errors.InvalidArgument` for a bad duration.
+        """
+        self._admission.ban_address(address, seconds)
+
+    def unban_address(self, address: str) -> None:
+        """Lift the ban of ``address``'s host."""
+        self._admission.unban_address(address)
+
+    def is_banned(self, address: str) -> bool:
+        """Whether connections from ``address``'s host are refused now."""
+        return self._admission.is_banned(address)
+
+    def protect(self, peer_id: DeviceId) -> None:
+        """Never trim ``peer_id``'s connections at the watermarks."""
+        check_peer(peer_id)
+        self._admission.protect(peer_id)
+
+    def unprotect(self, peer_id: DeviceId) -> None:
+        """Let ``peer_id``'s connections be trimmed again."""
+        check_peer(peer_id)
+        self._admission.unprotect(peer_id)
+
+    def set_connection_scorer(self, scorer: Callable[[Connection], float] | None) -> None:
+        """Rank established connections for trimming: the lowest scores are closed first.
+
+        Called on the I/O thread: it must be quick and must not block (read
+        a cached score).  None (the default) trims the longest idle first;
+        an error in the scorer counts as the lowest score.
+        """
+        _check_handler(scorer, "scorer", optional=True)
+        self._scorer = scorer
 
     def close(self, timeout: float = 5.0) -> None:
         """Close every listener and connection, stop the loop thread and join it (blocking).
@@ -429,6 +473,47 @@ class TcpTransport:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
 
+    def _trim(self) -> None:
+        self._admission.expire_bans()
+        scorer = self._scorer
+
+        def score(key: Hashable) -> tuple[float, float]:
+            assert isinstance(key, TcpConnection)
+            value = -float("inf")
+            if scorer is not None:
+                try:
+                    value = float(scorer(key))
+                except Exception:
+                    _log.exception("event=connection_scorer_failed conn=%s", key.session_id)
+            return (value, key._last_recv)
+
+        for conn in self._admission.trim(score):
+            assert isinstance(conn, TcpConnection)
+            self._counters.bump("connections_trimmed")
+            _log.info("event=connection_trimmed conn=%s peer=%s", conn.session_id, conn._peer_id)
+            conn._finish("trimmed: over the high watermark of established connections")
+
+    def _reserve_send(self, size: int) -> str | None:
+        """Count ``size`` more bytes queued node-wide, or say why they do not fit."""
+        with self._send_lock:
+            if self._send_total + size > self._config.max_total_send_buffer:
+                total = self._send_total
+            else:
+                self._send_total += size
+                return None
+        self._admission.note_exhausted("send buffers")
+        return f"node-wide send buffer full ({total} bytes queued, limit " + (
+            f"{self._config.max_total_send_buffer})"
+        )
+
+    def _release_send(self, size: int) -> None:
+        with self._send_lock:
+            self._send_total -= size
+
+    def _forget(self, conn: TcpConnection) -> None:
+        self._connections.discard(conn)
+        self._admission.closed(conn)
+
     def _refused(self, refusal: Refusal) -> None:
         if self._on_refused is None:
             return
@@ -450,15 +535,19 @@ class TcpTransport:
                     self._pause_listener(listener)
                 return
             remote = format_address(addr[0], addr[1])
-            if len(self._connections) >= self._config.max_connections:
-                self._counters.bump("connections_rejected")
+            host = host_of(addr[0])
+            refused = self._admission.check_accepted(host)
+            if refused is not None:  # before any TLS work
+                self._counters.bump(refused[0])
                 sock.close()
-                self._refused(Refusal(RefusalKind.LIMIT, remote, "too many connections"))
+                kind = RefusalKind.BANNED if refused[0] == "refused_banned" else RefusalKind.LIMIT
+                self._refused(Refusal(kind, remote, refused[1]))
                 continue
             conn = TcpConnection(
                 self, initiator=False, peer_id=None, remote_address=remote, handler=listener.handler
             )
             self._connections.add(conn)
+            self._admission.add_accepted(conn, host)
             self._counters.bump("connections_accepted")
             try:
                 conn._start_accepted(sock)
@@ -541,6 +630,7 @@ class TcpTransport:
             self._next_tick = now + self._tick
             for each in list(self._connections):
                 self._guard(each, functools.partial(each._housekeeping, now))
+            self._trim()
 
     def _guard(self, conn: TcpConnection, fn: Callable[[], None]) -> None:
         """Run a connection's I/O step; an unexpected error closes only that connection."""

@@ -62,7 +62,6 @@ class _Timer:
         self.cancelled = True
 
 
-
 class TcpConnection(Connection):
     """A TLS connection of a :class:`TcpTransport`; its API is that of ``Connection``."""
 
@@ -102,6 +101,8 @@ class TcpConnection(Connection):
         self._mask = 0
         self._linger_timer: _Timer | None = None
         self._finished = False
+        self._held: deque[bytes] = deque()  # decoded frames not dispatched (reading paused)
+        self._paused = False
 
     # --- Connection hooks (any thread) -------------------------------------------------
 
@@ -111,10 +112,15 @@ class TcpConnection(Connection):
             if self._finished:
                 raise ConnectionClosed(self._closed_message())
             if self._queued_bytes + len(frame) > self._config.max_send_buffer:
+                self._counters.bump("send_buffer_full")
                 raise TransportError(
                     f"send buffer of {self.session_id} is full ({self._queued_bytes} bytes "
                     f"queued, limit {self._config.max_send_buffer})"
                 )
+            full = self._transport._reserve_send(len(frame))
+            if full is not None:
+                self._counters.bump("send_buffer_full")
+                raise TransportError(f"cannot send on {self.session_id}: {full}")
             self._outq.append(frame)
             self._queued_bytes += len(frame)
         self._counters.bump("frames_sent")
@@ -222,6 +228,10 @@ class TcpConnection(Connection):
         if peer is None or (self._peer_id is not None and peer != self._peer_id):
             self._handshake_failed("handshake finished without a verified peer certificate")
             return
+        refused = self._transport._admission.admit_verified(self, peer)
+        if refused is not None:
+            self._refuse_verified(peer, *refused)
+            return
         self._phase = "open"
         self._last_progress = time.monotonic()
         self._tls_established(peer)  # queues our Hello
@@ -259,6 +269,23 @@ class TcpConnection(Connection):
             )
         )
         self._finish(f"refused: {reason}", error)
+
+    def _refuse_verified(self, peer: DeviceId, counter: str, reason: str) -> None:
+        """TLS proved ``peer`` but no established slot is free for it: close at once."""
+        self._counters.bump(counter)
+        _log.info(
+            "event=peer_refused kind=limit remote=%s peer=%s reason=%r",
+            self.remote_address,
+            peer,
+            reason,
+        )
+        expected = self._peer_id if self._initiator else None
+        self._transport._refused(
+            Refusal(RefusalKind.LIMIT, self.remote_address, reason, expected, peer)
+        )
+        self._finish(
+            f"refused: {reason}", TransportError(f"connection to {peer} refused: {reason}")
+        )
 
     def _pump(self) -> None:
         """Move bytes both ways on an established TLS connection (loop thread)."""
@@ -300,14 +327,39 @@ class TcpConnection(Connection):
             del self._outbuf[:sent]
             with self._out_lock:
                 self._queued_bytes -= sent
+            self._transport._release_send(sent)
             self._counters.bump("bytes_sent", sent)
             self._wchunk = None
+
+    def _read_paused(self) -> bool:
+        """Backpressure: too many replies unsent or requests unanswered (count each pause)."""
+        cfg = self._config
+        queued = self._queued_bytes
+        paused = (
+            queued > cfg.pause_reading_above
+            or self._inflight >= cfg.max_inflight_requests
+            or (queued > 0 and self._transport._send_total * 2 > cfg.max_total_send_buffer)
+        )
+        if paused and not self._paused:
+            self._counters.bump("reads_paused")
+        self._paused = paused
+        return paused
+
+    def _deliver_held(self) -> bool:
+        """Dispatch decoded frames while reading is allowed; False if reading must stop."""
+        held = self._held
+        while held:
+            if self._finished or self._read_paused():
+                return False
+            payload = held.popleft()
+            self._frame_received(payload, len(payload) + HEADER_SIZE)
+        return not self._finished
 
     def _read(self) -> None:
         ssl_conn = self._ssl
         assert ssl_conn is not None
         self._read_wants_write = False
-        while not self._finished:
+        while self._deliver_held() and not self._read_paused():
             try:
                 data = ssl_conn.recv(_READ_CHUNK)
             except SSL.WantReadError:
@@ -337,13 +389,7 @@ class TcpConnection(Connection):
                 self._counters.bump(f"{exc.kind}_frames")
                 self._finish(f"{exc.kind} frame: {exc}")
                 return
-            for payload in payloads:
-                if self._is_finished():
-                    return
-                self._frame_received(payload, len(payload) + HEADER_SIZE)
-
-    def _is_finished(self) -> bool:
-        return self._finished
+            self._held.extend(payloads)
 
     def _eof(self) -> None:
         if self._decoder.has_partial:
@@ -387,7 +433,8 @@ class TcpConnection(Connection):
         if self._phase == "tcp":
             mask = selectors.EVENT_WRITE
         else:
-            mask = selectors.EVENT_READ
+            paused = self._phase == "open" and (self._paused or bool(self._held))
+            mask = 0 if paused else selectors.EVENT_READ
             if (
                 self._want_write
                 or self._read_wants_write
@@ -395,7 +442,10 @@ class TcpConnection(Connection):
             ):
                 mask |= selectors.EVENT_WRITE
         if mask != self._mask:
-            self._transport._modify(self._sock, mask, self)
+            if mask:
+                self._transport._modify(self._sock, mask, self)
+            else:  # a selector cannot watch for nothing: stop watching
+                self._transport._unregister(self._sock)
             self._mask = mask
 
     def _finish(self, reason: str, error: AuraError | None = None) -> None:
@@ -405,7 +455,8 @@ class TcpConnection(Connection):
         with self._out_lock:
             self._finished = True
             self._outq.clear()
-            self._queued_bytes = 0
+            unsent, self._queued_bytes = self._queued_bytes, 0
+        self._transport._release_send(unsent)
         if self._linger_timer is not None:
             self._linger_timer.cancel()
         if self._ssl is not None and self._phase == "open":
@@ -414,7 +465,7 @@ class TcpConnection(Connection):
         if self._sock is not None:
             self._transport._unregister(self._sock)
             self._sock.close()
-        self._transport._connections.discard(self)
+        self._transport._forget(self)
         self._closed(reason, error)
 
 
