@@ -23,6 +23,7 @@ __all__ = [
     "ConfigError",
     "ConnectFailed",
     "ConnectionClosed",
+    "DataDirLocked",
     "DecodeError",
     "DiscoveryError",
     "HandshakeFailed",
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidTransition",
     "JournalCorrupt",
     "NotFound",
+    "OpRefused",
     "PeerError",
     "PeerIdentityMismatch",
     "PeerTableFull",
@@ -264,3 +266,14 @@ class JournalCorrupt(AuraError):
 
     It is reported, never silently rewritten: the operator decides what to do.
     """
+
+
+class OpRefused(InvalidArgument):
+    """An op (or its batch) was refused: unsigned, mis-signed, unlinked or not its author's.
+
+    Nothing of the batch was stored.
+    """
+
+
+class DataDirLocked(ConfigError):
+    """Another process holds the data directory's lock (one process per data directory)."""

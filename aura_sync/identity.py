@@ -22,6 +22,10 @@ Key file
     :class:`~aura_sync.errors.IdentityError` that names the path and the
     problem; it is never replaced silently.
 
+Journal heads
+    :func:`sign_head` / :func:`verify_head` sign and check the head of an
+    author's op chain (see :mod:`aura_sync.protocols.journal`).
+
 Integration
     :mod:`aura_sync.transport.tls` builds pyOpenSSL contexts from a
     :class:`NodeIdentity` and calls :func:`device_id_of_certificate` from its
@@ -50,14 +54,20 @@ from aura_sync.errors import IdentityError, WrongType
 from aura_sync.ids import DeviceId
 
 __all__ = [
+    "HEAD_DOMAIN",
     "KEY_FILE_NAME",
     "NodeIdentity",
     "device_id_of_certificate",
     "self_signed_certificate",
+    "sign_head",
+    "verify_head",
 ]
 
 KEY_FILE_NAME: Final = "identity.key"
 """Name of the key file inside a node's data directory."""
+
+HEAD_DOMAIN: Final = b"aura-sync/head/v2\x00"
+"""Domain tag of a signed journal head: the signature covers ``HEAD_DOMAIN + op_id``."""
 
 _CERT_VALIDITY: Final = datetime.timedelta(days=3650)
 _CLOCK_SKEW: Final = datetime.timedelta(hours=1)
@@ -324,6 +334,37 @@ class NodeIdentity:
 
     def __repr__(self) -> str:
         return f"NodeIdentity(device_id={self._device_id})"
+
+
+def sign_head(identity: NodeIdentity, op_id: bytes) -> bytes:
+    """``identity``'s signature of the journal head ``op_id`` (see :data:`HEAD_DOMAIN`)."""
+    return identity.private_key.sign(HEAD_DOMAIN + op_id)
+
+
+_public_keys: dict[bytes, ed25519.Ed25519PublicKey] = {}
+_MAX_CACHED_KEYS: Final = 4096
+
+
+def verify_head(public_key: bytes, signature: bytes, op_id: bytes) -> bool:
+    """Whether ``signature`` is the holder of ``public_key``'s signature of head ``op_id``.
+
+    ``public_key`` is 32 raw bytes; a malformed key or signature is False.
+    Parsed keys are cached (at most 4096), so only the Ed25519 verify is paid per call.
+    """
+    key = _public_keys.get(public_key)
+    if key is None:
+        try:
+            key = ed25519.Ed25519PublicKey.from_public_bytes(public_key)
+        except ValueError:
+            return False
+        if len(_public_keys) >= _MAX_CACHED_KEYS:
+            _public_keys.clear()
+        _public_keys[public_key] = key
+    try:
+        key.verify(signature, HEAD_DOMAIN + op_id)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

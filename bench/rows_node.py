@@ -131,18 +131,21 @@ class _LocalInsert:
     """The baseline: ops inserted straight into one SQLite Journal."""
 
     def __init__(self, path: Path) -> None:
-        from aura_sync.ids import DeviceId
-        from aura_sync.messages.sync import Op
+        from aura_sync.identity import NodeIdentity
         from aura_sync.protocols.journal import Journal
 
-        self._op = Op
-        self._author = DeviceId.from_int(7)
-        self.journal = Journal.open(path, author=DeviceId.from_int(1))
+        self._source = Journal.open(":memory:", identity=NodeIdentity.generate())
+        self.journal = Journal.open(path, identity=NodeIdentity.generate())
         self._seq = 0
 
     def seconds(self, n: int) -> float:
-        """Insert ``n`` fresh ops (built before the clock starts); seconds taken."""
-        ops = [self._op(self._author, self._seq + i, p) for i, p in enumerate(_payloads("b", n))]
+        """Insert ``n`` fresh signed ops (built and signed before the clock starts); seconds."""
+        payloads = _payloads("b", n)
+        ids: list[bytes] = []
+        for i in range(0, n, APPEND_CHUNK):
+            ids += self._source.append_many(payloads[i : i + APPEND_CHUNK])
+        order = self._source.push_order(ids)
+        ops = [op for i in range(0, n, 128) for op in self._source.get_many(order[i : i + 128])]
         self._seq += n
         add = self.journal.add_many
         with _gc_paused():
@@ -156,6 +159,7 @@ class _LocalInsert:
 
     def close(self) -> None:
         self.journal.close()
+        self._source.close()
 
 
 def _pair_rep(cluster: _Cluster, n: int, rep: int, timeout: float) -> float:

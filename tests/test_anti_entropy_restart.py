@@ -26,7 +26,7 @@ from test_actors_support import (  # noqa: F401  (fixture)
 from aura_sync.actors import DEFERRED, AuraActor, LocalMessage, ReplySlot, handles, spawn
 from aura_sync.actors.clients import PoolClient
 from aura_sync.effects import ManualClock
-from aura_sync.ids import DeviceId
+from aura_sync.identity import NodeIdentity
 from aura_sync.infrastructure.connections import PoolConfig
 from aura_sync.infrastructure.peers import PeerStatus
 from aura_sync.messages import Ack, ErrorReply, Message, codec
@@ -72,7 +72,7 @@ class Rig:
             connector=FakeConnector(),
             clock=self.clock,
         )
-        self.journal = Journal.open(":memory:", author=DeviceId.from_int(1))
+        self.journal = Journal.open(":memory:", identity=NodeIdentity.generate())
         infra = self.infra
         config = AntiEntropyConfig(max_cached_skips=0)
 
@@ -221,7 +221,7 @@ def test_a_session_opened_after_the_ask_timed_out_is_ended() -> None:
     clock = ManualClock()
     infra = Infrastructure.start(connector=FakeConnector(), clock=clock)
     slow = spawn(_SlowPeerManager())
-    journal = Journal.open(":memory:", author=DeviceId.from_int(1))
+    journal = Journal.open(":memory:", identity=NodeIdentity.generate())
     config = AntiEntropyConfig(max_cached_skips=0, sync_interval=1000.0, ask_timeout=5.0)
     ae = spawn(
         AntiEntropyActor(

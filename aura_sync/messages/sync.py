@@ -12,10 +12,10 @@ Transport layer (handled inside :mod:`aura_sync.transport`, never handed to prot
     (request/response correlation by ``request_id``).
 
 Journal sync (range-based set reconciliation)
-    A journal is a set of content-addressed :class:`Op` s; an op's id is
-    :func:`op_id` = SHA-256 over a domain tag, the author's DeviceId, the
-    author's sequence number and the payload (so two authors writing the
-    same payload make two ops, and a replayed op is recognised).  Ids are
+    A journal is a set of content-addressed, signed :class:`Op` s; an op's
+    id is :func:`op_id` = SHA-256 over a domain tag, the author's DeviceId,
+    the author's sequence number, the id of the author's previous op and
+    the payload (a per-author hash chain whose heads the author signs).  Ids are
     ordered bytewise; an :class:`IdRange` ``[lo, hi)`` is a slice of the
     id space.  One round: :class:`DigestRequest` with ranges ->
     :class:`DigestReply` with a :class:`RangeDigest` (count + fingerprint)
@@ -40,8 +40,8 @@ Layer: messages.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
+from hashlib import sha256 as _sha256
 from typing import Final
 
 from aura_sync._checks import check_int, check_peer
@@ -58,8 +58,12 @@ __all__ = [
     "MAX_PEERS_PER_EXCHANGE",
     "MAX_RANGES",
     "MAX_TOKEN_SIZE",
+    "NO_PREV",
     "OP_ID_SIZE",
     "PROTOCOL_VERSION",
+    "PUBLIC_KEY_SIZE",
+    "SEQ_LIMIT",
+    "SIGNATURE_SIZE",
     "TRANSPORT_MESSAGES",
     "DigestReply",
     "DigestRequest",
@@ -82,6 +86,7 @@ __all__ = [
     "Reply",
     "Request",
     "fingerprint",
+    "fingerprint_of",
     "op_id",
 ]
 
@@ -112,10 +117,22 @@ MAX_ADDRESS_LENGTH: Final = 255
 MAX_TOKEN_SIZE: Final = 16 * 1024
 """Largest serialized capability token, in bytes."""
 
+NO_PREV: Final = bytes(32)
+"""The ``prev`` of an author's first op (seq 0)."""
+
+SEQ_LIMIT: Final = 2**63
+"""Sequence numbers are in ``0 .. SEQ_LIMIT - 1`` (SQLite INTEGER is signed 64-bit)."""
+
+PUBLIC_KEY_SIZE: Final = 32
+"""Size of a raw Ed25519 public key."""
+
+SIGNATURE_SIZE: Final = 64
+"""Size of an Ed25519 signature."""
+
 _U64_MAX: Final = 2**64 - 1
-_SEQ_LIMIT: Final = 2**63  # SQLite INTEGER is signed 64-bit
-_OP_DOMAIN: Final = b"aura-sync/op/v1\x00"
-_RANGE_DOMAIN: Final = b"aura-sync/range/v1\x00"
+_SEQ_LIMIT: Final = SEQ_LIMIT
+_OP_DOMAIN: Final = b"aura-sync/op/v2\x00"
+_RANGE_DOMAIN: Final = b"aura-sync/range/v2\x00"
 _ID_SPACE: Final = 2 ** (8 * OP_ID_SIZE)
 
 
@@ -182,50 +199,64 @@ def _check_address(value: object, name: str, *, allow_empty: bool) -> str:
     return value
 
 
-def op_id(author: DeviceId, seq: int, payload: bytes) -> bytes:
+def op_id(author: DeviceId, seq: int, payload: bytes, prev: bytes = NO_PREV) -> bytes:
     """The content address of an op: 32 bytes of SHA-256.
 
     Hashes a domain tag, the author's 16 id bytes, ``seq`` as 8 big-endian
-    bytes and the payload, so the id commits to all three.
+    bytes, ``prev`` (the id of the author's op ``seq - 1``, or 32 zero bytes
+    for seq 0) and the payload, so the id commits to all of them and to the
+    author's whole chain before it.
     """
     check_peer(author, "author")
     check_int(seq, "seq", minimum=0, maximum=_SEQ_LIMIT - 1)
     if type(payload) is not bytes:
         raise WrongType(f"payload must be bytes, got {type(payload).__name__}")
-    h = hashlib.sha256(_OP_DOMAIN)
-    h.update(author.raw)
-    h.update(seq.to_bytes(8, "big"))
-    h.update(payload)
-    return h.digest()
+    _check_id(prev, "prev")
+    return _op_id(author.raw, seq, prev, payload)
 
 
-def fingerprint(sorted_ids: Iterable[bytes]) -> tuple[int, bytes]:
-    """``(count, fingerprint)`` of a set of ids given in ascending order.
+def _op_id(author: bytes, seq: int, prev: bytes, payload: bytes) -> bytes:
+    return _sha256(b"".join((_OP_DOMAIN, author, seq.to_bytes(8, "big"), prev, payload))).digest()
 
-    The fingerprint is SHA-256 over a domain tag and the concatenated ids,
-    followed by the count: equal iff the sets are equal (up to SHA-256
-    collisions).  The caller guarantees the order (the journal lists ids
-    sorted).
 
-    :param sorted_ids: an iterable of 32-byte ids, ascending.
+def fingerprint_of(count: int, total: int) -> bytes:
+    """The fingerprint of a set of ``count`` ids whose sum (as 256-bit integers) is ``total``.
+
+    SHA-256 over a domain tag, ``total mod 2**256`` (32 bytes) and the count
+    (8 bytes): Negentropy's incremental fingerprint.  Unlike an XOR of the
+    ids, finding another set with the same sum and count needs a
+    generalised-birthday attack on 256-bit words, and the final hash hides
+    the sum.
+    """
+    return _sha256(
+        _RANGE_DOMAIN + (total % _ID_SPACE).to_bytes(OP_ID_SIZE, "big") + count.to_bytes(8, "big")
+    ).digest()
+
+
+def fingerprint(ids: Iterable[bytes]) -> tuple[int, bytes]:
+    """``(count, fingerprint)`` of a set of distinct ids, recomputed from scratch.
+
+    See :func:`fingerprint_of`; the order of the ids does not matter.  The
+    journal computes the same value from maintained aggregates.
+
+    :param ids: an iterable of 32-byte ids.
     :returns: ``(count, 32-byte fingerprint)``.
     :raises WrongType, InvalidArgument: not an iterable of 32-byte ``bytes``
         (naming the first bad item).
     """
-    given: object = sorted_ids
+    given: object = ids
     if isinstance(given, str | bytes | bytearray) or not isinstance(given, Iterable):
         raise WrongType(
             f"sorted_ids must be an iterable of 32-byte ids, got {type(given).__name__} {given!r}"
         )
-    h = hashlib.sha256(_RANGE_DOMAIN)
     count = 0
-    for item in sorted_ids:
+    total = 0
+    for item in ids:
         if type(item) is not bytes or len(item) != OP_ID_SIZE:
             _check_id(item, f"sorted_ids[{count}]")
-        h.update(item)
+        total += int.from_bytes(item, "big")
         count += 1
-    h.update(count.to_bytes(8, "big"))
-    return count, h.digest()
+    return count, fingerprint_of(count, total)
 
 
 # --- transport envelope ----------------------------------------------------------------
@@ -315,28 +346,25 @@ TRANSPORT_MESSAGES: Final[tuple[type[Message], ...]] = (Hello, Ping, Pong, Reque
 class Op(Message):
     """One journal operation: ``payload`` written by ``author`` as its ``seq``-th op.
 
-    Its identity is :attr:`op_id`, a hash of all three fields.
-    ``seq`` is in 0..2**63-1; ``payload`` is at most :data:`MAX_OP_PAYLOAD` bytes.
+    ``prev`` is the id of the author's op ``seq - 1`` (:data:`NO_PREV` for
+    seq 0): each author's ops form a hash chain.  ``key`` is the author's
+    raw Ed25519 public key (its hash is ``author``); ``sig`` is empty or the
+    author's signature of this op's id (a signed head covers the chain below
+    it).  Its identity is :attr:`op_id`.  Values from a peer are checked by
+    the journal that receives them (:mod:`aura_sync.protocols.journal`).
     """
 
     author: DeviceId
     seq: int
     payload: bytes
-
-    def __post_init__(self) -> None:
-        check_peer(self.author, "author")
-        check_int(self.seq, "seq", minimum=0, maximum=_SEQ_LIMIT - 1)
-        if type(self.payload) is not bytes:
-            raise WrongType(f"payload must be bytes, got {type(self.payload).__name__}")
-        if len(self.payload) > MAX_OP_PAYLOAD:
-            raise InvalidArgument(
-                f"payload must be at most {MAX_OP_PAYLOAD} bytes, got {len(self.payload)}"
-            )
+    prev: bytes = NO_PREV
+    key: bytes = b""
+    sig: bytes = b""
 
     @property
     def op_id(self) -> bytes:
         """The op's content address (see :func:`op_id`)."""
-        return op_id(self.author, self.seq, self.payload)
+        return _op_id(self.author.raw, self.seq, self.prev, self.payload)
 
 
 @message(0x00C6)

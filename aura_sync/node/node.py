@@ -88,6 +88,7 @@ from aura_sync.protocols.anti_entropy import (
     TransportEventMessage,
 )
 from aura_sync.protocols.journal import Journal
+from aura_sync.protocols.journal_files import DataDirLock
 from aura_sync.supervisors import ChildContext, ChildSpec, Supervisor
 from aura_sync.supervisors.spec import ONE_FOR_ONE, REST_FOR_ONE
 from aura_sync.transport.base import Listener, Refusal, Transport, TransportConfig
@@ -235,6 +236,7 @@ class Node:
         self._faults = config.debug_endpoints if fault_injection is None else fault_injection
         self._identity: NodeIdentity | None = None
         self._journal: Journal | None = None
+        self._dir_lock: DataDirLock | None = None
         self._transport: Transport | None = None
         self._root: Supervisor | None = None
         self._infra: Supervisor | None = None
@@ -349,9 +351,7 @@ class Node:
             self._prepare_data_dir(cfg.data_dir)
             self._identity = NodeIdentity.load_or_create(cfg.data_dir)
             token = self._read_token()
-            self._journal = Journal.open(
-                cfg.data_dir / JOURNAL_FILE, author=self._identity.device_id
-            )
+            self._journal = Journal.open(cfg.data_dir / JOURNAL_FILE, identity=self._identity)
             self._transport = self._make_transport(self._identity)
             for peer in cfg.bootstrap:
                 self._addresses.learn(peer.device_id, peer.address, verified=False)
@@ -397,6 +397,7 @@ class Node:
             raise ConfigError(
                 f"config key 'data_dir' has invalid value {str(path)!r}: not a directory"
             )
+        self._dir_lock = DataDirLock(path)  # one process per data directory
 
     def _read_token(self) -> bytes | None:
         path = self.config.token_path
@@ -746,6 +747,8 @@ class Node:
                 self._journal.close()
             except Exception:
                 _log.exception("event=stop_incomplete part=journal")
+        if self._dir_lock is not None:
+            self._dir_lock.release()
         self._stopped.set()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:

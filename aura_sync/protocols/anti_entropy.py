@@ -88,6 +88,7 @@ from aura_sync.errors import (
     CapabilityError,
     ConnectionClosed,
     InvalidArgument,
+    OpRefused,
     PeerUnavailable,
     RateLimited,
     RequestTimeout,
@@ -140,6 +141,7 @@ from aura_sync.messages.sync import (
     RangeDigest,
 )
 from aura_sync.protocols.journal import Journal
+from aura_sync.protocols.journal_chain import PullBuffer
 from aura_sync.transport.base import Connected, Connection, Disconnected, Inbound, Transport
 
 __all__ = [
@@ -166,6 +168,7 @@ _STATS_KEY: Final = "aura_sync.anti_entropy.stats"
 _EPOCH_KEY: Final = "aura_sync.anti_entropy.epoch"
 _ANSWERED_KEY: Final = "aura_sync.anti_entropy.answered"
 _TASK_IDS_KEY: Final = "aura_sync.anti_entropy.task_ids"
+_REFUSED_KEY: Final = "aura_sync.anti_entropy.refused"
 _SYNC_REQUESTS: Final = (DigestRequest, IdsRequest, OpsRequest, PushOps, PeerExchangeRequest)
 _STAT_NAMES: Final = (
     "rounds_started",
@@ -181,6 +184,7 @@ _STAT_NAMES: Final = (
     "ops_served",
     "requests_served",
     "requests_refused",
+    "batches_refused",
     "peer_exchanges",
     "dials",
     "dial_failures",
@@ -266,7 +270,8 @@ class SyncStatus(Message):
     fingerprint; ``authorized`` counts peers whose capability was verified;
     ``connected`` counts peers with an open connection; ``answered`` counts,
     per actor address, the asks of this actor that the actor answered (the
-    messages it is known to have handled for the protocol).
+    messages it is known to have handled for the protocol); ``refused``
+    counts, per peer (DeviceId text), the op batches refused from it.
     """
 
     counters: tuple[tuple[str, int], ...]
@@ -278,12 +283,13 @@ class SyncStatus(Message):
     authorized: int
     active_sessions: int
     answered: tuple[tuple[str, int], ...] = ()
+    refused: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
-        for field_name in ("counters", "answered"):
+        for field_name in ("counters", "answered", "refused"):
             if type(getattr(self, field_name)) is not tuple:
                 raise WrongType(f"{field_name} must be a tuple of (name, value) pairs")
-        for pair in self.counters + self.answered:
+        for pair in self.counters + self.answered + self.refused:
             if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not str:
                 raise WrongType(f"counters entries must be (str, int), got {pair!r}")
             check_u64(pair[1], pair[0])
@@ -698,7 +704,12 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
         self._cache_dirty = False
         self._ticks = 0
         self._tick_timer: TimerHandle | None = None
-        self._own_ops = len(journal.ops_by(journal.author))
+        self._own_ops = journal.own_ops
+        refused = stash.get(_REFUSED_KEY)
+        if not isinstance(refused, dict):
+            refused = {}
+            stash[_REFUSED_KEY] = refused
+        self._refused: dict[DeviceId, int] = refused
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -1030,6 +1041,8 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
                 agreed = yield from self._reconcile(conn)
             except AuraError as exc:
                 error = exc
+                if isinstance(exc, OpRefused):
+                    self._count_refusal(peer, exc)
                 if isinstance(exc, CapabilityError) and conn is not None:
                     self._presented.discard(conn.session_id)  # present again next time
             else:
@@ -1118,17 +1131,21 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
             for chunk in _chunks(split, MAX_RANGES):
                 reply = yield from self._request(conn, DigestRequest(tuple(chunk)))
                 pending.extend(zip(chunk, _digests(reply, len(chunk)), strict=True))
+        buffer = PullBuffer(journal)
         for batch in _chunks(pull, cfg.batch_size):
             reply = yield from self._request(conn, OpsRequest(tuple(batch)))
             if not isinstance(reply, OpsReply):
                 raise InvalidArgument(f"peer answered OpsRequest with {type(reply).__name__}")
             wanted = set(batch)
-            ops = [op for op in reply.ops if op.op_id in wanted]
-            added = journal.add_many(ops)
+            added = buffer.take([op for op in reply.ops if op.op_id in wanted])
             if added:
                 self._stats["ops_pulled"] += added
                 self._bump_epoch()
-        for batch in _chunks(push, cfg.batch_size):
+        added = buffer.flush()
+        if added:
+            self._stats["ops_pulled"] += added
+            self._bump_epoch()
+        for batch in _chunks(journal.push_order(push), cfg.batch_size):
             ops = journal.get_many(batch)
             if not ops:
                 continue
@@ -1299,7 +1316,11 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
             self._stats["ops_served"] += len(ops)
             return OpsReply(tuple(ops), tuple(i for i in request.ids if i not in found))
         if isinstance(request, PushOps):
-            added = journal.add_many(request.ops)
+            try:
+                added = journal.add_many(request.ops)
+            except OpRefused as exc:
+                self._count_refusal(peer, exc)
+                raise
             if added:
                 self._stats["ops_received"] += added
                 self._bump_epoch()
@@ -1310,6 +1331,11 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
             ]
             return PeerExchange(tuple(entries))
         raise InvalidArgument(f"not a sync request: {type(request).__name__}")
+
+    def _count_refusal(self, peer: DeviceId, exc: OpRefused) -> None:
+        self._stats["batches_refused"] += 1
+        self._refused[peer] = self._refused.get(peer, 0) + 1
+        _log.warning("event=ops_refused peer=%s error=%r", peer, str(exc))
 
     def _verify_token(self, event: Inbound, peer: DeviceId, token: bytes) -> _Round:
         if not self._config.require_capability:
@@ -1350,6 +1376,7 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
             authorized=len(self._authorized),
             active_sessions=len(self._sessions),
             answered=tuple(sorted(self._answered.items())),
+            refused=tuple(sorted((str(p), n) for p, n in self._refused.items())),
         )
 
 

@@ -1,133 +1,137 @@
-"""The journal: an append-only set of content-addressed operations, stored in SQLite.
+"""The journal: an append-only set of signed, content-addressed ops, stored in SQLite.
 
-Role
-    A node's journal is what anti-entropy sync replicates.  It holds
-    :class:`~aura_sync.messages.sync.Op` values (author DeviceId, the
-    author's sequence number, payload bytes).  An op's id is
-    :func:`~aura_sync.messages.sync.op_id`: SHA-256 over a domain tag, the
-    author, ``seq`` (8 bytes big-endian) and the payload.  Including the
-    author and sequence number means two nodes writing the same bytes make
-    two distinct ops, and an author's ops are numbered so a restarted node
-    continues its own sequence.  Ops are never modified or removed; adding
-    an op twice is a no-op (the set only grows), so sync is idempotent and
-    order-free.
+What is signed
+    Each author's ops form a hash chain: an op's id is SHA-256 over (author,
+    seq, prev, payload) where ``prev`` is the id of the author's op
+    ``seq - 1``.  :meth:`Journal.append_many` signs only the last op of each
+    call (its *head*: Ed25519 over ``HEAD_DOMAIN + id`` with the node's
+    identity key); the signature covers every earlier op through the chain,
+    so one verify (~110 us) is paid per batch, not per op.  Every op carries
+    its author's public key, whose hash must be the author's DeviceId.
 
-Anti-entropy support
-    The id space is ordered bytewise.  :meth:`Journal.digest` summarises
-    the ids in an :class:`~aura_sync.messages.sync.IdRange` as (count,
-    fingerprint) where the fingerprint is SHA-256 over the sorted ids
-    (:func:`~aura_sync.messages.sync.fingerprint`): two journals have the
-    same digest for a range iff they hold the same ids there.  A protocol
-    compares digests of the full range, splits differing ranges
-    (``IdRange.split``) until they are small, lists them with
-    :meth:`Journal.list_ids` (pages of up to 1024 ids), and exchanges the
-    missing ops (:meth:`Journal.missing`, :meth:`Journal.get_many`,
-    :meth:`Journal.add_many`) in batches of at most 128.  Digests are
-    computed from an in-memory sorted index of the ids (32 bytes each,
-    loaded at open), so a range digest costs one slice and one hash; the
-    full-range digest is cached until the journal changes.
+What a receiver checks (:mod:`~aura_sync.protocols.journal_chain`)
+    An op is stored only once authenticated: its key is its author's, and
+    its signature verifies or its successor (in the batch or already held)
+    links to it.  A forged op has no valid signature and no authenticated
+    successor naming its id; a tampered payload or reordered ops change ids
+    and break the links (or the head's signature); a truncated batch leaves
+    its top op unsigned with no successor.  Any of these refuses the whole
+    batch (:class:`~aura_sync.errors.OpRefused`), storing nothing.  Ops are
+    verified when they enter, not at every open; ``verify`` re-checks all.
+    The next own seq comes from the highest op of the local author, which
+    only this node's key can have signed.
 
-Storage
-    One SQLite database (stdlib :mod:`sqlite3`) in WAL mode, table ``ops``
-    (arrival order as the rowid, a unique index on the id),
-    ``application_id`` 0x41555241 ("AURA") and ``user_version`` 1.
-    ``synchronous=NORMAL`` by default: a committed op survives a crash or
-    kill of the process; pass ``synchronous="FULL"`` to survive power loss
-    too.  Each append or batch is one transaction.
+Fingerprints (:mod:`~aura_sync.protocols.journal_index`)
+    A range's (count, fingerprint) is Negentropy's hashed sum of ids mod
+    2**256 with the count, from per-bucket aggregates: no per-range scan.
 
-Corruption
-    :meth:`Journal.open` refuses, with :class:`~aura_sync.errors.JournalCorrupt`
-    naming the file and the problem, a file that is not SQLite, a SQLite
-    database that is not an aura-sync journal (other application id,
-    version or schema), one failing ``PRAGMA quick_check`` (or
-    ``integrity_check`` with ``full_check=True``), and any op whose id does
-    not match its content.  It never rewrites or repairs the file.
+Storage and losses
+    SQLite (WAL, ``synchronous=FULL``), schema version 2; SQLite's indexes
+    order ids and (author, seq) — no in-memory copy of the ids; open does
+    no full scan.  A 0-byte, truncated, foreign or version-1 file is refused
+    (:class:`~aura_sync.errors.JournalCorrupt`), never re-created; a journal
+    behind its high-water-mark sidecar is refused; after an unclean
+    shutdown the full ``integrity_check`` runs once at open.
 
-Threading
-    A journal is owned by one actor (the sync protocol actor), which calls
-    it from its own thread; the connection is opened with
-    ``check_same_thread=False`` so that the owner may be a different thread
-    from the one that opened it, and an internal lock makes each call
-    atomic.  Sequences of calls are not atomic: only the owner should write.
+Threading: one owner (the sync actor); an internal lock makes each call atomic.
 
 Layer: runtime (protocols).
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Final
 
-from aura_sync._checks import check_peer
-from aura_sync.errors import InvalidArgument, JournalCorrupt, WrongType
+from aura_sync.errors import InvalidArgument, JournalCorrupt, OpRefused, WrongType
+from aura_sync.identity import NodeIdentity, sign_head, verify_head
 from aura_sync.ids import DeviceId
 from aura_sync.messages.sync import (
     FULL_RANGE,
     MAX_IDS_BATCH,
+    MAX_OP_PAYLOAD,
     MAX_OPS_BATCH,
+    NO_PREV,
     OP_ID_SIZE,
+    SEQ_LIMIT,
     IdRange,
     Op,
     RangeDigest,
-    fingerprint,
-    op_id,
+    fingerprint_of,
 )
+from aura_sync.protocols.journal_chain import Checked, check_ops
+from aura_sync.protocols.journal_files import check_journal_file, read_hwm, write_hwm
+from aura_sync.protocols.journal_index import RangeSums
 
 __all__ = ["APPLICATION_ID", "JOURNAL_FILE_NAME", "SCHEMA_VERSION", "Journal"]
+
+_log = logging.getLogger("aura_sync.protocols.journal")
 
 APPLICATION_ID: Final = 0x41555241
 """SQLite ``application_id`` of a journal database ("AURA")."""
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """SQLite ``user_version`` of the current journal schema."""
 
 JOURNAL_FILE_NAME: Final = "journal.sqlite3"
 """Conventional name of the journal inside a node's data directory."""
 
-_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+SNAPSHOT_EVERY: Final = 100_000
+"""Ops inserted between two persisted snapshots of the bucket aggregates."""
+
 _SCHEMA: Final = (
     "CREATE TABLE ops ("
     " arrival INTEGER PRIMARY KEY,"
-    " id BLOB NOT NULL UNIQUE CHECK (length(id) = 32),"
-    " author BLOB NOT NULL CHECK (length(author) = 16),"
-    " seq INTEGER NOT NULL CHECK (seq >= 0),"
-    " payload BLOB NOT NULL"
+    " id BLOB NOT NULL UNIQUE,"
+    " author BLOB NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " prev BLOB NOT NULL,"
+    " payload BLOB NOT NULL,"
+    " sig BLOB"
     ")",
-    "CREATE INDEX ops_by_author ON ops (author, seq)",
+    "CREATE UNIQUE INDEX ops_by_author ON ops (author, seq)",
+    "CREATE TABLE authors (author BLOB PRIMARY KEY, key BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE buckets (b INTEGER PRIMARY KEY, count INTEGER NOT NULL, total BLOB NOT NULL)",
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
 )
-_EXPECTED_COLUMNS: Final = (
-    ("arrival", "INTEGER", 1),
-    ("id", "BLOB", 0),
-    ("author", "BLOB", 0),
-    ("seq", "INTEGER", 0),
-    ("payload", "BLOB", 0),
-)
+_TABLES: Final = ["authors", "buckets", "meta", "ops"]
 _SYNC_MODES: Final = ("NORMAL", "FULL")
+_SELECT_OP: Final = (
+    "SELECT o.id, o.author, o.seq, o.payload, o.prev, o.sig, a.key "
+    "FROM ops o JOIN authors a ON a.author = o.author "
+)
+_CHUNK: Final = 500
+
+
+def _op(row: tuple[bytes, bytes, int, bytes, bytes, bytes | None, bytes]) -> Op:
+    return Op(DeviceId(row[1]), row[2], row[3], row[4], row[6], row[5] or b"")
 
 
 class Journal:
-    """An append-only, content-addressed set of ops in SQLite (see the module docstring).
+    """An append-only set of signed ops in SQLite (see the module docstring).
 
-    Build it with :meth:`open`; close it with :meth:`close` (or use it as a
-    context manager).
+    Build it with :meth:`open`; close it with :meth:`close` (or a ``with``).
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: str, author: DeviceId) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str, identity: NodeIdentity) -> None:
         """Internal: use :meth:`open`."""
         self._conn = conn
         self._path = path
-        self._author = author
+        self._identity = identity
+        self._author = identity.device_id
         self._lock = threading.RLock()
-        self._ids: list[bytes] = []
-        self._id_set: set[bytes] = set()
+        self._sums = RangeSums()
+        self._since_snapshot = 0
         self._next_seq = 0
+        self._head = NO_PREV
+        self._authors: set[bytes] = set()
+        self._arrival = 0
         self._full_digest: RangeDigest | None = None
         self._closed = False
 
@@ -138,37 +142,37 @@ class Journal:
         cls,
         path: str | os.PathLike[str],
         *,
-        author: DeviceId,
-        synchronous: str = "NORMAL",
+        identity: NodeIdentity,
+        synchronous: str = "FULL",
         full_check: bool = False,
     ) -> Journal:
-        """Open (or create) the journal at ``path`` for the local node ``author``.
+        """Open (or create, if the file does not exist) the journal at ``path``.
 
-        ``path`` ":memory:" gives a journal that lives only in memory (tests).
-        ``synchronous``: "NORMAL" (survives process crashes) or "FULL"
-        (survives power loss; one fsync per transaction).  ``full_check``:
-        run ``PRAGMA integrity_check`` instead of the faster ``quick_check``.
-        Every stored op's content address is verified.
+        ``identity`` signs the ops :meth:`append` authors.  ``path``
+        ":memory:" gives a journal that lives only in memory (tests).
+        ``synchronous``: "FULL" (default: a commit is fsynced before the
+        high-water mark moves) or "NORMAL".  ``full_check``: run
+        ``integrity_check`` even after a clean shutdown.
 
-        Raises :class:`~aura_sync.errors.JournalCorrupt` for a corrupt or
-        foreign file (see the module docstring), :class:`~aura_sync.errors.WrongType`
-        / :class:`~aura_sync.errors.InvalidArgument` for bad arguments.
+        Raises :class:`~aura_sync.errors.JournalCorrupt` (see the module
+        docstring), :class:`~aura_sync.errors.WrongType` /
+        :class:`~aura_sync.errors.InvalidArgument` for bad arguments.
         """
         if not isinstance(path, str | os.PathLike):
             raise WrongType(f"path must be a path, got {type(path).__name__} {path!r}")
-        check_peer(author, "author")
+        if not isinstance(identity, NodeIdentity):
+            raise WrongType(f"identity must be a NodeIdentity, got {type(identity).__name__}")
         if synchronous not in _SYNC_MODES:
             raise InvalidArgument(f"synchronous must be one of {_SYNC_MODES}, got {synchronous!r}")
         name = os.fspath(path)
-        if name != ":memory:":
-            _check_header(name)
+        exists = name != ":memory:" and check_journal_file(name)
         try:
             conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise JournalCorrupt(f"journal {name!r} cannot be opened: {exc}") from exc
-        journal = cls(conn, name, author)
+        journal = cls(conn, name, identity)
         try:
-            journal._prepare(synchronous, full_check)
+            journal._prepare(exists, synchronous, full_check)
         except sqlite3.Error as exc:
             conn.close()
             raise JournalCorrupt(f"journal {name!r} is corrupt or unreadable: {exc}") from exc
@@ -177,182 +181,236 @@ class Journal:
             raise
         return journal
 
-    def _prepare(self, synchronous: str, full_check: bool) -> None:
-        conn = self._conn
-        name = self._path
+    def _prepare(self, exists: bool, synchronous: str, full_check: bool) -> None:
+        conn, name = self._conn, self._path
+        if not exists:
+            self._create()
         tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            )
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         ]
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if not tables and app_id == 0 and version == 0:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-        else:
-            if app_id != APPLICATION_ID:
-                raise JournalCorrupt(
-                    f"{name!r} is a SQLite database but not an aura-sync journal "
-                    f"(application_id {app_id:#x}, expected {APPLICATION_ID:#x}; tables {tables})"
-                )
-            if version != SCHEMA_VERSION:
-                raise JournalCorrupt(
-                    f"journal {name!r} has schema version {version}; this build reads "
-                    f"version {SCHEMA_VERSION}"
-                )
-            columns = tuple(
-                (row[1], row[2].upper(), row[5]) for row in conn.execute("PRAGMA table_info(ops)")
-            )
-            if columns != _EXPECTED_COLUMNS:
-                raise JournalCorrupt(
-                    f"journal {name!r} has the wrong schema: table ops has columns {columns}, "
-                    f"expected {_EXPECTED_COLUMNS}"
-                )
-        check = "integrity_check" if full_check else "quick_check"
-        problems = [row[0] for row in conn.execute(f"PRAGMA {check}")]
-        if problems != ["ok"]:
+        if app_id != APPLICATION_ID:
             raise JournalCorrupt(
-                f"journal {name!r} fails PRAGMA {check}: {'; '.join(map(str, problems[:5]))}"
+                f"{name!r} is a SQLite database but not an aura-sync journal "
+                f"(application_id {app_id:#x}, expected {APPLICATION_ID:#x}; tables {tables})"
             )
+        if version != SCHEMA_VERSION:
+            raise JournalCorrupt(
+                f"journal {name!r} has schema version {version}; this build reads version "
+                f"{SCHEMA_VERSION} and, being a pre-1.0 release, does not migrate older "
+                f"journals (keep it with the release that wrote it, or start a new one)"
+            )
+        if sorted(tables) != _TABLES:
+            raise JournalCorrupt(f"journal {name!r} has the wrong tables {sorted(tables)}")
+        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        check = "integrity_check" if full_check or meta.get("clean", 0) != 1 else None
+        if check is not None and exists:
+            if meta.get("clean", 0) != 1:
+                _log.warning("event=journal_unclean path=%s running integrity_check", name)
+            problems = [row[0] for row in conn.execute(f"PRAGMA {check}")]
+            if problems != ["ok"]:
+                raise JournalCorrupt(
+                    f"journal {name!r} fails PRAGMA {check}: {'; '.join(map(str, problems[:5]))}"
+                )
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal" and name != ":memory:":
             raise JournalCorrupt(f"journal {name!r} cannot use WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
-        self._load_index()
-
-    def _load_index(self) -> None:
-        """Verify every op's content address and load the sorted id index."""
-        ids: list[bytes] = []
-        next_seq = 0
-        author_raw = self._author.raw
-        for row_id, author, seq, payload in self._conn.execute(
-            "SELECT id, author, seq, payload FROM ops ORDER BY id"
-        ):
-            if (
-                type(row_id) is not bytes
-                or type(author) is not bytes
-                or type(payload) is not bytes
-                or type(seq) is not int
-                or len(row_id) != OP_ID_SIZE
-                or len(author) != DeviceId.SIZE
-            ):
+        self._arrival = conn.execute("SELECT coalesce(max(arrival), 0) FROM ops").fetchone()[0]
+        if name != ":memory:":
+            mark = read_hwm(name)
+            if mark is not None and self._arrival < mark:
                 raise JournalCorrupt(
-                    f"journal {self._path!r} holds a malformed op row "
-                    f"(id {row_id!r:.80}, seq {seq!r})"
+                    f"journal {name!r} is behind its high-water mark: op #{mark} was "
+                    f"committed, the database ends at #{self._arrival}; committed ops were "
+                    f"lost (WAL deleted or damaged?)"
                 )
-            try:
-                expected = op_id(DeviceId(author), seq, payload)
-            except (ValueError, TypeError) as exc:
-                raise JournalCorrupt(
-                    f"journal {self._path!r} holds an invalid op {row_id.hex()}: {exc}"
-                ) from None
-            if expected != row_id:
-                raise JournalCorrupt(
-                    f"journal {self._path!r}: op {row_id.hex()} does not match its content "
-                    f"(content hashes to {expected.hex()}); the database was altered"
-                )
-            if author == author_raw and seq >= next_seq:
-                next_seq = seq + 1
-            ids.append(row_id)
-        self._ids = ids
-        self._id_set = set(ids)
-        self._next_seq = next_seq
+            if mark is None and self._arrival:
+                _log.warning("event=journal_hwm_missing path=%s", name)
+        self._sums.load(conn.execute("SELECT b, count, total FROM buckets"))
+        indexed = meta.get("indexed", 0)
+        tail = [row[0] for row in conn.execute("SELECT id FROM ops WHERE arrival > ?", (indexed,))]
+        self._sums.add(tail)
+        self._since_snapshot = len(tail)
+        row = conn.execute(
+            "SELECT seq, id FROM ops WHERE author = ? ORDER BY seq DESC LIMIT 1",
+            (self._author.raw,),
+        ).fetchone()
+        if row is not None:
+            self._next_seq, self._head = row[0] + 1, row[1]
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('clean', 0)")
+        self._mark()
 
-    # --- writing -------------------------------------------------------------------------
-
-    def append(self, payload: bytes) -> bytes:
-        """Author a new op with ``payload`` (<= 4096 bytes); returns its 32-byte id.
-
-        Durable once this returns.  Raises :class:`~aura_sync.errors.WrongType`
-        / :class:`~aura_sync.errors.InvalidArgument` for a bad payload.
-        """
-        return self.append_many((payload,))[0]
-
-    def append_many(self, payloads: Iterable[bytes]) -> list[bytes]:
-        """Author one op per payload in one transaction; returns their ids in order."""
-        with self._lock:
-            self._ensure_open()
-            ops = []
-            seq = self._next_seq
-            for payload in payloads:
-                ops.append(Op(self._author, seq, payload))  # validates the payload
-                seq += 1
-            self._insert(ops)
-            self._next_seq = seq
-            return [op.op_id for op in ops]
-
-    def add(self, op: Op, expected_id: bytes | None = None) -> bool:
-        """Add an op received from a peer; True if it was new, False if already held.
-
-        The op's id is computed from its content; if ``expected_id`` (the id
-        the peer advertised, e.g. in an IdsReply) is given it must match.
-        Raises :class:`~aura_sync.errors.WrongType` for a non-Op and
-        :class:`~aura_sync.errors.InvalidArgument` if the content does not
-        hash to ``expected_id`` (nothing is stored then).
-        """
-        return self.add_many((op,), None if expected_id is None else (expected_id,)) == 1
-
-    def add_many(self, ops: Iterable[Op], expected_ids: Iterable[bytes] | None = None) -> int:
-        """Add ops from a peer in one transaction; returns how many were new.
-
-        With ``expected_ids`` (same length and order as ``ops``) every op
-        must hash to its expected id, else
-        :class:`~aura_sync.errors.InvalidArgument` and nothing is stored.
-        """
-        op_list = list(ops)
-        for i, op in enumerate(op_list):
-            if type(op) is not Op:
-                raise WrongType(f"ops[{i}] must be an Op, got {type(op).__name__} {op!r:.80}")
-        if expected_ids is not None:
-            wanted = list(expected_ids)
-            if len(wanted) != len(op_list):
-                raise InvalidArgument(f"expected_ids has {len(wanted)} ids for {len(op_list)} ops")
-            for i, (op, want) in enumerate(zip(op_list, wanted, strict=True)):
-                actual = op.op_id
-                if actual != want:
-                    raise InvalidArgument(
-                        f"op {i} does not match its content address: expected "
-                        f"{_hex(want)}, its content hashes to {actual.hex()}"
-                    )
-        with self._lock:
-            self._ensure_open()
-            return len(self._insert(op_list))
-
-    def _insert(self, ops: list[Op]) -> list[bytes]:
-        """Store the ops not yet held (one transaction); returns the ids newly added."""
-        fresh: dict[bytes, Op] = {}
-        for op in ops:
-            key = op.op_id
-            if key not in self._id_set and key not in fresh:
-                fresh[key] = op
-        if not fresh:
-            return []
+    def _create(self) -> None:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT OR IGNORE INTO ops (id, author, seq, payload) VALUES (?, ?, ?, ?)",
-                [(key, op.author.raw, op.seq, op.payload) for key, op in fresh.items()],
-            )
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
-        for key in fresh:
-            bisect.insort(self._ids, key)
-            self._id_set.add(key)
+
+    def _mark(self) -> None:
+        if self._path != ":memory:":
+            write_hwm(self._path, self._arrival)
+
+    # --- writing -------------------------------------------------------------------------
+
+    def append(self, payload: bytes) -> bytes:
+        """Author and sign a new op with ``payload`` (<= 4096 bytes); returns its id."""
+        return self.append_many((payload,))[0]
+
+    def append_many(self, payloads: Iterable[bytes]) -> list[bytes]:
+        """Author one op per payload in one transaction, signing the last; returns their ids.
+
+        Raises :class:`~aura_sync.errors.WrongType` / :class:`~aura_sync.errors.InvalidArgument`
+        for a bad payload, or when the author's seq space (2**63) is exhausted.
+        """
+        items = list(payloads)
+        for i, payload in enumerate(items):
+            if type(payload) is not bytes:
+                raise WrongType(f"payloads[{i}] must be bytes, got {type(payload).__name__}")
+            if len(payload) > MAX_OP_PAYLOAD:
+                raise InvalidArgument(
+                    f"payloads[{i}] must be at most {MAX_OP_PAYLOAD} bytes, got {len(payload)}"
+                )
+        if not items:
+            return []
+        with self._lock:
+            self._ensure_open()
+            seq, prev = self._next_seq, self._head
+            if seq + len(items) > SEQ_LIMIT:
+                raise InvalidArgument(
+                    f"author {self._author} has used its whole sequence space "
+                    f"({seq} of {SEQ_LIMIT} ops): cannot append {len(items)} more"
+                )
+            author, key = self._author, self._identity.public_key
+            ops: list[tuple[bytes, Op, bool]] = []
+            for payload in items:
+                op = Op(author, seq, payload, prev, key)
+                prev = op.op_id
+                ops.append((prev, op, False))
+                seq += 1
+            last_id, last, _ = ops[-1]
+            signed = Op(
+                author, last.seq, last.payload, last.prev, key, sign_head(self._identity, last_id)
+            )
+            ops[-1] = (last_id, signed, True)
+            self._store(ops)
+            self._next_seq, self._head = seq, prev
+            return [entry[0] for entry in ops]
+
+    def add(self, op: Op) -> bool:
+        """Add one op from a peer (it must carry a valid signature); True if it was new."""
+        return self.add_many((op,)) == 1
+
+    def add_many(self, ops: Iterable[Op]) -> int:
+        """Add a batch of ops from a peer in one transaction; returns how many were new.
+
+        Every op must be authenticated by the batch and the held ops (see the
+        module docstring), else :class:`~aura_sync.errors.OpRefused` and
+        nothing is stored.
+        """
+        op_list = list(ops)
+        with self._lock:
+            self._ensure_open()
+            checked = check_ops(op_list, self, strict=True)
+            self._store(checked.fresh)
+            return len(checked.fresh)
+
+    def ingest(self, ops: Sequence[Op]) -> tuple[int, list[Op]]:
+        """Like :meth:`add_many`, but ops not covered yet come back instead of refusing.
+
+        Returns (ops added, pending ops): the pending ones lack a signature
+        and their successor; pass them again with a later batch.  Forged,
+        tampered or forked ops still refuse the whole batch.
+        """
+        op_list = list(ops)
+        with self._lock:
+            self._ensure_open()
+            checked: Checked = check_ops(op_list, self, strict=False)
+            self._store(checked.fresh)
+            return len(checked.fresh), checked.pending
+
+    def _store(self, fresh: Sequence[tuple[bytes, Op, bool]]) -> None:
+        """Insert authenticated, not-yet-held ops in one transaction."""
+        if not fresh:
+            return
+        conn = self._conn
+        rows = [
+            (key, op.author.raw, op.seq, op.prev, op.payload, op.sig if signed else None)
+            for key, op, signed in fresh
+        ]
+        new_authors = {
+            op.author.raw: op.key for _, op, _ in fresh if op.author.raw not in self._authors
+        }
+        ids = [entry[0] for entry in fresh]
+        self._sums.add(ids)
+        snapshot = self._since_snapshot + len(ids) >= SNAPSHOT_EVERY
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if new_authors:
+                conn.executemany("INSERT OR IGNORE INTO authors VALUES (?, ?)", new_authors.items())
+            conn.executemany(
+                "INSERT INTO ops (id, author, seq, prev, payload, sig) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            arrival = conn.execute("SELECT max(arrival) FROM ops").fetchone()[0]
+            if snapshot:
+                self._write_snapshot(arrival)
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            _rollback(conn)
+            self._sums.add(ids, -1)
+            raise OpRefused(
+                f"the batch holds an op at an (author, seq) where the journal holds another "
+                f"op: a fork of its author's chain ({exc})"
+            ) from None
+        except BaseException:
+            _rollback(conn)
+            self._sums.add(ids, -1)
+            raise
+        if snapshot:
+            self._sums.dirty.clear()
+        self._since_snapshot = 0 if snapshot else self._since_snapshot + len(ids)
+        self._authors.update(new_authors)
+        self._arrival = arrival
         self._full_digest = None
-        return list(fresh)
+        self._mark()
+
+    def _write_snapshot(self, arrival: int) -> None:
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)", self._sums.dirty_rows()
+        )
+        self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (arrival,))
+
+    # --- HeldChain (for journal_chain) --------------------------------------------------
+
+    def held(self, ids: Sequence[bytes]) -> set[bytes]:
+        """The ids among ``ids`` held here."""
+        out: set[bytes] = set()
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                row[0]
+                for row in self._conn.execute(f"SELECT id FROM ops WHERE id IN ({marks})", chunk)
+            )
+        return out
+
+    def at(self, author: bytes, seq: int) -> tuple[bytes, bytes] | None:
+        """``(id, prev)`` of the held op of ``author`` at ``seq``."""
+        if seq >= SEQ_LIMIT:
+            return None
+        row = self._conn.execute(
+            "SELECT id, prev FROM ops WHERE author = ? AND seq = ?", (author, seq)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
 
     # --- reading -------------------------------------------------------------------------
 
@@ -362,29 +420,30 @@ class Journal:
         return self._author
 
     @property
+    def own_ops(self) -> int:
+        """How many ops the local author has written (its next seq)."""
+        return self._next_seq
+
+    @property
     def path(self) -> str:
         """The database file."""
         return self._path
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._ids)
+        return self._sums.count
 
     def has(self, op_id: bytes) -> bool:
         """Whether the op with this 32-byte id is held."""
         _check_op_id(op_id, "op_id")
         with self._lock:
-            return op_id in self._id_set
+            self._ensure_open()
+            return bool(self.held((op_id,)))
 
     def get(self, op_id: bytes) -> Op | None:
         """The op with this id, or None if it is not held."""
         _check_op_id(op_id, "op_id")
-        with self._lock:
-            self._ensure_open()
-            row = self._conn.execute(
-                "SELECT author, seq, payload FROM ops WHERE id = ?", (op_id,)
-            ).fetchone()
-        return None if row is None else Op(DeviceId(row[0]), row[1], row[2])
+        found = self._fetch([op_id])
+        return found[0] if found else None
 
     def get_many(self, op_ids: Iterable[bytes]) -> list[Op]:
         """The held ops among ``op_ids`` (at most 128), in the order asked; absent ids skipped."""
@@ -393,64 +452,91 @@ class Journal:
             raise InvalidArgument(f"get_many takes at most {MAX_OPS_BATCH} ids, got {len(wanted)}")
         for i, item in enumerate(wanted):
             _check_op_id(item, f"op_ids[{i}]")
+        return self._fetch(wanted)
+
+    def _fetch(self, wanted: list[bytes]) -> list[Op]:
         if not wanted:
             return []
         with self._lock:
             self._ensure_open()
             marks = ",".join("?" * len(wanted))
-            rows = self._conn.execute(
-                f"SELECT id, author, seq, payload FROM ops WHERE id IN ({marks})", wanted
-            ).fetchall()
-        found = {row[0]: Op(DeviceId(row[1]), row[2], row[3]) for row in rows}
+            rows = self._conn.execute(f"{_SELECT_OP}WHERE o.id IN ({marks})", wanted).fetchall()
+        found = {row[0]: _op(row) for row in rows}
         return [found[key] for key in wanted if key in found]
 
     def missing(self, op_ids: Iterable[bytes]) -> list[bytes]:
         """The ids among ``op_ids`` that this journal does not hold (order kept, no duplicates)."""
-        out: list[bytes] = []
-        seen: set[bytes] = set()
+        wanted = list(dict.fromkeys(op_ids))
+        for i, item in enumerate(wanted):
+            _check_op_id(item, f"op_ids[{i}]")
         with self._lock:
-            for i, item in enumerate(op_ids):
-                _check_op_id(item, f"op_ids[{i}]")
-                if item not in self._id_set and item not in seen:
-                    seen.add(item)
-                    out.append(item)
-        return out
+            self._ensure_open()
+            held = self.held(wanted)
+        return [key for key in wanted if key not in held]
 
     def not_in(self, their_ids: Iterable[bytes], id_range: IdRange = FULL_RANGE) -> list[bytes]:
-        """The ids this journal holds in ``id_range`` that are not in ``their_ids`` (ascending).
-
-        What to push to a peer after listing its ids in that range.
-        """
+        """The ids this journal holds in ``id_range`` that are not in ``their_ids`` (ascending)."""
         theirs = set(their_ids)
-        return [key for key in self._slice(id_range) if key not in theirs]
+        return [key for key in self._iter_ids(id_range) if key not in theirs]
+
+    def push_order(self, op_ids: Iterable[bytes]) -> list[bytes]:
+        """The held ids among ``op_ids`` ordered by author, then seq descending.
+
+        Sent in this order (in batches), each batch's ops are authenticated
+        by their signed heads or by the successors sent before them.
+        """
+        wanted = list(op_ids)
+        keyed: list[tuple[bytes, int, bytes]] = []
+        with self._lock:
+            self._ensure_open()
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                keyed.extend(
+                    (row[0], -row[1], row[2])
+                    for row in self._conn.execute(
+                        f"SELECT author, seq, id FROM ops WHERE id IN ({marks})", chunk
+                    )
+                )
+        keyed.sort()
+        return [row[2] for row in keyed]
 
     def all_ids(self) -> tuple[bytes, ...]:
-        """Every held id, ascending."""
-        with self._lock:
-            return tuple(self._ids)
+        """Every held id, ascending (O(n): for tests and tools)."""
+        return tuple(self._iter_ids(FULL_RANGE))
 
-    def ops_by(self, author: DeviceId) -> list[Op]:
-        """Every held op of ``author``, by sequence number."""
-        check_peer(author, "author")
+    def ops_by(self, author: DeviceId, after: int = -1, limit: int = 1 << 62) -> list[Op]:
+        """Held ops of ``author`` with seq above ``after``, by seq (at most ``limit``)."""
+        if type(author) is not DeviceId:
+            raise WrongType(f"author must be a DeviceId, got {type(author).__name__}")
         with self._lock:
             self._ensure_open()
             rows = self._conn.execute(
-                "SELECT seq, payload FROM ops WHERE author = ? ORDER BY seq", (author.raw,)
+                f"{_SELECT_OP}WHERE o.author = ? AND o.seq > ? ORDER BY o.seq LIMIT ?",
+                (author.raw, after, limit),
             ).fetchall()
-        return [Op(author, seq, payload) for seq, payload in rows]
+        return [_op(row) for row in rows]
 
     def digest(self, id_range: IdRange = FULL_RANGE) -> RangeDigest:
         """Count and fingerprint of the ids held in ``id_range`` (equal iff same id set)."""
         if type(id_range) is not IdRange:
             raise WrongType(f"id_range must be an IdRange, got {type(id_range).__name__}")
         with self._lock:
+            self._ensure_open()
             if id_range == FULL_RANGE and self._full_digest is not None:
                 return self._full_digest
-            count, print_ = fingerprint(self._slice(id_range))
-            result = RangeDigest(id_range, count, print_)
+            count, total = self._sums.range_sum(id_range.lo, id_range.hi, self._scan)
+            result = RangeDigest(id_range, count, fingerprint_of(count, total))
             if id_range == FULL_RANGE:
                 self._full_digest = result
             return result
+
+    def _scan(self, lo: bytes, hi: bytes | None) -> tuple[int, int]:
+        count, total = 0, 0
+        for key in self._iter_ids(IdRange(lo, hi)):
+            count += 1
+            total += int.from_bytes(key, "big")
+        return count, total
 
     def digests(self, ranges: Iterable[IdRange]) -> tuple[RangeDigest, ...]:
         """:meth:`digest` of each range, in order."""
@@ -470,37 +556,86 @@ class Journal:
             raise WrongType(f"limit must be an int, got {type(limit).__name__} {limit!r}")
         if not 1 <= limit <= MAX_IDS_BATCH:
             raise InvalidArgument(f"limit must be in 1..{MAX_IDS_BATCH}, got {limit}")
-        with self._lock:
-            lo = bisect.bisect_left(self._ids, id_range.lo)
-            hi = (
-                len(self._ids)
-                if id_range.hi is None
-                else bisect.bisect_left(self._ids, id_range.hi, lo)
-            )
-            end = min(hi, lo + limit)
-            page = tuple(self._ids[lo:end])
-            next_lo = self._ids[end] if end < hi else None
-        return page, next_lo
+        page = list(self._iter_ids(id_range, limit + 1))
+        if len(page) > limit:
+            return tuple(page[:limit]), page[limit]
+        return tuple(page), None
 
-    def _slice(self, id_range: IdRange) -> list[bytes]:
+    def _iter_ids(self, id_range: IdRange, limit: int = -1) -> Iterator[bytes]:
         with self._lock:
-            lo = bisect.bisect_left(self._ids, id_range.lo)
+            self._ensure_open()
             if id_range.hi is None:
-                return self._ids[lo:]
-            return self._ids[lo : bisect.bisect_left(self._ids, id_range.hi, lo)]
+                rows = self._conn.execute(
+                    "SELECT id FROM ops WHERE id >= ? ORDER BY id LIMIT ?", (id_range.lo, limit)
+                ).fetchall()
+            else:
+                rows = self._conn.execute(
+                    "SELECT id FROM ops WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                    (id_range.lo, id_range.hi, limit),
+                ).fetchall()
+        return (row[0] for row in rows)
+
+    # --- checking ------------------------------------------------------------------------
+
+    def verify(self) -> list[tuple[str, bool, str]]:
+        """Run every check on the whole journal; ``(check, ok, detail)`` per check (O(n))."""
+        out: list[tuple[str, bool, str]] = []
+        with self._lock:
+            self._ensure_open()
+            problems = [row[0] for row in self._conn.execute("PRAGMA integrity_check")]
+            out.append(("integrity_check", problems == ["ok"], "; ".join(problems[:5])))
+            out.append(self._verify_chains())
+            fresh = RangeSums()
+            fresh.add(row[0] for row in self._conn.execute("SELECT id FROM ops"))
+            same = fresh.count == self._sums.count and fresh.total % (1 << 256) == (
+                self._sums.total % (1 << 256)
+            )
+            out.append(("fingerprints", same, f"{fresh.count} ids, aggregates match: {same}"))
+            if self._path != ":memory:":
+                mark = read_hwm(self._path)
+                ok = mark is None or mark <= self._arrival
+                out.append(("high_water_mark", ok, f"mark {mark}, database at {self._arrival}"))
+        return out
+
+    def _verify_chains(self) -> tuple[str, bool, str]:
+        count, bad = 0, []
+        above: tuple[bytes, int, bytes] | None = None  # (author, seq, prev) of the op above
+        for row in self._conn.execute(
+            "SELECT o.author, o.seq, o.id, o.prev, o.payload, o.sig, a.key FROM ops o "
+            "LEFT JOIN authors a ON a.author = o.author ORDER BY o.author, o.seq DESC"
+        ):
+            author, seq, key, prev, payload, sig, pub = row
+            count += 1
+            op = Op(DeviceId(author), seq, payload, prev, pub or b"")
+            if op.op_id != key:
+                bad.append(f"op {seq} of {DeviceId(author)} does not match its id")
+            elif sig is not None:
+                if pub is None or not verify_head(pub, sig, key):
+                    bad.append(f"op {seq} of {DeviceId(author)}: bad signature")
+            elif above is None or above[0] != author or above[1] != seq + 1 or above[2] != key:
+                bad.append(f"op {seq} of {DeviceId(author)} is unsigned and unlinked")
+            above = (author, seq, prev)
+        detail = f"{count} ops checked" + (f"; {len(bad)} bad: {'; '.join(bad[:3])}" if bad else "")
+        return ("signatures", not bad, detail)
 
     # --- closing -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Checkpoint the WAL into the database file and close it.  Idempotent."""
+        """Persist the aggregates, mark a clean shutdown, checkpoint and close.  Idempotent."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             try:
-                with contextlib.suppress(sqlite3.Error):  # else SQLite replays the WAL at open
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._write_snapshot(self._arrival)
+                    self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('clean', 1)")
+                    self._conn.execute("COMMIT")
+                    self._sums.dirty.clear()
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
+                _rollback(self._conn)
                 self._conn.close()
 
     @property
@@ -520,7 +655,8 @@ class Journal:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Journal {self._path!r} ops={len(self._ids)}{' closed' if self._closed else ''}>"
+        state = " closed" if self._closed else ""
+        return f"<Journal {self._path!r} ops={self._sums.count}{state}>"
 
     def _ensure_open(self) -> None:
         if self._closed:
@@ -528,11 +664,7 @@ class Journal:
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back the open transaction, if SQLite has not already done so.
-
-    Some failures (a full disk, an I/O error) make SQLite roll back by
-    itself; a second ROLLBACK would then raise and hide the real error.
-    """
+    """Roll back the open transaction, if SQLite has not already done so."""
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
@@ -543,28 +675,3 @@ def _check_op_id(value: object, name: str) -> None:
         raise WrongType(f"{name} must be bytes, got {type(value).__name__} {value!r:.80}")
     if len(value) != OP_ID_SIZE:
         raise InvalidArgument(f"{name} must be {OP_ID_SIZE} bytes, got {len(value)}")
-
-
-def _hex(value: object) -> str:
-    return value.hex() if isinstance(value, bytes) else repr(value)
-
-
-def _check_header(name: str) -> None:
-    """Refuse a non-empty file that does not start with SQLite's magic header."""
-    try:
-        with open(name, "rb") as stream:
-            head = stream.read(len(_SQLITE_MAGIC))
-    except FileNotFoundError:
-        parent = Path(name).parent
-        if not parent.is_dir():
-            raise InvalidArgument(f"journal directory {str(parent)!r} does not exist") from None
-        return
-    except IsADirectoryError:
-        raise JournalCorrupt(f"journal path {name!r} is a directory") from None
-    except OSError as exc:
-        raise JournalCorrupt(f"journal {name!r} cannot be read: {exc}") from exc
-    if head and head != _SQLITE_MAGIC:
-        raise JournalCorrupt(
-            f"journal {name!r} is not a SQLite database (header {head[:16]!r}); "
-            f"refusing to touch it"
-        )

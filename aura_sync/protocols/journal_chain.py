@@ -1,0 +1,263 @@
+"""Proof checks for ops entering a journal: author keys, hash chains and signed heads.
+
+An op is *authenticated* if its key hashes to its author and either its own
+signature (of ``HEAD_DOMAIN + op_id``) verifies with that key, or the op of
+the same author at ``seq + 1`` is authenticated (in the same batch, or
+already held) and names this op's id as its ``prev``.  A batch is checked as
+a whole: any op failing a check (bad shape, key not the author's, signature
+not verifying, a link that does not match, a second op at a held or batched
+(author, seq), a seq-0 op with a ``prev``) refuses the whole batch with
+:class:`~aura_sync.errors.OpRefused`.  Ops that are merely not covered yet
+(unsigned, and no successor known) are refused in strict mode, or returned
+as pending so that a puller can retry them once their successor arrived.
+
+Layer: runtime (protocols).  Pure apart from the :class:`HeldChain` callbacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from aura_sync.errors import OpRefused
+from aura_sync.identity import verify_head
+from aura_sync.ids import DeviceId
+from aura_sync.messages.sync import (
+    MAX_OP_PAYLOAD,
+    NO_PREV,
+    OP_ID_SIZE,
+    PUBLIC_KEY_SIZE,
+    SEQ_LIMIT,
+    SIGNATURE_SIZE,
+    Op,
+)
+
+__all__ = [
+    "Checked",
+    "HeldChain",
+    "Ingesting",
+    "PullBuffer",
+    "author_of_key",
+    "check_ops",
+    "check_shape",
+]
+
+_key_authors: dict[bytes, bytes] = {}
+_MAX_CACHED: Final = 4096
+
+
+class HeldChain(Protocol):
+    """What the checks need to know of the journal."""
+
+    def held(self, ids: Sequence[bytes]) -> set[bytes]:
+        """The ids among ``ids`` that the journal holds."""
+        ...
+
+    def at(self, author: bytes, seq: int) -> tuple[bytes, bytes] | None:
+        """``(id, prev)`` of the held op of ``author`` (raw) at ``seq``, or None."""
+        ...
+
+
+@dataclass(slots=True)
+class Checked:
+    """The result of :func:`check_ops`.
+
+    ``fresh``: ``(id, op, signed)`` for the authenticated ops not yet held
+    (``signed``: authenticated by its own signature, which is then kept);
+    ``pending``: ops not covered yet (non-strict mode only); ``known``: ops
+    already held (or repeated in the batch).
+    """
+
+    fresh: list[tuple[bytes, Op, bool]]
+    pending: list[Op]
+    known: int
+
+
+def author_of_key(key: bytes) -> bytes:
+    """The raw DeviceId of a 32-byte public key (cached)."""
+    author = _key_authors.get(key)
+    if author is None:
+        author = hashlib.sha256(key).digest()[: DeviceId.SIZE]
+        if len(_key_authors) >= _MAX_CACHED:
+            _key_authors.clear()
+        _key_authors[key] = author
+    return author
+
+
+def _name(op: Op) -> str:
+    return f"op {op.seq} of author {op.author}"
+
+
+def check_shape(op: object, i: int) -> Op:
+    """``op`` if it is a well-formed Op whose key is its author's, else OpRefused."""
+    if type(op) is not Op:
+        raise OpRefused(f"ops[{i}] must be an Op, got {type(op).__name__} {op!r:.80}")
+    if (
+        type(op.author) is not DeviceId
+        or type(op.seq) is not int
+        or not 0 <= op.seq < SEQ_LIMIT
+        or type(op.payload) is not bytes
+        or len(op.payload) > MAX_OP_PAYLOAD
+        or type(op.prev) is not bytes
+        or len(op.prev) != OP_ID_SIZE
+        or type(op.sig) is not bytes
+        or len(op.sig) not in (0, SIGNATURE_SIZE)
+    ):
+        raise OpRefused(
+            f"ops[{i}] is malformed (seq in 0..2**63-1, payload <= {MAX_OP_PAYLOAD} bytes, "
+            f"prev {OP_ID_SIZE} bytes, sig empty or {SIGNATURE_SIZE} bytes): {op!r:.120}"
+        )
+    if type(op.key) is not bytes or len(op.key) != PUBLIC_KEY_SIZE:
+        raise OpRefused(
+            f"ops[{i}] ({_name(op)}) carries no {PUBLIC_KEY_SIZE}-byte author key "
+            f"(unsigned op), got {len(op.key) if type(op.key) is bytes else op.key!r}"
+        )
+    if author_of_key(op.key) != op.author.raw:
+        raise OpRefused(
+            f"ops[{i}] ({_name(op)}) carries the key of "
+            f"{DeviceId(author_of_key(op.key))}, not its author's"
+        )
+    return op
+
+
+def check_ops(ops: Sequence[object], held: HeldChain, *, strict: bool) -> Checked:
+    """Check a batch of ops against itself and the journal (see the module docstring)."""
+    checked = [check_shape(op, i) for i, op in enumerate(ops)]
+    ids = [op.op_id for op in checked]
+    held_ids = held.held(ids)
+    index: dict[tuple[bytes, int], int] = {}
+    known = 0
+    for i, key in enumerate(ids):
+        if key in held_ids:
+            known += 1
+            continue
+        op = checked[i]
+        pos = (op.author.raw, op.seq)
+        j = index.get(pos)
+        if j is not None:
+            if ids[j] == key:
+                known += 1
+                continue
+            raise OpRefused(f"ops[{j}] and ops[{i}] are two different ops as {_name(op)} (a fork)")
+        index[pos] = i
+    for (author, seq), i in index.items():
+        j = index.get((author, seq + 1))
+        if j is not None and checked[j].prev != ids[i]:
+            raise OpRefused(
+                f"ops[{j}] ({_name(checked[j])}) does not link to ops[{i}] (its prev is "
+                f"{checked[j].prev.hex()[:16]}, op {seq} hashes to {ids[i].hex()[:16]}): "
+                f"tampered or reordered"
+            )
+    authed: set[int] = set()
+    signed: set[int] = set()
+    for author, seq in sorted(index, reverse=True):
+        i = index[(author, seq)]
+        op = checked[i]
+        j = index.get((author, seq + 1))
+        if j is not None:
+            if j in authed:
+                authed.add(i)
+                continue
+        else:
+            succ = held.at(author, seq + 1)
+            if succ is not None:
+                if succ[1] != ids[i]:
+                    raise OpRefused(
+                        f"ops[{i}] ({_name(op)}) is not the op the held op {seq + 1} links "
+                        f"to: tampered, or a fork of its author's chain"
+                    )
+                authed.add(i)
+                continue
+        if op.sig:
+            if not verify_head(op.key, op.sig, ids[i]):
+                raise OpRefused(
+                    f"ops[{i}] ({_name(op)}): its signature does not verify with its "
+                    f"author's key (forged or tampered)"
+                )
+            authed.add(i)
+            signed.add(i)
+    for i in authed:
+        op = checked[i]
+        if (op.author.raw, op.seq - 1) in index:
+            continue
+        if op.seq == 0:
+            if op.prev != NO_PREV:
+                raise OpRefused(f"ops[{i}] ({_name(op)}) is a first op with a prev")
+            continue
+        pred = held.at(op.author.raw, op.seq - 1)
+        if pred is not None and pred[0] != op.prev:
+            raise OpRefused(
+                f"ops[{i}] ({_name(op)}) does not link to the held op {op.seq - 1} "
+                f"(a fork of its author's chain)"
+            )
+    pending = [checked[i] for i in index.values() if i not in authed]
+    if strict and pending:
+        first = pending[0]
+        raise OpRefused(
+            f"{len(pending)} op(s) are not covered by a signature: {_name(first)} is "
+            f"unsigned and neither the batch nor the journal holds its successor "
+            f"(a truncated batch?)"
+        )
+    return Checked([(ids[i], checked[i], i in signed) for i in sorted(authed)], pending, known)
+
+
+class PullBuffer:
+    """Ops pulled from one peer in one session, stored in few commits as they become covered.
+
+    Pulled ops arrive in id order, so an unsigned op often arrives before
+    the successor that covers it.  :meth:`take` keeps such ops waiting (by
+    author and seq, at most ``max_waiting``) and stores them as soon as
+    their successor is stored; ops are committed ``group`` at a time.
+    """
+
+    def __init__(self, journal: Ingesting, group: int = 2048, max_waiting: int = 500_000) -> None:
+        """Buffer for ``journal``."""
+        self._journal = journal
+        self._group = group
+        self._max_waiting = max_waiting
+        self._incoming: list[Op] = []
+        self._waiting: dict[tuple[bytes, int], Op] = {}
+        self.added = 0
+
+    @property
+    def waiting(self) -> int:
+        """Ops received but not covered yet."""
+        return len(self._waiting)
+
+    def take(self, ops: Sequence[Op]) -> int:
+        """Add ops of a reply; returns how many were stored by this call."""
+        self._incoming.extend(ops)
+        if len(self._incoming) < self._group:
+            return 0
+        return self.flush()
+
+    def flush(self) -> int:
+        """Store what is covered now; returns how many ops were stored."""
+        batch, self._incoming = self._incoming, []
+        before = self.added
+        while batch:
+            added, pending = self._journal.ingest(batch)
+            self.added += added
+            stored = {(op.author.raw, op.seq) for op in batch} - {
+                (op.author.raw, op.seq) for op in pending
+            }
+            for op in pending:
+                if len(self._waiting) < self._max_waiting:
+                    self._waiting[(op.author.raw, op.seq)] = op
+            batch = []
+            for author, seq in stored:
+                below = seq - 1
+                while (author, below) in self._waiting:
+                    batch.append(self._waiting.pop((author, below)))
+                    below -= 1
+        return self.added - before
+
+
+class Ingesting(Protocol):
+    """The journal method :class:`PullBuffer` needs."""
+
+    def ingest(self, ops: Sequence[Op]) -> tuple[int, list[Op]]:
+        """Store the covered ops; return (stored, pending)."""
+        ...
