@@ -96,8 +96,12 @@ def _config_from_flags(config_path: Path | None, overrides: dict[str, object]) -
 @click.option("--sync-interval", type=float, help="Seconds between sync rounds.")
 @click.option("--peers-per-round", type=int, help="Peers synced per round.")
 @click.option("--batch-size", type=int, help="Ops per pull/push message (1..128).")
-@click.option("--metrics-port", type=int, help="Local /health and /metrics port (0: any).")
+@click.option("--metrics-port", type=int, help="/health and /metrics port (0: any).")
+@click.option(
+    "--metrics-listen", metavar="HOST", help="Address the metrics port binds (default 127.0.0.1)."
+)
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+@click.option("--log-format", help="text (key=value lines, the default) or json.")
 @click.option(
     "--ready-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -117,7 +121,9 @@ def node(
     peers_per_round: int | None,
     batch_size: int | None,
     metrics_port: int | None,
+    metrics_listen: str | None,
     log_level: str | None,
+    log_format: str | None,
     ready_file: Path | None,
     debug_endpoints: bool | None,
     refuse_sync: bool | None,
@@ -125,9 +131,17 @@ def node(
     """Run one long-lived node until SIGINT/SIGTERM.
 
     Exit code: 0 after a clean stop, 1 if the root supervisor gave up,
-    2 for a bad configuration, 3 for a corrupt journal or identity.
+    2 for a bad configuration or a start failure (an address it cannot
+    listen on), 3 for a corrupt journal or identity.  A start failure is
+    reported as one line on stderr.
     """
-    from aura_sync.errors import ConfigError, IdentityError, JournalCorrupt
+    from aura_sync.errors import (
+        ConfigError,
+        IdentityError,
+        JournalCorrupt,
+        StartFailed,
+        TransportError,
+    )
     from aura_sync.node.node import run_node
 
     overrides: dict[str, object] = {
@@ -140,7 +154,9 @@ def node(
         "peers_per_round": peers_per_round,
         "batch_size": batch_size,
         "metrics_port": metrics_port,
+        "metrics_listen": metrics_listen,
         "log_level": log_level,
+        "log_format": log_format,
         "debug_endpoints": debug_endpoints,
         "refuse_sync": refuse_sync,
     }
@@ -154,10 +170,20 @@ def node(
     except ConfigError as exc:
         click.echo(f"aura-sync node: configuration error: {exc}", err=True)
         raise SystemExit(2) from None
+    except TransportError as exc:  # "cannot listen on ..."
+        click.echo(f"aura-sync node: {_one_line(exc)}", err=True)
+        raise SystemExit(2) from None
+    except StartFailed as exc:
+        click.echo(f"aura-sync node: cannot start: {_one_line(exc)}", err=True)
+        raise SystemExit(2) from None
     except (JournalCorrupt, IdentityError) as exc:
-        click.echo(f"aura-sync node: cannot start: {exc}", err=True)
+        click.echo(f"aura-sync node: cannot start: {_one_line(exc)}", err=True)
         raise SystemExit(3) from None
     raise SystemExit(code)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 # --- demo ------------------------------------------------------------------------------------

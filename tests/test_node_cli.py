@@ -76,7 +76,13 @@ def test_listen_address_in_use_is_a_start_failure(
     try:
         code = main(["node", "--data-dir", str(tmp_path / "b"), "--listen", first.listen_address])
         assert code == 2
-        assert first.listen_address in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert first.listen_address in err and "cannot listen" in err
+        assert "configuration error" not in err and "Traceback" not in err
+        assert [line for line in err.splitlines() if "cannot listen" in line] == [
+            f"aura-sync node: cannot listen on '{first.listen_address}' (config key listen): "
+            "Address already in use"
+        ]
     finally:
         first.stop()
 
@@ -177,6 +183,8 @@ def test_metrics_port_in_use_names_the_key_and_the_port(
         assert main([*args, "--metrics-port", str(port)]) == 2
     err = capsys.readouterr().err
     assert "metrics_port" in err and str(port) in err and "Traceback" not in err
+    assert "cannot listen" in err and "configuration error" not in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("body", [b"[]", b"not json", b'{"hello": 1}'])

@@ -149,3 +149,16 @@ def test_direct_construction_validates() -> None:
         NodeConfig(peers_per_round=0)
     cfg = NodeConfig(data_dir=Path("/tmp/x"))
     assert cfg.replace(batch_size=1).batch_size == 1
+
+
+def test_metrics_listen_and_log_format(tmp_path: Path) -> None:
+    default = load_config(None, {})
+    assert (default.metrics_listen, default.log_format) == ("127.0.0.1", "text")
+    file = tmp_path / "node.toml"
+    file.write_text('metrics_listen = "0.0.0.0"\nlog_format = "JSON"\n')
+    config = load_config(file)
+    assert (config.metrics_listen, config.log_format) == ("0.0.0.0", "json")
+    for key, bad in (("metrics_listen", "127.0.0.1:9100"), ("metrics_listen", ""),
+                     ("log_format", "xml"), ("log_format", 1)):  # fmt: skip
+        with pytest.raises(ConfigError, match=key):
+            load_config(None, {key: bad})

@@ -174,8 +174,9 @@ def test_key_value_formatter_one_line() -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3
     assert "level=INFO logger=aura_sync.test event=round peer=abc ops=3" in lines[0]
-    assert 'msg="plain text\\\\nwith newline"' in lines[1]
-    assert 'event=failed reason="two words" n=1 exc="Traceback' in lines[2]
+    assert 'event=log msg="plain text\\nwith newline"' in lines[1]
+    assert 'event=failed reason="two words" n=1 exc_type=ValueError exc_message=boom' in lines[2]
+    assert 'traceback="Traceback (most recent call last):\\n' in lines[2]
     assert (
         KeyValueFormatter()
         .format(logging.LogRecord("x", logging.WARNING, __file__, 1, "event=x", None, None))
@@ -200,3 +201,153 @@ def test_bad_content_length_gets_an_answer_and_the_server_keeps_serving(
     assert status_line[:2] == [b"HTTP/1.1", b"413" if length.isdigit() else b"400"]
     assert calls == []  # nothing was run
     assert get(f"http://{srv.address}/health")[0] == 200
+
+
+# --- the exposition's conventions (what promtool check metrics and dashboards rely on) -------
+
+
+def families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_exposition_follows_the_prometheus_conventions() -> None:
+    from prometheus_client import generate_latest
+
+    from aura_sync.infrastructure.peers import PeerStatus
+    from aura_sync.node.metrics import NODE_STATUSES, NodeMetrics
+
+    source = Source()
+    metrics = NodeMetrics(source)
+    text = generate_latest(metrics.registry).decode()
+    fams = families(text)
+    for name, fam in fams.items():
+        if fam.type == "counter":  # the parser strips _total; the exposition has it
+            assert f"{name}_total" in text, name
+        if fam.type == "gauge":
+            assert not name.endswith("_total"), name
+    got = samples(text)
+    # byte counts are counters of their own, not a label of the event counter
+    assert got[("aura_sync_transport_sent_bytes_total", ())] == 0
+    assert got[("aura_sync_transport_received_bytes_total", ())] == 0
+    assert all("bytes" not in dict(labels).get("kind", "") for _, labels in got)
+    # every status series exists, at 0 when no peer has it
+    for status in PeerStatus:
+        assert ("aura_sync_peers", (("status", status.name),)) in got
+    assert got[("aura_sync_peers", (("status", "DISCONNECTED"),))] == 0
+    assert got[("aura_sync_peers", (("status", "CONNECTED"),))] == 3
+    assert {dict(lb)["status"] for n, lb in got if n == "aura_sync_node_status"} == set(
+        NODE_STATUSES
+    )
+    assert got[("aura_sync_node_status", (("status", "ok"),))] == 1
+    # the info metric's labels do not change when the status does
+    info = [lb for n, lb in got if n == "aura_sync_node_info"]
+    source.status = "degraded"
+    after = samples(generate_latest(metrics.registry).decode())
+    assert [lb for n, lb in after if n == "aura_sync_node_info"] == info
+    assert after[("aura_sync_node_status", (("status", "degraded"),))] == 1
+    assert after[("aura_sync_node_status", (("status", "ok"),))] == 0
+    assert after[("aura_sync_up", ())] == 0
+    # process and platform collectors
+    assert "process_cpu_seconds" in fams and "python_info" in fams
+
+
+def test_histograms_exist_from_the_start_and_record() -> None:
+    from prometheus_client import generate_latest
+
+    from aura_sync.node.metrics import INFRASTRUCTURE_ACTORS, NodeMetrics
+
+    metrics = NodeMetrics(Source(), process_metrics=False)
+    got = samples(generate_latest(metrics.registry).decode())
+    for actor in INFRASTRUCTURE_ACTORS:
+        key = ("aura_sync_infrastructure_ask_duration_seconds_count", (("actor", actor),))
+        assert got[key] == 0
+    for outcome in ("succeeded", "failed"):
+        assert got[("aura_sync_sync_session_duration_seconds_count", (("outcome", outcome),))] == 0
+    assert got[("aura_sync_served_request_duration_seconds_count", ())] == 0
+    assert "process_cpu_seconds_total" not in generate_latest(metrics.registry).decode()
+
+    metrics.observe_sync_session(0.3, success=True)
+    metrics.observe_sync_session(7.0, success=False)
+    metrics.observe_served_request(0.002)
+    metrics.observe_ask("pool", 0.0004)
+    got = samples(generate_latest(metrics.registry).decode())
+    ok = (("outcome", "succeeded"),)
+    assert got[("aura_sync_sync_session_duration_seconds_count", ok)] == 1
+    assert got[("aura_sync_sync_session_duration_seconds_sum", ok)] == pytest.approx(0.3)
+    le = (("le", "0.25"), ("outcome", "succeeded"))
+    assert got[("aura_sync_sync_session_duration_seconds_bucket", le)] == 0
+    le = (("le", "0.5"), ("outcome", "succeeded"))
+    assert got[("aura_sync_sync_session_duration_seconds_bucket", le)] == 1
+    failed = (("outcome", "failed"),)
+    assert got[("aura_sync_sync_session_duration_seconds_count", failed)] == 1
+    assert got[("aura_sync_served_request_duration_seconds_count", ())] == 1
+    pool = (("actor", "pool"),)
+    assert got[("aura_sync_infrastructure_ask_duration_seconds_count", pool)] == 1
+    bucket = (("actor", "pool"), ("le", "0.0005"))
+    assert got[("aura_sync_infrastructure_ask_duration_seconds_bucket", bucket)] == 1
+
+
+def test_server_binds_the_host_it_is_given_and_shares_the_node_metrics() -> None:
+    from aura_sync.node.metrics import NodeMetrics
+
+    metrics = NodeMetrics(Source(), process_metrics=False)
+    srv = MetricsServer(Source(), 0, host="127.0.0.2", metrics=metrics)
+    try:
+        assert srv.address.startswith("127.0.0.2:")
+        assert srv.registry is metrics.registry
+        metrics.observe_ask("cache", 0.001)
+        status, body = get(f"http://{srv.address}/metrics")
+        assert status == 200
+        key = ("aura_sync_infrastructure_ask_duration_seconds_count", (("actor", "cache"),))
+        assert samples(body.decode())[key] == 1
+    finally:
+        srv.close()
+
+
+def test_json_log_lines_carry_fields_and_a_structured_traceback() -> None:
+    stream = io.StringIO()
+    handler = configure_logging("debug", stream, fmt="json")
+    try:
+        log = logging.getLogger("aura_sync.test")
+        log.info("event=round peer=%s ops=%d %s", "abc", 3, kv(note="two words"))
+        log.warning("plain text")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("event=failed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    docs = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(docs) == 3
+    first = docs[0]
+    assert first["level"] == "INFO" and first["logger"] == "aura_sync.test"
+    assert (first["event"], first["peer"], first["ops"], first["note"]) == (
+        "round", "abc", "3", "two words"
+    )  # fmt: skip
+    assert docs[1]["event"] == "log" and docs[1]["msg"] == "plain text"
+    assert docs[2]["event"] == "failed"
+    assert (docs[2]["exc_type"], docs[2]["exc_message"]) == ("ValueError", "boom")
+    assert docs[2]["traceback"][0] == "Traceback (most recent call last):"
+    assert docs[2]["traceback"][-1] == "ValueError: boom"
+
+
+def test_log_format_is_checked() -> None:
+    with pytest.raises(InvalidArgument, match="xml"):
+        configure_logging("info", io.StringIO(), fmt="xml")
+
+
+def test_grafana_dashboard_queries_only_exported_metrics() -> None:
+    import re
+    from pathlib import Path
+
+    from prometheus_client import generate_latest
+
+    from aura_sync.node.metrics import NodeMetrics
+
+    dashboard = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
+    doc = json.loads(dashboard.read_text())
+    exprs = [t["expr"] for panel in doc["panels"] for t in panel["targets"]]
+    names = {n for e in exprs for n in re.findall(r"\b((?:aura_sync|process)_[a-z_]+)", e)}
+    exported = {s for s, _ in samples(generate_latest(NodeMetrics(Source()).registry).decode())}
+    assert len(names) >= 10
+    assert sorted(names - exported) == []

@@ -28,8 +28,10 @@ File layout (every key optional)::
     batch_size = 128                               # ops per message, 1..128
     request_timeout = 5.0                          # seconds per network request
     shutdown_timeout = 5.0                         # seconds for a clean stop
-    metrics_port = 9100                            # 127.0.0.1 only; 0 = any free port
+    metrics_port = 9100                            # 0 = any free port; absent = no metrics
+    metrics_listen = "127.0.0.1"                   # address the metrics port binds
     log_level = "info"
+    log_format = "text"                            # "text" (key=value) or "json"
 
     [rate_limit]   # RateLimitConfig fields
     [pool]         # PoolConfig fields
@@ -47,6 +49,7 @@ Layer: runtime.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -167,8 +170,11 @@ class NodeConfig:
     :param request_timeout: seconds a network request may take (> 0).
     :param shutdown_timeout: seconds a clean stop may take (> 0).
     :param metrics_port: local HTTP port for ``/health`` and ``/metrics``
-        (0: any free port; None: disabled).  Bound to 127.0.0.1 only.
+        (0: any free port; None: disabled).
+    :param metrics_listen: the address the metrics port binds (default
+        loopback; ``"0.0.0.0"`` or ``"::"`` for a Prometheus on another host).
     :param log_level: DEBUG, INFO, WARNING, ERROR or CRITICAL.
+    :param log_format: ``"text"`` (key=value lines) or ``"json"`` (one object a line).
     :param rate_limit, pool, peers: configurations of the infrastructure concerns.
     :param cache_max_keys: keys tracked by the epoch cache (>= 1).
     :param debug_endpoints: expose ``POST /debug/*`` (fault injection, op
@@ -191,7 +197,9 @@ class NodeConfig:
     request_timeout: float = 5.0
     shutdown_timeout: float = 5.0
     metrics_port: int | None = None
+    metrics_listen: str = "127.0.0.1"
     log_level: str = "INFO"
+    log_format: str = "text"
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     peers: PeerDiscoveryConfig = field(default_factory=PeerDiscoveryConfig)
@@ -291,6 +299,23 @@ def _log_level(key: str, value: object) -> str:
     return value.upper()
 
 
+def _host(key: str, value: object) -> str:
+    if type(value) is not str or not value or any(c in value for c in " /@[]"):
+        raise _bad(key, value, "expected a host name or IP address (no port)")
+    if ":" in value:  # only an IPv6 address may hold colons
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            raise _bad(key, value, "expected a host name or IP address (no port)") from None
+    return value
+
+
+def _log_format(key: str, value: object) -> str:
+    if type(value) is not str or value.lower() not in ("text", "json"):
+        raise _bad(key, value, "expected 'text' or 'json'")
+    return value.lower()
+
+
 def _authority_key(key: str, value: object) -> bytes | None:
     if value is None:
         return None
@@ -338,7 +363,9 @@ _TOP_LEVEL: Final[dict[str, Callable[[str, Any], Any]]] = {
     "request_timeout": _positive_seconds,
     "shutdown_timeout": _positive_seconds,
     "metrics_port": _port,
+    "metrics_listen": _host,
     "log_level": _log_level,
+    "log_format": _log_format,
     "cache_max_keys": _int_in(1, 2**31 - 1),
     "debug_endpoints": _bool,
     "refuse_sync": _bool,

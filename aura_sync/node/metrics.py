@@ -1,35 +1,37 @@
-"""Health, Prometheus metrics and key=value logging of a node.
+"""Health and Prometheus metrics of a node.
 
 Role
     A node describes itself with one immutable :class:`NodeSnapshot`
     (status, uptime, supervised children and their restart counts, peers by
     status, messages handled per actor, rate-limit decisions, pool
     statistics, sync rounds, operations transferred, journal size and
-    digest, transport counters).  This module turns snapshots into
+    digest, transport counters).  Things that take time are recorded as
+    they happen into the histograms of :class:`NodeMetrics`.  This module
+    serves both:
 
     * ``GET /health``: JSON (HTTP 200 when the node is ``ok``, 503 otherwise);
-    * ``GET /metrics``: Prometheus text format, produced by ``prometheus-client``
-      from a *per-node* :class:`prometheus_client.CollectorRegistry` (never
-      the process-global one, so several nodes can live in one process);
+    * ``GET /metrics``: Prometheus text format from a *per-node*
+      :class:`prometheus_client.CollectorRegistry` (never the process-global
+      one, so several nodes can live in one process), with the process and
+      platform collectors;
     * optionally ``POST /debug/<action>`` (only when the node runs with
       ``debug_endpoints``, i.e. under ``aura-sync demo``): fault injection
       and op writes, forwarded to a callback.
 
+Guarantees
+    The exposition passes ``promtool check metrics``; every labelled series
+    of a fixed label set (peer statuses, node statuses, decisions, outcomes)
+    is present, at 0 when nothing was counted; info metrics carry only labels
+    that never change while the node runs.  ``docs/metrics.md`` lists every
+    metric.
+
     :class:`MetricsServer` is a stdlib :class:`http.server.ThreadingHTTPServer`
-    on its own daemon thread, bound to 127.0.0.1 only.  It calls the
-    node's snapshot function on each request: that function runs on an
-    HTTP thread (not an actor thread), so it may use blocking asks with
+    on its own daemon thread, bound to loopback unless told otherwise.  It
+    calls the node's snapshot function on each request, on an HTTP thread
+    (not an actor thread), so that function may use blocking asks with
     timeouts.
 
-Logging
-    :class:`KeyValueFormatter` renders every record as one line of
-    ``key=value`` fields (``ts=... level=INFO logger=aura_sync.node
-    event=sync_round peer=... ops=3``); values with spaces or quotes are
-    JSON-quoted; tracebacks are folded into one ``exc=`` field.  Messages
-    that are already ``key=value`` (the project's convention:
-    ``"event=... k=%s"``) are kept as they are; others become ``msg="..."``.
-    :func:`kv` formats fields for a log call, :func:`configure_logging`
-    installs the formatter.
+Logging lives in :mod:`aura_sync.node.logs` (re-exported here).
 
 Layer: runtime.
 """
@@ -38,28 +40,40 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, TextIO
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aura_sync import __version__
 from aura_sync.errors import AuraError, InvalidArgument, TransportError, WrongType
+from aura_sync.infrastructure.peers import PeerStatus
+from aura_sync.node.logs import JsonFormatter, KeyValueFormatter, configure_logging, kv
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
+    "NODE_STATUSES",
     "ChildHealth",
     "DebugAction",
+    "JsonFormatter",
     "KeyValueFormatter",
     "MetricsServer",
+    "NodeMetrics",
     "NodeSnapshot",
     "SnapshotCollector",
     "configure_logging",
@@ -70,7 +84,11 @@ __all__ = [
 CONTENT_TYPE_LATEST: Final = "text/plain; version=0.0.4; charset=utf-8"
 """Content type of the Prometheus text exposition format served at ``/metrics``."""
 
+NODE_STATUSES: Final = ("starting", "ok", "degraded", "stopping", "failed")
+"""Every value of :attr:`NodeSnapshot.status` (one ``aura_sync_node_status`` series each)."""
+
 _PREFIX: Final = "aura_sync"
+_log = logging.getLogger("aura_sync.node.metrics")
 _MAX_BODY: Final = 64 * 1024
 _CLIENT_TIMEOUT: Final = 10.0
 
@@ -151,7 +169,6 @@ class NodeSnapshot:
 
 # --- Prometheus ------------------------------------------------------------------------------
 
-# (snapshot section, key) -> (metric suffix, help, kind, labels) for the flat sections.
 _POOL_COUNTERS: Final = (
     "connections_created",
     "connections_reused",
@@ -163,7 +180,7 @@ _POOL_COUNTERS: Final = (
     "timeouts",
     "broken",
 )
-_POOL_GAUGES: Final = ("idle", "in_use", "total")
+_POOL_STATES: Final = ("idle", "in_use")
 _RATE_DECISIONS: Final = {
     "allowed": "allowed",
     "global_limit_hits": "global_limit",
@@ -181,6 +198,23 @@ _OPS_DIRECTIONS: Final = {
     "ops_received": "received",
     "ops_served": "served",
 }
+_SYNC_GAUGES: Final = {
+    "connected_peers": "Peers connected to this node now.",
+    "authorized_peers": "Connected peers holding a valid capability now.",
+    "active_sessions": "Sync sessions in progress now.",
+}
+_BYTES_PREFIX: Final = "bytes_"
+
+SESSION_OUTCOMES: Final = ("succeeded", "failed")
+"""Label values of ``aura_sync_sync_session_duration_seconds``."""
+INFRASTRUCTURE_ACTORS: Final = ("cache", "rate_limiter", "peer_manager", "pool", "anti_entropy")
+"""Actors whose ask latency the node records (one series each, present from the start)."""
+
+_SESSION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_SERVED_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_ASK_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
+)  # fmt: skip
 
 
 class SnapshotCollector(Collector):
@@ -200,111 +234,191 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Yield every metric family of one snapshot."""
-        snap = self._source()
-        yield from _families(snap)
+        yield from _families(self._source())
+
+
+def _counter(name: str, doc: str, label: str, values: Mapping[str, float]) -> Metric:
+    family = CounterMetricFamily(f"{_PREFIX}_{name}", doc, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], float(value))
+    return family
+
+
+def _gauge(name: str, doc: str, label: str, values: Mapping[str, float]) -> Metric:
+    family = GaugeMetricFamily(f"{_PREFIX}_{name}", doc, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], float(value))
+    return family
 
 
 def _families(snap: NodeSnapshot) -> Iterator[Metric]:
     info = GaugeMetricFamily(
         f"{_PREFIX}_node_info",
-        "Constant 1, labelled with the node's identity.",
-        labels=["device_id", "listen_address", "status"],
+        "Constant 1, labelled with the node's identity and version (fixed while it runs).",
+        labels=["device_id", "listen_address", "version"],
     )
-    info.add_metric([snap.device_id, snap.listen_address, snap.status], 1.0)
+    info.add_metric([snap.device_id, snap.listen_address, __version__], 1.0)
     yield info
+    yield _gauge(
+        "node_status",
+        "1 for the node's current status, 0 for the others.",
+        "status",
+        {s: 1.0 if snap.status == s else 0.0 for s in NODE_STATUSES},
+    )
     up = GaugeMetricFamily(f"{_PREFIX}_up", "1 while the node is ok, 0 otherwise.")
     up.add_metric([], 1.0 if snap.status == "ok" else 0.0)
     yield up
     yield GaugeMetricFamily(
         f"{_PREFIX}_uptime_seconds", "Seconds since the node started.", value=snap.uptime
     )
-
-    handled = CounterMetricFamily(
-        f"{_PREFIX}_messages_handled", "Messages handled, per actor.", labels=["actor"]
+    yield _counter(
+        "messages_handled",
+        "Messages handled, per actor.",
+        "actor",
+        dict(sorted(snap.messages_handled.items())),
     )
-    for actor, count in sorted(snap.messages_handled.items()):
-        handled.add_metric([actor], float(count))
-    yield handled
-
-    restarts = CounterMetricFamily(
-        f"{_PREFIX}_actor_restarts", "Restarts of each supervised child.", labels=["child"]
+    yield _counter(
+        "actor_restarts",
+        "Restarts of each supervised child.",
+        "child",
+        {c.name: c.restarts for c in snap.children},
     )
-    for child in snap.children:
-        restarts.add_metric([child.name], float(child.restarts))
-    yield restarts
-
-    decisions = CounterMetricFamily(
-        f"{_PREFIX}_rate_limit_decisions",
+    yield _counter(
+        "rate_limit_decisions",
         "Rate-limit decisions, by outcome (allowed or the limit that denied).",
-        labels=["decision"],
+        "decision",
+        {label: snap.rate_limit.get(key, 0) for key, label in _RATE_DECISIONS.items()},
     )
-    for key, label in _RATE_DECISIONS.items():
-        decisions.add_metric([label], float(snap.rate_limit.get(key, 0)))
-    yield decisions
-
     for key in _POOL_COUNTERS:
         yield CounterMetricFamily(
             f"{_PREFIX}_pool_{key}",
             f"Connection pool: {key.replace('_', ' ')}.",
             value=float(snap.pool.get(key, 0)),
         )
-    for key in _POOL_GAUGES:
-        yield GaugeMetricFamily(
-            f"{_PREFIX}_pool_connections_{key}",
-            f"Connection pool: {key.replace('_', ' ')} connections now.",
-            value=float(snap.pool.get(key, 0)),
-        )
-
-    peers = GaugeMetricFamily(f"{_PREFIX}_peers", "Tracked peers, by status.", labels=["status"])
-    for status, count in sorted(snap.peers_by_status.items()):
-        peers.add_metric([status], float(count))
-    yield peers
-
-    rounds = CounterMetricFamily(
-        f"{_PREFIX}_sync_rounds", "Anti-entropy sync sessions, by outcome.", labels=["outcome"]
+    yield _gauge(
+        "pool_connections",
+        "Open pooled connections now, by state (their sum is the pool's size).",
+        "state",
+        {state: snap.pool.get(state, 0) for state in _POOL_STATES},
     )
-    for key, label in _ROUND_OUTCOMES.items():
-        rounds.add_metric([label], float(snap.sync.get(key, 0)))
-    yield rounds
+    yield _gauge(
+        "peers",
+        "Tracked peers, by status (every status, 0 when none).",
+        "status",
+        {s.name: snap.peers_by_status.get(s.name, 0) for s in PeerStatus},
+    )
+    yield _counter(
+        "sync_rounds",
+        "Anti-entropy sync sessions, by outcome.",
+        "outcome",
+        {label: snap.sync.get(key, 0) for key, label in _ROUND_OUTCOMES.items()},
+    )
     yield CounterMetricFamily(
         f"{_PREFIX}_sync_ticks",
         "Sync rounds started (each syncs with up to peers_per_round peers).",
         value=float(snap.sync.get("rounds_started", 0)),
     )
-
-    ops = CounterMetricFamily(
-        f"{_PREFIX}_operations_transferred",
+    yield _counter(
+        "operations_transferred",
         "Journal operations transferred, by direction.",
-        labels=["direction"],
+        "direction",
+        {label: snap.sync.get(key, 0) for key, label in _OPS_DIRECTIONS.items()},
     )
-    for key, label in _OPS_DIRECTIONS.items():
-        ops.add_metric([label], float(snap.sync.get(key, 0)))
-    yield ops
     yield CounterMetricFamily(
         f"{_PREFIX}_sync_requests_refused",
         "Sync requests refused (peer without a valid capability, or sync refused).",
         value=float(snap.sync.get("requests_refused", 0)),
     )
-
-    journal_ops = snap.journal.get("ops")
-    if isinstance(journal_ops, int):
+    for key, doc in _SYNC_GAUGES.items():
         yield GaugeMetricFamily(
-            f"{_PREFIX}_journal_operations", "Operations held in the journal.", value=journal_ops
+            f"{_PREFIX}_sync_{key}", doc, value=float(snap.sync.get(key, 0))
+        )
+    journal_ops = snap.journal.get("ops")
+    yield GaugeMetricFamily(
+        f"{_PREFIX}_journal_operations",
+        "Operations held in the journal.",
+        value=float(journal_ops) if isinstance(journal_ops, int) else 0.0,
+    )
+    events = {k: v for k, v in snap.transport.items() if not k.startswith(_BYTES_PREFIX)}
+    yield _counter(
+        "transport_events", "Transport events, by kind.", "kind", dict(sorted(events.items()))
+    )
+    for key in ("sent", "received"):
+        yield CounterMetricFamily(
+            f"{_PREFIX}_transport_{key}_bytes",
+            f"Bytes {key} on peer connections (frames, after TLS decryption).",
+            value=float(snap.transport.get(_BYTES_PREFIX + key, 0)),
         )
 
-    transport = CounterMetricFamily(
-        f"{_PREFIX}_transport_events", "Transport counters, by kind.", labels=["kind"]
-    )
-    for key, count in sorted(snap.transport.items()):
-        transport.add_metric([key], float(count))
-    yield transport
+
+class NodeMetrics:
+    """One node's metrics: its registry, the snapshot collector and the histograms.
+
+    The histograms are recorded as things happen (from any thread; the
+    prometheus-client metrics are thread-safe); every fixed label value is
+    created up front so each series is exported at 0 from the first scrape.
+
+    :param source: returns the current :class:`NodeSnapshot` (called per scrape).
+    :param process_metrics: also export the ``process_*`` and ``python_*``
+        collectors (CPU, memory, file descriptors, GC, interpreter version).
+    """
+
+    def __init__(self, source: Callable[[], NodeSnapshot], *, process_metrics: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(source))
+        if process_metrics:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+        self._sessions = self._histogram(
+            "sync_session_duration_seconds",
+            "Duration of one anti-entropy session with a peer, by outcome.",
+            _SESSION_BUCKETS,
+            ("outcome", SESSION_OUTCOMES),
+        )
+        self._served = self._histogram(
+            "served_request_duration_seconds",
+            "Time to serve one request from a peer (admission, journal read, reply).",
+            _SERVED_BUCKETS,
+        )
+        self._asks = self._histogram(
+            "infrastructure_ask_duration_seconds",
+            "Latency of the node's asks to its actors (request to reply), by actor.",
+            _ASK_BUCKETS,
+            ("actor", INFRASTRUCTURE_ACTORS),
+        )
+
+    def _histogram(
+        self,
+        name: str,
+        doc: str,
+        buckets: tuple[float, ...],
+        label: tuple[str, tuple[str, ...]] | None = None,
+    ) -> Histogram:
+        labels = [label[0]] if label else []
+        family = Histogram(
+            f"{_PREFIX}_{name}", doc, labels, registry=self.registry, buckets=buckets
+        )
+        for value in label[1] if label else ():
+            family.labels(value)  # exported at 0 from the first scrape
+        return family
+
+    def observe_sync_session(self, seconds: float, *, success: bool) -> None:
+        """Record one sync session of ``seconds`` that succeeded or failed."""
+        self._sessions.labels("succeeded" if success else "failed").observe(max(0.0, seconds))
+
+    def observe_served_request(self, seconds: float) -> None:
+        """Record one request served to a peer, taking ``seconds``."""
+        self._served.observe(max(0.0, seconds))
+
+    def observe_ask(self, actor: str, seconds: float) -> None:
+        """Record one ask of the actor named ``actor`` answered after ``seconds``."""
+        self._asks.labels(actor).observe(max(0.0, seconds))
 
 
 def make_registry(source: Callable[[], NodeSnapshot]) -> CollectorRegistry:
-    """A fresh per-node registry holding one :class:`SnapshotCollector` over ``source``."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(source))
-    return registry
+    """A fresh per-node registry over ``source`` (the registry of a new :class:`NodeMetrics`)."""
+    return NodeMetrics(source).registry
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -316,6 +430,8 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, owner: MetricsServer, address: tuple[str, int]) -> None:
         self.owner = owner
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _RequestHandler)
 
 
@@ -395,8 +511,11 @@ class MetricsServer:
     """The node's local HTTP endpoint (``/health``, ``/metrics``, optional ``/debug/*``).
 
     :param source: returns the current :class:`NodeSnapshot` (called per request).
-    :param port: TCP port on 127.0.0.1 (0: any free port; see :attr:`port`).
+    :param port: TCP port (0: any free port; see :attr:`port`).
+    :param host: the address to bind: loopback by default; ``"0.0.0.0"`` or
+        ``"::"`` lets a Prometheus on another host scrape it.
     :param debug: handler of ``POST /debug/<action>``; None disables them (404).
+    :param metrics: the node's :class:`NodeMetrics` (default: a new one over ``source``).
     :raises TransportError: the port cannot be bound.
     :raises InvalidArgument, WrongType: bad port or non-callable source.
     """
@@ -408,6 +527,7 @@ class MetricsServer:
         *,
         host: str = "127.0.0.1",
         debug: DebugAction | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         if not callable(source):
             raise WrongType(f"source must be callable, got {type(source).__name__}")
@@ -419,7 +539,10 @@ class MetricsServer:
             raise WrongType(f"debug must be callable or None, got {type(debug).__name__}")
         self.source = source
         self.debug = debug
-        self.registry = make_registry(source)
+        if type(host) is not str or not host:
+            raise WrongType(f"host must be a non-empty string, got {host!r}")
+        self.metrics = metrics if metrics is not None else NodeMetrics(source)
+        self.registry = self.metrics.registry
         self._host = host
         try:
             self._server = _Server(self, (host, port))
@@ -441,8 +564,9 @@ class MetricsServer:
 
     @property
     def address(self) -> str:
-        """``"127.0.0.1:<port>"``."""
-        return f"{self._host}:{self.port}"
+        """``"host:port"`` as bound (``"[::1]:port"`` for an IPv6 host)."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{host}:{self.port}"
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop serving and join the server thread (idempotent)."""
@@ -452,59 +576,3 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout)
-
-
-# --- logging ---------------------------------------------------------------------------------
-
-_log = logging.getLogger("aura_sync.node.metrics")
-_BARE: Final = re.compile(r"^[A-Za-z0-9_.:/@\-+%,\[\]#]+$")
-_KV_START: Final = re.compile(r"^[a-z_][a-z0-9_]*=")
-
-
-def _value(value: object) -> str:
-    text = (
-        value if isinstance(value, str) else repr(value) if isinstance(value, float) else str(value)
-    )
-    if text and _BARE.match(text):
-        return text
-    return json.dumps(text)
-
-
-def kv(**fields: object) -> str:
-    """``key=value`` text for a log line; values with spaces or quotes are JSON-quoted."""
-    return " ".join(f"{k}={_value(v)}" for k, v in fields.items())
-
-
-class KeyValueFormatter(logging.Formatter):
-    """One line per record: ``ts=... level=... logger=... <fields>`` (see the module docstring)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` as one key=value line."""
-        message = record.getMessage().replace("\n", "\\n")
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        head = f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname} logger={record.name}"
-        body = message if _KV_START.match(message) else f"msg={json.dumps(message)}"
-        line = f"{head} {body}"
-        if record.exc_info:
-            line += " exc=" + json.dumps(self.formatException(record.exc_info))
-        return line
-
-
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
-    """Install one key=value handler on the root logger at ``level``; return it.
-
-    Calling it again replaces the handler it installed before (others are
-    left alone).  ``level`` is a logging level name (any case).
-    """
-    if type(level) is not str or level.upper() not in logging.getLevelNamesMapping():
-        raise InvalidArgument(f"level must be a logging level name, got {level!r}")
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(KeyValueFormatter())
-    handler._aura_sync = True  # type: ignore[attr-defined]
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        if getattr(old, "_aura_sync", False):
-            root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    return handler

@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -74,7 +75,13 @@ from aura_sync.messages.pool import GetPoolStatistics, PoolStatisticsReply
 from aura_sync.messages.rate_limit import GetRateLimiterStatistics, RateLimiterStatisticsReply
 from aura_sync.messages.supervision import ChildType
 from aura_sync.node.config import NodeConfig
-from aura_sync.node.metrics import ChildHealth, MetricsServer, NodeSnapshot, configure_logging
+from aura_sync.node.metrics import (
+    ChildHealth,
+    MetricsServer,
+    NodeMetrics,
+    NodeSnapshot,
+    configure_logging,
+)
 from aura_sync.protocols.anti_entropy import (
     AddressBook,
     AntiEntropyActor,
@@ -242,6 +249,8 @@ class Node:
         self._infra: Supervisor | None = None
         self._protocols: Supervisor | None = None
         self._metrics: MetricsServer | None = None
+        self.metrics = NodeMetrics(self.snapshot)
+        """The node's histograms (``observe_*``) and registry, served at ``/metrics``."""
         self._router = _EventRouter()
         self._addresses = AddressBook()
         self._registry = ConnectionRegistry()
@@ -363,11 +372,14 @@ class Node:
                     self._metrics = MetricsServer(
                         self.snapshot,
                         cfg.metrics_port,
+                        host=cfg.metrics_listen,
                         debug=self._debug_action if cfg.debug_endpoints else None,
+                        metrics=self.metrics,
                     )
                 except TransportError as exc:  # the port is taken or not ours to bind
-                    raise ConfigError(
-                        f"config key 'metrics_port' has invalid value {cfg.metrics_port}: {exc}"
+                    raise TransportError(
+                        f"{exc} (config keys metrics_listen={cfg.metrics_listen!r}, "
+                        f"metrics_port={cfg.metrics_port})"
                     ) from None
         except BaseException:
             self._state = "failed"
@@ -560,7 +572,9 @@ class Node:
 
     def sync_status(self, timeout: float = 5.0) -> SyncStatus:
         """The protocol actor's :class:`SyncStatus` (blocking ask)."""
+        started = time.monotonic()
         reply = self.address_of("anti_entropy").ask(GetSyncStatus(), timeout)
+        self.metrics.observe_ask("anti_entropy", time.monotonic() - started)
         if isinstance(reply, ErrorReply):
             raise reply.to_exception()
         if not isinstance(reply, SyncStatus):
@@ -681,10 +695,13 @@ class Node:
         )
 
     def _ask_quiet(self, name: str, msg: Any) -> Any:
+        started = time.monotonic()
         try:
             return self.address_of(name).ask(msg, _SNAPSHOT_ASK)
         except AuraError:
             return None
+        finally:
+            self.metrics.observe_ask(name, time.monotonic() - started)
 
     def _children(self) -> list[ChildHealth]:
         out: list[ChildHealth] = []
@@ -845,13 +862,14 @@ def _rate_limit_statistics(address: ActorAddress | None) -> dict[str, int] | Non
 def run_node(config: NodeConfig, *, ready_file: Path | None = None) -> int:
     """Run a node in this process until SIGINT/SIGTERM or until its root supervisor gives up.
 
-    Installs key=value logging at ``config.log_level``; writes ``ready_file``
-    (JSON: device_id, listen, metrics, pid) once the node is up.  Returns the
-    exit code: 0 after a clean stop, 1 if the root supervisor gave up or the
-    transport's I/O loop died.
-    Raises what :meth:`Node.start` raises.
+    Installs logging at ``config.log_level`` in ``config.log_format``; writes
+    ``ready_file`` (JSON: device_id, listen, metrics, pid) once the node is up.
+    Returns the exit code: 0 after a clean stop, 1 if the root supervisor gave
+    up or the transport's I/O loop died.
+    Raises what :meth:`Node.start` raises; a port that cannot be bound
+    (peers or metrics) is a :class:`~aura_sync.errors.TransportError`.
     """
-    log_handler = configure_logging(config.log_level)
+    log_handler = configure_logging(config.log_level, fmt=config.log_format)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -862,13 +880,17 @@ def run_node(config: NodeConfig, *, ready_file: Path | None = None) -> int:
         _log.info("event=signal signal=%s action=stop", name)
         stop.set()
 
+    _probe_ports(config)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = Node(config)
     try:
         try:
             node.start()
         except StartFailed as exc:
-            raise ConfigError(f"the node could not start: {exc}") from exc
+            reason = _listen_failure(str(exc))
+            if reason is not None:  # the peer port is taken: not a configuration error
+                raise TransportError(f"{reason} (config key listen={config.listen!r})") from exc
+            raise
         if ready_file is not None:
             _write_ready(node, ready_file)
         while not stop.is_set() and not node.gave_up and node.transport_failure is None:
@@ -887,6 +909,40 @@ def run_node(config: NodeConfig, *, ready_file: Path | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logging.getLogger().removeHandler(log_handler)
+
+
+def _probe_ports(config: NodeConfig) -> None:
+    """Raise TransportError now if a fixed port the node needs is taken (before any start).
+
+    A start failure deep in the tree is also caught (see :func:`_listen_failure`);
+    probing first keeps the operator's report to one line.
+    """
+    host, _, port = config.listen.rpartition(":")
+    wanted = [("listen", host.strip("[]"), int(port))]
+    if config.metrics_port:
+        wanted.append(("metrics_port", config.metrics_listen, config.metrics_port))
+    for key, host, number in wanted:
+        if number == 0:
+            continue
+        try:
+            infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM)
+            with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(infos[0][4])
+        except OSError as exc:
+            where = f"[{host}]:{number}" if ":" in host else f"{host}:{number}"
+            raise TransportError(
+                f"cannot listen on {where!r} (config key {key}): {exc.strerror or exc}"
+            ) from None
+
+
+def _listen_failure(message: str) -> str | None:
+    """The transport's own words if a start failure is its listen failure, else None."""
+    marker = "raised TransportError: "
+    at = message.find(marker)
+    if at < 0:
+        return None
+    return message[at + len(marker) :].removesuffix(")")
 
 
 def _write_ready(node: Node, path: Path) -> None:
