@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
+from typing import Any
 
 import pytest
 from _actor_helpers import (
@@ -18,6 +19,7 @@ from _actor_helpers import (
     Ping,
     Stop,
     Value,
+    actor_threads,
     no_leftover_actor_threads,  # noqa: F401  (autouse fixture)
     wait_until,
 )
@@ -450,6 +452,41 @@ def test_pykka_ref_ask_still_works(echo: ActorAddress) -> None:
     actor = echo._current()
     assert actor is not None
     assert actor.actor_ref.ask(Ping(2), timeout=5.0) == Num(3)
+
+
+def test_the_pykka_behaviour_the_runtime_relies_on() -> None:
+    """What aura_sync.actors._pykka assumes of pykka; a release changing it fails here."""
+    import pykka
+
+    from aura_sync.actors._mailbox import Mailbox
+    from aura_sync.actors._pykka import ActorStop, rebind_inbox
+
+    # Actor.__init__ builds the inbox with _create_actor_inbox; ActorRef copies it.
+    actor = Echo("pykka")
+    assert type(actor.actor_inbox) is Mailbox
+    assert actor.actor_ref.actor_inbox is actor.actor_inbox
+
+    # ActorRef.tell / ask / stop put Envelopes (message, reply_to) into the re-pointed inbox.
+    seen: list[Any] = []
+
+    class Spy(Mailbox):
+        def put(self, envelope: Any, /) -> None:
+            seen.append(envelope)
+
+    rebind_inbox(actor, Spy())
+    actor.actor_ref.tell(Ping(1))
+    actor.actor_ref.ask(Ping(2), block=False)
+    actor.actor_ref.stop(block=False)
+    assert [type(e.message) for e in seen] == [Ping, Ping, ActorStop]
+    assert seen[0].reply_to is None and isinstance(seen[1].reply_to, pykka.Future)
+
+    # Actor.start goes through _start_actor_loop to our loop; ActorRef.stop's
+    # ActorStop ends it, and actor_stopped (pykka's is_alive) is set at the end.
+    ref = Echo.start("started by pykka")
+    assert ref.ask(Ping(1), timeout=5.0) == Num(2)
+    assert any(t.name.startswith("aura-actor:Echo") for t in actor_threads())
+    assert ref.stop(timeout=5.0) is True
+    assert ref.actor_stopped.wait(5.0) and not ref.is_alive()
 
 
 def test_current_actor_is_set_only_in_actor_threads() -> None:

@@ -27,14 +27,13 @@ import logging
 import queue
 from typing import TYPE_CHECKING, Any, Final
 
-from pykka.messages import _ActorStop
-
+from aura_sync.actors._pykka import ActorStop
 from aura_sync.actors._reply import ReplySlot, _PykkaReply
 from aura_sync.errors import ActorStopped
 from aura_sync.messages import ErrorReply
 
 if TYPE_CHECKING:
-    from pykka._envelope import Envelope
+    from aura_sync.actors._pykka import Envelope
 
 __all__ = ["LocalMessage", "Mailbox", "dead_letter", "deadletter_logger"]
 
@@ -122,7 +121,7 @@ class Mailbox:
 def fail_entry(target: object, message: object, slot: ReplySlot | None, why: str) -> None:
     """Answer one undeliverable entry: ActorStopped for an ask, a dead letter for a tell."""
     if slot is not None:
-        if isinstance(message, _Control | _ActorStop):
+        if isinstance(message, _Control | ActorStop):
             slot.set(None)
         else:
             slot.set(ErrorReply(ActorStopped.__name__, f"{target} is stopped ({why})"))

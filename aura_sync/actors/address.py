@@ -254,7 +254,7 @@ class ActorAddress:
         actor._aura_bind(self, incarnation)
         self._actor = actor
         self._link = link
-        actor._start_actor_loop()
+        actor._aura_start()
 
     def _current(self) -> AuraActor | None:
         return self._actor

@@ -1,74 +1,19 @@
 """The actor base class: typed messages in, typed replies out, dispatched by a table.
 
-Writing an actor
-================
-
 Subclass :class:`AuraActor` and declare one method per message type with
-:func:`handles`.  The handler receives the message and returns the reply (a
-:class:`~aura_sync.messages.Message`, or ``None`` for a plain
-:class:`~aura_sync.messages.Ack`)::
-
-    class Counter(AuraActor):
-        def __init__(self, ctx: ChildContext) -> None:
-            super().__init__()
-            self.total = ctx.stash.setdefault("total", 0)   # survives restarts
-
-        @handles(Add)
-        def _add(self, msg: Add) -> Total:
-            self.total += msg.n
-            return Total(self.total)
-
-        @handles(Reset)
-        def _reset(self, msg: Reset) -> None:   # -> Ack for an ask
-            self.total = 0
-
-Rules the runtime enforces:
-
-* The dispatch table (message type -> function) is built once per class in
-  ``__init_subclass__``; a message whose exact type is missing is looked up
-  along its MRO once, then cached.  No if-chains, no pykka proxies.
-* Expected failures: any :class:`~aura_sync.errors.AuraError` raised by a
-  handler (validation errors included) becomes
-  ``ErrorReply.from_exception(exc)`` for an ``ask`` and a warning log line for
-  a ``tell``.  The actor carries on.
-* A message with no handler (or that is not a message at all) gets
-  ``ErrorReply("UnhandledMessage", ...)`` for an ``ask`` and a dead-letter log
-  line (logger ``aura_sync.deadletters``) for a ``tell``.  The actor carries on.
-* Any other exception is a **crash**: the asker gets
-  ``ErrorReply("ActorCrashed", ...)``, :meth:`AuraActor.on_crash` runs, and the
-  incarnation stops at once *without draining its mailbox*; the supervisor
-  (told through the address) starts a new incarnation on the same mailbox,
-  which finds every queued message.  An exception in ``on_start`` is reported
-  the same way (kind ``START_FAILED``) instead of being swallowed as pykka does.
-* Never block in a handler.  To answer later, take ``slot =
-  self.current_reply()``, keep it, return :data:`DEFERRED`, and call
-  ``slot.set(reply)`` from a later handler (a freed resource, a
-  :class:`~aura_sync.effects.Scheduler` timeout message).  Slots still pending
-  when the incarnation ends are failed (``ActorCrashed`` / ``ActorStopped``).
-* To wait, ask the scheduler (``ctx.scheduler.send_after(delay,
-  self.address, Tick())``) and handle the message when it comes.
-* State that must survive a crash lives in ``ctx.stash`` (see
-  :class:`~aura_sync.supervisors.ChildContext`): the same dict is handed to
-  every incarnation of a child.  Resources that must not leak (sockets,
-  pooled connections) are released in :meth:`AuraActor.on_crash` and
-  :meth:`on_stop`.
-
-Mailbox and reply path
-======================
-
-pykka lets an actor choose its inbox: ours is the persistent
-:class:`~aura_sync.actors._mailbox.Mailbox` of the actor's
-:class:`~aura_sync.actors.ActorAddress` (a ``SimpleQueue`` of
-``(message, slot)`` tuples), and replies travel through lock-based one-shot
-slots (:mod:`aura_sync.actors._reply`) instead of pykka's Condition-based
-futures.  The receive loop (:meth:`AuraActor._actor_loop_running`) pulls a
-tuple, looks the handler up in the class table and calls it: no envelope
-objects, no proxy checks, no ``Event`` poll per message.  Measured against a
-raw pykka ``ThreadingActor`` whose ``on_receive`` does nothing (2 vCPU,
-Python 3.11, ``python -m bench --quick --only actors``): tells about 5x
-faster, ask round trips about 1.5-1.8x faster, pinned to one CPU or not.
-
-Layer: actors.
+:func:`handles`; the handler returns the reply (``None`` answers ``Ack``, or
+:data:`DEFERRED` with ``self.current_reply()`` kept to answer later).
+Guarantees: an :class:`~aura_sync.errors.AuraError` raised by a handler
+becomes the asker's ``ErrorReply`` (a warning for a tell) and the actor
+carries on; a message without a handler gets ``ErrorReply("UnhandledMessage")``
+(a dead letter for a tell); any other exception is a crash: the asker gets
+``ErrorReply("ActorCrashed")``, :meth:`AuraActor.on_crash` runs and the
+incarnation ends *without draining its mailbox*, which belongs to the stable
+:class:`~aura_sync.actors.ActorAddress` and is found intact by the next
+incarnation.  A failing ``on_start`` is reported (``START_FAILED``), not
+swallowed.  Deferred replies still pending at the end are failed.  Never
+block in a handler: wait by scheduling a message.  The pykka hooks the
+runtime overrides are confined to :mod:`aura_sync.actors._pykka`.
 """
 
 from __future__ import annotations
@@ -79,9 +24,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import pykka
-from pykka.messages import _ActorStop
 
 from aura_sync.actors._mailbox import WAKE, LocalMessage, Mailbox, _Control, deadletter_logger
+from aura_sync.actors._pykka import ActorStop, PykkaActor, rebind_inbox
 from aura_sync.actors._reply import DEFERRED, ReplySlot
 from aura_sync.errors import (
     ActorCrashed,
@@ -95,8 +40,6 @@ from aura_sync.messages import Ack, ErrorReply, Message
 from aura_sync.messages.supervision import ExitKind
 
 if TYPE_CHECKING:
-    from pykka._actor import ActorInbox
-
     from aura_sync.actors.address import ActorAddress
 
 __all__ = ["DEFERRED", "AuraActor", "LocalMessage", "ReplySlot", "current_actor", "handles"]
@@ -193,7 +136,7 @@ def _shown(message: object) -> str:
         return f"<{type(message).__name__} whose repr raises>"
 
 
-class AuraActor(pykka.ThreadingActor):
+class AuraActor(PykkaActor):
     """Base class of every aura-sync actor (see the module docstring for the rules).
 
     Instances are created by a factory (a supervisor's ``ChildSpec.start`` or
@@ -203,7 +146,6 @@ class AuraActor(pykka.ThreadingActor):
     actor can never keep the process alive.
     """
 
-    use_daemon_thread: ClassVar[bool] = True
     _aura_table: ClassVar[dict[type, Handler]] = {}
     _aura_reports_started: ClassVar[bool] = True
     """False for actors that announce readiness themselves (supervisors)."""
@@ -211,10 +153,6 @@ class AuraActor(pykka.ThreadingActor):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._aura_table = _build_table(cls)
-
-    @staticmethod
-    def _create_actor_inbox() -> ActorInbox:
-        return cast("ActorInbox", Mailbox())
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Initialise the actor; subclasses must call ``super().__init__()``."""
@@ -299,19 +237,16 @@ class AuraActor(pykka.ThreadingActor):
         self._aura_incarnation = incarnation
         mailbox = address._mailbox
         self._aura_mailbox = mailbox
-        self.actor_inbox = cast("ActorInbox", mailbox)
-        self._actor_ref.actor_inbox = self.actor_inbox
+        rebind_inbox(self, mailbox)
 
     def _aura_thread_name(self) -> str:
         address = self._aura_address
         where = address.name if address is not None else type(self).__name__
         return f"aura-actor:{where}#{self._aura_incarnation}"
 
-    def _start_actor_loop(self) -> None:
+    def _aura_start(self) -> None:
         self._aura_started = True
-        thread = threading.Thread(
-            target=self._actor_loop, name=self._aura_thread_name(), daemon=True
-        )
+        thread = threading.Thread(target=self._aura_run, name=self._aura_thread_name(), daemon=True)
         self._aura_thread = thread
         thread.start()
 
@@ -338,7 +273,7 @@ class AuraActor(pykka.ThreadingActor):
             return f"{type(self).__name__} (unbound)"
         return f"{type(self).__name__} {address.name}#{self._aura_incarnation}"
 
-    def _actor_loop(self) -> None:
+    def _aura_run(self) -> None:
         _local.actor = self
         try:
             try:
@@ -352,7 +287,7 @@ class AuraActor(pykka.ThreadingActor):
                 if self._aura_reports_started and self._aura_live:
                     self._aura_report_started()
                 try:
-                    self._actor_loop_running()
+                    self._aura_receive()
                 except BaseException as exc:  # a runtime failure: end as a crash, with teardown
                     logger.exception("internal error in the loop of %s", self)
                     self._aura_crash = exc
@@ -361,7 +296,7 @@ class AuraActor(pykka.ThreadingActor):
                     current = self._aura_reply
                     if current is not None:  # no-op if it was answered already
                         current.set(ErrorReply("ActorCrashed", f"{self} crashed: {_describe(exc)}"))
-            self._actor_loop_teardown()
+            self._aura_teardown()
         except BaseException:  # the runtime itself must never die silently
             logger.exception("internal error in the loop of %s", self)
             self._aura_exit_kind = ExitKind.CRASHED
@@ -375,7 +310,7 @@ class AuraActor(pykka.ThreadingActor):
             else:
                 pykka.ActorRegistry.unregister(self.actor_ref)
 
-    def _actor_loop_running(self) -> None:
+    def _aura_receive(self) -> None:
         """The receive loop: one table lookup and one call per message."""
         get = self._aura_mailbox.get
         table = self._aura_table
@@ -405,7 +340,7 @@ class AuraActor(pykka.ThreadingActor):
                 else:
                     reply.set(result)
 
-    def _actor_loop_teardown(self) -> None:
+    def _aura_teardown(self) -> None:
         """After the loop: run on_crash or on_stop, fail pending deferred replies.
 
         Unlike pykka's teardown this does *not* drain the mailbox: it belongs
@@ -444,7 +379,7 @@ class AuraActor(pykka.ThreadingActor):
             if reply is not None:
                 reply.set(None)
             return None
-        if cls is _ActorStop:  # pykka's ActorRef.stop() / Actor.stop()
+        if cls is ActorStop:  # pykka's ActorRef.stop() / Actor.stop()
             self._aura_live = False
             if reply is not None:
                 reply.set(None)
