@@ -1,15 +1,15 @@
-"""OTP-style supervision: :class:`Supervisor`, :class:`ChildSpec`, strategies, escalation.
+"""OTP-style supervision: :class:`Supervisor`, :class:`ChildSpec`, strategies, events.
 
-A supervisor starts its children in order, stops them in reverse, and restarts
-the ones that fail according to its :class:`Strategy` and each child's
-:class:`Restart` type; more than ``intensity`` restarts within ``period``
-seconds make it stop everything and fail to its parent (or call
-``on_give_up`` at the root).  Beyond OTP: a child's address is stable across
-restarts and keeps its queued messages, ``ChildContext.stash`` carries state
-across incarnations, restarts can back off (:class:`RestartBackoff`), and
-:class:`SupervisionEvent` s can be subscribed to and are counted.
-
-Layer: supervision (imports actors, messages, effects).
+OTP rules: children start in order and stop in reverse; PERMANENT children
+restart after any exit, TRANSIENT after a crash or a failed start, TEMPORARY
+never; ONE_FOR_ALL / REST_FOR_ONE restart the whole group, siblings stopped
+with ``terminate_child`` included; more than ``intensity`` restarts within
+``period`` seconds make a supervisor stop every child, call ``on_give_up``
+and exit GAVE_UP, OTP's ``shutdown`` (a PERMANENT parent spec restarts it, a
+TRANSIENT one does not); a failed restart is a new failure (``try_again``).
+Beyond OTP: a child's address is stable across restarts and keeps its queued
+messages, ``ChildContext.stash`` carries state across incarnations, restarts
+can back off (:class:`RestartBackoff`), events can be subscribed to.
 """
 
 from aura_sync.messages.supervision import (

@@ -1,23 +1,13 @@
-"""The supervisor actor: OTP supervision as a non-blocking step machine.
+"""The supervisor actor: OTP supervision as a non-blocking sequence of tasks.
 
-A supervisor never sleeps or blocks on a child.  Each multi-step operation
-(start the children in order; stop some in reverse and start them again; shut
-down) is a task of :mod:`aura_sync.actors._tasks` that waits with
-``WaitFor((child_id, incarnation, phase))`` and is resumed by the
-``ChildStarted`` / ``ChildExited`` report a child's thread tells through its
-address's link, or by a ``_Deadline`` timer armed before the child runs.  One
-operation runs at a time (OTP's supervisor is a sequential process); requests
-and failures arriving meanwhile queue behind it; read-only requests are
-answered at once; a restart backoff is a scheduled ``BackoffElapsed`` message,
-not an open operation.
-
-OTP rules: PERMANENT children restart after any exit, TRANSIENT ones after a
-crash or a failed start; ONE_FOR_ALL / REST_FOR_ONE restart the whole group,
-siblings stopped with ``terminate_child`` included; more than ``intensity``
-restarts within ``period`` seconds (the supervisor's clock) make it stop every
-child in reverse, call ``on_give_up`` and exit GAVE_UP (OTP's ``shutdown``: a
-PERMANENT parent spec restarts it, a TRANSIENT one does not); a failed
-restart is a new failure (OTP's ``try_again``).
+Each multi-step operation (start the children; stop some in reverse and start
+them again; shut down) is a task of :mod:`aura_sync.actors._tasks` waiting with
+``WaitFor((child_id, incarnation, phase))``, resumed by the child's
+``ChildStarted`` / ``ChildExited`` report or by a ``_Deadline`` timer armed
+before the child runs.  One operation runs at a time (OTP's supervisor is a
+sequential process); read-only requests are answered at once; a restart
+backoff is a scheduled ``BackoffElapsed``, not an open operation.  The OTP
+rules it follows are listed in :mod:`aura_sync.supervisors`.
 """
 
 from __future__ import annotations
@@ -116,33 +106,20 @@ class SupervisorConfig:
     on_give_up: Callable[[SupervisorGaveUp], None] | None
 
 
+@dataclass(slots=True, eq=False)
 class _Child:
     """The supervisor's record of one child (current incarnation and status)."""
 
-    __slots__ = (
-        "actor",
-        "backoff_attempt",
-        "backoff_timer",
-        "is_supervisor",
-        "last_start",
-        "pending_exit",
-        "restart_token",
-        "slot",
-        "spec",
-        "status",
-    )
-
-    def __init__(self, spec: ChildSpec, slot: Slot) -> None:
-        self.spec = spec
-        self.slot = slot
-        self.status = ChildStatus.TERMINATED
-        self.actor: AuraActor | None = None
-        self.is_supervisor = False
-        self.pending_exit: ChildExited | None = None
-        self.restart_token: int | None = None
-        self.backoff_timer: TimerHandle | None = None
-        self.backoff_attempt = 0
-        self.last_start: float | None = None
+    spec: ChildSpec
+    slot: Slot
+    status: ChildStatus = ChildStatus.TERMINATED
+    actor: AuraActor | None = None
+    is_supervisor: bool = False
+    pending_exit: ChildExited | None = None
+    restart_token: int | None = None
+    backoff_timer: TimerHandle | None = None
+    backoff_attempt: int = 0
+    last_start: float | None = None
 
     @property
     def id(self) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 
 from aura_sync._checks import check_bool, check_int
 from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT
@@ -117,6 +117,19 @@ class InfrastructureConfig:
         setf(self, "ask_timeout", check_seconds(self.ask_timeout, "ask_timeout", allow_zero=False))
 
 
+class InfrastructureOptions(TypedDict, total=False):
+    """Keyword options of :func:`infrastructure_supervisor` and ``Infrastructure.start``."""
+
+    connector: Connector | None
+    discovery: PeerDiscovery | None
+    clock: Clock | None
+    scheduler: Scheduler | None
+    rng: Rng | None
+    fault_injection: bool
+    on_give_up: Callable[[SupervisorGaveUp], None] | None
+    name: str
+
+
 def infrastructure_supervisor(
     config: InfrastructureConfig | None = None,
     *,
@@ -166,55 +179,30 @@ def infrastructure_supervisor(
     check_bool(fault_injection, "fault_injection")
     cfg = config
 
-    def start_cache(ctx: ChildContext) -> CacheActor:
-        return CacheActor(
+    def effects(ctx: ChildContext) -> dict[str, Any]:
+        return {
+            "clock": ctx.clock,
+            "scheduler": ctx.scheduler,
+            "stash": ctx.stash,
+            "fault_injection": fault_injection,
+        }
+
+    factories: dict[str, Callable[[ChildContext], Any]] = {
+        CACHE: lambda ctx: CacheActor(
             cfg.cache_max_keys,
             max_values=cfg.cache_max_values,
             stash=ctx.stash,
             fault_injection=fault_injection,
-        )
-
-    def start_rate_limiter(ctx: ChildContext) -> RateLimiterActor:
-        return RateLimiterActor(
-            cfg.rate_limit,
-            clock=ctx.clock,
-            scheduler=ctx.scheduler,
-            drop_idle_interval=cfg.drop_idle_interval,
-            stash=ctx.stash,
-            fault_injection=fault_injection,
-        )
-
-    def start_peer_manager(ctx: ChildContext) -> PeerManagerActor:
-        return PeerManagerActor(
-            cfg.peers,
-            clock=ctx.clock,
-            scheduler=ctx.scheduler,
-            discovery=discovery,
-            stash=ctx.stash,
-            fault_injection=fault_injection,
-        )
-
-    def start_pool(ctx: ChildContext) -> PoolActor:
-        assert connector is not None  # no pool child without one
-        return PoolActor(
-            cfg.pool,
-            connector,
-            clock=ctx.clock,
-            scheduler=ctx.scheduler,
-            stash=ctx.stash,
-            fault_injection=fault_injection,
-        )
-
-    factories: tuple[Callable[[ChildContext], Any], ...] = (
-        start_cache,
-        start_rate_limiter,
-        start_peer_manager,
-        start_pool,
-    )
+        ),
+        RATE_LIMITER: lambda ctx: RateLimiterActor(
+            cfg.rate_limit, drop_idle_interval=cfg.drop_idle_interval, **effects(ctx)
+        ),
+        PEER_MANAGER: lambda ctx: PeerManagerActor(cfg.peers, discovery=discovery, **effects(ctx)),
+    }
+    if connector is not None:  # else no pool child
+        factories[POOL] = lambda ctx: PoolActor(cfg.pool, connector, **effects(ctx))
     specs = [
-        ChildSpec(child_id, factory, shutdown=cfg.shutdown)
-        for child_id, factory in zip(CHILD_IDS, factories, strict=True)
-        if child_id != POOL or connector is not None
+        ChildSpec(child_id, start, shutdown=cfg.shutdown) for child_id, start in factories.items()
     ]
     return Supervisor(
         specs,
@@ -290,69 +278,34 @@ class Infrastructure:
         cls,
         config: InfrastructureConfig | None = None,
         *,
-        connector: Connector | None = None,
-        discovery: PeerDiscovery | None = None,
-        clock: Clock | None = None,
-        scheduler: Scheduler | None = None,
-        rng: Rng | None = None,
-        fault_injection: bool = False,
-        on_give_up: Callable[[SupervisorGaveUp], None] | None = None,
-        name: str = "infrastructure",
         timeout: float = 30.0,
+        **options: Unpack[InfrastructureOptions],
     ) -> Infrastructure:
-        """Build the supervisor (:func:`infrastructure_supervisor`), start it, wrap it.
+        """Build the supervisor (:func:`infrastructure_supervisor`, same options), start it.
 
         Without a ``connector`` there is no pool.  ``timeout``: seconds to
         wait for the children to start.  Raises ``StartFailed`` if a child
-        fails to start, and the argument errors of
-        :func:`infrastructure_supervisor`.
+        fails to start, and the argument errors of the builder.
         """
         config = config or InfrastructureConfig()
-        supervisor = infrastructure_supervisor(
-            config,
-            connector=connector,
-            discovery=discovery,
-            clock=clock,
-            scheduler=scheduler,
-            rng=rng,
-            fault_injection=fault_injection,
-            on_give_up=on_give_up,
-            name=name,
-        ).start(timeout)
-        try:
-            return cls(supervisor, config)
-        except BaseException:
-            supervisor.stop()  # returns at once: the only failure is a supervisor that ended
-            raise
+        supervisor = infrastructure_supervisor(config, **options).start(timeout)
+        return cls._wrap(supervisor, config)
 
     @classmethod
     async def start_async(
         cls,
         config: InfrastructureConfig | None = None,
         *,
-        connector: Connector | None = None,
-        discovery: PeerDiscovery | None = None,
-        clock: Clock | None = None,
-        scheduler: Scheduler | None = None,
-        rng: Rng | None = None,
-        fault_injection: bool = False,
-        on_give_up: Callable[[SupervisorGaveUp], None] | None = None,
-        name: str = "infrastructure",
         timeout: float = 30.0,
+        **options: Unpack[InfrastructureOptions],
     ) -> Infrastructure:
         """:meth:`start` for asyncio: awaits the children's start without blocking the loop."""
         config = config or InfrastructureConfig()
-        supervisor = await infrastructure_supervisor(
-            config,
-            connector=connector,
-            discovery=discovery,
-            clock=clock,
-            scheduler=scheduler,
-            rng=rng,
-            fault_injection=fault_injection,
-            on_give_up=on_give_up,
-            name=name,
-        ).start_async(timeout)
+        supervisor = await infrastructure_supervisor(config, **options).start_async(timeout)
+        return cls._wrap(supervisor, config)
+
+    @classmethod
+    def _wrap(cls, supervisor: Supervisor, config: InfrastructureConfig) -> Infrastructure:
         try:
             return cls(supervisor, config)
         except BaseException:

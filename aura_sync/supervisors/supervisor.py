@@ -1,38 +1,16 @@
 """The :class:`Supervisor` handle: configure, start, observe and steer a supervisor.
 
-A ``Supervisor`` object holds a configuration (children, strategy, restart
-intensity, effects) and, once started, the address of its supervisor actor
-(:mod:`aura_sync.supervisors._actor`).  Every dynamic call
-(``start_child``, ``terminate_child``, ...) is an ask to that actor with a
-timeout; after the supervisor stopped or gave up they raise
-:class:`~aura_sync.errors.SupervisorStopped`.
-
-Trees: a child's ``start`` factory may return a ``Supervisor``; its parent
-starts it (do not call :meth:`Supervisor.start` on it) and sees it fail when
-it gives up (escalation).  A nested supervisor keeps its children's
-addresses and stashes in its own stash, so even a restart of the supervisor
-in between loses neither.  Effects not given to a nested supervisor are
-inherited from its parent (so a test's ``ManualClock`` reaches the whole
-tree).
-
-Example::
-
-    sup = Supervisor(
-        [ChildSpec("cache", start=lambda ctx: CacheActor(ctx)),
-         ChildSpec("limiter", start=lambda ctx: RateLimiterActor(ctx))],
-        strategy=REST_FOR_ONE, intensity=3, period=5.0,
-    ).start()
-    limiter = sup.address_of("limiter")     # stable across restarts
-    ...
-    sup.stop()
-
-Layer: supervision.
+It holds the configuration and, once started, the address of its actor
+(:mod:`aura_sync.supervisors._actor`); every dynamic call is an ask with a
+timeout (``SupervisorStopped`` once it stopped or gave up).  A child factory
+may return a ``Supervisor``: its parent starts it, and it keeps its
+children's addresses and stashes in its own stash across its restarts;
+effects it was not given are inherited from the parent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -87,46 +65,23 @@ class _RootMonitor:
     when the supervisor ends (pending and later calls get SupervisorStopped).
     """
 
-    __slots__ = ("_lock", "_waiters", "exited_event", "kind", "reason", "started_event")
+    __slots__ = ("exited_event", "kind", "reason", "started_event")
 
     def __init__(self) -> None:
         self.started_event = threading.Event()
         self.exited_event = threading.Event()
         self.kind: ExitKind | None = None
         self.reason = ""
-        self._lock = threading.Lock()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-    def wait_async(self) -> asyncio.Future[None]:
-        """A future of the running loop, done once the supervisor started or ended."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            if not self.started_event.is_set():
-                self._waiters.append((loop, future))
-                return future
-        future.set_result(None)
-        return future
 
     def started(self, address: ActorAddress, incarnation: int) -> None:
         self.started_event.set()
-        with self._lock:
-            waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_set_done, future)
 
     def exited(self, address: ActorAddress, incarnation: int, kind: ExitKind, reason: str) -> None:
         self.kind = kind
         self.reason = reason
         address._close(f"supervisor {kind.value}: {reason}")
         self.exited_event.set()
-        self.started(address, incarnation)
-
-
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        self.started_event.set()
 
 
 class Supervisor:
@@ -256,11 +211,9 @@ class Supervisor:
         """:meth:`start` for asyncio: awaits the children's start without blocking the loop."""
         timeout = check_seconds(timeout, "timeout", allow_zero=False)
         monitor = self._launch()
-        try:
-            await asyncio.wait_for(monitor.wait_async(), timeout)
-        except TimeoutError:
-            return self._started(monitor, False, timeout)
-        return self._started(monitor, True, timeout)
+        wait = monitor.started_event.wait  # in an executor thread, not on the loop
+        started = await asyncio.get_running_loop().run_in_executor(None, wait, timeout)
+        return self._started(monitor, started, timeout)
 
     def _launch(self) -> _RootMonitor:
         with self._lock:
