@@ -1,20 +1,11 @@
-"""Child specifications: what a supervisor starts, and how it restarts it.
+"""Child specifications (OTP's: id, start, restart, shutdown; plus backoff and start_timeout).
 
-:class:`ChildSpec` follows Erlang/OTP's child spec: an ``id``, a ``start``
-factory, a :class:`Restart` type and a ``shutdown`` timeout, plus two
-aura-sync additions: a per-child :class:`RestartBackoff` and a
-``start_timeout``.  Every field is validated when the spec is built, so an
-invalid spec is refused when it is added (never when it is first needed).
-
-The factory receives a :class:`ChildContext` and returns a *new, not yet
-started* :class:`~aura_sync.actors.AuraActor` (or a nested
-:class:`~aura_sync.supervisors.Supervisor`).  It runs in the supervisor's
-thread, once per incarnation: keep it quick and non-blocking.  The context
-carries the child's stable address, its incarnation number, and ``stash``:
-a dict that is the *same object* for every incarnation of the child, where
-an actor keeps what must survive a crash (its core, or a snapshot of it).
-
-Layer: supervision.
+Every field is checked when the spec is built, so a bad spec is refused when
+it is added.  The ``start`` factory runs in the supervisor's thread once per
+incarnation (quick, non-blocking) and returns a new, unstarted actor or a
+nested :class:`~aura_sync.supervisors.Supervisor`; its :class:`ChildContext`
+carries the stable address, the incarnation and the ``stash`` that every
+incarnation shares.
 """
 
 from __future__ import annotations

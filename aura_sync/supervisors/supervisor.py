@@ -14,6 +14,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, TypeVar
 
 from aura_sync.actors._faults import resolve_effects
@@ -59,11 +60,7 @@ _ACTIVE = (ChildStatus.STARTING, ChildStatus.RUNNING, ChildStatus.STOPPING)
 
 
 class _RootMonitor:
-    """The :class:`~aura_sync.actors.address.Link` of a root supervisor's address.
-
-    Lets ``start()`` wait for the children to be up, and closes the address
-    when the supervisor ends (pending and later calls get SupervisorStopped).
-    """
+    """Link of a root supervisor's address: ``start()`` waits on it; closes the address at exit."""
 
     __slots__ = ("exited_event", "kind", "reason", "started_event")
 
@@ -85,21 +82,15 @@ class _RootMonitor:
 
 
 class Supervisor:
-    """An OTP-style supervisor (see the module docstring and DESIGN.md, Supervision).
+    """An OTP-style supervisor (the rules: :mod:`aura_sync.supervisors`).
 
-    Parameters: ``children`` (ChildSpec, unique ids, started in this order);
-    ``strategy`` (:class:`~aura_sync.supervisors.Strategy`); ``intensity``
-    (int >= 0) and ``period`` (seconds > 0): more than ``intensity``
-    restarts within ``period`` make it give up; ``clock`` / ``scheduler`` /
-    ``rng``: effects (default: the system ones, or the parent's for a nested
-    supervisor); ``on_give_up``: called with a
-    :class:`~aura_sync.errors.SupervisorGaveUp` (in the supervisor's thread;
-    keep it quick) when it gives up; ``name``: used in logs and child
-    address names; ``call_timeout``: default seconds of the dynamic calls.
-
-    Raises :class:`~aura_sync.errors.WrongType` /
-    :class:`~aura_sync.errors.InvalidArgument` for invalid arguments
-    (duplicate child ids included).
+    ``children``: ChildSpecs with unique ids, in start order; ``strategy``;
+    more than ``intensity`` (>= 0) restarts within ``period`` seconds make it
+    give up; ``clock`` / ``scheduler`` / ``rng``: effects (default: the
+    system's, or the parent's when nested); ``on_give_up(SupervisorGaveUp)``
+    runs in its thread (keep it quick); ``name``: in logs and child address
+    names; ``call_timeout``: default seconds of the dynamic calls.  Raises
+    ``WrongType`` / ``InvalidArgument`` for bad arguments (duplicate ids too).
     """
 
     def __init__(
@@ -137,25 +128,25 @@ class Supervisor:
         if intensity < 0:
             raise InvalidArgument(f"intensity must be >= 0, got {intensity}")
         period = check_seconds(period, "period", allow_zero=False)
-        if clock is not None and not isinstance(clock, Clock):
-            raise WrongType(f"clock must be a Clock, got {clock!r}")
-        if scheduler is not None and not isinstance(scheduler, Scheduler):
-            raise WrongType(f"scheduler must be a Scheduler, got {scheduler!r}")
-        if rng is not None and not isinstance(rng, Rng):
-            raise WrongType(f"rng must be an Rng, got {rng!r}")
+        for value, kind, what in (
+            (clock, Clock, "a Clock"),
+            (scheduler, Scheduler, "a Scheduler"),
+            (rng, Rng, "an Rng"),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise WrongType(f"{what.split()[1].lower()} must be {what}, got {value!r}")
         if on_give_up is not None and not callable(on_give_up):
             raise WrongType(f"on_give_up must be callable or None, got {on_give_up!r}")
         check_child_id(name, "name")
-        self._specs = specs
-        self._strategy = strategy
-        self._intensity = intensity
-        self._period = period
         self._clock = clock
         self._scheduler = scheduler
         self._rng = rng
-        self._on_give_up = on_give_up
         self._name = name
+        self._strategy = strategy
         self._call_timeout = check_seconds(call_timeout, "call_timeout", allow_zero=False)
+        self._settings = partial(
+            SupervisorConfig, name, specs, strategy, intensity, period, on_give_up=on_give_up
+        )
         self._persistent = Persistent()
         self._address: ActorAddress | None = None
         self._monitor: _RootMonitor | None = None
@@ -190,12 +181,10 @@ class Supervisor:
     def start(self, timeout: float = 30.0) -> Supervisor:
         """Start this (root) supervisor and its children, in order; return ``self``.
 
-        Waits up to ``timeout`` seconds for every child to start (not when
-        called from inside an actor).  Raises
-        :class:`~aura_sync.errors.StartFailed` if a child failed to start
-        (the ones already started are stopped again), and
-        :class:`~aura_sync.errors.SupervisorError` if it is already running
-        or is the child of another supervisor.
+        Waits up to ``timeout`` seconds for them (not from inside an actor).
+        Raises ``StartFailed`` if a child failed to start (the started ones
+        are stopped again), ``SupervisorError`` if it already runs or is
+        nested.
         """
         timeout = check_seconds(timeout, "timeout", allow_zero=False)
         monitor = self._launch()
@@ -244,14 +233,11 @@ class Supervisor:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop every child in reverse start order, then the supervisor; idempotent.
 
-        Waits (bounded by ``timeout`` seconds overall) for the children's and
-        the supervisor's threads to end; a child that overruns its
-        ``shutdown`` is abandoned (its daemon thread cannot block exit).
-        From inside an actor it only sends the request.  Raises
-        :class:`~aura_sync.errors.AskTimeout` if the supervisor does not
-        answer within ``timeout``.  Stopping a *nested*
-        supervisor this way is, for its parent, the child exiting on its own
-        (a PERMANENT one is restarted): use the parent's ``terminate_child``.
+        Waits up to ``timeout`` seconds overall for their threads (a child
+        overrunning its ``shutdown`` is abandoned); from an actor it only
+        sends the request; AskTimeout if the supervisor does not answer.  For
+        a parent, stopping a *nested* supervisor so is the child exiting on
+        its own: use the parent's ``terminate_child``.
         """
         timeout = check_seconds(timeout, "timeout", allow_zero=False)
         address = self._address
@@ -401,17 +387,7 @@ class Supervisor:
     def _config(
         self, clock: Clock, scheduler: Scheduler, rng: Rng | None = None
     ) -> SupervisorConfig:
-        return SupervisorConfig(
-            name=self._name,
-            specs=self._specs,
-            strategy=self._strategy,
-            intensity=self._intensity,
-            period=self._period,
-            clock=clock,
-            scheduler=scheduler,
-            rng=self._rng or rng or SystemRng(),
-            on_give_up=self._on_give_up,
-        )
+        return self._settings(clock=clock, scheduler=scheduler, rng=self._rng or rng or SystemRng())
 
     def _make_actor(self, context: ChildContext) -> AuraActor:
         """Called by a parent supervisor: a new incarnation bound to ``context.address``."""
