@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import inspect
 import math
 import threading
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
 import pytest
 
 from aura_sync.effects import ManualClock, Scheduler, SeededRng
 from aura_sync.errors import (
     AuraError,
-    DecodeError,
     InvalidArgument,
     RateLimited,
     RetryExhausted,
@@ -31,12 +30,10 @@ from aura_sync.infrastructure.retry import (
     RetryContext,
     RetryDecision,
     RetryPolicy,
-    RetryResult,
+    retry,
     with_exponential_backoff,
     with_exponential_backoff_async,
 )
-from aura_sync.messages import codec
-from aura_sync.messages.retry import RetryDue, RetryPolicySpec
 
 
 class Flaky:
@@ -507,7 +504,7 @@ def test_execute_uses_the_same_planner_as_actors() -> None:
 
 
 def test_actor_style_retry_through_the_scheduler() -> None:
-    """An actor plans, asks the Scheduler for a RetryDue, and is woken by the clock."""
+    """An actor plans, asks the Scheduler for a wake-up, and is woken by the clock."""
     clock = ManualClock()
     scheduler = Scheduler(clock)
     policy = RetryPolicy.exponential()
@@ -522,11 +519,12 @@ def test_actor_style_retry_through_the_scheduler() -> None:
     inbox = Mailbox()
     decision = policy.plan(0, ConnectionError("down"), elapsed=0.0)
     assert decision.should_retry
-    scheduler.send_after(decision.delay, inbox, RetryDue(operation_id=7, attempt=1))
+    wake_up = ("retry", 7, 1)  # any message the actor chooses
+    scheduler.send_after(decision.delay, inbox, wake_up)
     clock.advance(0.05)
     assert inbox.received == []
     clock.advance(0.05)
-    assert inbox.received == [RetryDue(7, 1)]
+    assert inbox.received == [wake_up]
 
 
 # --- on_retry hook -------------------------------------------------------------------
@@ -847,90 +845,6 @@ BAD_CALLS: list[tuple[str, Callable[[], object], type[Exception], tuple[str, ...
     ("budget ratio 0", lambda: RetryBudget(10, 0), InvalidArgument, ("token_ratio", "0")),
     ("budget ratio tiny", lambda: RetryBudget(10, 1e-5), InvalidArgument, ("token_ratio", "1e-05")),
     ("budget ratio big", lambda: RetryBudget(10, 11), InvalidArgument, ("token_ratio", "11")),
-    ("decision delay", lambda: RetryDecision(True, -1.0), InvalidArgument, ("delay", "-1.0")),
-    (
-        "decision reason",
-        lambda: RetryDecision(False, 0.0, None),
-        InvalidArgument,
-        ("reason", "None"),
-    ),
-    (
-        "context attempt",
-        lambda: RetryContext(0, 4, OSError(), 0.1, 0.0),
-        InvalidArgument,
-        ("attempt", "0"),
-    ),
-    (
-        # attempt counts calls made: it can never pass the policy's max_attempts
-        "context attempt over max",
-        lambda: RetryContext(5, 4, OSError(), 0.1, 0.0),
-        InvalidArgument,
-        ("attempt", "5", "max_attempts", "4"),
-    ),
-    (
-        # a give-up decision waits for nothing: a delay there would be a lie
-        "decision give-up delay",
-        lambda: RetryDecision(False, 2.5, GiveUpReason.BUDGET),
-        InvalidArgument,
-        ("delay", "2.5"),
-    ),
-    (
-        "context delay",
-        lambda: RetryContext(1, 4, OSError(), math.nan, 0.0),
-        InvalidArgument,
-        ("next_delay", "nan"),
-    ),
-    (
-        "result attempts",
-        lambda: RetryResult(1, None, 0, 0.0, 0.0),
-        InvalidArgument,
-        ("attempts", "0"),
-    ),
-    (
-        # each error is one failed call: never more errors than attempts
-        "result errors over attempts",
-        lambda: RetryResult(1, None, 1, 0.0, 0.0, (OSError("a"), OSError("b"))),
-        InvalidArgument,
-        ("errors", "2", "attempts", "1"),
-    ),
-    (
-        # the last error seen is the error of the result
-        "result last error",
-        lambda: RetryResult(
-            None, OSError("last"), 2, 0.0, 0.0, (OSError("a"), OSError("b")), GiveUpReason.BUDGET
-        ),
-        InvalidArgument,
-        ("error", "last", "errors[-1]", "b"),
-    ),
-    (
-        "result reason",
-        lambda: RetryResult(None, OSError(), 1, 0.0, 0.0),
-        InvalidArgument,
-        ("GiveUpReason", "None"),
-    ),
-    ("due op", lambda: RetryDue(-1, 0), InvalidArgument, ("operation_id", "-1")),
-    ("due attempt bool", lambda: RetryDue(0, True), WrongType, ("attempt", "True")),
-    ("due attempt big", lambda: RetryDue(0, 2**64), InvalidArgument, ("attempt", str(2**64))),
-    (
-        "spec delay",
-        lambda: RetryPolicySpec(initial_delay=math.nan),
-        InvalidArgument,
-        ("initial_delay", "nan"),
-    ),
-    (
-        "spec attempts",
-        lambda: RetryPolicySpec(max_attempts=0),
-        InvalidArgument,
-        ("max_attempts", "0"),
-    ),
-    (
-        "spec attempts big",
-        lambda: RetryPolicySpec(max_attempts=2**64),
-        InvalidArgument,
-        ("max_attempts", str(2**64)),
-    ),
-    ("spec jitter", lambda: RetryPolicySpec(jitter="full"), WrongType, ("jitter", "'full'")),  # type: ignore[arg-type]
-    ("spec from", lambda: RetryPolicySpec.from_policy("p"), WrongType, ("policy", "'p'")),  # type: ignore[arg-type]
 ]
 
 
@@ -966,53 +880,100 @@ def test_rejected_calls_change_nothing() -> None:
     assert budget.tokens == 10.0
 
 
-# --- messages ------------------------------------------------------------------------
+# --- ergonomics: arguments, @retry, the Rust context names ----------------------------
 
 
-def test_retry_message_tags_are_in_the_retry_range() -> None:
-    assert RetryPolicySpec.TAG == 0x10
-    assert RetryDue.TAG == 0x11
+def test_execute_passes_arguments_through() -> None:
+    clock = ManualClock()
+    seen: list[tuple[object, ...]] = []
+
+    def add(a: int, b: int, *, scale: int = 1) -> int:
+        seen.append((a, b, scale))
+        if len(seen) < 3:
+            raise ConnectionError("down")
+        return (a + b) * scale
+
+    assert RetryPolicy().execute(add, 2, 3, scale=10, clock=clock) == 50
+    assert seen == [(2, 3, 10)] * 3
+    result = RetryPolicy().execute_with_result(add, 1, b=1, clock=clock)
+    assert result.unwrap() == 2 and result.attempts == 1
+
+    async def mul(a: int, b: int) -> int:
+        await asyncio.sleep(0)
+        return a * b
+
+    assert asyncio.run(RetryPolicy().execute_async(mul, 6, b=7, clock=clock)) == 42
+    assert asyncio.run(RetryPolicy().execute_with_result_async(mul, 2, 2, clock=clock)).value == 4
 
 
-def test_policy_spec_round_trips_through_policy_and_codec() -> None:
-    policy = (
-        RetryPolicy.linear()
-        .with_max_attempts(6)
-        .with_initial_delay(2)
-        .with_max_delay(9)
-        .with_jitter(Jitter.DECORRELATED)
-        .with_timeout(60)
-        .with_retry_on(OSError)
-        .with_budget(RetryBudget())
-    )
-    spec = RetryPolicySpec.from_policy(policy)
-    assert type(spec.initial_delay) is float and spec.timeout == 60.0
-    decoded = codec.decode(codec.encode(spec))
-    assert decoded == spec
-    assert isinstance(decoded, RetryPolicySpec)
-    rebuilt = decoded.to_policy()
-    # Local behaviour (retry_on, budget, hook) is not carried over the wire.
-    assert rebuilt == dataclasses.replace(policy, retry_on=(Exception,), budget=None)
-    assert RetryPolicySpec().to_policy() == RetryPolicy()
+def test_retry_decorator_on_a_plain_function_keeps_name_doc_and_signature() -> None:
+    clock = ManualClock()
+    calls: list[tuple[str, int]] = []
+
+    def fetch(key: str, /, attempt_budget: int = 3, *, rng: str = "mine") -> str:
+        """Fetch ``key``."""
+        calls.append((key, attempt_budget))
+        if len(calls) < 3:
+            raise ConnectionError("down")
+        return f"{key}:{rng}"
+
+    wrapped = retry(RetryPolicy.exponential(), clock=clock)(fetch)
+    assert wrapped.__name__ == "fetch" and wrapped.__doc__ == "Fetch ``key``."
+    assert inspect.signature(wrapped) == inspect.signature(fetch)
+    assert not inspect.iscoroutinefunction(wrapped)
+    # every argument reaches the function, even one called like execute's own keywords
+    assert wrapped("k", 5, rng="theirs") == "k:theirs"
+    assert calls == [("k", 5)] * 3
+    assert clock.now() == pytest.approx(0.1 + 0.2)
+
+    @retry(RetryPolicy().with_max_attempts(2), clock=clock)
+    def broken() -> None:
+        raise ConnectionError("always")
+
+    with pytest.raises(RetryExhausted) as info:
+        broken()
+    assert info.value.attempts == 2
 
 
-def test_retry_due_round_trips() -> None:
-    msg = RetryDue(operation_id=2**64 - 1, attempt=3)
-    assert codec.decode(codec.encode(msg)) == msg
+def test_retry_decorator_on_a_coroutine_function() -> None:
+    clock = ManualClock()
+    calls = 0
+
+    async def fetch(key: str, *, times: int) -> str:
+        """Fetch asynchronously."""
+        nonlocal calls
+        calls += 1
+        if calls < times:
+            raise ConnectionError("down")
+        return key
+
+    wrapped = retry(clock=clock)(fetch)
+    assert inspect.iscoroutinefunction(wrapped)
+    assert wrapped.__name__ == "fetch" and wrapped.__doc__ == "Fetch asynchronously."
+    assert inspect.signature(wrapped) == inspect.signature(fetch)
+    assert asyncio.run(wrapped("k", times=3)) == "k"
+    assert calls == 3
+    calls = 0
+    with pytest.raises(RetryExhausted):
+        asyncio.run(wrapped("k", times=10))  # the default policy: 4 attempts
+    assert calls == 4
 
 
-@pytest.mark.parametrize(
-    "wire",
-    [
-        (0x10, "exponential", 0, 0.1, 30.0, "none", None),
-        (0x10, "exponential", 4, -0.1, 30.0, "none", None),
-        (0x10, "exponential", 4, 0.1, 30.0, "none", 0.0),
-        (0x10, "sideways", 4, 0.1, 30.0, "none", None),
-        (0x10, "exponential", 4, 0.1, 30.0, "full"),
-        (0x11, 1, -1),
-        (0x11, 1, 2.0),
-    ],
-)
-def test_invalid_retry_messages_fail_to_decode(wire: tuple[object, ...]) -> None:
-    with pytest.raises(DecodeError):
-        codec.decode(msgpack.packb(wire))
+def test_retry_decorator_refuses_bad_arguments() -> None:
+    with pytest.raises(WrongType, match=r"policy must be a RetryPolicy.*3"):
+        retry(3)  # type: ignore[arg-type]
+    with pytest.raises(WrongType, match="clock"):
+        retry(clock="now")  # type: ignore[arg-type]
+    with pytest.raises(WrongType, match="fn must be callable"):
+        retry()(5)  # type: ignore[type-var]
+
+
+def test_context_is_last_attempt_and_accumulated_delay() -> None:
+    clock = ManualClock()
+    contexts: list[RetryContext] = []
+    policy = RetryPolicy.exponential().with_on_retry(contexts.append)
+    assert policy.execute(Flaky(failing(3)), clock=clock) == "ok"
+    assert [c.is_last_attempt for c in contexts] == [False, False, True]
+    assert [c.accumulated_delay for c in contexts] == pytest.approx([0.0, 0.1, 0.3])
+    assert [c.accumulated_delay + c.next_delay for c in contexts] == pytest.approx([0.1, 0.3, 0.7])
+    assert RetryContext(1, 1, OSError(), 0.0, 0.0).is_last_attempt  # nothing after a 1-of-1

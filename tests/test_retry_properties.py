@@ -18,8 +18,6 @@ from aura_sync.infrastructure.retry import (
     RetryBudget,
     RetryPolicy,
 )
-from aura_sync.messages import codec
-from aura_sync.messages.retry import RetryDue, RetryPolicySpec
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -226,27 +224,3 @@ def test_budget_matches_an_exact_model(ops: list[bool]) -> None:
         assert budget.tokens == float(tokens)
         assert 4 <= budget.tokens <= 10
         assert budget.can_retry() == (tokens > 5)
-
-
-specs = st.builds(
-    RetryPolicySpec,
-    strategy=strategies,
-    max_attempts=st.integers(1, 2**64 - 1),
-    initial_delay=seconds,
-    max_delay=seconds,
-    jitter=jitters,
-    timeout=st.none() | st.floats(min_value=1e-9, max_value=1e6),
-)
-dues = st.builds(
-    RetryDue, operation_id=st.integers(0, 2**64 - 1), attempt=st.integers(0, 2**64 - 1)
-)
-
-
-@FAST
-@given(st.one_of(specs, dues))
-def test_retry_messages_round_trip_through_the_codec(msg: RetryPolicySpec | RetryDue) -> None:
-    decoded = codec.decode(codec.encode(msg))
-    assert decoded == msg
-    assert type(decoded) is type(msg)
-    if isinstance(msg, RetryPolicySpec):
-        assert RetryPolicySpec.from_policy(msg.to_policy()) == msg

@@ -1,78 +1,28 @@
-"""Retry with backoff, jitter, timeout, ``retry_after`` and a shared retry budget.
+"""Retry with backoff, jitter, a total timeout, ``retry_after`` and a shared retry budget.
 
-Role
-    The Retry concern of aura-sync (Rust ``aura_sync::infrastructure::retry``).
-    A :class:`RetryPolicy` is an immutable value built with ``with_*`` methods
-    that each return a new policy::
-
-        policy = (RetryPolicy.exponential()
-                  .with_max_attempts(5)
-                  .with_initial_delay(0.1)
-                  .with_jitter(True))
-        value = policy.execute(fetch_digest, clock=clock)
-
-One mechanism, three drivers
-    Every retry decision is made by :meth:`RetryPolicy.plan`, a planner that
-    never sleeps: given the index of the attempt that just failed, its error,
-    the previous delay and the elapsed time, it answers with a
-    :class:`RetryDecision` (retry after ``delay`` seconds, or give up with a
-    :class:`GiveUpReason`).  :meth:`RetryPolicy.execute` (plain callables),
-    :meth:`RetryPolicy.execute_async` (coroutine functions) and the
-    ``execute_with_result`` variants are thin loops around that planner that
-    sleep through the injected :class:`~aura_sync.effects.Clock`.  Actors never
-    sleep: they call :meth:`RetryPolicy.plan` themselves and ask the
-    :class:`~aura_sync.effects.Scheduler` to send them a
-    :class:`~aura_sync.messages.retry.RetryDue` after ``decision.delay``.
-
-Delays (float seconds)
-    :meth:`RetryPolicy.calculate_delay` is the un-jittered delay before retry
-    ``k`` (0-based): exponential ``initial * 2**k``, linear
-    ``initial * (k + 1)``, fixed ``initial``, always capped at ``max_delay``
-    (huge ``k`` saturates at the cap instead of overflowing).
-    :meth:`RetryPolicy.next_delay` applies jitter with the formulas of the AWS
-    Architecture Blog's "Exponential Backoff And Jitter": full ``U(0, v)``,
-    equal ``v/2 + U(0, v/2)``, decorrelated ``min(cap, U(base, 3 * prev))``
-    (decorrelated ignores the strategy: it is its own recurrence).
-
-Rules decided here (documented contract)
-    * ``max_delay`` smaller than ``initial_delay`` is allowed: the cap wins,
-      so builder calls can come in any order.  :meth:`RetryPolicy.fixed`
-      raises the cap to the fixed delay if needed so that the delay is kept.
-    * An error that does not match ``retry_on`` is not retried: ``execute``
-      re-raises the original exception object at once, unwrapped.
-      ``BaseException``\\ s that are not ``Exception``\\ s (``KeyboardInterrupt``,
-      ``SystemExit``, ``asyncio.CancelledError``) are never caught at all.
-    * An error with a finite, non-negative numeric ``retry_after`` attribute
-      (e.g. :class:`~aura_sync.errors.RateLimited`) makes the wait
-      ``max(backoff, retry_after)``; ``retry_after`` may exceed ``max_delay``
-      (the server's instruction wins over our cap).  A ``retry_after`` that is
-      not such a number is ignored.
-    * ``timeout`` is a budget of total elapsed time measured from the start of
-      ``execute``: the loop never sleeps past it and gives up with
-      :class:`~aura_sync.errors.RetryExhausted` when the next wait would end
-      after it.  A running attempt is never interrupted.
-    * Exhaustion (attempts, timeout or budget) raises
-      :class:`~aura_sync.errors.RetryExhausted` with ``attempts`` and the last
-      error chained as ``__cause__``.
-    * Exceptions raised by ``retry_on`` predicates and ``on_retry`` hooks are
-      bugs of the caller: they propagate unchanged and end the loop.
-
-Layer: cores.  Imports values and effects only; knows nothing of actors or
-messages.
+A :class:`RetryPolicy` is an immutable value built with ``with_*`` methods.  One
+planner, :meth:`RetryPolicy.plan`, decides after each failure whether and how long
+to wait, and never sleeps: ``execute``, ``execute_async`` and ``@retry`` loop around
+it sleeping through the injected :class:`~aura_sync.effects.Clock`, actors ask the
+:class:`~aura_sync.effects.Scheduler` to wake them.  Errors not matching ``retry_on``
+are re-raised unchanged, base exceptions are never caught, exhaustion raises
+:class:`~aura_sync.errors.RetryExhausted` with the last error chained.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import enum
+import functools
 import inspect
 import math
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Generic, TypeAlias, TypeVar
+from types import CoroutineType
+from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar, cast
 
-from aura_sync._checks import check_bool, check_int
+from aura_sync._checks import check_int
 from aura_sync.effects import Clock, Rng, SystemRng, check_seconds, system_effects
 from aura_sync.errors import InvalidArgument, RetryExhausted, WrongType
 
@@ -89,11 +39,13 @@ __all__ = [
     "RetryOn",
     "RetryPolicy",
     "RetryResult",
+    "retry",
     "with_exponential_backoff",
     "with_exponential_backoff_async",
 ]
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_MAX_ATTEMPTS: Final = 4
 """Default total number of calls, the first one included."""
@@ -107,40 +59,31 @@ RetryOn: TypeAlias = tuple[type[Exception], ...] | Callable[[BaseException], obj
 
 
 class BackoffStrategy(enum.Enum):
-    """How the un-jittered delay grows with the retry index ``k`` (0-based)."""
+    """Delay growth with the retry index ``k``: ``initial * 2**k``, ``* (k + 1)``, or fixed."""
 
     EXPONENTIAL = "exponential"
-    """``initial * 2**k``."""
     LINEAR = "linear"
-    """``initial * (k + 1)``."""
     FIXED = "fixed"
-    """``initial`` every time."""
 
 
 class Jitter(enum.Enum):
-    """How randomness is applied to a backoff delay ``v`` (AWS formulas)."""
+    """Randomness on a delay ``v`` (AWS formulas): NONE ``v``; FULL ``U(0, v)``; EQUAL
+    ``v/2 + U(0, v/2)``; DECORRELATED ``min(cap, U(initial, 3 * previous delay))``."""
 
     NONE = "none"
-    """``v`` exactly."""
     FULL = "full"
-    """``U(0, v)``."""
     EQUAL = "equal"
-    """``v/2 + U(0, v/2)``."""
     DECORRELATED = "decorrelated"
-    """``min(cap, U(base, 3 * prev))`` with ``base = initial_delay``."""
 
 
 class GiveUpReason(enum.Enum):
-    """Why the planner decided not to retry."""
+    """Why the planner gave up: the error does not match ``retry_on`` (it is re-raised
+    as is), no attempts left, the next wait would pass ``timeout``, or the budget is spent."""
 
     NOT_RETRYABLE = "not_retryable"
-    """The error does not match ``retry_on``; it is re-raised as is."""
     MAX_ATTEMPTS = "max_attempts"
-    """``max_attempts`` calls were made."""
     TIMEOUT = "timeout"
-    """The next wait would end after the policy's total ``timeout``."""
     BUDGET = "budget"
-    """The shared :class:`RetryBudget` refused a retry (retry storm)."""
 
     @property
     def description(self) -> str:
@@ -158,22 +101,13 @@ _REASON_TEXT: Final = {
 _MAX_BUDGET_TOKENS: Final = 1000
 _MILLI: Final = 1000
 
-
-# --- argument checks -----------------------------------------------------------------
-
-
-def _check_optional_seconds(value: object, name: str) -> float | None:
-    return None if value is None else check_seconds(value, name)
-
-
-# Shared defaults: building a SystemClock (a Condition) or seeding a SystemRng
-# per call dominated the success path.  Both are thread-safe; the clock's timer
-# thread only starts if someone schedules a timer on it, which retry never does.
+# Shared defaults: a SystemClock (its timer thread starts only if a timer is
+# scheduled, which retry never does) and a SystemRng; both are thread-safe.
 _DEFAULT_CLOCK: Final = system_effects()[0]
 _DEFAULT_RNG: Final = SystemRng()
 
 
-def _check_rng(rng: object) -> Rng:
+def _rng(rng: object) -> Rng:
     if rng is None:
         return _DEFAULT_RNG
     if not isinstance(rng, Rng):
@@ -181,7 +115,7 @@ def _check_rng(rng: object) -> Rng:
     return rng
 
 
-def _check_clock(clock: object) -> Clock:
+def _clock(clock: object) -> Clock:
     if clock is None:
         return _DEFAULT_CLOCK
     if not isinstance(clock, Clock):
@@ -191,15 +125,14 @@ def _check_clock(clock: object) -> Clock:
     return clock
 
 
-def _check_fn(fn: object, *, want_async: bool) -> None:
-    if not callable(fn):
-        raise WrongType(f"fn must be callable, got {type(fn).__name__} {fn!r}")
-    if not want_async and inspect.iscoroutinefunction(fn):
-        raise WrongType(f"fn is a coroutine function, use execute_async: got {fn!r}")
+def _error(error: object) -> BaseException:
+    if not isinstance(error, BaseException):
+        raise WrongType(f"error must be an exception, got {type(error).__name__} {error!r}")
+    return error
 
 
-def _normalize_retry_on(retry_on: object) -> RetryOn:
-    """Turn ``with_retry_on``'s argument into a tuple of types or a predicate."""
+def _retry_on(retry_on: object) -> RetryOn:
+    """``with_retry_on``'s argument as a tuple of types or a predicate."""
     if isinstance(retry_on, type):
         retry_on = (retry_on,)
     if isinstance(retry_on, tuple | list | frozenset | set):
@@ -220,51 +153,40 @@ def _normalize_retry_on(retry_on: object) -> RetryOn:
     )
 
 
+def _optional(value: object, name: str, kind: type, what: str) -> Any:
+    if value is not None and not isinstance(value, kind):
+        raise WrongType(f"{name} must be {what} or None, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _hook(hook: Any) -> Any:
+    if hook is not None and not callable(hook):
+        raise WrongType(f"on_retry must be callable or None, got {type(hook).__name__} {hook!r}")
+    return hook
+
+
 def _retry_after_of(error: BaseException) -> float | None:
-    """The error's ``retry_after`` in seconds, if it is a usable number."""
+    """The error's ``retry_after`` in seconds, if it is a finite number >= 0."""
     value = getattr(error, "retry_after", None)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0:
-        return None
-    return seconds
-
-
-# --- retry budget ------------------------------------------------------------------
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class RetryBudget:
     """A token bucket shared by many policies that stops retry storms (gRPC-style).
 
-    The bucket starts full at ``max_tokens``.  Every retry withdraws one token
-    (:meth:`withdraw`); every success deposits ``token_ratio`` tokens
-    (:meth:`record_success`), never above ``max_tokens``.  Retries are allowed
-    only while the count is strictly above ``max_tokens / 2``, so when most
-    calls fail the retries stop and only first attempts go out; successes
-    re-open the budget.  With the defaults (10, 0.1) a full budget allows
-    5 retries; after that each retry costs what 10 successes deposit.
-
-    Unlike gRPC, which charges a token for every failed call, only a retry
-    that actually happens is charged here: the budget then counts exactly the
-    extra load that retries put on the other side.
-
-    Counts are kept in integer thousandths of a token (gRPC's precision), so
-    deposits never drift.  Thread-safe: one budget is meant to be shared by
-    every policy that talks to the same service.
+    It starts full at ``max_tokens`` (0 < n <= 1000); a retry that happens takes
+    one token (:meth:`withdraw`), a success deposits ``token_ratio`` (0.001 ..
+    ``max_tokens``), and retries are allowed only while tokens > ``max_tokens / 2``.
+    With the defaults (10, 0.1) a full budget allows 5 retries, then each retry
+    costs ten successes.  Counts are integer thousandths (no drift); thread-safe.
     """
 
     __slots__ = ("_lock", "_max_milli", "_ratio_milli", "_tokens_milli")
 
     def __init__(self, max_tokens: float = 10, token_ratio: float = 0.1) -> None:
-        """Create a full budget.
-
-        :param max_tokens: capacity in tokens, 0 < max_tokens <= 1000.
-        :param token_ratio: tokens deposited per success, at least 0.001 and
-            at most ``max_tokens``.
-        :raises WrongType: a non-number (or a bool).
-        :raises InvalidArgument: a value out of range, NaN or infinite.
-        """
         max_milli = self._to_milli(max_tokens, "max_tokens")
         if not 0 < max_milli <= _MAX_BUDGET_TOKENS * _MILLI:
             raise InvalidArgument(
@@ -285,8 +207,8 @@ class RetryBudget:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise WrongType(f"{name} must be a number, got {type(value).__name__} {value!r}")
         try:
-            number = float(value)  # an int too large for a float raises OverflowError
-        except OverflowError:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
             number = math.inf
         if not math.isfinite(number):
             raise InvalidArgument(f"{name} must be finite, got {value!r}")
@@ -308,22 +230,15 @@ class RetryBudget:
         with self._lock:
             return self._tokens_milli / _MILLI
 
-    def _above_threshold(self) -> bool:
-        return self._tokens_milli * 2 > self._max_milli
-
     def can_retry(self) -> bool:
-        """True while a retry would be allowed (tokens > max_tokens / 2); changes nothing."""
+        """Whether a retry would be allowed now (tokens > max_tokens / 2); changes nothing."""
         with self._lock:
-            return self._above_threshold()
+            return self._tokens_milli * 2 > self._max_milli
 
     def withdraw(self) -> bool:
-        """Take one token for a retry, atomically.
-
-        :returns: True if the retry may go ahead (a token was taken); False,
-            with nothing taken, if the budget is at or below half.
-        """
+        """Take one token for a retry if allowed; whether the retry may go ahead."""
         with self._lock:
-            if not self._above_threshold():
+            if self._tokens_milli * 2 <= self._max_milli:
                 return False
             self._tokens_milli = max(0, self._tokens_milli - _MILLI)
             return True
@@ -334,57 +249,24 @@ class RetryBudget:
             self._tokens_milli = min(self._max_milli, self._tokens_milli + self._ratio_milli)
 
     def __copy__(self) -> RetryBudget:
-        """A budget is a shared resource: copies of a policy share the same one."""
-        return self
+        return self  # a shared resource: copies of a policy share it
 
     def __deepcopy__(self, memo: dict[int, object]) -> RetryBudget:
-        """Deep copies share it too (so ``dataclasses.asdict`` of a policy works)."""
         return self
-
-    def __repr__(self) -> str:
-        return (
-            f"RetryBudget(max_tokens={self.max_tokens}, token_ratio={self.token_ratio}, "
-            f"tokens={self.tokens})"
-        )
-
-
-# --- value types ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class RetryDecision:
-    """What :meth:`RetryPolicy.plan` decided after a failed attempt.
-
-    Use :meth:`retry_after_delay` / :meth:`give_up` to build one, or match on
-    it: ``case RetryDecision(should_retry=True, delay=d): schedule(d)``.
-
-    :ivar should_retry: True to make another attempt.
-    :ivar delay: seconds to wait before it (0.0 when giving up); pass it back
-        as ``prev_delay`` to the next :meth:`RetryPolicy.plan` call.
-    :ivar reason: why not, when ``should_retry`` is false; else None.
-    """
+    """What :meth:`RetryPolicy.plan` decided: retry after ``delay`` seconds, or give up
+    for ``reason`` (``delay`` 0.0).  Pass ``delay`` back as the next ``prev_delay``."""
 
     should_retry: bool
     delay: float = 0.0
     reason: GiveUpReason | None = None
 
-    def __post_init__(self) -> None:
-        check_bool(self.should_retry, "should_retry")
-        object.__setattr__(self, "delay", check_seconds(self.delay, "delay"))
-        if self.reason is not None and not isinstance(self.reason, GiveUpReason):
-            raise WrongType(f"reason must be a GiveUpReason or None, got {self.reason!r}")
-        if self.should_retry and self.reason is not None:
-            raise InvalidArgument(f"a retry decision has no give-up reason, got {self.reason!r}")
-        if not self.should_retry and self.reason is None:
-            raise InvalidArgument("a give-up decision needs a reason, got None")
-        if not self.should_retry and self.delay != 0.0:
-            raise InvalidArgument(
-                f"a give-up decision has delay 0.0 (nothing to wait for), got {self.delay!r}"
-            )
-
     @classmethod
     def retry_after_delay(cls, delay: float) -> RetryDecision:
-        """Retry after ``delay`` seconds (>= 0)."""
+        """Retry after ``delay`` seconds."""
         return cls(True, delay, None)
 
     @classmethod
@@ -397,12 +279,9 @@ class RetryDecision:
 class RetryContext:
     """What an ``on_retry`` hook is told before each wait.
 
-    :ivar attempt: number of attempts made so far, the failed one included
-        (1 after the first call failed; never above ``max_attempts``).
-    :ivar max_attempts: the policy's total number of allowed calls.
-    :ivar last_error: the error of the attempt that just failed.
-    :ivar next_delay: seconds the loop is about to wait before the next attempt.
-    :ivar elapsed: seconds since the operation started (before the wait).
+    ``attempt``: calls made, the failed one included; ``next_delay``: seconds about
+    to be waited; ``elapsed``: seconds since the first call; ``accumulated_delay``:
+    seconds waited before (the sum of the earlier ``next_delay``).
     """
 
     attempt: int
@@ -410,37 +289,24 @@ class RetryContext:
     last_error: BaseException
     next_delay: float
     elapsed: float
-
-    def __post_init__(self) -> None:
-        check_int(self.attempt, "attempt", minimum=1)
-        check_int(self.max_attempts, "max_attempts", minimum=1)
-        if self.attempt > self.max_attempts:
-            raise InvalidArgument(
-                f"attempt must be <= max_attempts={self.max_attempts}, got {self.attempt}"
-            )
-        if not isinstance(self.last_error, BaseException):
-            raise WrongType(f"last_error must be an exception, got {self.last_error!r}")
-        object.__setattr__(self, "next_delay", check_seconds(self.next_delay, "next_delay"))
-        object.__setattr__(self, "elapsed", check_seconds(self.elapsed, "elapsed"))
+    accumulated_delay: float = 0.0
 
     @property
     def attempts_left(self) -> int:
         """How many calls the policy still allows after this failure."""
         return max(0, self.max_attempts - self.attempt)
 
+    @property
+    def is_last_attempt(self) -> bool:
+        """Whether the call made after this wait is the last one the policy allows."""
+        return self.attempt + 1 >= self.max_attempts
+
 
 @dataclass(frozen=True, slots=True)
 class RetryResult(Generic[T]):
-    """The outcome of :meth:`RetryPolicy.execute_with_result`, with statistics.
-
-    :ivar value: the successful call's return value (None on failure).
-    :ivar error: the last error on failure (the original exception), else None.
-    :ivar attempts: calls made (>= 1).
-    :ivar total_delay: seconds spent waiting between attempts.
-    :ivar elapsed: seconds from the first call to the end, by the clock used.
-    :ivar errors: every error seen, in order (the last one is ``error``).
-    :ivar reason: why the loop gave up on failure, else None.
-    """
+    """The outcome of ``execute_with_result``: ``value`` or the last ``error`` and the
+    ``reason`` to give up; ``attempts`` (calls), ``total_delay`` (seconds waited),
+    ``elapsed`` (seconds from the first call) and every error, in order."""
 
     value: T | None
     error: BaseException | None
@@ -450,57 +316,30 @@ class RetryResult(Generic[T]):
     errors: tuple[BaseException, ...] = ()
     reason: GiveUpReason | None = None
 
-    def __post_init__(self) -> None:
-        check_int(self.attempts, "attempts", minimum=1)
-        object.__setattr__(self, "total_delay", check_seconds(self.total_delay, "total_delay"))
-        object.__setattr__(self, "elapsed", check_seconds(self.elapsed, "elapsed"))
-        if type(self.errors) is not tuple or not all(
-            isinstance(e, BaseException) for e in self.errors
-        ):
-            raise WrongType(f"errors must be a tuple of exceptions, got {self.errors!r}")
-        if len(self.errors) > self.attempts:
-            raise InvalidArgument(
-                f"errors holds {len(self.errors)} errors, more than attempts={self.attempts}"
-            )
-        if self.error is None:
-            if self.reason is not None:
-                raise InvalidArgument(f"a success has no give-up reason, got {self.reason!r}")
-        else:
-            if not isinstance(self.error, BaseException):
-                raise WrongType(f"error must be an exception or None, got {self.error!r}")
-            if not isinstance(self.reason, GiveUpReason):
-                raise InvalidArgument(f"a failure needs a GiveUpReason, got {self.reason!r}")
-            if self.errors and self.errors[-1] is not self.error:
-                raise InvalidArgument(
-                    f"error must be the last of errors, got error={self.error!r} "
-                    f"but errors[-1]={self.errors[-1]!r}"
-                )
-
     @property
     def is_success(self) -> bool:
-        """True if some attempt succeeded."""
+        """Whether some attempt succeeded."""
         return self.error is None
 
     @property
     def had_retries(self) -> bool:
-        """True if more than one call was made."""
+        """Whether more than one call was made."""
         return self.attempts > 1
 
     def unwrap(self) -> T:
-        """The value, or raise exactly what :meth:`RetryPolicy.execute` would have raised.
+        """The value, or raise what ``execute`` would have raised.
 
-        :raises BaseException: the original error if it was not retryable.
-        :raises RetryExhausted: otherwise on failure, with the last error as
-            ``__cause__``.
+        A non-retryable error is re-raised as is; otherwise :class:`RetryExhausted`
+        with the last error as ``__cause__``.
         """
-        if self.error is None:
+        err = self.error
+        if err is None:
             return self.value  # type: ignore[return-value]  # T may include None
         if self.reason is GiveUpReason.NOT_RETRYABLE:
-            raise self.error
-        assert self.reason is not None
-        err = self.error
+            raise err
+        reason = self.reason.description if self.reason is not None else "gave up"
         raise RetryExhausted(
-            f"gave up after {self.attempts} attempt(s), {self.reason.description} "
+            f"gave up after {self.attempts} attempt(s), {reason} "
             f"(waited {self.total_delay:.6g} s, elapsed {self.elapsed:.6g} s); "
             f"last error: {type(err).__name__}: {err}",
             self.attempts,
@@ -508,32 +347,17 @@ class RetryResult(Generic[T]):
         ) from err
 
 
-# --- the policy --------------------------------------------------------------------
-
-
-_DEFAULT_RETRY_ON: Final[tuple[type[Exception], ...]] = (Exception,)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """An immutable retry policy; every ``with_*`` builder returns a new one.
 
-    Build with :meth:`exponential`, :meth:`linear` or :meth:`fixed` and the
-    ``with_*`` methods; the keyword constructor takes the same fields and
-    validates them the same way.  Policies are values (safe to share between
-    threads); the only shared mutable part is an attached :class:`RetryBudget`,
-    which is thread-safe.
-
-    :ivar strategy: how the delay grows (:class:`BackoffStrategy`).
-    :ivar max_attempts: total calls allowed, the first included (>= 1).
-    :ivar initial_delay: seconds before the first retry (>= 0).
-    :ivar max_delay: cap in seconds on any backoff delay (>= 0; may be below
-        ``initial_delay``, then every delay is ``max_delay``).
-    :ivar jitter: :class:`Jitter` mode.
-    :ivar timeout: total seconds allowed from the first call, or None.
-    :ivar retry_on: exception types to retry, or a predicate on the error.
-    :ivar budget: a shared :class:`RetryBudget`, or None.
-    :ivar on_retry: hook called with a :class:`RetryContext` before each wait.
+    ``strategy``; ``max_attempts``: total calls, the first included (>= 1);
+    ``initial_delay`` / ``max_delay``: seconds (>= 0; a cap below the initial
+    delay wins); ``jitter``; ``timeout``: total seconds from the first call, or
+    None; ``retry_on``: exception types or a predicate; ``budget``: a shared
+    :class:`RetryBudget`; ``on_retry``: a hook called with a
+    :class:`RetryContext` before each wait.  The keyword constructor checks its
+    fields like the builders do.
     """
 
     strategy: BackoffStrategy = BackoffStrategy.EXPONENTIAL
@@ -542,41 +366,28 @@ class RetryPolicy:
     max_delay: float = DEFAULT_MAX_DELAY
     jitter: Jitter = Jitter.NONE
     timeout: float | None = None
-    retry_on: RetryOn = _DEFAULT_RETRY_ON
+    retry_on: RetryOn = (Exception,)
     budget: RetryBudget | None = None
     on_retry: Callable[[RetryContext], object] | None = None
 
     def __post_init__(self) -> None:
+        setf = object.__setattr__
         if not isinstance(self.strategy, BackoffStrategy):
             raise WrongType(f"strategy must be a BackoffStrategy, got {self.strategy!r}")
         check_int(self.max_attempts, "max_attempts", minimum=1)
-        object.__setattr__(
-            self, "initial_delay", check_seconds(self.initial_delay, "initial_delay")
-        )
-        object.__setattr__(self, "max_delay", check_seconds(self.max_delay, "max_delay"))
+        setf(self, "initial_delay", check_seconds(self.initial_delay, "initial_delay"))
+        setf(self, "max_delay", check_seconds(self.max_delay, "max_delay"))
         if not isinstance(self.jitter, Jitter):
             raise WrongType(f"jitter must be a Jitter, got {self.jitter!r}")
         if self.timeout is not None:
-            object.__setattr__(
-                self, "timeout", check_seconds(self.timeout, "timeout", allow_zero=False)
-            )
-        object.__setattr__(self, "retry_on", _normalize_retry_on(self.retry_on))
-        if self.budget is not None and not isinstance(self.budget, RetryBudget):
-            raise WrongType(
-                f"budget must be a RetryBudget or None, got {type(self.budget).__name__} "
-                f"{self.budget!r}"
-            )
-        if self.on_retry is not None and not callable(self.on_retry):
-            raise WrongType(
-                f"on_retry must be callable or None, got {type(self.on_retry).__name__} "
-                f"{self.on_retry!r}"
-            )
-
-    # -- constructors -------------------------------------------------------------
+            setf(self, "timeout", check_seconds(self.timeout, "timeout", allow_zero=False))
+        setf(self, "retry_on", _retry_on(self.retry_on))
+        _optional(self.budget, "budget", RetryBudget, "a RetryBudget")
+        _hook(self.on_retry)
 
     @classmethod
     def exponential(cls) -> RetryPolicy:
-        """Exponential backoff (``initial * 2**k``); defaults 4 attempts, 0.1 s, 30 s cap."""
+        """Exponential backoff (``initial * 2**k``): 4 attempts, 0.1 s, 30 s cap."""
         return cls(strategy=BackoffStrategy.EXPONENTIAL)
 
     @classmethod
@@ -586,13 +397,7 @@ class RetryPolicy:
 
     @classmethod
     def fixed(cls, delay: float) -> RetryPolicy:
-        """The same ``delay`` seconds (>= 0) before every retry.
-
-        The cap is ``max(30 s, delay)`` so that the requested delay is kept.
-
-        :raises WrongType: ``delay`` is not a number.
-        :raises InvalidArgument: ``delay`` is negative, NaN or infinite.
-        """
+        """``delay`` seconds (>= 0) before every retry; the cap is ``max(30 s, delay)``."""
         seconds = check_seconds(delay, "delay")
         return cls(
             strategy=BackoffStrategy.FIXED,
@@ -600,97 +405,59 @@ class RetryPolicy:
             max_delay=max(DEFAULT_MAX_DELAY, seconds),
         )
 
-    # -- builders -----------------------------------------------------------------
-
-    def _replace(self, **changes: object) -> RetryPolicy:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    def _with(self, **changes: object) -> RetryPolicy:
+        new = copy.copy(self)  # the changed fields are checked by the builder
+        for name, value in changes.items():
+            object.__setattr__(new, name, value)
+        return new
 
     def with_max_attempts(self, n: int) -> RetryPolicy:
-        """A copy allowing ``n`` calls in total, the first included (int >= 1).
-
-        :raises WrongType: ``n`` is not an int (bools are refused).
-        :raises InvalidArgument: ``n`` < 1.
-        """
-        return self._replace(max_attempts=check_int(n, "max_attempts", minimum=1))
+        """A copy allowing ``n`` calls in total, the first included (int >= 1)."""
+        return self._with(max_attempts=check_int(n, "max_attempts", minimum=1))
 
     def with_initial_delay(self, seconds: float) -> RetryPolicy:
         """A copy whose first retry waits ``seconds`` (>= 0, finite)."""
-        return self._replace(initial_delay=check_seconds(seconds, "initial_delay"))
+        return self._with(initial_delay=check_seconds(seconds, "initial_delay"))
 
     def with_max_delay(self, seconds: float) -> RetryPolicy:
         """A copy whose backoff delays are capped at ``seconds`` (>= 0, finite)."""
-        return self._replace(max_delay=check_seconds(seconds, "max_delay"))
+        return self._with(max_delay=check_seconds(seconds, "max_delay"))
 
     def with_jitter(self, jitter: bool | Jitter) -> RetryPolicy:
-        """A copy with jitter: True means :attr:`Jitter.FULL`, False :attr:`Jitter.NONE`.
-
-        :raises WrongType: anything but a bool or a :class:`Jitter`.
-        """
+        """A copy with jitter: True is :attr:`Jitter.FULL`, False :attr:`Jitter.NONE`."""
         if isinstance(jitter, bool):
-            mode = Jitter.FULL if jitter else Jitter.NONE
-        elif isinstance(jitter, Jitter):
-            mode = jitter
-        else:
+            jitter = Jitter.FULL if jitter else Jitter.NONE
+        elif not isinstance(jitter, Jitter):
             raise WrongType(
                 f"jitter must be a bool or a Jitter, got {type(jitter).__name__} {jitter!r}"
             )
-        return self._replace(jitter=mode)
+        return self._with(jitter=jitter)
 
     def with_timeout(self, total_seconds: float | None) -> RetryPolicy:
-        """A copy that gives up when the next wait would end after ``total_seconds``.
+        """A copy giving up when the next wait would end after ``total_seconds`` (> 0, or None)."""
+        if total_seconds is not None:
+            total_seconds = check_seconds(total_seconds, "timeout", allow_zero=False)
+        return self._with(timeout=total_seconds)
 
-        Measured from the first call; ``None`` removes the timeout.
-        :raises InvalidArgument: ``total_seconds`` <= 0, NaN or infinite.
-        """
-        if total_seconds is None:
-            return self._replace(timeout=None)
-        return self._replace(timeout=check_seconds(total_seconds, "timeout", allow_zero=False))
-
-    def with_retry_on(
-        self,
-        retry_on: type[Exception]
-        | tuple[type[Exception], ...]
-        | list[type[Exception]]
-        | Callable[[BaseException], object],
-    ) -> RetryPolicy:
-        """A copy that retries only matching errors; others are re-raised at once.
-
-        :param retry_on: an ``Exception`` subclass, a non-empty tuple or list of
-            them, or a predicate ``error -> truthy``.
-        :raises WrongType: a type that is not an ``Exception`` subclass, or
-            something that is neither types nor callable.
-        :raises InvalidArgument: an empty collection.
-        """
-        return self._replace(retry_on=_normalize_retry_on(retry_on))
+    def with_retry_on(self, retry_on: RetryOn | type[Exception] | list[Any]) -> RetryPolicy:
+        """A copy retrying only matching errors (types, or a predicate); others re-raise."""
+        return self._with(retry_on=_retry_on(retry_on))
 
     def with_budget(self, budget: RetryBudget | None) -> RetryPolicy:
-        """A copy that draws every retry from the shared ``budget`` (None: no budget)."""
-        if budget is not None and not isinstance(budget, RetryBudget):
-            raise WrongType(
-                f"budget must be a RetryBudget or None, got {type(budget).__name__} {budget!r}"
-            )
-        return self._replace(budget=budget)
+        """A copy drawing every retry from the shared ``budget`` (None: no budget)."""
+        return self._with(budget=_optional(budget, "budget", RetryBudget, "a RetryBudget"))
 
     def with_on_retry(self, hook: Callable[[RetryContext], object] | None) -> RetryPolicy:
-        """A copy that calls ``hook(RetryContext)`` before each wait (None: no hook).
+        """A copy calling ``hook(RetryContext)`` before each wait (async hooks: async only)."""
+        return self._with(on_retry=_hook(hook))
 
-        In :meth:`execute_async` the hook may also be a coroutine function.
-        """
-        if hook is not None and not callable(hook):
-            raise WrongType(
-                f"on_retry must be callable or None, got {type(hook).__name__} {hook!r}"
-            )
-        return self._replace(on_retry=hook)
-
-    # -- delays -------------------------------------------------------------------
+    # -- delays and the planner ---------------------------------------------------
 
     def calculate_delay(self, retry: int) -> float:
-        """The un-jittered delay in seconds before retry ``retry`` (0-based), capped.
+        """The un-jittered delay in seconds before retry ``retry`` (0-based), capped."""
+        return self._base_delay(check_int(retry, "retry", minimum=0))
 
-        :raises WrongType: ``retry`` is not an int.
-        :raises InvalidArgument: ``retry`` < 0.
-        """
-        k = check_int(retry, "retry", minimum=0)
+    def _base_delay(self, k: int) -> float:
         initial = self.initial_delay
         if initial == 0.0:
             return 0.0
@@ -708,41 +475,29 @@ class RetryPolicy:
     def next_delay(
         self, retry: int, prev_delay: float | None = None, rng: Rng | None = None
     ) -> float:
-        """The jittered backoff in seconds before retry ``retry`` (0-based).
+        """The jittered delay before retry ``retry``; ``prev_delay`` serves decorrelated jitter."""
+        k = check_int(retry, "retry", minimum=0)
+        prev = None if prev_delay is None else check_seconds(prev_delay, "prev_delay")
+        return self._next_delay(k, prev, _rng(rng))
 
-        :param retry: retry index, int >= 0.
-        :param prev_delay: the previous delay in seconds, used only by
-            :attr:`Jitter.DECORRELATED` (None: ``initial_delay``).
-        :param rng: randomness (default: a :class:`~aura_sync.effects.SystemRng`).
-        :returns: a delay in ``[0, max_delay]``; with decorrelated jitter in
-            ``[min(initial_delay, max_delay), max_delay]``.
-        :raises WrongType, InvalidArgument: on a bad argument.
-        """
-        base_delay = self.calculate_delay(retry)
-        prev = _check_optional_seconds(prev_delay, "prev_delay")
-        source = _check_rng(rng)
+    def _next_delay(self, k: int, prev: float | None, rng: Rng) -> float:
         mode = self.jitter
-        if mode is Jitter.NONE:
-            return base_delay
+        if mode is Jitter.DECORRELATED:
+            base = self.initial_delay
+            upper = max(base, 3 * (base if prev is None else prev))
+            return min(self.max_delay, max(base, rng.uniform(base, upper)))
+        delay = self._base_delay(k)
         if mode is Jitter.FULL:
-            return min(base_delay, source.uniform(0.0, base_delay))
+            return min(delay, rng.uniform(0.0, delay))
         if mode is Jitter.EQUAL:
-            half = base_delay / 2
-            return min(base_delay, half + source.uniform(0.0, half))
-        base = self.initial_delay
-        last = base if prev is None else prev
-        upper = max(base, 3 * last)
-        return min(self.max_delay, max(base, source.uniform(base, upper)))
-
-    # -- the planner --------------------------------------------------------------
+            return min(delay, delay / 2 + rng.uniform(0.0, delay / 2))
+        return delay
 
     def is_retryable(self, error: BaseException) -> bool:
-        """True if ``error`` matches ``retry_on`` (never for non-``Exception`` errors).
+        """Whether ``error`` matches ``retry_on`` (never for non-``Exception`` errors)."""
+        return self._retryable(_error(error))
 
-        :raises WrongType: ``error`` is not an exception.
-        """
-        if not isinstance(error, BaseException):
-            raise WrongType(f"error must be an exception, got {type(error).__name__} {error!r}")
+    def _retryable(self, error: BaseException) -> bool:
         if not isinstance(error, Exception):
             return False
         retry_on = self.retry_on
@@ -758,46 +513,35 @@ class RetryPolicy:
         elapsed: float = 0.0,
         rng: Rng | None = None,
     ) -> RetryDecision:
-        """Decide what follows the failure of attempt ``attempt_index``; never sleeps.
+        """Decide what follows the failure of attempt ``attempt_index`` (0-based); never sleeps.
 
-        The single decision procedure behind every ``execute`` variant, and the
-        API for actors, which schedule a wake-up after ``decision.delay``
-        instead of sleeping.  In order: a non-retryable error gives up
-        (NOT_RETRYABLE); the last allowed attempt gives up (MAX_ATTEMPTS); the
-        wait is ``max(next_delay(...), error.retry_after)``; a wait that would
-        end after ``timeout`` gives up (TIMEOUT); finally the budget, if any,
-        must grant a token (else BUDGET).  The only side effect is that token
-        withdrawal, made only when the answer is "retry".
-
-        :param attempt_index: 0-based index of the attempt that failed (0 is
-            the first call); it is also the retry index of the next delay.
-        :param error: the exception that attempt raised.
-        :param prev_delay: the previous :attr:`RetryDecision.delay` (seconds),
-            None before the first retry.
-        :param elapsed: seconds since the first call started (>= 0).
-        :param rng: randomness for jitter (default: a SystemRng).
-        :returns: a :class:`RetryDecision`.
-        :raises WrongType, InvalidArgument: on a bad argument (nothing is withdrawn).
+        In order: a non-retryable error gives up (NOT_RETRYABLE), so does the last
+        allowed attempt (MAX_ATTEMPTS); the wait is ``max(next_delay, retry_after)``;
+        a wait ending after ``timeout`` gives up (TIMEOUT); last, the budget must
+        grant a token (else BUDGET) -- the only side effect.  ``prev_delay``: the
+        previous decision's delay; ``elapsed``: seconds since the first call.
         """
         index = check_int(attempt_index, "attempt_index", minimum=0)
-        if not isinstance(error, BaseException):
-            raise WrongType(f"error must be an exception, got {type(error).__name__} {error!r}")
-        prev = _check_optional_seconds(prev_delay, "prev_delay")
-        spent = check_seconds(elapsed, "elapsed")
-        source = _check_rng(rng)
-        if not self.is_retryable(error):
+        _error(error)
+        prev = None if prev_delay is None else check_seconds(prev_delay, "prev_delay")
+        return self._plan(index, error, prev, check_seconds(elapsed, "elapsed"), _rng(rng))
+
+    def _plan(
+        self, index: int, error: BaseException, prev: float | None, elapsed: float, rng: Rng
+    ) -> RetryDecision:
+        if not self._retryable(error):
             return RetryDecision.give_up(GiveUpReason.NOT_RETRYABLE)
         if index + 1 >= self.max_attempts:
             return RetryDecision.give_up(GiveUpReason.MAX_ATTEMPTS)
-        delay = self.next_delay(index, prev, source)
+        delay = self._next_delay(index, prev, rng)
         retry_after = _retry_after_of(error)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        if self.timeout is not None and spent + delay > self.timeout:
+        if retry_after is not None and retry_after > delay:
+            delay = retry_after  # the server's instruction may exceed max_delay
+        if self.timeout is not None and elapsed + delay > self.timeout:
             return RetryDecision.give_up(GiveUpReason.TIMEOUT)
         if self.budget is not None and not self.budget.withdraw():
             return RetryDecision.give_up(GiveUpReason.BUDGET)
-        return RetryDecision.retry_after_delay(delay)
+        return RetryDecision(True, delay, None)
 
     def record_success(self) -> None:
         """Tell the budget (if any) that a call succeeded; actors call it on success."""
@@ -807,138 +551,143 @@ class RetryPolicy:
     # -- executors ----------------------------------------------------------------
 
     def execute(
-        self, fn: Callable[[], T], *, clock: Clock | None = None, rng: Rng | None = None
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        clock: Clock | None = None,
+        rng: Rng | None = None,
+        **kwargs: Any,
     ) -> T:
-        """Call ``fn()`` until it succeeds, sleeping through ``clock`` between attempts.
+        """``fn(*args, **kwargs)`` until it succeeds, sleeping through ``clock`` in between.
 
-        :param fn: a plain zero-argument callable (use :meth:`execute_async`
-            for coroutine functions).
-        :param clock: where to sleep and read time (default: SystemClock).
-        :param rng: randomness for jitter (default: SystemRng).
-        :returns: ``fn``'s return value.
-        :raises RetryExhausted: attempts, timeout or budget ran out; the last
-            error is ``__cause__`` and ``last_error``.
-        :raises Exception: a non-retryable error of ``fn``, re-raised unchanged.
-        :raises WrongType: ``fn`` is not callable or is a coroutine function.
+        ``clock`` and ``rng`` are this method's keywords (default: the system ones).
+        Raises :class:`RetryExhausted`, a non-retryable error unchanged, or
+        ``WrongType`` for a coroutine function (use :meth:`execute_async`).
         """
-        _check_fn(fn, want_async=False)
-        run_clock = _check_clock(clock)
-        run_rng = _check_rng(rng)
+        return self._execute(fn, args, kwargs, clock, rng)
+
+    def _execute(
+        self, fn: Callable[..., T], args: Any, kwargs: Any, clock: Clock | None, rng: Rng | None
+    ) -> T:
+        run_clock = _DEFAULT_CLOCK if clock is None else _clock(clock)
+        if rng is not None:
+            _rng(rng)
         start = run_clock.now()
         try:
-            value = fn()
-        except Exception as exc:  # the slow path: plan, sleep, retry
-            return self._run_sync(fn, _Run(self, run_clock, run_rng, start), exc).unwrap()
-        if inspect.iscoroutine(value):
-            value.close()
-            raise WrongType(f"fn returned a coroutine; use execute_async, got {fn!r}")
-        self.record_success()  # the fast path: one call, no result object
+            value = fn(*args, **kwargs)
+        except Exception as exc:  # the slow path (a non-callable fn raises here too)
+            run = _Run(self, run_clock, _rng(rng), start)
+            return self._loop(_bind(fn, args, kwargs), run, exc).unwrap()
+        if value.__class__ is CoroutineType:
+            _refuse_coroutine(value, fn)
+        if self.budget is not None:
+            self.budget.record_success()
         return value
 
     def execute_with_result(
-        self, fn: Callable[[], T], *, clock: Clock | None = None, rng: Rng | None = None
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        clock: Clock | None = None,
+        rng: Rng | None = None,
+        **kwargs: Any,
     ) -> RetryResult[T]:
-        """Like :meth:`execute` but return a :class:`RetryResult` instead of raising.
+        """Like :meth:`execute`, but every ``Exception`` of ``fn`` ends up in the result."""
+        call = _bind(fn, args, kwargs)
+        return self._loop(call, _Run(self, _clock(clock), _rng(rng), None), None)
 
-        Every ``Exception`` of ``fn`` ends up in the result; ``unwrap()`` raises
-        what :meth:`execute` would raise.  Exceptions from a ``retry_on``
-        predicate or ``on_retry`` hook propagate.
-        """
-        _check_fn(fn, want_async=False)
-        return self._run_sync(fn, _Run(self, _check_clock(clock), _check_rng(rng)), None)
-
-    def _run_sync(
-        self, fn: Callable[[], T], run: _Run, pending: Exception | None
-    ) -> RetryResult[T]:
-        """The sync retry loop; ``pending`` is a failure of a first call already made."""
+    def _loop(self, call: Callable[[], T], run: _Run, pending: Exception | None) -> RetryResult[T]:
+        """The sync loop; ``pending`` is the failure of a first call already made."""
         while True:
             if pending is None:
                 try:
-                    value = fn()
-                except Exception as first:
-                    pending = first
+                    value = call()
+                except Exception as exc:
+                    pending = exc
                 else:
                     if inspect.iscoroutine(value):
-                        value.close()
-                        raise WrongType(f"fn returned a coroutine; use execute_async, got {fn!r}")
+                        _refuse_coroutine(value, call)
                     return run.success(value)
             error, pending = pending, None
             decision = run.failed(error)
             if not decision.should_retry:
-                return run.failure(error, decision)
-            context = run.context(error, decision)
-            if self.on_retry is not None:
-                outcome = self.on_retry(context)
-                if inspect.isawaitable(outcome):
-                    if inspect.iscoroutine(outcome):
-                        outcome.close()
-                    raise WrongType(
-                        "on_retry returned an awaitable; async hooks need execute_async, "
-                        f"got {outcome!r}"
-                    ) from None
+                return run.result(None, error, decision.reason)
+            outcome = run.notify(error, decision)
+            if inspect.isawaitable(outcome):
+                if inspect.iscoroutine(outcome):
+                    outcome.close()
+                raise WrongType(f"on_retry returned an awaitable; use execute_async: {outcome!r}")
             run.clock.sleep(decision.delay)
             run.waited(decision.delay)
 
     async def execute_async(
         self,
-        fn: Callable[[], Awaitable[T]],
-        *,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
         clock: Clock | None = None,
         rng: Rng | None = None,
+        **kwargs: Any,
     ) -> T:
-        """Await ``fn()`` until it succeeds, sleeping with ``clock.sleep_async``.
+        """Await ``fn(*args, **kwargs)`` until it succeeds, sleeping with ``clock.sleep_async``.
 
-        Same contract as :meth:`execute`; ``fn`` is a coroutine function (or
-        any callable returning an awaitable; an exception raised by the call
-        itself, before any await, is a failed attempt like any other).
-
-        :raises WrongType: ``fn`` is not callable or returns a non-awaitable.
+        The contract of :meth:`execute`; an exception raised by the call itself,
+        before any await, is a failed attempt too.  The hook may be async.
         """
-        result = await self.execute_with_result_async(fn, clock=clock, rng=rng)
-        return result.unwrap()
+        return (await self._loop_async(_bind(fn, args, kwargs), clock, rng)).unwrap()
 
     async def execute_with_result_async(
         self,
-        fn: Callable[[], Awaitable[T]],
-        *,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
         clock: Clock | None = None,
         rng: Rng | None = None,
+        **kwargs: Any,
     ) -> RetryResult[T]:
         """The async counterpart of :meth:`execute_with_result`."""
-        _check_fn(fn, want_async=True)
-        run = _Run(self, _check_clock(clock), _check_rng(rng))
+        return await self._loop_async(_bind(fn, args, kwargs), clock, rng)
+
+    async def _loop_async(
+        self, call: Callable[[], Awaitable[T]], clock: Clock | None, rng: Rng | None
+    ) -> RetryResult[T]:
+        run = _Run(self, _clock(clock), _rng(rng), None)
         while True:
             try:
-                pending = fn()  # a plain callable may raise before any await
-                if not inspect.isawaitable(pending):
-                    raise _NotAwaitable(pending)
-                value = await pending
-            except _NotAwaitable as bad:
-                raise WrongType(
-                    f"fn must return an awaitable in execute_async, got "
-                    f"{type(bad.value).__name__} {bad.value!r} from {fn!r}"
-                ) from None
+                pending = call()  # a plain callable may raise before any await
             except Exception as exc:
-                decision = run.failed(exc)
-                if not decision.should_retry:
-                    return run.failure(exc, decision)
-                context = run.context(exc, decision)
-                if self.on_retry is not None:
-                    outcome = self.on_retry(context)
-                    if inspect.isawaitable(outcome):
-                        await outcome
-                await run.clock.sleep_async(decision.delay)
-                run.waited(decision.delay)
+                error = exc
             else:
-                return run.success(value)
+                if not inspect.isawaitable(pending):
+                    raise WrongType(
+                        "fn must return an awaitable in execute_async, got "
+                        f"{type(pending).__name__} {pending!r} from {call!r}"
+                    )
+                try:
+                    return run.success(await pending)
+                except Exception as exc:
+                    error = exc
+            decision = run.failed(error)
+            if not decision.should_retry:
+                return run.result(None, error, decision.reason)
+            outcome = run.notify(error, decision)
+            if inspect.isawaitable(outcome):
+                await outcome
+            await run.clock.sleep_async(decision.delay)
+            run.waited(decision.delay)
 
 
-class _NotAwaitable(Exception):
-    """Internal: ``fn`` returned a non-awaitable (a caller bug, never retried)."""
+def _bind(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], T]:
+    if not callable(fn):
+        raise WrongType(f"fn must be callable, got {type(fn).__name__} {fn!r}")
+    return functools.partial(fn, *args, **kwargs) if args or kwargs else fn
 
-    def __init__(self, value: object) -> None:
-        super().__init__()
-        self.value = value
+
+def _refuse_coroutine(value: Any, call: object) -> NoReturn:
+    value.close()  # never awaited: close it so that no warning is printed
+    raise WrongType(f"fn returned a coroutine; use execute_async, got {call!r}")
 
 
 class _Run:
@@ -946,12 +695,8 @@ class _Run:
 
     __slots__ = ("attempts", "clock", "errors", "policy", "prev_delay", "rng", "start", "total")
 
-    def __init__(
-        self, policy: RetryPolicy, clock: Clock, rng: Rng, start: float | None = None
-    ) -> None:
-        self.policy = policy
-        self.clock = clock
-        self.rng = rng
+    def __init__(self, policy: RetryPolicy, clock: Clock, rng: Rng, start: float | None) -> None:
+        self.policy, self.clock, self.rng = policy, clock, rng
         self.start = clock.now() if start is None else start
         self.attempts = 0
         self.errors: list[BaseException] = []
@@ -959,18 +704,20 @@ class _Run:
         self.prev_delay: float | None = None
 
     def elapsed(self) -> float:
-        # A clock stepped backwards must not make elapsed negative.
-        return max(0.0, self.clock.now() - self.start)
+        return max(0.0, self.clock.now() - self.start)  # a clock stepping back stays >= 0
 
     def failed(self, error: BaseException) -> RetryDecision:
         self.attempts += 1
         self.errors.append(error)
-        return self.policy.plan(self.attempts - 1, error, self.prev_delay, self.elapsed(), self.rng)
+        index, prev = self.attempts - 1, self.prev_delay
+        return self.policy._plan(index, error, prev, self.elapsed(), self.rng)
 
-    def context(self, error: BaseException, decision: RetryDecision) -> RetryContext:
-        return RetryContext(
-            self.attempts, self.policy.max_attempts, error, decision.delay, self.elapsed()
-        )
+    def notify(self, error: BaseException, decision: RetryDecision) -> object:
+        hook, delay = self.policy.on_retry, decision.delay
+        if hook is None:
+            return None
+        limit = self.policy.max_attempts
+        return hook(RetryContext(self.attempts, limit, error, delay, self.elapsed(), self.total))
 
     def waited(self, delay: float) -> None:
         self.total += delay
@@ -979,34 +726,54 @@ class _Run:
     def success(self, value: T) -> RetryResult[T]:
         self.attempts += 1
         self.policy.record_success()
-        return RetryResult(
-            value, None, self.attempts, self.total, self.elapsed(), tuple(self.errors), None
-        )
+        return self.result(value, None, None)
 
-    def failure(self, error: BaseException, decision: RetryDecision) -> RetryResult[T]:
-        return RetryResult(
-            None,
-            error,
-            self.attempts,
-            self.total,
-            self.elapsed(),
-            tuple(self.errors),
-            decision.reason,
-        )
+    def result(
+        self, value: T | None, error: BaseException | None, reason: GiveUpReason | None
+    ) -> RetryResult[T]:
+        errors = tuple(self.errors)
+        return RetryResult(value, error, self.attempts, self.total, self.elapsed(), errors, reason)
+
+
+def retry(
+    policy: RetryPolicy | None = None, *, clock: Clock | None = None, rng: Rng | None = None
+) -> Callable[[F], F]:
+    """Decorate a plain or coroutine function so that each call runs under ``policy``.
+
+    ``@retry(RetryPolicy.exponential().with_max_attempts(5))`` (None: the default
+    policy).  The wrapper keeps the function's name, docstring and signature
+    (``functools.wraps``) and passes every argument through unchanged.
+    """
+    chosen = RetryPolicy() if policy is None else policy
+    if not isinstance(chosen, RetryPolicy):
+        raise WrongType(f"policy must be a RetryPolicy, got {type(policy).__name__} {policy!r}")
+    _clock(clock)
+    _rng(rng)
+
+    def decorate(fn: F) -> F:
+        _bind(fn, (), {})
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                result = await chosen._loop_async(_bind(fn, args, kwargs), clock, rng)
+                return result.unwrap()
+
+            return cast(F, run_async)
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return chosen._execute(fn, args, kwargs, clock, rng)
+
+        return cast(F, run)
+
+    return decorate
 
 
 def with_exponential_backoff(
-    fn: Callable[[], T],
-    max_attempts: int,
-    *,
-    clock: Clock | None = None,
-    rng: Rng | None = None,
+    fn: Callable[[], T], max_attempts: int, *, clock: Clock | None = None, rng: Rng | None = None
 ) -> T:
-    """Shortcut: ``RetryPolicy.exponential().with_max_attempts(max_attempts).execute(fn)``.
-
-    Default delays (0.1 s doubling, 30 s cap), no jitter.
-    :raises RetryExhausted, WrongType, InvalidArgument: as :meth:`RetryPolicy.execute`.
-    """
+    """``RetryPolicy.exponential().with_max_attempts(max_attempts).execute(fn)``."""
     policy = RetryPolicy.exponential().with_max_attempts(max_attempts)
     return policy.execute(fn, clock=clock, rng=rng)
 

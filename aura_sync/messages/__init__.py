@@ -42,7 +42,7 @@ __all__ = [
     "registered_messages",
 ]
 
-_CONCERNS = ("cache", "faults", "peers", "pool", "rate_limit", "retry", "supervision", "sync")
+_CONCERNS = ("cache", "faults", "peers", "pool", "rate_limit", "supervision", "sync")
 
 
 def load_all() -> None:
