@@ -16,7 +16,8 @@ Pieces:
   (:meth:`Context.compare`, :meth:`Context.unavailable`).
 - :class:`Stats` and :class:`Row` - the data model written to JSON.
 - :func:`run_suite` - runs the row groups and writes JSON, Markdown and PNG
-  plots; :func:`markdown_table` renders the table the README shows.
+  plots (:mod:`bench.plots`); :func:`markdown_table` renders every row as Markdown
+  (`bench/results/<mode>.md`); :mod:`bench.readme_table` writes the README's table.
 
 Timing uses :func:`time.perf_counter_ns`; the garbage collector is disabled
 during timed sections (for both sides of a comparison alike).  Threaded rows
@@ -47,6 +48,8 @@ import tracemalloc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+from bench.plots import write_plots
 
 __all__ = [
     "GROUPS",
@@ -760,64 +763,6 @@ def write_outputs(doc: dict[str, Any], out: Path, *, plots: bool = True) -> list
         written.append(prof_path)
     if plots:
         written.extend(write_plots(doc, out))
-    return written
-
-
-def write_plots(doc: dict[str, Any], out: Path) -> list[Path]:
-    """One PNG per row group: each row's ratio (median, min-max bar) and its target.
-
-    Uses matplotlib's Agg backend; returns the files written (none if
-    matplotlib is missing).
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    mode = doc["header"]["mode"]
-    written: list[Path] = []
-    for group in doc["groups"]:
-        rows = [r for r in group["rows"] if r["status"] == "ok" and r["ratio"]]
-        if not rows:
-            continue
-        labels = []
-        for r in rows:
-            cpu = {True: " [pinned]", False: " [unpinned]", None: ""}[r["pinned"]]
-            labels.append(r["name"] + cpu)
-        ratios = [r["ratio"] for r in rows]
-        lo = [max(r["ratio"] - r["ratio_min"], 0.0) for r in rows]
-        hi = [max(r["ratio_max"] - r["ratio"], 0.0) for r in rows]
-        colors = []
-        for r in rows:
-            if r["met"] is True:
-                colors.append("#2e7d32")
-            elif r["met"] is False:
-                colors.append("#c62828")
-            else:
-                colors.append("#607d8b")
-        height = max(2.0, 0.32 * len(rows) + 1.2)
-        fig, ax = plt.subplots(figsize=(10, height))
-        ys = list(range(len(rows)))
-        ax.barh(ys, ratios, xerr=[lo, hi], color=colors, capsize=2)
-        for y, r in zip(ys, rows, strict=True):
-            if r["target"]:
-                ax.plot([r["target"]["value"]] * 2, [y - 0.4, y + 0.4], color="black", lw=2)
-        ax.axvline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set_yticks(ys)
-        ax.set_yticklabels(labels, fontsize=7)
-        ax.invert_yaxis()
-        if max(ratios) / max(min(ratios), 1e-12) > 30:
-            ax.set_xscale("log")
-        ax.set_xlabel("ratio measured / baseline (bar: median, whisker: min-max; black: target)")
-        ax.set_title(f"{group['number']}. {group['title']} ({mode})")
-        # fixed margins (in inches): tight_layout costs seconds per figure
-        fig.subplots_adjust(left=4.2 / 10, right=0.97, top=1 - 0.45 / height, bottom=0.65 / height)
-        path = out / f"{mode}_{group['key']}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
     return written
 
 
