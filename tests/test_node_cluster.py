@@ -20,7 +20,7 @@ from _node_helpers import (
 from _tls_helpers import raw_tls_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from aura_sync.errors import CapabilityError
+from aura_sync.errors import CapabilityError, ConfigError
 from aura_sync.identity import NodeIdentity
 from aura_sync.infrastructure.capabilities import (
     generate_authority_keypair,
@@ -121,17 +121,17 @@ def test_peer_without_a_valid_token_receives_nothing(nodes: Cluster, tmp_path: P
     good_b = _token_file(
         tmp_path / "b.tok", issue_capability_token(authority.private_key, subject=ids["b"])
     )
-    # c's token is signed by another authority: it must be refused
+    # c's token is signed by another authority: c cannot even start with it
     bad_c = _token_file(
         tmp_path / "c.tok", issue_capability_token(rogue.private_key, subject=ids["c"])
     )
+    with pytest.raises(ConfigError, match="does not verify against 'authority_public_key'"):
+        nodes.add("c", authority_public_key=key, token_path=str(bad_c))
     a = nodes.add("a", authority_public_key=key, token_path=str(good_a))
     b = nodes.add(
         "b", authority_public_key=key, token_path=str(good_b), bootstrap=[a.bootstrap_address]
     )
-    c = nodes.add(
-        "c", authority_public_key=key, token_path=str(bad_c), bootstrap=[a.bootstrap_address]
-    )
+    c = nodes.add("c", bootstrap=[a.bootstrap_address])  # no token: it presents nothing
     a.append([b"secret-a-%d" % i for i in range(20)])
     b.append([b"secret-b-%d" % i for i in range(20)])
     c.append([b"c-%d" % i for i in range(5)])

@@ -56,6 +56,7 @@ __all__ = [
     "MAX_TOKEN_SIZE",
     "SYNC_REQUEST_DIGEST",
     "AuthorityKeyPair",
+    "capability_token_subject",
     "check_public_key",
     "generate_authority_keypair",
     "issue_capability_token",
@@ -128,15 +129,61 @@ def public_key_from_private(private_key: bytes) -> bytes:
 def check_public_key(value: object, name: str = "root_public_key") -> bytes:
     """Return ``value`` if it is a usable raw Ed25519 public key (32 bytes).
 
-    Raises :class:`WrongType` for non-bytes and :class:`InvalidArgument` for a
-    wrong length or bytes the Biscuit library rejects.
+    Refused: a non-canonical encoding (y not below p, or x = 0 with the sign
+    bit set), a point not on the curve, and a point of small order (the
+    identity, all zeros, the order-2 and order-8 points): a signature
+    "verifies" under such a key for messages nobody signed.  Raises
+    :class:`WrongType` for non-bytes and :class:`InvalidArgument` for a wrong
+    length or a refused key, naming ``name`` and the key.
     """
     key = _check_key_bytes(value, name)
+    point = _decode_point(key)
+    if point is None:
+        raise InvalidArgument(
+            f"{name} is not a canonical encoding of a point on Ed25519: {key.hex()}"
+        )
+    if _has_small_order(point):
+        raise InvalidArgument(f"{name} is a point of small order (a weak key): {key.hex()}")
     try:
         _public_key(key)
     except Exception as exc:
         raise InvalidArgument(f"{name} is not a valid Ed25519 public key: {key.hex()}") from exc
     return key
+
+
+def capability_token_subject(token: bytes, root_public_key: bytes) -> DeviceId | None:
+    """The subject the authority bound ``token`` to, or None for a bearer token.
+
+    The token must be signed by ``root_public_key``.  Raises
+    :class:`CapabilityError` for a token that is malformed, foreign, or names
+    more than one subject (fails closed like :func:`verify_capability_token`),
+    :class:`WrongType` for arguments that are not bytes.
+    """
+    if type(token) is not bytes:
+        raise WrongType(f"token must be bytes, got {type(token).__name__}")
+    root = check_public_key(root_public_key, "root_public_key")
+    if not token or len(token) > MAX_TOKEN_SIZE:
+        raise CapabilityError(f"capability token of {len(token)} bytes is empty or too large")
+    try:
+        biscuit = biscuit_auth.Biscuit.from_bytes(token, _public_key(root))
+        builder = biscuit_auth.AuthorizerBuilder()
+        builder.add_code("allow if true;")
+        authorizer = builder.build(biscuit)
+        authorizer.authorize()
+        facts = authorizer.query(biscuit_auth.Rule("bound($s) <- subject($s)"))
+        subjects = {fact.terms[0] for fact in facts if len(fact.terms) == 1}
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+            raise
+        raise CapabilityError(_describe_failure(exc, SYNC_REQUEST_DIGEST)) from exc
+    if not subjects:
+        return None
+    if len(subjects) > 1:
+        raise CapabilityError(f"capability token names {len(subjects)} subjects")
+    (term,) = subjects
+    if type(term) is not bytes or len(term) != 16:
+        raise CapabilityError(f"capability token has a malformed subject {term!r:.60}")
+    return DeviceId(term)
 
 
 def issue_capability_token(
@@ -281,6 +328,42 @@ def _check_key_bytes(value: object, name: str) -> bytes:
     if len(value) != KEY_SIZE:
         raise InvalidArgument(f"{name} must be exactly {KEY_SIZE} bytes, got {len(value)}")
     return value
+
+
+_P: Final = 2**255 - 19
+_D: Final = (-121665 * pow(121666, _P - 2, _P)) % _P
+_SQRT_M1: Final = pow(2, (_P - 1) // 4, _P)
+
+
+def _decode_point(raw: bytes) -> tuple[int, int] | None:
+    """RFC 8032 point decoding, strict: None for a non-canonical or off-curve encoding."""
+    n = int.from_bytes(raw, "little")
+    sign, y = n >> 255, n & ((1 << 255) - 1)
+    if y >= _P:
+        return None
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * _SQRT_M1 % _P
+    if (x * x - x2) % _P:
+        return None
+    if x == 0 and sign:
+        return None
+    if x & 1 != sign:
+        x = _P - x
+    return x, y
+
+
+def _has_small_order(point: tuple[int, int]) -> bool:
+    """Whether ``8 * point`` is the identity (the curve's cofactor is 8)."""
+    x, y = point
+    for _ in range(3):  # doubling on -x^2 + y^2 = 1 + d x^2 y^2 (complete formula)
+        dxy = _D * x * x * y * y % _P
+        x, y = (
+            2 * x * y * pow(1 + dxy, _P - 2, _P) % _P,
+            (y * y + x * x) * pow(1 - dxy, _P - 2, _P) % _P,
+        )
+    return x == 0 and y == 1
 
 
 def _private_key(raw: bytes) -> biscuit_auth.PrivateKey:

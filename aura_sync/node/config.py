@@ -23,6 +23,7 @@ File layout (every key optional)::
     bootstrap = ["<device-id>@127.0.0.1:7401"]     # a peer's DeviceId and address
     authority_public_key = "<64 hex digits>"       # enables Biscuit capabilities
     token_path = "/var/lib/aura-sync/token"        # this node's token (base64)
+    allow_bearer_token = false                     # accept a token without a subject
     sync_interval = 2.0                            # seconds between sync rounds
     peers_per_round = 3
     batch_size = 128                               # ops per message, 1..128
@@ -36,6 +37,7 @@ File layout (every key optional)::
     [rate_limit]   # RateLimitConfig fields
     [pool]         # PoolConfig fields
     [peers]        # PeerDiscoveryConfig fields (not root_public_key)
+    [transport]    # TransportConfig fields: timeouts, connection admission, backpressure
     [cache]
     max_keys = 1024
 
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import math
 import os
 import tomllib
@@ -58,18 +61,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from aura_sync.errors import ConfigError, InvalidArgument, WrongType
+from aura_sync.errors import CapabilityError, ConfigError, InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
-from aura_sync.infrastructure.capabilities import check_public_key
+from aura_sync.infrastructure.capabilities import (
+    capability_token_subject,
+    check_public_key,
+    verify_capability_token,
+)
 from aura_sync.infrastructure.connections import PoolConfig
 from aura_sync.infrastructure.peers import PeerDiscoveryConfig
 from aura_sync.infrastructure.rate_limit import RateLimitConfig
 from aura_sync.messages.sync import MAX_OPS_BATCH
+from aura_sync.transport.config import TransportConfig
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "NODE_TRANSPORT",
     "BootstrapPeer",
     "NodeConfig",
+    "check_own_token",
     "default_data_dir",
     "load_config",
     "parse_bootstrap",
@@ -78,6 +88,13 @@ __all__ = [
 
 DEFAULT_LISTEN: Final = "127.0.0.1:7400"
 """Where a node listens unless told otherwise."""
+
+NODE_TRANSPORT: Final = TransportConfig(
+    connect_timeout=5.0, keepalive_interval=10.0, idle_timeout=30.0
+)
+"""The node's transport defaults (quicker keepalive than a bare transport's)."""
+
+_log = logging.getLogger("aura_sync.node")
 
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _MAX_PEERS_PER_ROUND: Final = 64
@@ -163,7 +180,11 @@ class NodeConfig:
     :param authority_public_key: 32-byte Ed25519 key of the Biscuit
         authority; when set, peers must present a token granting
         ``sync:request_digest`` (fail closed) and this node presents its own.
-    :param token_path: file holding this node's token (base64 text).
+    :param token_path: file holding this node's token (base64 text); at
+        start it must verify against the authority key and be bound to this
+        node's DeviceId (its subject).
+    :param allow_bearer_token: accept an own token without a subject (anyone
+        who captures it can use it; a warning is logged at every start).
     :param sync_interval: seconds between sync rounds (> 0).
     :param peers_per_round: peers synced per round (1..64).
     :param batch_size: ops per pull/push message (1..128).
@@ -176,6 +197,8 @@ class NodeConfig:
     :param log_level: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     :param log_format: ``"text"`` (key=value lines) or ``"json"`` (one object a line).
     :param rate_limit, pool, peers: configurations of the infrastructure concerns.
+    :param transport: timeouts, connection admission and backpressure of the
+        TCP transport (:data:`NODE_TRANSPORT` unless set).
     :param cache_max_keys: keys tracked by the epoch cache (>= 1).
     :param debug_endpoints: expose ``POST /debug/*`` (fault injection, op
         writes) on the metrics port; only ``aura-sync demo`` turns it on.
@@ -191,6 +214,7 @@ class NodeConfig:
     bootstrap: tuple[BootstrapPeer, ...] = ()
     authority_public_key: bytes | None = None
     token_path: Path | None = None
+    allow_bearer_token: bool = False
     sync_interval: float = 2.0
     peers_per_round: int = 3
     batch_size: int = MAX_OPS_BATCH
@@ -203,6 +227,7 @@ class NodeConfig:
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     peers: PeerDiscoveryConfig = field(default_factory=PeerDiscoveryConfig)
+    transport: TransportConfig = field(default_factory=lambda: NODE_TRANSPORT)
     cache_max_keys: int = 1024
     debug_endpoints: bool = False
     refuse_sync: bool = False
@@ -211,7 +236,11 @@ class NodeConfig:
         for key, check in _TOP_LEVEL.items():
             value = getattr(self, key)
             object.__setattr__(self, key, check(key, value))
-        for key, cls in (("rate_limit", RateLimitConfig), ("pool", PoolConfig)):
+        for key, cls in (
+            ("rate_limit", RateLimitConfig),
+            ("pool", PoolConfig),
+            ("transport", TransportConfig),
+        ):
             if not isinstance(getattr(self, key), cls):
                 raise ConfigError(f"config key {key!r} must be a {cls.__name__}")
         if not isinstance(self.peers, PeerDiscoveryConfig):
@@ -357,6 +386,7 @@ _TOP_LEVEL: Final[dict[str, Callable[[str, Any], Any]]] = {
     "bootstrap": _bootstrap,
     "authority_public_key": _authority_key,
     "token_path": _optional_path,
+    "allow_bearer_token": _bool,
     "sync_interval": _positive_seconds,
     "peers_per_round": _int_in(1, _MAX_PEERS_PER_ROUND),
     "batch_size": _int_in(1, MAX_OPS_BATCH),
@@ -375,6 +405,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "rate_limit": RateLimitConfig,
     "pool": PoolConfig,
     "peers": PeerDiscoveryConfig,
+    "transport": TransportConfig,
 }
 _FORBIDDEN_SECTION_KEYS: Final = {
     ("peers", "root_public_key"): "set the top-level 'authority_public_key' instead",
@@ -386,6 +417,7 @@ def _build_section(section: str, cls: type, table: object) -> Any:
     if not isinstance(table, Mapping):
         raise ConfigError(f"config key {section!r} must be a table, got {table!r}")
     names = {f.name for f in dataclasses.fields(cls) if f.init}
+    base = NODE_TRANSPORT if cls is TransportConfig else cls()
     for key, value in table.items():
         dotted = f"{section}.{key}"
         if key not in names or (section, key) in _FORBIDDEN_SECTION_KEYS:
@@ -398,11 +430,11 @@ def _build_section(section: str, cls: type, table: object) -> Any:
                 + (hint if hint else f"known keys: {known}")
             )
         try:  # one field at a time first, so the error names the right key
-            cls(**{key: value})
+            dataclasses.replace(base, **{key: value})
         except (InvalidArgument, WrongType, TypeError, ValueError) as exc:
             raise ConfigError(f"config key {dotted!r} has invalid value {value!r}: {exc}") from None
     try:
-        return cls(**dict(table))
+        return dataclasses.replace(base, **dict(table))
     except (InvalidArgument, WrongType, TypeError, ValueError) as exc:
         shown = ", ".join(f"{k}={v!r}" for k, v in table.items())
         raise ConfigError(f"config section {section!r} ({shown}) is invalid: {exc}") from None
@@ -484,3 +516,44 @@ def load_config(
         raise
     except (InvalidArgument, WrongType, TypeError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def check_own_token(token: bytes, config: NodeConfig, device_id: DeviceId) -> bytes:
+    """Check this node's own capability token at start; return it.
+
+    With an authority key configured, the token must verify against it and be
+    bound to ``device_id`` (a token presented to a peer cannot then be
+    replayed by that peer); a bearer token (no subject) passes only with
+    ``allow_bearer_token``, with a warning.  Without an authority key the
+    token is never presented and is returned unchecked.
+
+    :raises ConfigError: naming ``token_path`` and what is wrong (garbage, a
+        foreign authority, another subject, a bearer token not allowed).
+    """
+    key = config.authority_public_key
+    if key is None:
+        return token
+    where = f"config key 'token_path' has invalid value {str(config.token_path)!r}"
+    try:
+        verify_capability_token(token, key)
+        subject = capability_token_subject(token, key)
+    except CapabilityError as exc:
+        raise ConfigError(
+            f"{where}: the token does not verify against 'authority_public_key' {key.hex()}: {exc}"
+        ) from None
+    if subject is None:
+        if not config.allow_bearer_token:
+            raise ConfigError(
+                f"{where}: it is a bearer token (no subject): any peer it is shown to could "
+                f"use it; issue one with --subject {device_id} or set allow_bearer_token = true"
+            )
+        _log.warning(
+            "event=bearer_token token_path=%s: this node's token has no subject; a peer that "
+            "captures it can use it (allow_bearer_token = true)",
+            config.token_path,
+        )
+    elif subject != device_id:
+        raise ConfigError(
+            f"{where}: the token is bound to {subject}, not to this node ({device_id})"
+        )
+    return token

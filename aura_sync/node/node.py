@@ -74,7 +74,7 @@ from aura_sync.messages.peers import GetPeerTable, PeerTableReply, RecordFailure
 from aura_sync.messages.pool import GetPoolStatistics, PoolStatisticsReply
 from aura_sync.messages.rate_limit import GetRateLimiterStatistics, RateLimiterStatisticsReply
 from aura_sync.messages.supervision import ChildType
-from aura_sync.node.config import NodeConfig
+from aura_sync.node.config import NodeConfig, check_own_token
 from aura_sync.node.metrics import (
     ChildHealth,
     MetricsServer,
@@ -98,7 +98,7 @@ from aura_sync.protocols.journal import Journal
 from aura_sync.protocols.journal_files import DataDirLock
 from aura_sync.supervisors import ChildContext, ChildSpec, Supervisor
 from aura_sync.supervisors.spec import ONE_FOR_ONE, REST_FOR_ONE
-from aura_sync.transport.base import Listener, Refusal, Transport, TransportConfig
+from aura_sync.transport.base import Listener, Refusal, Transport
 from aura_sync.transport.tcp import TcpTransport
 
 __all__ = ["JOURNAL_FILE", "Node", "TransportActor", "run_node"]
@@ -429,21 +429,13 @@ class Node:
             ) from None
         if not raw:
             raise ConfigError(f"config key 'token_path' has invalid value {str(path)!r}: empty")
-        return raw
+        assert self._identity is not None
+        return check_own_token(raw, self.config, self._identity.device_id)
 
     def _make_transport(self, identity: NodeIdentity) -> Transport:
         if self._transport_factory is not None:
             return self._transport_factory(identity)
-        cfg = self.config
-        return TcpTransport(
-            identity,
-            TransportConfig(
-                connect_timeout=max(1.0, cfg.request_timeout),
-                keepalive_interval=10.0,
-                idle_timeout=30.0,
-            ),
-            on_refused=self._on_refused,
-        )
+        return TcpTransport(identity, self.config.transport, on_refused=self._on_refused)
 
     def _on_refused(self, refusal: Refusal) -> None:
         """Transport thread: a connection was refused (impostor, plaintext, over the limit)."""

@@ -1238,8 +1238,9 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
         if address:
             self._addresses.learn(peer, address, verified=True)
         self._spawn(self._mark_connected(peer, address), f"connected {peer}")
-        if self._config.require_capability and self._token is not None:
-            # Both ends present at once, whoever dialed: the peer may select us right away.
+        if self._config.require_capability and self._token is not None and conn.initiator:
+            # Our token goes to a peer we chose and TLS proved; an accepting side
+            # presents only once the dialer proved its own token (_verify_token).
             self._spawn(self._present_on(conn), f"present {peer}")
 
     def _present_on(self, conn: Connection) -> _Round:
@@ -1352,6 +1353,13 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
             return
         self._authorized.add(peer)
         _respond(event, Ack())
+        conn = event.connection
+        if (
+            self._token is not None
+            and not conn.initiator
+            and conn.session_id not in self._presented
+        ):
+            self._spawn(self._present_on(conn), f"present {peer}")
 
     # --- local API ---------------------------------------------------------------------------
 
