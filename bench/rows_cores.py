@@ -313,8 +313,9 @@ def _pool_actor_mode(ctx: Context, name: str, actors: Any, why: str, pinned: boo
 
         loops = {"2 raw pykka asks": _cycle_loop(raw_cycle, [0])}
         if actors is not None:
+            from aura_sync.actors.pool import PoolLease
             from aura_sync.infrastructure.connections import PoolConfig
-            from aura_sync.messages.pool import Acquire, Acquired, Release
+            from aura_sync.messages.pool import Acquire, Release
 
             address = actors.spawn(lambda: actors.PoolActor(PoolConfig(), _FakeConnector()))
             peers = [DeviceId.from_int(i + 1) for i in range(10)]
@@ -323,7 +324,7 @@ def _pool_actor_mode(ctx: Context, name: str, actors: Any, why: str, pinned: boo
 
             def aura_cycle(peer: Any) -> None:
                 got = pool_ask(acquires[peer], 10.0)
-                if type(got) is not Acquired:
+                if type(got) is not PoolLease:
                     raise RuntimeError(f"PoolActor refused an acquire: {got!r}")
                 pool_ask(Release(peer, got.handle_id), 10.0)
 

@@ -1,4 +1,4 @@
-"""PoolActor and PoolClient: operations by message, FIFO waiters answered by deferred
+"""PoolActor through ``address.call``: every request, FIFO waiters answered by deferred
 replies, AcquireTimeout on the virtual clock, scheduled eviction and health checks, leases,
 and a crash that closes every connection of the dead incarnation."""
 
@@ -18,8 +18,7 @@ from test_actors_support import (  # noqa: F401  (fixture)
 )
 
 from aura_sync.actors.address import ActorAddress, spawn
-from aura_sync.actors.clients import PoolClient, PoolLease
-from aura_sync.actors.pool import STASH_IDS_KEY, AcquireConnection, ConnectionLease, PoolActor
+from aura_sync.actors.pool import STASH_IDS_KEY, PoolActor, PoolLease
 from aura_sync.effects import ManualClock
 from aura_sync.errors import (
     AcquireTimeout,
@@ -68,39 +67,51 @@ def address(clock: ManualClock, connector: FakeConnector) -> Iterator[ActorAddre
     addr.stop()
 
 
-@pytest.fixture
-def client(address: ActorAddress) -> PoolClient:
-    return PoolClient(address, acquire_timeout=CONFIG.acquire_timeout)
+WAIT = CONFIG.acquire_timeout
 
 
-def stats(client: PoolClient) -> PoolStatistics:
-    return client.statistics()
+def acquire(address: ActorAddress, peer_id: DeviceId, wait: float = WAIT) -> PoolLease:
+    """Borrow a connection, letting the pool queue the request up to ``wait`` seconds."""
+    return address.call(msgs.Acquire(peer_id, wait), wait + 5.0)
+
+
+async def acquire_async(address: ActorAddress, peer_id: DeviceId, wait: float = WAIT) -> PoolLease:
+    return await address.call_async(msgs.Acquire(peer_id, wait), wait + 5.0)
+
+
+def stats(address: ActorAddress) -> PoolStatistics:
+    return address.call(msgs.GetPoolStatistics())
+
+
+async def stats_async(address: ActorAddress) -> PoolStatistics:
+    return await address.call_async(msgs.GetPoolStatistics())
 
 
 def test_every_operation_by_message(address: ActorAddress, connector: FakeConnector) -> None:
     first = address.ask(msgs.Acquire(A))
-    assert isinstance(first, msgs.Acquired) and first.reused is False
-    assert first.session_id == "session-1"
+    assert isinstance(first, PoolLease) and first.reused is False
+    assert first.session_id == "session-1" and first.connection is connector.opened[0]
     assert address.ask(msgs.Release(A, first.handle_id)) == Ack()
-    again = address.ask(msgs.Acquire(A))
+    again = address.call(msgs.Acquire(A))
     assert again.reused is True and again.connection_id == first.connection_id
     assert again.handle_id != first.handle_id
-    listing = address.ask(msgs.ListConnections())
-    assert isinstance(listing, msgs.ConnectionsReply)
-    assert [c.state for c in listing.connections] == [ConnectionState.IN_USE]
-    assert address.ask(msgs.CloseConnection(again.handle_id)) == Ack()
+    listing = address.call(msgs.ListConnections())
+    assert [c.state for c in listing] == [ConnectionState.IN_USE]
+    assert address.call(msgs.GetConnectionMetadata(A)) == listing
+    assert address.call(msgs.GetConnectionMetadata(B)) == ()
+    assert (address.call(msgs.TotalConnections()), address.call(msgs.PeerCount())) == (1, 1)
+    assert address.call(msgs.CloseConnection(again.handle_id)) is None
     assert connector.opened[0].closed
-    assert address.ask(msgs.EvictExpired()) == msgs.Evicted(0)
-    assert address.ask(msgs.HealthCheck()) == msgs.HealthChecked(0)
-    held = address.ask(msgs.Acquire(B))
-    assert address.ask(msgs.CloseAll()) == msgs.ClosedAll(1)
-    assert address.ask(msgs.Release(B, held.handle_id)) == Ack()  # harmless after CloseAll
-    reply = address.ask(msgs.GetPoolStatistics())
-    assert isinstance(reply, msgs.PoolStatisticsReply)
+    assert address.call(msgs.EvictExpired()) == 0
+    assert address.call(msgs.HealthCheck()) == 0
+    held = address.call(msgs.Acquire(B))
+    assert address.call(msgs.CloseAll()) == 1
+    assert address.call(msgs.Release(B, held.handle_id)) is None  # harmless after CloseAll
+    reply = address.call(msgs.GetPoolStatistics())
+    assert isinstance(reply, PoolStatistics)
     assert reply.connections_created == 2 and reply.connections_reused == 1
     assert reply.connections_closed == 2 and reply.total == 0
-    lease = address.ask(AcquireConnection(msgs.Acquire(A)))
-    assert isinstance(lease, ConnectionLease) and lease.connection is connector.opened[-1]
+    assert (address.call(msgs.TotalConnections()), address.call(msgs.PeerCount())) == (0, 0)
 
 
 def test_error_replies_for_bad_requests(address: ActorAddress, connector: FakeConnector) -> None:
@@ -120,46 +131,48 @@ def test_error_replies_for_bad_requests(address: ActorAddress, connector: FakeCo
     reply = address.ask(IsFresh("k", 1))
     assert isinstance(reply, ErrorReply) and reply.error_type == "UnhandledMessage"
     address.tell(msgs.Acquire(A))  # told: refused (nobody would get it), not leaked
-    assert address.ask(msgs.GetPoolStatistics()).in_use == 0
+    assert stats(address).in_use == 0
 
 
-def test_exhausted_without_waiting_and_limits(client: PoolClient) -> None:
-    leases = [client.acquire(A), client.acquire(A)]
+def test_exhausted_without_waiting_and_limits(address: ActorAddress) -> None:
+    leases = [acquire(address, A), acquire(address, A)]
     with pytest.raises(PoolExhausted, match="max_connections_per_peer=2"):
-        client.acquire(A, timeout=0)
-    leases.append(client.acquire(B))
+        acquire(address, A, wait=0)
+    leases.append(acquire(address, B))
     with pytest.raises(PoolExhausted, match="max_total_connections=3"):
-        client.acquire(B, timeout=0)
-    assert stats(client).connection_limit_hits == 2
+        acquire(address, B, wait=0.0)
+    assert stats(address).connection_limit_hits == 2
     for lease in leases:
         lease.release()
 
 
 def test_lease_is_a_context_manager_that_releases_once(
-    client: PoolClient, connector: FakeConnector
+    address: ActorAddress, connector: FakeConnector
 ) -> None:
-    with client.acquire(A) as lease:
+    with acquire(address, A) as lease:
         assert isinstance(lease, PoolLease) and lease.connection is connector.opened[0]
         assert lease.session_id == "session-1" and not lease.released
-    assert lease.released and stats(client).idle == 1
+    assert lease.released and stats(address).idle == 1
+    queued = address.queued()
     with pytest.raises(InvalidHandle, match="already released"):
         lease.release()
-    lease2 = client.acquire(A)
+    assert address.queued() == queued  # refused without sending anything
+    lease2 = acquire(address, A)
     assert lease2.reused
-    lease2.close()
-    with client.acquire(A) as lease3:
+    lease2.release(broken=True)
+    with acquire(address, A) as lease3:
         lease3.release()  # explicit release inside the block: exit does not release again
-    s = stats(client)
+    s = stats(address)
     assert s.connections_released == 2 and s.connections_closed == 1 and s.idle == 1
 
 
-def test_waiters_are_served_fifo_on_release(client: PoolClient, clock: ManualClock) -> None:
+def test_waiters_are_served_fifo_on_release(address: ActorAddress, clock: ManualClock) -> None:
     async def scenario() -> list[int]:
-        held = [await client.acquire_async(A), await client.acquire_async(A)]
+        held = [await acquire_async(address, A), await acquire_async(address, A)]
         order: list[int] = []
 
         async def wait_for(index: int) -> PoolLease:
-            lease = await client.acquire_async(A, timeout=100.0)
+            lease = await acquire_async(address, A, 100.0)
             order.append(index)
             return lease
 
@@ -167,7 +180,7 @@ def test_waiters_are_served_fifo_on_release(client: PoolClient, clock: ManualClo
         for i in range(3):
             tasks.append(asyncio.ensure_future(wait_for(i)))
             await asyncio.sleep(0)  # let task i send its Acquire before task i+1
-        while (await client.statistics_async()).waits < 3:
+        while (await stats_async(address)).waits < 3:
             await asyncio.sleep(0)
         assert order == []
         await held[0].release_async()
@@ -182,20 +195,20 @@ def test_waiters_are_served_fifo_on_release(client: PoolClient, clock: ManualClo
         return order
 
     assert asyncio.run(scenario()) == [0, 1, 2]
-    s = stats(client)
+    s = stats(address)
     assert s.waits == 3 and s.timeouts == 0 and s.connections_created == 2
     assert clock.pending_timers() == 1  # only the maintenance tick: waiter timers cancelled
 
 
-def test_a_waiter_for_another_peer_is_not_blocked_by_the_head(client: PoolClient) -> None:
+def test_a_waiter_for_another_peer_is_not_blocked_by_the_head(address: ActorAddress) -> None:
     async def scenario() -> None:
-        a1, a2 = await client.acquire_async(A), await client.acquire_async(A)
-        b1 = await client.acquire_async(B)  # total limit (3) reached
-        wait_a = asyncio.ensure_future(client.acquire_async(A, timeout=100.0))
+        a1, a2 = await acquire_async(address, A), await acquire_async(address, A)
+        b1 = await acquire_async(address, B)  # total limit (3) reached
+        wait_a = asyncio.ensure_future(acquire_async(address, A, 100.0))
         await asyncio.sleep(0)
-        wait_b = asyncio.ensure_future(client.acquire_async(B, timeout=100.0))
+        wait_b = asyncio.ensure_future(acquire_async(address, B, 100.0))
         await asyncio.sleep(0)
-        while (await client.statistics_async()).waits < 2:
+        while (await stats_async(address)).waits < 2:
             await asyncio.sleep(0)
         await b1.release_async()  # B's idle connection: A cannot use it (per-peer limit)
         lease_b = await asyncio.wait_for(wait_b, 5.0)
@@ -208,34 +221,35 @@ def test_a_waiter_for_another_peer_is_not_blocked_by_the_head(client: PoolClient
     asyncio.run(scenario())
 
 
-def test_acquire_timeout_on_the_virtual_clock(client: PoolClient, clock: ManualClock) -> None:
+def test_acquire_timeout_on_the_virtual_clock(address: ActorAddress, clock: ManualClock) -> None:
     async def scenario() -> None:
-        held = [await client.acquire_async(A), await client.acquire_async(A)]
-        waiter = asyncio.ensure_future(client.acquire_async(A))  # default: 10 s
-        while (await client.statistics_async()).waits < 1:
+        held = [await acquire_async(address, A), await acquire_async(address, A)]
+        # timeout None: the pool's acquire_timeout (10 s)
+        waiter = asyncio.ensure_future(address.call_async(msgs.Acquire(A), 20.0))
+        while (await stats_async(address)).waits < 1:
             await asyncio.sleep(0)
         clock.advance(9.9)
-        assert (await client.statistics_async()).timeouts == 0  # barrier: tick handled
+        assert (await stats_async(address)).timeouts == 0  # barrier: tick handled
         assert not waiter.done()
         clock.advance(0.2)
         with pytest.raises(AcquireTimeout, match=r"within 10\.0 s"):
             await asyncio.wait_for(waiter, 5.0)
-        assert (await client.statistics_async()).timeouts == 1
+        assert (await stats_async(address)).timeouts == 1
         await held[0].release_async()  # nobody waits any more: it goes idle
-        assert (await client.statistics_async()).idle == 1
+        assert (await stats_async(address)).idle == 1
         await held[1].release_async()
 
     asyncio.run(scenario())
 
 
 def test_an_asker_that_gave_up_does_not_get_a_connection(
-    client: PoolClient, address: ActorAddress
+    address: ActorAddress
 ) -> None:
-    held = [client.acquire(A), client.acquire(A)]
+    held = [acquire(address, A), acquire(address, A)]
     with pytest.raises(Exception, match="no reply"):  # AskTimeout, real time
         address.ask(msgs.Acquire(A, 100.0), timeout=0.05)
     held[0].release()  # the abandoned waiter is skipped: the connection goes idle
-    s = stats(client)
+    s = stats(address)
     assert s.idle == 1 and s.in_use == 1
     held[1].release()
 
@@ -269,116 +283,115 @@ def test_an_asker_gone_before_its_acquire_is_handled_gets_nothing_lent(
 
 
 def test_scheduled_eviction(
-    client: PoolClient, clock: ManualClock, connector: FakeConnector
+    address: ActorAddress, clock: ManualClock, connector: FakeConnector
 ) -> None:
-    client.acquire(A).release()
-    client.acquire(B).release()
+    acquire(address, A).release()
+    acquire(address, B).release()
     clock.advance(10.0)
-    client.acquire(B).release()  # B's connection last used at t=10
+    acquire(address, B).release()  # B's connection last used at t=10
     clock.advance(20.5)  # tick at t=30: A idle for 30 s -> evicted; B only 20 s
-    s = stats(client)
+    s = stats(address)
     assert s.connections_evicted == 1 and s.idle == 1
     assert connector.opened[0].closed and not connector.opened[1].closed
     clock.advance(30.0)  # next tick: B idle for 30 s or more -> evicted
-    s = stats(client)
+    s = stats(address)
     assert s.connections_evicted == 2 and s.total == 0
     assert connector.open_connections() == []
 
 
 def test_scheduled_health_checks(clock: ManualClock, connector: FakeConnector) -> None:
     config = PoolConfig(idle_timeout=1000.0, max_lifetime=5000.0, health_check_interval=60.0)
-    addr = spawn(lambda: PoolActor(config, connector, clock=clock))
+    address = spawn(lambda: PoolActor(config, connector, clock=clock))
     try:
-        client = PoolClient(addr)
-        client.acquire(A).release()
-        client.acquire(B).release()
+        acquire(address, A).release()
+        acquire(address, B).release()
         connector.opened[1].healthy = False
         clock.advance(59.0)
-        assert stats(client).broken == 0
+        assert stats(address).broken == 0
         clock.advance(1.0)  # the tick at t=60 runs the due health check
-        s = stats(client)
+        s = stats(address)
         assert s.broken == 1 and s.idle == 1 and s.connections_evicted == 0
         assert connector.open_connections() == [connector.opened[0]]
     finally:
-        addr.stop()
+        address.stop()
 
 
 def test_close_and_close_all_free_capacity_for_waiters(
-    client: PoolClient, connector: FakeConnector
+    address: ActorAddress, connector: FakeConnector
 ) -> None:
     async def scenario() -> None:
-        held = [await client.acquire_async(A), await client.acquire_async(A)]
-        waiters = [asyncio.ensure_future(client.acquire_async(A, timeout=100.0))]
+        held = [await acquire_async(address, A), await acquire_async(address, A)]
+        waiters = [asyncio.ensure_future(acquire_async(address, A, 100.0))]
         await asyncio.sleep(0)
-        waiters.append(asyncio.ensure_future(client.acquire_async(A, timeout=100.0)))
-        while (await client.statistics_async()).waits < 2:
+        waiters.append(asyncio.ensure_future(acquire_async(address, A, 100.0)))
+        while (await stats_async(address)).waits < 2:
             await asyncio.sleep(0)
-        await held[0].close_async()  # closing frees a slot: the first waiter gets a new one
+        await held[0].release_async(broken=True)  # closing frees a slot for the first waiter
         first = await asyncio.wait_for(waiters[0], 5.0)
         assert not first.reused and not waiters[1].done()
-        assert await client.close_all_async() == 2  # frees both: the second waiter is served
+        assert await address.call_async(msgs.CloseAll()) == 2  # frees both: the second is served
         second = await asyncio.wait_for(waiters[1], 5.0)
         assert second.connection is connector.opened[-1] and not second.connection.closed
         for lease in (held[1], first):
             async with lease:  # closed by CloseAll: the release is a harmless no-op
                 pass
         await second.release_async()
-        s = await client.statistics_async()
+        s = await stats_async(address)
         assert s.total == 1 and s.idle == 1 and s.connections_created == 4
 
     asyncio.run(scenario())
 
 
-def test_client_async_forms(client: PoolClient, connector: FakeConnector) -> None:
+def test_async_calls(address: ActorAddress, connector: FakeConnector) -> None:
     async def scenario() -> None:
-        async with await client.acquire_async(A) as lease:
+        async with await acquire_async(address, A) as lease:
             assert lease.connection is connector.opened[0]
-        lease2 = await client.acquire_async(A)
-        await lease2.close_async()
-        assert await client.evict_expired_async() == 0
-        assert await client.health_check_async() == 0
-        lease3 = await client.acquire_async(B)
-        assert len(await client.connections_async()) == 1
-        assert await client.close_all_async() == 1
+        lease2 = await acquire_async(address, A)
+        await lease2.release_async(broken=True)
+        assert connector.opened[0].closed
+        assert await address.call_async(msgs.EvictExpired()) == 0
+        assert await address.call_async(msgs.HealthCheck()) == 0
+        lease3 = await acquire_async(address, B)
+        assert len(await address.call_async(msgs.ListConnections())) == 1
+        assert await address.call_async(msgs.CloseAll()) == 1
         await lease3.release_async()
-        assert (await client.statistics_async()).total == 0
+        assert (await stats_async(address)).total == 0
         with pytest.raises(ConnectFailed):
             connector.fail_next = 1
-            await client.acquire_async(B)
+            await acquire_async(address, B)
 
     asyncio.run(scenario())
 
 
-def test_client_sync_forms(client: PoolClient) -> None:
-    lease = client.acquire(A)
-    assert [c.connection_id for c in client.connections()] == [lease.connection_id]
-    assert client.evict_expired() == 0 and client.health_check() == 0
-    assert client.close_all() == 1
-    lease.release()
-    assert stats(client).total == 0
-    with pytest.raises(WrongType):
-        client.acquire("peer")  # type: ignore[arg-type]
+def test_bad_arguments_come_back_as_errors_from_the_core_and_actor(address: ActorAddress) -> None:
+    with pytest.raises(WrongType, match="peer_id"):
+        acquire(address, "peer")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="timeout"):
-        client.acquire(A, timeout=-1)
+        acquire(address, A, wait=-1.0)
+    with pytest.raises(InvalidHandle, match="handle_id='1'"):
+        address.call(msgs.Release(A, "1"))  # type: ignore[arg-type]
+    with pytest.raises(WrongType, match="peer_id"):
+        address.call(msgs.GetConnectionMetadata(b"\x01" * 16))  # type: ignore[arg-type]
+    assert stats(address).total == 0
 
 
 def test_a_crash_closes_every_connection_and_fails_waiters(
     clock: ManualClock, connector: FakeConnector
 ) -> None:
     stash: dict[str, object] = {}
-    addr = spawn(
+    address = spawn(
         lambda: PoolActor(CONFIG, connector, clock=clock, stash=stash, fault_injection=True)
     )
-    client = PoolClient(addr)
 
     async def scenario() -> None:
-        lent = [await client.acquire_async(A), await client.acquire_async(A)]
-        idle = await client.acquire_async(B)
+        lent = [await acquire_async(address, A), await acquire_async(address, A)]
+        idle = await acquire_async(address, B)
         await idle.release_async()
-        waiter = asyncio.ensure_future(client.acquire_async(A, timeout=100.0))
-        while (await client.statistics_async()).waits < 1:
+        waiter = asyncio.ensure_future(acquire_async(address, A, 100.0))
+        while (await stats_async(address)).waits < 1:
             await asyncio.sleep(0)
-        await client.inject_crash_async("chaos")
+        crashed = await address.ask_async(InjectCrash("chaos"))
+        assert isinstance(crashed, ErrorReply) and crashed.error_type == "ActorCrashed"
         with pytest.raises(ActorCrashed):
             await asyncio.wait_for(waiter, 5.0)
         for lease in lent:
@@ -393,7 +406,7 @@ def test_a_crash_closes_every_connection_and_fails_waiters(
     used = next(stash[STASH_IDS_KEY])  # type: ignore[call-overload]
     second = spawn(lambda: PoolActor(CONFIG, connector, clock=clock, stash=stash))
     try:
-        fresh = PoolClient(second).acquire(A)
+        fresh = acquire(second, A)
         assert fresh.handle_id > used and not fresh.reused
         fresh.release()
     finally:
@@ -403,14 +416,13 @@ def test_a_crash_closes_every_connection_and_fails_waiters(
 def test_stop_closes_connections_and_cancels_timers(
     clock: ManualClock, connector: FakeConnector
 ) -> None:
-    addr = spawn(lambda: PoolActor(CONFIG, connector, clock=clock))
-    client = PoolClient(addr)
-    client.acquire(A)
-    client.acquire(B).release()
+    address = spawn(lambda: PoolActor(CONFIG, connector, clock=clock))
+    acquire(address, A)
+    acquire(address, B).release()
     assert clock.pending_timers() == 1
-    assert addr.stop()
+    assert address.stop()
     assert connector.open_connections() == [] and clock.pending_timers() == 0
-    reply = addr.ask(InjectCrash())
+    reply = address.ask(InjectCrash())
     assert isinstance(reply, ErrorReply) and reply.error_type == "ActorStopped"
 
 
@@ -421,5 +433,3 @@ def test_constructor_validates_arguments(connector: FakeConnector) -> None:
         PoolActor(CONFIG, connector, maintenance_interval=0)
     with pytest.raises(WrongType, match="config must be a PoolConfig"):
         PoolActor({}, connector)  # type: ignore[arg-type]
-    with pytest.raises(WrongType, match="request must be an Acquire"):
-        AcquireConnection(msgs.Release(A, 1))  # type: ignore[arg-type]

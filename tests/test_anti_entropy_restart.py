@@ -24,7 +24,6 @@ from test_actors_support import (  # noqa: F401  (fixture)
 )
 
 from aura_sync.actors import DEFERRED, AuraActor, LocalMessage, ReplySlot, handles, spawn
-from aura_sync.actors.clients import PoolClient
 from aura_sync.effects import ManualClock
 from aura_sync.identity import NodeIdentity
 from aura_sync.infrastructure.connections import PoolConfig
@@ -39,6 +38,7 @@ from aura_sync.messages.peers import (
     SelectSyncPeers,
     StartSyncSession,
 )
+from aura_sync.messages.pool import Acquire, GetPoolStatistics
 from aura_sync.messages.sync import FULL_RANGE, DigestRequest
 from aura_sync.protocols.anti_entropy import (
     AddressBook,
@@ -82,7 +82,7 @@ class Rig:
                 journal=self.journal,
                 peer_manager=infra.peers.address,
                 rate_limiter=infra.rate_limiter.address,
-                pool=infra.pool.address,
+                pool=infra.pool,
                 cache=infra.cache,
                 connections=ConnectionRegistry(),
                 addresses=AddressBook(),
@@ -121,11 +121,12 @@ def test_a_crash_with_a_queued_acquire_does_not_leak_the_loan_or_the_session(rig
     peers.add_peer(P, "10.0.0.7:7400")
     peers.set_peer_status(P, PeerStatus.CONNECTED)
     peers.update_peer_metadata(P, verified=True, has_sync_capability=True)
-    pool: PoolClient = rig.infra.pool
-    held = pool.acquire(P, timeout=0.0)  # the only connection P may have: the next one queues
+    pool = rig.infra.pool
+    held = pool.call(Acquire(P, 0.0))  # the only connection P may have: the next one queues
 
     rig.ae.tell(SyncTick())  # a round selects P, opens a session and queues an Acquire
-    wait_until(lambda: pool.statistics().waits == 1, what="the round's acquire to queue")
+    stats = GetPoolStatistics()
+    wait_until(lambda: pool.call(stats).waits == 1, what="the round's acquire to queue")
     assert peers.get_peer(P).metadata.active_sessions == 1
 
     rig.ae.tell(InjectCrash("mid-acquire"))
@@ -133,8 +134,8 @@ def test_a_crash_with_a_queued_acquire_does_not_leak_the_loan_or_the_session(rig
     held.release()  # the pool now lends the connection to the dead incarnation's task
 
     # It comes back to the pool: a new acquire is served at once, nothing stays lent.
-    wait_until(lambda: pool.statistics().in_use == 0, what="the orphaned loan to come back")
-    with pool.acquire(P, timeout=0.0):
+    wait_until(lambda: pool.call(stats).in_use == 0, what="the orphaned loan to come back")
+    with pool.call(Acquire(P, 0.0)):
         pass
     assert peers.get_peer(P).metadata.active_sessions == 0
     assert rig.status().active_sessions == 0
@@ -229,7 +230,7 @@ def test_a_session_opened_after_the_ask_timed_out_is_ended() -> None:
             journal=journal,
             peer_manager=slow,
             rate_limiter=infra.rate_limiter.address,
-            pool=infra.pool.address,
+            pool=infra.pool,
             cache=infra.cache,
             connections=ConnectionRegistry(),
             addresses=AddressBook(),

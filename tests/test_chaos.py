@@ -33,6 +33,7 @@ from aura_sync.infrastructure.peers import PeerDiscoveryConfig
 from aura_sync.infrastructure.rate_limit import RateLimitConfig
 from aura_sync.messages.cache import GetEpochFloor, InvalidateKeys, IsFresh
 from aura_sync.messages.faults import InjectCrash
+from aura_sync.messages.pool import Acquire
 from aura_sync.messages.supervision import ChildStatus, EventKind, SupervisionEvent
 from aura_sync.supervisors.infrastructure import (
     CACHE,
@@ -88,7 +89,7 @@ def load(infra: Infrastructure, ledger: Ledger, worker: int, stop: threading.Eve
             elif op == 3:
                 # timeout 0: PoolExhausted at once; 5 (virtual, frozen): a deferred reply
                 wait = rng.choice((0.0, 5.0))
-                with infra.pool.acquire(peer(rng.randrange(2)), timeout=wait):
+                with infra.pool.call(Acquire(peer(rng.randrange(2)), wait), wait + ASK_TIMEOUT):
                     infra.cache.call(IsFresh("held", n), ASK_TIMEOUT)  # hold it a little
             else:
                 infra.cache.call(IsFresh(f"w{worker}-k{rng.randrange(20)}", n), ASK_TIMEOUT)
@@ -131,7 +132,7 @@ def test_chaos_no_hang_no_loss_exact_restart_counts() -> None:
         CACHE: lambda reason: infra.cache.ask(InjectCrash(reason), ASK_TIMEOUT),
         RATE_LIMITER: infra.rate_limiter.inject_crash,
         PEER_MANAGER: infra.peers.inject_crash,
-        POOL: infra.pool.inject_crash,
+        POOL: lambda reason: infra.pool.ask(InjectCrash(reason), ASK_TIMEOUT),
     }
     ledger = Ledger()
     stop = threading.Event()

@@ -15,6 +15,7 @@ health checks and close_all; after every step:
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -92,6 +93,10 @@ class PoolMachine(RuleBasedStateMachine):
         assert all(h.connection_id != handle.connection_id for h in self.held if not h.released)
         self.held.append(handle)
 
+    def _closed_by_pool(self, handle: ConnectionHandle) -> bool:
+        """A held (never released) handle whose connection the pool no longer has."""
+        return handle.connection_id not in {m.connection_id for m in self.pool.connections()}
+
     def _retire(self, handle: ConnectionHandle) -> None:
         self.held.remove(handle)
         self.retired.append(handle)
@@ -104,7 +109,8 @@ class PoolMachine(RuleBasedStateMachine):
             handle = self.pool.acquire(peer)
         except PoolExhausted:
             stats = self.pool.statistics()
-            peer_full = self.pool.peer_connections(peer) >= CONFIG.max_connections_per_peer
+            peer_open = len(self.pool.get_connection_metadata(peer))
+            peer_full = peer_open >= CONFIG.max_connections_per_peer
             pool_full = stats.total >= CONFIG.max_total_connections and stats.idle == 0
             assert peer_full or pool_full, "PoolExhausted while a connection could be opened"
             return
@@ -131,8 +137,7 @@ class PoolMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         handle = data.draw(st.sampled_from(self.held))
-        closed_by_pool = handle.closed_by_pool
-        conn = None if closed_by_pool else handle.connection
+        conn = None if self._closed_by_pool(handle) else handle.connection
         self.pool.release(handle.peer_id, handle)
         if isinstance(conn, FakeConnection):
             conn.released_at = self.clock.now()
@@ -145,7 +150,7 @@ class PoolMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def use_in_with_block(self, data: st.DataObject) -> None:
         handle = data.draw(st.sampled_from(self.held))
-        conn = None if handle.closed_by_pool else handle.connection
+        conn = None if self._closed_by_pool(handle) else handle.connection
         with handle:
             pass
         if isinstance(conn, FakeConnection):
@@ -209,7 +214,10 @@ class PoolMachine(RuleBasedStateMachine):
     def close_all(self) -> None:
         total = self.pool.statistics().total
         assert self.pool.close_all() == total
-        assert all(h.closed_by_pool for h in self.held)
+        assert all(self._closed_by_pool(h) for h in self.held)
+        for handle in self.held:
+            with pytest.raises(InvalidHandle, match="closed by the pool"):
+                _ = handle.connection
 
     # --- invariants ---
 
@@ -219,9 +227,10 @@ class PoolMachine(RuleBasedStateMachine):
         for meta in self.pool.connections():
             per_peer[meta.peer_id] = per_peer.get(meta.peer_id, 0) + 1
         assert all(n <= CONFIG.max_connections_per_peer for n in per_peer.values())
-        assert len(self.pool) <= CONFIG.max_total_connections
+        assert self.pool.total_connections() <= CONFIG.max_total_connections
+        assert self.pool.peer_count() == len(per_peer)
         for peer in PEERS:
-            assert self.pool.peer_connections(peer) == per_peer.get(peer, 0)
+            assert len(self.pool.get_connection_metadata(peer)) == per_peer.get(peer, 0)
 
     @invariant()
     def counts_agree(self) -> None:
@@ -230,18 +239,17 @@ class PoolMachine(RuleBasedStateMachine):
         assert stats.idle + stats.in_use == stats.total == len(metas)
         assert stats.connections_created - stats.connections_closed == stats.total
         assert stats.idle == sum(m.state is ConnectionState.IDLE for m in metas)
-        live = [h for h in self.held if not h.closed_by_pool]
+        live = [h for h in self.held if not self._closed_by_pool(h)]
         assert stats.in_use == len(live)
         assert {h.connection_id for h in live} == {
             m.connection_id for m in metas if m.state is ConnectionState.IN_USE
         }
-        for handle in self.held:
-            assert self.pool.handle(handle.handle_id) is handle
+        assert not any(h.released for h in self.held)
 
     @invariant()
     def transport_state_matches(self) -> None:
         open_ids = {m.connection_id for m in self.pool.connections()}
-        assert len(open_ids) == len(self.pool)
+        assert len(open_ids) == self.pool.total_connections()
         # connection ids are given out in creation order, starting at 1
         for number, conn in enumerate(self.connector.made, start=1):
             if number in open_ids:

@@ -19,12 +19,15 @@ from test_actors_support import (  # noqa: F401  (fixture)
     wait_until,
 )
 
+from aura_sync.actors.address import ActorAddress
 from aura_sync.effects import ManualClock
 from aura_sync.errors import InvalidArgument, NotFound, SupervisorGaveUp, WrongType
 from aura_sync.infrastructure.connections import PoolConfig
 from aura_sync.infrastructure.rate_limit import Allowed, Denied, RateLimitConfig
+from aura_sync.messages import ErrorReply
 from aura_sync.messages.cache import GetEpochFloor, InvalidateKeys, IsFresh
 from aura_sync.messages.faults import InjectCrash
+from aura_sync.messages.pool import Acquire, GetPoolStatistics
 from aura_sync.messages.supervision import ChildStatus, EventKind, SupervisionEvent
 from aura_sync.supervisors.infrastructure import (
     CACHE,
@@ -62,6 +65,12 @@ class Events:
     def clear(self) -> None:
         with self._lock:
             self.items.clear()
+
+
+def crash(address: ActorAddress) -> None:
+    """Make the actor at ``address`` crash on an ``InjectCrash`` and check that it did."""
+    reply = address.ask(InjectCrash())
+    assert isinstance(reply, ErrorReply) and reply.error_type == "ActorCrashed", reply
 
 
 def all_running(sup: Supervisor) -> bool:
@@ -107,7 +116,7 @@ def test_starts_the_four_children_in_order(infra: Infrastructure) -> None:
     infra.cache.call(InvalidateKeys(("k",), 3))
     assert isinstance(infra.rate_limiter.check_rate_limit(A), Allowed)
     assert infra.peers.add_peer(A) is True
-    with infra.pool.acquire(A) as lease:
+    with infra.pool.call(Acquire(A)) as lease:
         assert not lease.connection.closed
     assert infra.supervisor.name == "infrastructure"
     assert infra.cache.name == "infrastructure/cache"
@@ -124,8 +133,8 @@ def test_a_rate_limiter_crash_restarts_it_alone_and_pooled_connections_stay_open
         spent += 1
     assert spent == 10  # the peer bucket is empty
     infra.peers.add_peer(B, "b:1")
-    lease = infra.pool.acquire(B)
-    idle = infra.pool.acquire(A)
+    lease = infra.pool.call(Acquire(B))
+    idle = infra.pool.call(Acquire(A))
     idle.release()
 
     infra.supervisor.child_address(RATE_LIMITER).ask(InjectCrash("test"))
@@ -142,7 +151,7 @@ def test_a_rate_limiter_crash_restarts_it_alone_and_pooled_connections_stay_open
     assert sorted(c.peer_id for c in connector.open_connections()) == sorted([A, B])
     assert not lease.connection.closed
     lease.release()
-    assert infra.pool.statistics().total == 2
+    assert infra.pool.call(GetPoolStatistics()).total == 2
 
 
 @pytest.mark.parametrize("child_id", CHILD_IDS)
@@ -210,7 +219,7 @@ def test_start_async_does_not_block_the_event_loop(
     try:
         assert ticks >= 3
         assert isinstance(infra.rate_limiter.check_rate_limit(A), Allowed)
-        with infra.pool.acquire(A) as lease:
+        with infra.pool.call(Acquire(A)) as lease:
             assert not lease.connection.closed
     finally:
         infra.stop()
@@ -222,8 +231,8 @@ def test_shutdown_in_reverse_order_within_the_timeouts(
     infra = Infrastructure.start(config(), connector=connector, clock=clock)
     events = Events()
     infra.supervisor.subscribe(events)
-    infra.pool.acquire(A)
-    infra.pool.acquire(B).release()
+    infra.pool.call(Acquire(A))
+    infra.pool.call(Acquire(B)).release()
     started = time.monotonic()
     infra.stop()
     elapsed = time.monotonic() - started
@@ -245,10 +254,10 @@ def test_gives_up_past_its_intensity(clock: ManualClock, connector: FakeConnecto
         on_give_up=gave_up.append,
     )
     try:
-        infra.pool.inject_crash()
+        crash(infra.pool)
         wait_until(lambda: infra.supervisor.restart_count(POOL) == 1, what="one restart")
         wait_until(lambda: all_running(infra.supervisor), what="all children running")
-        infra.pool.inject_crash()  # two restarts within the period: over intensity 1
+        crash(infra.pool)  # two restarts within the period: over intensity 1
         wait_until(lambda: bool(gave_up), what="the supervisor to give up")
         assert infra.supervisor.events()[EventKind.GAVE_UP] == 1
         wait_until(lambda: not infra.supervisor.is_alive(), what="the supervisor to end")

@@ -11,12 +11,10 @@ import pytest
 
 from aura_sync.errors import AuraError, InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
-from aura_sync.infrastructure.connections import ConnectionMetadata, ConnectionState
 from aura_sync.infrastructure.peers import PeerMetadata, PeerStatus
 from aura_sync.infrastructure.retry import RetryBudget
 from aura_sync.messages import codec, sync
 from aura_sync.messages import peers as peer_msgs
-from aura_sync.messages import pool as pool_msgs
 from aura_sync.messages import supervision as sup
 
 P1 = DeviceId.from_int(1)
@@ -98,7 +96,6 @@ HUGE = 10**400  # an int no float can hold: float(HUGE) raises OverflowError
 @pytest.mark.parametrize(
     ("label", "call", "name"),
     [
-        ("acquire timeout", lambda: pool_msgs.Acquire(P1, HUGE), "timeout"),
         ("end session latency", lambda: peer_msgs.EndSyncSession(P1, True, HUGE), "latency"),
         ("failure backoff", lambda: peer_msgs.FailureRecorded(P1, HUGE), "backoff"),
         ("budget max_tokens", lambda: RetryBudget(HUGE), "max_tokens"),
@@ -106,11 +103,6 @@ HUGE = 10**400  # an int no float can hold: float(HUGE) raises OverflowError
             "peer metadata time",
             lambda: PeerMetadata(PeerStatus.FAILED, HUGE, 0.0, 0.0),
             "discovered_at",
-        ),
-        (
-            "connection metadata time",
-            lambda: ConnectionMetadata(1, P1, None, 0.0, HUGE, 0, ConnectionState.IDLE, True),
-            "last_used",
         ),
     ],
 )

@@ -3,7 +3,7 @@
 An actor is reached only through typed, immutable messages sent to its
 :class:`ActorAddress` (``tell``, ``ask`` with a timeout, ``ask_async``); the
 address stays valid across restarts and keeps the messages queued for it.
-Typed clients (``PoolClient``, ...) wrap the asks and turn
+Typed clients (``RateLimiterClient``, ...) wrap the asks and turn
 error replies into :mod:`aura_sync.errors` exceptions.  How to write an actor
 is documented in :mod:`aura_sync.actors.base`.
 
@@ -25,23 +25,19 @@ from aura_sync.actors.client import ActorClient
 from aura_sync.actors.clients import (
     InfrastructureClient,
     PeerManagerClient,
-    PoolClient,
-    PoolLease,
     RateLimiterClient,
 )
 from aura_sync.actors.peer_manager import PeerManagerActor
-from aura_sync.actors.pool import AcquireConnection, ConnectionLease, PoolActor
+from aura_sync.actors.pool import PoolActor, PoolLease
 from aura_sync.actors.rate_limiter import RateLimiterActor
 
 __all__ = [
     "DEFAULT_ASK_TIMEOUT",
     "DEFERRED",
-    "AcquireConnection",
     "ActorAddress",
     "ActorClient",
     "AuraActor",
     "CacheActor",
-    "ConnectionLease",
     "InfrastructureClient",
     "InjectedCrash",
     "Link",
@@ -49,7 +45,6 @@ __all__ = [
     "PeerManagerActor",
     "PeerManagerClient",
     "PoolActor",
-    "PoolClient",
     "PoolLease",
     "RateLimiterActor",
     "RateLimiterClient",

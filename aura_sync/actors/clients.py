@@ -20,34 +20,22 @@ reply without blocking the event loop (``await pool.acquire_async(peer)``).
 The blocking forms must not be called from inside an actor (an actor
 never blocks: it tells and handles the reply, or defers).
 
-``PoolClient.acquire`` returns a :class:`PoolLease`: the live connection plus
-its handle, usable as a (sync or async) context manager that releases it
-exactly once.
-
 Layer: actors.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Any
 
-from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT, ActorAddress
 from aura_sync.actors.client import ActorClient
-from aura_sync.actors.pool import AcquireConnection, ConnectionLease
-from aura_sync.effects import check_seconds
 from aura_sync.errors import (
     ActorCrashed,
-    ActorStopped,
     InvalidArgument,
-    InvalidHandle,
     WrongType,
 )
 from aura_sync.ids import DeviceId
-from aura_sync.infrastructure.connections import Connection, ConnectionMetadata, PoolStatistics
 from aura_sync.infrastructure.peers import (
     METADATA_FIELDS,
     PeerInfo,
@@ -94,21 +82,6 @@ from aura_sync.messages.peers import (
     UpdatePeerCapabilities,
     UpdatePeerMetadata,
 )
-from aura_sync.messages.pool import (
-    Acquire,
-    CloseAll,
-    CloseConnection,
-    ClosedAll,
-    ConnectionsReply,
-    Evicted,
-    EvictExpired,
-    GetPoolStatistics,
-    HealthCheck,
-    HealthChecked,
-    ListConnections,
-    PoolStatisticsReply,
-    Release,
-)
 from aura_sync.messages.rate_limit import (
     BucketsDropped,
     CheckRateLimit,
@@ -129,8 +102,6 @@ from aura_sync.messages.rate_limit import (
 __all__ = [
     "InfrastructureClient",
     "PeerManagerClient",
-    "PoolClient",
-    "PoolLease",
     "RateLimiterClient",
 ]
 
@@ -524,208 +495,3 @@ class PeerManagerClient(InfrastructureClient):
     async def restore_async(self, snapshot: PeerTableSnapshot, *, timeout: Timeout = None) -> None:
         """Async form of :meth:`restore`."""
         await self._call_async(RestorePeerTable.from_snapshot(snapshot), Ack, timeout)
-
-
-# --- pool ----------------------------------------------------------------------------------
-
-
-class PoolLease:
-    """A connection lent by a :class:`~aura_sync.actors.pool.PoolActor`; give it back once.
-
-    Attributes: ``peer_id``, ``handle_id`` (names the loan), ``connection_id``,
-    ``session_id`` (or None), ``reused``, and :attr:`connection` (the live
-    transport connection).  :meth:`release` returns it to the pool,
-    :meth:`close` closes it instead (it broke).  A second release or close
-    raises :class:`~aura_sync.errors.InvalidHandle` without sending anything.
-
-    As a context manager (``with`` or ``async with``) it is released on exit
-    unless it was already released or closed; a release that fails because
-    the pool crashed meanwhile (its connections are already closed) or
-    stopped is logged, not raised.
-    """
-
-    __slots__ = (
-        "_client",
-        "_done",
-        "_lock",
-        "connection",
-        "connection_id",
-        "handle_id",
-        "peer_id",
-        "reused",
-        "session_id",
-    )
-
-    def __init__(self, client: PoolClient, lease: ConnectionLease) -> None:
-        acquired = lease.acquired
-        self._client = client
-        self._lock = threading.Lock()
-        self._done = False
-        self.peer_id: DeviceId = acquired.peer_id
-        self.handle_id: int = acquired.handle_id
-        self.connection_id: int = acquired.connection_id
-        self.session_id: str | None = acquired.session_id
-        self.reused: bool = acquired.reused
-        self.connection: Connection = lease.connection
-
-    @property
-    def released(self) -> bool:
-        """Whether :meth:`release` or :meth:`close` was called."""
-        return self._done
-
-    def __repr__(self) -> str:
-        state = "released" if self._done else "lent"
-        return (
-            f"PoolLease(peer_id={self.peer_id}, handle_id={self.handle_id}, "
-            f"connection_id={self.connection_id}, {state})"
-        )
-
-    def _claim(self, what: str) -> None:
-        with self._lock:
-            if self._done:
-                raise InvalidHandle(f"handle {self.handle_id} was already released; cannot {what}")
-            self._done = True
-
-    def release(self, *, timeout: Timeout = None) -> None:
-        """Give the connection back to the pool (once).  Raises InvalidHandle, AskTimeout."""
-        self._claim("release it")
-        self._client._call(Release(self.peer_id, self.handle_id), Ack, timeout)
-
-    async def release_async(self, *, timeout: Timeout = None) -> None:
-        """Async form of :meth:`release`."""
-        self._claim("release it")
-        await self._client._call_async(Release(self.peer_id, self.handle_id), Ack, timeout)
-
-    def close(self, *, timeout: Timeout = None) -> None:
-        """Close the connection instead of pooling it (once).  Raises InvalidHandle, AskTimeout."""
-        self._claim("close it")
-        self._client._call(CloseConnection(self.handle_id), Ack, timeout)
-
-    async def close_async(self, *, timeout: Timeout = None) -> None:
-        """Async form of :meth:`close`."""
-        self._claim("close it")
-        await self._client._call_async(CloseConnection(self.handle_id), Ack, timeout)
-
-    def __enter__(self) -> PoolLease:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._done:
-            return
-        try:
-            self.release()
-        except (InvalidHandle, ActorStopped) as error:
-            _log.info("release of %r on exit failed (pool restarted or stopped): %s", self, error)
-
-    async def __aenter__(self) -> PoolLease:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._done:
-            return
-        try:
-            await self.release_async()
-        except (InvalidHandle, ActorStopped) as error:
-            _log.info("release of %r on exit failed (pool restarted or stopped): %s", self, error)
-
-
-class PoolClient(InfrastructureClient):
-    """Client of a :class:`~aura_sync.actors.pool.PoolActor`.
-
-    ``acquire_timeout`` (seconds, >= 0; default 10, the pool's default) is
-    how long :meth:`acquire` lets the pool queue a request when no
-    connection is free; the ask itself waits that long plus the client's
-    ``timeout``.
-    """
-
-    __slots__ = ("_acquire_timeout",)
-
-    def __init__(
-        self,
-        address: ActorAddress,
-        *,
-        timeout: float = DEFAULT_ASK_TIMEOUT,
-        acquire_timeout: float = 10.0,
-    ) -> None:
-        super().__init__(address, timeout=timeout)
-        self._acquire_timeout = check_seconds(acquire_timeout, "acquire_timeout")
-
-    @property
-    def acquire_timeout(self) -> float:
-        """Default seconds an acquire may wait in the pool's queue."""
-        return self._acquire_timeout
-
-    def _acquire_message(self, peer_id: DeviceId, timeout: Timeout) -> tuple[Any, float]:
-        seconds = self._acquire_timeout if timeout is None else check_seconds(timeout, "timeout")
-        return AcquireConnection(Acquire(peer_id, seconds)), seconds + self._timeout
-
-    def acquire(self, peer_id: DeviceId, *, timeout: Timeout = None) -> PoolLease:
-        """Borrow a connection to ``peer_id``, waiting up to ``timeout`` seconds for one to free.
-
-        ``timeout`` (seconds the pool may queue the request) defaults to the
-        client's ``acquire_timeout``; 0 fails at once.  The ask itself waits
-        that long plus the client's reply timeout.
-        Returns a :class:`PoolLease` (a context manager).  Raises
-        ``PoolExhausted`` (wait 0), ``AcquireTimeout``, ``ConnectFailed``,
-        ``ActorCrashed`` (the pool crashed while it waited), ``AskTimeout``.
-        """
-        message, ask_timeout = self._acquire_message(peer_id, timeout)
-        return PoolLease(self, self._call(message, ConnectionLease, ask_timeout))
-
-    async def acquire_async(self, peer_id: DeviceId, *, timeout: Timeout = None) -> PoolLease:
-        """Async form of :meth:`acquire` (``async with await pool.acquire_async(p) as lease``)."""
-        message, ask_timeout = self._acquire_message(peer_id, timeout)
-        return PoolLease(self, await self._call_async(message, ConnectionLease, ask_timeout))
-
-    def evict_expired(self, *, timeout: Timeout = None) -> int:
-        """Close idle connections past their idle timeout or max lifetime; returns how many."""
-        return self._call(EvictExpired(), Evicted, timeout).count
-
-    async def evict_expired_async(self, *, timeout: Timeout = None) -> int:
-        """Async form of :meth:`evict_expired`."""
-        return (await self._call_async(EvictExpired(), Evicted, timeout)).count
-
-    def health_check(self, *, timeout: Timeout = None) -> int:
-        """Check idle connections now; returns how many broken ones were closed."""
-        return self._call(HealthCheck(), HealthChecked, timeout).broken
-
-    async def health_check_async(self, *, timeout: Timeout = None) -> int:
-        """Async form of :meth:`health_check`."""
-        return (await self._call_async(HealthCheck(), HealthChecked, timeout)).broken
-
-    def close_all(self, *, timeout: Timeout = None) -> int:
-        """Close every connection, idle and lent; returns how many."""
-        return self._call(CloseAll(), ClosedAll, timeout).count
-
-    async def close_all_async(self, *, timeout: Timeout = None) -> int:
-        """Async form of :meth:`close_all`."""
-        return (await self._call_async(CloseAll(), ClosedAll, timeout)).count
-
-    def statistics(self, *, timeout: Timeout = None) -> PoolStatistics:
-        """The pool's counters and gauges (of the current incarnation)."""
-        return self._call(GetPoolStatistics(), PoolStatisticsReply, timeout).to_statistics()
-
-    async def statistics_async(self, *, timeout: Timeout = None) -> PoolStatistics:
-        """Async form of :meth:`statistics`."""
-        reply = await self._call_async(GetPoolStatistics(), PoolStatisticsReply, timeout)
-        return reply.to_statistics()
-
-    def connections(self, *, timeout: Timeout = None) -> tuple[ConnectionMetadata, ...]:
-        """Every open connection's metadata, by connection id."""
-        reply = self._call(ListConnections(), ConnectionsReply, timeout)
-        return tuple(info.to_metadata() for info in reply.connections)
-
-    async def connections_async(self, *, timeout: Timeout = None) -> tuple[ConnectionMetadata, ...]:
-        """Async form of :meth:`connections`."""
-        reply = await self._call_async(ListConnections(), ConnectionsReply, timeout)
-        return tuple(info.to_metadata() for info in reply.connections)

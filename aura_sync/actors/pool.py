@@ -1,72 +1,18 @@
-"""``PoolActor``: the connection-pool concern as an actor that waits without blocking.
+"""``PoolActor``: the connection pool as an actor that waits without blocking.
 
-Role
-    Owns one :class:`~aura_sync.infrastructure.connections.ConnectionPool`
-    and answers the messages of :mod:`aura_sync.messages.pool`.  The core
-    never waits (it raises ``PoolExhausted``); waiting is this actor's job:
-
-    * An :class:`~aura_sync.messages.pool.Acquire` that cannot be served now
-      (every connection it could use is lent out) is queued, FIFO, and
-      answered later as a *deferred reply*: when a connection frees up
-      (release, close, eviction, health check, ``CloseAll``) the queue is
-      scanned in arrival order and every waiter that can now be served is
-      served; a waiter whose peer is still at its limit keeps its place.
-      Requests that arrive while others wait never overtake them for the
-      same resource.
-    * After its timeout (the request's ``timeout``, else the pool's
-      ``acquire_timeout``, in seconds on the injected clock) a waiter gets an
-      ``AcquireTimeout`` error.  The timeout is a
-      :class:`~aura_sync.effects.Scheduler` message to the actor itself; the
-      actor thread never blocks.  ``timeout=0`` means "do not wait": the
-      request fails at once with ``PoolExhausted``.
-    * If the asker gave up (its ask timed out), its queue entry is dropped;
-      a connection acquired for it in the same instant is given back.
-
-Handles and connections
-    Connections never travel in wire messages: the actor keeps each lent
-    :class:`~aura_sync.infrastructure.connections.ConnectionHandle` under an
-    integer ``handle_id`` (unique across restarts of the actor, so a handle
-    from a crashed incarnation can never release someone else's
-    connection) and clients name it in ``Release`` / ``CloseConnection``.
-    In-process callers that need the live connection send
-    :class:`AcquireConnection` instead and get a :class:`ConnectionLease`
-    (``PoolClient`` does this).
-
-The connector must not block
-    ``ConnectionPool.acquire`` calls the injected
-    :class:`~aura_sync.infrastructure.connections.Connector` on the actor's
-    thread.  The connector used with a ``PoolActor`` must therefore return at
-    once (or nearly): the transport's
-    :class:`~aura_sync.transport.base.TransportConnector` returns the
-    connection while it connects, and reports a failed connect through
-    ``is_healthy()``.  This is a decision, not an accident: offloading a
-    blocking ``connect`` to a worker thread would make the pool's limits
-    racy (a connection being opened would be counted nowhere) and is the
-    transport's job.
-
-Periodic work
-    Every ``maintenance_interval`` seconds (default: the smaller of
-    ``health_check_interval`` and ``idle_timeout``) a scheduled tick closes
-    expired idle connections (``evict_expired``) and, when health checks
-    are enabled and ``health_check_interval`` has passed, checks the idle
-    connections; freed capacity goes to waiters.  The tick and every waiter
-    timeout are cancelled when the incarnation stops or crashes.
-
-Crashes
-    The pool does *not* keep its connections across a crash: ``on_crash``
-    closes every connection of the dead incarnation (idle and lent: their
-    handles die with it) and cancels its timers; the runtime answers every
-    pending waiter with ``ErrorReply(ActorCrashed)``.  The next incarnation
-    starts with an empty pool (and fresh statistics).  A clean stop closes
-    them the same way; waiters then get ``ActorStopped``.
-
-Layer: actors.
+An ``Acquire`` that cannot be served now waits FIFO (a deferred reply) until a
+connection frees up, or gets ``AcquireTimeout`` (a scheduled message: the
+thread never blocks).  The reply is a :class:`PoolLease`: the live connection
+and the handle id (unique across restarts) that ``Release`` names.  The
+connector runs on the actor's thread and must return at once.  A tick evicts
+and health-checks idle connections; a crash or stop closes every connection.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
@@ -74,67 +20,103 @@ from typing import Any, Final
 from aura_sync.actors._faults import FaultInjectionMixin, Ticker, check_stash, resolve_effects
 from aura_sync.actors._mailbox import LocalMessage
 from aura_sync.actors._reply import DEFERRED, ReplySlot
+from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT, ActorAddress
 from aura_sync.actors.base import AuraActor, handles
 from aura_sync.effects import Clock, Scheduler, TimerHandle, check_seconds
-from aura_sync.errors import AcquireTimeout, AuraError, InvalidArgument, InvalidHandle, WrongType
+from aura_sync.errors import AcquireTimeout, ActorStopped, AuraError, InvalidArgument, InvalidHandle
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.connections import (
     Connection,
     ConnectionHandle,
+    ConnectionMetadata,
     ConnectionPool,
     Connector,
     PoolConfig,
+    PoolStatistics,
 )
-from aura_sync.messages.pool import (
-    Acquire,
-    Acquired,
-    CloseAll,
-    CloseConnection,
-    ClosedAll,
-    ConnectionsReply,
-    Evicted,
-    EvictExpired,
-    GetPoolStatistics,
-    HealthCheck,
-    HealthChecked,
-    ListConnections,
-    PoolStatisticsReply,
-    Release,
-)
+from aura_sync.messages import pool as msgs
 
-__all__ = ["STASH_IDS_KEY", "AcquireConnection", "ConnectionLease", "PoolActor"]
+__all__ = ["STASH_IDS_KEY", "PoolActor", "PoolLease"]
 
 STASH_IDS_KEY: Final = "aura_sync.pool.ids"
-"""Key of the id counter (handles and waiters) in the child's stash: ids stay unique
-across incarnations."""
+"""Stash key of the id counter (handles, waiters): ids stay unique across incarnations."""
 
 _log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class AcquireConnection(LocalMessage):
-    """In-process acquire: like ``request`` (an :class:`Acquire`), but the reply is a
-    :class:`ConnectionLease` that carries the live connection.  Never encoded."""
+class PoolLease(LocalMessage):
+    """The reply to :class:`~aura_sync.messages.pool.Acquire`: a lent connection.
 
-    request: Acquire
-
-    def __post_init__(self) -> None:
-        if type(self.request) is not Acquire:
-            raise WrongType(
-                f"request must be an Acquire, got {type(self.request).__name__} {self.request!r}"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLease(LocalMessage):
-    """Answer to :class:`AcquireConnection`: the ``Acquired`` record and the connection.
-
-    Use ``connection`` until you release ``acquired.handle_id``; the pool may
-    close it afterwards.
+    ``connection`` (live), ``peer_id``, ``handle_id``, ``connection_id``,
+    ``session_id``, ``reused``.  Release it once (a second time raises
+    ``InvalidHandle`` and sends nothing); ``with`` / ``async with`` release it
+    on exit (a pool that restarted or stopped meanwhile is logged, not raised).
+    Inside an actor, tell ``Release(lease.peer_id, lease.handle_id)`` instead.
     """
 
-    acquired: Acquired
-    connection: Connection
+    __slots__ = (
+        "_address", "_claim", "connection", "connection_id", "handle_id", "peer_id", "reused",
+        "session_id",
+    )  # fmt: skip
+
+    def __init__(self, address: ActorAddress, handle_id: int, handle: ConnectionHandle) -> None:
+        self._address = address
+        self._claim = threading.Lock()
+        self.handle_id = handle_id
+        self.peer_id: DeviceId = handle.peer_id
+        self.connection_id: int = handle.connection_id
+        self.session_id: str | None = handle.session_id
+        self.reused: bool = handle.reused
+        self.connection: Connection = handle.connection
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` was called."""
+        return self._claim.locked()
+
+    def __repr__(self) -> str:
+        state = "released" if self.released else "lent"
+        return f"PoolLease(peer_id={self.peer_id}, handle_id={self.handle_id}, {state})"
+
+    def _take(self, broken: bool) -> msgs.Release | msgs.CloseConnection:
+        if not self._claim.acquire(blocking=False):
+            raise InvalidHandle(f"handle {self.handle_id} was already released")
+        handle_id = self.handle_id
+        return msgs.CloseConnection(handle_id) if broken else msgs.Release(self.peer_id, handle_id)
+
+    def release(self, timeout: float = DEFAULT_ASK_TIMEOUT, *, broken: bool = False) -> None:
+        """Give the connection back to the pool, once (``broken``: close it instead)."""
+        self._address.call(self._take(broken), timeout)
+
+    async def release_async(
+        self, timeout: float = DEFAULT_ASK_TIMEOUT, *, broken: bool = False
+    ) -> None:
+        """:meth:`release` for asyncio."""
+        await self._address.call_async(self._take(broken), timeout)
+
+    def __enter__(self) -> PoolLease:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.released:
+            try:
+                self.release()
+            except (InvalidHandle, ActorStopped) as error:
+                _exit_failed(self, error)
+
+    async def __aenter__(self) -> PoolLease:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if not self.released:
+            try:
+                await self.release_async()
+            except (InvalidHandle, ActorStopped) as error:
+                _exit_failed(self, error)
+
+
+def _exit_failed(lease: PoolLease, error: Exception) -> None:
+    _log.info("release of %r on exit failed (pool restarted or stopped): %s", lease, error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,47 +134,23 @@ class _Maintenance(LocalMessage):
 _MAINTENANCE: Final = _Maintenance()
 
 
+@dataclass(slots=True, eq=False)
 class _Waiter:
-    """A queued acquire: who asked, for which peer, how to answer, and its timer."""
+    """A queued acquire: who asked, for which peer, and its timer."""
 
-    __slots__ = ("local", "peer_id", "slot", "timeout", "timer", "waiter_id")
-
-    def __init__(
-        self, waiter_id: int, peer_id: DeviceId, slot: ReplySlot, local: bool, timeout: float
-    ) -> None:
-        self.waiter_id = waiter_id
-        self.peer_id = peer_id
-        self.slot = slot
-        self.local = local
-        self.timeout = timeout
-        self.timer: TimerHandle | None = None
+    waiter_id: int
+    peer_id: DeviceId
+    slot: ReplySlot
+    timeout: float
+    timer: TimerHandle | None = None
 
 
 class PoolActor(FaultInjectionMixin, AuraActor):
-    """The pool actor: one :class:`ConnectionPool`, FIFO waiting by deferred replies.
+    """One :class:`ConnectionPool`, FIFO waiting by deferred replies.
 
-    Parameters
-        config: the :class:`PoolConfig` (default: the defaults).
-        connector: the :class:`Connector` (non-blocking; see the module docstring).
-        clock: time source (seconds); default the scheduler's clock, else
-            :class:`~aura_sync.effects.SystemClock`.
-        scheduler: delivers waiter timeouts and maintenance ticks; default one on ``clock``.
-        maintenance_interval: seconds between eviction/health ticks (> 0);
-            default ``min(health_check_interval, idle_timeout)``.
-        stash: the dict that survives restarts (only the id counter is kept
-            there: connections are not), or None for a private one.
-        fault_injection: honour ``InjectCrash`` (tests and demos only).
-
-    Raises :class:`~aura_sync.errors.WrongType` /
-    :class:`~aura_sync.errors.InvalidArgument` for bad arguments.
-
-    Messages (reply): ``Acquire`` (``Acquired``, maybe deferred; errors
-    ``PoolExhausted``, ``AcquireTimeout``, ``ConnectFailed``);
-    :class:`AcquireConnection` (:class:`ConnectionLease`); ``Release``,
-    ``CloseConnection`` (``Ack``; ``InvalidHandle``); ``EvictExpired``
-    (``Evicted``); ``HealthCheck`` (``HealthChecked``); ``CloseAll``
-    (``ClosedAll``); ``GetPoolStatistics`` (``PoolStatisticsReply``);
-    ``ListConnections`` (``ConnectionsReply``); ``InjectCrash``.
+    ``maintenance_interval``: seconds between ticks (default the smaller of
+    ``health_check_interval`` and ``idle_timeout``); ``stash`` keeps only the
+    id counter (connections do not survive a restart).
     """
 
     def __init__(
@@ -215,50 +173,26 @@ class PoolActor(FaultInjectionMixin, AuraActor):
         self._pool = ConnectionPool(config, connector, clock=clock)
         if maintenance_interval is None:
             maintenance_interval = min(config.health_check_interval, config.idle_timeout)
-        self._interval = check_seconds(
-            maintenance_interval, "maintenance_interval", allow_zero=False
-        )
-        ids = stash.get(STASH_IDS_KEY)
-        if ids is None:
-            ids = itertools.count(1)
-            stash[STASH_IDS_KEY] = ids
-        elif not isinstance(ids, itertools.count):
-            raise WrongType(
-                f"stash[{STASH_IDS_KEY!r}] must be an itertools.count, got {type(ids).__name__}"
-            )
-        self._ids: itertools.count[int] = ids
+        interval = maintenance_interval
+        self._interval = check_seconds(interval, "maintenance_interval", allow_zero=False)
+        self._ids: itertools.count[int] = stash.setdefault(STASH_IDS_KEY, itertools.count(1))
         self._config = config
-        self._clock = clock
         self._scheduler = scheduler
         self._handles: dict[int, ConnectionHandle] = {}
         self._waiters: OrderedDict[int, _Waiter] = OrderedDict()
         self._ticker: Ticker | None = None
-
-    @property
-    def pool(self) -> ConnectionPool:
-        """The owned core (for inspection from the actor's own thread)."""
-        return self._pool
-
-    # --- lifecycle ---
 
     def on_start(self) -> None:
         """Arm the maintenance tick."""
         self._ticker = Ticker(self._scheduler, self._interval, self.address, _MAINTENANCE)
         self._ticker.arm()
 
+    def on_crash(self, exc: BaseException) -> None:
+        """Like :meth:`on_stop`: the leases of this incarnation die with it."""
+        self.on_stop()
+
     def on_stop(self) -> None:
         """Cancel every timer and close every connection (waiters get ActorStopped)."""
-        self._shutdown()
-
-    def on_crash(self, exc: BaseException) -> None:
-        """Close every connection of this dead incarnation and cancel its timers.
-
-        Its lent handles die with it; waiters are answered ``ActorCrashed``
-        by the runtime.
-        """
-        self._shutdown()
-
-    def _shutdown(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
         for waiter in self._waiters.values():
@@ -272,30 +206,25 @@ class PoolActor(FaultInjectionMixin, AuraActor):
 
     # --- acquire / release ---
 
-    @handles(Acquire)
-    def _acquire(self, msg: Acquire) -> Any:
-        return self._request(msg, local=False)
-
-    @handles(AcquireConnection)
-    def _acquire_connection(self, msg: AcquireConnection) -> Any:
-        return self._request(msg.request, local=True)
-
-    def _request(self, msg: Acquire, *, local: bool) -> Any:
+    @handles(msgs.Acquire)
+    def _acquire(self, msg: msgs.Acquire) -> Any:
         slot = self.current_reply()
         if slot is None:
             raise InvalidArgument(
                 f"Acquire(peer_id={msg.peer_id}) must be asked, not told: "
                 "nobody would receive the connection"
             )
+        timeout = self._config.acquire_timeout
+        if msg.timeout is not None:
+            timeout = check_seconds(msg.timeout, "timeout")
         pool = self._pool
         peer_id = msg.peer_id
         if pool.can_acquire(peer_id):
-            self._hand_over(slot, pool.acquire(peer_id), local)
+            self._hand_over(slot, pool.acquire(peer_id))
             return DEFERRED  # answered (or given back) through the slot just now
-        timeout = self._config.acquire_timeout if msg.timeout is None else msg.timeout
         if timeout <= 0.0:
-            return self._lend(pool.acquire(peer_id), local)  # raises PoolExhausted
-        waiter = _Waiter(next(self._ids), peer_id, slot, local, timeout)
+            return self._lend(pool.acquire(peer_id))  # raises PoolExhausted
+        waiter = _Waiter(next(self._ids), peer_id, slot, timeout)
         waiter.timer = self._scheduler.send_after(
             timeout, self.address, _AcquireExpired(waiter.waiter_id)
         )
@@ -303,60 +232,36 @@ class PoolActor(FaultInjectionMixin, AuraActor):
         pool.record_wait()
         return DEFERRED
 
-    def _lend(self, handle: ConnectionHandle, local: bool) -> Acquired | ConnectionLease:
+    def _lend(self, handle: ConnectionHandle) -> PoolLease:
         handle_id = next(self._ids)
         self._handles[handle_id] = handle
-        connection = handle.connection
-        session = getattr(connection, "session_id", None)
-        acquired = Acquired(
-            handle.peer_id,
-            handle_id,
-            handle.connection_id,
-            session if type(session) is str else None,
-            handle.reused,
-        )
-        return ConnectionLease(acquired, connection) if local else acquired
+        return PoolLease(self.address, handle_id, handle)
 
-    def _hand_over(self, slot: ReplySlot, handle: ConnectionHandle, local: bool) -> bool:
-        """Lend ``handle`` through ``slot``; if the asker has gone, give it back.
-
-        Returns True if the asker got it.  An asker that timed out before
-        this actor reached its request would otherwise leave the connection
-        lent to nobody, for good.
-        """
-        if slot.set(self._lend(handle, local)):
+    def _hand_over(self, slot: ReplySlot, handle: ConnectionHandle) -> bool:
+        """Lend ``handle`` through ``slot``; if the asker has gone (timed out), give it back."""
+        lease = self._lend(handle)
+        if slot.set(lease):
             return True
-        self._take_back(handle)
-        return False
-
-    def _take_back(self, handle: ConnectionHandle) -> None:
-        """Release a handle that was lent to nobody (its asker had gone)."""
-        for handle_id, lent in list(self._handles.items())[::-1]:
-            if lent is handle:
-                del self._handles[handle_id]
-                break
+        del self._handles[lease.handle_id]
         self._pool.release(handle.peer_id, handle)
+        return False
 
     def _handle(self, handle_id: int) -> ConnectionHandle:
         handle = self._handles.get(handle_id)
         if handle is None:
             raise InvalidHandle(
-                f"no live connection handle with handle_id={handle_id} in {self} "
+                f"no live connection handle with handle_id={handle_id!r} in {self} "
                 "(released before, never issued, or lent by a crashed incarnation)"
             )
         return handle
 
-    @handles(Release)
-    def _release(self, msg: Release) -> None:
+    @handles(msgs.Release, msgs.CloseConnection)
+    def _give_back(self, msg: msgs.Release | msgs.CloseConnection) -> None:
         handle = self._handle(msg.handle_id)
-        self._pool.release(msg.peer_id, handle)
-        del self._handles[msg.handle_id]
-        self._serve_waiters()
-
-    @handles(CloseConnection)
-    def _close(self, msg: CloseConnection) -> None:
-        handle = self._handle(msg.handle_id)
-        self._pool.close(handle)
+        if isinstance(msg, msgs.Release):
+            self._pool.release(msg.peer_id, handle)
+        else:
+            self._pool.close(handle)
         del self._handles[msg.handle_id]
         self._serve_waiters()
 
@@ -366,12 +271,8 @@ class PoolActor(FaultInjectionMixin, AuraActor):
         if waiter is None:
             return  # served, abandoned, or from an earlier incarnation
         self._pool.record_timeout()
-        waiter.slot.fail(
-            AcquireTimeout(
-                f"no connection to peer {waiter.peer_id} became available within "
-                f"{waiter.timeout} s (acquire timeout)"
-            )
-        )
+        why = f"no connection to peer {waiter.peer_id} became available within {waiter.timeout} s"
+        waiter.slot.fail(AcquireTimeout(f"{why} (acquire timeout)"))
 
     def _serve_waiters(self) -> None:
         """Serve, in arrival order, every queued acquire that can be served now."""
@@ -392,7 +293,7 @@ class PoolActor(FaultInjectionMixin, AuraActor):
                 except AuraError as exc:  # ConnectFailed: this waiter's answer
                     waiter.slot.fail(exc)
                     continue
-                if not self._hand_over(waiter.slot, handle, waiter.local):
+                if not self._hand_over(waiter.slot, handle):
                     progress = True  # it was given back: someone else may use it
                     break
 
@@ -400,52 +301,50 @@ class PoolActor(FaultInjectionMixin, AuraActor):
         self._waiters.pop(waiter.waiter_id, None)
         if waiter.timer is not None:
             waiter.timer.cancel()
-            waiter.timer = None
 
-    # --- maintenance ---
+    # --- maintenance and inspection ---
 
-    @handles(EvictExpired)
-    def _evict(self, msg: EvictExpired) -> Evicted:
-        count = self._pool.evict_expired()
+    def _then_serve(self, result: int) -> int:
         self._serve_waiters()
-        return Evicted(count)
+        return result
 
-    @handles(HealthCheck)
-    def _health_check(self, msg: HealthCheck) -> HealthChecked:
-        broken = self._pool.health_check()
-        self._serve_waiters()
-        return HealthChecked(broken)
+    @handles(msgs.EvictExpired)
+    def _evict(self, msg: msgs.EvictExpired) -> int:
+        return self._then_serve(self._pool.evict_expired())
 
-    @handles(CloseAll)
-    def _close_all(self, msg: CloseAll) -> ClosedAll:
-        count = self._pool.close_all()
-        self._serve_waiters()
-        return ClosedAll(count)
+    @handles(msgs.HealthCheck)
+    def _health_check(self, msg: msgs.HealthCheck) -> int:
+        return self._then_serve(self._pool.health_check())
+
+    @handles(msgs.CloseAll)
+    def _close_all(self, msg: msgs.CloseAll) -> int:
+        return self._then_serve(self._pool.close_all())
 
     @handles(_Maintenance)
     def _maintenance(self, msg: _Maintenance) -> None:
         if self._ticker is not None:
             self._ticker.arm()
-        pool = self._pool
-        evicted = pool.evict_expired()
-        broken = 0
-        if self._config.health_checks_enabled and pool.health_check_due():
-            broken = pool.health_check()
-        if evicted or broken:
-            _log.debug("%s maintenance: %d evicted, %d broken", self, evicted, broken)
+        self._pool.evict_expired()
+        if self._config.health_checks_enabled and self._pool.health_check_due():
+            self._pool.health_check()
         self._serve_waiters()
 
-    # --- statistics ---
+    @handles(msgs.GetPoolStatistics)
+    def _statistics(self, msg: msgs.GetPoolStatistics) -> PoolStatistics:
+        return self._pool.statistics()
 
-    @handles(GetPoolStatistics)
-    def _statistics(self, msg: GetPoolStatistics) -> PoolStatisticsReply:
-        return PoolStatisticsReply.from_statistics(self._pool.statistics())
+    @handles(msgs.ListConnections)
+    def _connections(self, msg: msgs.ListConnections) -> tuple[ConnectionMetadata, ...]:
+        return self._pool.connections()
 
-    @handles(ListConnections)
-    def _connections(self, msg: ListConnections) -> ConnectionsReply:
-        return ConnectionsReply.from_metadata(self._pool.connections())
+    @handles(msgs.GetConnectionMetadata)
+    def _peer_connections(self, msg: msgs.GetConnectionMetadata) -> tuple[ConnectionMetadata, ...]:
+        return self._pool.get_connection_metadata(msg.peer_id)
 
-    @property
-    def waiting(self) -> int:
-        """How many acquires are queued now (read from the actor's thread)."""
-        return len(self._waiters)
+    @handles(msgs.TotalConnections)
+    def _total(self, msg: msgs.TotalConnections) -> int:
+        return self._pool.total_connections()
+
+    @handles(msgs.PeerCount)
+    def _peer_count(self, msg: msgs.PeerCount) -> int:
+        return self._pool.peer_count()

@@ -67,11 +67,12 @@ from aura_sync.errors import (
 )
 from aura_sync.identity import NodeIdentity
 from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.connections import PoolStatistics
 from aura_sync.infrastructure.peers import StaticDiscovery
 from aura_sync.messages import ErrorReply
 from aura_sync.messages.faults import InjectCrash
 from aura_sync.messages.peers import GetPeerTable, PeerTableReply, RecordFailure
-from aura_sync.messages.pool import GetPoolStatistics, PoolStatisticsReply
+from aura_sync.messages.pool import GetPoolStatistics
 from aura_sync.messages.rate_limit import GetRateLimiterStatistics, RateLimiterStatisticsReply
 from aura_sync.messages.supervision import ChildType
 from aura_sync.node.config import NodeConfig, check_own_token
@@ -648,7 +649,7 @@ class Node:
             else:
                 degraded = True
             stats = self._ask_quiet("pool", GetPoolStatistics())
-            if isinstance(stats, PoolStatisticsReply):
+            if isinstance(stats, PoolStatistics):
                 pool = {name: int(getattr(stats, name)) for name in stats.__dataclass_fields__}
             else:
                 degraded = True

@@ -81,6 +81,7 @@ from aura_sync.actors._faults import FaultInjectionMixin, check_stash, resolve_e
 from aura_sync.actors._reply import ReplySlot
 from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.base import AuraActor, LocalMessage, handles
+from aura_sync.actors.pool import PoolLease
 from aura_sync.effects import Clock, Rng, Scheduler, SystemRng, TimerHandle
 from aura_sync.errors import (
     AskTimeout,
@@ -117,7 +118,7 @@ from aura_sync.messages.peers import (
     UpdatePeerCapabilities,
     UpdatePeerMetadata,
 )
-from aura_sync.messages.pool import Acquire, Acquired, CloseConnection, Release
+from aura_sync.messages.pool import Acquire, CloseConnection, Release
 from aura_sync.messages.rate_limit import CheckRateLimit, RateLimitDecision
 from aura_sync.messages.sync import (
     FULL_RANGE,
@@ -538,7 +539,7 @@ class _ResumeSlot(ReplySlot):
     def set(self, reply: Any) -> bool:
         if super().set(reply):
             return True
-        if self.timed_out and not isinstance(reply, Acquired):
+        if self.timed_out and not isinstance(reply, PoolLease):
             _give_back(self._ask, reply)  # e.g. a session opened after we stopped waiting
         return False
 
@@ -952,7 +953,7 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
         try:
             try:
                 acquired = yield self._ask(self._pool, Acquire(peer, 0.0))
-                assert isinstance(acquired, Acquired)
+                assert isinstance(acquired, PoolLease)
                 session.handle = acquired.handle_id
                 conn = self._connections.get(acquired.session_id)
                 if conn is None:
@@ -1032,7 +1033,7 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
                 yield self._ask(self._peer_manager, StartSyncSession(peer))
                 session.started = True
                 acquired = yield self._ask(self._pool, Acquire(peer))
-                assert isinstance(acquired, Acquired)
+                assert isinstance(acquired, PoolLease)
                 session.handle = acquired.handle_id
                 conn = self._connections.get(acquired.session_id)
                 if conn is None:
@@ -1176,7 +1177,7 @@ class AntiEntropyActor(FaultInjectionMixin, AuraActor):
         self._sessions[sid] = session
         try:
             acquired = yield self._ask(self._pool, Acquire(peer, 0.0))
-            assert isinstance(acquired, Acquired)
+            assert isinstance(acquired, PoolLease)
             handle = acquired.handle_id
             session.handle = handle
             error: AuraError | None = None
@@ -1408,7 +1409,7 @@ def _give_back(ask: _Ask, reply: Any) -> None:
     peer's session count.
     """
     undo: Message | None = None
-    if isinstance(reply, Acquired):
+    if isinstance(reply, PoolLease):
         undo = Release(reply.peer_id, reply.handle_id)
     elif isinstance(ask.message, StartSyncSession) and isinstance(reply, Ack):
         undo = EndSyncSession(ask.message.peer_id, False, 0.0)

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypedDict, Unpack
 
 from aura_sync._checks import check_bool, check_int
-from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT
+from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT, ActorAddress
 from aura_sync.actors.cache import CacheActor
 from aura_sync.actors.clients import (
     PeerManagerClient,
-    PoolClient,
     RateLimiterClient,
 )
 from aura_sync.actors.peer_manager import PeerManagerActor
@@ -223,10 +222,10 @@ class Infrastructure:
     Attributes: ``supervisor`` (the :class:`Supervisor`), ``cache``
     (the cache actor's address: ``infra.cache.call(IsFresh(key, epoch))``),
     ``rate_limiter`` (:class:`RateLimiterClient`),
-    ``peers`` (:class:`PeerManagerClient`), ``pool`` (:class:`PoolClient`,
-    whose default acquire wait is the pool's ``acquire_timeout``; raises
-    :class:`~aura_sync.errors.NotFound` if started without a connector).  The
-    clients keep working across restarts.  Use :meth:`start` (it also stops
+    ``peers`` (:class:`PeerManagerClient`), ``pool`` (the pool actor's
+    address: ``infra.pool.call(Acquire(peer, wait), timeout)``; raises
+    :class:`~aura_sync.errors.NotFound` if started without a connector).  They
+    keep working across restarts.  Use :meth:`start` (it also stops
     on ``with``-exit), :meth:`start_async` or :meth:`attach`.
     """
 
@@ -248,15 +247,13 @@ class Infrastructure:
         self.cache = address(CACHE)
         self.rate_limiter = RateLimiterClient(address(RATE_LIMITER), timeout=timeout)
         self.peers = PeerManagerClient(address(PEER_MANAGER), timeout=timeout)
-        self._pool: PoolClient | None = None
+        self._pool: ActorAddress | None = None
         with contextlib.suppress(NotFound):  # no pool child without a connector
-            self._pool = PoolClient(
-                address(POOL), timeout=timeout, acquire_timeout=config.pool.acquire_timeout
-            )
+            self._pool = address(POOL)
 
     @property
-    def pool(self) -> PoolClient:
-        """The pool's client; NotFound if the supervisor was built without a connector."""
+    def pool(self) -> ActorAddress:
+        """The pool's address; NotFound if the supervisor was built without a connector."""
         pool = self._pool
         if pool is None:
             raise NotFound(f"{self.supervisor.name} has no pool: it was built without a connector")
