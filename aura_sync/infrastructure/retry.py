@@ -16,7 +16,6 @@ import enum
 import functools
 import inspect
 import math
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import CoroutineType
@@ -25,6 +24,7 @@ from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar, cast
 from aura_sync._checks import check_int
 from aura_sync.effects import Clock, Rng, SystemRng, check_seconds, system_effects
 from aura_sync.errors import InvalidArgument, RetryExhausted, WrongType
+from aura_sync.infrastructure.retry_budget import RetryBudget
 
 __all__ = [
     "DEFAULT_INITIAL_DELAY",
@@ -97,9 +97,6 @@ _REASON_TEXT: Final = {
     GiveUpReason.TIMEOUT: "the next wait would pass the timeout",
     GiveUpReason.BUDGET: "the retry budget is spent",
 }
-
-_MAX_BUDGET_TOKENS: Final = 1000
-_MILLI: Final = 1000
 
 # Shared defaults: a SystemClock (its timer thread starts only if a timer is
 # scheduled, which retry never does) and a SystemRng; both are thread-safe.
@@ -174,87 +171,6 @@ def _retry_after_of(error: BaseException) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-class RetryBudget:
-    """A token bucket shared by many policies that stops retry storms (gRPC-style).
-
-    It starts full at ``max_tokens`` (0 < n <= 1000); a retry that happens takes
-    one token (:meth:`withdraw`), a success deposits ``token_ratio`` (0.001 ..
-    ``max_tokens``), and retries are allowed only while tokens > ``max_tokens / 2``.
-    With the defaults (10, 0.1) a full budget allows 5 retries, then each retry
-    costs ten successes.  Counts are integer thousandths (no drift); thread-safe.
-    """
-
-    __slots__ = ("_lock", "_max_milli", "_ratio_milli", "_tokens_milli")
-
-    def __init__(self, max_tokens: float = 10, token_ratio: float = 0.1) -> None:
-        max_milli = self._to_milli(max_tokens, "max_tokens")
-        if not 0 < max_milli <= _MAX_BUDGET_TOKENS * _MILLI:
-            raise InvalidArgument(
-                f"max_tokens must be in (0, {_MAX_BUDGET_TOKENS}], got {max_tokens!r}"
-            )
-        ratio_milli = self._to_milli(token_ratio, "token_ratio")
-        if not 0 < ratio_milli <= max_milli:
-            raise InvalidArgument(
-                f"token_ratio must be in [0.001, max_tokens={max_tokens!r}], got {token_ratio!r}"
-            )
-        self._max_milli = max_milli
-        self._ratio_milli = ratio_milli
-        self._tokens_milli = max_milli
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _to_milli(value: object, name: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise WrongType(f"{name} must be a number, got {type(value).__name__} {value!r}")
-        try:
-            number = float(value)
-        except OverflowError:  # an int too large for a float
-            number = math.inf
-        if not math.isfinite(number):
-            raise InvalidArgument(f"{name} must be finite, got {value!r}")
-        return round(number * _MILLI)
-
-    @property
-    def max_tokens(self) -> float:
-        """Capacity in tokens."""
-        return self._max_milli / _MILLI
-
-    @property
-    def token_ratio(self) -> float:
-        """Tokens deposited per success."""
-        return self._ratio_milli / _MILLI
-
-    @property
-    def tokens(self) -> float:
-        """Tokens currently in the bucket."""
-        with self._lock:
-            return self._tokens_milli / _MILLI
-
-    def can_retry(self) -> bool:
-        """Whether a retry would be allowed now (tokens > max_tokens / 2); changes nothing."""
-        with self._lock:
-            return self._tokens_milli * 2 > self._max_milli
-
-    def withdraw(self) -> bool:
-        """Take one token for a retry if allowed; whether the retry may go ahead."""
-        with self._lock:
-            if self._tokens_milli * 2 <= self._max_milli:
-                return False
-            self._tokens_milli = max(0, self._tokens_milli - _MILLI)
-            return True
-
-    def record_success(self) -> None:
-        """Deposit ``token_ratio`` tokens for a successful call (capped at ``max_tokens``)."""
-        with self._lock:
-            self._tokens_milli = min(self._max_milli, self._tokens_milli + self._ratio_milli)
-
-    def __copy__(self) -> RetryBudget:
-        return self  # a shared resource: copies of a policy share it
-
-    def __deepcopy__(self, memo: dict[int, object]) -> RetryBudget:
-        return self
-
-
 @dataclass(frozen=True, slots=True)
 class RetryDecision:
     """What :meth:`RetryPolicy.plan` decided: retry after ``delay`` seconds, or give up
@@ -327,11 +243,7 @@ class RetryResult(Generic[T]):
         return self.attempts > 1
 
     def unwrap(self) -> T:
-        """The value, or raise what ``execute`` would have raised.
-
-        A non-retryable error is re-raised as is; otherwise :class:`RetryExhausted`
-        with the last error as ``__cause__``.
-        """
+        """The value, or raise what ``execute`` would have: the error or :class:`RetryExhausted`."""
         err = self.error
         if err is None:
             return self.value  # type: ignore[return-value]  # T may include None
@@ -351,13 +263,10 @@ class RetryResult(Generic[T]):
 class RetryPolicy:
     """An immutable retry policy; every ``with_*`` builder returns a new one.
 
-    ``strategy``; ``max_attempts``: total calls, the first included (>= 1);
-    ``initial_delay`` / ``max_delay``: seconds (>= 0; a cap below the initial
-    delay wins); ``jitter``; ``timeout``: total seconds from the first call, or
-    None; ``retry_on``: exception types or a predicate; ``budget``: a shared
-    :class:`RetryBudget`; ``on_retry``: a hook called with a
-    :class:`RetryContext` before each wait.  The keyword constructor checks its
-    fields like the builders do.
+    ``max_attempts`` counts calls, the first included; delays are seconds (a
+    ``max_delay`` below ``initial_delay`` wins); ``timeout`` is total seconds from
+    the first call; ``on_retry`` is called with a :class:`RetryContext` before each
+    wait.  The keyword constructor checks its fields as the builders do.
     """
 
     strategy: BackoffStrategy = BackoffStrategy.EXPONENTIAL
@@ -515,11 +424,9 @@ class RetryPolicy:
     ) -> RetryDecision:
         """Decide what follows the failure of attempt ``attempt_index`` (0-based); never sleeps.
 
-        In order: a non-retryable error gives up (NOT_RETRYABLE), so does the last
-        allowed attempt (MAX_ATTEMPTS); the wait is ``max(next_delay, retry_after)``;
-        a wait ending after ``timeout`` gives up (TIMEOUT); last, the budget must
-        grant a token (else BUDGET) -- the only side effect.  ``prev_delay``: the
-        previous decision's delay; ``elapsed``: seconds since the first call.
+        Gives up if the error is not retryable or no attempt is left; waits
+        ``max(next_delay, error.retry_after)`` unless that passes ``timeout``; and
+        takes a budget token last (the only side effect).
         """
         index = check_int(attempt_index, "attempt_index", minimum=0)
         _error(error)
@@ -561,9 +468,8 @@ class RetryPolicy:
     ) -> T:
         """``fn(*args, **kwargs)`` until it succeeds, sleeping through ``clock`` in between.
 
-        ``clock`` and ``rng`` are this method's keywords (default: the system ones).
-        Raises :class:`RetryExhausted`, a non-retryable error unchanged, or
-        ``WrongType`` for a coroutine function (use :meth:`execute_async`).
+        ``clock`` and ``rng`` are its own keywords.  Raises :class:`RetryExhausted` or a
+        non-retryable error; ``WrongType`` for a coroutine function.
         """
         return self._execute(fn, args, kwargs, clock, rng)
 
@@ -598,29 +504,24 @@ class RetryPolicy:
         call = _bind(fn, args, kwargs)
         return self._loop(call, _Run(self, _clock(clock), _rng(rng), None), None)
 
-    def _loop(self, call: Callable[[], T], run: _Run, pending: Exception | None) -> RetryResult[T]:
-        """The sync loop; ``pending`` is the failure of a first call already made."""
+    def _loop(self, call: Callable[[], T], run: _Run, error: Exception | None) -> RetryResult[T]:
+        """The sync loop; ``error`` is the failure of a first call already made, if any."""
         while True:
-            if pending is None:
-                try:
-                    value = call()
-                except Exception as exc:
-                    pending = exc
-                else:
-                    if inspect.iscoroutine(value):
-                        _refuse_coroutine(value, call)
-                    return run.success(value)
-            error, pending = pending, None
-            decision = run.failed(error)
-            if not decision.should_retry:
-                return run.result(None, error, decision.reason)
-            outcome = run.notify(error, decision)
-            if inspect.isawaitable(outcome):
-                if inspect.iscoroutine(outcome):
-                    outcome.close()
-                raise WrongType(f"on_retry returned an awaitable; use execute_async: {outcome!r}")
-            run.clock.sleep(decision.delay)
-            run.waited(decision.delay)
+            if error is not None:
+                step = run.failed(error)
+                if isinstance(step, RetryResult):
+                    return step
+                if self.on_retry is not None:
+                    _refuse_awaitable(self.on_retry(step))
+                run.clock.sleep(step.next_delay)
+            try:
+                value = call()
+            except Exception as exc:
+                error = exc
+            else:
+                if value.__class__ is CoroutineType:
+                    _refuse_coroutine(value, call)
+                return run.success(value)
 
     async def execute_async(
         self,
@@ -631,11 +532,7 @@ class RetryPolicy:
         rng: Rng | None = None,
         **kwargs: Any,
     ) -> T:
-        """Await ``fn(*args, **kwargs)`` until it succeeds, sleeping with ``clock.sleep_async``.
-
-        The contract of :meth:`execute`; an exception raised by the call itself,
-        before any await, is a failed attempt too.  The hook may be async.
-        """
+        """:meth:`execute` for coroutine functions (sleeps with ``clock.sleep_async``)."""
         return (await self._loop_async(_bind(fn, args, kwargs), clock, rng)).unwrap()
 
     async def execute_with_result_async(
@@ -658,7 +555,7 @@ class RetryPolicy:
             try:
                 pending = call()  # a plain callable may raise before any await
             except Exception as exc:
-                error = exc
+                step = run.failed(exc)
             else:
                 if not inspect.isawaitable(pending):
                     raise WrongType(
@@ -668,21 +565,27 @@ class RetryPolicy:
                 try:
                     return run.success(await pending)
                 except Exception as exc:
-                    error = exc
-            decision = run.failed(error)
-            if not decision.should_retry:
-                return run.result(None, error, decision.reason)
-            outcome = run.notify(error, decision)
-            if inspect.isawaitable(outcome):
-                await outcome
-            await run.clock.sleep_async(decision.delay)
-            run.waited(decision.delay)
+                    step = run.failed(exc)
+            if isinstance(step, RetryResult):
+                return step
+            if self.on_retry is not None:
+                outcome = self.on_retry(step)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            await run.clock.sleep_async(step.next_delay)
 
 
 def _bind(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], T]:
     if not callable(fn):
         raise WrongType(f"fn must be callable, got {type(fn).__name__} {fn!r}")
     return functools.partial(fn, *args, **kwargs) if args or kwargs else fn
+
+
+def _refuse_awaitable(outcome: object) -> None:
+    if inspect.isawaitable(outcome):
+        if inspect.iscoroutine(outcome):
+            outcome.close()
+        raise WrongType(f"on_retry returned an awaitable; use execute_async: {outcome!r}")
 
 
 def _refuse_coroutine(value: Any, call: object) -> NoReturn:
@@ -706,22 +609,20 @@ class _Run:
     def elapsed(self) -> float:
         return max(0.0, self.clock.now() - self.start)  # a clock stepping back stays >= 0
 
-    def failed(self, error: BaseException) -> RetryDecision:
+    def failed(self, error: BaseException) -> RetryResult[Any] | RetryContext:
+        """Plan after ``error``: the final result, or the context of the wait to make."""
+        policy = self.policy
         self.attempts += 1
         self.errors.append(error)
-        index, prev = self.attempts - 1, self.prev_delay
-        return self.policy._plan(index, error, prev, self.elapsed(), self.rng)
-
-    def notify(self, error: BaseException, decision: RetryDecision) -> object:
-        hook, delay = self.policy.on_retry, decision.delay
-        if hook is None:
-            return None
-        limit = self.policy.max_attempts
-        return hook(RetryContext(self.attempts, limit, error, delay, self.elapsed(), self.total))
-
-    def waited(self, delay: float) -> None:
+        decision = policy._plan(self.attempts - 1, error, self.prev_delay, self.elapsed(), self.rng)
+        if not decision.should_retry:
+            return self.result(None, error, decision.reason)
+        delay = self.prev_delay = decision.delay
+        context = RetryContext(
+            self.attempts, policy.max_attempts, error, delay, self.elapsed(), self.total
+        )
         self.total += delay
-        self.prev_delay = delay
+        return context
 
     def success(self, value: T) -> RetryResult[T]:
         self.attempts += 1
@@ -740,9 +641,8 @@ def retry(
 ) -> Callable[[F], F]:
     """Decorate a plain or coroutine function so that each call runs under ``policy``.
 
-    ``@retry(RetryPolicy.exponential().with_max_attempts(5))`` (None: the default
-    policy).  The wrapper keeps the function's name, docstring and signature
-    (``functools.wraps``) and passes every argument through unchanged.
+    The wrapper keeps the function's name, docstring and signature and passes
+    every argument through (None: the default policy).
     """
     chosen = RetryPolicy() if policy is None else policy
     if not isinstance(chosen, RetryPolicy):
