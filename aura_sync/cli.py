@@ -243,7 +243,9 @@ def _one_line(exc: BaseException) -> str:
     is_flag=True,
     help="Make one node refuse to sync: the demo must then exit non-zero.",
 )
-@click.option("--no-live", is_flag=True, help="No live display; print only the summary.")
+@click.option(
+    "--no-live", is_flag=True, help="No live display: print progress lines, then the summary."
+)
 @click.option(
     "--log-level",
     default="INFO",
@@ -270,7 +272,8 @@ def demo(
     """
     from rich.console import Console
 
-    from aura_sync.node.demo import DemoOptions, run_demo, summary_table
+    from aura_sync.node.demo import DemoOptions, run_demo
+    from aura_sync.node.demo_view import summary_table
 
     console = Console()
     if not console.is_terminal:
@@ -289,8 +292,9 @@ def demo(
     )
     result = run_demo(options, console)
     console.print(summary_table(result))
-    for line in result.events:
-        console.print(f"  {line}", highlight=False)
+    if not no_live:  # --no-live printed each event as it happened
+        for line in result.events:
+            console.print(f"  {line}", highlight=False)
     raise SystemExit(0 if result.ok else 1)
 
 
@@ -316,7 +320,7 @@ def status(addr: str, as_json: bool, timeout: float) -> None:
     import urllib.error
     import urllib.request
 
-    url = addr if addr.startswith("http") else f"http://{addr}"
+    url = _status_url(addr)
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as resp:
             body = resp.read()
@@ -341,6 +345,32 @@ def status(addr: str, as_json: bool, timeout: float) -> None:
     else:
         _print_health(doc)
     raise SystemExit(0 if doc.get("status") == "ok" else 1)
+
+
+def _status_url(addr: str) -> str:
+    """``http://HOST:PORT`` for ADDR, or a usage error that shows the form wanted."""
+    from urllib.parse import urlsplit
+
+    text = addr.strip()
+    if text.startswith(("http://", "https://")):
+        return text
+    try:
+        parts = urlsplit(f"http://{text}")
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if text.isdigit():
+        hint = f"127.0.0.1:{text}"
+    else:
+        plain = parts is not None and parts.hostname and not any(c.isspace() for c in text)
+        host = parts.hostname if plain and parts is not None else "127.0.0.1"
+        hint = f"{host}:9100"
+    if parts is None or not parts.hostname or port is None or parts.path or text.isdigit():
+        raise click.UsageError(
+            f"{addr!r} is not a metrics address: give HOST:PORT, e.g. {hint} "
+            "(a node's --metrics-port)"
+        )
+    return f"http://{text}"
 
 
 def _print_health(doc: dict[str, Any]) -> None:

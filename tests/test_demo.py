@@ -28,9 +28,45 @@ def run_demo(*args: str, timeout: float) -> tuple[int, str, float]:
     return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started
 
 
+def run_demo_streaming(*args: str, timeout: float) -> tuple[int, list[tuple[float, str]], float]:
+    """Like run_demo, recording when each output line arrived (seconds after the start)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BOOT, "demo", "--no-live", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[tuple[float, str]] = []
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            lines.append((time.monotonic() - started, line.rstrip("\n")))
+            if time.monotonic() - started > timeout:
+                break
+        code = proc.wait(max(1.0, timeout - (time.monotonic() - started)))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, lines, time.monotonic() - started
+
+
 def test_demo_three_nodes_converges_through_faults_in_under_a_minute() -> None:
-    code, out, elapsed = run_demo("--nodes", "3", "--ops", "200", "--timeout", "55", timeout=90)
+    code, lines, elapsed = run_demo_streaming(
+        "--nodes", "3", "--ops", "200", "--timeout", "55", timeout=90
+    )
+    out = "\n".join(text for _, text in lines)
     assert code == 0, out
+    # --no-live reports as the run goes: events and progress lines long before the end
+    first_event = next(t for t, text in lines if "nodes up, bootstrapping" in text)
+    assert elapsed - first_event > 1.0, out
+    assert any("nodes hold the same journal" in text for _, text in lines), out
+    summary_at = next(t for t, text in lines if "aura-sync demo summary" in text)
+    assert first_event < summary_at
+    rows = [text for t, text in lines if t >= summary_at and text.lstrip().startswith("node-")]
+    assert len(rows) == 3 and all("…" not in row and len(row) <= 80 for row in rows), out
+    assert all(row.rstrip().endswith("same") for row in rows), out  # the convergence mark
     assert elapsed < 60, out
     assert "CONVERGED: 200 ops on 3 nodes" in out
     assert "lost ops: 0" in out

@@ -212,3 +212,20 @@ def test_status_of_something_that_is_not_a_node(
         thread.join(5)
     err = capsys.readouterr().err
     assert "not" in err and "health document" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("addr", "hint"),
+    [
+        ("9100", "127.0.0.1:9100"),
+        ("localhost", "localhost:9100"),
+        ("127.0.0.1:99999", "127.0.0.1:9100"),
+        ("node-a:9100/metrics", "node-a:9100"),
+    ],
+)
+def test_status_checks_its_address_and_shows_the_form_it_wants(
+    capsys: pytest.CaptureFixture[str], addr: str, hint: str
+) -> None:
+    assert main(["status", addr]) == 2  # a usage error: nothing was sent anywhere
+    err = capsys.readouterr().err
+    assert f"{addr!r} is not a metrics address: give HOST:PORT, e.g. {hint}" in err

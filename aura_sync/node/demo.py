@@ -19,9 +19,10 @@ What it does
        node from its data directory and checks it lost none of its own
        acknowledged operations.
     5. Waits until every node holds the same journal (equal digests and
-       the expected number of ops), showing peers, rounds and operations
-       per node live (``rich.live``), then stops every node with SIGTERM
-       and prints a summary table.
+       the expected number of ops), showing peers, rounds, operations and
+       a convergence mark per node live (``rich.live``; or progress lines
+       without it), then stops every node with SIGTERM and prints a
+       summary table (:mod:`aura_sync.node.demo_view`).
 
     The result is success only if every node converged on the same
     journal, no acknowledged op was lost and every node stopped cleanly.
@@ -54,8 +55,6 @@ from typing import Any, Final
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from aura_sync._checks import check_int
 from aura_sync.errors import AuraError, InvalidArgument, WrongType
@@ -64,14 +63,17 @@ from aura_sync.infrastructure.capabilities import (
     generate_authority_keypair,
     issue_capability_token,
 )
+from aura_sync.node.demo_view import live_table, progress_line, summary_table
 from aura_sync.protocols.journal import JOURNAL_FILE_NAME
 
-__all__ = ["DemoError", "DemoOptions", "DemoResult", "NodeOutcome", "run_demo"]
+__all__ = ["DemoError", "DemoOptions", "DemoResult", "NodeOutcome", "run_demo", "summary_table"]
 
 _POLL: Final = 0.15
 _HTTP_TIMEOUT: Final = 2.0
 _READY_TIMEOUT: Final = 20.0
 _STOP_TIMEOUT: Final = 8.0
+_PROGRESS_EVERY: Final = 2.0  # seconds between --no-live progress lines
+_PROGRESS_PHASES: Final = ("writing", "faults", "converging")
 _NODE_BOOT: Final = "import sys; from aura_sync.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -96,7 +98,8 @@ class DemoOptions:
     :param waves: how many write waves (>= 1).
     :param stall: seconds without progress, after the last write, that
         count as divergence (> 0).
-    :param live: show the live display (else only the summary).
+    :param live: show the live display (else one line per event and a
+        progress line every 2 s, then the summary).
     :param log_level: the nodes' log level (their logs go to ``node.log``
         in each data directory).
     """
@@ -344,51 +347,42 @@ class _Demo:
         self.live: Live | None = None
         self.lost = 0
         self.last_write = self.start
+        self.last_progress = self.start
 
     # -- display ----------------------------------------------------------------------------
 
+    def stamp(self) -> str:
+        return f"{time.monotonic() - self.start:5.1f}s"
+
     def event(self, text: str) -> None:
-        stamp = f"{time.monotonic() - self.start:5.1f}s"
-        self.events.append(f"{stamp}  {text}")
-        self.all_events.append(f"{stamp}  {text}")
+        line = f"{self.stamp()}  {text}"
+        self.events.append(line)
+        self.all_events.append(line)
+        if not self.o.live:  # --no-live: progress as it happens, one line each
+            self.console.print(line, highlight=False, markup=False)
 
     def render(self) -> Group:
-        table = Table(
-            title=f"aura-sync demo: {self.phase}  ({time.monotonic() - self.start:4.1f} s)",
-            expand=False,
-        )
-        for col in ("node", "state", "peers", "rounds ok/fail/skip", "ops", "own", "pulled/pushed"):
-            table.add_column(col, justify="right" if col != "node" else "left")
-        table.add_column("restarts", justify="right")
-        table.add_column("digest")
-        for n in self.nodes:
-            h = n.health or {}
-            sync = h.get("sync", {}) if isinstance(h.get("sync"), dict) else {}
-            state = "down" if n.down else (h.get("status", "?") if h else "starting")
-            if n.refuses_sync:
-                state += " (refuses)"
-            table.add_row(
-                n.name,
-                state,
-                f"{n.connected}/{n.tracked}",
-                f"{sync.get('rounds_succeeded', 0)}/{sync.get('rounds_failed', 0)}/"
-                f"{sync.get('rounds_skipped', 0)}",
-                str(n.ops),
-                str(n.own_ops),
-                f"{sync.get('ops_pulled', 0)}/{sync.get('ops_pushed', 0)}",
-                str(n.restarts),
-                n.digest[:12],
-            )
-        return Group(table, Text("\n".join(self.events) or " ", style="dim"))
+        title = f"aura-sync demo: {self.phase}  ({time.monotonic() - self.start:4.1f} s)"
+        return live_table(title, self.nodes, self.expected, self.events)
+
+    @property
+    def expected(self) -> int:
+        """Ops acknowledged so far: what every node must end up holding."""
+        return sum(n.written for n in self.nodes)
 
     def tick(self) -> None:
         """Refresh every live node's health and the display; enforce the deadline."""
         for n in self.nodes:
             if not n.down:
                 n.refresh()
+        now = time.monotonic()
         if self.live is not None:
             self.live.update(self.render())
-        if time.monotonic() > self.deadline:
+        elif self.phase in _PROGRESS_PHASES and now - self.last_progress >= _PROGRESS_EVERY:
+            self.last_progress = now
+            line = progress_line(self.stamp(), self.phase, self.nodes, self.expected)
+            self.console.print(line, highlight=False, markup=False)
+        if now > self.deadline:
             raise DemoError(f"the demo's deadline of {self.o.timeout} s passed ({self.phase})")
 
     def pause(self, seconds: float) -> None:
@@ -647,38 +641,6 @@ def _workdir(data_dir: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="aura-sync-demo-") as tmp:
         yield Path(tmp)
-
-
-def summary_table(result: DemoResult) -> Table:
-    """The closing table: one row per node, then the verdict in the caption."""
-    verdict = "CONVERGED" if result.ok else "FAILED"
-    caption = (
-        f"{verdict}: {result.expected_ops} ops on {len(result.nodes)} nodes; "
-        + (
-            f"converged {result.converge_time:.2f} s after the last write; "
-            if result.converge_time is not None
-            else "did not converge; "
-        )
-        + f"lost ops: {result.lost_ops}; total {result.elapsed:.1f} s"
-    )
-    table = Table(title="aura-sync demo summary", caption=caption)
-    for col in ("node", "device id", "written", "own kept", "ops", "digest", "restarts"):
-        table.add_column(col)
-    table.add_column("rounds ok/fail")
-    table.add_column("exit")
-    for n in result.nodes:
-        table.add_row(
-            n.name + (" (refuses sync)" if n.refuses_sync else ""),
-            n.device_id[:8],
-            str(n.written),
-            str(n.own_ops),
-            str(n.ops),
-            n.digest[:16],
-            str(n.restarts),
-            f"{n.rounds_ok}/{n.rounds_failed}",
-            "-" if n.exit_code is None else str(n.exit_code),
-        )
-    return table
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
