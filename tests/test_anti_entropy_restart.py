@@ -41,18 +41,17 @@ from aura_sync.messages.peers import (
 from aura_sync.messages.pool import Acquire, GetPoolStatistics
 from aura_sync.messages.sync import FULL_RANGE, DigestRequest
 from aura_sync.protocols.anti_entropy import (
-    AddressBook,
     AntiEntropyActor,
     AntiEntropyConfig,
     AppendOps,
-    ConnectionRegistry,
     GetSyncStatus,
+    InfraAddresses,
     OpsAppended,
     SyncStatus,
     SyncTick,
-    _respond,
 )
 from aura_sync.protocols.journal import Journal
+from aura_sync.protocols.serving import respond
 from aura_sync.supervisors import ChildContext, ChildSpec, Supervisor
 from aura_sync.supervisors.infrastructure import Infrastructure, InfrastructureConfig
 from aura_sync.transport.base import Inbound
@@ -79,13 +78,8 @@ class Rig:
         def start(ctx: ChildContext) -> AntiEntropyActor:
             return AntiEntropyActor(
                 config,
-                journal=self.journal,
-                peer_manager=infra.peers.address,
-                rate_limiter=infra.rate_limiter.address,
-                pool=infra.pool,
-                cache=infra.cache,
-                connections=ConnectionRegistry(),
-                addresses=AddressBook(),
+                self.journal,
+                InfraAddresses(infra.peers.address, infra.rate_limiter.address, infra.pool),
                 clock=ctx.clock,
                 scheduler=ctx.scheduler,
                 stash=ctx.stash,
@@ -97,9 +91,7 @@ class Rig:
         self.ae = self.protocols.address_of("ae")
 
     def status(self) -> SyncStatus:
-        reply = self.ae.ask(GetSyncStatus())
-        assert isinstance(reply, SyncStatus), reply
-        return reply
+        return self.ae.call(GetSyncStatus())
 
     def stop(self) -> None:
         self.protocols.stop()
@@ -168,7 +160,7 @@ class _SmallFrames:
 def test_a_reply_too_large_to_send_becomes_an_error_reply() -> None:
     conn = _SmallFrames()
     event = Inbound(conn, DigestRequest((FULL_RANGE,)), 7)  # type: ignore[arg-type]
-    _respond(event, AppendOps((b"x" * 300,)))
+    respond(event, AppendOps((b"x" * 300,)))
     assert len(conn.sent) == 1
     request_id, reply = conn.sent[0]
     assert request_id == 7
@@ -227,13 +219,8 @@ def test_a_session_opened_after_the_ask_timed_out_is_ended() -> None:
     ae = spawn(
         AntiEntropyActor(
             config,
-            journal=journal,
-            peer_manager=slow,
-            rate_limiter=infra.rate_limiter.address,
-            pool=infra.pool,
-            cache=infra.cache,
-            connections=ConnectionRegistry(),
-            addresses=AddressBook(),
+            journal,
+            InfraAddresses(slow, infra.rate_limiter.address, infra.pool),
             clock=clock,
         )
     )

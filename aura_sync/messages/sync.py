@@ -1,8 +1,9 @@
 """Wire messages of the transport and of the anti-entropy journal sync protocol.
 
-Tags 0x00C0-0x00D3 (0x00D4-0x00FF are left free for the protocol actors'
-own messages).  Every frame on a connection is one of these messages (or any
-other registered message carried inside :class:`Request`/:class:`Reply`).
+Tags 0x00C0-0x00D3 on the wire; 0x00D4-0x00D9 are the anti-entropy actor's
+own requests and timers (0x00DA-0x00FF are free).  Every frame on a
+connection is one of the wire messages (or any other registered message
+carried inside :class:`Request`/:class:`Reply`).
 
 Transport layer (handled inside :mod:`aura_sync.transport`, never handed to protocol code)
     :class:`Hello` (first frame each side sends once the TLS handshake is
@@ -48,10 +49,12 @@ from aura_sync._checks import check_int, check_peer
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.messages._base import Message, message
+from aura_sync.messages._base import Request as Call
 
 __all__ = [
     "FULL_RANGE",
     "MAX_ADDRESS_LENGTH",
+    "MAX_APPEND",
     "MAX_IDS_BATCH",
     "MAX_OPS_BATCH",
     "MAX_OP_PAYLOAD",
@@ -65,13 +68,16 @@ __all__ = [
     "SEQ_LIMIT",
     "SIGNATURE_SIZE",
     "TRANSPORT_MESSAGES",
+    "AppendOps",
     "DigestReply",
     "DigestRequest",
+    "GetSyncStatus",
     "Hello",
     "IdRange",
     "IdsReply",
     "IdsRequest",
     "Op",
+    "OpsAppended",
     "OpsReply",
     "OpsRequest",
     "PeerAddress",
@@ -85,6 +91,9 @@ __all__ = [
     "RangeDigest",
     "Reply",
     "Request",
+    "RetrySync",
+    "SyncStatus",
+    "SyncTick",
     "fingerprint",
     "fingerprint_of",
     "op_id",
@@ -128,6 +137,9 @@ PUBLIC_KEY_SIZE: Final = 32
 
 SIGNATURE_SIZE: Final = 64
 """Size of an Ed25519 signature."""
+
+MAX_APPEND: Final = 1024
+"""Most payloads in one :class:`AppendOps`."""
 
 _U64_MAX: Final = 2**64 - 1
 _SEQ_LIMIT: Final = SEQ_LIMIT
@@ -584,3 +596,74 @@ class PresentCapability(Message):
             raise WrongType(f"token must be bytes, got {type(self.token).__name__}")
         if not 1 <= len(self.token) <= MAX_TOKEN_SIZE:
             raise InvalidArgument(f"token must be 1..{MAX_TOKEN_SIZE} bytes, got {len(self.token)}")
+
+
+# --- the anti-entropy actor's own requests and timers (in-process; tags 0xD4-0xD9) ------
+
+
+@message(0x00D4)
+class SyncTick(Message):
+    """Timer: time for the next sync round (scheduled every ``sync_interval`` seconds)."""
+
+
+@message(0x00D5)
+class RetrySync(Message):
+    """Timer: retry the failed session with ``peer_id`` (``attempt`` is 0-based).
+
+    ``prev_delay`` is the delay that was waited (seconds), ``started`` the
+    clock time of the first attempt.
+    """
+
+    peer_id: DeviceId
+    attempt: int
+    prev_delay: float
+    started: float
+
+
+@message(0x00D7)
+class OpsAppended(Message):
+    """Answer to :class:`AppendOps`: ops added, own ops and all ops now held."""
+
+    added: int
+    own_ops: int
+    total_ops: int
+
+
+@message(0x00D6)
+class AppendOps(Call[OpsAppended]):
+    """Author new ops with these payloads (1..1024) in the local journal."""
+
+    payloads: tuple[bytes, ...]
+
+
+@message(0x00D9)
+class SyncStatus(Message):
+    """Counters and journal summary of the anti-entropy actor.
+
+    ``counters`` holds ``(name, value)`` pairs (rounds, ops pulled/pushed/
+    received/served, refusals, ...); ``digest`` is the journal's full-range
+    fingerprint; ``authorized`` counts peers whose capability was verified;
+    ``connected`` counts peers with an open connection; ``answered`` counts,
+    per actor address, the asks of this actor that the actor answered;
+    ``refused`` counts, per peer (DeviceId text), the op batches refused from it.
+    """
+
+    counters: tuple[tuple[str, int], ...]
+    journal_ops: int
+    own_ops: int
+    digest: bytes
+    epoch: int
+    connected: int
+    authorized: int
+    active_sessions: int
+    answered: tuple[tuple[str, int], ...] = ()
+    refused: tuple[tuple[str, int], ...] = ()
+
+    def counter(self, name: str) -> int:
+        """The value of counter ``name`` (0 if absent)."""
+        return dict(self.counters).get(name, 0)
+
+
+@message(0x00D8)
+class GetSyncStatus(Call[SyncStatus]):
+    """Ask for the anti-entropy actor's :class:`SyncStatus`."""

@@ -28,7 +28,7 @@ died), else 0.
 
 Event routing
     The transport calls its handlers on its own thread; they only ``tell``
-    the anti-entropy actor (:class:`_EventRouter`), which buffers events
+    the anti-entropy actor (:class:`~aura_sync.node.wiring.EventRouter`), which buffers events
     that arrive before that actor is up.
 
 Layer: runtime.
@@ -52,13 +52,11 @@ from types import FrameType
 from typing import Any, Final
 
 from aura_sync.actors.address import ActorAddress
-from aura_sync.actors.base import AuraActor, LocalMessage, handles
 from aura_sync.effects import Clock, Rng, Scheduler, SystemRng, system_effects
 from aura_sync.errors import (
     AuraError,
     ConfigError,
     InvalidArgument,
-    NotFound,
     StartFailed,
     SupervisorError,
     SupervisorGaveUp,
@@ -67,39 +65,17 @@ from aura_sync.errors import (
 )
 from aura_sync.identity import NodeIdentity
 from aura_sync.ids import DeviceId
-from aura_sync.infrastructure.connections import PoolStatistics
-from aura_sync.infrastructure.peers import StaticDiscovery
-from aura_sync.messages import ErrorReply
 from aura_sync.messages.faults import InjectCrash
-from aura_sync.messages.peers import GetPeerTable, PeerTableReply, RecordFailure
-from aura_sync.messages.pool import GetPoolStatistics
-from aura_sync.messages.rate_limit import GetRateLimiterStatistics, RateLimiterStatisticsReply
-from aura_sync.messages.supervision import ChildType
+from aura_sync.messages.peers import RecordFailure
+from aura_sync.messages.sync import MAX_APPEND, AppendOps, GetSyncStatus, OpsAppended, SyncStatus
 from aura_sync.node.config import NodeConfig, check_own_token
-from aura_sync.node.metrics import (
-    ChildHealth,
-    MetricsServer,
-    NodeMetrics,
-    NodeSnapshot,
-    configure_logging,
-)
-from aura_sync.protocols.anti_entropy import (
-    AddressBook,
-    AntiEntropyActor,
-    AntiEntropyConfig,
-    AppendOps,
-    ConnectionRegistry,
-    GetSyncStatus,
-    NodeConnector,
-    OpsAppended,
-    SyncStatus,
-    TransportEventMessage,
-)
+from aura_sync.node.health import SnapshotSources, take_snapshot
+from aura_sync.node.metrics import MetricsServer, NodeMetrics, NodeSnapshot, configure_logging
+from aura_sync.node.wiring import EventRouter, TransportActor, build_tree, infra_addresses
 from aura_sync.protocols.journal import Journal
 from aura_sync.protocols.journal_files import DataDirLock
-from aura_sync.supervisors import ChildContext, ChildSpec, Supervisor
-from aura_sync.supervisors.spec import ONE_FOR_ONE, REST_FOR_ONE
-from aura_sync.transport.base import Listener, Refusal, Transport
+from aura_sync.supervisors import Supervisor
+from aura_sync.transport.base import Refusal, Transport
 from aura_sync.transport.tcp import TcpTransport
 
 __all__ = ["JOURNAL_FILE", "Node", "TransportActor", "run_node"]
@@ -109,101 +85,10 @@ _log = logging.getLogger("aura_sync.node")
 JOURNAL_FILE: Final = "journal.sqlite3"
 """Name of the journal database inside the data directory."""
 
-_SNAPSHOT_ASK: Final = 1.0
-_CRASH_TARGETS: Final = ("cache", "rate_limiter", "peer_manager", "pool", "anti_entropy")
+_ACTORS: Final = ("cache", "rate_limiter", "peer_manager", "pool", "anti_entropy")
 _MAX_DEBUG_WRITE: Final = 100_000
 
 TransportFactory = Callable[[NodeIdentity], Transport]
-
-
-# --- transport events --------------------------------------------------------------------
-
-
-class _EventRouter:
-    """Forwards transport events to the anti-entropy actor; buffers them until it is up."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._target: ActorAddress | None = None
-        self._early: list[Any] = []
-        self._closed = False
-
-    def attach(self, target: ActorAddress) -> None:
-        with self._lock:
-            self._target = target
-            early, self._early = self._early, []
-        for event in early:
-            target.tell(TransportEventMessage(event))
-
-    def detach(self) -> None:
-        """Drop events from now on (the node is stopping)."""
-        with self._lock:
-            self._target = None
-            self._early = []
-            self._closed = True
-
-    def __call__(self, event: Any) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            target = self._target
-            if target is None:
-                self._early.append(event)
-                return
-        target.tell(TransportEventMessage(event))
-
-
-class _Listening(LocalMessage):
-    """Ask the transport actor where it listens; the reply is the address string in a message."""
-
-
-class _ListenAddress(LocalMessage):
-    def __init__(self, address: str) -> None:
-        self.address = address
-
-
-class TransportActor(AuraActor):
-    """Owns the node's listener: listens in ``on_start``, closes it on stop or crash.
-
-    A restarted incarnation listens again on the port the first one bound
-    (kept in the stash), so peers keep reaching the node.
-    """
-
-    def __init__(
-        self,
-        transport: Transport,
-        address: str,
-        handler: Callable[[Any], None],
-        stash: dict[str, Any],
-        on_listening: Callable[[str], None],
-    ) -> None:
-        super().__init__()
-        self._transport = transport
-        self._wanted = address
-        self._handler = handler
-        self._stash = stash
-        self._on_listening = on_listening
-        self._listener: Listener | None = None
-
-    def on_start(self) -> None:
-        """Listen (on the previously bound address after a restart)."""
-        address = self._stash.get("bound", self._wanted)
-        self._listener = self._transport.listen(address, self._handler)
-        self._stash["bound"] = self._listener.address
-        self._on_listening(self._listener.address)
-
-    def on_stop(self) -> None:
-        """Close the listener (established connections are the pool's business)."""
-        if self._listener is not None:
-            self._listener.close()
-
-    def on_crash(self, exc: BaseException) -> None:
-        """Close the listener of the dead incarnation."""
-        self.on_stop()
-
-    @handles(_Listening)
-    def _where(self, msg: _Listening) -> _ListenAddress:
-        return _ListenAddress(self._listener.address if self._listener else "")
 
 
 # --- the node ------------------------------------------------------------------------------
@@ -252,9 +137,7 @@ class Node:
         self._metrics: MetricsServer | None = None
         self.metrics = NodeMetrics(self.snapshot)
         """The node's histograms (``observe_*``) and registry, served at ``/metrics``."""
-        self._router = _EventRouter()
-        self._addresses = AddressBook()
-        self._registry = ConnectionRegistry()
+        self._router = EventRouter()
         self._listen_address = ""
         self._started_at = time.monotonic()
         self._state = "new"
@@ -363,8 +246,6 @@ class Node:
             token = self._read_token()
             self._journal = Journal.open(cfg.data_dir / JOURNAL_FILE, identity=self._identity)
             self._transport = self._make_transport(self._identity)
-            for peer in cfg.bootstrap:
-                self._addresses.learn(peer.device_id, peer.address, verified=False)
             self._root = self._build_tree(token)
             self._root.start(timeout)
             self._resolve_addresses()
@@ -454,88 +335,28 @@ class Node:
             self._peer_manager.tell(RecordFailure(refusal.expected))
 
     def _build_tree(self, token: bytes | None) -> Supervisor:
-        cfg = self.config
         assert self._transport is not None and self._journal is not None
-        transport, journal = self._transport, self._journal
-        connector = NodeConnector(transport, self._addresses, self._registry, self._router)
-        faults = self._faults
-        me = self._identity.device_id if self._identity is not None else None
-        bootstrap = StaticDiscovery(
-            [(p.device_id, p.address) for p in cfg.bootstrap if p.device_id != me]
-        )
-        self._infra = _infrastructure_supervisor(cfg, connector, faults, bootstrap)
-        ae_config = AntiEntropyConfig(
-            sync_interval=cfg.sync_interval,
-            peers_per_round=cfg.peers_per_round,
-            batch_size=cfg.batch_size,
-            request_timeout=cfg.request_timeout,
-            require_capability=cfg.capabilities_required,
-            refuse_sync=cfg.refuse_sync,
-        )
-        infra = self._infra
-        router = self._router
-
-        def start_anti_entropy(ctx: ChildContext) -> AuraActor:
-            addresses = _infra_addresses(infra)
-            actor = _RoutedAntiEntropy(
-                ae_config,
-                router=router,
-                journal=journal,
-                peer_manager=addresses["peer_manager"],
-                rate_limiter=addresses["rate_limiter"],
-                pool=addresses["pool"],
-                cache=addresses["cache"],
-                connections=self._registry,
-                addresses=self._addresses,
-                token=token,
-                clock=ctx.clock,
-                scheduler=ctx.scheduler,
-                rng=ctx.rng,
-                stash=ctx.stash,
-                fault_injection=faults,
-            )
-            return actor
-
-        self._protocols = Supervisor(
-            [
-                ChildSpec(
-                    "anti_entropy", start=start_anti_entropy, shutdown=cfg.shutdown_timeout / 2
-                )
-            ],
-            strategy=ONE_FOR_ONE,
-            intensity=5,
-            period=10.0,
-            name="protocols",
-        )
 
         def on_listening(address: str) -> None:
             self._listen_address = address
 
-        protocols = self._protocols
-        return Supervisor(
-            [
-                ChildSpec(
-                    "transport",
-                    start=lambda ctx: TransportActor(
-                        transport, cfg.listen, router, ctx.stash, on_listening
-                    ),
-                ),
-                ChildSpec("infrastructure", start=lambda ctx: infra, shutdown=cfg.shutdown_timeout),
-                ChildSpec("protocols", start=lambda ctx: protocols, shutdown=cfg.shutdown_timeout),
-            ],
-            strategy=REST_FOR_ONE,
-            intensity=3,
-            period=10.0,
-            clock=self._clock,
-            scheduler=self._scheduler,
-            rng=self._rng,
+        tree = build_tree(
+            self.config,
+            transport=self._transport,
+            journal=self._journal,
+            router=self._router,
+            token=token,
+            faults=self._faults,
+            on_listening=on_listening,
             on_give_up=self._on_give_up,
-            name="root",
+            effects=(self._clock, self._scheduler, self._rng),
         )
+        self._infra, self._protocols = tree.infra, tree.protocols
+        return tree.root
 
     def _resolve_addresses(self) -> None:
         assert self._infra is not None and self._protocols is not None
-        found = _infra_addresses(self._infra)
+        found = infra_addresses(self._infra)
         self._cache = found["cache"]
         self._rate_limiter = found["rate_limiter"]
         self._peer_manager = found["peer_manager"]
@@ -556,30 +377,25 @@ class Node:
 
         :raises AuraError: the actor refused (bad payload) or did not answer in time.
         """
-        reply = self.address_of("anti_entropy").ask(AppendOps(tuple(payloads)), timeout)
-        if isinstance(reply, ErrorReply):
-            raise reply.to_exception()
-        if not isinstance(reply, OpsAppended):
-            raise AuraError(f"anti_entropy answered AppendOps with {type(reply).__name__}")
-        return reply
+        if not 1 <= len(payloads) <= MAX_APPEND:
+            raise InvalidArgument(f"payloads must hold 1..{MAX_APPEND} items, got {len(payloads)}")
+        for i, payload in enumerate(payloads):
+            if type(payload) is not bytes:
+                raise WrongType(f"payloads[{i}] must be bytes, got {type(payload).__name__}")
+        return self.address_of("anti_entropy").call(AppendOps(tuple(payloads)), timeout)
 
     def sync_status(self, timeout: float = 5.0) -> SyncStatus:
         """The protocol actor's :class:`SyncStatus` (blocking ask)."""
         started = time.monotonic()
-        reply = self.address_of("anti_entropy").ask(GetSyncStatus(), timeout)
-        self.metrics.observe_ask("anti_entropy", time.monotonic() - started)
-        if isinstance(reply, ErrorReply):
-            raise reply.to_exception()
-        if not isinstance(reply, SyncStatus):
-            raise AuraError(f"anti_entropy answered GetSyncStatus with {type(reply).__name__}")
-        return reply
+        try:
+            return self.address_of("anti_entropy").call(GetSyncStatus(), timeout)
+        finally:
+            self.metrics.observe_ask("anti_entropy", time.monotonic() - started)
 
     def inject_crash(self, target: str, reason: str = "injected by the demo") -> None:
         """Crash one actor on purpose (needs fault injection); its supervisor restarts it."""
-        if target not in _CRASH_TARGETS:
-            raise InvalidArgument(
-                f"target must be one of {', '.join(_CRASH_TARGETS)}, got {target!r}"
-            )
+        if target not in _ACTORS:
+            raise InvalidArgument(f"target must be one of {', '.join(_ACTORS)}, got {target!r}")
         if not self._faults:
             raise InvalidArgument("fault injection is disabled on this node")
         self.address_of(target).tell(InjectCrash(reason))
@@ -615,101 +431,24 @@ class Node:
 
     def snapshot(self) -> NodeSnapshot:
         """Everything ``/health`` and ``/metrics`` report (blocking asks with short timeouts)."""
-        status = self._state
-        sync: dict[str, int] = {}
-        journal: dict[str, Any] = {}
-        peers: dict[str, int] = {}
-        pool: dict[str, int] = {}
-        rate: dict[str, int] = {}
-        handled: dict[str, int] = {}
-        children: list[ChildHealth] = []
-        degraded = False
-        if status == "ok":
-            try:
-                st = self.sync_status(_SNAPSHOT_ASK)
-                sync = dict(st.counters)
-                handled[self.address_of("anti_entropy").name] = sync.pop("messages_handled", 0)
-                handled.update(st.answered)
-                journal = {
-                    "ops": st.journal_ops,
-                    "own_ops": st.own_ops,
-                    "digest": st.digest.hex(),
-                    "epoch": st.epoch,
-                }
-                sync["connected_peers"] = st.connected
-                sync["authorized_peers"] = st.authorized
-                sync["active_sessions"] = st.active_sessions
-            except AuraError:
-                degraded = True
-            table = self._ask_quiet("peer_manager", GetPeerTable())
-            if isinstance(table, PeerTableReply):
-                for info in table.peers:
-                    name = info.metadata.status.name
-                    peers[name] = peers.get(name, 0) + 1
-            else:
-                degraded = True
-            stats = self._ask_quiet("pool", GetPoolStatistics())
-            if isinstance(stats, PoolStatistics):
-                pool = {name: int(getattr(stats, name)) for name in stats.__dataclass_fields__}
-            else:
-                degraded = True
-            limiter = _rate_limit_statistics(self._rate_limiter)
-            if limiter is None:
-                degraded = True
-            else:
-                rate = limiter
-            try:
-                children = self._children()
-            except AuraError:
-                degraded = True
-        transport: dict[str, int] = {}
-        if self._transport is not None:
-            snap = self._transport.stats()
-            transport = {name: int(getattr(snap, name)) for name in snap.__dataclass_fields__}
         with self._lock:
-            transport["refused_connections"] = self._refusals
-        if status == "ok" and degraded:
-            status = "degraded"
-        if status in ("ok", "degraded") and self.transport_failure is not None:
-            status = "failed"
-        return NodeSnapshot(
-            status=status,
-            device_id=str(self._identity.device_id) if self._identity else "",
-            listen_address=self._listen_address,
-            uptime=max(0.0, time.monotonic() - self._started_at),
-            children=tuple(children),
-            peers_by_status=peers,
-            messages_handled=handled,
-            rate_limit=rate,
-            pool=pool,
-            sync=sync,
-            journal=journal,
-            transport=transport,
+            refusals = self._refusals
+        started = self._state == "ok"
+        return take_snapshot(
+            SnapshotSources(
+                status=self._state,
+                device_id=str(self._identity.device_id) if self._identity else "",
+                listen_address=self._listen_address,
+                uptime=max(0.0, time.monotonic() - self._started_at),
+                addresses={n: self.address_of(n) for n in _ACTORS} if started else {},
+                root=self._root,
+                nested={"infrastructure": self._infra, "protocols": self._protocols},
+                transport=self._transport,
+                refusals=refusals,
+                transport_failure=self.transport_failure,
+                observe=self.metrics.observe_ask,
+            )
         )
-
-    def _ask_quiet(self, name: str, msg: Any) -> Any:
-        started = time.monotonic()
-        try:
-            return self.address_of(name).ask(msg, _SNAPSHOT_ASK)
-        except AuraError:
-            return None
-        finally:
-            self.metrics.observe_ask(name, time.monotonic() - started)
-
-    def _children(self) -> list[ChildHealth]:
-        out: list[ChildHealth] = []
-        nested = {"infrastructure": self._infra, "protocols": self._protocols}
-
-        def walk(sup: Supervisor, prefix: str) -> None:
-            for child in sup.which_children(_SNAPSHOT_ASK):
-                path = f"{prefix}/{child.id}"
-                out.append(ChildHealth(path, child.status.value, child.restarts))
-                inner = nested.get(child.id) if child.type is ChildType.SUPERVISOR else None
-                if inner is not None and child.address is not None:
-                    walk(inner, path)
-
-        walk(self.root, "root")
-        return out
 
     # --- stop ----------------------------------------------------------------------------
 
@@ -770,83 +509,6 @@ class Node:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class _RoutedAntiEntropy(AntiEntropyActor):
-    """The anti-entropy actor, attached to the node's event router once it runs."""
-
-    def __init__(self, config: AntiEntropyConfig, *, router: _EventRouter, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        self._router = router
-
-    def on_start(self) -> None:
-        """Start the protocol, then receive the transport's events (buffered until now)."""
-        super().on_start()
-        self._router.attach(self.address)
-
-
-# --- infrastructure wiring ---------------------------------------------------------------------
-
-
-def _infrastructure_supervisor(
-    cfg: NodeConfig, connector: NodeConnector, faults: bool, discovery: StaticDiscovery
-) -> Supervisor:
-    """The infrastructure supervisor (REST_FOR_ONE: cache, rate_limiter, peer_manager, pool).
-
-    The peer manager's discovery effect is the bootstrap list: it is applied
-    at start and again every ``peers.refresh_interval`` seconds.
-    """
-    from aura_sync.supervisors.infrastructure import InfrastructureConfig, infrastructure_supervisor
-
-    return infrastructure_supervisor(
-        InfrastructureConfig(
-            rate_limit=cfg.rate_limit,
-            pool=cfg.pool,
-            peers=cfg.peers,
-            cache_max_keys=cfg.cache_max_keys,
-            shutdown=cfg.shutdown_timeout / 4,
-        ),
-        connector=connector,
-        discovery=discovery,
-        fault_injection=faults,
-        name="infrastructure",
-    )
-
-
-def _infra_addresses(infra: Supervisor) -> dict[str, ActorAddress]:
-    """The four infrastructure actors' (stable) addresses, without blocking.
-
-    Runs inside the protocol supervisor's thread (a child factory), where a
-    blocking ``address_of`` ask is not allowed; the addresses live in the
-    supervisor's persistent child slots, created when it started them.
-    Raises :class:`~aura_sync.errors.StartFailed` if one is missing.
-    """
-    out: dict[str, ActorAddress] = {}
-    for name in ("cache", "rate_limiter", "peer_manager", "pool"):
-        try:
-            out[name] = infra.child_address(name)
-        except NotFound:
-            raise StartFailed(f"the infrastructure supervisor has no {name!r} child") from None
-    return out
-
-
-def _rate_limit_statistics(address: ActorAddress | None) -> dict[str, int] | None:
-    """The rate limiter's decision counters (None if it did not answer in time)."""
-    if address is None:
-        return None
-    try:
-        reply = address.ask(GetRateLimiterStatistics(), _SNAPSHOT_ASK)
-    except AuraError:
-        return None
-    if not isinstance(reply, RateLimiterStatisticsReply):
-        return None
-    return {
-        "allowed": reply.operations_allowed,
-        "global_limit_hits": reply.global_limit_hits,
-        "peer_limit_hits": reply.peer_limit_hits,
-        "flow_budget_hits": reply.flow_budget_hits,
-        "tracked_peers": reply.tracked_peers,
-    }
 
 
 # --- the process entry point ------------------------------------------------------------------

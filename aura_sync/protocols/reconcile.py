@@ -1,0 +1,119 @@
+"""Range-based set reconciliation of two journals, against a small :class:`Remote` interface.
+
+:func:`reconcile` makes the local journal and the remote one hold the union
+of their ops: compare full-range digests; split each range whose digests
+differ 16 ways until it holds at most ``list_threshold`` ids on both sides;
+list the remote ids of those ranges; pull what we lack (stored in few
+commits as their signed heads cover them) and push what the remote lacks in
+an order where each batch is authenticated, ``batch_size`` ops per message.
+Ops are content-addressed and journals only grow, so every step is
+idempotent and an interrupted run still made progress (counted in
+:class:`Progress` as it goes).
+
+No actors, no sockets: a :class:`Remote`'s calls are generators, so the same
+code runs inside an actor task (each call yields network requests, see
+:mod:`aura_sync.protocols.session`) and directly in tests against an
+in-memory remote (calls that never yield).
+
+Layer: runtime (protocols); pure apart from the local journal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from aura_sync.messages.sync import FULL_RANGE, MAX_RANGES, IdRange, Op, RangeDigest
+from aura_sync.protocols.journal import Journal
+from aura_sync.protocols.journal_chain import PullBuffer
+
+__all__ = ["Call", "Progress", "Remote", "chunks", "reconcile"]
+
+T = TypeVar("T")
+Call = Generator[Any, Any, T]
+"""A remote call: ``result = yield from remote.digests(...)``."""
+
+
+class Remote(Protocol):
+    """The other side of a reconciliation (a peer over a connection, or a fake)."""
+
+    def digests(self, ranges: tuple[IdRange, ...]) -> Call[tuple[RangeDigest, ...]]:
+        """One :class:`RangeDigest` per range, in order (at most ``MAX_RANGES`` ranges)."""
+
+    def list_ids(self, id_range: IdRange) -> Call[list[bytes]]:
+        """Every id the remote holds in ``id_range``, ascending."""
+
+    def fetch(self, ids: tuple[bytes, ...]) -> Call[tuple[Op, ...]]:
+        """The remote's ops with these ids (those it has)."""
+
+    def push(self, ops: tuple[Op, ...]) -> Call[int]:
+        """Give the remote these ops; returns how many it added."""
+
+
+@dataclass(slots=True)
+class Progress:
+    """What a reconciliation did so far (updated as it goes, so valid after a failure)."""
+
+    pulled: int = 0
+    pushed: int = 0
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[tuple[T, ...]]:
+    """``items`` in consecutive tuples of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield tuple(items[start : start + size])
+
+
+def reconcile(
+    journal: Journal,
+    remote: Remote,
+    *,
+    list_threshold: int,
+    batch_size: int,
+    progress: Progress | None = None,
+) -> Call[bytes | None]:
+    """Make ``journal`` and ``remote`` hold the union; return the agreed fingerprint, if any.
+
+    Returns None when the remote's final full-range fingerprint differs from
+    ours (it changed meanwhile); raises what the remote's calls raise.
+    """
+    progress = progress if progress is not None else Progress()
+    theirs = (yield from remote.digests((FULL_RANGE,)))[0]
+    if theirs.fingerprint == journal.digest().fingerprint:
+        return theirs.fingerprint
+    pull: list[bytes] = []
+    push: list[bytes] = []
+    pending = [(FULL_RANGE, theirs)]
+    while pending:
+        split: list[IdRange] = []
+        for id_range, digest in pending:
+            ours = journal.digest(id_range)
+            if ours.fingerprint == digest.fingerprint:
+                continue
+            if digest.count == 0:
+                push.extend(journal.not_in((), id_range))
+            elif max(ours.count, digest.count) <= list_threshold or ours.count == 0:
+                ids = yield from remote.list_ids(id_range)
+                pull.extend(journal.missing(ids))
+                push.extend(journal.not_in(ids, id_range))
+            else:
+                split.extend(id_range.split(16))
+        pending = []
+        for chunk in chunks(split, MAX_RANGES):
+            digests = yield from remote.digests(chunk)
+            pending.extend(zip(chunk, digests, strict=True))
+    buffer = PullBuffer(journal)  # pulled ops are stored in few commits, once authenticated
+    try:
+        for batch in chunks(pull, batch_size):
+            wanted = set(batch)
+            ops = [op for op in (yield from remote.fetch(batch)) if op.op_id in wanted]
+            progress.pulled += buffer.take(ops)
+    finally:
+        progress.pulled += buffer.flush()
+    for batch in chunks(journal.push_order(push), batch_size):  # each batch authenticated
+        ops = journal.get_many(batch)
+        if ops:
+            progress.pushed += yield from remote.push(tuple(ops))
+    final = (yield from remote.digests((FULL_RANGE,)))[0].fingerprint
+    return final if final == journal.digest().fingerprint else None

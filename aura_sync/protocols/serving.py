@@ -1,0 +1,188 @@
+"""Serving peers: the answers to the sync requests that arrive over the transport.
+
+Peers are untrusted.  Their requests were type- and bounds-checked by the
+codec when decoded (range counts, id lengths, batch sizes: see
+:mod:`aura_sync.messages.sync`); here every request is answered with a
+reply or a clear :class:`~aura_sync.messages.ErrorReply`, never an exception:
+
+* a request that is not a sync request: ``UnhandledMessage``;
+* this node refuses to sync: ``PeerUnavailable``;
+* capabilities are required and the peer has not presented a valid token:
+  ``CapabilityError`` (fail closed; :class:`PresentCapability` is verified by
+  the peer manager, asked from a task);
+* anything the journal refuses: its error (a refused op batch, unsigned or
+  mis-signed, is also counted against the peer).
+
+A reply too large for a frame becomes an error reply at once (:func:`respond`),
+so the peer does not wait out its timeout and retry.
+
+Layer: runtime (protocols).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Final
+
+from aura_sync.actors._tasks import Ask, Step, Tasks
+from aura_sync.errors import AuraError, InvalidArgument, OpRefused, TransportError
+from aura_sync.ids import DeviceId
+from aura_sync.messages import Ack, ErrorReply, Message
+from aura_sync.messages.peers import AddPeer, UpdatePeerCapabilities
+from aura_sync.messages.sync import (
+    MAX_PEERS_PER_EXCHANGE,
+    DigestReply,
+    DigestRequest,
+    IdsReply,
+    IdsRequest,
+    OpsReply,
+    OpsRequest,
+    PeerAddress,
+    PeerExchange,
+    PeerExchangeRequest,
+    PresentCapability,
+    PushAck,
+    PushOps,
+)
+from aura_sync.protocols.journal import Journal
+from aura_sync.transport.base import Connection, Inbound
+
+if TYPE_CHECKING:
+    from aura_sync.protocols.anti_entropy import AntiEntropyConfig, InfraAddresses
+
+__all__ = ["Server", "respond"]
+
+_log = logging.getLogger("aura_sync.protocols.anti_entropy")
+_SYNC_REQUESTS: Final = (DigestRequest, IdsRequest, OpsRequest, PushOps, PeerExchangeRequest)
+
+
+class Server:
+    """Answers peers' sync requests from the journal (see the module docstring).
+
+    ``authorized`` holds the peers whose capability was verified (shared with
+    the actor); ``verified_addresses()`` returns ``(peer, address)`` of the
+    verified peers in the latest peer table, for peer exchange;
+    ``on_authorized(connection)`` is called once a peer's token verified.
+    """
+
+    def __init__(
+        self,
+        config: AntiEntropyConfig,
+        journal: Journal,
+        *,
+        infra: InfraAddresses,
+        tasks: Tasks,
+        stats: dict[str, int],
+        bump_epoch: Callable[[], None],
+        count_refusal: Callable[[DeviceId, OpRefused], None],
+        verified_addresses: Callable[[], list[tuple[DeviceId, str]]],
+        on_authorized: Callable[[Connection], None],
+    ) -> None:
+        self._config = config
+        self._journal = journal
+        self._infra = infra
+        self._tasks = tasks
+        self._stats = stats
+        self._bump_epoch = bump_epoch
+        self._count_refusal = count_refusal
+        self._verified_addresses = verified_addresses
+        self._on_authorized = on_authorized
+        self.authorized: set[DeviceId] = set()
+
+    def serve(self, event: Inbound) -> None:
+        """Answer one inbound request (a one-way message is ignored)."""
+        request = event.message
+        peer = event.connection.peer_id
+        if event.request_id is None:
+            _log.debug("event=one_way_ignored peer=%s type=%s", peer, type(request).__name__)
+            return
+        if isinstance(request, PresentCapability):
+            self._tasks.spawn(self._verify_token(event, peer, request.token), f"token {peer}")
+            return
+        if not isinstance(request, _SYNC_REQUESTS):
+            text = f"not a sync request: {type(request).__name__}"
+            respond(event, ErrorReply("UnhandledMessage", text))
+            return
+        if self._config.refuse_sync:
+            self._stats["requests_refused"] += 1
+            respond(event, ErrorReply("PeerUnavailable", "this node refuses to sync"))
+            return
+        if self._config.require_capability and peer not in self.authorized:
+            self._stats["requests_refused"] += 1
+            text = (
+                f"peer {peer} has not presented a valid capability token "
+                f"granting sync:request_digest"
+            )
+            respond(event, ErrorReply("CapabilityError", text))
+            return
+        try:
+            reply = self._answer(request, peer)
+        except AuraError as exc:
+            reply = ErrorReply.from_exception(exc)
+        self._stats["requests_served"] += 1
+        respond(event, reply)
+
+    def _answer(self, request: Message, peer: DeviceId) -> Message:
+        journal = self._journal
+        if isinstance(request, DigestRequest):
+            return DigestReply(journal.digests(request.ranges))
+        if isinstance(request, IdsRequest):
+            ids, next_lo = journal.list_ids(request.id_range, request.limit)
+            return IdsReply(ids, next_lo)
+        if isinstance(request, OpsRequest):
+            ops = journal.get_many(request.ids)
+            found = {op.op_id for op in ops}
+            self._stats["ops_served"] += len(ops)
+            return OpsReply(tuple(ops), tuple(i for i in request.ids if i not in found))
+        if isinstance(request, PushOps):
+            try:
+                added = journal.add_many(request.ops)
+            except OpRefused as exc:
+                self._count_refusal(peer, exc)
+                raise
+            if added:
+                self._stats["ops_received"] += added
+                self._bump_epoch()
+            return PushAck(added, len(request.ops) - added)
+        if isinstance(request, PeerExchangeRequest):
+            limit = min(request.max_peers, MAX_PEERS_PER_EXCHANGE)
+            entries = [PeerAddress(p, a) for p, a in self._verified_addresses() if p != peer]
+            return PeerExchange(tuple(entries[:limit]))
+        raise InvalidArgument(f"not a sync request: {type(request).__name__}")
+
+    def _verify_token(
+        self, event: Inbound, peer: DeviceId, token: bytes
+    ) -> Generator[Step, Any, None]:
+        if not self._config.require_capability:
+            respond(event, Ack())
+            return
+        manager = self._infra.peer_manager
+        timeout = self._config.ask_timeout
+        try:
+            yield Ask(manager, AddPeer(peer, event.connection.peer_listen_address), timeout)
+            yield Ask(manager, UpdatePeerCapabilities(peer, token), timeout)
+        except AuraError as exc:
+            self.authorized.discard(peer)
+            self._stats["requests_refused"] += 1
+            _log.warning("event=capability_refused peer=%s error=%r", peer, str(exc))
+            respond(event, ErrorReply.from_exception(exc))
+            return
+        self.authorized.add(peer)
+        respond(event, Ack())
+        self._on_authorized(event.connection)
+
+
+def respond(event: Inbound, reply: Message) -> None:
+    """Send ``reply``; one that cannot be encoded becomes an error reply at once."""
+    peer = event.connection.peer_id
+    try:
+        event.respond(reply)
+    except TransportError as exc:
+        _log.debug("event=respond_failed peer=%s error=%r", peer, str(exc))
+    except AuraError as exc:  # e.g. over the frame limit
+        _log.warning("event=reply_unsendable peer=%s error=%r", peer, str(exc))
+        try:
+            event.respond(ErrorReply.from_exception(exc))
+        except AuraError as again:
+            _log.debug("event=respond_failed peer=%s error=%r", peer, str(again))

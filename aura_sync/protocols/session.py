@@ -1,0 +1,444 @@
+"""Sync sessions with peers: dialing, one session per peer, peer exchange — with all compensation.
+
+Every task here borrows something and gives it back on every path, in one
+place: a pool loan (its connection comes with it) is released, or closed
+when the transport broke; a session opened with the peer manager is ended
+with its outcome and latency (which feeds the peer's score and failure
+backoff); a failed session is retried through the retry planner
+(``policy.plan``) and the scheduler (:class:`RetrySync`).  Should the actor
+stop or crash meanwhile, :meth:`Sessions.abandon` closes the loans and ends
+the sessions still open, and :func:`give_back` returns what an ask obtained
+after nobody waited for it any more.
+
+:class:`PeerRemote` is the :class:`~aura_sync.protocols.reconcile.Remote`
+over a connection: each call is a network request retried on timeouts
+(every sync request is idempotent), and each reply of the untrusted peer is
+checked for its type and shape before it is used.
+
+Layer: runtime (protocols).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aura_sync.actors._tasks import Ask, Await, Send, Sleep, Step, Tasks, call
+from aura_sync.actors.address import ActorAddress
+from aura_sync.actors.pool import PoolLease
+from aura_sync.effects import Clock, Rng, Scheduler
+from aura_sync.errors import (
+    AuraError,
+    CapabilityError,
+    ConnectionClosed,
+    InvalidArgument,
+    OpRefused,
+    PeerUnavailable,
+    RateLimited,
+    RequestTimeout,
+    TransportError,
+)
+from aura_sync.ids import DeviceId
+from aura_sync.messages import Ack, Message
+from aura_sync.messages.peers import (
+    DiscoverPeers,
+    EndSyncSession,
+    PeerCandidate,
+    RecordFailure,
+    StartSyncSession,
+)
+from aura_sync.messages.pool import Acquire, CloseConnection, Release
+from aura_sync.messages.rate_limit import CheckRateLimit, RateLimitDecision
+from aura_sync.messages.sync import (
+    MAX_IDS_BATCH,
+    DigestReply,
+    DigestRequest,
+    IdRange,
+    IdsReply,
+    IdsRequest,
+    Op,
+    OpsReply,
+    OpsRequest,
+    PeerExchange,
+    PeerExchangeRequest,
+    PresentCapability,
+    PushAck,
+    PushOps,
+    RangeDigest,
+    RetrySync,
+)
+from aura_sync.protocols.journal import Journal
+from aura_sync.protocols.reconcile import Call, Progress, reconcile
+from aura_sync.transport.base import Connection
+
+if TYPE_CHECKING:
+    from aura_sync.protocols.anti_entropy import AntiEntropyConfig, InfraAddresses
+
+__all__ = ["PeerRemote", "Sessions", "give_back"]
+
+_log = logging.getLogger("aura_sync.protocols.anti_entropy")
+_Task = Generator[Step, Any, None]
+
+
+def give_back(ask: Ask, reply: Any, delivered: bool) -> None:
+    """Undo what an ask obtained for a task that is gone (nobody will ever use it).
+
+    A lent connection is released (unless the pool was told nobody took it:
+    then it took the loan back itself) and an opened sync session is ended
+    as a failure, so a crash, stop or timeout never leaks a loan or a
+    peer's session count.
+    """
+    undo: Message | None = None
+    if isinstance(reply, PoolLease):
+        if delivered:
+            undo = Release(reply.peer_id, reply.handle_id)
+    elif isinstance(ask.message, StartSyncSession) and isinstance(reply, Ack):
+        undo = EndSyncSession(ask.message.peer_id, False, 0.0)
+    if undo is not None:
+        _log.info("event=orphaned_reply_given_back undo=%s", type(undo).__name__)
+        ask.target.tell(undo)
+
+
+@dataclass(slots=True)
+class _Open:
+    """What one task holds (for cleanup on stop or crash)."""
+
+    peer: DeviceId
+    handle: int | None = None
+    started: bool = False
+
+
+@dataclass(slots=True)
+class Sessions:
+    """The anti-entropy actor's outgoing work: sessions, dials, exchanges (see the module doc).
+
+    ``stats`` is the actor's counter dict; ``bump_epoch`` is called when the
+    journal grew; ``count_refusal`` when a peer's ops were refused;
+    ``owner`` receives :class:`RetrySync`.
+    """
+
+    config: AntiEntropyConfig
+    journal: Journal
+    infra: InfraAddresses
+    tasks: Tasks
+    owner: Callable[[], ActorAddress]
+    clock: Clock
+    scheduler: Scheduler
+    rng: Rng
+    stats: dict[str, int]
+    bump_epoch: Callable[[], None]
+    count_refusal: Callable[[DeviceId, OpRefused], None]
+    held: dict[int, _Open] = field(default_factory=dict)
+    syncing: set[DeviceId] = field(default_factory=set)
+    dialing: set[DeviceId] = field(default_factory=set)
+    presented: set[str] = field(default_factory=set)
+    # peer -> (failed dial attempts, clock time of the next attempt, last delay)
+    dial_plan: dict[DeviceId, tuple[int, float, float | None]] = field(default_factory=dict)
+    # peer -> the full fingerprint both sides agreed on last, and rounds skipped on it since
+    agreed: dict[DeviceId, tuple[bytes, int]] = field(default_factory=dict)
+
+    def abandon(self, why: str) -> None:
+        """Close the loans and end the sessions of every task in flight (stop or crash)."""
+        held = list(self.held.values())
+        self.held.clear()
+        for entry in held:
+            if entry.handle is not None:
+                self.infra.pool.tell(CloseConnection(entry.handle))
+            if entry.started:
+                self.infra.peer_manager.tell(EndSyncSession(entry.peer, False, 0.0))
+        if held:
+            _log.info("event=sessions_abandoned count=%d reason=%r", len(held), why)
+
+    def may_dial(self, peer: DeviceId, now: float) -> bool:
+        """Not dialing it already, past its dial retry delay, under ``max_dials``."""
+        return (
+            peer not in self.dialing
+            and self.dial_plan.get(peer, (0, 0.0, None))[1] <= now
+            and len(self.dialing) < self.config.max_dials
+        )
+
+    # --- asks and requests ---------------------------------------------------------
+
+    def _ask(self, target: ActorAddress, msg: Any) -> Ask:
+        return Ask(target, msg, self.config.ask_timeout)
+
+    def _borrow(self, entry: _Open, timeout: float | None) -> Generator[Step, Any, Connection]:
+        lease = yield from call(
+            self.infra.pool, Acquire(entry.peer, timeout), self.config.ask_timeout
+        )
+        entry.handle = lease.handle_id
+        conn = lease.connection
+        if not isinstance(conn, Connection):  # a pool whose connector is not a transport
+            raise ConnectionClosed(f"the pool lent {entry.peer} no transport connection")
+        return conn
+
+    def _give_loan_back(self, entry: _Open, error: BaseException | None) -> None:
+        if entry.handle is not None:
+            broken = isinstance(error, TransportError)
+            self.infra.pool.tell(
+                CloseConnection(entry.handle) if broken else Release(entry.peer, entry.handle)
+            )
+            entry.handle = None
+
+    def request(self, conn: Connection, msg: Message) -> Generator[Step, Any, Any]:
+        """One network request, retried on timeouts with the request retry planner."""
+        policy = self.config.request_retry
+        attempt = 0
+        prev: float | None = None
+        start = self.clock.now()
+        while True:
+            try:
+                reply = yield Send(conn, msg, self.config.request_timeout)
+            except RequestTimeout as exc:
+                elapsed = max(0.0, self.clock.now() - start)
+                decision = policy.plan(attempt, exc, prev, elapsed, self.rng)
+                if not decision.should_retry:
+                    raise
+                self.stats["request_retries"] += 1
+                prev = decision.delay
+                attempt += 1
+                yield Sleep(decision.delay)
+                continue
+            policy.record_success()
+            return reply
+
+    def present(self, conn: Connection) -> Generator[Step, Any, None]:
+        """Present our capability token once per connection (when capabilities are on)."""
+        token = self.config.token
+        if not self.config.require_capability or token is None:
+            return
+        if conn.session_id in self.presented:
+            return
+        reply = yield from self.request(conn, PresentCapability(token))
+        if not isinstance(reply, Ack):
+            raise CapabilityError(f"peer {conn.peer_id} answered our token with {reply!r:.80}")
+        self.presented.add(conn.session_id)
+
+    # --- tasks ------------------------------------------------------------------------
+
+    def dial(self, peer: DeviceId) -> _Task:
+        """Connect to a known peer through the pool; on success it becomes CONNECTED."""
+        self.stats["dials"] += 1
+        entry = self._hold(peer)
+        self.dialing.add(peer)
+        try:
+            try:
+                conn = yield from self._borrow(entry, 0.0)
+                yield Await(conn.ready, self.config.request_timeout * 2)
+                yield from self.present(conn)
+            except AuraError as exc:
+                self.stats["dial_failures"] += 1
+                if entry.handle is not None:
+                    self.infra.pool.tell(CloseConnection(entry.handle))
+                    entry.handle = None
+                self._plan_redial(peer, exc)
+                return
+            self.dial_plan.pop(peer, None)
+            self._give_loan_back(entry, None)
+        finally:
+            self._release(entry)
+            self.dialing.discard(peer)
+
+    def _plan_redial(self, peer: DeviceId, exc: AuraError) -> None:
+        attempt, _, prev = self.dial_plan.get(peer, (0, 0.0, None))
+        plan = self.config.retry.plan(attempt, exc, prev, 0.0, self.rng)
+        if plan.should_retry:
+            self.stats["retries"] += 1
+            self.dial_plan[peer] = (attempt + 1, self.clock.now() + plan.delay, plan.delay)
+        else:  # the retry policy gave up: the peer manager's failure backoff takes over
+            self.dial_plan.pop(peer, None)
+            self.infra.peer_manager.tell(RecordFailure(peer))
+        _log.info(
+            "event=dial_failed peer=%s attempt=%d retry_in=%s error=%r",
+            peer,
+            attempt,
+            f"{plan.delay:.3f}" if plan.should_retry else "backoff",
+            str(exc),
+        )
+
+    def sync(self, peer: DeviceId, attempt: int, prev_delay: float | None, started: float) -> _Task:
+        """One session with ``peer`` (attempt ``attempt``, 0-based), compensated on every path."""
+        entry = self._hold(peer)
+        self.syncing.add(peer)
+        try:
+            if attempt == 0 and self._skip(peer):
+                return
+            t0 = self.clock.now()
+            progress = Progress()
+            error: AuraError | None = None
+            conn: Connection | None = None
+            try:
+                decision = yield Ask(
+                    self.infra.rate_limiter, CheckRateLimit(peer, 1), self.config.ask_timeout
+                )
+                _raise_if_denied(decision)
+                yield self._ask(self.infra.peer_manager, StartSyncSession(peer))
+                entry.started = True
+                conn = yield from self._borrow(entry, None)
+                yield from self.present(conn)
+                agreed = yield from reconcile(
+                    self.journal,
+                    PeerRemote(self, conn),
+                    list_threshold=self.config.list_threshold,
+                    batch_size=self.config.batch_size,
+                    progress=progress,
+                )
+            except AuraError as exc:
+                error = exc
+                if isinstance(exc, OpRefused):
+                    self.count_refusal(peer, exc)
+                if isinstance(exc, CapabilityError) and conn is not None:
+                    self.presented.discard(conn.session_id)  # present again next time
+            else:
+                if agreed is not None:
+                    self.agreed[peer] = (agreed, 0)
+            self._record(entry, progress, error, t0)
+            self._finish(peer, attempt, prev_delay, started, error)
+        finally:
+            self._release(entry)
+            self.syncing.discard(peer)
+
+    def _skip(self, peer: DeviceId) -> bool:
+        """Skip a peer we agreed with on the fingerprint our journal still has (a few rounds)."""
+        known = self.agreed.get(peer)
+        limit = self.config.max_cached_skips
+        if known is None or limit == 0:
+            return False
+        fingerprint, skips = known
+        if fingerprint != self.journal.digest().fingerprint or skips >= limit:
+            del self.agreed[peer]
+            return False
+        self.agreed[peer] = (fingerprint, skips + 1)
+        self.stats["rounds_skipped"] += 1
+        return True
+
+    def _record(self, entry: _Open, progress: Progress, error: AuraError | None, t0: float) -> None:
+        """Count the work, give the loan back, end the session with its outcome and latency."""
+        self.stats["ops_pulled"] += progress.pulled
+        self.stats["ops_pushed"] += progress.pushed
+        if progress.pulled:
+            self.bump_epoch()
+        self._give_loan_back(entry, error)
+        latency = max(0.0, self.clock.now() - t0)
+        if entry.started:
+            self.infra.peer_manager.tell(EndSyncSession(entry.peer, error is None, latency))
+            entry.started = False
+        _log.debug(
+            "event=sync_session peer=%s ok=%s seconds=%.4f error=%r",
+            entry.peer,
+            error is None,
+            latency,
+            None if error is None else str(error),
+        )
+
+    def _finish(
+        self,
+        peer: DeviceId,
+        attempt: int,
+        prev_delay: float | None,
+        started: float,
+        error: AuraError | None,
+    ) -> None:
+        """Count the outcome; plan a retry of a failed session."""
+        if error is None:
+            self.stats["rounds_succeeded"] += 1
+            self.config.retry.record_success()
+            return
+        if isinstance(error, RateLimited):
+            self.stats["rate_limited"] += 1
+        elif not isinstance(error, PeerUnavailable):
+            self.stats["rounds_failed"] += 1
+        _log.info("event=sync_failed peer=%s attempt=%d error=%r", peer, attempt, str(error))
+        elapsed = max(0.0, self.clock.now() - started)
+        plan = self.config.retry.plan(attempt, error, prev_delay, elapsed, self.rng)
+        if plan.should_retry:
+            self.stats["retries"] += 1
+            retry = RetrySync(peer, attempt + 1, float(plan.delay), float(max(0.0, started)))
+            self.scheduler.send_after(plan.delay, self.owner(), retry)
+
+    def exchange(self, peer: DeviceId, known: set[DeviceId]) -> _Task:
+        """Ask ``peer`` for the addresses of its verified peers; report the unknown ones."""
+        entry = self._hold(peer)
+        try:
+            conn = yield from self._borrow(entry, 0.0)
+            error: AuraError | None = None
+            try:
+                reply = yield from self.request(conn, PeerExchangeRequest())
+            except AuraError as exc:
+                error, reply = exc, None
+            self._give_loan_back(entry, error)
+        finally:
+            self._release(entry)
+        if not isinstance(reply, PeerExchange):
+            return
+        self.stats["peer_exchanges"] += 1
+        me = self.journal.author
+        candidates = tuple(
+            PeerCandidate(e.device_id, e.address)
+            for e in reply.peers
+            if e.device_id != me and e.device_id not in known  # hearsay never replaces
+        )
+        if candidates:
+            yield self._ask(self.infra.peer_manager, DiscoverPeers(candidates))
+
+    def _hold(self, peer: DeviceId) -> _Open:
+        entry = _Open(peer)
+        self.held[id(entry)] = entry
+        return entry
+
+    def _release(self, entry: _Open) -> None:
+        self.held.pop(id(entry), None)
+
+
+class PeerRemote:
+    """The :class:`~aura_sync.protocols.reconcile.Remote` of a peer over ``conn``."""
+
+    def __init__(self, sessions: Sessions, conn: Connection) -> None:
+        self._sessions = sessions
+        self._conn = conn
+
+    def _call(self, msg: Message, expected: type[Any]) -> Generator[Step, Any, Any]:
+        reply = yield from self._sessions.request(self._conn, msg)
+        if not isinstance(reply, expected):
+            raise InvalidArgument(f"peer answered {type(msg).__name__} with {type(reply).__name__}")
+        return reply
+
+    def digests(self, ranges: tuple[IdRange, ...]) -> Call[tuple[RangeDigest, ...]]:
+        reply = yield from self._call(DigestRequest(ranges), DigestReply)
+        if len(reply.digests) != len(ranges):
+            raise InvalidArgument(
+                f"peer answered {len(ranges)} ranges with {len(reply.digests)} digests"
+            )
+        digests: tuple[RangeDigest, ...] = reply.digests
+        return digests
+
+    def list_ids(self, id_range: IdRange) -> Call[list[bytes]]:
+        out: list[bytes] = []
+        current = id_range
+        while True:
+            reply = yield from self._call(IdsRequest(current, MAX_IDS_BATCH), IdsReply)
+            out.extend(reply.ids)
+            if reply.next_lo is None:
+                return out
+            current = IdRange(reply.next_lo, id_range.hi)
+
+    def fetch(self, ids: tuple[bytes, ...]) -> Call[tuple[Op, ...]]:
+        reply = yield from self._call(OpsRequest(ids), OpsReply)
+        ops: tuple[Op, ...] = reply.ops
+        return ops
+
+    def push(self, ops: tuple[Op, ...]) -> Call[int]:
+        reply = yield from self._call(PushOps(ops), PushAck)
+        added: int = reply.added
+        return added
+
+
+def _raise_if_denied(decision: Any) -> None:
+    """Turn a denial into :class:`RateLimited` carrying the limiter's exact ``retry_after``."""
+    if not isinstance(decision, RateLimitDecision):
+        raise InvalidArgument(
+            f"the rate limiter answered CheckRateLimit with {type(decision).__name__}"
+        )
+    decision.raise_if_denied()
