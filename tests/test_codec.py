@@ -234,7 +234,7 @@ def test_deeply_nested_input_is_a_decode_error_not_a_recursion_error(depth: int)
         codec.decode(frame)
 
 
-@message(0xFE20)
+@message(0xFD20)
 class _Envelope(Message):
     """A message carrying any other message (the abstract ``Message`` field type)."""
 
@@ -247,7 +247,7 @@ def test_a_field_typed_message_carries_any_registered_message() -> None:
         msg = _Envelope(body, "n")
         assert codec.decode(codec.encode(msg)) == msg
     with pytest.raises(DecodeError, match="unknown message tag 64999"):
-        codec.decode(msgpack.packb([0xFE20, [64999], None]))
+        codec.decode(msgpack.packb([0xFD20, [64999], None]))
 
 
 def test_encode_refuses_a_value_its_field_cannot_carry() -> None:
@@ -260,7 +260,7 @@ class _Colour(enum.Enum):
     BLUE = "blue"
 
 
-@message(0xFE21)
+@message(0xFD21)
 class _Shapes(Message):
     """Every field shape the codec supports, nested."""
 
@@ -295,7 +295,7 @@ def test_every_field_shape_round_trips(msg: _Shapes) -> None:
 
 
 def test_every_field_shape_refuses_the_wrong_wire_type_by_name() -> None:
-    good = [0xFE21, [1, "blue"], 5, None, [], None, []]
+    good = [0xFD21, [1, "blue"], 5, None, [], None, []]
     assert codec.decode(msgpack.packb(good)) == _Shapes(
         (_Colour.RED, _Colour.BLUE), 5, None, (), None, ()
     )
@@ -306,7 +306,7 @@ def test_every_field_shape_refuses_the_wrong_wire_type_by_name() -> None:
         4: ([[b"short", 1.0]], r"_Shapes\.weighted\[\]\[0\]: expected 16-byte DeviceId"),
         5: ("green", r"_Shapes\.maybe_colour: expected a _Colour value"),
         6: (
-            [[0xFE21, [], 0, None, [], None, []]],
+            [[0xFD21, [], 0, None, [], None, []]],
             r"_Shapes\.bodies\[\]: expected Ack \| ErrorReply",
         ),
     }
@@ -320,7 +320,7 @@ def test_every_field_shape_refuses_the_wrong_wire_type_by_name() -> None:
 def test_a_message_may_not_define_its_own_init() -> None:
     with pytest.raises(TypeError, match="must not define __init__"):
 
-        @message(0xFE22)
+        @message(0xFD22)
         class _Custom(Message):
             x: int
 
