@@ -4,7 +4,8 @@ The same policy everywhere - 4 attempts, exponential backoff from 0.1 s capped
 at 30 s - so the figure is pure machinery overhead per call:
 
 - aura: ``RetryPolicy.exponential().with_max_attempts(4).execute(fn)`` (a
-  policy built once, as a user keeps it);
+  policy built once, as a user keeps it), and the same policy as a
+  ``@retry(policy)`` decorator (the form tenacity and backoff are used in);
 - tenacity: a function decorated with ``@retry(stop=stop_after_attempt(4),
   wait=wait_exponential(multiplier=0.1, max=30))``;
 - backoff: ``@backoff.on_exception(backoff.expo, Exception, max_tries=4,
@@ -76,8 +77,11 @@ def run(ctx: Context) -> None:
     loops, missing = _baseline_loops()
     retry, why = optional_module("aura_sync.infrastructure.retry", "RetryPolicy")
     if retry is not None:
-        execute = retry.RetryPolicy.exponential().with_max_attempts(4).execute
+        policy = retry.RetryPolicy.exponential().with_max_attempts(4)
+        execute = policy.execute
         loops["aura"] = _calls(lambda: execute(_ok))
+        if hasattr(retry, "retry"):
+            loops["aura @retry"] = _calls(retry.retry(policy)(_ok))
     stats = ctx.interleaved(loops)
     for key, target in (("tenacity", TENACITY_TARGET), ("backoff", None)):
         name = f"retry success path vs {key}"
@@ -92,6 +96,10 @@ def run(ctx: Context) -> None:
             aura = stats["aura"]
             aura.label = "aura RetryPolicy.execute"
             ctx.compare(name, aura, base, target=target)
+    if "aura @retry" in loops and "tenacity" not in missing:
+        decorated = stats["aura @retry"]
+        decorated.label = "aura @retry(policy)"
+        ctx.compare("retry decorator success path vs tenacity @retry", decorated, stats["tenacity"])
     if retry is not None:
         ctx.compare(
             "retry success path vs a bare call",
