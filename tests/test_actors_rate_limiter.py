@@ -1,6 +1,6 @@
-"""RateLimiterActor and RateLimiterClient: every operation by message, error replies, async
-forms, scheduled dropping of idle buckets, and a limiter crashed mid-load that never admits
-more than burst + rate * T over the whole run."""
+"""RateLimiterActor: every operation by ``address.call``, error replies, the async form,
+scheduled dropping of idle buckets, snapshot/restore by request, and a limiter crashed
+mid-load that never admits more than burst + rate * T over the whole run."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 from test_actors_support import no_leftover_threads, peer, wait_until  # noqa: F401  (fixture)
 
 from aura_sync.actors.address import ActorAddress, spawn
-from aura_sync.actors.clients import RateLimiterClient
 from aura_sync.actors.rate_limiter import STASH_KEY, RateLimiterActor
 from aura_sync.effects import ManualClock
-from aura_sync.errors import InvalidArgument, RateLimited, WrongType
+from aura_sync.errors import InvalidArgument, UnhandledMessage, WrongType
 from aura_sync.infrastructure.rate_limit import (
+    ALLOWED,
     Allowed,
     DenialReason,
     Denied,
@@ -24,8 +24,10 @@ from aura_sync.infrastructure.rate_limit import (
     Outcome,
     RateLimitConfig,
     RateLimiter,
+    RateLimiterSnapshot,
+    RateLimiterStatistics,
 )
-from aura_sync.messages import Ack, ErrorReply
+from aura_sync.messages import ErrorReply
 from aura_sync.messages import rate_limit as msgs
 from aura_sync.messages.cache import IsFresh
 from aura_sync.messages.faults import InjectCrash
@@ -59,112 +61,90 @@ def address(clock: ManualClock) -> Iterator[ActorAddress]:
     addr.stop()
 
 
-@pytest.fixture
-def client(address: ActorAddress) -> RateLimiterClient:
-    return RateLimiterClient(address)
-
-
-def test_every_operation_by_message(address: ActorAddress, clock: ManualClock) -> None:
+def test_every_operation_by_call(address: ActorAddress, clock: ManualClock) -> None:
+    call = address.call
     for _ in range(4):
-        assert address.ask(msgs.CheckRateLimit(A)) == msgs.ALLOWED_DECISION
-    denied = address.ask(msgs.CheckRateLimit(A))
-    assert denied == msgs.RateLimitDecision(False, 0.5, DenialReason.PEER)
-    assert address.ask(msgs.ReportOutcome(A, Outcome.OVERLOAD)) == msgs.PeerRate(A, 1.8)
-    assert address.ask(msgs.GetPeerRate(A)) == msgs.PeerRate(A, 1.8)
-    assert address.ask(msgs.SetFlowBudget(B, 2, 1)) == Ack()
-    assert address.ask(msgs.CheckRateLimit(B, 2)).allowed is True
-    over = address.ask(msgs.CheckRateLimit(B))
-    assert over.allowed is False and over.reason is DenialReason.FLOW_BUDGET
-    assert address.ask(msgs.GetFlowBudget(B)) == msgs.FlowBudgetReply(
-        B, msgs.FlowBudgetState(2, 2, 1)
-    )
-    assert address.ask(msgs.RotateEpoch(2)) == Ack()
-    assert address.ask(msgs.GetFlowBudget(B)).budget == msgs.FlowBudgetState(2, 0, 2)
-    assert address.ask(msgs.ClearFlowBudget(B)) == Ack()
-    assert address.ask(msgs.GetFlowBudget(B)) == msgs.FlowBudgetReply(B, None)
-    assert address.ask(msgs.DropIdleBuckets()) == msgs.BucketsDropped(0)
-    stats = address.ask(msgs.GetRateLimiterStatistics())
-    assert stats == msgs.RateLimiterStatisticsReply(5, 0, 1, 1, 2, 0)
-
-
-def test_client_sync_forms(client: RateLimiterClient, clock: ManualClock) -> None:
-    results = [client.check_rate_limit(A) for _ in range(5)]
-    assert results[:4] == [Allowed()] * 4
-    match results[4]:
-        case Denied(retry_after, reason):
-            assert retry_after == 0.5 and reason is DenialReason.PEER
-        case _:
-            pytest.fail(f"expected a denial, got {results[4]!r}")
-    with pytest.raises(RateLimited) as denied:
-        client.admit(A)
-    assert denied.value.retry_after == 0.5
+        assert call(msgs.CheckRateLimit(A)) is ALLOWED  # the core's own value, as is
+    assert call(msgs.CheckRateLimit(A)) == Denied(0.5, DenialReason.PEER)
+    assert call(msgs.WouldExceedLimit(A)) is True
+    assert call(msgs.GetAvailableTokens(A)) == 0.0
     clock.advance(0.5)
-    client.admit(A)  # waiting exactly retry_after makes it pass
-    assert client.report_outcome(A, False) == pytest.approx(1.8)
-    assert client.report_outcome(A, Outcome.OVERLOAD) == pytest.approx(1.62)
-    assert client.peer_rate(B) == 2.0
-    client.set_flow_budget(B, 1, 3)
-    assert client.flow_budget(B) == FlowBudget(1, 0, 3)
-    client.admit(B)
-    assert client.flow_budget(B) == FlowBudget(1, 1, 3)
-    client.rotate_epoch(4)
-    assert client.flow_budget(B) == FlowBudget(1, 0, 4)
-    client.clear_flow_budget(B)
-    assert client.flow_budget(B) is None
-    assert client.drop_idle_buckets() == 0
-    stats = client.statistics()
-    assert stats.operations_allowed == 6 and stats.peer_limit_hits == 2
+    assert call(msgs.WouldExceedLimit(A)) is False
+    assert call(msgs.CheckRateLimit(A)) is ALLOWED  # waiting exactly retry_after passes
+    assert call(msgs.ReportOutcome(A, Outcome.OVERLOAD)) == pytest.approx(1.8)
+    assert call(msgs.GetPeerRate(A)) == pytest.approx(1.8)
+    assert call(msgs.SetFlowBudget(B, 2, 1)) is None
+    assert call(msgs.CheckRateLimit(B, 2)) is ALLOWED
+    over = call(msgs.CheckRateLimit(B))
+    assert isinstance(over, Denied) and over.reason is DenialReason.FLOW_BUDGET
+    assert call(msgs.GetFlowBudget(B)) == FlowBudget(2, 2, 1)
+    assert call(msgs.RotateEpoch(2)) is None
+    assert call(msgs.GetFlowBudget(B)) == FlowBudget(2, 0, 2)
+    assert call(msgs.ClearFlowBudget(B)) is True
+    assert call(msgs.ClearFlowBudget(B)) is False
+    assert call(msgs.GetFlowBudget(B)) is None
+    assert call(msgs.DropIdleBuckets()) == 0
+    assert call(msgs.GetRateLimiterStatistics()) == RateLimiterStatistics(6, 0, 1, 1, 2, 0)
+    assert call(msgs.RemoveRateLimitPeer(B)) is True
+    assert call(msgs.ResetRateLimiter()) is None
+    assert call(msgs.GetRateLimiterStatistics()) == RateLimiterStatistics(0, 0, 0, 0, 0, 0)
 
 
-def test_client_async_forms(client: RateLimiterClient) -> None:
+def test_snapshot_and_restore_by_request(address: ActorAddress, clock: ManualClock) -> None:
+    address.call(msgs.CheckRateLimit(A, 4))
+    address.call(msgs.SetFlowBudget(B, 3, 7))
+    snapshot = address.call(msgs.SnapshotRateLimiter())
+    assert isinstance(snapshot, RateLimiterSnapshot)
+    address.call(msgs.ResetRateLimiter())
+    assert address.call(msgs.CheckRateLimit(A, 4)) is ALLOWED  # reset: as new
+    address.call(msgs.ResetRateLimiter())
+    assert address.call(msgs.RestoreRateLimiter(snapshot)) is None
+    assert isinstance(address.call(msgs.CheckRateLimit(A)), Denied)  # the spend is back
+    assert address.call(msgs.GetFlowBudget(B)) == FlowBudget(3, 0, 7)
+    with pytest.raises(WrongType, match="snapshot must be a RateLimiterSnapshot"):
+        address.call(msgs.RestoreRateLimiter("nope"))  # type: ignore[arg-type]
+
+
+def test_the_async_form(address: ActorAddress) -> None:
     async def scenario() -> None:
-        assert await client.check_rate_limit_async(A, 4) == Allowed()
-        with pytest.raises(RateLimited):
-            await client.admit_async(A)
-        assert await client.report_outcome_async(A, False) == pytest.approx(1.8)
-        assert await client.peer_rate_async(A) == pytest.approx(1.8)
-        await client.set_flow_budget_async(B, 5, 1)
-        await client.admit_async(B, 2)
-        assert await client.flow_budget_async(B) == FlowBudget(5, 2, 1)
-        await client.rotate_epoch_async(2)
-        await client.clear_flow_budget_async(B)
-        assert await client.flow_budget_async(B) is None
-        assert await client.drop_idle_buckets_async() == 0
-        assert (await client.statistics_async()).operations_allowed == 2
+        assert await address.call_async(msgs.CheckRateLimit(A, 4)) == Allowed()
+        denied = await address.call_async(msgs.CheckRateLimit(A))
+        assert isinstance(denied, Denied)
+        assert await address.call_async(msgs.ReportOutcome(A, Outcome.OVERLOAD)) == 1.8
+        await address.call_async(msgs.SetFlowBudget(B, 5, 1))
+        assert await address.call_async(msgs.GetFlowBudget(B)) == FlowBudget(5, 0, 1)
 
     asyncio.run(scenario())
 
 
-def test_bad_input_gets_typed_errors(address: ActorAddress, client: RateLimiterClient) -> None:
+def test_bad_input_gets_typed_errors(address: ActorAddress) -> None:
     with pytest.raises(InvalidArgument, match=r"cost must be an int in 1\.\.4"):
-        client.check_rate_limit(A, 5)  # over the burst: refused by the core, by message
+        address.call(msgs.CheckRateLimit(A, 5))  # over the burst: refused by the core
     with pytest.raises(InvalidArgument, match="cost"):
-        client.check_rate_limit(A, 0)  # refused before sending
-    with pytest.raises(WrongType, match="peer_id must be a DeviceId"):
-        client.check_rate_limit(b"peer")  # type: ignore[arg-type]
+        address.call(msgs.CheckRateLimit(A, 0))
     with pytest.raises(WrongType, match="success must be a bool or an Outcome"):
-        client.report_outcome(A, "yes")  # type: ignore[arg-type]
-    client.set_flow_budget(B, 3, 5)
+        address.call(msgs.ReportOutcome(A, "yes"))  # type: ignore[arg-type]
+    address.call(msgs.SetFlowBudget(B, 3, 5))
     with pytest.raises(InvalidArgument, match="earlier than the epoch 5"):
-        client.set_flow_budget(B, 3, 4)
-    reply = address.ask(IsFresh("k", 1))
-    assert isinstance(reply, ErrorReply) and reply.error_type == "UnhandledMessage"
+        address.call(msgs.SetFlowBudget(B, 3, 4))
+    with pytest.raises(UnhandledMessage):
+        address.call(IsFresh("k", 1))  # type: ignore[arg-type]
     reply = address.ask(InjectCrash())
     assert isinstance(reply, ErrorReply) and reply.error_type == "InvalidArgument"
-    assert client.statistics().operations_allowed == 0  # nothing was consumed
-    assert client.check_rate_limit(A, 4) == Allowed()  # alive
+    assert address.call(msgs.GetRateLimiterStatistics()).operations_allowed == 0
+    assert address.call(msgs.CheckRateLimit(A, 4)) == Allowed()  # alive
 
 
-def test_idle_buckets_are_dropped_on_schedule(
-    client: RateLimiterClient, clock: ManualClock
-) -> None:
+def test_idle_buckets_are_dropped_on_schedule(address: ActorAddress, clock: ManualClock) -> None:
     for n in range(10):
-        client.check_rate_limit(peer(100 + n))
-    assert client.statistics().tracked_peers == 10
+        address.call(msgs.CheckRateLimit(peer(100 + n)))
+    assert address.call(msgs.GetRateLimiterStatistics()).tracked_peers == 10
     clock.advance(9.0)  # buckets refilled after 0.5 s, but the tick comes at t=10
-    assert client.statistics().tracked_peers == 10
+    assert address.call(msgs.GetRateLimiterStatistics()).tracked_peers == 10
     clock.advance(1.0)
-    assert client.statistics().tracked_peers == 0
+    wait_until(
+        lambda: address.call(msgs.GetRateLimiterStatistics()).tracked_peers == 0, what="dropped"
+    )
     assert clock.pending_timers() == 1  # re-armed, once
 
 
@@ -187,15 +167,15 @@ def _run_load_with_crashes(start: Any) -> tuple[int, int]:
         [ChildSpec("limiter", start)], clock=clock, intensity=1000, name="bound"
     ).start()
     try:
-        client = RateLimiterClient(sup.address_of("limiter"))
+        address = sup.address_of("limiter")
         allowed = crashes = 0
         steps = round(DURATION / STEP)
         for step in range(steps):
             for n in range(ASKS_PER_STEP):
-                if isinstance(client.check_rate_limit(peer(n)), Allowed):
+                if isinstance(address.call(msgs.CheckRateLimit(peer(n))), Allowed):
                     allowed += 1
             if step % CRASH_EVERY == CRASH_EVERY - 1:
-                client.inject_crash(f"mid-load #{crashes}")
+                address.ask(InjectCrash(f"mid-load #{crashes}"))
                 crashes += 1
                 wait_until(lambda c=crashes: sup.restart_count("limiter") == c, what="restart")
             clock.advance(STEP)
@@ -239,7 +219,7 @@ def test_the_stash_holds_the_limiter(clock: ManualClock) -> None:
     stash: dict[str, object] = {}
     first = spawn(lambda: RateLimiterActor(CONFIG, clock=clock, stash=stash))
     try:
-        RateLimiterClient(first).set_flow_budget(A, 7, 3)
+        first.call(msgs.SetFlowBudget(A, 7, 3))
     finally:
         first.stop()
     limiter = stash[STASH_KEY]

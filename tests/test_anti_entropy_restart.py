@@ -79,7 +79,7 @@ class Rig:
             return AntiEntropyActor(
                 config,
                 self.journal,
-                InfraAddresses(infra.peers.address, infra.rate_limiter.address, infra.pool),
+                InfraAddresses(infra.peers.address, infra.rate_limiter, infra.pool),
                 clock=ctx.clock,
                 scheduler=ctx.scheduler,
                 stash=ctx.stash,
@@ -220,7 +220,7 @@ def test_a_session_opened_after_the_ask_timed_out_is_ended() -> None:
         AntiEntropyActor(
             config,
             journal,
-            InfraAddresses(slow, infra.rate_limiter.address, infra.pool),
+            InfraAddresses(slow, infra.rate_limiter, infra.pool),
             clock=clock,
         )
     )

@@ -34,6 +34,7 @@ from aura_sync.infrastructure.rate_limit import RateLimitConfig
 from aura_sync.messages.cache import GetEpochFloor, InvalidateKeys, IsFresh
 from aura_sync.messages.faults import InjectCrash
 from aura_sync.messages.pool import Acquire
+from aura_sync.messages.rate_limit import CheckRateLimit
 from aura_sync.messages.supervision import ChildStatus, EventKind, SupervisionEvent
 from aura_sync.supervisors.infrastructure import (
     CACHE,
@@ -85,7 +86,7 @@ def load(infra: Infrastructure, ledger: Ledger, worker: int, stop: threading.Eve
                 with ledger.lock:
                     ledger.peers_added.append(pid)
             elif op == 2:
-                infra.rate_limiter.check_rate_limit(peer(rng.randrange(8)))
+                infra.rate_limiter.call(CheckRateLimit(peer(rng.randrange(8))))
             elif op == 3:
                 # timeout 0: PoolExhausted at once; 5 (virtual, frozen): a deferred reply
                 wait = rng.choice((0.0, 5.0))
@@ -130,7 +131,7 @@ def test_chaos_no_hang_no_loss_exact_restart_counts() -> None:
     infra.supervisor.subscribe(on_event)
     crash = {
         CACHE: lambda reason: infra.cache.ask(InjectCrash(reason), ASK_TIMEOUT),
-        RATE_LIMITER: infra.rate_limiter.inject_crash,
+        RATE_LIMITER: lambda reason: infra.rate_limiter.ask(InjectCrash(reason), ASK_TIMEOUT),
         PEER_MANAGER: infra.peers.inject_crash,
         POOL: lambda reason: infra.pool.ask(InjectCrash(reason), ASK_TIMEOUT),
     }

@@ -28,6 +28,7 @@ from aura_sync.messages import ErrorReply
 from aura_sync.messages.cache import GetEpochFloor, InvalidateKeys, IsFresh
 from aura_sync.messages.faults import InjectCrash
 from aura_sync.messages.pool import Acquire, GetPoolStatistics
+from aura_sync.messages.rate_limit import CheckRateLimit
 from aura_sync.messages.supervision import ChildStatus, EventKind, SupervisionEvent
 from aura_sync.supervisors.infrastructure import (
     CACHE,
@@ -114,7 +115,7 @@ def test_starts_the_four_children_in_order(infra: Infrastructure) -> None:
     counts = infra.supervisor.count_children()
     assert (counts.specs, counts.active, counts.workers) == (4, 4, 4)
     infra.cache.call(InvalidateKeys(("k",), 3))
-    assert isinstance(infra.rate_limiter.check_rate_limit(A), Allowed)
+    assert isinstance(infra.rate_limiter.call(CheckRateLimit(A)), Allowed)
     assert infra.peers.add_peer(A) is True
     with infra.pool.call(Acquire(A)) as lease:
         assert not lease.connection.closed
@@ -129,7 +130,7 @@ def test_a_rate_limiter_crash_restarts_it_alone_and_pooled_connections_stay_open
     infra.supervisor.subscribe(events)
     infra.cache.call(InvalidateKeys(("stale",), 9))
     spent = 0
-    while isinstance(infra.rate_limiter.check_rate_limit(A), Allowed):
+    while isinstance(infra.rate_limiter.call(CheckRateLimit(A)), Allowed):
         spent += 1
     assert spent == 10  # the peer bucket is empty
     infra.peers.add_peer(B, "b:1")
@@ -145,7 +146,7 @@ def test_a_rate_limiter_crash_restarts_it_alone_and_pooled_connections_stay_open
     assert events.of(EventKind.RESTARTED) == [RATE_LIMITER]
 
     # The limiter kept its spend; the others were not touched at all.
-    assert isinstance(infra.rate_limiter.check_rate_limit(A), Denied)
+    assert isinstance(infra.rate_limiter.call(CheckRateLimit(A)), Denied)
     assert infra.peers.get_peer(B).address == "b:1"
     assert infra.cache.call(IsFresh("stale", 8)) is False
     assert sorted(c.peer_id for c in connector.open_connections()) == sorted([A, B])
@@ -176,7 +177,7 @@ def test_without_a_connector_there_is_no_pool(clock: ManualClock) -> None:
             RATE_LIMITER,
             PEER_MANAGER,
         ]
-        assert isinstance(infra.rate_limiter.check_rate_limit(A), Allowed)
+        assert isinstance(infra.rate_limiter.call(CheckRateLimit(A)), Allowed)
         with pytest.raises(NotFound, match="no pool"):
             infra.pool  # noqa: B018
     finally:
@@ -218,7 +219,7 @@ def test_start_async_does_not_block_the_event_loop(
     infra, ticks = asyncio.run(scenario())
     try:
         assert ticks >= 3
-        assert isinstance(infra.rate_limiter.check_rate_limit(A), Allowed)
+        assert isinstance(infra.rate_limiter.call(CheckRateLimit(A)), Allowed)
         with infra.pool.call(Acquire(A)) as lease:
             assert not lease.connection.closed
     finally:

@@ -3,7 +3,7 @@
 An actor is reached only through typed, immutable messages sent to its
 :class:`ActorAddress` (``tell``, ``ask`` with a timeout, ``ask_async``); the
 address stays valid across restarts and keeps the messages queued for it.
-Typed clients (``RateLimiterClient``, ...) wrap the asks and turn
+Typed clients (``PeerManagerClient``, ...) wrap the asks and turn
 error replies into :mod:`aura_sync.errors` exceptions.  How to write an actor
 is documented in :mod:`aura_sync.actors.base`.
 
@@ -25,7 +25,6 @@ from aura_sync.actors.client import ActorClient
 from aura_sync.actors.clients import (
     InfrastructureClient,
     PeerManagerClient,
-    RateLimiterClient,
 )
 from aura_sync.actors.peer_manager import PeerManagerActor
 from aura_sync.actors.pool import PoolActor, PoolLease
@@ -47,7 +46,6 @@ __all__ = [
     "PoolActor",
     "PoolLease",
     "RateLimiterActor",
-    "RateLimiterClient",
     "ReplySlot",
     "current_actor",
     "handles",

@@ -1,7 +1,7 @@
 """Typed clients: the convenient way to call an actor.
 
 An :class:`ActorClient` holds an :class:`~aura_sync.actors.ActorAddress` and
-a default timeout.  Concrete clients (``RateLimiterClient``, ``PoolClient``,
+a default timeout.  Concrete clients (``PoolClient``, ``CacheClient``,
 ...) subclass it and add one method per operation::
 
     class CounterClient(ActorClient):

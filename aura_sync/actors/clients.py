@@ -43,12 +43,6 @@ from aura_sync.infrastructure.peers import (
     PeerStatus,
     PeerTableSnapshot,
 )
-from aura_sync.infrastructure.rate_limit import (
-    FlowBudget,
-    Outcome,
-    RateLimiterStatistics,
-    RateLimitResult,
-)
 from aura_sync.messages import Ack, ErrorReply
 from aura_sync.messages.faults import InjectCrash
 from aura_sync.messages.peers import (
@@ -82,27 +76,10 @@ from aura_sync.messages.peers import (
     UpdatePeerCapabilities,
     UpdatePeerMetadata,
 )
-from aura_sync.messages.rate_limit import (
-    BucketsDropped,
-    CheckRateLimit,
-    ClearFlowBudget,
-    DropIdleBuckets,
-    FlowBudgetReply,
-    GetFlowBudget,
-    GetPeerRate,
-    GetRateLimiterStatistics,
-    PeerRate,
-    RateLimitDecision,
-    RateLimiterStatisticsReply,
-    ReportOutcome,
-    RotateEpoch,
-    SetFlowBudget,
-)
 
 __all__ = [
     "InfrastructureClient",
     "PeerManagerClient",
-    "RateLimiterClient",
 ]
 
 _log = logging.getLogger(__name__)
@@ -143,144 +120,6 @@ class InfrastructureClient(ActorClient):
                 return
             raise reply.to_exception()
         raise InvalidArgument(f"{self._address.name} did not crash on InjectCrash: {reply!r}")
-
-
-# --- rate limiter --------------------------------------------------------------------------
-
-
-def _outcome(success: object) -> Outcome:
-    if type(success) is bool:
-        return Outcome.SUCCESS if success else Outcome.OVERLOAD
-    if type(success) is Outcome:
-        return success
-    raise WrongType(
-        f"success must be a bool or an Outcome, got {type(success).__name__} {success!r}"
-    )
-
-
-class RateLimiterClient(InfrastructureClient):
-    """Client of a :class:`~aura_sync.actors.rate_limiter.RateLimiterActor`.
-
-    :meth:`check_rate_limit` returns the core's ``Allowed()`` /
-    ``Denied(retry_after, reason)`` for ``match``; :meth:`admit` raises
-    :class:`~aura_sync.errors.RateLimited` (with the exact ``retry_after``,
-    which the retry policies honour) instead.
-    """
-
-    __slots__ = ()
-
-    def check_rate_limit(
-        self, peer_id: DeviceId, cost: int = 1, *, timeout: Timeout = None
-    ) -> RateLimitResult:
-        """Admit or refuse an operation of ``cost`` ops for ``peer_id`` now.
-
-        Returns ``Allowed()`` (the cost was taken) or ``Denied(retry_after,
-        reason)`` (nothing was taken; ``retry_after`` in seconds).  Raises
-        ``InvalidArgument`` for a cost outside 1..burst.
-        """
-        return self._call(CheckRateLimit(peer_id, cost), RateLimitDecision, timeout).to_result()
-
-    async def check_rate_limit_async(
-        self, peer_id: DeviceId, cost: int = 1, *, timeout: Timeout = None
-    ) -> RateLimitResult:
-        """Async form of :meth:`check_rate_limit`."""
-        reply = await self._call_async(CheckRateLimit(peer_id, cost), RateLimitDecision, timeout)
-        return reply.to_result()
-
-    def admit(self, peer_id: DeviceId, cost: int = 1, *, timeout: Timeout = None) -> None:
-        """Like :meth:`check_rate_limit`, but a denial raises
-        :class:`~aura_sync.errors.RateLimited` carrying ``retry_after``."""
-        self._call(CheckRateLimit(peer_id, cost), RateLimitDecision, timeout).raise_if_denied()
-
-    async def admit_async(
-        self, peer_id: DeviceId, cost: int = 1, *, timeout: Timeout = None
-    ) -> None:
-        """Async form of :meth:`admit`."""
-        message = CheckRateLimit(peer_id, cost)
-        (await self._call_async(message, RateLimitDecision, timeout)).raise_if_denied()
-
-    def report_outcome(
-        self, peer_id: DeviceId, success: bool | Outcome, *, timeout: Timeout = None
-    ) -> float:
-        """Feed an outcome to the adaptive mode (True = success, False = overload);
-        returns the peer's rate in ops/s."""
-        message = ReportOutcome(peer_id, _outcome(success))
-        return self._call(message, PeerRate, timeout).ops_per_second
-
-    async def report_outcome_async(
-        self, peer_id: DeviceId, success: bool | Outcome, *, timeout: Timeout = None
-    ) -> float:
-        """Async form of :meth:`report_outcome`."""
-        message = ReportOutcome(peer_id, _outcome(success))
-        return (await self._call_async(message, PeerRate, timeout)).ops_per_second
-
-    def peer_rate(self, peer_id: DeviceId, *, timeout: Timeout = None) -> float:
-        """The current rate (ops/s) of ``peer_id``'s bucket."""
-        return self._call(GetPeerRate(peer_id), PeerRate, timeout).ops_per_second
-
-    async def peer_rate_async(self, peer_id: DeviceId, *, timeout: Timeout = None) -> float:
-        """Async form of :meth:`peer_rate`."""
-        return (await self._call_async(GetPeerRate(peer_id), PeerRate, timeout)).ops_per_second
-
-    def set_flow_budget(
-        self, peer_id: DeviceId, limit: int, epoch: int, *, timeout: Timeout = None
-    ) -> None:
-        """Attach or update ``peer_id``'s flow budget: ``limit`` ops in ``epoch``."""
-        self._call(SetFlowBudget(peer_id, limit, epoch), Ack, timeout)
-
-    async def set_flow_budget_async(
-        self, peer_id: DeviceId, limit: int, epoch: int, *, timeout: Timeout = None
-    ) -> None:
-        """Async form of :meth:`set_flow_budget`."""
-        await self._call_async(SetFlowBudget(peer_id, limit, epoch), Ack, timeout)
-
-    def clear_flow_budget(self, peer_id: DeviceId, *, timeout: Timeout = None) -> None:
-        """Detach ``peer_id``'s flow budget (if any)."""
-        self._call(ClearFlowBudget(peer_id), Ack, timeout)
-
-    async def clear_flow_budget_async(self, peer_id: DeviceId, *, timeout: Timeout = None) -> None:
-        """Async form of :meth:`clear_flow_budget`."""
-        await self._call_async(ClearFlowBudget(peer_id), Ack, timeout)
-
-    def flow_budget(self, peer_id: DeviceId, *, timeout: Timeout = None) -> FlowBudget | None:
-        """``peer_id``'s flow budget, or None."""
-        state = self._call(GetFlowBudget(peer_id), FlowBudgetReply, timeout).budget
-        return None if state is None else state.to_budget()
-
-    async def flow_budget_async(
-        self, peer_id: DeviceId, *, timeout: Timeout = None
-    ) -> FlowBudget | None:
-        """Async form of :meth:`flow_budget`."""
-        state = (await self._call_async(GetFlowBudget(peer_id), FlowBudgetReply, timeout)).budget
-        return None if state is None else state.to_budget()
-
-    def rotate_epoch(self, epoch: int, *, timeout: Timeout = None) -> None:
-        """Move every flow budget to ``epoch`` (earlier ones restart at 0 spent)."""
-        self._call(RotateEpoch(epoch), Ack, timeout)
-
-    async def rotate_epoch_async(self, epoch: int, *, timeout: Timeout = None) -> None:
-        """Async form of :meth:`rotate_epoch`."""
-        await self._call_async(RotateEpoch(epoch), Ack, timeout)
-
-    def drop_idle_buckets(self, *, timeout: Timeout = None) -> int:
-        """Drop the idle (full) peer buckets now; returns how many."""
-        return self._call(DropIdleBuckets(), BucketsDropped, timeout).count
-
-    async def drop_idle_buckets_async(self, *, timeout: Timeout = None) -> int:
-        """Async form of :meth:`drop_idle_buckets`."""
-        return (await self._call_async(DropIdleBuckets(), BucketsDropped, timeout)).count
-
-    def statistics(self, *, timeout: Timeout = None) -> RateLimiterStatistics:
-        """The limiter's counters (cumulative across restarts)."""
-        reply = self._call(GetRateLimiterStatistics(), RateLimiterStatisticsReply, timeout)
-        return reply.to_statistics()
-
-    async def statistics_async(self, *, timeout: Timeout = None) -> RateLimiterStatistics:
-        """Async form of :meth:`statistics`."""
-        reply = await self._call_async(
-            GetRateLimiterStatistics(), RateLimiterStatisticsReply, timeout
-        )
-        return reply.to_statistics()
 
 
 # --- peers ---------------------------------------------------------------------------------

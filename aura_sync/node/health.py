@@ -18,9 +18,10 @@ from typing import Any, Final
 from aura_sync.actors.address import ActorAddress
 from aura_sync.errors import AuraError
 from aura_sync.infrastructure.connections import PoolStatistics
+from aura_sync.infrastructure.rate_limit import RateLimiterStatistics
 from aura_sync.messages.peers import GetPeerTable, PeerTableReply
 from aura_sync.messages.pool import GetPoolStatistics
-from aura_sync.messages.rate_limit import GetRateLimiterStatistics, RateLimiterStatisticsReply
+from aura_sync.messages.rate_limit import GetRateLimiterStatistics
 from aura_sync.messages.supervision import ChildType
 from aura_sync.messages.sync import GetSyncStatus
 from aura_sync.node.metrics import ChildHealth, NodeSnapshot
@@ -160,7 +161,7 @@ def _rate_limit_statistics(address: ActorAddress) -> dict[str, int] | None:
         reply = address.ask(GetRateLimiterStatistics(), SNAPSHOT_ASK)
     except AuraError:
         return None
-    if not isinstance(reply, RateLimiterStatisticsReply):
+    if not isinstance(reply, RateLimiterStatistics):
         return None
     return {
         "allowed": reply.operations_allowed,

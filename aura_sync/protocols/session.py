@@ -41,6 +41,7 @@ from aura_sync.errors import (
     TransportError,
 )
 from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.rate_limit import Allowed, Denied
 from aura_sync.messages import Ack, Message
 from aura_sync.messages.peers import (
     DiscoverPeers,
@@ -50,7 +51,7 @@ from aura_sync.messages.peers import (
     StartSyncSession,
 )
 from aura_sync.messages.pool import Acquire, CloseConnection, Release
-from aura_sync.messages.rate_limit import CheckRateLimit, RateLimitDecision
+from aura_sync.messages.rate_limit import CheckRateLimit
 from aura_sync.messages.sync import (
     MAX_IDS_BATCH,
     DigestReply,
@@ -437,8 +438,9 @@ class PeerRemote:
 
 def _raise_if_denied(decision: Any) -> None:
     """Turn a denial into :class:`RateLimited` carrying the limiter's exact ``retry_after``."""
-    if not isinstance(decision, RateLimitDecision):
+    if isinstance(decision, Denied):
+        raise RateLimited(decision.retry_after, f"rate limited ({decision.reason.name})")
+    if not isinstance(decision, Allowed):
         raise InvalidArgument(
             f"the rate limiter answered CheckRateLimit with {type(decision).__name__}"
         )
-    decision.raise_if_denied()

@@ -26,10 +26,7 @@ from typing import Any, Final, TypedDict, Unpack
 from aura_sync._checks import check_bool, check_int
 from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT, ActorAddress
 from aura_sync.actors.cache import CacheActor
-from aura_sync.actors.clients import (
-    PeerManagerClient,
-    RateLimiterClient,
-)
+from aura_sync.actors.clients import PeerManagerClient
 from aura_sync.actors.peer_manager import PeerManagerActor
 from aura_sync.actors.pool import PoolActor
 from aura_sync.actors.rate_limiter import DEFAULT_DROP_IDLE_INTERVAL, RateLimiterActor
@@ -221,7 +218,8 @@ class Infrastructure:
 
     Attributes: ``supervisor`` (the :class:`Supervisor`), ``cache``
     (the cache actor's address: ``infra.cache.call(IsFresh(key, epoch))``),
-    ``rate_limiter`` (:class:`RateLimiterClient`),
+    ``rate_limiter`` (the rate limiter's address:
+    ``infra.rate_limiter.call(CheckRateLimit(peer_id))``),
     ``peers`` (:class:`PeerManagerClient`), ``pool`` (the pool actor's
     address: ``infra.pool.call(Acquire(peer, wait), timeout)``; raises
     :class:`~aura_sync.errors.NotFound` if started without a connector).  They
@@ -245,7 +243,7 @@ class Infrastructure:
         address = supervisor.child_address  # the stable addresses, read without an ask
         self.supervisor = supervisor
         self.cache = address(CACHE)
-        self.rate_limiter = RateLimiterClient(address(RATE_LIMITER), timeout=timeout)
+        self.rate_limiter = address(RATE_LIMITER)
         self.peers = PeerManagerClient(address(PEER_MANAGER), timeout=timeout)
         self._pool: ActorAddress | None = None
         with contextlib.suppress(NotFound):  # no pool child without a connector
