@@ -318,12 +318,10 @@ class Supervisor:
         return self._call(AddressOf(check_child_id(child_id)), ActorAddress, timeout)
 
     def child_address(self, child_id: str) -> ActorAddress:
-        """The stable address of a child, without asking the supervisor (never blocks).
+        """The stable address of a child, read without asking the supervisor (never blocks).
 
-        For callers that must not block, such as a child factory of another
-        supervisor (it runs in that supervisor's thread).  Reads the address
-        the supervisor created when it first started the child; raises
-        :class:`~aura_sync.errors.NotFound` if it has no such child.
+        For callers that must not block (a child factory runs in a supervisor's
+        thread).  Raises :class:`~aura_sync.errors.NotFound` for an unknown child.
         """
         if not isinstance(child_id, str):
             raise WrongType(f"child_id must be a str, got {type(child_id).__name__} {child_id!r}")
@@ -339,11 +337,9 @@ class Supervisor:
     def subscribe(self, callback: Callable[[SupervisionEvent], None]) -> Callable[[], None]:
         """Call ``callback(event)`` for every supervision event; returns an unsubscribe function.
 
-        Callbacks run in the supervisor's thread: keep them quick and
-        non-blocking (a ``tell`` is fine; this supervisor's dynamic calls raise
-        :class:`~aura_sync.errors.SupervisorError` there, as they could only
-        wait for themselves).  Exceptions are logged and ignored.
-        Subscriptions survive restarts of the supervisor.
+        Callbacks run in the supervisor's thread: quick, non-blocking (this
+        supervisor's dynamic calls raise ``SupervisorError`` there); exceptions
+        are logged and ignored; subscriptions survive the supervisor's restarts.
         """
         if not callable(callback):
             raise WrongType(f"callback must be callable, got {callback!r}")
