@@ -4,7 +4,7 @@ Tree (``root`` is REST_FOR_ONE: a restarted transport restarts what depends on i
 
     root
     |-- transport        TransportActor: owns the listener (re-listens on the same port)
-    |-- infrastructure   REST_FOR_ONE: cache, rate_limiter, peer_manager, pool
+    |-- infrastructure   ONE_FOR_ONE: cache, rate_limiter, peer_manager, pool
     `-- protocols        ONE_FOR_ONE: anti_entropy (the journal sync protocol actor)
 
 Start (:meth:`Node.start`): create the data directory (0700), load or create
