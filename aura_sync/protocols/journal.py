@@ -66,7 +66,7 @@ from aura_sync.messages.sync import (
     fingerprint_of,
 )
 from aura_sync.protocols.journal_chain import Checked, check_ops
-from aura_sync.protocols.journal_files import check_journal_file, read_hwm, write_hwm
+from aura_sync.protocols.journal_files import HighWaterMark, check_journal_file, read_hwm
 from aura_sync.protocols.journal_index import RangeSums
 
 __all__ = ["APPLICATION_ID", "JOURNAL_FILE_NAME", "SCHEMA_VERSION", "Journal"]
@@ -133,6 +133,7 @@ class Journal:
         self._authors: set[bytes] = set()
         self._arrival = 0
         self._full_digest: RangeDigest | None = None
+        self._hwm: HighWaterMark | None = None
         self._closed = False
 
     # --- opening -------------------------------------------------------------------------
@@ -257,7 +258,9 @@ class Journal:
 
     def _mark(self) -> None:
         if self._path != ":memory:":
-            write_hwm(self._path, self._arrival)
+            if self._hwm is None:
+                self._hwm = HighWaterMark(self._path)
+            self._hwm.write(self._arrival)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -360,7 +363,7 @@ class Journal:
                 "INSERT INTO ops (id, author, seq, prev, payload, sig) VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            arrival = conn.execute("SELECT max(arrival) FROM ops").fetchone()[0]
+            arrival = self._arrival + len(rows)  # rowids: max + 1 (nothing is ever deleted)
             if snapshot:
                 self._write_snapshot(arrival)
             conn.execute("COMMIT")
@@ -637,6 +640,8 @@ class Journal:
             finally:
                 _rollback(self._conn)
                 self._conn.close()
+                if self._hwm is not None:
+                    self._hwm.close()
 
     @property
     def closed(self) -> bool:

@@ -4,8 +4,8 @@
   file, a file that is not SQLite, and a file shorter than the size its own
   header declares (truncated).  A missing file is a new journal.
 * The high-water mark (``<journal>.hwm``) records the highest arrival number
-  committed (written after each commit, which ``synchronous=FULL`` fsyncs,
-  by replace-rename).  It lives outside the database and its WAL, so a lost
+  committed (rewritten in place after each commit, which ``synchronous=FULL``
+  fsyncs).  It lives outside the database and its WAL, so a lost
   or damaged WAL cannot roll it back: a journal behind it fails to open.
 * :class:`DataDirLock` holds ``fcntl.flock`` on ``<data_dir>/lock`` (with the
   holder's PID in it) for the life of a node: one process per data directory.
@@ -28,8 +28,8 @@ __all__ = [
     "DataDirLock",
     "check_journal_file",
     "hwm_path",
+    "HighWaterMark",
     "read_hwm",
-    "write_hwm",
 ]
 
 LOCK_FILE_NAME: Final = "lock"
@@ -101,18 +101,33 @@ def read_hwm(name: str) -> int | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise JournalCorrupt(f"high-water mark {hwm_path(name)!r} is unreadable: {exc}") from exc
-    if not text.startswith(_HWM_MAGIC) or not text[len(_HWM_MAGIC) :].strip().isdigit():
+    value = text[len(_HWM_MAGIC) :].strip()
+    if not text.startswith(_HWM_MAGIC) or not value.isdigit():
         raise JournalCorrupt(f"high-water mark {hwm_path(name)!r} is damaged: {text[:40]!r}")
-    return int(text[len(_HWM_MAGIC) :])
+    return int(value)
 
 
-def write_hwm(name: str, arrival: int) -> None:
-    """Record ``arrival`` as the high-water mark of the journal ``name`` (replace-rename)."""
-    target = hwm_path(name)
-    tmp = f"{target}.tmp"
-    with open(tmp, "w", encoding="ascii") as stream:
-        stream.write(f"{_HWM_MAGIC}{arrival}\n")
-    os.replace(tmp, target)
+class HighWaterMark:
+    """The open sidecar of a journal; :meth:`write` records a new mark in place.
+
+    Each record has the same length and is written with one ``pwrite`` at
+    offset 0, so a killed process leaves the old or the new record, whole.
+    """
+
+    def __init__(self, name: str) -> None:
+        """Open (or create) the sidecar of the journal file ``name``."""
+        self._fd: int | None = os.open(hwm_path(name), os.O_RDWR | os.O_CREAT, 0o600)
+
+    def write(self, arrival: int) -> None:
+        """Record ``arrival`` (call after the commit that made it durable)."""
+        if self._fd is not None:
+            os.pwrite(self._fd, f"{_HWM_MAGIC}{arrival:020d}\n".encode("ascii"), 0)
+
+    def close(self) -> None:
+        """Close the sidecar (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 class DataDirLock:
