@@ -127,6 +127,7 @@ GROUPS: tuple[GroupSpec, ...] = (
     GroupSpec("supervision", 6, "Supervision"),
     GroupSpec("node", 7, "Node"),
     GroupSpec("memory", 8, "Memory"),
+    GroupSpec("journal", 9, "Journal v2"),
 )
 
 

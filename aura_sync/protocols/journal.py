@@ -100,6 +100,9 @@ _SCHEMA: Final = (
     "CREATE TABLE buckets (b INTEGER PRIMARY KEY, count INTEGER NOT NULL, total BLOB NOT NULL)",
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
 )
+CACHE_KIB: Final = 96 * 1024
+"""SQLite page cache of a journal (KiB): the id index of ~2M ops stays in memory."""
+
 _TABLES: Final = ["authors", "buckets", "meta", "ops"]
 _SYNC_MODES: Final = ("NORMAL", "FULL")
 _SELECT_OP: Final = (
@@ -218,6 +221,7 @@ class Journal:
         if str(mode).lower() != "wal" and name != ":memory:":
             raise JournalCorrupt(f"journal {name!r} cannot use WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         self._arrival = conn.execute("SELECT coalesce(max(arrival), 0) FROM ops").fetchone()[0]
         if name != ":memory:":
             mark = read_hwm(name)

@@ -26,9 +26,9 @@ from aura_sync.errors import DataDirLocked, InvalidArgument, JournalCorrupt
 __all__ = [
     "LOCK_FILE_NAME",
     "DataDirLock",
+    "HighWaterMark",
     "check_journal_file",
     "hwm_path",
-    "HighWaterMark",
     "read_hwm",
 ]
 
