@@ -336,7 +336,9 @@ def test_stop_of_a_supervised_address_is_refused() -> None:
     address._attach(Echo(), 1, FakeLink())  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="terminate_child"):
         address.stop()
-    address._request_stop()
+    actor = address._current()
+    assert actor is not None
+    actor.stop()
     wait_until(lambda: not address.is_alive())
 
 

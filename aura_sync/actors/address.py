@@ -259,11 +259,6 @@ class ActorAddress:
     def _current(self) -> AuraActor | None:
         return self._actor
 
-    def _request_stop(self) -> None:
-        actor = self._actor
-        if actor is not None:
-            actor.stop()
-
     def _incarnation_started(self, actor: AuraActor) -> None:
         link = self._link
         if link is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aura_sync.actors._mailbox import LocalMessage
@@ -42,15 +42,13 @@ class ChildInfo:
     restarts: int
 
 
+@dataclass(slots=True, eq=False)
 class Slot:
     """A child's identity across restarts: address, stash, incarnation counter."""
 
-    __slots__ = ("address", "incarnation", "stash")
-
-    def __init__(self, address: ActorAddress) -> None:
-        self.address = address
-        self.stash: dict[str, Any] = {}
-        self.incarnation = 0
+    address: ActorAddress
+    stash: dict[str, Any] = field(default_factory=dict)
+    incarnation: int = 0
 
 
 class Persistent:
