@@ -10,6 +10,10 @@ Ops are content-addressed and journals only grow, so every step is
 idempotent and an interrupted run still made progress (counted in
 :class:`Progress` as it goes).
 
+A :class:`Pipelined` remote is given up to :data:`PIPELINE_DEPTH` requests
+at once (listing, digests, pulls, pushes: one round trip for several);
+pushes stay in order, so each batch is still authenticated on arrival.
+
 No actors, no sockets: a :class:`Remote`'s calls are generators, so the same
 code runs inside an actor task (each call yields network requests, see
 :mod:`aura_sync.protocols.session`) and directly in tests against an
@@ -22,13 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from aura_sync.messages.sync import FULL_RANGE, MAX_RANGES, IdRange, Op, RangeDigest
 from aura_sync.protocols.journal import Journal
 from aura_sync.protocols.journal_chain import PullBuffer
 
-__all__ = ["Call", "Progress", "Remote", "chunks", "reconcile"]
+__all__ = ["PIPELINE_DEPTH", "Call", "Pipelined", "Progress", "Remote", "chunks", "reconcile"]
 
 T = TypeVar("T")
 Call = Generator[Any, Any, T]
@@ -51,12 +55,74 @@ class Remote(Protocol):
         """Give the remote these ops; returns how many it added."""
 
 
+@runtime_checkable
+class Pipelined(Remote, Protocol):
+    """A remote that can have several requests in flight (one round trip for many).
+
+    Each method answers like the one-at-a-time call for each item, in order.
+    """
+
+    def digests_many(
+        self, chunks: list[tuple[IdRange, ...]]
+    ) -> Call[list[tuple[RangeDigest, ...]]]:
+        """:meth:`Remote.digests` of each chunk."""
+
+    def list_many(self, ranges: list[IdRange]) -> Call[list[list[bytes]]]:
+        """:meth:`Remote.list_ids` of each range."""
+
+    def fetch_many(self, batches: list[tuple[bytes, ...]]) -> Call[list[tuple[Op, ...]]]:
+        """:meth:`Remote.fetch` of each batch."""
+
+    def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
+        """:meth:`Remote.push` of each batch, in order; returns how many were added in all."""
+
+
 @dataclass(slots=True)
 class Progress:
     """What a reconciliation did so far (updated as it goes, so valid after a failure)."""
 
     pulled: int = 0
     pushed: int = 0
+
+
+PIPELINE_DEPTH = 8
+"""Requests a :class:`Pipelined` remote is given at once (pulls, pushes)."""
+
+
+def _digests_many(remote: Remote, parts: list[tuple[IdRange, ...]]) -> Call[list[Any]]:
+    if isinstance(remote, Pipelined):
+        return (yield from remote.digests_many(parts))
+    out = []
+    for part in parts:
+        out.append((yield from remote.digests(part)))
+    return out
+
+
+def _list_many(remote: Remote, ranges: list[IdRange]) -> Call[list[list[bytes]]]:
+    if isinstance(remote, Pipelined):
+        return (yield from remote.list_many(ranges))
+    out = []
+    for id_range in ranges:
+        out.append((yield from remote.list_ids(id_range)))
+    return out
+
+
+def _fetch_many(remote: Remote, batches: list[tuple[bytes, ...]]) -> Call[list[tuple[Op, ...]]]:
+    if isinstance(remote, Pipelined):
+        return (yield from remote.fetch_many(batches))
+    out = []
+    for batch in batches:
+        out.append((yield from remote.fetch(batch)))
+    return out
+
+
+def _push_many(remote: Remote, batches: list[tuple[Op, ...]]) -> Call[int]:
+    if isinstance(remote, Pipelined):
+        return (yield from remote.push_many(batches))
+    added = 0
+    for batch in batches:
+        added += yield from remote.push(batch)
+    return added
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[tuple[T, ...]]:
@@ -87,6 +153,7 @@ def reconcile(
     pending = [(FULL_RANGE, theirs)]
     while pending:
         split: list[IdRange] = []
+        listed: list[IdRange] = []
         for id_range, digest in pending:
             ours = journal.digest(id_range)
             if ours.fingerprint == digest.fingerprint:
@@ -94,26 +161,29 @@ def reconcile(
             if digest.count == 0:
                 push.extend(journal.not_in((), id_range))
             elif max(ours.count, digest.count) <= list_threshold or ours.count == 0:
-                ids = yield from remote.list_ids(id_range)
-                pull.extend(journal.missing(ids))
-                push.extend(journal.not_in(ids, id_range))
+                listed.append(id_range)
             else:
                 split.extend(id_range.split(16))
+        for id_range, ids in zip(listed, (yield from _list_many(remote, listed)), strict=True):
+            pull.extend(journal.missing(ids))
+            push.extend(journal.not_in(ids, id_range))
         pending = []
-        for chunk in chunks(split, MAX_RANGES):
-            digests = yield from remote.digests(chunk)
+        parts = list(chunks(split, MAX_RANGES))
+        for chunk, digests in zip(parts, (yield from _digests_many(remote, parts)), strict=True):
             pending.extend(zip(chunk, digests, strict=True))
     buffer = PullBuffer(journal)  # pulled ops are stored in few commits, once authenticated
     try:
-        for batch in chunks(pull, batch_size):
-            wanted = set(batch)
-            ops = [op for op in (yield from remote.fetch(batch)) if op.op_id in wanted]
-            progress.pulled += buffer.take(ops)
+        batches = list(chunks(pull, batch_size))
+        for window in chunks(batches, PIPELINE_DEPTH):
+            replies = yield from _fetch_many(remote, list(window))
+            for batch, reply in zip(window, replies, strict=True):
+                wanted = set(batch)
+                progress.pulled += buffer.take([op for op in reply if op.op_id in wanted])
     finally:
         progress.pulled += buffer.flush()
-    for batch in chunks(journal.push_order(push), batch_size):  # each batch authenticated
-        ops = journal.get_many(batch)
-        if ops:
-            progress.pushed += yield from remote.push(tuple(ops))
+    ordered = list(chunks(journal.push_order(push), batch_size))  # each batch authenticated
+    for window in chunks(ordered, PIPELINE_DEPTH):
+        ops = [tuple(journal.get_many(batch)) for batch in window]
+        progress.pushed += yield from _push_many(remote, [batch for batch in ops if batch])
     final = (yield from remote.digests((FULL_RANGE,)))[0].fingerprint
     return final if final == journal.digest().fingerprint else None

@@ -20,8 +20,11 @@ Layer: runtime (protocols).
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Generator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +33,7 @@ from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.pool import PoolLease
 from aura_sync.effects import Clock, Rng, Scheduler
 from aura_sync.errors import (
+    AskTimeout,
     AuraError,
     CapabilityError,
     ConnectionClosed,
@@ -71,7 +75,7 @@ from aura_sync.messages.sync import (
     RetrySync,
 )
 from aura_sync.protocols.journal import Journal
-from aura_sync.protocols.reconcile import Call, Progress, reconcile
+from aura_sync.protocols.reconcile import PIPELINE_DEPTH, Call, Progress, reconcile
 from aura_sync.transport.base import Connection
 
 if TYPE_CHECKING:
@@ -434,6 +438,66 @@ class PeerRemote:
         reply = yield from self._call(PushOps(ops), PushAck)
         added: int = reply.added
         return added
+
+    def _pipeline(
+        self, msgs: list[Message], expected: type[Any]
+    ) -> Generator[Step, Any, list[Any]]:
+        """Send up to ``PIPELINE_DEPTH`` requests at once; the replies, in order.
+
+        A request that times out is sent again on its own (with the retry
+        planner of :meth:`Sessions.request`); every request is idempotent.
+        """
+        timeout = self._sessions.config.request_timeout
+        inflight: deque[tuple[Message, Future[Any]]] = deque()
+        out: list[Any] = []
+        queued = iter(msgs)
+        for msg in itertools.islice(queued, PIPELINE_DEPTH):
+            inflight.append((msg, self._conn.request(msg, timeout)))
+        while inflight:
+            msg, future = inflight.popleft()
+            try:
+                reply = yield Await(future, timeout + 1.0)
+            except (RequestTimeout, AskTimeout):
+                reply = yield from self._sessions.request(self._conn, msg)
+            if not isinstance(reply, expected):
+                raise InvalidArgument(
+                    f"peer answered {type(msg).__name__} with {type(reply).__name__}"
+                )
+            out.append(reply)
+            following = next(queued, None)
+            if following is not None:
+                inflight.append((following, self._conn.request(following, timeout)))
+        return out
+
+    def digests_many(
+        self, chunks: list[tuple[IdRange, ...]]
+    ) -> Call[list[tuple[RangeDigest, ...]]]:
+        replies = yield from self._pipeline([DigestRequest(c) for c in chunks], DigestReply)
+        for chunk, reply in zip(chunks, replies, strict=True):
+            if len(reply.digests) != len(chunk):
+                raise InvalidArgument(
+                    f"peer answered {len(chunk)} ranges with {len(reply.digests)} digests"
+                )
+        return [reply.digests for reply in replies]
+
+    def list_many(self, ranges: list[IdRange]) -> Call[list[list[bytes]]]:
+        requests: list[Message] = [IdsRequest(r, MAX_IDS_BATCH) for r in ranges]
+        replies = yield from self._pipeline(requests, IdsReply)
+        out: list[list[bytes]] = []
+        for id_range, reply in zip(ranges, replies, strict=True):
+            ids = list(reply.ids)
+            if reply.next_lo is not None:  # a long range: page through the rest
+                ids += yield from self.list_ids(IdRange(reply.next_lo, id_range.hi))
+            out.append(ids)
+        return out
+
+    def fetch_many(self, batches: list[tuple[bytes, ...]]) -> Call[list[tuple[Op, ...]]]:
+        replies = yield from self._pipeline([OpsRequest(b) for b in batches], OpsReply)
+        return [reply.ops for reply in replies]
+
+    def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
+        replies = yield from self._pipeline([PushOps(b) for b in batches], PushAck)
+        return sum(reply.added for reply in replies)
 
 
 def _raise_if_denied(decision: Any) -> None:
