@@ -8,8 +8,14 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from aura_sync.infrastructure.cache import CacheEpochTracker, CacheFloorSnapshot, CacheManager
+from aura_sync.infrastructure.cache import (
+    CacheEpochTracker,
+    CacheFloorSnapshot,
+    CacheInvalidation,
+    CacheManager,
+)
 from aura_sync.messages import codec
 
 KEYS = [f"k{i}" for i in range(8)]
@@ -174,3 +180,91 @@ def test_value_store_never_returns_a_value_below_its_floor(
         assert stats.stored_values <= max_values
         for key in KEYS:
             assert cache.epoch_floor(key) >= model[key]
+
+
+class CacheMachine(RuleBasedStateMachine):
+    """A CacheManager driven through every public mutation, the Rust names included,
+    against an exact unbounded model of the floors and a count of the events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cache = CacheManager(3, max_values=2, eviction_buckets=2)
+        self.model = dict.fromkeys(KEYS, 0)
+        self.seen = dict.fromkeys(KEYS, 0)  # the floors last observed, which never go down
+        self.events = 0
+        self.named = 0
+
+    def _raise(self, keys: list[str], epoch: int) -> None:
+        for key in keys:
+            self.model[key] = max(self.model[key], epoch)
+        self.events += 1
+        self.named += len(keys)
+
+    @rule(key=keys, epoch=epochs)
+    def invalidate_key(self, key: str, epoch: int) -> None:
+        self.cache.invalidate_key(key, epoch)
+        self._raise([key], epoch)
+
+    @rule(many=st.lists(keys, max_size=4), epoch=epochs)
+    def invalidate_keys(self, many: list[str], epoch: int) -> None:
+        self.cache.invalidate_keys(many, epoch)
+        self._raise(many, epoch)
+
+    @rule(many=st.lists(keys, max_size=4), epoch=epochs)
+    def apply_invalidation(self, many: list[str], epoch: int) -> None:
+        event = codec.decode(codec.encode(CacheInvalidation(tuple(many), epoch, "rotation")))
+        assert isinstance(event, CacheInvalidation)
+        self.cache.apply_invalidation(event)
+        self._raise(many, epoch)
+
+    @rule(epoch=epochs)
+    def raise_floor_all(self, epoch: int) -> None:
+        self.cache.raise_floor_all(epoch)
+        self._raise([], epoch)
+        for key in KEYS:
+            self.model[key] = max(self.model[key], epoch)
+
+    @rule()
+    def clear(self) -> None:
+        self.cache.clear()
+
+    @rule(key=keys, epoch=epochs)
+    def put(self, key: str, epoch: int) -> None:
+        self.cache.put(key, (key, epoch), epoch)
+
+    @rule(key=keys, epoch=epochs)
+    def get(self, key: str, epoch: int) -> None:
+        value = self.cache.get(key, epoch)
+        if value is not None:
+            assert value[0] == key and self.model[key] <= value[1] <= epoch
+
+    @rule()
+    def restart(self) -> None:
+        snapshot = codec.decode(codec.encode(self.cache.snapshot()))
+        assert isinstance(snapshot, CacheFloorSnapshot)
+        stats = self.cache.statistics()
+        self.cache = CacheManager(3, max_values=2, eviction_buckets=2)
+        self.cache.restore(snapshot)
+        self.events -= stats.total_invalidations  # a new manager counts from zero
+        self.named -= stats.total_keys_invalidated
+
+    @invariant()
+    def floors_hold(self) -> None:
+        cache = self.cache
+        for key in KEYS:
+            floor = cache.epoch_floor(key)
+            assert floor >= self.model[key] and floor >= self.seen[key]
+            assert cache.is_fresh(key, floor) and not (floor and cache.is_fresh(key, floor - 1))
+            self.seen[key] = floor
+        floors = cache.all_floors()
+        assert len(floors) == cache.tracked_keys() == cache.statistics().tracked_keys <= 3
+        assert all(cache.epoch_floor(key) == floor for key, floor in floors)
+        stats = cache.statistics()
+        assert (stats.total_invalidations, stats.total_keys_invalidated) == (
+            self.events,
+            self.named,
+        )
+
+
+TestCacheMachine = CacheMachine.TestCase
+TestCacheMachine.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)

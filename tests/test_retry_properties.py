@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -224,3 +225,36 @@ def test_budget_matches_an_exact_model(ops: list[bool]) -> None:
         assert budget.tokens == float(tokens)
         assert 4 <= budget.tokens <= 10
         assert budget.can_retry() == (tokens > 5)
+
+
+@FAST
+@given(policies(), st.integers(0, 10), st.integers(0, 2**32))
+def test_the_hook_context_adds_up_to_the_result(
+    policy: RetryPolicy, failures: int, seed: int
+) -> None:
+    """accumulated_delay is the sum of the earlier waits, is_last_attempt marks the last call,
+    and the waits the hook is told of are exactly the result's total_delay."""
+    contexts: list[Any] = []
+    errors = [ConnectionError(f"down {i}") for i in range(failures)]
+
+    def call() -> str:
+        if errors:
+            raise errors.pop(0)
+        return "ok"
+
+    result = policy.with_on_retry(contexts.append).execute_with_result(
+        call, clock=ManualClock(), rng=SeededRng(seed)
+    )
+    waited = 0.0
+    for i, ctx in enumerate(contexts):
+        assert ctx.attempt == i + 1
+        assert ctx.accumulated_delay == pytest.approx(waited)
+        assert ctx.is_last_attempt == (ctx.attempts_left == 1)
+        waited += ctx.next_delay
+    assert result.total_delay == pytest.approx(waited)
+    assert result.attempts == len(contexts) + 1  # one context per wait, one call after each
+    if result.is_success:
+        assert result.attempts == failures + 1
+    else:  # gave up: the last retry the hook saw was announced as the last attempt
+        assert result.attempts == policy.max_attempts
+        assert not contexts or contexts[-1].is_last_attempt
