@@ -375,6 +375,7 @@ def test_an_honest_peer_connects_while_raw_tcp_sockets_are_held_open(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_an_honest_peer_connects_while_1100_raw_tcp_sockets_are_held_open(
     make: Callable[..., TcpTransport],
 ) -> None:
@@ -413,6 +414,7 @@ def test_an_honest_peer_connects_while_one_identity_holds_tls_connections(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_an_honest_peer_connects_while_one_identity_holds_1100_tls_connections(
     make: Callable[..., TcpTransport],
 ) -> None:

@@ -338,3 +338,24 @@ def test_any_decode_failure_closes_only_that_connection_with_a_trace(
     assert any(e.what == "malformed" for e in net.trace())
     reply = good.request(DigestRequest(), 1.0)
     assert net.run_until(reply.done, timeout=1) and reply.result() == DigestReply(())
+
+
+def test_a_banned_address_is_refused_at_accept_until_the_ban_ends() -> None:
+    clock, net = _network(keepalive=False)
+    refusals: list[Refusal] = []
+    a, b, c = net.transport(A), net.transport(B, on_refused=refusals.append), net.transport(C)
+    b.listen("mem:b", Log())
+    a.listen("mem:a", Log())
+    b.ban_address("mem:a", 10.0)
+    assert b.is_banned("mem:a") and not b.is_banned("mem:c")
+    with pytest.raises(HandshakeFailed, match="refused"):
+        a.connect(B, "mem:b")
+    assert b.stats().refused_banned == 1 and b.stats().connections_accepted == 0
+    assert refusals[0].kind is RefusalKind.BANNED and refusals[0].remote_address == "mem:a"
+    assert c.connect(B, "mem:b").is_healthy()  # another address is served
+    clock.advance(10.0)
+    assert not b.is_banned("mem:a")
+    assert a.connect(B, "mem:b").is_healthy()
+    b.ban_address("mem:a", 5.0)
+    b.unban_address("mem:a")
+    assert not b.is_banned("mem:a")

@@ -323,6 +323,13 @@ class MemoryNetwork:
             self._reset(conn, f"connection refused: nothing listens at {address}")
             return
         server = listener._transport
+        dialer = conn._transport
+        remote = dialer._advertised or f"mem:{dialer.local_id}"
+        if server.is_banned(remote):  # refused at accept, as TCP does before TLS
+            server._counters.bump("refused_banned")
+            server._refused(Refusal(RefusalKind.BANNED, remote, f"address {remote} is banned"))
+            self._reset(conn, f"connection refused by {address}")
+            return
         expected = conn.peer_id
         if server.local_id != expected:
             conn._counters.bump("identity_mismatches")
@@ -339,8 +346,6 @@ class MemoryNetwork:
                 PeerIdentityMismatch(f"peer at {address} is not {expected}: {reason}"),
             )
             return
-        dialer = conn._transport
-        remote = dialer._advertised or f"mem:{dialer.local_id}"
         accepted = MemoryConnection(
             server,
             initiator=False,

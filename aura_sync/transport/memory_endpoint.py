@@ -203,6 +203,7 @@ class MemoryTransport:
         self._listeners: list[MemoryListener] = []
         self._advertised = ""
         self._closed = False
+        self._bans: dict[str, float] = {}
 
     @property
     def local_id(self) -> DeviceId:
@@ -312,6 +313,24 @@ class MemoryTransport:
             listener.close()
         for conn in conns:
             conn._finish("transport closed", ConnectionClosed("transport closed"))
+
+    def ban_address(self, address: str, seconds: float) -> None:
+        """Refuse connections from ``address`` for ``seconds`` of network-clock time."""
+        _check_address(address)
+        seconds = check_seconds(seconds, "seconds", allow_zero=False)
+        with self._network._lock:
+            self._bans[address] = self._network._clock.now() + seconds
+
+    def unban_address(self, address: str) -> None:
+        """Lift the ban of ``address``."""
+        with self._network._lock:
+            self._bans.pop(address, None)
+
+    def is_banned(self, address: str) -> bool:
+        """Whether connections from ``address`` (a dialer's advertised address) are refused."""
+        with self._network._lock:
+            until = self._bans.get(address)
+        return until is not None and until > self._network._clock.now()
 
     def _ensure_open(self) -> None:
         if self._closed:
