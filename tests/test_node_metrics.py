@@ -351,3 +351,35 @@ def test_grafana_dashboard_queries_only_exported_metrics() -> None:
     exported = {s for s, _ in samples(generate_latest(NodeMetrics(Source()).registry).decode())}
     assert len(names) >= 10
     assert sorted(names - exported) == []
+
+
+def test_syncing_nodes_record_session_served_and_ask_durations(tmp_path: Any) -> None:
+    from _node_helpers import make_node, wait_until
+    from prometheus_client import generate_latest
+
+    a = make_node(tmp_path / "a")
+    b = make_node(tmp_path / "b", bootstrap=[a.bootstrap_address])
+    try:
+        a.append([b"one", b"two"])
+        wait_until(lambda: len(b.journal) == 2, 30.0, "b to pull a's ops")
+
+        def count(node: Any, name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+            return samples(generate_latest(node.metrics.registry).decode()).get((name, labels), 0)
+
+        ok = (("outcome", "succeeded"),)
+        wait_until(
+            lambda: count(b, "aura_sync_sync_session_duration_seconds_count", ok) >= 1,
+            10.0,
+            "a recorded session",
+        )
+        wait_until(
+            lambda: count(a, "aura_sync_served_request_duration_seconds_count") >= 1,
+            10.0,
+            "a served request",
+        )
+        a.snapshot()  # the node's own asks to its actors
+        pool = (("actor", "pool"),)
+        assert count(a, "aura_sync_infrastructure_ask_duration_seconds_count", pool) >= 1
+    finally:
+        b.stop()
+        a.stop()

@@ -350,6 +350,7 @@ class Node:
             on_listening=on_listening,
             on_give_up=self._on_give_up,
             effects=(self._clock, self._scheduler, self._rng),
+            observer=self.metrics,
         )
         self._infra, self._protocols = tree.infra, tree.protocols
         return tree.root

@@ -34,6 +34,7 @@ from aura_sync.protocols.anti_entropy import (
     AntiEntropyConfig,
     InfraAddresses,
     PeerTableView,
+    SyncObserver,
     TransportEventMessage,
 )
 from aura_sync.protocols.journal import Journal
@@ -171,6 +172,7 @@ def build_tree(
     on_listening: Callable[[str], None],
     on_give_up: Callable[[SupervisorGaveUp], None],
     effects: tuple[Clock, Scheduler, Rng],
+    observer: SyncObserver | None = None,
 ) -> Tree:
     """Build the node's tree (see the module docstring); nothing is started yet."""
     from aura_sync.supervisors.infrastructure import InfrastructureConfig, infrastructure_supervisor
@@ -215,6 +217,7 @@ def build_tree(
             rng=ctx.rng,
             stash=ctx.stash,
             fault_injection=faults,
+            observer=observer,
         )
 
     protocols = Supervisor(

@@ -22,7 +22,7 @@ import math
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aura_sync._checks import check_bool, check_int
 from aura_sync.actors._faults import FaultInjectionMixin, check_stash, resolve_effects
@@ -171,6 +171,16 @@ def _default_request_retry() -> RetryPolicy:
     )
 
 
+class SyncObserver(Protocol):
+    """Told durations as they happen (the node's :class:`~aura_sync.node.metrics.NodeMetrics`)."""
+
+    def observe_sync_session(self, seconds: float, *, success: bool) -> None:
+        """One session with a peer ended after ``seconds`` (clock time)."""
+
+    def observe_served_request(self, seconds: float) -> None:
+        """One peer request was answered after ``seconds`` (wall time)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AntiEntropyConfig:
     """Settings of the anti-entropy actor (checked here: it is built from user configuration).
@@ -244,6 +254,7 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
     :param clock, scheduler, rng: effects.
     :param stash: the dict that survives restarts (counters, journal epoch).
     :param fault_injection: honour :class:`~aura_sync.messages.faults.InjectCrash`.
+    :param observer: told each session's and each served request's duration.
 
     Handles :class:`SyncTick`, :class:`RetrySync` (told), :class:`AppendOps`,
     :class:`GetSyncStatus` (requests) and :class:`TransportEventMessage`.
@@ -261,6 +272,7 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
         rng: Rng | None = None,
         stash: dict[str, Any] | None = None,
         fault_injection: bool = False,
+        observer: SyncObserver | None = None,
     ) -> None:
         super().__init__()
         self._init_faults(fault_injection)
@@ -293,6 +305,7 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
             stats=self._stats,
             bump_epoch=self._bump_epoch,
             count_refusal=self._count_refusal,
+            observer=observer,
         )
         self._verified: list[tuple[DeviceId, str]] = []
         self._server = Server(
@@ -305,6 +318,7 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
             count_refusal=self._count_refusal,
             verified_addresses=self._verified_peers,
             on_authorized=self._on_authorized,
+            observer=observer,
         )
         self._open: dict[DeviceId, set[str]] = {}
         self._ticks = 0

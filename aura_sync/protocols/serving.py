@@ -22,6 +22,7 @@ Layer: runtime (protocols).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -49,7 +50,7 @@ from aura_sync.protocols.journal import Journal
 from aura_sync.transport.base import Connection, Inbound
 
 if TYPE_CHECKING:
-    from aura_sync.protocols.anti_entropy import AntiEntropyConfig, InfraAddresses
+    from aura_sync.protocols.anti_entropy import AntiEntropyConfig, InfraAddresses, SyncObserver
 
 __all__ = ["Server", "respond"]
 
@@ -78,6 +79,7 @@ class Server:
         count_refusal: Callable[[DeviceId, OpRefused], None],
         verified_addresses: Callable[[], list[tuple[DeviceId, str]]],
         on_authorized: Callable[[Connection], None],
+        observer: SyncObserver | None = None,
     ) -> None:
         self._config = config
         self._journal = journal
@@ -88,6 +90,7 @@ class Server:
         self._count_refusal = count_refusal
         self._verified_addresses = verified_addresses
         self._on_authorized = on_authorized
+        self._observer = observer
         self.authorized: set[DeviceId] = set()
 
     def serve(self, event: Inbound) -> None:
@@ -116,12 +119,15 @@ class Server:
             )
             respond(event, ErrorReply("CapabilityError", text))
             return
+        started = time.perf_counter()
         try:
             reply = self._answer(request, peer)
         except AuraError as exc:
             reply = ErrorReply.from_exception(exc)
         self._stats["requests_served"] += 1
         respond(event, reply)
+        if self._observer is not None:
+            self._observer.observe_served_request(time.perf_counter() - started)
 
     def _answer(self, request: Message, peer: DeviceId) -> Message:
         journal = self._journal

@@ -79,7 +79,7 @@ from aura_sync.protocols.reconcile import PIPELINE_DEPTH, Call, Progress, reconc
 from aura_sync.transport.base import Connection
 
 if TYPE_CHECKING:
-    from aura_sync.protocols.anti_entropy import AntiEntropyConfig, InfraAddresses
+    from aura_sync.protocols.anti_entropy import AntiEntropyConfig, InfraAddresses, SyncObserver
 
 __all__ = ["PeerRemote", "Sessions", "give_back"]
 
@@ -135,6 +135,7 @@ class Sessions:
     stats: dict[str, int]
     bump_epoch: Callable[[], None]
     count_refusal: Callable[[DeviceId, OpRefused], None]
+    observer: SyncObserver | None = None
     held: dict[int, _Open] = field(default_factory=dict)
     syncing: set[DeviceId] = field(default_factory=set)
     dialing: set[DeviceId] = field(default_factory=set)
@@ -327,6 +328,8 @@ class Sessions:
             self.bump_epoch()
         self._give_loan_back(entry, error)
         latency = max(0.0, self.clock.now() - t0)
+        if self.observer is not None:
+            self.observer.observe_sync_session(latency, success=error is None)
         if entry.started:
             self.infra.peer_manager.tell(EndSyncSession(entry.peer, error is None, latency))
             entry.started = False
