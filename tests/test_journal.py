@@ -436,23 +436,23 @@ def test_sync_messages_validate_ids_ranges_and_batches() -> None:
     with pytest.raises(InvalidArgument, match="hi must be above lo"):
         IdRange(bytes(32), bytes(32))
     with pytest.raises(InvalidArgument, match="32 bytes"):
-        OpsRequest((b"short",))
+        OpsRequest((b"short",)).check()
     with pytest.raises(InvalidArgument, match=r"1\.\.128"):
-        OpsRequest(tuple(op_id(ME.device_id, i, b"") for i in range(129)))
+        OpsRequest(tuple(op_id(ME.device_id, i, b"") for i in range(129))).check()
     with pytest.raises(InvalidArgument, match=r"duplicate|repeats id"):
-        OpsRequest((op_id(ME.device_id, 0, b""),) * 2)
+        OpsRequest((op_id(ME.device_id, 0, b""),) * 2).check()
     with pytest.raises(InvalidArgument, match=r"1\.\.128"):
-        PushOps(())
+        PushOps(()).check()
     with pytest.raises(WrongType, match=r"ops\[0\]"):
-        PushOps((b"x",))  # type: ignore[arg-type]
+        PushOps((b"x",)).check()  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="ascending"):
-        IdsReply((op_id(ME.device_id, 1, b""), op_id(ME.device_id, 1, b"")))
+        IdsReply((op_id(ME.device_id, 1, b""), op_id(ME.device_id, 1, b""))).check()
     with pytest.raises(InvalidArgument, match="twice"):
         PeerExchange(
             (PeerAddress(ME.device_id, "127.0.0.1:1"), PeerAddress(ME.device_id, "127.0.0.1:2"))
-        )
+        ).check()
     with pytest.raises(InvalidArgument, match="address"):
-        PeerAddress(ME.device_id, "")
+        PeerAddress(ME.device_id, "").check()
     with pytest.raises(InvalidArgument, match="request_id"):
         Request(0, b"\x91\x01")
 

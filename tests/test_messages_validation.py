@@ -39,20 +39,27 @@ BAD: list[tuple[str, Callable[[], object], type[AuraError], tuple[str, ...]]] = 
     ),
     (
         "exchange twice",
-        lambda: sync.PeerExchange((sync.PeerAddress(P1, "a:1"), sync.PeerAddress(P1, "b:1"))),
+        lambda: sync.PeerExchange(
+            (sync.PeerAddress(P1, "a:1"), sync.PeerAddress(P1, "b:1"))
+        ).check(),
         InvalidArgument,
         ("peers[1]", str(P1)),
     ),
-    ("ops request twice", lambda: sync.OpsRequest((ID, ID)), InvalidArgument, ("ids[1]", ID.hex())),
+    (
+        "ops request twice",
+        lambda: sync.OpsRequest((ID, ID)).check(),
+        InvalidArgument,
+        ("ids[1]", ID.hex()),
+    ),
     (
         "ids not ascending",
-        lambda: sync.IdsReply((ID, bytes(32))),
+        lambda: sync.IdsReply((ID, bytes(32))).check(),
         InvalidArgument,
         ("ascending", "ids[1]", bytes(32).hex(), ID.hex()),
     ),
     (
         "next_lo not above",
-        lambda: sync.IdsReply((ID,), bytes(32)),
+        lambda: sync.IdsReply((ID,), bytes(32)).check(),
         InvalidArgument,
         ("next_lo", ID.hex(), bytes(32).hex()),
     ),

@@ -32,9 +32,13 @@ Peers and capabilities
     *verified* peers as :class:`PeerAddress` values); :class:`PresentCapability`
     carries a serialized Biscuit token.
 
-All limits are validated in ``__post_init__``, so a decoded message from an
-untrusted peer is checked exactly like one built in code (a violation is a
-:class:`~aura_sync.errors.DecodeError` from the codec).
+The codec checks every decoded field's type.  The sync requests and replies
+carry their bounds (range counts, id lengths and order, batch sizes) in a
+``check()`` method, called where a peer's message enters (the serving code
+for requests, the session for replies), so a violation is a clear error
+reply, not a dropped connection; messages built by this code are not
+re-checked.  :class:`Op`, :class:`IdRange`, :class:`RangeDigest` and the transport
+messages still check themselves when built or decoded.
 
 Layer: messages.
 """
@@ -454,7 +458,8 @@ class DigestRequest(Message):
 
     ranges: tuple[IdRange, ...] = (FULL_RANGE,)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.ranges, "ranges", 1, MAX_RANGES, IdRange)
 
 
@@ -464,7 +469,8 @@ class DigestReply(Message):
 
     digests: tuple[RangeDigest, ...]
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.digests, "digests", 0, MAX_RANGES, RangeDigest)
 
 
@@ -475,7 +481,8 @@ class IdsRequest(Message):
     id_range: IdRange
     limit: int = MAX_IDS_BATCH
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         if type(self.id_range) is not IdRange:
             raise WrongType(f"id_range must be an IdRange, got {type(self.id_range).__name__}")
         check_int(self.limit, "limit", minimum=1, maximum=MAX_IDS_BATCH)
@@ -488,7 +495,8 @@ class IdsReply(Message):
     ids: tuple[bytes, ...]
     next_lo: bytes | None = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_ids(self.ids, "ids", 0, MAX_IDS_BATCH, ordered=True)
         if self.next_lo is not None:
             _check_id(self.next_lo, "next_lo")
@@ -505,7 +513,8 @@ class OpsRequest(Message):
 
     ids: tuple[bytes, ...]
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_ids(self.ids, "ids", 1, MAX_OPS_BATCH, ordered=False)
 
 
@@ -516,7 +525,8 @@ class OpsReply(Message):
     ops: tuple[Op, ...]
     missing: tuple[bytes, ...] = ()
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.ops, "ops", 0, MAX_OPS_BATCH, Op)
         _check_ids(self.missing, "missing", 0, MAX_OPS_BATCH, ordered=False)
 
@@ -527,7 +537,8 @@ class PushOps(Message):
 
     ops: tuple[Op, ...]
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.ops, "ops", 1, MAX_OPS_BATCH, Op)
 
 
@@ -538,7 +549,8 @@ class PushAck(Message):
     added: int
     known: int
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         check_int(self.added, "added", minimum=0, maximum=MAX_OPS_BATCH)
         check_int(self.known, "known", minimum=0, maximum=MAX_OPS_BATCH)
 
@@ -553,7 +565,8 @@ class PeerAddress(Message):
     device_id: DeviceId
     address: str
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         check_peer(self.device_id, "device_id")
         _check_address(self.address, "address", allow_empty=False)
 
@@ -564,10 +577,12 @@ class PeerExchange(Message):
 
     peers: tuple[PeerAddress, ...]
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.peers, "peers", 0, MAX_PEERS_PER_EXCHANGE, PeerAddress)
         ids: set[DeviceId] = set()
         for i, peer in enumerate(self.peers):
+            peer.check()
             if peer.device_id in ids:
                 raise InvalidArgument(
                     f"peers holds the same device_id twice: peers[{i}] repeats {peer.device_id}"
@@ -581,7 +596,8 @@ class PeerExchangeRequest(Message):
 
     max_peers: int = MAX_PEERS_PER_EXCHANGE
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         check_int(self.max_peers, "max_peers", minimum=1, maximum=MAX_PEERS_PER_EXCHANGE)
 
 
@@ -591,7 +607,8 @@ class PresentCapability(Message):
 
     token: bytes
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
         if type(self.token) is not bytes:
             raise WrongType(f"token must be bytes, got {type(self.token).__name__}")
         if not 1 <= len(self.token) <= MAX_TOKEN_SIZE:

@@ -1,15 +1,17 @@
 """Serving peers: the answers to the sync requests that arrive over the transport.
 
-Peers are untrusted.  Their requests were type- and bounds-checked by the
-codec when decoded (range counts, id lengths, batch sizes: see
-:mod:`aura_sync.messages.sync`); here every request is answered with a
-reply or a clear :class:`~aura_sync.messages.ErrorReply`, never an exception:
+Peers are untrusted.  The codec checked their requests' field types; here
+each request's bounds are checked (``check()``: range counts, id lengths,
+batch sizes, see :mod:`aura_sync.messages.sync`) and every request is
+answered with a reply or a clear :class:`~aura_sync.messages.ErrorReply`,
+never an exception:
 
 * a request that is not a sync request: ``UnhandledMessage``;
 * this node refuses to sync: ``PeerUnavailable``;
 * capabilities are required and the peer has not presented a valid token:
   ``CapabilityError`` (fail closed; :class:`PresentCapability` is verified by
   the peer manager, asked from a task);
+* bounds exceeded: ``InvalidArgument`` / ``WrongType`` naming the field;
 * anything the journal refuses: its error (a refused op batch, unsigned or
   mis-signed, is also counted against the peer).
 
@@ -101,6 +103,11 @@ class Server:
             _log.debug("event=one_way_ignored peer=%s type=%s", peer, type(request).__name__)
             return
         if isinstance(request, PresentCapability):
+            try:
+                request.check()
+            except AuraError as exc:
+                respond(event, ErrorReply.from_exception(exc))
+                return
             self._tasks.spawn(self._verify_token(event, peer, request.token), f"token {peer}")
             return
         if not isinstance(request, _SYNC_REQUESTS):
@@ -121,6 +128,7 @@ class Server:
             return
         started = time.perf_counter()
         try:
+            request.check()  # the bounds of an untrusted request: a clear error reply
             reply = self._answer(request, peer)
         except AuraError as exc:
             reply = ErrorReply.from_exception(exc)

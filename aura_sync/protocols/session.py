@@ -381,6 +381,7 @@ class Sessions:
             self._release(entry)
         if not isinstance(reply, PeerExchange):
             return
+        reply.check()  # the bounds of an untrusted reply (the task fails if exceeded)
         self.stats["peer_exchanges"] += 1
         me = self.journal.author
         candidates = tuple(
@@ -411,6 +412,7 @@ class PeerRemote:
         reply = yield from self._sessions.request(self._conn, msg)
         if not isinstance(reply, expected):
             raise InvalidArgument(f"peer answered {type(msg).__name__} with {type(reply).__name__}")
+        reply.check()  # the bounds of an untrusted reply
         return reply
 
     def digests(self, ranges: tuple[IdRange, ...]) -> Call[tuple[RangeDigest, ...]]:
