@@ -145,6 +145,11 @@ class PeerTableView:
             {p.peer_id: p.address for p in peers if p.address is not None}
         )
 
+    def note(self, peer_id: DeviceId, address: str) -> None:
+        """Add the address a connected peer gave itself (sent to the peer manager too),
+        so that the pool can dial it before the next table is read."""
+        self._addresses = MappingProxyType({**self._addresses, peer_id: address})
+
     def resolve(self, peer_id: DeviceId) -> str | None:
         """The dial address of ``peer_id``, or None."""
         return self._addresses.get(peer_id)
@@ -457,6 +462,8 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
     def _connected(self, conn: Connection) -> None:
         peer = conn.peer_id
         self._open.setdefault(peer, set()).add(conn.session_id)
+        if conn.peer_listen_address:
+            self._table.note(peer, conn.peer_listen_address)
         self._tasks.spawn(self._mark_connected(peer, conn.peer_listen_address), f"up {peer}")
         if self._config.require_capability and self._config.token is not None and conn.initiator:
             # Our token goes to a peer we chose and TLS proved; an accepting side
