@@ -576,3 +576,32 @@ def test_the_node_wide_cap_refuses_sends_beyond_it(make: Callable[..., TcpTransp
     assert server.admission_status().send_buffer_bytes <= 200_000
     assert server.admission_status().exhausted == "send buffers"
     attacker._socket.close()  # type: ignore[attr-defined]
+
+
+def test_two_peers_exchanging_large_requests_both_ways_do_not_deadlock(
+    make: Callable[..., TcpTransport],
+) -> None:
+    """Backpressure never stops a side from reading the replies it is waiting for."""
+    config = _fast(
+        keepalive_interval=5.0,
+        idle_timeout=30.0,
+        pause_reading_above=64 * 1024,
+        max_send_buffer=64 * 1024 * 1024,
+        max_total_send_buffer=256 * 1024 * 1024,
+    )
+    big = PushOps(tuple(Op(DeviceId.from_int(3), i, b"y" * 4000) for i in range(128)))
+
+    def answer(event: Inbound) -> Any:
+        return big
+
+    a, b = make(config=config), make(config=config)
+    a_events, b_events = Events(answer), Events(answer)
+    address = b.listen("127.0.0.1:0", b_events).address
+    conn = a.connect(b.local_id, address, handler=a_events)
+    assert wait_until(lambda: bool(b.connections()), 5)
+    back = next(iter(b.connections()))
+    futures = [conn.request(big, 20) for _ in range(24)] + [
+        back.request(big, 20) for _ in range(24)
+    ]
+    for future in futures:
+        assert future.result(25) == big

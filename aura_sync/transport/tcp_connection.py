@@ -332,13 +332,17 @@ class TcpConnection(Connection):
             self._wchunk = None
 
     def _read_paused(self) -> bool:
-        """Backpressure: too many replies unsent or requests unanswered (count each pause)."""
+        """Backpressure: too many bytes unsent or requests unanswered (count each pause)."""
         cfg = self._config
         queued = self._queued_bytes
-        paused = (
-            queued > cfg.pause_reading_above
-            or self._inflight >= cfg.max_inflight_requests
-            or (queued > 0 and self._transport._send_total * 2 > cfg.max_total_send_buffer)
+        # While our own requests wait for replies the link is read whatever we queued
+        # (two peers filling each other's buffers must not stop reading both ways).
+        paused = self._inflight >= cfg.max_inflight_requests or (
+            not self._pending
+            and (
+                queued > cfg.pause_reading_above
+                or (queued > 0 and self._transport._send_total * 2 > cfg.max_total_send_buffer)
+            )
         )
         if paused and not self._paused:
             self._counters.bump("reads_paused")
