@@ -468,6 +468,7 @@ class PeerRemote:
                 raise InvalidArgument(
                     f"peer answered {type(msg).__name__} with {type(reply).__name__}"
                 )
+            reply.check()  # the bounds of an untrusted reply
             out.append(reply)
             following = next(queued, None)
             if following is not None:
