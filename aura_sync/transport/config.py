@@ -51,8 +51,10 @@ class TransportConfig:
     Backpressure: ``max_send_buffer``: bytes queued on one connection (a
     send beyond it raises :class:`~aura_sync.errors.TransportError`);
     ``max_total_send_buffer``: the same, summed over all connections.
-    A connection is not read while it has more than ``pause_reading_above``
-    bytes queued or ``max_inflight_requests`` requests it has not answered.
+    A connection is not read while it has ``max_inflight_requests``
+    requests it has not answered, nor (unless it waits for replies of its
+    own) while it has more than ``pause_reading_above`` bytes queued or half
+    of ``max_total_send_buffer`` is in use node-wide.
 
     Raises :class:`~aura_sync.errors.ConfigError` (or
     :class:`~aura_sync.errors.WrongType`) naming the field and the value.
