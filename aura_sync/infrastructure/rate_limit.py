@@ -1,14 +1,12 @@
 """Rate limiting: :class:`RateLimit`, one GCRA token bucket in float time, and
-:class:`RateLimiter`, a global bucket plus one bucket per peer key, with flow
-budgets and optional AIMD (Rust ``aura_sync::infrastructure::rate_limit``).
+:class:`RateLimiter`, a global bucket plus one per peer key, flow budgets and AIMD.
 
 Guarantees (property-tested): a request passes only if the global bucket, the
-peer's bucket and the peer's flow budget allow it, and a denial consumes
-nothing; a token denial's ``retry_after`` is exact (the smallest float wait
-after which the same request passes); a clock stepping back mints nothing; at
-most ``max_tracked_peers`` peer buckets are held, and only full ones are
-dropped.  Peers are any hashable keys; a :class:`~aura_sync.ids.DeviceId` and
-its 16 raw bytes are the same key.  Not thread-safe: one owner (an actor).
+peer's bucket and its flow budget allow it, and a denial consumes nothing; a
+token denial's ``retry_after`` is exact; a clock stepping back mints nothing; at
+most ``max_tracked_peers`` buckets are held, and only full ones are dropped.
+Peers are any hashable keys (a DeviceId and its raw bytes are one key).  One
+owner (an actor) calls a limiter: it is not thread-safe.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId, check_epoch
 from aura_sync.messages._base import Message, message
 
-__all__ = [  # noqa: RUF022  (grouped: the bucket and limiter, then their values)
+__all__ = [  # noqa: RUF022  (grouped: the bucket and the limiter, then their values)
     "RateLimit", "RateLimitConfig", "RateLimiter", "ALLOWED", "Allowed", "Denied",
     "DenialReason", "RateLimitResult", "FlowBudget", "Outcome", "PeerBucketState",
     "RateLimiterSnapshot", "RateLimiterStatistics",
@@ -59,20 +57,14 @@ def _key(peer: object) -> Hashable:
     try:
         hash(peer)
     except TypeError:
-        raise WrongType(
-            f"peer must be hashable (a DeviceId, str, bytes, ...), got {type(peer).__name__} "
-            f"{peer!r}"
-        ) from None
+        kind = type(peer).__name__
+        raise WrongType(f"peer must be hashable (str, bytes...), got {kind} {peer!r}") from None
     return peer
 
 
 def _min_wait(now: float, t: float) -> float:
-    """The smallest float ``d >= 0`` with ``now + d >= t`` in float arithmetic: the exact wait.
-
-    ``now + d`` rounds up to ``t`` from half a float gap below ``t``: that is the
-    guess, checked against the definition and moved by a few ulps, with
-    bisection over float ordinals as the fallback, so it is exact by construction.
-    """
+    """The smallest float ``d >= 0`` with ``now + d >= t`` in float arithmetic (the exact
+    wait): a guess half a float gap below ``t``, checked and moved by a few ulps, else bisection."""
     if now >= t:
         return 0.0
     d = (t - now) - 0.5 * (t - t * _PRED1)
@@ -91,10 +83,7 @@ def _min_wait(now: float, t: float) -> float:
     lo_i, hi_i = 0, _U64.unpack(_F64.pack(hi))[0]  # now + 0.0 < t <= now + hi
     while hi_i - lo_i > 1:
         mid = (lo_i + hi_i) >> 1
-        if now + _F64.unpack(_U64.pack(mid))[0] >= t:
-            hi_i = mid
-        else:
-            lo_i = mid
+        lo_i, hi_i = (lo_i, mid) if now + _F64.unpack(_U64.pack(mid))[0] >= t else (mid, hi_i)
     result: float = _F64.unpack(_U64.pack(hi_i))[0]
     return result
 
@@ -140,26 +129,21 @@ class Allowed(Message):
     allowed: ClassVar[bool] = True
 
 
-ALLOWED: Final = Allowed()
-"""The one :class:`Allowed` the limiter returns (all compare equal anyway)."""
+ALLOWED: Final = Allowed()  # the one Allowed the limiter returns (all compare equal anyway)
 
 
 @message(0x0024)
 class Denied(Message):
-    """The request was refused and nothing was consumed.
-
-    ``retry_after`` (seconds, finite, >= 0) is exact for GLOBAL and PEER, a
-    lower bound for TRACKING_LIMIT, and the configured polling hint
-    ``flow_budget_retry_after`` for FLOW_BUDGET (only an epoch rotation helps).
-    """
+    """The request was refused; nothing was consumed.  ``retry_after`` (s) is exact for
+    GLOBAL and PEER, a lower bound for TRACKING_LIMIT, and the configured polling hint
+    ``flow_budget_retry_after`` for FLOW_BUDGET (only an epoch rotation refills a budget)."""
 
     retry_after: float
     reason: DenialReason
     allowed: ClassVar[bool] = False
 
 
-RateLimitResult: TypeAlias = Allowed | Denied
-"""What :meth:`RateLimiter.check_rate_limit` returns; use it with ``match``."""
+RateLimitResult: TypeAlias = Allowed | Denied  # what check_rate_limit returns; use ``match``
 
 # The fast path builds a Denied through its slot setters (no frozen __setattr__).
 _new_object = object.__new__
@@ -172,11 +156,8 @@ _PEER: Final = DenialReason.PEER
 
 @message(0x0028)
 class FlowBudget(Message):
-    """A per-epoch budget of ops: ``spent`` of ``limit`` used in ``epoch`` (ints, 0..2**64-1).
-
-    ``merge`` is a join (commutative, associative, idempotent) that never raises
-    the limit nor lowers spend or epoch; after it ``spent`` may pass ``limit``.
-    """
+    """A per-epoch budget: ``spent`` of ``limit`` ops used in ``epoch`` (ints, 0..2**64-1);
+    ``merge`` is a join that never raises the limit nor lowers spend or epoch."""
 
     limit: int
     spent: int = 0
@@ -202,9 +183,8 @@ class FlowBudget(Message):
 
     def merge(self, other: FlowBudget) -> FlowBudget:
         """The join of two replicas: min limit, max spent, max epoch."""
-        return FlowBudget(
-            min(self.limit, other.limit), max(self.spent, other.spent), max(self.epoch, other.epoch)
-        )
+        limit, spent = min(self.limit, other.limit), max(self.spent, other.spent)
+        return FlowBudget(limit, spent, max(self.epoch, other.epoch))
 
 
 @message(0x002E)
@@ -221,11 +201,8 @@ class RateLimiterStatistics(Message):
 
 @message(0x0038)
 class PeerBucketState(Message):
-    """One peer of a :class:`RateLimiterSnapshot`: its key, bucket and flow budget.
-
-    ``debt``: seconds until the bucket is full (<= 0: a full bucket kept for its
-    adapted rate, full for ``-debt`` s); ``ops_per_second``: the bucket's rate.
-    """
+    """One peer of a snapshot.  ``debt``: seconds until its bucket is full (<= 0: full for
+    ``-debt`` s, kept for its adapted rate); ``ops_per_second``: the bucket's rate."""
 
     key: bytes | str | int
     debt: float
@@ -235,12 +212,9 @@ class PeerBucketState(Message):
 
 @message(0x0039)
 class RateLimiterSnapshot(Message):
-    """What a :class:`RateLimiter` persists so that, restored, it never admits more.
-
-    The spend of every bucket that is not full (debts in seconds from the
-    clock's reading, rounded up), adapted rates, flow budgets and the epoch;
-    relative times, so it restores onto any clock.  Not the counters.
-    """
+    """What a :class:`RateLimiter` persists so that, restored, it never admits more: the
+    spend of every bucket that is not full (debts in seconds from the clock's reading,
+    rounded up), adapted rates, flow budgets and the epoch (relative times: any clock)."""
 
     epoch: int
     global_debt: float
@@ -253,16 +227,11 @@ class RateLimiterSnapshot(Message):
 
 @dataclass(frozen=True, slots=True)
 class RateLimitConfig:
-    """Limits of a :class:`RateLimiter`, checked on construction (configuration is an edge).
+    """Limits of a :class:`RateLimiter`, checked on construction (WrongType / InvalidArgument).
 
-    Rates are ops/s (> 0, stored as float), bursts ops (ints, 1..2**53); a bucket
-    starts full.  ``max_tracked_peers`` bounds the peer buckets and the flow
-    budgets held.  With ``adaptive``, each peer's rate stays within
-    ``[adaptive_min_ops_per_second, adaptive_max_ops_per_second]``: plus
-    ``adaptive_increase`` on a success under load, times ``adaptive_decrease``
-    (in (0, 1]) on overload; an adapted full bucket is kept
-    ``adaptive_idle_reset`` s.  ``flow_budget_retry_after``: the
-    ``retry_after`` (s) of a FLOW_BUDGET denial.  Raises WrongType / InvalidArgument.
+    Rates are ops/s (> 0, stored as float), bursts ops (ints, 1..2**53); ``max_tracked_peers``
+    bounds the buckets and the budgets held; an adapted full bucket is kept for
+    ``adaptive_idle_reset`` s; ``flow_budget_retry_after`` is a FLOW_BUDGET ``retry_after``.
     """
 
     global_ops_per_second: float = 1000.0
@@ -273,8 +242,8 @@ class RateLimitConfig:
     adaptive: bool = False
     adaptive_min_ops_per_second: float = 1.0
     adaptive_max_ops_per_second: float = 1000.0
-    adaptive_increase: float = 1.0
-    adaptive_decrease: float = 0.9
+    adaptive_increase: float = 1.0  # ops/s added on a success under load, >= 0
+    adaptive_decrease: float = 0.9  # the factor on overload, in (0, 1]
     adaptive_idle_reset: float = 60.0
     flow_budget_retry_after: float = 1.0
 
@@ -305,7 +274,7 @@ class RateLimitConfig:
         low, high = self.adaptive_min_ops_per_second, self.adaptive_max_ops_per_second
         if low > high:
             raise InvalidArgument(
-                "adaptive_min_ops_per_second must be <= adaptive_max_ops_per_second, got "
+                f"adaptive_min_ops_per_second must be <= adaptive_max_ops_per_second, got "
                 f"{low!r} > {high!r}"
             )
         if self.adaptive and not low <= self.peer_ops_per_second <= high:
@@ -326,12 +295,11 @@ class RateLimitConfig:
 class RateLimit:
     """One token bucket (GCRA in float time): ``burst`` ops, refilled at ``ops_per_second``.
 
-    It keeps the *theoretical arrival time* ``tat``: at ``now`` it holds
-    ``burst - max(0, tat - now) * rate`` tokens (continuous refill, no lost
-    fraction); a request of ``cost`` passes iff ``now >= tat - (burst - cost) /
-    rate``, then ``tat = max(tat, now) + cost / rate``.  It starts full.  A
-    ``now`` earlier than the latest one seen counts as that one: a clock
-    stepping back mints nothing.  Raises WrongType / InvalidArgument.
+    It keeps the *theoretical arrival time* ``tat``: at ``now`` it holds ``burst -
+    max(0, tat - now) * rate`` tokens (no lost fraction); ``cost`` passes iff ``now >=
+    tat - (burst - cost) / rate``, then ``tat = max(tat, now) + cost / rate``.  It
+    starts full; a ``now`` before the latest one seen counts as that one (a clock
+    stepping back mints nothing).  Raises WrongType / InvalidArgument.
     """
 
     __slots__ = ("_burst", "_interval", "_last", "_rate", "_slack1", "_tat")
@@ -348,18 +316,17 @@ class RateLimit:
     @classmethod
     def _trusted(cls, rate: float, burst: int, interval: float, slack1: float) -> RateLimit:
         """A full bucket from the limiter's checked values (sharing their float objects)."""
-        bucket: RateLimit = _new_object(cls)
-        b = bucket
+        b: RateLimit = _new_object(cls)
         b._rate, b._burst, b._interval, b._slack1 = rate, burst, interval, slack1
-        bucket._tat = bucket._last = -_INF
-        return bucket
+        b._tat = b._last = -_INF
+        return b
 
     def _set_rate(self, rate: float) -> None:
         self._rate = rate
         self._interval = 1.0 / rate
         self._slack1 = (self._burst - 1) * self._interval  # the pass slack of cost 1
 
-    # The decision on checked values (the limiter calls these).
+    # The decision on checked values: the limiter calls these.
     def _ready(self, cost: int) -> float:
         """The earliest time at which a request of ``cost`` passes."""
         return self._tat - (self._burst - cost) * self._interval
@@ -384,17 +351,13 @@ class RateLimit:
 
     def _args(self, cost: object, now: object) -> tuple[int, float]:
         if type(cost) is not int or not 1 <= cost <= self._burst:
-            raise InvalidArgument(
-                f"cost must be an int in 1..{self._burst} (the burst), got "
-                f"{type(cost).__name__} {cost!r}"
-            )
+            kind = type(cost).__name__
+            raise InvalidArgument(f"cost must be an int in 1..{self._burst}, got {kind} {cost!r}")
         return cost, check_clock_time(now, "now")
 
     def try_acquire(self, cost: int, now: float) -> bool:
-        """Take ``cost`` tokens at ``now`` if the bucket holds them; False changes nothing.
-
-        Raises InvalidArgument (a ``ValueError``) for a cost outside 1..burst or a bad ``now``.
-        """
+        """Take ``cost`` tokens at ``now`` if the bucket holds them (False changes nothing);
+        InvalidArgument (a ``ValueError``) for a cost outside 1..burst or a bad ``now``."""
         cost, now = self._args(cost, now)
         now = max(now, self._last)
         if now < self._ready(cost):
@@ -404,11 +367,8 @@ class RateLimit:
         return True
 
     def retry_after(self, cost: int, now: float) -> float:
-        """Seconds from ``now`` until ``cost`` passes: exact (0.0 if it passes now).
-
-        ``try_acquire(cost, now + d)`` passes for ``d = retry_after(cost, now)``
-        (nothing else consuming) and fails for every smaller float ``d``.
-        """
+        """Seconds from ``now`` until ``cost`` passes (0.0 now), exact: ``try_acquire(cost,
+        now + d)`` passes for ``d = retry_after(cost, now)`` and fails for any smaller ``d``."""
         cost, now = self._args(cost, now)
         ready = self._ready(cost)
         return 0.0 if max(now, self._last) >= ready else _min_wait(now, ready)
@@ -429,29 +389,23 @@ class RateLimit:
 
 
 class RateLimiter:
-    """Global + per-peer rate limiting with flow budgets and optional AIMD.
-
-    Built from :class:`RateLimit` buckets, one global and one per tracked peer
-    key; the limiter keeps the clock's high-water mark for all of them.
-    Raises WrongType for a config that is not a RateLimitConfig or a clock without ``now()``.
-    """
+    """Global + per-peer rate limiting with flow budgets and optional AIMD, built from
+    :class:`RateLimit` buckets (one global, one per tracked peer key) that share the
+    limiter's clock high-water mark.  Raises WrongType for a bad config or clock."""
 
     def __init__(
         self, config: RateLimitConfig | None = None, *, clock: Clock | None = None
     ) -> None:
         config = RateLimitConfig() if config is None else config
         if type(config) is not RateLimitConfig:
-            raise WrongType(
-                f"config must be a RateLimitConfig, got {type(config).__name__} {config!r}"
-            )
+            raise WrongType(f"config must be a RateLimitConfig, got {type(config).__name__}")
         clock = SystemClock() if clock is None else clock
         if not callable(getattr(clock, "now", None)):
             raise WrongType(f"clock must be a Clock, got {type(clock).__name__} {clock!r}")
-        self._config = config
+        self.config: Final = config  # the limits this limiter enforces
         # SystemClock.now is time.monotonic: call it directly (one Python frame less).
         self._now: Callable[[], float] = time.monotonic if type(clock) is SystemClock else clock.now
         self._hw = -_INF
-        self._max_cost = config.max_cost
         self._half_gap = 0.0
         peer = RateLimit(config.peer_ops_per_second, config.peer_burst)
         self._default = (peer._rate, peer._burst, peer._interval, peer._slack1)
@@ -459,22 +413,14 @@ class RateLimiter:
         self.reset()
 
     def reset(self) -> None:
-        """Forget every peer and flow budget, refill the global bucket, zero the counters.
-
-        As new (epoch 0), except that it still never uses a time earlier than
-        the latest it has seen.
-        """
-        self._global = RateLimit(self._config.global_ops_per_second, self._config.global_burst)
+        """Forget every peer and flow budget, refill the global bucket, zero the counters and
+        the epoch: as new, except that it never uses a time before the latest it has seen."""
+        self._global = RateLimit(self.config.global_ops_per_second, self.config.global_burst)
         self._buckets: dict[Hashable, RateLimit] = {}
         self._budgets: dict[Hashable, FlowBudget] = {}
         self._next_sweep = _INF
-        self._epoch = self._allowed = self._g_hits = self._p_hits = 0
-        self._budget_hits = self._tracking_hits = 0
-
-    @property
-    def config(self) -> RateLimitConfig:
-        """The limits this limiter enforces."""
-        return self._config
+        self._epoch = self._allowed = 0
+        self._hits = [0, 0, 0, 0, 0]  # denials, indexed by DenialReason.value
 
     @property
     def epoch(self) -> int:
@@ -488,26 +434,21 @@ class RateLimiter:
         return now
 
     def _cost(self, cost: object) -> int:
-        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+        most = self.config.max_cost
+        if cost.__class__ is not int or not 0 < cost <= most:
             raise InvalidArgument(
-                f"cost must be an int in 1..{self._max_cost} (min of global_burst and "
-                f"peer_burst), got {type(cost).__name__} {cost!r}"
+                f"cost must be an int in 1..{most} (min of global_burst and peer_burst), "
+                f"got {type(cost).__name__} {cost!r}"
             )
         return cost
 
-    # -- the decision ----------------------------------------------------------------
-
     def check_rate_limit(self, peer: Hashable, cost: int = 1) -> RateLimitResult:
-        """Admit or refuse an operation of ``cost`` ops for ``peer`` (any hashable key) now.
-
-        It passes only if the global bucket, the peer's bucket and its flow
-        budget all allow it, and then takes the cost from all three; a denial
-        takes nothing.  Returns :data:`ALLOWED` or ``Denied(retry_after, reason)``.
-        Raises InvalidArgument (a ``ValueError``) for a cost that is not an int
-        in 1..max_cost, WrongType for an unhashable ``peer``.
-        """
-        # The fast path (a tracked peer, cost 1, no flow budgets) computes what
-        # _decide does, inlined; a hypothesis property checks that they agree.
+        """Admit or refuse ``cost`` ops for ``peer`` (any hashable key) now: it passes only if
+        the global bucket, the peer's and its flow budget allow it, and takes the cost from all
+        three; a denial takes nothing.  InvalidArgument (a ``ValueError``) for a cost that is
+        not an int in 1..max_cost, WrongType for an unhashable ``peer``."""
+        # The fast path (a tracked peer, cost 1, no flow budgets) computes what _decide
+        # does, inlined; a hypothesis property checks that the two agree.
         key = peer._raw if peer.__class__ is DeviceId else peer
         try:
             bucket = self._buckets[key]
@@ -531,13 +472,13 @@ class RateLimiter:
             return ALLOWED
         result: Denied = _new_object(Denied)
         if g_ready >= p_ready:
-            self._g_hits += 1
             ready = g_ready
             _set_reason(result, _GLOBAL)
+            self._hits[1] += 1  # DenialReason.GLOBAL.value
         else:
-            self._p_hits += 1
             ready = p_ready
             _set_reason(result, _PEER)
+            self._hits[2] += 1  # DenialReason.PEER.value
         # _min_wait(raw, ready) inlined: the guess uses the cached half gap below ready
         # and is kept only once checked: raw + wait >= ready > raw + (the float below).
         wait = (ready - raw) - self._half_gap
@@ -558,12 +499,12 @@ class RateLimiter:
         now = self._hw = raw if raw >= self._hw else self._hw
         budget = self._budgets.get(key)
         if budget is not None and not budget.can_charge(cost):
-            self._budget_hits += consume
+            self._hits[DenialReason.FLOW_BUDGET.value] += consume
             return self._budget_denial
         g_ready = self._global._ready(cost)
         bucket = self._buckets.get(key)
         if bucket is not None:
-            p_ready, reason = bucket._ready(cost), _PEER
+            p_ready, reason = bucket._ready(cost), DenialReason.PEER
         else:
             p_ready, reason = self._room_at(now), DenialReason.TRACKING_LIMIT
         if now >= g_ready and now >= p_ready:
@@ -571,42 +512,32 @@ class RateLimiter:
                 self._global._take(cost, now)
                 if bucket is None:
                     bucket = self._buckets[key] = RateLimit._trusted(*self._default)
-                    bucket._take(cost, now)
-                    self._next_sweep = min(self._next_sweep, self._drop_time(bucket))
-                else:
-                    bucket._take(cost, now)
+                bucket._take(cost, now)
+                self._next_sweep = min(self._next_sweep, self._drop_time(bucket))
                 if budget is not None:
                     self._budgets[key] = FlowBudget(budget.limit, budget.spent + cost, budget.epoch)
                 self._allowed += 1
             return ALLOWED
         if g_ready >= p_ready:
-            p_ready, reason = g_ready, _GLOBAL
-        if consume:
-            if reason is _GLOBAL:
-                self._g_hits += 1
-            elif reason is _PEER:
-                self._p_hits += 1
-            else:
-                self._tracking_hits += 1
+            p_ready, reason = g_ready, DenialReason.GLOBAL
+        self._hits[reason.value] += consume
         return Denied(_min_wait(raw, p_ready), reason)
 
     def would_exceed_limit(self, peer: Hashable, cost: int = 1) -> bool:
-        """True if :meth:`check_rate_limit` would deny ``cost`` for ``peer`` now; takes
-        nothing and counts nothing.  Raises as :meth:`check_rate_limit`."""
+        """True if :meth:`check_rate_limit` would deny ``cost`` for ``peer`` now; it takes
+        and counts nothing.  Raises as :meth:`check_rate_limit`."""
         cost = self._cost(cost)
         return self._decide(_key(peer), cost, False) is not ALLOWED
-
-    # -- bounded memory --------------------------------------------------------------
 
     def _drop_time(self, bucket: RateLimit) -> float:
         """When ``bucket`` may be dropped: once full, or idle long enough if adapted."""
         if bucket._rate != self._default[0]:
-            return bucket._tat + self._config.adaptive_idle_reset
+            return bucket._tat + self.config.adaptive_idle_reset
         return bucket._tat
 
     def _room_at(self, now: float) -> float:
         """When a new peer can get a bucket: ``now`` if there is room (after a sweep)."""
-        limit = self._config.max_tracked_peers
+        limit = self.config.max_tracked_peers
         if len(self._buckets) >= limit and now >= self._next_sweep:
             self._sweep(now)
         return now if len(self._buckets) < limit else self._next_sweep
@@ -614,52 +545,42 @@ class RateLimiter:
     def _sweep(self, now: float) -> int:
         """Drop every droppable bucket at ``now``; recompute the next drop time."""
         dead = []
-        next_drop = _INF
+        self._next_sweep = _INF
         for key, bucket in self._buckets.items():
             drop = self._drop_time(bucket)
             if drop <= now:
                 dead.append(key)
-            elif drop < next_drop:
-                next_drop = drop
+            elif drop < self._next_sweep:
+                self._next_sweep = drop
         for key in dead:
             del self._buckets[key]
-        self._next_sweep = next_drop
         return len(dead)
 
     def drop_idle_buckets(self) -> int:
-        """Forget every full peer bucket (an adapted one once idle long enough); return how
-        many.  A full bucket equals a fresh one: no spend is lost.  The actor calls it
-        periodically; the limiter also sweeps when the table is full."""
+        """Forget the full buckets (adapted ones once idle long enough); return how many.
+        A full bucket equals a fresh one: no spend is lost.  The limiter also sweeps when
+        its table is full; the actor calls this periodically."""
         return self._sweep(self._time())
 
     def remove_peer(self, peer: Hashable) -> bool:
-        """Forget ``peer``'s bucket (spend, adapted rate) and flow budget; True if it had any.
-
-        The global bucket keeps its spend.  Raises WrongType for an unhashable ``peer``.
-        """
+        """Forget ``peer``'s bucket (spend, adapted rate) and flow budget; True if it had
+        any.  The global bucket keeps its spend.  WrongType for an unhashable ``peer``."""
         key = _key(peer)
         had_bucket = self._buckets.pop(key, None) is not None
         return self._budgets.pop(key, None) is not None or had_bucket
 
-    # -- flow budgets ----------------------------------------------------------------
-
     def set_flow_budget(self, peer: Hashable, limit: int, epoch: int) -> None:
-        """Attach or update ``peer``'s flow budget: ``limit`` ops in ``epoch``.
-
-        The same epoch keeps the spend (re-setting never refunds), a later one
-        starts at 0; at most ``max_tracked_peers`` budgets.  Raises WrongType,
-        or InvalidArgument for ``limit``/``epoch`` outside 0..2**64-1, an epoch
-        earlier than the budget's, or one budget too many.
-        """
+        """Attach or update ``peer``'s flow budget: ``limit`` ops in ``epoch`` (the same epoch
+        keeps the spend, a later one starts at 0).  WrongType, or InvalidArgument for ``limit``
+        or ``epoch`` outside 0..2**64-1, an earlier epoch, or over ``max_tracked_peers`` budgets."""
         key = _key(peer)
         check_int(limit, "limit", minimum=0, maximum=_U64_MAX)
         check_epoch(epoch)
-        current = self._budgets.get(key)
-        most = self._config.max_tracked_peers
+        current, most = self._budgets.get(key), self.config.max_tracked_peers
         if current is None and len(self._budgets) >= most:
             raise InvalidArgument(
-                f"cannot attach a flow budget to peer={peer!r}: {len(self._budgets)} budgets "
-                f"are attached, the most allowed (max_tracked_peers={most})"
+                f"cannot attach a flow budget to peer={peer!r}: {most} budgets are attached, "
+                f"the most allowed (max_tracked_peers={most})"
             )
         if current is not None and epoch < current.epoch:
             raise InvalidArgument(
@@ -678,17 +599,12 @@ class RateLimiter:
         return self._budgets.get(_key(peer))
 
     def rotate_epoch(self, epoch: int) -> None:
-        """Move every flow budget to ``epoch``: one at an earlier epoch restarts at 0 spent.
-
-        Raises WrongType / InvalidArgument for an epoch that is not an int in 0..2**64-1.
-        """
+        """Move every flow budget to ``epoch`` (one at an earlier epoch restarts at 0 spent);
+        WrongType / InvalidArgument for an epoch that is not an int in 0..2**64-1."""
         check_epoch(epoch)
-        budgets = self._budgets
-        for key, budget in budgets.items():
-            budgets[key] = budget.rotate_epoch(epoch)
+        for key, budget in self._budgets.items():
+            self._budgets[key] = budget.rotate_epoch(epoch)
         self._epoch = max(self._epoch, epoch)
-
-    # -- adaptive mode ---------------------------------------------------------------
 
     def peer_rate(self, peer: Hashable) -> float:
         """The current rate (ops/s) of ``peer``'s bucket.  WrongType if unhashable."""
@@ -696,24 +612,17 @@ class RateLimiter:
         return self._default[0] if bucket is None else bucket._rate
 
     def report_outcome(self, peer: Hashable, success: bool | Outcome) -> float:
-        """Feed an operation's outcome to AIMD; return ``peer``'s rate (ops/s) after it.
-
-        True/SUCCESS adds ``adaptive_increase`` if the peer is under load (its
-        bucket at most half full), False/OVERLOAD multiplies the rate by
-        ``adaptive_decrease``: within the bounds, keeping the token count.
-        Ignored unless ``adaptive``; an overload of a new peer is dropped while
-        the table is full of spent buckets.  Raises WrongType for an unhashable
-        ``peer`` or a ``success`` that is not a bool or an Outcome.
-        """
+        """Feed an outcome to AIMD and return ``peer``'s rate (ops/s): True/SUCCESS adds
+        ``adaptive_increase`` under load (the bucket at most half full), False/OVERLOAD
+        multiplies by ``adaptive_decrease``, within the bounds and keeping the token count.
+        Ignored unless ``adaptive``.  WrongType for a bad ``peer`` or ``success``."""
         key = _key(peer)
         if type(success) is bool:
             success = Outcome.SUCCESS if success else Outcome.OVERLOAD
         elif type(success) is not Outcome:
-            raise WrongType(
-                f"success must be a bool or an Outcome, got {type(success).__name__} {success!r}"
-            )
-        config = self._config
-        bucket = self._buckets.get(key)
+            kind = type(success).__name__
+            raise WrongType(f"success must be a bool or an Outcome, got {kind} {success!r}")
+        config, bucket = self.config, self._buckets.get(key)
         old = self._default[0] if bucket is None else bucket._rate
         if not config.adaptive:
             return old
@@ -735,12 +644,10 @@ class RateLimiter:
         self._next_sweep = min(self._next_sweep, self._drop_time(bucket))
         return new
 
-    # -- inspection ------------------------------------------------------------------
-
     def peer_tokens(self, peer: Hashable) -> float:
         """Tokens in ``peer``'s bucket now (``peer_burst`` if it has none)."""
         bucket = self._buckets.get(_key(peer))
-        return float(self._config.peer_burst) if bucket is None else bucket._tokens(self._time())
+        return float(self.config.peer_burst) if bucket is None else bucket._tokens(self._time())
 
     def global_tokens(self) -> float:
         """Tokens in the global bucket now."""
@@ -748,46 +655,31 @@ class RateLimiter:
 
     def available_tokens(self, peer: Hashable) -> float:
         """Ops ``peer`` could spend now: the least of the global bucket's tokens, its own
-        and its flow budget's headroom (0.0 for a new peer while the table is full of
-        spent buckets).  Raises WrongType for an unhashable ``peer``."""
-        key = _key(peer)
-        now = self._time()
-        bucket = self._buckets.get(key)
+        and its budget's headroom (0.0 for a new peer while the table is full of spent
+        buckets).  WrongType for an unhashable ``peer``."""
+        key, now = _key(peer), self._time()
+        bucket, budget = self._buckets.get(key), self._budgets.get(key)
         if bucket is not None:
             tokens = bucket._tokens(now)
         else:
-            tokens = float(self._config.peer_burst) if self._room_at(now) <= now else 0.0
-        budget = self._budgets.get(key)
-        if budget is not None:
-            tokens = min(tokens, float(budget.headroom))
-        return min(tokens, self._global._tokens(now))
+            tokens = float(self.config.peer_burst) if self._room_at(now) <= now else 0.0
+        headroom = _INF if budget is None else float(budget.headroom)
+        return min(tokens, headroom, self._global._tokens(now))
 
     def statistics(self) -> RateLimiterStatistics:
         """The counters so far and the number of tracked peer buckets."""
-        return RateLimiterStatistics(
-            self._allowed,
-            self._g_hits,
-            self._p_hits,
-            self._budget_hits,
-            len(self._buckets),
-            self._tracking_hits,
-        )
-
-    # -- snapshot and restore --------------------------------------------------------
+        _, g, p, budget, tracking = self._hits
+        return RateLimiterStatistics(self._allowed, g, p, budget, len(self._buckets), tracking)
 
     def snapshot(self) -> RateLimiterSnapshot:
         """The spend, adapted rates, flow budgets and epoch, as one persistable value.
-
-        Raises WrongType if a tracked key is not a DeviceId, bytes, str or int.
-        """
+        Raises WrongType if a tracked key is not a DeviceId, bytes, str or int."""
         raw = self._now()  # debts from the clock's reading (<= the limiter's time): never shorter
-        default = self._default[0]
-        peers = []
+        default, peers = self._default[0], []
         for key in [*self._buckets, *(k for k in self._budgets if k not in self._buckets)]:
             if not isinstance(key, bytes | str | int):
                 raise WrongType(f"cannot snapshot the peer key {key!r} (not bytes, str or int)")
-            bucket = self._buckets.get(key)
-            budget = self._budgets.get(key)
+            bucket, budget = self._buckets.get(key), self._budgets.get(key)
             if bucket is not None and (bucket._tat > raw or bucket._rate != default):
                 peers.append(PeerBucketState(key, _debt_at(bucket._tat, raw), bucket._rate, budget))
             elif budget is not None:
@@ -797,49 +689,35 @@ class RateLimiter:
         return RateLimiterSnapshot(self._epoch, debt, glob._rate, tuple(peers))
 
     def restore(self, snapshot: RateLimiterSnapshot) -> None:
-        """Replace this limiter's state with ``snapshot``'s, from its clock's time now.
-
-        It then never admits more than the original would have: the time between
-        snapshot and restore is not credited.  Where this config changes a rate, a
-        bucket keeps its token deficit (non-adaptive peers go back to
-        ``peer_ops_per_second``, adapted rates are clamped to the bounds).  Buckets
-        are restored even past ``max_tracked_peers``; counters restart at 0.
-        Raises WrongType / InvalidArgument for a snapshot that is not a valid one.
-        """
+        """Replace the state with ``snapshot``'s from the clock's time now (counters at 0), so
+        that it never admits more than the original would have: no credit for the time
+        between; a rate this config changes keeps each bucket's token deficit.  WrongType /
+        InvalidArgument for a bad snapshot."""
         if type(snapshot) is not RateLimiterSnapshot:
-            raise WrongType(
-                f"snapshot must be a RateLimiterSnapshot, got {type(snapshot).__name__} "
-                f"{snapshot!r}"
-            )
+            kind = type(snapshot).__name__
+            raise WrongType(f"snapshot must be a RateLimiterSnapshot, got {kind} {snapshot!r}")
         check_epoch(snapshot.epoch, "snapshot.epoch")
         old_rate = _check_rate(snapshot.global_ops_per_second, "snapshot.global_ops_per_second")
         for state in snapshot.peers:
             _key(state.key)
             _check_rate(state.ops_per_second, "snapshot peer ops_per_second")
-            if state.budget is not None:
-                for value in (state.budget.limit, state.budget.spent, state.budget.epoch):
-                    check_int(value, "snapshot flow budget field", minimum=0, maximum=_U64_MAX)
+            budget = state.budget or FlowBudget(0)
+            for value in (budget.limit, budget.spent, budget.epoch):
+                check_int(value, "snapshot flow budget field", minimum=0, maximum=_U64_MAX)
         debts = [snapshot.global_debt, *(state.debt for state in snapshot.peers)]
         if not all(type(d) is float and math.isfinite(d) for d in debts):
             raise InvalidArgument(f"snapshot debts must be finite floats, got {debts!r}")
         self.reset()
-        config = self._config
-        now = self._time()
+        config, now, default = self.config, self._time(), self._default[0]
         self._global._tat = now + _rescaled(snapshot.global_debt, old_rate, self._global._rate)
+        low, high = config.adaptive_min_ops_per_second, config.adaptive_max_ops_per_second
         for state in snapshot.peers:
             if state.budget is not None:
                 self._budgets[state.key] = state.budget
-            rate = self._default[0]
-            if config.adaptive:
-                low, high = config.adaptive_min_ops_per_second, config.adaptive_max_ops_per_second
-                rate = min(max(state.ops_per_second, low), high)
-            if state.debt <= 0.0 and rate == self._default[0]:
-                continue  # a full bucket at the default rate: as fresh
-            bucket = self._buckets[state.key] = RateLimit._trusted(*self._default)
-            bucket._set_rate(rate)
-            bucket._tat = now + _rescaled(state.debt, state.ops_per_second, rate)
-            self._next_sweep = min(self._next_sweep, self._drop_time(bucket))
+            rate = min(max(state.ops_per_second, low), high) if config.adaptive else default
+            if state.debt > 0.0 or rate != default:  # else a full bucket at the default rate
+                bucket = self._buckets[state.key] = RateLimit._trusted(*self._default)
+                bucket._set_rate(rate)
+                bucket._tat = now + _rescaled(state.debt, state.ops_per_second, rate)
+                self._next_sweep = min(self._next_sweep, self._drop_time(bucket))
         self._epoch = snapshot.epoch
-
-    def __repr__(self) -> str:
-        return f"RateLimiter({self._config!r}, tracked_peers={len(self._buckets)})"
