@@ -222,13 +222,14 @@ def _drive(gen: Generator[Any, Any, Any]) -> Any:
 
 
 def _reconcile_rows(ctx: Context, root: Path, path: Path, n: int) -> None:
-    reconcile_mod, why = optional_module("aura_sync.protocols.reconcile", "reconcile")
-    if reconcile_mod is None:
+    module, why = optional_module("aura_sync.protocols.reconcile", "reconcile")
+    if module is None:
         ctx.unavailable(f"reconcile, 2 x {n:,} ops differing by 100", why)
         return
     from aura_sync.messages import codec
     from aura_sync.protocols.journal import Journal
 
+    reconcile_mod = module.reconcile
     other = root / "other.sqlite3"
     shutil.copy(path, other)
     a = Journal.open(path, identity=_identity())

@@ -50,7 +50,7 @@ from types import TracebackType
 from typing import Final
 
 from aura_sync.errors import InvalidArgument, JournalCorrupt, OpRefused, WrongType
-from aura_sync.identity import NodeIdentity, sign_head, verify_head
+from aura_sync.identity import NodeIdentity, sign_head
 from aura_sync.ids import DeviceId
 from aura_sync.messages.sync import (
     FULL_RANGE,
@@ -65,7 +65,7 @@ from aura_sync.messages.sync import (
     RangeDigest,
     fingerprint_of,
 )
-from aura_sync.protocols.journal_chain import Checked, check_ops
+from aura_sync.protocols.journal_chain import Checked, check_ops, verify_chains
 from aura_sync.protocols.journal_files import HighWaterMark, check_journal_file, read_hwm
 from aura_sync.protocols.journal_index import RangeSums
 
@@ -591,7 +591,14 @@ class Journal:
             self._ensure_open()
             problems = [row[0] for row in self._conn.execute("PRAGMA integrity_check")]
             out.append(("integrity_check", problems == ["ok"], "; ".join(problems[:5])))
-            out.append(self._verify_chains())
+            out.append(
+                verify_chains(
+                    self._conn.execute(
+                        "SELECT o.author, o.seq, o.id, o.prev, o.payload, o.sig, a.key FROM ops o "
+                        "LEFT JOIN authors a ON a.author = o.author ORDER BY o.author, o.seq DESC"
+                    )
+                )
+            )
             fresh = RangeSums()
             fresh.add(row[0] for row in self._conn.execute("SELECT id FROM ops"))
             same = fresh.count == self._sums.count and fresh.total % (1 << 256) == (
@@ -603,27 +610,6 @@ class Journal:
                 ok = mark is None or mark <= self._arrival
                 out.append(("high_water_mark", ok, f"mark {mark}, database at {self._arrival}"))
         return out
-
-    def _verify_chains(self) -> tuple[str, bool, str]:
-        count, bad = 0, []
-        above: tuple[bytes, int, bytes] | None = None  # (author, seq, prev) of the op above
-        for row in self._conn.execute(
-            "SELECT o.author, o.seq, o.id, o.prev, o.payload, o.sig, a.key FROM ops o "
-            "LEFT JOIN authors a ON a.author = o.author ORDER BY o.author, o.seq DESC"
-        ):
-            author, seq, key, prev, payload, sig, pub = row
-            count += 1
-            op = Op(DeviceId(author), seq, payload, prev, pub or b"")
-            if op.op_id != key:
-                bad.append(f"op {seq} of {DeviceId(author)} does not match its id")
-            elif sig is not None:
-                if pub is None or not verify_head(pub, sig, key):
-                    bad.append(f"op {seq} of {DeviceId(author)}: bad signature")
-            elif above is None or above[0] != author or above[1] != seq + 1 or above[2] != key:
-                bad.append(f"op {seq} of {DeviceId(author)} is unsigned and unlinked")
-            above = (author, seq, prev)
-        detail = f"{count} ops checked" + (f"; {len(bad)} bad: {'; '.join(bad[:3])}" if bad else "")
-        return ("signatures", not bad, detail)
 
     # --- closing -------------------------------------------------------------------------
 

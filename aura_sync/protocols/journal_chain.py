@@ -17,7 +17,7 @@ Layer: runtime (protocols).  Pure apart from the :class:`HeldChain` callbacks.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -42,6 +42,7 @@ __all__ = [
     "author_of_key",
     "check_ops",
     "check_shape",
+    "verify_chains",
 ]
 
 _key_authors: dict[bytes, bytes] = {}
@@ -201,6 +202,35 @@ def check_ops(ops: Sequence[object], held: HeldChain, *, strict: bool) -> Checke
             f"(a truncated batch?)"
         )
     return Checked([(ids[i], checked[i], i in signed) for i in sorted(authed)], pending, known)
+
+
+ChainRow = tuple[bytes, int, bytes, bytes, bytes, bytes | None, bytes | None]
+"""A stored op: (author, seq, id, prev, payload, sig, key)."""
+
+
+def verify_chains(rows: Iterable[ChainRow]) -> tuple[str, bool, str]:
+    """Re-check stored ops given by author, then seq descending: ``("signatures", ok, detail)``.
+
+    Each op must hash to its id, carry its author's key, and be signed or
+    linked to by the op above it.
+    """
+    count, bad = 0, []
+    above: tuple[bytes, int, bytes] | None = None  # (author, seq, prev) of the op above
+    for author, seq, key, prev, payload, sig, pub in rows:
+        count += 1
+        name = f"op {seq} of {DeviceId(author)}"
+        if Op(DeviceId(author), seq, payload, prev).op_id != key:
+            bad.append(f"{name} does not match its id")
+        elif pub is None or author_of_key(pub) != author:
+            bad.append(f"{name}: its author's key is missing or not its author's")
+        elif sig is not None:
+            if not verify_head(pub, sig, key):
+                bad.append(f"{name}: bad signature")
+        elif above is None or above[0] != author or above[1] != seq + 1 or above[2] != key:
+            bad.append(f"{name} is unsigned and unlinked")
+        above = (author, seq, prev)
+    detail = f"{count} ops checked" + (f"; {len(bad)} bad: {'; '.join(bad[:3])}" if bad else "")
+    return ("signatures", not bad, detail)
 
 
 class PullBuffer:
