@@ -212,6 +212,51 @@ class _Remote:
         return int(added)
         yield
 
+    # pipelined forms (what a peer over a connection offers): one round trip per window
+
+    def digests_many(self, parts: list[tuple[Any, ...]]) -> Generator[Any, Any, list[Any]]:
+        out = []
+        for part in parts:
+            out.append((yield from self.digests(part)))
+        self.trips -= len(parts) - 1
+        return out
+
+    def list_many(self, ranges: list[Any]) -> Generator[Any, Any, list[list[bytes]]]:
+        out = []
+        for id_range in ranges:
+            out.append((yield from self.list_ids(id_range)))
+        self.trips -= max(0, len(ranges) - 1)
+        return out
+
+    def fetch_many(self, batches: list[tuple[bytes, ...]]) -> Generator[Any, Any, list[Any]]:
+        out = []
+        for batch in batches:
+            out.append((yield from self.fetch(batch)))
+        self.trips -= max(0, len(batches) - 1)
+        return out
+
+    def push_many(self, batches: list[tuple[Any, ...]]) -> Generator[Any, Any, int]:
+        added = 0
+        for batch in batches:
+            added += yield from self.push(batch)
+        self.trips -= max(0, len(batches) - 1)
+        return added
+
+    def children_many(
+        self, depth: int, parts: list[tuple[int, ...]]
+    ) -> Generator[Any, Any, list[tuple[tuple[int, ...], bytes]]]:
+        from aura_sync.messages.sync import ChildDigestsReply, ChildDigestsRequest
+
+        out = []
+        for part in parts:
+            counts, prints = self.journal.children(depth, part)
+            self.bytes += len(self._encode(ChildDigestsRequest(depth, part)))
+            self.bytes += len(self._encode(ChildDigestsReply(counts, prints)))
+            out.append((counts, prints))
+        self.trips += 1
+        return out
+        yield
+
 
 def _drive(gen: Generator[Any, Any, Any]) -> Any:
     try:

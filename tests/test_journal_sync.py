@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, TypeVar
 
 from aura_sync.identity import NodeIdentity
@@ -54,6 +55,12 @@ class PipelinedRemote:
         self._window("fetch", len(batches))
         return (yield from _now([tuple(self.journal.get_many(b)) for b in batches]))
 
+    def children_many(
+        self, depth: int, parts: list[tuple[int, ...]]
+    ) -> Call[list[tuple[tuple[int, ...], bytes]]]:
+        self._window("children", len(parts))
+        return (yield from _now([self.journal.children(depth, part) for part in parts]))
+
     def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
         self._window("push", len(batches))
         return (yield from _now(sum(self.journal.add_many(b) for b in batches)))
@@ -83,3 +90,43 @@ def test_a_pipelined_remote_gets_windows_and_the_journals_agree() -> None:
     assert sum(remote.windows["fetch"]) == -(-2100 // 128)
     assert max(remote.windows["list"]) > 1  # the ranges of one level listed at once
     assert all(ok for _, ok, _ in a.verify()) and all(ok for _, ok, _ in b.verify())
+
+
+def test_the_tree_cuts_the_id_space_exactly_and_children_match_digests() -> None:
+    import pytest
+
+    from aura_sync.errors import InvalidArgument
+    from aura_sync.messages.sync import (
+        CHILD_PRINT_SIZE,
+        FULL_RANGE,
+        TREE_DEPTH,
+        ChildDigestsReply,
+        ChildDigestsRequest,
+        tree_range,
+    )
+
+    assert tree_range(0, 0) == FULL_RANGE
+    for depth, index in ((0, 0), (3, 17), (60, 4**60 - 1)):
+        parent = tree_range(depth, index)
+        kids = [tree_range(depth + 1, 4 * index + j) for j in range(4)]
+        assert kids[0].lo == parent.lo and kids[-1].hi == parent.hi
+        assert all(a.hi == b.lo for a, b in itertools.pairwise(kids))
+    leaf = tree_range(TREE_DEPTH, 5)
+    assert (
+        leaf.hi is not None and int.from_bytes(leaf.hi, "big") - int.from_bytes(leaf.lo, "big") == 1
+    )
+    with pytest.raises(InvalidArgument, match="index"):
+        tree_range(2, 16)
+    with pytest.raises(InvalidArgument, match="indexes"):
+        ChildDigestsRequest(1, (4,)).check()
+    with pytest.raises(InvalidArgument, match="prints"):
+        ChildDigestsReply((1, 2), b"short").check()
+    journal = Journal.open(":memory:", identity=NodeIdentity.generate())
+    journal.append_many(b"%d" % i for i in range(500))
+    counts, prints = journal.children(2, (3, 9))
+    assert len(counts) == 8 and len(prints) == 8 * CHILD_PRINT_SIZE
+    for k, index in enumerate(4 * node + j for node in (3, 9) for j in range(4)):
+        digest = journal.digest(tree_range(3, index))
+        assert counts[k] == digest.count
+        assert prints[k * CHILD_PRINT_SIZE : (k + 1) * CHILD_PRINT_SIZE] == digest.fingerprint[:12]
+    assert sum(journal.children(0, (0,))[0]) == 500

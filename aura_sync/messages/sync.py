@@ -1,7 +1,8 @@
 """Wire messages of the transport and of the anti-entropy journal sync protocol.
 
 Tags 0x00C0-0x00D3 on the wire; 0x00D4-0x00D9 are the anti-entropy actor's
-own requests and timers (0x00DA-0x00FF are free).  Every frame on a
+own requests and timers; 0x00DA-0x00DB the reconciliation tree's digests
+(0x00DC-0x00FF are free).  Every frame on a
 connection is one of the wire messages (or any other registered message
 carried inside :class:`Request`/:class:`Reply`).
 
@@ -56,6 +57,7 @@ from aura_sync.messages._base import Message, message
 from aura_sync.messages._base import Request as Call
 
 __all__ = [
+    "CHILD_PRINT_SIZE",
     "FULL_RANGE",
     "MAX_ADDRESS_LENGTH",
     "MAX_APPEND",
@@ -72,7 +74,11 @@ __all__ = [
     "SEQ_LIMIT",
     "SIGNATURE_SIZE",
     "TRANSPORT_MESSAGES",
+    "TREE_DEPTH",
+    "TREE_PARTS",
     "AppendOps",
+    "ChildDigestsReply",
+    "ChildDigestsRequest",
     "DigestReply",
     "DigestRequest",
     "GetSyncStatus",
@@ -101,6 +107,7 @@ __all__ = [
     "fingerprint",
     "fingerprint_of",
     "op_id",
+    "tree_range",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -449,7 +456,74 @@ class RangeDigest(Message):
         _check_id(self.fingerprint, "fingerprint")
 
 
+# --- the reconciliation tree -------------------------------------------------------------
+
+TREE_PARTS: Final = 4
+"""Children per node of the reconciliation tree (the id space split 4 ways, recursively)."""
+
+TREE_DEPTH: Final = 128
+"""Depth of the tree's leaves (4**128 = 2**256: a leaf is a single id)."""
+
+CHILD_PRINT_SIZE: Final = 12
+"""Bytes of a child's fingerprint sent in a :class:`ChildDigestsReply` (96 bits)."""
+
+
+def tree_range(depth: int, index: int) -> IdRange:
+    """Node ``index`` (0..4**depth - 1) at ``depth`` (0..128) of the reconciliation tree.
+
+    The root (depth 0) is :data:`FULL_RANGE`; each node's children are its
+    range cut into :data:`TREE_PARTS` equal parts (widths are powers of 4,
+    so the cuts are exact), numbered ``4 * index + j``.
+    """
+    check_int(depth, "depth", minimum=0, maximum=TREE_DEPTH)
+    check_int(index, "index", minimum=0, maximum=TREE_PARTS**depth - 1)
+    width = _ID_SPACE // TREE_PARTS**depth
+    lo, hi = index * width, (index + 1) * width
+    return IdRange(
+        lo.to_bytes(OP_ID_SIZE, "big"), None if hi == _ID_SPACE else hi.to_bytes(OP_ID_SIZE, "big")
+    )
+
+
 # --- reconciliation requests ------------------------------------------------------------
+
+
+@message(0x00DA)
+class ChildDigestsRequest(Message):
+    """Ask for the digests of the children of tree nodes (1..64 nodes, all at ``depth``)."""
+
+    depth: int
+    indexes: tuple[int, ...]
+
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
+        check_int(self.depth, "depth", minimum=0, maximum=TREE_DEPTH - 1)
+        _check_tuple(self.indexes, "indexes", 1, MAX_RANGES, int)
+        for i, index in enumerate(self.indexes):
+            check_int(index, f"indexes[{i}]", minimum=0, maximum=TREE_PARTS**self.depth - 1)
+
+
+@message(0x00DB)
+class ChildDigestsReply(Message):
+    """Per child (4 per requested node, in order): its count, and its fingerprint's first 12 bytes.
+
+    ``prints`` concatenates the prefixes.  About 14 bytes per child on the
+    wire, against about 180 for a :class:`RangeDigest` and its range.
+    """
+
+    counts: tuple[int, ...]
+    prints: bytes
+
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
+        _check_tuple(self.counts, "counts", 0, TREE_PARTS * MAX_RANGES, int)
+        for i, count in enumerate(self.counts):
+            check_int(count, f"counts[{i}]", minimum=0, maximum=_U64_MAX)
+        if type(self.prints) is not bytes or len(self.prints) != CHILD_PRINT_SIZE * len(
+            self.counts
+        ):
+            raise InvalidArgument(
+                f"prints must be {CHILD_PRINT_SIZE} bytes per count ({len(self.counts)})"
+            )
 
 
 @message(0x00C8)

@@ -49,10 +49,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Final
 
+from aura_sync._checks import check_int
 from aura_sync.errors import InvalidArgument, JournalCorrupt, OpRefused, WrongType
 from aura_sync.identity import NodeIdentity, sign_head
 from aura_sync.ids import DeviceId
 from aura_sync.messages.sync import (
+    CHILD_PRINT_SIZE,
     FULL_RANGE,
     MAX_IDS_BATCH,
     MAX_OP_PAYLOAD,
@@ -60,10 +62,13 @@ from aura_sync.messages.sync import (
     NO_PREV,
     OP_ID_SIZE,
     SEQ_LIMIT,
+    TREE_DEPTH,
+    TREE_PARTS,
     IdRange,
     Op,
     RangeDigest,
     fingerprint_of,
+    tree_range,
 )
 from aura_sync.protocols.journal_chain import Checked, check_ops, verify_chains
 from aura_sync.protocols.journal_files import HighWaterMark, check_journal_file, read_hwm
@@ -544,6 +549,24 @@ class Journal:
             count += 1
             total += int.from_bytes(key, "big")
         return count, total
+
+    def children(self, depth: int, indexes: Sequence[int]) -> tuple[tuple[int, ...], bytes]:
+        """Counts and 12-byte fingerprint prefixes of the children of tree nodes.
+
+        For each node ``index`` at ``depth`` (see :func:`~aura_sync.messages.sync.tree_range`),
+        its 4 children in order; the prefixes are concatenated.  Raises
+        :class:`~aura_sync.errors.InvalidArgument` for a node outside the tree.
+        """
+        check_int(depth, "depth", minimum=0, maximum=TREE_DEPTH - 1)
+        counts: list[int] = []
+        prints: list[bytes] = []
+        for i, index in enumerate(indexes):
+            check_int(index, f"indexes[{i}]", minimum=0, maximum=TREE_PARTS**depth - 1)
+            for j in range(TREE_PARTS):
+                digest = self.digest(tree_range(depth + 1, index * TREE_PARTS + j))
+                counts.append(digest.count)
+                prints.append(digest.fingerprint[:CHILD_PRINT_SIZE])
+        return tuple(counts), b"".join(prints)
 
     def digests(self, ranges: Iterable[IdRange]) -> tuple[RangeDigest, ...]:
         """:meth:`digest` of each range, in order."""

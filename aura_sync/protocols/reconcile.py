@@ -10,7 +10,12 @@ Ops are content-addressed and journals only grow, so every step is
 idempotent and an interrupted run still made progress (counted in
 :class:`Progress` as it goes).
 
-A :class:`Pipelined` remote is given up to :data:`PIPELINE_DEPTH` requests
+With a :class:`Pipelined` remote (a peer), differing ranges are found by
+walking down a fixed tree (each node's range cut 4 ways, see
+:func:`~aura_sync.messages.sync.tree_range`): a node is named by its
+depth and index, and each child's digest costs ~14 bytes (count and a
+96-bit fingerprint prefix), so the bytes grow with the difference, not the
+journals.  A Pipelined remote is also given up to :data:`PIPELINE_DEPTH` requests
 at once (listing, digests, pulls, pushes: one round trip for several);
 pushes stay in order, so each batch is still authenticated on arrival.
 
@@ -28,7 +33,18 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from aura_sync.messages.sync import FULL_RANGE, MAX_RANGES, IdRange, Op, RangeDigest
+from aura_sync.errors import InvalidArgument
+from aura_sync.messages.sync import (
+    CHILD_PRINT_SIZE,
+    FULL_RANGE,
+    MAX_RANGES,
+    TREE_DEPTH,
+    TREE_PARTS,
+    IdRange,
+    Op,
+    RangeDigest,
+    tree_range,
+)
 from aura_sync.protocols.journal import Journal
 from aura_sync.protocols.journal_chain import PullBuffer
 
@@ -76,6 +92,11 @@ class Pipelined(Remote, Protocol):
     def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
         """:meth:`Remote.push` of each batch, in order; returns how many were added in all."""
 
+    def children_many(
+        self, depth: int, parts: list[tuple[int, ...]]
+    ) -> Call[list[tuple[tuple[int, ...], bytes]]]:
+        """For each part, :meth:`~aura_sync.protocols.journal.Journal.children` of its nodes."""
+
 
 @dataclass(slots=True)
 class Progress:
@@ -87,6 +108,49 @@ class Progress:
 
 PIPELINE_DEPTH = 8
 """Requests a :class:`Pipelined` remote is given at once (pulls, pushes)."""
+
+
+TREE_LIST_THRESHOLD = 4
+"""In the tree descent, a differing node holding at most this many ids is listed."""
+
+
+def _descend(
+    journal: Journal, remote: Pipelined, threshold: int, pull: list[bytes], push: list[bytes]
+) -> Call[None]:
+    """Walk down the tree of ranges whose digests differ (the root does); fill pull and push."""
+    depth, nodes = 0, [0]
+    size = CHILD_PRINT_SIZE
+    while nodes:
+        parts = list(chunks(nodes, MAX_RANGES))
+        replies = yield from remote.children_many(depth, parts)
+        deeper: list[int] = []
+        listed: list[IdRange] = []
+        for part, (counts, prints) in zip(parts, replies, strict=True):
+            if len(counts) != TREE_PARTS * len(part):
+                raise InvalidArgument(
+                    f"peer answered {len(part)} tree nodes with {len(counts)} children"
+                )
+            for k, count in enumerate(counts):
+                index = part[k // TREE_PARTS] * TREE_PARTS + k % TREE_PARTS
+                id_range = tree_range(depth + 1, index)
+                ours = journal.digest(id_range)
+                if (
+                    ours.count == count
+                    and ours.fingerprint[:size] == prints[k * size : (k + 1) * size]
+                ):
+                    continue
+                if count == 0:
+                    push.extend(journal.not_in((), id_range))
+                elif (
+                    max(ours.count, count) <= threshold or not ours.count or depth + 1 == TREE_DEPTH
+                ):
+                    listed.append(id_range)
+                else:
+                    deeper.append(index)
+        for id_range, ids in zip(listed, (yield from remote.list_many(listed)), strict=True):
+            pull.extend(journal.missing(ids))
+            push.extend(journal.not_in(ids, id_range))
+        depth, nodes = depth + 1, deeper
 
 
 def _digests_many(remote: Remote, parts: list[tuple[IdRange, ...]]) -> Call[list[Any]]:
@@ -150,7 +214,9 @@ def reconcile(
         return theirs.fingerprint
     pull: list[bytes] = []
     push: list[bytes] = []
-    pending = [(FULL_RANGE, theirs)]
+    pending = [] if isinstance(remote, Pipelined) else [(FULL_RANGE, theirs)]
+    if isinstance(remote, Pipelined):
+        yield from _descend(journal, remote, min(list_threshold, TREE_LIST_THRESHOLD), pull, push)
     while pending:
         split: list[IdRange] = []
         listed: list[IdRange] = []

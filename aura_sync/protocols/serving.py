@@ -35,6 +35,8 @@ from aura_sync.messages import Ack, ErrorReply, Message
 from aura_sync.messages.peers import AddPeer, UpdatePeerCapabilities
 from aura_sync.messages.sync import (
     MAX_PEERS_PER_EXCHANGE,
+    ChildDigestsReply,
+    ChildDigestsRequest,
     DigestReply,
     DigestRequest,
     IdsReply,
@@ -57,7 +59,14 @@ if TYPE_CHECKING:
 __all__ = ["Server", "respond"]
 
 _log = logging.getLogger("aura_sync.protocols.anti_entropy")
-_SYNC_REQUESTS: Final = (DigestRequest, IdsRequest, OpsRequest, PushOps, PeerExchangeRequest)
+_SYNC_REQUESTS: Final = (
+    DigestRequest,
+    ChildDigestsRequest,
+    IdsRequest,
+    OpsRequest,
+    PushOps,
+    PeerExchangeRequest,
+)
 
 
 class Server:
@@ -141,6 +150,8 @@ class Server:
         journal = self._journal
         if isinstance(request, DigestRequest):
             return DigestReply(journal.digests(request.ranges))
+        if isinstance(request, ChildDigestsRequest):
+            return ChildDigestsReply(*journal.children(request.depth, request.indexes))
         if isinstance(request, IdsRequest):
             ids, next_lo = journal.list_ids(request.id_range, request.limit)
             return IdsReply(ids, next_lo)

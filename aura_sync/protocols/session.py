@@ -58,6 +58,8 @@ from aura_sync.messages.pool import Acquire, CloseConnection, Release
 from aura_sync.messages.rate_limit import CheckRateLimit
 from aura_sync.messages.sync import (
     MAX_IDS_BATCH,
+    ChildDigestsReply,
+    ChildDigestsRequest,
     DigestReply,
     DigestRequest,
     IdRange,
@@ -500,6 +502,15 @@ class PeerRemote:
     def fetch_many(self, batches: list[tuple[bytes, ...]]) -> Call[list[tuple[Op, ...]]]:
         replies = yield from self._pipeline([OpsRequest(b) for b in batches], OpsReply)
         return [reply.ops for reply in replies]
+
+    def children_many(
+        self, depth: int, parts: list[tuple[int, ...]]
+    ) -> Call[list[tuple[tuple[int, ...], bytes]]]:
+        requests: list[Message] = [ChildDigestsRequest(depth, part) for part in parts]
+        replies = yield from self._pipeline(requests, ChildDigestsReply)
+        for reply in replies:
+            reply.check()  # an untrusted peer's counts and prints
+        return [(reply.counts, reply.prints) for reply in replies]
 
     def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
         replies = yield from self._pipeline([PushOps(b) for b in batches], PushAck)
