@@ -1,16 +1,16 @@
-"""PeerManagerActor and PeerManagerClient: every operation by message, error replies,
-async forms, scheduled refresh with a discovery effect, and the table across restarts."""
+"""PeerManagerActor through ``address.call``: every request, error replies, asyncio,
+scheduled refresh with a discovery effect, and the table across restarts."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable, Iterator
 
 import pytest
 from test_actors_support import no_leftover_threads, peer, wait_until  # noqa: F401  (fixture)
 
 from aura_sync.actors.address import ActorAddress, spawn
-from aura_sync.actors.clients import PeerManagerClient
 from aura_sync.actors.peer_manager import STASH_KEY, PeerManagerActor
 from aura_sync.effects import ManualClock, Scheduler
 from aura_sync.errors import (
@@ -29,9 +29,11 @@ from aura_sync.infrastructure.capabilities import (
 )
 from aura_sync.infrastructure.peers import (
     PeerDiscoveryConfig,
+    PeerInfo,
     PeerManager,
     PeerManagerStatistics,
     PeerStatus,
+    PeerTableSnapshot,
 )
 from aura_sync.messages import Ack, ErrorReply
 from aura_sync.messages import peers as msgs
@@ -72,145 +74,147 @@ def address(clock: ManualClock) -> Iterator[ActorAddress]:
     addr.stop()
 
 
-@pytest.fixture
-def client(address: ActorAddress) -> PeerManagerClient:
-    return PeerManagerClient(address)
-
-
-def ready(client: PeerManagerClient, peer_id: DeviceId, trust: int = 80) -> None:
-    client.add_peer(peer_id)
-    client.set_peer_status(peer_id, S.CONNECTED)
-    client.update_peer_metadata(peer_id, trust_level=trust, verified=True, has_sync_capability=True)
+def ready(address: ActorAddress, peer_id: DeviceId, trust: int = 80) -> None:
+    address.call(msgs.AddPeer(peer_id))
+    address.call(msgs.SetPeerStatus(peer_id, S.CONNECTED))
+    update = msgs.UpdatePeerMetadata(peer_id, trust, has_sync_capability=True, verified=True)
+    address.call(update)
 
 
 def test_every_operation_by_message(address: ActorAddress) -> None:
-    assert address.ask(msgs.AddPeer(A, "10.0.0.1:7400")) == msgs.PeerAdded(A, True)
-    assert address.ask(msgs.AddPeer(A)) == msgs.PeerAdded(A, False)
-    assert address.ask(msgs.SetPeerStatus(A, S.CONNECTED)) == Ack()
+    assert address.call(msgs.AddPeer(A, "10.0.0.1:7400")) is True
+    assert address.call(msgs.AddPeer(A)) is False
+    assert address.call(msgs.SetPeerStatus(A, S.CONNECTED)) is None
     update = msgs.UpdatePeerMetadata(A, trust_level=90, verified=True, has_sync_capability=True)
     assert address.ask(update) == Ack()
-    info = address.ask(msgs.GetPeer(A))
-    assert isinstance(info, msgs.PeerInfoReply) and info.address == "10.0.0.1:7400"
+    info = address.call(msgs.GetPeer(A))
+    assert isinstance(info, PeerInfo) and info.address == "10.0.0.1:7400"
     assert info.metadata.trust_level == 90 and info.metadata.status is S.CONNECTED
-    score = address.ask(msgs.GetPeerScore(A))
-    assert isinstance(score, msgs.PeerScoreReply) and score.score == pytest.approx(
-        0.5 * 0.9 + 0.15 + 0.2
-    )
-    assert address.ask(msgs.IsPeerAvailable(A)) == msgs.PeerAvailabilityReply(A, True)
-    assert address.ask(msgs.SelectSyncPeers(5)) == msgs.SelectedPeers((A,))
-    assert address.ask(msgs.StartSyncSession(A)) == Ack()
-    assert address.ask(msgs.EndSyncSession(A, True, 0.05)) == Ack()
-    failure = address.ask(msgs.RecordFailure(A))
-    assert failure == msgs.FailureRecorded(A, 5.0)
-    assert address.ask(msgs.SelectSyncPeers(5)) == msgs.SelectedPeers(())  # in backoff
-    found = address.ask(msgs.DiscoverPeers.from_pairs([(B, None), (A, None)]))
-    assert found == msgs.PeersDiscovered((B,))
-    assert address.ask(msgs.NeedsRefresh()) == msgs.RefreshNeededReply(False)
-    assert address.ask(msgs.RefreshDue()) == Ack()
-    stats = address.ask(msgs.GetPeerStatistics())
-    assert stats == msgs.PeerStatisticsReply(2, 1, 0, 1, 0)
-    table = address.ask(msgs.GetPeerTable())
-    assert isinstance(table, msgs.PeerTableReply) and [p.peer_id for p in table.peers] == [A, B]
-    assert address.ask(msgs.RemovePeer(B)) == Ack()
-    assert address.ask(msgs.RestorePeerTable(table.peers, table.last_discovery)) == Ack()
-    assert address.ask(msgs.GetPeerStatistics()).total_tracked == 2
-    reply = address.ask(msgs.UpdatePeerCapabilities(A, b"not a token"))
-    assert isinstance(reply, ErrorReply) and reply.error_type == "CapabilityError"
+    score = address.call(msgs.GetPeerScore(A))
+    assert score == pytest.approx(0.5 * 0.9 + 0.15 + 0.2)
+    assert address.call(msgs.IsPeerAvailable(A)) is True
+    assert address.call(msgs.SelectSyncPeers(5)) == (A,)
+    assert address.call(msgs.StartSyncSession(A)) == 1
+    assert address.call(msgs.EndSyncSession(A, True, 0.05)) is None
+    assert address.call(msgs.GetPeerLatency(A)) == 0.05
+    assert address.call(msgs.GetSyncSuccessRate(A)) == 1.0
+    assert address.call(msgs.RecordFailure(A)) == 5.0
+    assert address.call(msgs.SelectSyncPeers(5)) == ()  # in backoff
+    assert address.call(msgs.DiscoverPeers(((B, None), (A, None)))) == (B,)
+    assert address.call(msgs.RefreshDue()) is None
+    assert address.call(msgs.GetPeerStatistics()) == PeerManagerStatistics(2, 1, 0, 1, 0)
+    table = address.call(msgs.GetPeerTable())
+    assert isinstance(table, PeerTableSnapshot) and [p.peer_id for p in table.peers] == [A, B]
+    assert address.call(msgs.RemovePeer(B)) == table.peers[1]
+    assert address.call(msgs.RestorePeerTable(table)) is None
+    assert address.call(msgs.GetPeerStatistics()).total_tracked == 2
+    with pytest.raises(CapabilityError):
+        address.call(msgs.UpdatePeerCapabilities(A, b"not a token"))
+
+
+def test_the_rust_names_and_the_address_book_by_message(
+    address: ActorAddress, clock: ManualClock
+) -> None:
+    ready(address, A)
+    assert address.call(msgs.MarkPeerDegraded(A)) is None
+    assert address.call(msgs.SelectSyncPeers(5)) == ()
+    address.call(msgs.MarkPeerHealthy(A))
+    assert address.call(msgs.SelectSyncPeers(5)) == (A,)
+    assert address.call(msgs.GetPeerLatency(A)) is None
+    assert address.call(msgs.GetSyncSuccessRate(A)) is None
+    clock.advance(3.0)
+    address.call(msgs.UpdateLastContact(A))
+    assert address.call(msgs.GetPeer(A)).metadata.last_seen == 3.0
+    assert address.call(msgs.LearnPeerAddress(B, "b:1", False)) is True  # tracks B
+    assert address.call(msgs.ListVerifiedPeers()) == ()
+    assert address.call(msgs.LearnPeerAddress(B, "b:2", True)) is True
+    assert address.call(msgs.AddPeer(B, "rumour:9")) is False  # hearsay changes nothing
+    (verified,) = address.call(msgs.ListVerifiedPeers())
+    assert (verified.peer_id, verified.address, verified.address_verified) == (B, "b:2", True)
+    with pytest.raises(InvalidTransition):
+        address.call(msgs.MarkPeerHealthy(B))  # DISCOVERED is not healthy
 
 
 def test_capability_token_by_message(clock: ManualClock) -> None:
     authority = generate_authority_keypair()
     config = PeerDiscoveryConfig(root_public_key=authority.public_key)
-    addr = spawn(lambda: PeerManagerActor(config, clock=clock))
+    address = spawn(lambda: PeerManagerActor(config, clock=clock))
     try:
-        client = PeerManagerClient(addr)
-        client.add_peer(A)
+        address.call(msgs.AddPeer(A))
         token = issue_capability_token(authority.private_key)
-        assert client.update_peer_capabilities(A, token) == ("sync:request_digest",)
-        assert client.get_peer(A).metadata.has_sync_capability is True
+        assert address.call(msgs.UpdatePeerCapabilities(A, token)) == ("sync:request_digest",)
+        assert address.call(msgs.GetPeer(A)).metadata.has_sync_capability is True
         with pytest.raises(CapabilityError):
-            client.update_peer_capabilities(A, token[:-3])
-        assert client.get_peer(A).metadata.has_sync_capability is False  # fails closed
+            address.call(msgs.UpdatePeerCapabilities(A, token[:-3]))
+        assert address.call(msgs.GetPeer(A)).metadata.has_sync_capability is False  # fails closed
     finally:
-        addr.stop()
+        address.stop()
 
 
-def test_client_sync_forms_and_typed_errors(client: PeerManagerClient) -> None:
-    ready(client, A, trust=90)
-    ready(client, B, trust=70)
-    client.add_peer(C)
-    assert client.select_sync_peers(2) == [A, B]
-    assert client.is_peer_available(C) is False
-    assert client.peer_score(A) > client.peer_score(B)
-    client.start_sync_session(A)
-    client.start_sync_session(A)
+def test_typed_errors(address: ActorAddress) -> None:
+    ready(address, A, trust=90)
+    ready(address, B, trust=70)
+    address.call(msgs.AddPeer(C))
+    assert address.call(msgs.SelectSyncPeers(2)) == (A, B)
+    assert address.call(msgs.IsPeerAvailable(C)) is False
+    assert address.call(msgs.GetPeerScore(A)) > address.call(msgs.GetPeerScore(B))
+    address.call(msgs.StartSyncSession(A))
+    address.call(msgs.StartSyncSession(A))
     with pytest.raises(SessionLimitReached):
-        client.start_sync_session(A)
-    client.end_sync_session(A, False, 1.0)
+        address.call(msgs.StartSyncSession(A))
+    address.call(msgs.EndSyncSession(A, False, 1.0))
     with pytest.raises(PeerUnavailable):
-        client.start_sync_session(C)
-    client.set_peer_status(C, S.REMOVED)
+        address.call(msgs.StartSyncSession(C))
+    address.call(msgs.SetPeerStatus(C, S.REMOVED))
     with pytest.raises(InvalidTransition, match="REMOVED -> CONNECTED"):
-        client.set_peer_status(C, S.CONNECTED)
+        address.call(msgs.SetPeerStatus(C, S.CONNECTED))
     with pytest.raises(UnknownPeer):
-        client.get_peer(peer(99))
-    assert client.record_failure(B) == 5.0
-    assert client.track_discovered([(peer(4), "h:1")]) == [peer(4)]
-    assert client.needs_refresh() is False
-    client.refresh()
-    snapshot = client.snapshot()
-    client.remove_peer(peer(4))
-    client.restore(snapshot)
-    stats = client.statistics()
-    assert isinstance(stats, PeerManagerStatistics) and stats.total_tracked == 4
-    assert stats.total_active_sessions == 1
+        address.call(msgs.GetPeer(peer(99)))
+    stats = address.call(msgs.GetPeerStatistics())
+    assert stats.total_tracked == 3 and stats.total_active_sessions == 1
 
 
-def test_client_async_forms(client: PeerManagerClient) -> None:
+def test_async_calls(address: ActorAddress) -> None:
     async def scenario() -> None:
-        assert await client.add_peer_async(A) is True
-        await client.set_peer_status_async(A, S.CONNECTED)
-        await client.update_peer_metadata_async(
-            A, trust_level=90, verified=True, has_sync_capability=True
-        )
-        assert (await client.get_peer_async(A)).metadata.verified is True
-        assert await client.is_peer_available_async(A) is True
-        assert 0.0 < await client.peer_score_async(A) <= 1.0
-        assert await client.select_sync_peers_async(3) == [A]
-        await client.start_sync_session_async(A)
-        await client.end_sync_session_async(A, True, 0.2)
-        assert await client.record_failure_async(A) == 5.0
-        with pytest.raises(CapabilityError):
-            await client.update_peer_capabilities_async(A, b"junk")
-        assert await client.track_discovered_async([(B, None)]) == [B]
-        assert await client.needs_refresh_async() is False
-        await client.refresh_async()
-        snapshot = await client.snapshot_async()
-        await client.remove_peer_async(B)
-        await client.restore_async(snapshot)
-        assert (await client.statistics_async()).total_tracked == 2
+        assert await address.call_async(msgs.AddPeer(A)) is True
+        await address.call_async(msgs.SetPeerStatus(A, S.CONNECTED))
+        await address.call_async(msgs.UpdatePeerMetadata(A, 90, True, True))
+        assert (await address.call_async(msgs.GetPeer(A))).metadata.verified is True
+        assert await address.call_async(msgs.SelectSyncPeers(3)) == (A,)
+        snapshot = await address.call_async(msgs.GetPeerTable())
+        await address.call_async(msgs.RemovePeer(A))
+        await address.call_async(msgs.RestorePeerTable(snapshot))
+        assert (await address.call_async(msgs.GetPeerStatistics())).total_tracked == 1
         with pytest.raises(UnknownPeer):
-            await client.get_peer_async(C)
+            await address.call_async(msgs.GetPeer(C))
 
     asyncio.run(scenario())
 
 
-def test_bad_input_and_unknown_messages(address: ActorAddress, client: PeerManagerClient) -> None:
-    with pytest.raises(InvalidArgument, match="unknown peer metadata field"):
-        client.update_peer_metadata(A, colour="blue")
+def test_bad_values_from_the_wire_reach_the_core_and_come_back_as_errors(
+    address: ActorAddress,
+) -> None:
+    address.call(msgs.AddPeer(A))
+    with pytest.raises(InvalidArgument, match=r"trust_level must be in 0\.\.100, got 101"):
+        address.call(msgs.UpdatePeerMetadata(A, trust_level=101))
     with pytest.raises(WrongType, match="peer_id must be a DeviceId"):
-        client.add_peer("alice")  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgument, match="trust_level"):
-        client.update_peer_metadata(A, trust_level=101)
+        address.call(msgs.AddPeer("alice"))  # type: ignore[arg-type]
     with pytest.raises(WrongType, match="candidates"):
-        client.track_discovered("abc")  # type: ignore[arg-type]
+        address.call(msgs.DiscoverPeers("abc"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="latency must be"):
+        address.call(msgs.EndSyncSession(A, True, -1.0))
+    with pytest.raises(InvalidArgument, match="count must be >= 0"):
+        address.call(msgs.SelectSyncPeers(-1))
+    bad = address.call(msgs.GetPeerTable())
+    meta = dataclasses.replace(bad.peers[0].metadata, active_sessions=-1)
+    broken = PeerTableSnapshot((dataclasses.replace(bad.peers[0], metadata=meta),), None)
+    with pytest.raises(InvalidArgument, match=r"snapshot.peers\[0\] active_sessions"):
+        address.call(msgs.RestorePeerTable(broken))
     reply = address.ask(IsFresh("k", 1))
     assert isinstance(reply, ErrorReply) and reply.error_type == "UnhandledMessage"
-    reply = address.ask(msgs.EndSyncSession(A, True, 0.0))
-    assert isinstance(reply, ErrorReply) and reply.error_type == "UnknownPeer"
     reply = address.ask(InjectCrash())
     assert isinstance(reply, ErrorReply) and reply.error_type == "InvalidArgument"
-    assert client.add_peer(A) is True  # alive and unchanged by the refusals
+    assert address.call(msgs.GetPeer(A)).metadata.trust_level == 50  # nothing changed
 
 
 def test_refresh_ticks_run_discovery_when_due(clock: ManualClock) -> None:
@@ -220,23 +224,26 @@ def test_refresh_ticks_run_discovery_when_due(clock: ManualClock) -> None:
     addr = spawn(
         lambda: PeerManagerActor(config, clock=clock, scheduler=scheduler, discovery=discovery)
     )
+    tracked = msgs.GetPeerStatistics()
     try:
-        client = PeerManagerClient(addr)
-        assert client.statistics().total_tracked == 2  # a round at start: none had run
-        assert discovery.rounds == 1 and client.needs_refresh() is False
+        assert addr.call(tracked).total_tracked == 2  # a round at start: none had run
+        assert discovery.rounds == 1
         clock.advance(59.0)
-        assert client.needs_refresh() is False and discovery.rounds == 1
+        assert addr.call(tracked).total_tracked == 2 and discovery.rounds == 1
         discovery.candidates += ((C, None),)
         clock.advance(1.0)  # the RefreshDue tick fires; the ask below is queued behind it
-        assert client.statistics().total_tracked == 3
+        assert addr.call(tracked).total_tracked == 3
         assert discovery.rounds == 2
         discovery.fail = True
+        discovery.candidates += ((peer(4), None),)
         clock.advance(60.0)
-        assert client.needs_refresh() is True  # the failed round is retried next tick
+        assert addr.call(tracked).total_tracked == 3  # the failed round changed nothing
         assert discovery.rounds == 3
         discovery.fail = False
-        clock.advance(60.0)
-        assert client.needs_refresh() is False and discovery.rounds == 4
+        addr.call(msgs.RefreshDue())  # still due: runs again at once (and re-arms the tick)
+        assert addr.call(tracked).total_tracked == 4 and discovery.rounds == 4
+        addr.call(msgs.RefreshDue())  # not due: no round
+        assert discovery.rounds == 4
         assert clock.pending_timers() == 1  # exactly one tick pending, never more
     finally:
         addr.stop()
@@ -246,11 +253,11 @@ def test_refresh_ticks_run_discovery_when_due(clock: ManualClock) -> None:
 def test_peer_table_survives_a_crash(clock: ManualClock) -> None:
     stash: dict[str, object] = {}
     first = spawn(lambda: PeerManagerActor(clock=clock, stash=stash, fault_injection=True))
-    client = PeerManagerClient(first)
-    ready(client, A)
-    client.start_sync_session(A)
-    client.record_failure(A)
-    before = client.get_peer(A)
+    ready(first, A)
+    first.call(msgs.StartSyncSession(A))
+    first.call(msgs.RecordFailure(A))
+    first.call(msgs.LearnPeerAddress(A, "a:1", True))
+    before = first.call(msgs.GetPeer(A))
     reply = first.ask(InjectCrash("mid-run"))
     assert isinstance(reply, ErrorReply) and reply.error_type == "ActorCrashed"
     # on_crash (after the reply) cancels the dead incarnation's tick
@@ -258,8 +265,8 @@ def test_peer_table_survives_a_crash(clock: ManualClock) -> None:
     assert isinstance(stash[STASH_KEY], PeerManager)
     second = spawn(lambda: PeerManagerActor(clock=clock, stash=stash))
     try:
-        after = PeerManagerClient(second).get_peer(A)
-        assert after == before  # sessions, backoff and trust all kept
+        after = second.call(msgs.GetPeer(A))
+        assert after == before  # sessions, backoff, trust and the address all kept
     finally:
         second.stop()
 

@@ -26,17 +26,20 @@ from test_actors_support import (  # noqa: F401  (fixture)
 from aura_sync.actors import DEFERRED, AuraActor, LocalMessage, ReplySlot, handles, spawn
 from aura_sync.effects import ManualClock
 from aura_sync.identity import NodeIdentity
+from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.connections import PoolConfig
-from aura_sync.infrastructure.peers import PeerStatus
-from aura_sync.messages import Ack, ErrorReply, Message, codec
+from aura_sync.infrastructure.peers import PeerStatus, PeerTableSnapshot
+from aura_sync.messages import ErrorReply, Message, codec
 from aura_sync.messages.faults import InjectCrash
 from aura_sync.messages.peers import (
+    AddPeer,
     EndSyncSession,
+    GetPeer,
     GetPeerTable,
-    PeerTableReply,
-    SelectedPeers,
     SelectSyncPeers,
+    SetPeerStatus,
     StartSyncSession,
+    UpdatePeerMetadata,
 )
 from aura_sync.messages.pool import Acquire, GetPoolStatistics
 from aura_sync.messages.sync import FULL_RANGE, DigestRequest
@@ -79,7 +82,7 @@ class Rig:
             return AntiEntropyActor(
                 config,
                 self.journal,
-                InfraAddresses(infra.peers.address, infra.rate_limiter, infra.pool),
+                InfraAddresses(infra.peers, infra.rate_limiter, infra.pool),
                 clock=ctx.clock,
                 scheduler=ctx.scheduler,
                 stash=ctx.stash,
@@ -110,16 +113,16 @@ def rig() -> Iterator[Rig]:
 
 def test_a_crash_with_a_queued_acquire_does_not_leak_the_loan_or_the_session(rig: Rig) -> None:
     peers = rig.infra.peers
-    peers.add_peer(P, "10.0.0.7:7400")
-    peers.set_peer_status(P, PeerStatus.CONNECTED)
-    peers.update_peer_metadata(P, verified=True, has_sync_capability=True)
+    peers.call(AddPeer(P, "10.0.0.7:7400"))
+    peers.call(SetPeerStatus(P, PeerStatus.CONNECTED))
+    peers.call(UpdatePeerMetadata(P, verified=True, has_sync_capability=True))
     pool = rig.infra.pool
     held = pool.call(Acquire(P, 0.0))  # the only connection P may have: the next one queues
 
     rig.ae.tell(SyncTick())  # a round selects P, opens a session and queues an Acquire
     stats = GetPoolStatistics()
     wait_until(lambda: pool.call(stats).waits == 1, what="the round's acquire to queue")
-    assert peers.get_peer(P).metadata.active_sessions == 1
+    assert peers.call(GetPeer(P)).metadata.active_sessions == 1
 
     rig.ae.tell(InjectCrash("mid-acquire"))
     wait_until(lambda: rig.protocols.restart_count("ae") == 1, what="the restart")
@@ -129,7 +132,7 @@ def test_a_crash_with_a_queued_acquire_does_not_leak_the_loan_or_the_session(rig
     wait_until(lambda: pool.call(stats).in_use == 0, what="the orphaned loan to come back")
     with pool.call(Acquire(P, 0.0)):
         pass
-    assert peers.get_peer(P).metadata.active_sessions == 0
+    assert peers.call(GetPeer(P)).metadata.active_sessions == 0
     assert rig.status().active_sessions == 0
 
 
@@ -182,12 +185,12 @@ class _SlowPeerManager(AuraActor):
         self.ended: list[EndSyncSession] = []
 
     @handles(GetPeerTable)
-    def _table(self, msg: GetPeerTable) -> PeerTableReply:
-        return PeerTableReply((), None)
+    def _table(self, msg: GetPeerTable) -> PeerTableSnapshot:
+        return PeerTableSnapshot((), None)
 
     @handles(SelectSyncPeers)
-    def _select(self, msg: SelectSyncPeers) -> SelectedPeers:
-        return SelectedPeers((P,))
+    def _select(self, msg: SelectSyncPeers) -> tuple[DeviceId, ...]:
+        return (P,)
 
     @handles(StartSyncSession)
     def _start(self, msg: StartSyncSession) -> Any:
@@ -199,7 +202,7 @@ class _SlowPeerManager(AuraActor):
     @handles(_AnswerHeld)
     def _answer(self, msg: _AnswerHeld) -> None:
         for slot in self.held:
-            slot.set(Ack())  # a session opened, as a real peer manager would
+            slot.set(1)  # a session opened (its count), as a real peer manager would
 
     @handles(EndSyncSession)
     def _end(self, msg: EndSyncSession) -> None:

@@ -20,7 +20,6 @@ from aura_sync.errors import AskTimeout, RateLimited
 from aura_sync.identity import NodeIdentity
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.rate_limit import ALLOWED, DenialReason, Denied
-from aura_sync.messages import Ack
 from aura_sync.messages.peers import EndSyncSession, StartSyncSession
 from aura_sync.messages.pool import Acquire
 from aura_sync.messages.rate_limit import CheckRateLimit
@@ -132,7 +131,7 @@ def test_abandon_ends_the_open_sessions(rig: Rig) -> None:
 def test_a_session_opened_for_nobody_is_ended_by_give_back() -> None:
     pm = Recorder("peer_manager")
     ask = Ask(pm, StartSyncSession(P), 5.0)  # type: ignore[arg-type]
-    give_back(ask, Ack(), True)
+    give_back(ask, 1, True)  # the reply of a session opened: its count
     assert pm.told == [EndSyncSession(P, False, 0.0)]
 
 

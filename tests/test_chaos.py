@@ -33,6 +33,7 @@ from aura_sync.infrastructure.peers import PeerDiscoveryConfig
 from aura_sync.infrastructure.rate_limit import RateLimitConfig
 from aura_sync.messages.cache import GetEpochFloor, InvalidateKeys, IsFresh
 from aura_sync.messages.faults import InjectCrash
+from aura_sync.messages.peers import AddPeer, GetPeerTable
 from aura_sync.messages.pool import Acquire
 from aura_sync.messages.rate_limit import CheckRateLimit
 from aura_sync.messages.supervision import ChildStatus, EventKind, SupervisionEvent
@@ -82,7 +83,7 @@ def load(infra: Infrastructure, ledger: Ledger, worker: int, stop: threading.Eve
                     ledger.invalidations.append((key, epoch))
             elif op == 1:
                 pid = peer(1000 * (worker + 1) + n)
-                infra.peers.add_peer(pid)
+                infra.peers.call(AddPeer(pid), ASK_TIMEOUT)
                 with ledger.lock:
                     ledger.peers_added.append(pid)
             elif op == 2:
@@ -132,7 +133,7 @@ def test_chaos_no_hang_no_loss_exact_restart_counts() -> None:
     crash = {
         CACHE: lambda reason: infra.cache.ask(InjectCrash(reason), ASK_TIMEOUT),
         RATE_LIMITER: lambda reason: infra.rate_limiter.ask(InjectCrash(reason), ASK_TIMEOUT),
-        PEER_MANAGER: infra.peers.inject_crash,
+        PEER_MANAGER: lambda reason: infra.peers.ask(InjectCrash(reason), ASK_TIMEOUT),
         POOL: lambda reason: infra.pool.ask(InjectCrash(reason), ASK_TIMEOUT),
     }
     ledger = Ledger()
@@ -187,7 +188,7 @@ def test_chaos_no_hang_no_loss_exact_restart_counts() -> None:
         floors[key] = max(floors.get(key, 0), epoch)
     for key, epoch in floors.items():
         assert infra.cache.call(GetEpochFloor(key)) >= epoch, key
-    table = {info.peer_id for info in infra.peers.snapshot().peers}
+    table = {info.peer_id for info in infra.peers.call(GetPeerTable(), ASK_TIMEOUT).peers}
     assert set(ledger.peers_added) <= table
     assert ledger.invalidations and ledger.peers_added
 

@@ -27,6 +27,7 @@ from aura_sync.infrastructure.rate_limit import Allowed, Denied, RateLimitConfig
 from aura_sync.messages import ErrorReply
 from aura_sync.messages.cache import GetEpochFloor, InvalidateKeys, IsFresh
 from aura_sync.messages.faults import InjectCrash
+from aura_sync.messages.peers import AddPeer, GetPeer
 from aura_sync.messages.pool import Acquire, GetPoolStatistics
 from aura_sync.messages.rate_limit import CheckRateLimit
 from aura_sync.messages.supervision import ChildStatus, EventKind, SupervisionEvent
@@ -116,7 +117,7 @@ def test_starts_the_four_children_in_order(infra: Infrastructure) -> None:
     assert (counts.specs, counts.active, counts.workers) == (4, 4, 4)
     infra.cache.call(InvalidateKeys(("k",), 3))
     assert isinstance(infra.rate_limiter.call(CheckRateLimit(A)), Allowed)
-    assert infra.peers.add_peer(A) is True
+    assert infra.peers.call(AddPeer(A)) is True
     with infra.pool.call(Acquire(A)) as lease:
         assert not lease.connection.closed
     assert infra.supervisor.name == "infrastructure"
@@ -133,7 +134,7 @@ def test_a_rate_limiter_crash_restarts_it_alone_and_pooled_connections_stay_open
     while isinstance(infra.rate_limiter.call(CheckRateLimit(A)), Allowed):
         spent += 1
     assert spent == 10  # the peer bucket is empty
-    infra.peers.add_peer(B, "b:1")
+    infra.peers.call(AddPeer(B, "b:1"))
     lease = infra.pool.call(Acquire(B))
     idle = infra.pool.call(Acquire(A))
     idle.release()
@@ -147,7 +148,7 @@ def test_a_rate_limiter_crash_restarts_it_alone_and_pooled_connections_stay_open
 
     # The limiter kept its spend; the others were not touched at all.
     assert isinstance(infra.rate_limiter.call(CheckRateLimit(A)), Denied)
-    assert infra.peers.get_peer(B).address == "b:1"
+    assert infra.peers.call(GetPeer(B)).address == "b:1"
     assert infra.cache.call(IsFresh("stale", 8)) is False
     assert sorted(c.peer_id for c in connector.open_connections()) == sorted([A, B])
     assert not lease.connection.closed
@@ -166,7 +167,7 @@ def test_a_crash_restarts_only_the_crashed_child(infra: Infrastructure, child_id
     assert [infra.supervisor.restart_count(c) for c in CHILD_IDS] == [
         int(c == child_id) for c in CHILD_IDS
     ]
-    assert infra.peers.add_peer(A) is True  # every client still works
+    assert infra.peers.call(AddPeer(A)) is True  # every child still answers
 
 
 def test_without_a_connector_there_is_no_pool(clock: ManualClock) -> None:

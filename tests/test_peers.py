@@ -30,6 +30,7 @@ from aura_sync.infrastructure.peers import (
     PeerInfo,
     PeerManager,
     PeerManagerStatistics,
+    PeerMetadata,
     PeerStatus,
     PeerTableSnapshot,
     StaticDiscovery,
@@ -569,7 +570,7 @@ def test_track_discovered_validates_everything_first() -> None:
         manager.track_discovered([(P1, None), (P2,)])  # type: ignore[list-item]
     with pytest.raises(WrongType, match=r"candidates must be an iterable"):
         manager.track_discovered(b"abc")  # type: ignore[arg-type]
-    assert len(manager) == 0 and manager.last_discovery is None
+    assert len(manager) == 0 and manager.snapshot().last_discovery is None
 
 
 # --- statistics, snapshot and restore -----------------------------------------------------
@@ -618,7 +619,7 @@ def test_snapshot_restore_round_trip() -> None:
     assert not restored.needs_refresh()
 
 
-def test_restore_validation() -> None:
+def test_restore_checks_what_comes_from_disk_or_the_wire() -> None:
     manager = make()
     for peer in (P1, P2, P3):
         manager.add_peer(peer)
@@ -627,24 +628,18 @@ def test_restore_validation() -> None:
     with pytest.raises(WrongType, match=r"snapshot must be a PeerTableSnapshot"):
         PeerManager.restore(None, manager.peers())  # type: ignore[arg-type]
     info = manager.get_peer(P1)
-    with pytest.raises(InvalidArgument, match=r"duplicate peer_id"):
-        PeerTableSnapshot((info, info), None)
-    with pytest.raises(WrongType, match=r"peers\[0\] must be a PeerInfo"):
-        PeerTableSnapshot(("x",), None)  # type: ignore[arg-type]
-
-
-def test_metadata_validates_itself() -> None:
-    manager = make()
-    manager.add_peer(P1)
-    meta = manager.get_peer(P1).metadata
-    with pytest.raises(InvalidArgument, match=r"trust_level must be in 0..100, got 200"):
-        dataclasses.replace(meta, trust_level=200)
-    with pytest.raises(InvalidArgument, match=r"last_seen must be finite"):
-        dataclasses.replace(meta, last_seen=float("nan"))
-    with pytest.raises(WrongType, match=r"capabilities must be a tuple of str"):
-        dataclasses.replace(meta, capabilities=["sync:request_digest"])  # type: ignore[arg-type]
-    with pytest.raises(WrongType, match=r"metadata must be a PeerMetadata"):
-        PeerInfo(P1, None, "meta")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"peers\[1\]: duplicate peer_id"):
+        PeerManager.restore(None, PeerTableSnapshot((info, info), None))
+    bad_trust = dataclasses.replace(info.metadata, trust_level=200)
+    bad_time = dataclasses.replace(info.metadata, last_seen=float("nan"))
+    for meta, words in ((bad_trust, "trust_level must be in 0..100, got 200"),
+                        (bad_time, "last_seen must be finite")):  # fmt: skip
+        snapshot = PeerTableSnapshot((dataclasses.replace(info, metadata=meta),), None)
+        with pytest.raises(InvalidArgument, match=rf"snapshot.peers\[0\] {words}"):
+            PeerManager.restore(None, snapshot)
+    decoded = codec.decode(codec.encode(manager.snapshot()))  # the wire form restores
+    assert isinstance(decoded, PeerTableSnapshot)
+    assert PeerManager.restore(None, decoded).snapshot() == manager.snapshot()
 
 
 # --- deprecated alias ---------------------------------------------------------------------
@@ -669,53 +664,9 @@ def test_deprecated_peer_discovery_service_alias() -> None:
 
 def test_peer_message_tags_are_in_range() -> None:
     classes = [getattr(msgs, name) for name in msgs.__all__]
+    classes += [PeerMetadata, PeerInfo, PeerManagerStatistics, PeerTableSnapshot]
     assert all(0x80 <= cls.TAG <= 0x9F for cls in classes)
     assert len({cls.TAG for cls in classes}) == len(classes)
-
-
-def test_update_peer_metadata_message_drives_the_core() -> None:
-    manager = make()
-    manager.add_peer(P1)
-    msg = msgs.UpdatePeerMetadata(P1, trust_level=75, verified=True)
-    assert msg.fields() == {"trust_level": 75, "verified": True}
-    manager.update_peer_metadata(msg.peer_id, **msg.fields())
-    meta = manager.get_peer(P1).metadata
-    assert (meta.trust_level, meta.verified, meta.has_sync_capability) == (75, True, False)
-
-
-def test_peer_message_validation() -> None:
-    with pytest.raises(InvalidArgument, match=r"trust_level must be in 0..100, got 101"):
-        msgs.UpdatePeerMetadata(P1, trust_level=101)
-    with pytest.raises(InvalidArgument, match=r"latency must be finite and >= 0, got -1.0"):
-        msgs.EndSyncSession(P1, True, -1.0)
-    with pytest.raises(WrongType, match=r"peer_id must be a DeviceId"):
-        msgs.GetPeer(b"\x01" * 16)  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgument, match=r"score must be in"):
-        msgs.PeerScoreReply(P1, 1.5)
-    with pytest.raises(WrongType, match=r"peers\[1\] must be a DeviceId"):
-        msgs.SelectedPeers((P1, "P2"))  # type: ignore[arg-type]
-    assert msgs.EndSyncSession(P1, True, 1).latency == 1.0  # ints become float seconds
-
-
-def test_conversions_between_messages_and_core_values() -> None:
-    manager = make()
-    ready(manager, P1, trust=90)
-    manager.start_sync_session(P1)
-    manager.end_sync_session(P1, True, 0.3)
-    manager.add_peer(P2, "h:2")
-    info = manager.get_peer(P1)
-    reply = msgs.PeerInfoReply.from_info(info)
-    assert codec.decode(codec.encode(reply)) == reply
-    assert reply.to_info() == info
-    table = msgs.PeerTableReply.from_snapshot(manager.snapshot())
-    decoded = codec.decode(codec.encode(table))
-    assert isinstance(decoded, msgs.PeerTableReply)
-    restored = PeerManager.restore(manager.config, decoded.to_snapshot(), clock=manager.clock)
-    assert restored.snapshot() == manager.snapshot()
-    stats = manager.statistics()
-    assert msgs.PeerStatisticsReply.from_statistics(stats).to_statistics() == stats
-    pairs = ((P1, "a"), (P3, None))
-    assert msgs.DiscoverPeers.from_pairs(pairs).to_pairs() == pairs
 
 
 def test_core_errors_travel_as_error_replies() -> None:
@@ -733,37 +684,6 @@ def test_core_errors_travel_as_error_replies() -> None:
     assert isinstance(codec.decode(codec.encode(Ack())), Ack)
 
 
-# --- validation gaps found in review -------------------------------------------------------
-
-
-def test_compute_score_checks_its_arguments() -> None:
-    from aura_sync.infrastructure.peers import compute_score
-
-    manager = make()
-    manager.add_peer(P1)
-    meta = manager.get_peer(P1).metadata
-    assert compute_score(meta, 10) == pytest.approx(0.5 * 0.5 + 0.3 * 0.5 + 0.2)
-    # a zero limit used to divide by zero, a bool was taken as 1, a wrong type hit AttributeError
-    with pytest.raises(InvalidArgument, match=r"max_concurrent_sessions must be >= 1, got 0"):
-        compute_score(meta, 0)
-    with pytest.raises(WrongType, match=r"max_concurrent_sessions must be an int, got bool True"):
-        compute_score(meta, True)  # type: ignore[arg-type]
-    with pytest.raises(WrongType, match=r"metadata must be a PeerMetadata, got str 'x'"):
-        compute_score("x", 10)  # type: ignore[arg-type]
-
-
-def test_in_backoff_checks_the_time() -> None:
-    manager = make()
-    manager.add_peer(P1)
-    manager.record_failure(P1)
-    meta = manager.get_peer(P1).metadata
-    assert meta.in_backoff(0.0) and not meta.in_backoff(5.0)
-    with pytest.raises(WrongType, match=r"now must be clock seconds, got str 'soon'"):
-        meta.in_backoff("soon")  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgument, match=r"now must be finite clock seconds, got nan"):
-        meta.in_backoff(float("nan"))
-
-
 def test_static_discovery_checks_the_timeout() -> None:
     discovery = StaticDiscovery([(P1, None)])
     assert tuple(discovery.discover(1.0)) == ((P1, None),)
@@ -771,33 +691,6 @@ def test_static_discovery_checks_the_timeout() -> None:
         discovery.discover(-1)
     with pytest.raises(WrongType, match=r"timeout must be a number of seconds, got str 'x'"):
         discovery.discover("x")  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("pairs", "exc", "words"),
-    [
-        ([(P1,)], WrongType, ["pairs[0]", "(DeviceId"]),
-        ("ab", WrongType, ["pairs", "'ab'"]),
-        (5, WrongType, ["pairs", "5"]),
-        ([(P1, 7)], WrongType, ["address", "7"]),
-    ],
-)
-def test_discover_peers_from_pairs_names_the_bad_pair(
-    pairs: object, exc: type[Exception], words: list[str]
-) -> None:
-    # Bad pairs used to escape as bare ValueError/TypeError from tuple unpacking.
-    with pytest.raises(exc) as info:
-        msgs.DiscoverPeers.from_pairs(pairs)  # type: ignore[arg-type]
-    for word in words:
-        assert word in str(info.value)
-
-
-@pytest.mark.parametrize("cls", [msgs.SelectedPeers, msgs.PeersDiscovered])
-def test_peer_id_replies_refuse_duplicates(cls: Callable[[tuple[DeviceId, ...]], object]) -> None:
-    # Selection and discovery never name a peer twice; a reply that does is malformed.
-    with pytest.raises(InvalidArgument, match=r"\[2\].*00000000-0000-0000-0000-000000000001"):
-        cls((P1, P2, P1))
-    cls((P1, P2))
 
 
 def test_transition_table_is_the_documented_one() -> None:
@@ -815,19 +708,78 @@ def test_transition_table_is_the_documented_one() -> None:
     assert {status: set(targets) for status, targets in ALLOWED_TRANSITIONS.items()} == expected
 
 
-@pytest.mark.parametrize(
-    ("values", "exc", "words"),
-    [
-        ((-1, 0, 0, 0, 0), InvalidArgument, ["total_tracked", "-1"]),
-        ((0, True, 0, 0, 0), WrongType, ["connected_peers", "True"]),
-        ((0, 0, 0, 0, 1.5), WrongType, ["total_active_sessions", "1.5"]),
-    ],
-)
-def test_peer_statistics_validate_their_counts(
-    values: tuple[object, ...], exc: type[Exception], words: list[str]
-) -> None:
-    # A public frozen value type used to accept anything.
-    with pytest.raises(exc) as info:
-        PeerManagerStatistics(*values)  # type: ignore[arg-type]
-    for word in words:
-        assert word in str(info.value)
+# --- the Rust names and the address book --------------------------------------------------
+
+
+def test_mark_peer_degraded_and_healthy() -> None:
+    manager = make()
+    ready(manager, P1)
+    manager.mark_peer_degraded(P1)
+    assert manager.get_peer(P1).status is S.DEGRADED
+    assert manager.select_sync_peers(5) == [] and not manager.is_peer_available(P1)
+    manager.mark_peer_degraded(P1)  # already degraded: stays so
+    manager.mark_peer_healthy(P1)
+    assert manager.get_peer(P1).status is S.CONNECTED and manager.select_sync_peers(5) == [P1]
+    manager.mark_peer_healthy(P1)  # already connected: stays so
+    manager.add_peer(P2)
+    with pytest.raises(InvalidTransition, match="DISCOVERED -> DEGRADED"):
+        manager.mark_peer_degraded(P2)
+    with pytest.raises(InvalidTransition, match=r"peer .* is DISCOVERED: only a DEGRADED"):
+        manager.mark_peer_healthy(P2)
+    assert manager.get_peer(P2).status is S.DISCOVERED
+    with pytest.raises(UnknownPeer):
+        manager.mark_peer_healthy(P3)
+
+
+def test_latency_success_rate_and_last_contact() -> None:
+    clock = ManualClock()
+    manager = make(clock)
+    ready(manager, P1)
+    assert manager.get_peer_latency(P1) is None and manager.get_sync_success_rate(P1) is None
+    manager.start_sync_session(P1)
+    manager.end_sync_session(P1, True, 0.5)
+    assert manager.get_peer_latency(P1) == 0.5 and manager.get_sync_success_rate(P1) == 1.0
+    manager.start_sync_session(P1)
+    manager.end_sync_session(P1, False, 9.0)  # a failure feeds the rate, not the latency
+    assert manager.get_peer_latency(P1) == 0.5 and manager.get_sync_success_rate(P1) == 0.5
+    clock.advance(7.0)
+    before = manager.get_peer(P1).metadata
+    manager.update_last_contact(P1)
+    after = manager.get_peer(P1).metadata
+    assert after.last_seen == before.last_seen + 7.0
+    assert dataclasses.replace(after, last_seen=before.last_seen) == before  # nothing else
+    for call in (manager.get_peer_latency, manager.get_sync_success_rate):
+        with pytest.raises(UnknownPeer):
+            call(P2)
+    with pytest.raises(WrongType, match="peer_id"):
+        manager.update_last_contact("P1")  # type: ignore[arg-type]
+
+
+def test_a_verified_address_wins_over_hearsay() -> None:
+    manager = make()
+    assert manager.learn_peer_address(P1, "heard:1", verified=False)  # tracks the peer
+    assert manager.get_peer(P1).status is S.DISCOVERED
+    assert manager.verified_peers() == ()
+    assert manager.learn_peer_address(P1, "said:1", verified=True)
+    assert not manager.learn_peer_address(P1, "said:1", verified=True)  # nothing new
+    assert not manager.learn_peer_address(P1, "heard:2", verified=False)
+    manager.add_peer(P1, "heard:3")  # hearsay through add_peer and discovery too
+    manager.track_discovered([(P1, "heard:4")])
+    info = manager.get_peer(P1)
+    assert (info.address, info.address_verified) == ("said:1", True)
+    assert manager.learn_peer_address(P1, "said:2", verified=True)  # the peer moved
+    manager.add_peer(P2, "heard:5")
+    assert manager.verified_peers() == (manager.get_peer(P1),)
+    manager.set_peer_status(P1, S.REMOVED)  # a tombstone is no dial target
+    assert manager.verified_peers() == ()
+    assert not manager.learn_peer_address(P1, "said:3", verified=True)
+    with pytest.raises(WrongType, match="address must be a str"):
+        manager.learn_peer_address(P2, None, verified=True)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"address must be 1\.\.1024 characters"):
+        manager.learn_peer_address(P2, "", verified=True)
+    with pytest.raises(WrongType, match="verified must be a bool"):
+        manager.learn_peer_address(P2, "x:1", verified=1)  # type: ignore[arg-type]
+    full = make(max_tracked_peers=1)
+    full.add_peer(P1)
+    with pytest.raises(PeerTableFull):
+        full.learn_peer_address(P2, "x:1", verified=True)

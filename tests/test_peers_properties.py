@@ -1,6 +1,6 @@
 """Property tests for the peer manager: selection against a brute-force reference,
-score bounds, the status machine under random walks, backoff shape, and exact codec
-round-trips of every peer message."""
+score bounds, the status machine under random walks, backoff shape, the address book
+against a model, and exact codec round-trips of every peer message and core value."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from aura_sync.infrastructure.peers import (
     PeerDiscoveryConfig,
     PeerInfo,
     PeerManager,
+    PeerManagerStatistics,
     PeerMetadata,
     PeerStatus,
     PeerTableSnapshot,
-    compute_score,
     failure_backoff,
 )
 from aura_sync.messages import Message, codec, registered_messages
@@ -120,7 +120,10 @@ def test_selection_matches_brute_force(
 def test_score_is_in_unit_interval_and_matches_formula(
     meta: PeerMetadata, max_sessions: int
 ) -> None:
-    score = compute_score(meta, max_sessions)
+    peer = DeviceId.from_int(1)
+    config = PeerDiscoveryConfig(max_concurrent_sessions=max_sessions)
+    manager = PeerManager.restore(config, PeerTableSnapshot((PeerInfo(peer, None, meta),), None))
+    score = manager.peer_score(peer)
     assert 0.0 <= score <= 1.0
     assert score == _score(PeerDiscoveryConfig(max_concurrent_sessions=max_sessions), meta)
 
@@ -151,6 +154,40 @@ def test_backoff_is_monotone_and_capped(n: int) -> None:
     assert failure_backoff(n) <= failure_backoff(n + 1) <= BACKOFF_CAP
 
 
+# --- the address book ----------------------------------------------------------------------
+
+_learned = st.lists(
+    st.tuples(st.integers(0, 3).map(DeviceId.from_int), st.sampled_from(["a:1", "b:2", "c:3"]),
+              st.booleans()),
+    max_size=30,
+)  # fmt: skip
+
+
+@FAST
+@given(steps=_learned, hearsay=st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["x:9"]))))
+def test_a_verified_address_always_wins_over_hearsay(
+    steps: list[tuple[DeviceId, str, bool]], hearsay: list[tuple[int, str]]
+) -> None:
+    """learn_peer_address against a plain model: hearsay never replaces what a peer said."""
+    manager = PeerManager(PeerDiscoveryConfig(), clock=ManualClock())
+    model: dict[DeviceId, tuple[str, bool]] = {}
+    for peer, address, verified in steps:
+        known = model.get(peer)
+        expected = known != (address, verified) and not (known and known[1] and not verified)
+        assert manager.learn_peer_address(peer, address, verified=verified) is expected
+        if expected:
+            model[peer] = (address, verified)
+        for n, rumour in hearsay:  # discovery and add_peer are hearsay too
+            manager.track_discovered([(DeviceId.from_int(n), rumour)])
+            if model.get(DeviceId.from_int(n), ("", False))[1] is False:
+                model[DeviceId.from_int(n)] = (rumour, False)
+    for peer, (address, verified) in model.items():
+        info = manager.get_peer(peer)
+        assert (info.address, info.address_verified) == (address, verified)
+    verified_peers = sorted(p for p, (_, verified) in model.items() if verified)
+    assert [i.peer_id for i in manager.verified_peers()] == verified_peers
+
+
 # --- codec round-trips --------------------------------------------------------------------
 
 PEER_MESSAGES = sorted(
@@ -160,95 +197,50 @@ PEER_MESSAGES = sorted(
 
 _addresses = st.one_of(st.none(), st.text(min_size=1, max_size=12))
 _times = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
-_seconds = st.floats(0, 1e6, allow_nan=False, allow_infinity=False)
 _counts = st.one_of(st.integers(0, 50), st.just(2**64 - 1))
 
-_records = st.builds(
-    msgs.PeerMetadataRecord,
-    status=st.sampled_from(PeerStatus),
-    discovered_at=_times,
-    last_seen=_times,
-    last_status_change=_times,
-    successful_syncs=_counts,
-    failed_syncs=_counts,
-    latency_ewma=st.one_of(st.none(), _seconds),
-    trust_level=st.integers(0, 100),
-    has_sync_capability=st.booleans(),
-    verified=st.booleans(),
-    capabilities=st.lists(st.text(max_size=8), max_size=3).map(tuple),
-    active_sessions=_counts,
-    consecutive_failures=_counts,
-    backoff_until=st.one_of(st.none(), _times),
-)
-_infos = st.builds(
-    msgs.PeerInfoReply,
-    peer_id=device_ids,
-    address=_addresses,
-    metadata=_records,
-)
-_tables = st.lists(_infos, max_size=3, unique_by=lambda i: i.peer_id).map(tuple)
 
-_BY_NAME: dict[str, st.SearchStrategy[Any]] = {
-    "peer_id": device_ids,
-    "address": _addresses,
-    "trust_level": st.one_of(st.none(), st.integers(0, 100)),
-    "latency": _seconds,
-    "backoff": _seconds,
-    "score": st.floats(0, 1),
-    "count": _counts,
-    "token": st.binary(max_size=40),
-    "metadata": _records,
-    "last_discovery": st.one_of(st.none(), _times),
-}
-
-
-def _strategy(cls: type[Message], name: str, tp: Any) -> st.SearchStrategy[Any]:
-    if cls is msgs.PeerMetadataRecord:
-        raise AssertionError("built whole")
-    if name == "peers" and cls in (msgs.PeerTableReply, msgs.RestorePeerTable):
-        return _tables
-    if name in _BY_NAME:
-        return _BY_NAME[name]
-    if tp == tuple[DeviceId, ...]:  # replies naming peers name each at most once
-        return st.lists(device_ids, max_size=4, unique=True).map(tuple)
-    if tp == tuple[str, ...]:
-        return st.lists(st.text(max_size=8), max_size=3).map(tuple)
-    if tp == tuple[msgs.PeerCandidate, ...]:
-        return st.lists(st.builds(msgs.PeerCandidate, device_ids, _addresses), max_size=4).map(
+def _strategy(tp: Any) -> st.SearchStrategy[Any]:
+    simple: dict[Any, st.SearchStrategy[Any]] = {
+        DeviceId: device_ids,
+        str | None: _addresses,
+        str: st.text(min_size=1, max_size=12),
+        bool: st.booleans(),
+        bool | None: st.one_of(st.none(), st.booleans()),
+        int: _counts,
+        int | None: st.one_of(st.none(), _counts),
+        float: _times,
+        float | None: st.one_of(st.none(), _times),
+        bytes: st.binary(max_size=40),
+        PeerStatus: st.sampled_from(PeerStatus),
+        tuple[str, ...]: st.lists(st.text(max_size=8), max_size=3).map(tuple),
+        tuple[tuple[DeviceId, str | None], ...]: st.lists(
+            st.tuples(device_ids, _addresses), max_size=4
+        ).map(tuple),
+    }
+    if tp in simple:
+        return simple[tp]
+    if tp == tuple[PeerInfo, ...]:
+        return st.lists(_messages_of(PeerInfo), max_size=3, unique_by=lambda i: i.peer_id).map(
             tuple
         )
-    if tp is bool:
-        return st.booleans()
-    if tp == bool | None:
-        return st.one_of(st.none(), st.booleans())
-    if tp == int | None:
-        return st.one_of(st.none(), _counts)
-    if tp is int:
-        return _counts
-    if tp is PeerStatus:
-        return st.sampled_from(PeerStatus)
-    raise AssertionError(f"no strategy for {cls.__name__}.{name}: {tp!r}")
+    if isinstance(tp, type) and issubclass(tp, Message):
+        return _messages_of(tp)
+    raise AssertionError(f"no strategy for {tp!r}")
 
 
 def _messages_of(cls: type[Message]) -> st.SearchStrategy[Message]:
-    if cls is msgs.PeerMetadataRecord:
-        return _records
     hints = typing.get_type_hints(cls)
-    fields = {
-        f.name: _strategy(cls, f.name, hints[f.name])
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if f.init
-    }
+    fields = {f.name: _strategy(hints[f.name]) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return st.builds(cls, **fields)
 
 
 peer_messages = st.one_of([_messages_of(cls) for cls in PEER_MESSAGES])
 
 
-def test_every_peer_message_has_a_strategy() -> None:
-    assert len(PEER_MESSAGES) == len(msgs.__all__)
-    for cls in PEER_MESSAGES:
-        _messages_of(cls)
+def test_every_peer_message_and_value_is_covered() -> None:
+    values = {PeerMetadata, PeerInfo, PeerManagerStatistics, PeerTableSnapshot}
+    assert {c.__name__ for c in PEER_MESSAGES} == set(msgs.__all__) | {c.__name__ for c in values}
 
 
 @settings(max_examples=150, deadline=None)
@@ -263,11 +255,12 @@ def test_peer_messages_round_trip_exactly(msg: Message) -> None:
 
 @FAST
 @given(config=configs, table=tables)
-def test_table_snapshot_round_trips_through_the_codec(
+def test_table_snapshot_round_trips_through_the_codec_and_restores(
     config: PeerDiscoveryConfig, table: list[tuple[DeviceId, PeerMetadata]]
 ) -> None:
     manager = _manager(config, table)
-    reply = msgs.PeerTableReply.from_snapshot(manager.snapshot())
-    decoded = codec.decode(codec.encode(reply))
-    assert isinstance(decoded, msgs.PeerTableReply)
-    assert decoded.to_snapshot() == manager.snapshot()
+    decoded = codec.decode(codec.encode(manager.snapshot()))
+    assert decoded == manager.snapshot() and isinstance(decoded, PeerTableSnapshot)
+    again = PeerManager.restore(config, decoded, clock=ManualClock(NOW))
+    assert again.snapshot() == manager.snapshot()
+    assert again.select_sync_peers(5) == manager.select_sync_peers(5)

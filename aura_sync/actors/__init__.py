@@ -3,8 +3,8 @@
 An actor is reached only through typed, immutable messages sent to its
 :class:`ActorAddress` (``tell``, ``ask`` with a timeout, ``ask_async``); the
 address stays valid across restarts and keeps the messages queued for it.
-Typed clients (``PeerManagerClient``, ...) wrap the asks and turn
-error replies into :mod:`aura_sync.errors` exceptions.  How to write an actor
+``address.call(request, timeout)`` returns a request's typed reply and raises
+the :mod:`aura_sync.errors` exception of an error reply.  How to write an actor
 is documented in :mod:`aura_sync.actors.base`.
 
 Layer: actors (imports messages, cores, effects, values).
@@ -22,10 +22,6 @@ from aura_sync.actors.base import (
 )
 from aura_sync.actors.cache import CacheActor
 from aura_sync.actors.client import ActorClient
-from aura_sync.actors.clients import (
-    InfrastructureClient,
-    PeerManagerClient,
-)
 from aura_sync.actors.peer_manager import PeerManagerActor
 from aura_sync.actors.pool import PoolActor, PoolLease
 from aura_sync.actors.rate_limiter import RateLimiterActor
@@ -37,12 +33,10 @@ __all__ = [
     "ActorClient",
     "AuraActor",
     "CacheActor",
-    "InfrastructureClient",
     "InjectedCrash",
     "Link",
     "LocalMessage",
     "PeerManagerActor",
-    "PeerManagerClient",
     "PoolActor",
     "PoolLease",
     "RateLimiterActor",

@@ -1,8 +1,8 @@
 """Typed clients: the convenient way to call an actor.
 
 An :class:`ActorClient` holds an :class:`~aura_sync.actors.ActorAddress` and
-a default timeout.  Concrete clients (``PoolClient``, ``CacheClient``,
-...) subclass it and add one method per operation::
+a default timeout.  A client subclasses it with one method per operation (the
+infrastructure actors need none: they are asked with ``address.call``)::
 
     class CounterClient(ActorClient):
         def add(self, n: int) -> int:

@@ -18,8 +18,9 @@ from typing import Any, Final
 from aura_sync.actors.address import ActorAddress
 from aura_sync.errors import AuraError
 from aura_sync.infrastructure.connections import PoolStatistics
+from aura_sync.infrastructure.peers import PeerTableSnapshot
 from aura_sync.infrastructure.rate_limit import RateLimiterStatistics
-from aura_sync.messages.peers import GetPeerTable, PeerTableReply
+from aura_sync.messages.peers import GetPeerTable
 from aura_sync.messages.pool import GetPoolStatistics
 from aura_sync.messages.rate_limit import GetRateLimiterStatistics
 from aura_sync.messages.supervision import ChildType
@@ -85,7 +86,7 @@ def take_snapshot(src: SnapshotSources) -> NodeSnapshot:
         finally:
             src.observe("anti_entropy", time.monotonic() - started)
         table = _ask_quiet(src, "peer_manager", GetPeerTable())
-        if isinstance(table, PeerTableReply):
+        if isinstance(table, PeerTableSnapshot):
             for info in table.peers:
                 name = info.metadata.status.name
                 peers[name] = peers.get(name, 0) + 1

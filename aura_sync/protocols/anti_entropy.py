@@ -41,14 +41,11 @@ from aura_sync.errors import (
     WrongType,
 )
 from aura_sync.ids import DeviceId
-from aura_sync.infrastructure.peers import PeerStatus
+from aura_sync.infrastructure.peers import PeerInfo, PeerStatus, PeerTableSnapshot
 from aura_sync.infrastructure.retry import Jitter, RetryPolicy
 from aura_sync.messages.peers import (
     AddPeer,
     GetPeerTable,
-    PeerInfoReply,
-    PeerTableReply,
-    SelectedPeers,
     SelectSyncPeers,
     SetPeerStatus,
     UpdatePeerMetadata,
@@ -139,7 +136,7 @@ class PeerTableView:
     def __init__(self) -> None:
         self._addresses: MappingProxyType[DeviceId, str] = MappingProxyType({})
 
-    def publish(self, peers: Iterable[PeerInfoReply]) -> None:
+    def publish(self, peers: Iterable[PeerInfo]) -> None:
         """Replace the view with these peers' addresses."""
         self._addresses = MappingProxyType(
             {p.peer_id: p.address for p in peers if p.address is not None}
@@ -382,9 +379,9 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
     def _ask(self, target: ActorAddress, msg: Any) -> Ask:
         return Ask(target, msg, self._config.ask_timeout)
 
-    def _read_table(self) -> Generator[Step, Any, tuple[PeerInfoReply, ...]]:
+    def _read_table(self) -> Generator[Step, Any, tuple[PeerInfo, ...]]:
         table = yield self._ask(self._infra.peer_manager, GetPeerTable())
-        assert isinstance(table, PeerTableReply)
+        assert isinstance(table, PeerTableSnapshot)
         self._table.publish(table.peers)
         self._verified = sorted(
             (p.peer_id, p.address)
@@ -428,13 +425,13 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
         selected = yield self._ask(
             self._infra.peer_manager, SelectSyncPeers(self._config.peers_per_round)
         )
-        assert isinstance(selected, SelectedPeers)
-        for peer in selected.peers:
+        assert isinstance(selected, tuple)
+        for peer in selected:
             if peer not in sessions.syncing:
                 task = sessions.sync(peer, 0, None, self._clock.now())
                 self._tasks.spawn(task, f"sync {peer}")
-        if selected.peers and (self._ticks - 1) % self._config.exchange_every == 0:
-            peer = selected.peers[self._rng.randrange(len(selected.peers))]
+        if selected and (self._ticks - 1) % self._config.exchange_every == 0:
+            peer = selected[self._rng.randrange(len(selected))]
             known = {p.peer_id for p in peers if p.address is not None}
             self._tasks.spawn(sessions.exchange(peer, known), f"exchange {peer}")
 

@@ -50,7 +50,6 @@ from aura_sync.messages import Ack, Message
 from aura_sync.messages.peers import (
     DiscoverPeers,
     EndSyncSession,
-    PeerCandidate,
     RecordFailure,
     StartSyncSession,
 )
@@ -101,7 +100,7 @@ def give_back(ask: Ask, reply: Any, delivered: bool) -> None:
     if isinstance(reply, PoolLease):
         if delivered:
             undo = Release(reply.peer_id, reply.handle_id)
-    elif isinstance(ask.message, StartSyncSession) and isinstance(reply, Ack):
+    elif isinstance(ask.message, StartSyncSession) and isinstance(reply, int):  # a session count
         undo = EndSyncSession(ask.message.peer_id, False, 0.0)
     if undo is not None:
         _log.info("event=orphaned_reply_given_back undo=%s", type(undo).__name__)
@@ -387,7 +386,7 @@ class Sessions:
         self.stats["peer_exchanges"] += 1
         me = self.journal.author
         candidates = tuple(
-            PeerCandidate(e.device_id, e.address)
+            (e.device_id, e.address)
             for e in reply.peers
             if e.device_id != me and e.device_id not in known  # hearsay never replaces
         )

@@ -26,7 +26,6 @@ from typing import Any, Final, TypedDict, Unpack
 from aura_sync._checks import check_bool, check_int
 from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT, ActorAddress
 from aura_sync.actors.cache import CacheActor
-from aura_sync.actors.clients import PeerManagerClient
 from aura_sync.actors.peer_manager import PeerManagerActor
 from aura_sync.actors.pool import PoolActor
 from aura_sync.actors.rate_limiter import DEFAULT_DROP_IDLE_INTERVAL, RateLimiterActor
@@ -220,7 +219,8 @@ class Infrastructure:
     (the cache actor's address: ``infra.cache.call(IsFresh(key, epoch))``),
     ``rate_limiter`` (the rate limiter's address:
     ``infra.rate_limiter.call(CheckRateLimit(peer_id))``),
-    ``peers`` (:class:`PeerManagerClient`), ``pool`` (the pool actor's
+    ``peers`` (the peer manager's address: ``infra.peers.call(GetPeer(p))``),
+    ``pool`` (the pool actor's
     address: ``infra.pool.call(Acquire(peer, wait), timeout)``; raises
     :class:`~aura_sync.errors.NotFound` if started without a connector).  They
     keep working across restarts.  Use :meth:`start` (it also stops
@@ -237,14 +237,11 @@ class Infrastructure:
             )
         if not supervisor.is_alive():
             raise SupervisorStopped(f"supervisor {supervisor.name} is not running")
-        if config is None:
-            config = InfrastructureConfig()
-        timeout = config.ask_timeout
         address = supervisor.child_address  # the stable addresses, read without an ask
         self.supervisor = supervisor
         self.cache = address(CACHE)
         self.rate_limiter = address(RATE_LIMITER)
-        self.peers = PeerManagerClient(address(PEER_MANAGER), timeout=timeout)
+        self.peers: ActorAddress = address(PEER_MANAGER)
         self._pool: ActorAddress | None = None
         with contextlib.suppress(NotFound):  # no pool child without a connector
             self._pool = address(POOL)
@@ -263,8 +260,9 @@ class Infrastructure:
     ) -> Infrastructure:
         """The handle of a running infrastructure supervisor (e.g. one nested under a root).
 
-        ``config`` must be the one the supervisor was built with (it sets the
-        clients' timeouts).  Raises ``SupervisorStopped`` if it is not running.
+        ``config`` is accepted for compatibility (the children are addresses:
+        each call takes its own timeout).  Raises ``SupervisorStopped`` if it is
+        not running.
         """
         return cls(supervisor, config)
 
