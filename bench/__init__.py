@@ -11,8 +11,9 @@ Public entry points:
 
 - :func:`main` - the command line (``main(argv) -> exit status``).
 - :func:`run_suite` - run groups programmatically, returns the results document.
-- :func:`markdown_table` / :func:`latest_markdown` - the Markdown table for the
-  README's Performance section.
+- :func:`markdown_table` / :func:`latest_markdown` - every row as Markdown
+  (``bench/results/<mode>.md``); the README's Performance table is written
+  from ``quick.json`` by ``python -m bench.readme_table``.
 
 Row groups (``--only``): ``actors``, ``codec``, ``rate_limit``, ``retry``,
 ``cores``, ``supervision``, ``node``, ``memory``; rows whose subject has not
@@ -99,5 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(doc))
     if not args.quiet:
         print(f"results written to {args.out}", file=sys.stderr)
+        if size == "quick" and not args.only:
+            print(
+                "the README's table comes from quick.json: run `python -m bench.readme_table`",
+                file=sys.stderr,
+            )
     errors = [r for g in doc["groups"] for r in g["rows"] if r["status"] == "error"]
     return 1 if errors else 0
