@@ -108,6 +108,14 @@ _SCHEMA: Final = (
 CACHE_KIB: Final = 96 * 1024
 """SQLite page cache of a journal (KiB): the id index of ~2M ops stays in memory."""
 
+PAGE_SIZE: Final = 1024
+"""SQLite page size of a new journal: a random-id insert dirties one index page, so small
+pages write ~2.4x fewer bytes per op than 4 KiB ones at 1M ops (measured)."""
+
+CHECKPOINT_PAGES: Final = 20_000
+"""WAL pages between checkpoints (~20 MiB): index pages dirtied by many commits are
+written back once (+50% append rate at 1M ops, measured)."""
+
 _TABLES: Final = ["authors", "buckets", "meta", "ops"]
 _SYNC_MODES: Final = ("NORMAL", "FULL")
 _SELECT_OP: Final = (
@@ -227,6 +235,7 @@ class Journal:
             raise JournalCorrupt(f"journal {name!r} cannot use WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
         self._arrival = conn.execute("SELECT coalesce(max(arrival), 0) FROM ops").fetchone()[0]
         if name != ":memory:":
             mark = read_hwm(name)
@@ -254,6 +263,7 @@ class Journal:
 
     def _create(self) -> None:
         conn = self._conn
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA:
