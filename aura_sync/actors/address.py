@@ -1,33 +1,15 @@
 """Stable actor addresses: what callers hold instead of an actor.
 
-An :class:`ActorAddress` owns a persistent mailbox.  Each incarnation of a
-supervised child (the first one and every restart) is bound to the same
-address and the same mailbox, so:
-
-* an address taken before a crash keeps working after it;
-* messages queued when an incarnation crashed are delivered to the next one;
-  only the message that crashed it gets ``ErrorReply("ActorCrashed", ...)``.
-
-Calls:
-
-* :meth:`ActorAddress.tell` (fire and forget);
-* :meth:`ActorAddress.ask` (blocking, with a timeout: raises
-  :class:`~aura_sync.errors.AskTimeout`; returns the reply message,
-  :class:`~aura_sync.messages.ErrorReply` included - the typed clients of
-  :mod:`aura_sync.actors.client` turn error replies into exceptions);
-* :meth:`ActorAddress.ask_async` (the same for asyncio, without blocking the
-  event loop).
-
-After a *permanent* stop (the child was terminated or not restarted, or the
-actor was spawned unsupervised and stopped), queued and new asks get
-``ErrorReply("ActorStopped", ...)`` at once and tells go to the dead-letter
-log.  A terminated child that is restarted by its supervisor reopens the
-same address.
-
-:func:`spawn` starts an unsupervised actor with an address of its own (handy
-for tests and benchmarks); stop it with :meth:`ActorAddress.stop`.
-
-Layer: actors.
+An :class:`ActorAddress` owns a persistent mailbox that every incarnation of
+a supervised child is bound to: an address taken before a crash keeps
+working, and messages queued when an incarnation crashed reach the next one
+(only the message that crashed it gets ``ErrorReply("ActorCrashed")``).
+Calls: ``tell``; ``call`` / ``call_async`` (a ``Request[R]``, typed reply,
+errors raised); ``ask`` / ``ask_async`` (the raw reply, ``ErrorReply``
+included); ``ask_with`` (an actor's non-blocking ask with its own slot).
+After a permanent stop, asks get ``ErrorReply("ActorStopped")`` at once and
+tells are dead letters; a child restarted by its supervisor reopens the same
+address.  :func:`spawn` starts an unsupervised actor (tests, benchmarks).
 """
 
 from __future__ import annotations
