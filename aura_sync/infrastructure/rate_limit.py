@@ -32,6 +32,7 @@ __all__ = [  # noqa: RUF022  (grouped: the bucket and the limiter, then their va
 ]
 
 _INF: Final = math.inf
+_NEG_INF: Final = -math.inf  # one object: a new bucket's times share it
 _nextafter = math.nextafter
 _EPS53: Final = 2.0**-53  # x + x * _EPS53 is the float above x (x itself at a power of two)
 _PRED1: Final = math.nextafter(1.0, 0.0)  # x * _PRED1 is x or the float below x (x > 0)
@@ -68,7 +69,7 @@ def _min_wait(now: float, t: float) -> float:
     if now >= t:
         return 0.0
     d = (t - now) - 0.5 * (t - t * _PRED1)
-    step = -_INF if now + d >= t else _INF
+    step = _NEG_INF if now + d >= t else _INF
     for _ in range(4):
         nxt = _nextafter(d, step)
         if step < 0.0:  # d passes: is the float below it too short?
@@ -311,14 +312,14 @@ class RateLimit:
             raise InvalidArgument(f"burst / ops_per_second is not finite: {burst} / {rate!r}")
         self._burst = burst
         self._set_rate(rate)
-        self._tat = self._last = -_INF
+        self._tat = self._last = _NEG_INF
 
     @classmethod
     def _trusted(cls, rate: float, burst: int, interval: float, slack1: float) -> RateLimit:
         """A full bucket from the limiter's checked values (sharing their float objects)."""
         b: RateLimit = _new_object(cls)
         b._rate, b._burst, b._interval, b._slack1 = rate, burst, interval, slack1
-        b._tat = b._last = -_INF
+        b._tat = b._last = _NEG_INF
         return b
 
     def _set_rate(self, rate: float) -> None:
@@ -405,7 +406,7 @@ class RateLimiter:
         self.config: Final = config  # the limits this limiter enforces
         # SystemClock.now is time.monotonic: call it directly (one Python frame less).
         self._now: Callable[[], float] = time.monotonic if type(clock) is SystemClock else clock.now
-        self._hw = -_INF
+        self._hw = _NEG_INF
         self._half_gap = 0.0
         peer = RateLimit(config.peer_ops_per_second, config.peer_burst)
         self._default = (peer._rate, peer._burst, peer._interval, peer._slack1)
