@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, TypeVar
 
+from aura_sync._checks import check_int
 from aura_sync.actors._faults import resolve_effects
 from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.base import AuraActor, current_actor
@@ -121,12 +122,7 @@ class Supervisor:
             raise InvalidArgument(
                 f"strategy must be ONE_FOR_ONE, ONE_FOR_ALL or REST_FOR_ONE, got {strategy!r}"
             )
-        if type(intensity) is not int:
-            raise WrongType(
-                f"intensity must be an int, got {type(intensity).__name__} {intensity!r}"
-            )
-        if intensity < 0:
-            raise InvalidArgument(f"intensity must be >= 0, got {intensity}")
+        check_int(intensity, "intensity", minimum=0)
         period = check_seconds(period, "period", allow_zero=False)
         for value, kind, what in (
             (clock, Clock, "a Clock"),
