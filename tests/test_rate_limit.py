@@ -320,6 +320,9 @@ def test_costs_above_one_take_that_many_tokens() -> None:
             "peer_ops_per_second=5000.0",
         ),
         ({"peer_ops_per_second": 1e-320}, InvalidArgument, "peer_ops_per_second"),
+        ({"global_ops_per_second": 10**400}, InvalidArgument, "global_ops_per_second"),
+        ({"peer_burst": 2**53 + 1}, InvalidArgument, "peer_burst"),
+        ({"adaptive_increase": 10**400}, InvalidArgument, "adaptive_increase"),
     ],
 )
 def test_config_is_validated(fields: dict[str, object], error: type[Exception], text: str) -> None:

@@ -45,7 +45,7 @@ def _check_rate(value: object, name: str) -> float:
     """A finite rate in ops/s > 0 (int or float, not bool) whose inverse is finite."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WrongType(f"{name} must be a number of ops/s, got {type(value).__name__} {value!r}")
-    rate = float(value)
+    rate = float(value) if abs(value) < 2**1024 else _INF  # an int may be too large for a float
     if not (math.isfinite(rate) and rate > 0.0 and math.isfinite(1.0 / rate)):
         raise InvalidArgument(f"{name} must be a finite number of ops/s > 0, got {value!r}")
     return rate
