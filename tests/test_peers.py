@@ -630,6 +630,8 @@ def test_restore_checks_what_comes_from_disk_or_the_wire() -> None:
     info = manager.get_peer(P1)
     with pytest.raises(InvalidArgument, match=r"peers\[1\]: duplicate peer_id"):
         PeerManager.restore(None, PeerTableSnapshot((info, info), None))
+    with pytest.raises(WrongType, match=r"snapshot.peers\[0\] must be a PeerInfo, got str"):
+        PeerManager.restore(None, PeerTableSnapshot(("x",), None))  # type: ignore[arg-type]
     bad_trust = dataclasses.replace(info.metadata, trust_level=200)
     bad_time = dataclasses.replace(info.metadata, last_seen=float("nan"))
     for meta, words in ((bad_trust, "trust_level must be in 0..100, got 200"),

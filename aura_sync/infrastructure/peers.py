@@ -98,7 +98,6 @@ class PeerDiscoveryConfig:
 
 class PeerStatus(enum.Enum):
     """Where a peer is in its connection life cycle."""
-
     DISCOVERED = "discovered"  # known, never contacted
     CONNECTING = "connecting"  # a connection attempt is in progress
     CONNECTED = "connected"  # usable for sync
@@ -121,8 +120,7 @@ ALLOWED_TRANSITIONS: Final[Mapping[PeerStatus, frozenset[PeerStatus]]] = Mapping
         _S.REMOVED: frozenset(),
     }
 )
-"""For each status, the statuses :meth:`PeerManager.set_peer_status` may move it to
-(CONNECTED from every live one: the remote side may dial us at any time)."""
+"""The moves :meth:`PeerManager.set_peer_status` allows (CONNECTED from any live status)."""
 
 LIVE_STATUSES: Final = frozenset({_S.DISCOVERED, _S.CONNECTING, _S.CONNECTED, _S.DEGRADED})
 """Statuses of peers that are never evicted from a full table to make room."""
@@ -248,6 +246,8 @@ def _check_candidates(candidates: object) -> tuple[tuple[DeviceId, str | None], 
 def _check_info(i: int, info: PeerInfo) -> None:
     """The values of a restored entry (from disk or the wire: the codec checked the types)."""
     where = f"snapshot.peers[{i}]"
+    if type(info) is not PeerInfo:
+        raise WrongType(f"{where} must be a PeerInfo, got {type(info).__name__}")
     _check_address(info.address, f"{where}.address")
     meta = info.metadata
     check_int(meta.trust_level, f"{where} trust_level", minimum=0, maximum=100)
