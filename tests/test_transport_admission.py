@@ -431,10 +431,8 @@ def test_a_banned_address_is_refused_at_accept_before_any_tls(
     assert server.is_banned(f"{ATTACKER_HOST}:1234")
     sock = socket.create_connection(("127.0.0.1", _port(address)), 5, (ATTACKER_HOST, 0))
     sock.settimeout(5)
-    try:
+    with contextlib.suppress(ConnectionResetError):  # a reset is "closed at once" too
         assert sock.recv(100) == b""  # closed at once: not even a TLS ServerHello was sent
-    except ConnectionResetError:
-        pass  # closed at once, seen as a reset: no ServerHello either
     sock.close()
     assert wait_until(lambda: server.stats().refused_banned == 1 and len(refusals) == 1, 5)
     assert server.stats().handshake_failures == 0
