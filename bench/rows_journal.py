@@ -258,6 +258,28 @@ class _Remote:
         yield
 
 
+def _node_ids_many(
+    self: _Remote, depth: int, parts: list[tuple[int, ...]]
+) -> Generator[Any, Any, list[list[bytes]]]:
+    from aura_sync.messages.sync import NodeIdsReply, NodeIdsRequest
+
+    out: list[list[bytes]] = []
+    for part in parts:
+        counts, ids = self.journal.node_ids(depth, part)
+        self.bytes += len(self._encode(NodeIdsRequest(depth, part)))
+        self.bytes += len(self._encode(NodeIdsReply(counts, ids)))
+        start = 0
+        for count in counts:
+            out.append(list(ids[start : start + count]))
+            start += count
+    self.trips += 1 if parts else 0
+    return out
+    yield
+
+
+_Remote.node_ids_many = _node_ids_many  # type: ignore[attr-defined]
+
+
 def _drive(gen: Generator[Any, Any, Any]) -> Any:
     try:
         while True:

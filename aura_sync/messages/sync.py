@@ -1,8 +1,8 @@
 """Wire messages of the transport and of the anti-entropy journal sync protocol.
 
 Tags 0x00C0-0x00D3 on the wire; 0x00D4-0x00D9 are the anti-entropy actor's
-own requests and timers; 0x00DA-0x00DB the reconciliation tree's digests
-(0x00DC-0x00FF are free).  Every frame on a
+own requests and timers; 0x00DA-0x00DD the reconciliation tree's digests
+and listings (0x00DE-0x00FF are free).  Every frame on a
 connection is one of the wire messages (or any other registered message
 carried inside :class:`Request`/:class:`Reply`).
 
@@ -62,6 +62,7 @@ __all__ = [
     "MAX_ADDRESS_LENGTH",
     "MAX_APPEND",
     "MAX_IDS_BATCH",
+    "MAX_NODE_IDS",
     "MAX_OPS_BATCH",
     "MAX_OP_PAYLOAD",
     "MAX_PEERS_PER_EXCHANGE",
@@ -86,6 +87,8 @@ __all__ = [
     "IdRange",
     "IdsReply",
     "IdsRequest",
+    "NodeIdsReply",
+    "NodeIdsRequest",
     "Op",
     "OpsAppended",
     "OpsReply",
@@ -524,6 +527,45 @@ class ChildDigestsReply(Message):
             raise InvalidArgument(
                 f"prints must be {CHILD_PRINT_SIZE} bytes per count ({len(self.counts)})"
             )
+
+
+MAX_NODE_IDS: Final = 16
+"""Most ids listed per tree node in a :class:`NodeIdsReply`."""
+
+
+@message(0x00DC)
+class NodeIdsRequest(Message):
+    """List the ids in small tree nodes (1..64 nodes, all at ``depth``)."""
+
+    depth: int
+    indexes: tuple[int, ...]
+
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
+        check_int(self.depth, "depth", minimum=0, maximum=TREE_DEPTH)
+        _check_tuple(self.indexes, "indexes", 1, MAX_RANGES, int)
+        for i, index in enumerate(self.indexes):
+            check_int(index, f"indexes[{i}]", minimum=0, maximum=TREE_PARTS**self.depth - 1)
+
+
+@message(0x00DD)
+class NodeIdsReply(Message):
+    """Per requested node, in order, how many ids are listed (at most 16), then all of them.
+
+    A node holding more than :data:`MAX_NODE_IDS` ids lists its first 16.
+    """
+
+    counts: tuple[int, ...]
+    ids: tuple[bytes, ...]
+
+    def check(self) -> None:
+        """Check the bounds of this message from a peer (raises naming the field)."""
+        _check_tuple(self.counts, "counts", 0, MAX_RANGES, int)
+        for i, count in enumerate(self.counts):
+            check_int(count, f"counts[{i}]", minimum=0, maximum=MAX_NODE_IDS)
+        _check_ids(self.ids, "ids", 0, MAX_RANGES * MAX_NODE_IDS, ordered=False)
+        if sum(self.counts) != len(self.ids):
+            raise InvalidArgument(f"ids must hold sum(counts) = {sum(self.counts)} ids")
 
 
 @message(0x00C8)

@@ -57,6 +57,7 @@ from aura_sync.messages.sync import (
     CHILD_PRINT_SIZE,
     FULL_RANGE,
     MAX_IDS_BATCH,
+    MAX_NODE_IDS,
     MAX_OP_PAYLOAD,
     MAX_OPS_BATCH,
     NO_PREV,
@@ -577,6 +578,20 @@ class Journal:
                 counts.append(digest.count)
                 prints.append(digest.fingerprint[:CHILD_PRINT_SIZE])
         return tuple(counts), b"".join(prints)
+
+    def node_ids(
+        self, depth: int, indexes: Sequence[int]
+    ) -> tuple[tuple[int, ...], tuple[bytes, ...]]:
+        """The ids (at most 16 each, ascending) of tree nodes: per-node counts, then all ids."""
+        check_int(depth, "depth", minimum=0, maximum=TREE_DEPTH)
+        counts: list[int] = []
+        ids: list[bytes] = []
+        for i, index in enumerate(indexes):
+            check_int(index, f"indexes[{i}]", minimum=0, maximum=TREE_PARTS**depth - 1)
+            page = list(self._iter_ids(tree_range(depth, index), MAX_NODE_IDS))
+            counts.append(len(page))
+            ids += page
+        return tuple(counts), tuple(ids)
 
     def digests(self, ranges: Iterable[IdRange]) -> tuple[RangeDigest, ...]:
         """:meth:`digest` of each range, in order."""

@@ -97,6 +97,9 @@ class Pipelined(Remote, Protocol):
     ) -> Call[list[tuple[tuple[int, ...], bytes]]]:
         """For each part, :meth:`~aura_sync.protocols.journal.Journal.children` of its nodes."""
 
+    def node_ids_many(self, depth: int, parts: list[tuple[int, ...]]) -> Call[list[list[bytes]]]:
+        """The ids of each node of each part (nodes of at most 16 ids), flattened in order."""
+
 
 @dataclass(slots=True)
 class Progress:
@@ -125,6 +128,7 @@ def _descend(
         replies = yield from remote.children_many(depth, parts)
         deeper: list[int] = []
         listed: list[IdRange] = []
+        small_nodes: list[int] = []
         for part, (counts, prints) in zip(parts, replies, strict=True):
             if len(counts) != TREE_PARTS * len(part):
                 raise InvalidArgument(
@@ -141,15 +145,20 @@ def _descend(
                     continue
                 if count == 0:
                     push.extend(journal.not_in((), id_range))
-                elif (
-                    max(ours.count, count) <= threshold or not ours.count or depth + 1 == TREE_DEPTH
-                ):
+                elif max(ours.count, count) <= threshold:
+                    small_nodes.append(index)
+                elif not ours.count or depth + 1 == TREE_DEPTH:
                     listed.append(id_range)
                 else:
                     deeper.append(index)
         for id_range, ids in zip(listed, (yield from remote.list_many(listed)), strict=True):
             pull.extend(journal.missing(ids))
             push.extend(journal.not_in(ids, id_range))
+        node_parts = list(chunks(small_nodes, MAX_RANGES))
+        listings = yield from remote.node_ids_many(depth + 1, node_parts)
+        for index, ids in zip(small_nodes, listings, strict=True):
+            pull.extend(journal.missing(ids))
+            push.extend(journal.not_in(ids, tree_range(depth + 1, index)))
         depth, nodes = depth + 1, deeper
 
 

@@ -41,6 +41,8 @@ from aura_sync.messages.sync import (
     DigestRequest,
     IdsReply,
     IdsRequest,
+    NodeIdsReply,
+    NodeIdsRequest,
     OpsReply,
     OpsRequest,
     PeerAddress,
@@ -62,6 +64,7 @@ _log = logging.getLogger("aura_sync.protocols.anti_entropy")
 _SYNC_REQUESTS: Final = (
     DigestRequest,
     ChildDigestsRequest,
+    NodeIdsRequest,
     IdsRequest,
     OpsRequest,
     PushOps,
@@ -152,6 +155,8 @@ class Server:
             return DigestReply(journal.digests(request.ranges))
         if isinstance(request, ChildDigestsRequest):
             return ChildDigestsReply(*journal.children(request.depth, request.indexes))
+        if isinstance(request, NodeIdsRequest):
+            return NodeIdsReply(*journal.node_ids(request.depth, request.indexes))
         if isinstance(request, IdsRequest):
             ids, next_lo = journal.list_ids(request.id_range, request.limit)
             return IdsReply(ids, next_lo)

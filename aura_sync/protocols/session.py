@@ -64,6 +64,8 @@ from aura_sync.messages.sync import (
     IdRange,
     IdsReply,
     IdsRequest,
+    NodeIdsReply,
+    NodeIdsRequest,
     Op,
     OpsReply,
     OpsRequest,
@@ -510,6 +512,20 @@ class PeerRemote:
         for reply in replies:
             reply.check()  # an untrusted peer's counts and prints
         return [(reply.counts, reply.prints) for reply in replies]
+
+    def node_ids_many(self, depth: int, parts: list[tuple[int, ...]]) -> Call[list[list[bytes]]]:
+        requests: list[Message] = [NodeIdsRequest(depth, part) for part in parts]
+        replies = yield from self._pipeline(requests, NodeIdsReply)
+        out: list[list[bytes]] = []
+        for part, reply in zip(parts, replies, strict=True):
+            reply.check()  # an untrusted peer's counts and ids
+            if len(reply.counts) != len(part):
+                raise InvalidArgument(f"peer answered {len(part)} nodes with {len(reply.counts)}")
+            start = 0
+            for count in reply.counts:
+                out.append(list(reply.ids[start : start + count]))
+                start += count
+        return out
 
     def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
         replies = yield from self._pipeline([PushOps(b) for b in batches], PushAck)
