@@ -23,6 +23,7 @@ from aura_sync.errors import (
     WrongType,
 )
 from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.peer_scoring import ScoringConfig
 from aura_sync.infrastructure.peers import (
     ALLOWED_TRANSITIONS,
     DEFAULT_TRUST_LEVEL,
@@ -419,7 +420,7 @@ def test_latency_ewma_tracks_successful_syncs_only() -> None:
 
 def test_failed_sessions_back_off_and_success_clears() -> None:
     clock = ManualClock()
-    manager = make(clock)
+    manager = make(clock, scoring=ScoringConfig(degraded_min_syncs=100))  # backoff alone
     ready(manager, P1)
     expected = [5.0, 6.0, 9.0, 14.0]
     for n, delay in enumerate(expected, start=1):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from aura_sync.effects import ManualClock
 from aura_sync.errors import InvalidTransition
 from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.peer_scoring import Offence, PeerBan
 from aura_sync.infrastructure.peers import (
     ALLOWED_TRANSITIONS,
     BACKOFF_CAP,
@@ -213,6 +214,7 @@ def _strategy(tp: Any) -> st.SearchStrategy[Any]:
         float | None: st.one_of(st.none(), _times),
         bytes: st.binary(max_size=40),
         PeerStatus: st.sampled_from(PeerStatus),
+        Offence: st.sampled_from(Offence),
         tuple[str, ...]: st.lists(st.text(max_size=8), max_size=3).map(tuple),
         tuple[tuple[DeviceId, str | None], ...]: st.lists(
             st.tuples(device_ids, _addresses), max_size=4
@@ -220,6 +222,10 @@ def _strategy(tp: Any) -> st.SearchStrategy[Any]:
     }
     if tp in simple:
         return simple[tp]
+    if tp == PeerBan | None:
+        return st.one_of(st.none(), _messages_of(PeerBan))
+    if tp == tuple[PeerBan, ...]:
+        return st.lists(_messages_of(PeerBan), max_size=3).map(tuple)
     if tp == tuple[PeerInfo, ...]:
         return st.lists(_messages_of(PeerInfo), max_size=3, unique_by=lambda i: i.peer_id).map(
             tuple
@@ -239,7 +245,7 @@ peer_messages = st.one_of([_messages_of(cls) for cls in PEER_MESSAGES])
 
 
 def test_every_peer_message_and_value_is_covered() -> None:
-    values = {PeerMetadata, PeerInfo, PeerManagerStatistics, PeerTableSnapshot}
+    values = {PeerMetadata, PeerInfo, PeerManagerStatistics, PeerTableSnapshot, PeerBan}
     assert {c.__name__ for c in PEER_MESSAGES} == set(msgs.__all__) | {c.__name__ for c in values}
 
 

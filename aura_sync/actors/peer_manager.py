@@ -16,6 +16,7 @@ from aura_sync.effects import Clock, Scheduler
 from aura_sync.errors import DiscoveryError, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure import PeerDiscovery, PeerDiscoveryConfig, PeerInfo, PeerManager
+from aura_sync.infrastructure.peer_scoring import PeerBan
 from aura_sync.infrastructure.peers import METADATA_FIELDS, PeerManagerStatistics, PeerTableSnapshot
 from aura_sync.messages import peers as msgs
 
@@ -150,6 +151,18 @@ class PeerManagerActor(FaultInjectionMixin, AuraActor):
     @handles(msgs.UpdatePeerCapabilities)
     def _capabilities(self, msg: msgs.UpdatePeerCapabilities) -> tuple[str, ...]:
         return self._peers.update_peer_capabilities(msg.peer_id, msg.token)
+
+    @handles(msgs.AdmitPeer)
+    def _admit(self, msg: msgs.AdmitPeer) -> tuple[str, ...]:
+        return self._peers.admit_peer(msg.peer_id, msg.address, msg.token)
+
+    @handles(msgs.ReportOffence)
+    def _offence(self, msg: msgs.ReportOffence) -> PeerBan | None:
+        return self._peers.report_offence(msg.peer_id, msg.offence, msg.address)
+
+    @handles(msgs.ListBans)
+    def _bans(self, msg: msgs.ListBans) -> tuple[PeerBan, ...]:
+        return self._peers.bans()
 
     @handles(msgs.DiscoverPeers)
     def _discovered(self, msg: msgs.DiscoverPeers) -> tuple[DeviceId, ...]:

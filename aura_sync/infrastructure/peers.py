@@ -4,18 +4,18 @@
 book (an address a peer gave over a verified connection wins over hearsay).
 Score = ``0.5*trust/100 + 0.3*success_rate + 0.2*(1 - min(active/max_concurrent,
 1))``, success rate 0.5 with no history; the n-th failure in a row backs off
-``min(5 + (n-1)**2, 300)`` s.  Public methods check their arguments and change
-nothing when they raise.  Layer: cores (clock seconds; no I/O).
+``min(5 + (n-1)**2, 300)`` s.  Trust, bans and DEGRADED follow behaviour
+(:mod:`~aura_sync.infrastructure.peer_scoring`); with ``admit_peer`` an authorized
+newcomer may evict an unauthorized or distrusted live peer.  Public methods check
+their arguments and change nothing when they raise.  Layer: cores (clock seconds).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import heapq
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Final, Protocol, runtime_checkable
 
 from aura_sync._checks import check_bool, check_clock_time, check_int, check_peer
@@ -38,39 +38,41 @@ from aura_sync.infrastructure.capabilities import (
     check_public_key,
     verify_capability_token,
 )
-from aura_sync.messages._base import Message, message
+from aura_sync.infrastructure.peer_scoring import BanBook, Offence, PeerBan, ScoringConfig
+from aura_sync.infrastructure.peer_values import (
+    ALLOWED_TRANSITIONS,
+    DEFAULT_TRUST_LEVEL,
+    LIVE_STATUSES,
+    MAX_ADDRESS_LENGTH,
+    METADATA_FIELDS,
+    PeerInfo,
+    PeerManagerStatistics,
+    PeerMetadata,
+    PeerStatus,
+    PeerTableSnapshot,
+    _check_address,
+    _check_info,
+)
 
 __all__ = [
     "ALLOWED_TRANSITIONS", "BACKOFF_BASE", "BACKOFF_CAP", "BACKOFF_STEP", "DEFAULT_TRUST_LEVEL",
     "LATENCY_EWMA_ALPHA", "LIVE_STATUSES", "MAX_ADDRESS_LENGTH", "METADATA_FIELDS",
     "PeerDiscovery", "PeerDiscoveryConfig", "PeerInfo", "PeerManager", "PeerManagerStatistics",
-    "PeerMetadata", "PeerStatus", "PeerTableSnapshot", "StaticDiscovery", "failure_backoff",
+    "PeerMetadata", "PeerStatus", "PeerTableSnapshot", "ScoringConfig", "StaticDiscovery",
+    "failure_backoff",
 ]  # fmt: skip
 
-DEFAULT_TRUST_LEVEL: Final = 50  # of a new peer (0-100): neutral, the default minimum
 LATENCY_EWMA_ALPHA: Final = 0.2  # weight of a new latency sample
 BACKOFF_BASE: Final = 5.0  # seconds of backoff after the first consecutive failure
 BACKOFF_STEP: Final = 1.0  # seconds: the n-th failure adds BACKOFF_STEP * (n-1)**2
 BACKOFF_CAP: Final = 300.0  # longest backoff, seconds
-MAX_ADDRESS_LENGTH: Final = 1024  # characters
-
-
-def _check_address(value: object, name: str = "address") -> str | None:
-    if value is None:
-        return None
-    if type(value) is not str:
-        raise WrongType(f"{name} must be a str or None, got {type(value).__name__} {value!r}")
-    if not 0 < len(value) <= MAX_ADDRESS_LENGTH:
-        raise InvalidArgument(
-            f"{name} must be 1..{MAX_ADDRESS_LENGTH} characters, got {len(value)}: {value[:80]!r}"
-        )
-    return value
 
 
 @dataclass(frozen=True, slots=True)
 class PeerDiscoveryConfig:
     """How the peer manager discovers, bounds and selects peers (times in seconds;
-    ``root_public_key``: the Biscuit authority's Ed25519 key, None: no token verifies)."""
+    ``root_public_key``: the Biscuit authority's Ed25519 key, None: no token verifies;
+    ``scoring``: trust, ban and DEGRADED rules)."""
 
     max_concurrent_sessions: int = 10
     discovery_timeout: float = 30.0
@@ -79,6 +81,7 @@ class PeerDiscoveryConfig:
     max_tracked_peers: int = 100
     capability_filtering: bool = True
     root_public_key: bytes | None = None
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
     def __post_init__(self) -> None:
         try:
@@ -90,112 +93,18 @@ class PeerDiscoveryConfig:
             check_bool(self.capability_filtering, "capability_filtering")
             if self.root_public_key is not None:
                 check_public_key(self.root_public_key, "root_public_key")
+            if type(self.scoring) is not ScoringConfig:
+                raise WrongType(f"scoring must be a ScoringConfig, got {self.scoring!r}")
         except InvalidArgument as exc:
             raise ConfigError(str(exc)) from None
         object.__setattr__(self, "discovery_timeout", timeout)
         object.__setattr__(self, "refresh_interval", interval)
 
 
-class PeerStatus(enum.Enum):
-    """Where a peer is in its connection life cycle."""
-    DISCOVERED = "discovered"  # known, never contacted
-    CONNECTING = "connecting"  # a connection attempt is in progress
-    CONNECTED = "connected"  # usable for sync
-    DEGRADED = "degraded"  # connected but misbehaving: not selected
-    DISCONNECTED = "disconnected"  # was connected (or connecting), is not any more
-    FAILED = "failed"  # the last attempt failed or the connection broke badly
-    REMOVED = "removed"  # out of service for good (terminal; kept as a tombstone)
-
-
 _S = PeerStatus
-
-ALLOWED_TRANSITIONS: Final[Mapping[PeerStatus, frozenset[PeerStatus]]] = MappingProxyType(
-    {
-        _S.DISCOVERED: frozenset({_S.CONNECTING, _S.CONNECTED, _S.FAILED, _S.REMOVED}),
-        _S.CONNECTING: frozenset({_S.CONNECTED, _S.DISCONNECTED, _S.FAILED, _S.REMOVED}),
-        _S.CONNECTED: frozenset({_S.DEGRADED, _S.DISCONNECTED, _S.FAILED, _S.REMOVED}),
-        _S.DEGRADED: frozenset({_S.CONNECTED, _S.DISCONNECTED, _S.FAILED, _S.REMOVED}),
-        _S.DISCONNECTED: frozenset({_S.CONNECTING, _S.CONNECTED, _S.REMOVED}),
-        _S.FAILED: frozenset({_S.CONNECTING, _S.CONNECTED, _S.REMOVED}),
-        _S.REMOVED: frozenset(),
-    }
-)
-"""The moves :meth:`PeerManager.set_peer_status` allows (CONNECTED from any live status)."""
-
-LIVE_STATUSES: Final = frozenset({_S.DISCOVERED, _S.CONNECTING, _S.CONNECTED, _S.DEGRADED})
-"""Statuses of peers that are never evicted from a full table to make room."""
-
 _EVICTION_RANK: Final = {_S.REMOVED: 0, _S.FAILED: 1, _S.DISCONNECTED: 2}
-
-
-@message(0x009C)
-class PeerMetadata(Message):
-    """What the manager knows about one peer (times in clock seconds; ``latency_ewma`` in
-    seconds over successful syncs; ``verified``: identity verified by mutual TLS)."""
-
-    status: PeerStatus
-    discovered_at: float
-    last_seen: float
-    last_status_change: float
-    successful_syncs: int = 0
-    failed_syncs: int = 0
-    latency_ewma: float | None = None
-    trust_level: int = DEFAULT_TRUST_LEVEL
-    has_sync_capability: bool = False
-    verified: bool = False
-    capabilities: tuple[str, ...] = ()
-    active_sessions: int = 0
-    consecutive_failures: int = 0
-    backoff_until: float | None = None
-
-    @property
-    def success_rate(self) -> float:
-        """``successful / (successful + failed)`` syncs, or 0.5 with no history."""
-        total = self.successful_syncs + self.failed_syncs
-        return self.successful_syncs / total if total else 0.5
-
-
-METADATA_FIELDS: Final = frozenset({
-    "trust_level", "has_sync_capability", "verified", "successful_syncs", "failed_syncs",
-    "active_sessions",
-})  # fmt: skip
-"""Fields that :meth:`PeerManager.update_peer_metadata` may set."""
-
-
-@message(0x009D)
-class PeerInfo(Message):
-    """One tracked peer: id, dial address (``"host:port"`` or None) and metadata.
-
-    ``address_verified``: the peer gave it over a verified connection."""
-
-    peer_id: DeviceId
-    address: str | None
-    metadata: PeerMetadata
-    address_verified: bool = False
-
-    @property
-    def status(self) -> PeerStatus:
-        """Shortcut for ``metadata.status``."""
-        return self.metadata.status
-
-
-@message(0x009E)
-class PeerManagerStatistics(Message):
-    """Counts over the peer table at one instant (REMOVED tombstones count as tracked)."""
-
-    total_tracked: int
-    connected_peers: int
-    available_peers: int
-    peers_with_sync_capability: int
-    total_active_sessions: int
-
-
-@message(0x009F)
-class PeerTableSnapshot(Message):
-    """The whole peer table (sorted by id) and the last discovery time, for restore."""
-
-    peers: tuple[PeerInfo, ...]
-    last_discovery: float | None
+_UNAUTHORIZED_RANK: Final = 3  # a live peer without the capability (for an authorized newcomer)
+_DISTRUSTED_RANK: Final = 4  # a live peer under min_trust_level (for an authorized newcomer)
 
 
 def _score(metadata: PeerMetadata, max_concurrent_sessions: int) -> float:
@@ -243,23 +152,6 @@ def _check_candidates(candidates: object) -> tuple[tuple[DeviceId, str | None], 
     return tuple(checked)
 
 
-def _check_info(i: int, info: PeerInfo) -> None:
-    """The values of a restored entry (from disk or the wire: the codec checked the types)."""
-    where = f"snapshot.peers[{i}]"
-    if type(info) is not PeerInfo:
-        raise WrongType(f"{where} must be a PeerInfo, got {type(info).__name__}")
-    _check_address(info.address, f"{where}.address")
-    meta = info.metadata
-    check_int(meta.trust_level, f"{where} trust_level", minimum=0, maximum=100)
-    for name in ("successful_syncs", "failed_syncs", "active_sessions", "consecutive_failures"):
-        check_int(getattr(meta, name), f"{where} {name}", minimum=0)
-    for name in ("discovered_at", "last_seen", "last_status_change", "backoff_until"):
-        if getattr(meta, name) is not None:
-            check_clock_time(getattr(meta, name), f"{where} {name}")
-    if meta.latency_ewma is not None:
-        check_seconds(meta.latency_ewma, f"{where} latency_ewma")
-
-
 class PeerManager:
     """Tracks peers, their addresses and sessions; picks the best ones for sync.
 
@@ -279,6 +171,8 @@ class PeerManager:
         self._clock = clock
         self._peers: dict[DeviceId, PeerInfo] = {}
         self._last_discovery: float | None = None
+        self._book = BanBook(config.scoring, clock, DEFAULT_TRUST_LEVEL)
+        self._degraded: dict[DeviceId, float] = {}  # DEGRADED by the success rate, until
 
     @property
     def config(self) -> PeerDiscoveryConfig:
@@ -293,11 +187,77 @@ class PeerManager:
 
     def get_peer(self, peer_id: DeviceId) -> PeerInfo:
         """An immutable snapshot of one peer."""
+        self._expire()
         return self._get(peer_id)
 
     def peers(self) -> tuple[PeerInfo, ...]:
         """Snapshots of every tracked peer, sorted by ``DeviceId``."""
+        self._expire()
         return tuple(self._peers[k] for k in sorted(self._peers))
+
+    def report_offence(
+        self, peer_id: DeviceId, offence: Offence, address: str | None = None
+    ) -> PeerBan | None:
+        """Lower the trust of ``peer_id`` (tracked or not) for ``offence``; the ban it
+        earned, if this offence banned it (``address``: the host it connected from).
+        A banned tracked peer is in failure backoff until the ban ends (not dialed)."""
+        check_peer(peer_id)
+        if type(offence) is not Offence:
+            raise WrongType(f"offence must be an Offence, got {type(offence).__name__}")
+        _check_address(address)
+        self._expire()
+        info = self._peers.get(peer_id)
+        trust = self._book.untracked_trust(peer_id) if info is None else info.metadata.trust_level
+        after, ban = self._book.offend(peer_id, trust, offence, address)
+        if info is not None:
+            backoff = info.metadata.backoff_until
+            if ban is not None:
+                backoff = ban.until if backoff is None else max(backoff, ban.until)
+            self._replace(info, trust_level=after, backoff_until=backoff)
+        return ban
+
+    def ban_of(self, peer_id: DeviceId) -> PeerBan | None:
+        """The ban of ``peer_id`` in force now, or None (tracked or not)."""
+        check_peer(peer_id)
+        self._expire()
+        return self._book.ban_of(peer_id)
+
+    def bans(self) -> tuple[PeerBan, ...]:
+        """The bans in force now, by id."""
+        self._expire()
+        return self._book.bans()
+
+    def admit_peer(self, peer_id: DeviceId, address: str | None, token: bytes) -> tuple[str, ...]:
+        """A peer on a live TLS-verified connection presents ``token``: verify it (as
+        :meth:`update_peer_capabilities`), then track the peer as CONNECTED and verified,
+        at ``address`` (its own Hello address, verified).  A newcomer that finds the table
+        full evicts, besides dead peers, a live one without the capability or under
+        ``min_trust_level`` (no sessions; ``PeerTableFull`` if none).  A banned peer is
+        refused (``PeerUnavailable``); a bad token gives it no slot (``CapabilityError``)."""
+        check_peer(peer_id)
+        _check_address(address)
+        if type(token) is not bytes:
+            raise WrongType(f"token must be bytes, got {type(token).__name__}")
+        self._expire()
+        now = self._clock.now()
+        ban = self._book.ban_of(peer_id)
+        if ban is not None:
+            left = ban.until - now
+            raise PeerUnavailable(f"peer {peer_id} is banned for another {left:.1f} s")
+        if peer_id in self._peers:
+            rights = self.update_peer_capabilities(peer_id, token)
+        else:
+            rights = self._verify_token(peer_id, token)
+            self._make_room(peer_id, now, authorized=True)
+            self._insert(peer_id, None, now)
+        if address is not None:
+            self.learn_peer_address(peer_id, address, verified=True)
+        info = self._peers[peer_id]
+        if PeerStatus.CONNECTED in ALLOWED_TRANSITIONS[info.status]:
+            self._replace(info, status=PeerStatus.CONNECTED, last_status_change=now, last_seen=now)
+        self._replace(self._peers[peer_id], verified=True, has_sync_capability=True,
+                      capabilities=rights)  # fmt: skip
+        return rights
 
     def add_peer(self, peer_id: DeviceId, address: str | None = None) -> bool:
         """Track ``peer_id`` as DISCOVERED; True if new (``PeerTableFull`` if no room).
@@ -426,6 +386,7 @@ class PeerManager:
         (with ``capability_filtering``) holding the sync capability.  O(n log count).
         """
         check_int(count, "count", minimum=0)
+        self._expire()
         now = self._clock.now()
         max_sessions = self._config.max_concurrent_sessions
         candidates = (
@@ -469,9 +430,12 @@ class PeerManager:
         if success:
             old, a = meta.latency_ewma, LATENCY_EWMA_ALPHA
             ewma = seconds if old is None else (1 - a) * old + a * seconds
+            trust = min(100, meta.trust_level + self._config.scoring.success_reward)
+            ban = self._book.ban_of(peer_id)
             self._replace(
                 info, active_sessions=active, successful_syncs=meta.successful_syncs + 1,
-                latency_ewma=ewma, consecutive_failures=0, backoff_until=None, last_seen=now,
+                latency_ewma=ewma, consecutive_failures=0, last_seen=now, trust_level=trust,
+                backoff_until=None if ban is None else ban.until,
             )  # fmt: skip
         else:
             failures = meta.consecutive_failures + 1
@@ -480,6 +444,7 @@ class PeerManager:
                 consecutive_failures=failures, backoff_until=now + failure_backoff(failures),
                 last_seen=now,
             )  # fmt: skip
+        self._degrade_if_failing(self._peers[peer_id], now)
 
     def record_failure(self, peer_id: DeviceId) -> float:
         """A failure outside a session (a failed dial) extends the backoff; returns it (s)."""
@@ -496,17 +461,23 @@ class PeerManager:
         info = self._get(peer_id)
         if type(token) is not bytes:
             raise WrongType(f"token must be bytes, got {type(token).__name__}")
+        try:
+            rights = self._verify_token(peer_id, token)
+        except CapabilityError:
+            self._replace(info, has_sync_capability=False, capabilities=())
+            raise
+        self._replace(info, has_sync_capability=True, capabilities=rights)
+        return rights
+
+    def _verify_token(self, peer_id: DeviceId, token: bytes) -> tuple[str, ...]:
         root = self._config.root_public_key
         try:
             if root is None:
                 raise CapabilityError("no root_public_key configured: tokens cannot be verified")
             right = SYNC_REQUEST_DIGEST
-            rights = verify_capability_token(token, root, required_right=right, subject=peer_id)
+            return verify_capability_token(token, root, required_right=right, subject=peer_id)
         except CapabilityError as exc:
-            self._replace(info, has_sync_capability=False, capabilities=())
             raise CapabilityError(f"peer {peer_id}: {exc}") from exc
-        self._replace(info, has_sync_capability=True, capabilities=rights)
-        return rights
 
     def discover_peers(self, discovery: PeerDiscovery) -> list[DeviceId]:
         """Track what ``discovery`` finds; the new peers (``DiscoveryError`` if it fails)."""
@@ -536,6 +507,7 @@ class PeerManager:
 
     def statistics(self) -> PeerManagerStatistics:
         """Counts over the current table (O(n))."""
+        self._expire()
         now = self._clock.now()
         connected = available = capable = sessions = 0
         for info in self._peers.values():
@@ -600,15 +572,17 @@ class PeerManager:
             info = dataclasses.replace(info, address=address)
         self._replace(info, last_seen=now)
 
-    def _make_room(self, peer_id: DeviceId, now: float) -> None:
-        """Evict the worst dead peer without sessions if the table is full (else PeerTableFull)."""
+    def _make_room(self, peer_id: DeviceId, now: float, *, authorized: bool = False) -> None:
+        """Evict the worst dead peer without sessions if the table is full (else PeerTableFull);
+        for an ``authorized`` newcomer, an unauthorized or distrusted live one after them."""
         if len(self._peers) < self._config.max_tracked_peers:
             return
         max_sessions = self._config.max_concurrent_sessions
         victims = [
-            (_EVICTION_RANK[m.status], _score(m, max_sessions), m.last_seen, pid)
+            (rank, _score(m, max_sessions), m.last_seen, pid)
             for pid, info in self._peers.items()
-            if (m := info.metadata).status not in LIVE_STATUSES and m.active_sessions == 0
+            if (m := info.metadata).active_sessions == 0
+            and (rank := self._eviction_rank(m, authorized)) is not None
         ]
         if not victims:
             raise PeerTableFull(
@@ -616,6 +590,44 @@ class PeerManager:
                 f"(max_tracked_peers={self._config.max_tracked_peers}) and none can be evicted"
             )
         del self._peers[min(victims)[-1]]
+
+    def _eviction_rank(self, meta: PeerMetadata, authorized: bool) -> int | None:
+        if meta.status not in LIVE_STATUSES:
+            return _EVICTION_RANK[meta.status]
+        if not authorized:
+            return None
+        if not meta.has_sync_capability:
+            return _UNAUTHORIZED_RANK
+        return _DISTRUSTED_RANK if meta.trust_level < self._config.min_trust_level else None
+
+    def _degrade_if_failing(self, info: PeerInfo, now: float) -> None:
+        """DEGRADED follows the success rate (see :mod:`.peer_scoring`)."""
+        meta, rules = info.metadata, self._config.scoring
+        syncs = meta.successful_syncs + meta.failed_syncs
+        if (
+            meta.status is PeerStatus.CONNECTED
+            and syncs >= rules.degraded_min_syncs
+            and meta.success_rate < rules.degraded_below
+        ):
+            self._replace(info, status=PeerStatus.DEGRADED, last_status_change=now)
+            self._degraded[info.peer_id] = now + rules.degraded_for
+
+    def _expire(self) -> None:
+        """Ended bans restore ``probation_trust``; ended DEGRADED periods, CONNECTED."""
+        probation = self._config.scoring.probation_trust
+        for peer_id in self._book.expire():
+            info = self._peers.get(peer_id)
+            if info is not None and info.metadata.trust_level < probation:
+                self._replace(info, trust_level=probation)
+        if not self._degraded:
+            return
+        now = self._clock.now()
+        for peer_id, until in list(self._degraded.items()):
+            if until <= now:
+                del self._degraded[peer_id]
+                info = self._peers.get(peer_id)
+                if info is not None and info.status is PeerStatus.DEGRADED:
+                    self._replace(info, status=PeerStatus.CONNECTED, last_status_change=now)
 
     def _available(self, meta: PeerMetadata, now: float) -> bool:
         return (

@@ -8,13 +8,15 @@ from typing import TypeVar
 
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure import PeerInfo, PeerManagerStatistics, PeerStatus, PeerTableSnapshot
+from aura_sync.infrastructure.peer_scoring import Offence, PeerBan
 from aura_sync.messages._base import Request, message
 
 __all__ = [
-    "AddPeer", "DiscoverPeers", "EndSyncSession", "GetPeer", "GetPeerLatency", "GetPeerScore",
-    "GetPeerStatistics", "GetPeerTable", "GetSyncSuccessRate", "IsPeerAvailable",
-    "LearnPeerAddress", "ListVerifiedPeers", "MarkPeerDegraded", "MarkPeerHealthy", "RecordFailure",
-    "RefreshDue", "RemovePeer", "RestorePeerTable", "SelectSyncPeers", "SetPeerStatus",
+    "AddPeer", "AdmitPeer", "DiscoverPeers", "EndSyncSession", "GetPeer", "GetPeerLatency",
+    "GetPeerScore", "GetPeerStatistics", "GetPeerTable", "GetSyncSuccessRate", "IsPeerAvailable",
+    "LearnPeerAddress", "ListBans", "ListVerifiedPeers", "MarkPeerDegraded", "MarkPeerHealthy",
+    "RecordFailure", "RefreshDue", "RemovePeer", "ReportOffence", "RestorePeerTable",
+    "SelectSyncPeers", "SetPeerStatus",
     "StartSyncSession", "UpdateLastContact", "UpdatePeerCapabilities", "UpdatePeerMetadata",
 ]  # fmt: skip
 
@@ -125,6 +127,22 @@ class DiscoverPeers(Request[tuple[DeviceId, ...]]):
 @message(0x0094)
 class RefreshDue(Request[None]):
     """The refresh tick (also told by the actor's timer): discover if due."""
+
+@message(0x0095)
+class AdmitPeer(_OfPeer[tuple[str, ...]]):
+    """``admit_peer``: a connected peer's token; the rights (a slot only once it verifies)."""
+    address: str | None
+    token: bytes
+
+@message(0x0099)
+class ReportOffence(_OfPeer[PeerBan | None]):
+    """``report_offence``: lower the peer's trust; the ban this offence earned, if any."""
+    offence: Offence
+    address: str | None = None
+
+@message(0x009A)
+class ListBans(Request[tuple[PeerBan, ...]]):
+    """``bans()``: the bans in force, by id."""
 
 @message(0x0096)
 class GetPeerStatistics(Request[PeerManagerStatistics]):

@@ -36,7 +36,8 @@ File layout (every key optional)::
 
     [rate_limit]   # RateLimitConfig fields
     [pool]         # PoolConfig fields
-    [peers]        # PeerDiscoveryConfig fields (not root_public_key)
+    [peers]        # PeerDiscoveryConfig fields (not root_public_key, not scoring)
+    [scoring]      # ScoringConfig fields: trust deltas, bans, DEGRADED
     [transport]    # TransportConfig fields: timeouts, connection admission, backpressure
     [cache]
     max_keys = 1024
@@ -69,6 +70,7 @@ from aura_sync.infrastructure.capabilities import (
     verify_capability_token,
 )
 from aura_sync.infrastructure.connections import PoolConfig
+from aura_sync.infrastructure.peer_scoring import ScoringConfig
 from aura_sync.infrastructure.peers import PeerDiscoveryConfig
 from aura_sync.infrastructure.rate_limit import RateLimitConfig
 from aura_sync.messages.sync import MAX_OPS_BATCH
@@ -197,6 +199,7 @@ class NodeConfig:
     :param log_level: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     :param log_format: ``"text"`` (key=value lines) or ``"json"`` (one object a line).
     :param rate_limit, pool, peers: configurations of the infrastructure concerns.
+    :param scoring: how behaviour moves a peer's trust and bans it (``peers.scoring``).
     :param transport: timeouts, connection admission and backpressure of the
         TCP transport (:data:`NODE_TRANSPORT` unless set).
     :param cache_max_keys: keys tracked by the epoch cache (>= 1).
@@ -227,6 +230,7 @@ class NodeConfig:
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     peers: PeerDiscoveryConfig = field(default_factory=PeerDiscoveryConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     transport: TransportConfig = field(default_factory=lambda: NODE_TRANSPORT)
     cache_max_keys: int = 1024
     debug_endpoints: bool = False
@@ -245,6 +249,10 @@ class NodeConfig:
                 raise ConfigError(f"config key {key!r} must be a {cls.__name__}")
         if not isinstance(self.peers, PeerDiscoveryConfig):
             raise ConfigError("config key 'peers' must be a PeerDiscoveryConfig")
+        if not isinstance(self.scoring, ScoringConfig):
+            raise ConfigError("config key 'scoring' must be a ScoringConfig")
+        if self.peers.scoring != self.scoring:
+            object.__setattr__(self, "peers", dataclasses.replace(self.peers, scoring=self.scoring))
         if self.peers.root_public_key != self.authority_public_key:
             object.__setattr__(
                 self,
@@ -405,10 +413,12 @@ _SECTIONS: Final[dict[str, type]] = {
     "rate_limit": RateLimitConfig,
     "pool": PoolConfig,
     "peers": PeerDiscoveryConfig,
+    "scoring": ScoringConfig,
     "transport": TransportConfig,
 }
 _FORBIDDEN_SECTION_KEYS: Final = {
     ("peers", "root_public_key"): "set the top-level 'authority_public_key' instead",
+    ("peers", "scoring"): "set the keys of the [scoring] section instead",
 }
 
 

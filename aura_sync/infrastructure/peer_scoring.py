@@ -1,0 +1,211 @@
+"""Peer scoring from behaviour: trust moves with what a peer does; bans grow with offences.
+
+After libp2p's gossipsub peer scoring and its connection gater.  A successful
+session raises a peer's trust by ``success_reward``; each :class:`Offence`
+lowers it by its penalty; trust stays in 0..100.  An offence that leaves trust
+below ``ban_threshold`` bans the peer (if it is not banned already) for
+``min(ban_base * ban_growth**(k - 1), ban_max)`` seconds, ``k`` its bans so
+far; the count is forgotten ``offence_memory`` seconds after its last ban.
+When a ban ends, trust is set back to ``probation_trust``.  A peer with at
+least ``degraded_min_syncs`` sessions whose success rate falls below
+``degraded_below`` is DEGRADED for ``degraded_for`` seconds (then probed again).
+
+:class:`BanBook` keeps the offence records (bounded: ``max_records``), also of
+identities the peer table does not track.  Layer: cores (clock seconds).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+from aura_sync._checks import check_int
+from aura_sync.effects import Clock, check_seconds
+from aura_sync.errors import ConfigError, InvalidArgument
+from aura_sync.ids import DeviceId
+from aura_sync.messages._base import Message, message
+
+__all__ = ["MAX_TRUST", "BanBook", "Offence", "PeerBan", "ScoringConfig", "ban_period"]
+
+MAX_TRUST: Final = 100
+
+
+class Offence(enum.Enum):
+    """A misbehaviour that lowers a peer's trust."""
+
+    REFUSED_OPS = "refused_ops"  # a batch of unsigned, mis-signed or invalid ops
+    MALFORMED_FRAME = "malformed_frame"  # a frame the transport could not decode
+    RATE_LIMITED = "rate_limited"  # a request over its rate limit or flow budget
+    CAPABILITY = "capability"  # a token that failed the capability check
+    INVALID_REQUEST = "invalid_request"  # a request out of the protocol's bounds
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringConfig:
+    """The trust deltas, ban rules and DEGRADED rule (trust points 0-100, seconds)."""
+
+    success_reward: int = 2
+    refused_ops_penalty: int = 15
+    malformed_frame_penalty: int = 15
+    rate_limited_penalty: int = 2
+    capability_penalty: int = 20
+    invalid_request_penalty: int = 5
+    ban_threshold: int = 20
+    probation_trust: int = 50
+    ban_base: float = 60.0
+    ban_growth: float = 2.0
+    ban_max: float = 86400.0
+    offence_memory: float = 86400.0
+    degraded_below: float = 0.5
+    degraded_min_syncs: int = 4
+    degraded_for: float = 30.0
+    max_records: int = 4096
+
+    def __post_init__(self) -> None:
+        try:
+            for name in (
+                "success_reward", "refused_ops_penalty", "malformed_frame_penalty",
+                "rate_limited_penalty", "capability_penalty", "invalid_request_penalty",
+                "ban_threshold", "probation_trust",
+            ):  # fmt: skip
+                check_int(getattr(self, name), name, minimum=0, maximum=MAX_TRUST)
+            check_int(self.degraded_min_syncs, "degraded_min_syncs", minimum=1)
+            check_int(self.max_records, "max_records", minimum=1)
+            for name in ("ban_base", "ban_max", "offence_memory", "degraded_for"):
+                object.__setattr__(
+                    self, name, check_seconds(getattr(self, name), name, allow_zero=False)
+                )
+            growth = check_seconds(self.ban_growth, "ban_growth")
+            if growth < 1.0:
+                raise InvalidArgument(f"ban_growth must be >= 1.0, got {self.ban_growth!r}")
+            object.__setattr__(self, "ban_growth", growth)
+            rate = check_seconds(self.degraded_below, "degraded_below")
+            if rate > 1.0:
+                raise InvalidArgument(f"degraded_below must be in 0..1, got {rate!r}")
+            object.__setattr__(self, "degraded_below", rate)
+            if self.ban_max < self.ban_base:
+                raise InvalidArgument(
+                    f"ban_max ({self.ban_max}) must be >= ban_base ({self.ban_base})"
+                )
+        except InvalidArgument as exc:
+            raise ConfigError(str(exc)) from None
+
+    def penalty(self, offence: Offence) -> int:
+        """Trust points ``offence`` costs."""
+        return int(getattr(self, f"{offence.value}_penalty"))
+
+
+def ban_period(bans: int, config: ScoringConfig) -> float:
+    """Seconds of the ``bans``-th ban (>= 1): ``min(base * growth**(bans-1), max)``."""
+    k = check_int(bans, "bans", minimum=1)
+    if config.ban_growth == 1.0:
+        return config.ban_base
+    exponent = min(k - 1, 4096)  # past this the cap holds for any growth > 1
+    try:
+        return min(config.ban_base * config.ban_growth**exponent, config.ban_max)
+    except OverflowError:
+        return config.ban_max
+
+
+@message(0x009B)
+class PeerBan(Message):
+    """A peer refused until ``until`` (clock seconds), its ``bans``-th ban; ``trust`` its
+    trust when banned; ``address``: the host it connected from, if known."""
+
+    peer_id: DeviceId
+    until: float
+    bans: int
+    reason: str
+    trust: int
+    address: str | None = None
+
+
+@dataclass(slots=True)
+class _Record:
+    trust: int  # of an identity the peer table does not track
+    bans: int = 0
+    last_ban: float | None = None
+    ban: PeerBan | None = None
+
+
+class BanBook:
+    """Offence records and bans (see the module docstring).  Not thread-safe."""
+
+    def __init__(self, config: ScoringConfig, clock: Clock, default_trust: int) -> None:
+        self._config = config
+        self._clock = clock
+        self._default_trust = default_trust
+        self._records: dict[DeviceId, _Record] = {}
+
+    @property
+    def config(self) -> ScoringConfig:
+        """The scoring rules."""
+        return self._config
+
+    def untracked_trust(self, peer_id: DeviceId) -> int:
+        """The trust of an identity outside the peer table (its record's, else the default)."""
+        record = self._records.get(peer_id)
+        return self._default_trust if record is None else record.trust
+
+    def offend(
+        self, peer_id: DeviceId, trust: int, offence: Offence, address: str | None
+    ) -> tuple[int, PeerBan | None]:
+        """Apply ``offence`` to a peer of ``trust``: its new trust and the ban it earned, if
+        this offence banned it (an offence during a ban lowers trust, bans nothing new)."""
+        config, now = self._config, self._clock.now()
+        after = max(0, trust - config.penalty(offence))
+        record = self._record(peer_id, now)
+        record.trust = after
+        if after >= config.ban_threshold or self._active(record, now) is not None:
+            return after, None
+        if record.last_ban is not None and now - record.last_ban >= config.offence_memory:
+            record.bans = 0
+        record.bans += 1
+        record.last_ban = now
+        until = now + ban_period(record.bans, config)
+        record.ban = PeerBan(peer_id, until, record.bans, offence.value, after, address)
+        return after, record.ban
+
+    def ban_of(self, peer_id: DeviceId) -> PeerBan | None:
+        """The peer's ban in force now, or None."""
+        record = self._records.get(peer_id)
+        return None if record is None else self._active(record, self._clock.now())
+
+    def bans(self) -> tuple[PeerBan, ...]:
+        """The bans in force now, by id."""
+        now = self._clock.now()
+        found = (self._active(r, now) for _, r in sorted(self._records.items()))
+        return tuple(b for b in found if b is not None)
+
+    def expire(self) -> list[DeviceId]:
+        """Forget the bans that ended; the peers whose ban just ended (their record's
+        trust is set to ``probation_trust``)."""
+        now = self._clock.now()
+        ended: list[DeviceId] = []
+        for peer_id, record in self._records.items():
+            if record.ban is not None and record.ban.until <= now:
+                record.ban = None
+                record.trust = max(record.trust, self._config.probation_trust)
+                ended.append(peer_id)
+        return ended
+
+    def _active(self, record: _Record, now: float) -> PeerBan | None:
+        ban = record.ban
+        return ban if ban is not None and ban.until > now else None
+
+    def _record(self, peer_id: DeviceId, now: float) -> _Record:
+        record = self._records.get(peer_id)
+        if record is not None:
+            return record
+        if len(self._records) >= self._config.max_records:
+            # Drop the record that matters least: unbanned before banned, the oldest first.
+            def rank(item: tuple[DeviceId, _Record]) -> tuple[bool, float]:
+                r = item[1]
+                active = self._active(r, now)
+                last = r.last_ban if r.last_ban is not None else -1e300
+                return (active is not None, active.until if active else last)
+
+            del self._records[min(self._records.items(), key=rank)[0]]
+        record = self._records[peer_id] = _Record(self._default_trust)
+        return record
