@@ -50,8 +50,9 @@ class ScoringMachine(RuleBasedStateMachine):
         if ban is not None:
             assert ban.trust < self.rules.ban_threshold
             assert self.manager.ban_of(peer) == ban
-            self.periods[peer].append(ban.until - self.clock.now())
-            assert ban.until - self.clock.now() == ban_period(ban.bans, self.rules)
+            period = ban_period(ban.bans, self.rules)
+            assert ban.until - self.clock.now() == pytest.approx(period)
+            self.periods[peer].append(period)
             if peer in self.manager:
                 meta = self.manager.get_peer(peer).metadata
                 assert meta.backoff_until is not None and meta.backoff_until >= ban.until
