@@ -78,7 +78,7 @@ def test_configuration_reference_lists_every_key_with_its_default() -> None:
         got = _default(documented[""][key])
         if key == "data_dir":
             assert got == "~/.local/share/aura-sync"
-        elif key == "bootstrap":
+        elif key in ("bootstrap", "protocols"):
             assert got == list(want)
         else:
             assert got == want, key

@@ -33,6 +33,7 @@ File layout (every key optional)::
     metrics_listen = "127.0.0.1"                   # address the metrics port binds
     log_level = "info"
     log_format = "text"                            # "text" (key=value) or "json"
+    protocols = ["gossip", "package.module:spec"]  # plug-ins besides anti-entropy
 
     [rate_limit]   # RateLimitConfig fields
     [pool]         # PoolConfig fields
@@ -198,6 +199,9 @@ class NodeConfig:
         loopback; ``"0.0.0.0"`` or ``"::"`` for a Prometheus on another host).
     :param log_level: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     :param log_format: ``"text"`` (key=value lines) or ``"json"`` (one object a line).
+    :param protocols: protocol plug-ins started after anti-entropy, each
+        ``"package.module:name"`` (a ``ProtocolSpec`` or a function returning
+        one) or a built-in's name (``"gossip"``); resolved at start.
     :param rate_limit, pool, peers: configurations of the infrastructure concerns.
     :param scoring: how behaviour moves a peer's trust and bans it (``peers.scoring``).
     :param transport: timeouts, connection admission and backpressure of the
@@ -227,6 +231,7 @@ class NodeConfig:
     metrics_listen: str = "127.0.0.1"
     log_level: str = "INFO"
     log_format: str = "text"
+    protocols: tuple[str, ...] = ()
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     peers: PeerDiscoveryConfig = field(default_factory=PeerDiscoveryConfig)
@@ -388,6 +393,33 @@ def _listen(key: str, value: object) -> str:
     return parse_listen_address(value, key)
 
 
+BUILTIN_PROTOCOLS: Final = {"gossip": "aura_sync.protocols.gossip:spec"}
+"""Short names of the built-in plug-ins accepted in ``protocols``."""
+
+
+def _protocols(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise _bad(key, value, "expected a list of 'package.module:name' strings")
+    out: list[str] = []
+    for item in value:
+        ref = BUILTIN_PROTOCOLS.get(item, item) if type(item) is str else item
+        module, sep, attr = ref.partition(":") if type(ref) is str else ("", "", "")
+        if not (
+            sep
+            and all(p.isidentifier() for p in module.split("."))
+            and all(p.isidentifier() for p in attr.split("."))
+        ):
+            raise _bad(
+                key,
+                value,
+                f"{item!r} is neither 'package.module:name' nor a built-in "
+                f"({', '.join(sorted(BUILTIN_PROTOCOLS))})",
+            )
+        if ref not in out:
+            out.append(ref)
+    return tuple(out)
+
+
 _TOP_LEVEL: Final[dict[str, Callable[[str, Any], Any]]] = {
     "data_dir": _path,
     "listen": _listen,
@@ -404,6 +436,7 @@ _TOP_LEVEL: Final[dict[str, Callable[[str, Any], Any]]] = {
     "metrics_listen": _host,
     "log_level": _log_level,
     "log_format": _log_format,
+    "protocols": _protocols,
     "cache_max_keys": _int_in(1, 2**31 - 1),
     "debug_endpoints": _bool,
     "refuse_sync": _bool,

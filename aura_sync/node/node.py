@@ -28,7 +28,8 @@ died), else 0.
 
 Event routing
     The transport calls its handlers on its own thread; they only ``tell``
-    the anti-entropy actor (:class:`~aura_sync.node.wiring.EventRouter`), which buffers events
+    the protocol actor that declared the message's type
+    (:class:`~aura_sync.protocols.plugin.EventRouter`), which buffers events
     that arrive before that actor is up.
 
 Layer: runtime.
@@ -46,7 +47,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -71,9 +72,16 @@ from aura_sync.messages.sync import MAX_APPEND, AppendOps, GetSyncStatus, OpsApp
 from aura_sync.node.config import NodeConfig, check_own_token
 from aura_sync.node.health import SnapshotSources, take_snapshot
 from aura_sync.node.metrics import MetricsServer, NodeMetrics, NodeSnapshot, configure_logging
-from aura_sync.node.wiring import EventRouter, TransportActor, build_tree, infra_addresses
+from aura_sync.node.wiring import (
+    EventRouter,
+    TransportActor,
+    build_tree,
+    infra_addresses,
+    protocol_specs,
+)
 from aura_sync.protocols.journal import Journal
 from aura_sync.protocols.journal_files import DataDirLock
+from aura_sync.protocols.plugin import ProtocolSpec
 from aura_sync.supervisors import Supervisor
 from aura_sync.transport.base import Refusal, Transport
 from aura_sync.transport.tcp import TcpTransport
@@ -104,6 +112,8 @@ class Node:
         (default: the system ones).
     :param fault_injection: let actors honour ``InjectCrash`` (default: on
         exactly when ``config.debug_endpoints``).
+    :param protocols: plug-in :class:`~aura_sync.protocols.plugin.ProtocolSpec`
+        values started after anti-entropy (then those named by ``config.protocols``).
     """
 
     def __init__(
@@ -114,6 +124,7 @@ class Node:
         clock: Clock | None = None,
         rng: Rng | None = None,
         fault_injection: bool | None = None,
+        protocols: Sequence[ProtocolSpec] = (),
     ) -> None:
         if not isinstance(config, NodeConfig):
             raise WrongType(f"config must be a NodeConfig, got {type(config).__name__}")
@@ -121,7 +132,13 @@ class Node:
             raise WrongType(f"transport_factory must be callable, got {transport_factory!r}")
         if fault_injection is not None and type(fault_injection) is not bool:
             raise WrongType(f"fault_injection must be a bool or None, got {fault_injection!r}")
+        if isinstance(protocols, ProtocolSpec) or not all(
+            isinstance(p, ProtocolSpec) for p in protocols
+        ):
+            raise WrongType(f"protocols must be a sequence of ProtocolSpec, got {protocols!r}")
         self.config = config
+        self._extra_protocols = tuple(protocols)
+        self._protocol_addresses: dict[str, ActorAddress] = {}
         self._transport_factory = transport_factory
         self._clock: Clock = clock or system_effects()[0]
         self._scheduler = Scheduler(self._clock)
@@ -208,14 +225,15 @@ class Node:
         return transport.failure if isinstance(transport, TcpTransport) else None
 
     def address_of(self, name: str) -> ActorAddress:
-        """The stable address of ``cache``, ``rate_limiter``, ``peer_manager``, ``pool``
-        or ``anti_entropy``."""
+        """The stable address of ``cache``, ``rate_limiter``, ``peer_manager``, ``pool``,
+        ``anti_entropy`` or another protocol (by its id)."""
         addresses = {
             "cache": self._cache,
             "rate_limiter": self._rate_limiter,
             "peer_manager": self._peer_manager,
             "pool": self._pool,
             "anti_entropy": self._anti_entropy,
+            **self._protocol_addresses,
         }
         if name not in addresses:
             raise InvalidArgument(f"unknown actor {name!r}; known: {', '.join(addresses)}")
@@ -340,6 +358,7 @@ class Node:
         def on_listening(address: str) -> None:
             self._listen_address = address
 
+        self._router.set_routes(protocol_specs(self.config, self._extra_protocols))
         tree = build_tree(
             self.config,
             transport=self._transport,
@@ -362,7 +381,10 @@ class Node:
         self._rate_limiter = found["rate_limiter"]
         self._peer_manager = found["peer_manager"]
         self._pool = found["pool"]
-        self._anti_entropy = self._protocols.address_of("anti_entropy")
+        self._anti_entropy = self._protocols.child_address("anti_entropy")
+        self._protocol_addresses = {
+            spec.id: self._protocols.child_address(spec.id) for spec in self._router.routes.specs
+        }
 
     def _on_give_up(self, exc: SupervisorGaveUp) -> None:
         _log.error("event=root_gave_up reason=%r", str(exc))

@@ -5,11 +5,13 @@ Tree (``root`` is REST_FOR_ONE: a restarted transport restarts what depends on i
     root
     |-- transport        TransportActor: owns the listener (re-listens on the same port)
     |-- infrastructure   cache, rate_limiter, peer_manager, pool
-    `-- protocols        ONE_FOR_ONE: anti_entropy (the journal sync protocol actor)
+    `-- protocols        ONE_FOR_ONE: anti_entropy, then the plug-ins (ProtocolSpec)
 
 The transport calls its handlers on its own thread; they only ``tell`` the
-anti-entropy actor (:class:`EventRouter`, which buffers the events that
-arrive before that actor is up).  The pool dials through one
+protocol actor that declared the message's type
+(:class:`~aura_sync.protocols.plugin.EventRouter`, which buffers the events
+that arrive before that actor is up, and answers undeclared requests with
+an error reply).  The pool dials through one
 :class:`~aura_sync.transport.base.TransportConnector`, resolving a peer's
 address from the peer table the anti-entropy actor last read.
 
@@ -18,68 +20,42 @@ Layer: runtime.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.base import AuraActor
 from aura_sync.effects import Clock, Rng, Scheduler
-from aura_sync.errors import NotFound, StartFailed, SupervisorGaveUp
+from aura_sync.errors import NotFound, StartFailed, SupervisorGaveUp, WrongType
 from aura_sync.infrastructure.peers import StaticDiscovery
 from aura_sync.node.config import NodeConfig
-from aura_sync.protocols.anti_entropy import (
-    AntiEntropyActor,
-    AntiEntropyConfig,
-    InfraAddresses,
-    PeerTableView,
-    SyncObserver,
-    TransportEventMessage,
-)
+from aura_sync.protocols import anti_entropy
+from aura_sync.protocols.anti_entropy import SyncObserver
 from aura_sync.protocols.journal import Journal
+from aura_sync.protocols.plugin import (
+    EventRouter,
+    PeerTableView,
+    ProtocolContext,
+    ProtocolSpec,
+    Routes,
+    TransportHandle,
+    resolve_spec,
+)
 from aura_sync.supervisors import ChildContext, ChildSpec, Supervisor
 from aura_sync.supervisors.spec import ONE_FOR_ONE, REST_FOR_ONE
 from aura_sync.transport.base import Listener, Transport, TransportConnector
 
-__all__ = ["EventRouter", "TransportActor", "Tree", "build_tree", "infra_addresses"]
+__all__ = [
+    "EventRouter",
+    "TransportActor",
+    "Tree",
+    "build_tree",
+    "infra_addresses",
+    "protocol_specs",
+]
 
 INFRA_CHILDREN = ("cache", "rate_limiter", "peer_manager", "pool")
-
-
-class EventRouter:
-    """Forwards transport events to the anti-entropy actor; buffers them until it is up."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._target: ActorAddress | None = None
-        self._early: list[Any] = []
-        self._closed = False
-
-    def attach(self, target: ActorAddress) -> None:
-        """Deliver to ``target`` from now on (the buffered events first)."""
-        with self._lock:
-            self._target = target
-            early, self._early = self._early, []
-        for event in early:
-            target.tell(TransportEventMessage(event))
-
-    def detach(self) -> None:
-        """Drop events from now on (the node is stopping)."""
-        with self._lock:
-            self._target = None
-            self._early = []
-            self._closed = True
-
-    def __call__(self, event: Any) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            target = self._target
-            if target is None:
-                self._early.append(event)
-                return
-        target.tell(TransportEventMessage(event))
 
 
 class TransportActor(AuraActor):
@@ -122,19 +98,6 @@ class TransportActor(AuraActor):
         self.on_stop()
 
 
-class _RoutedAntiEntropy(AntiEntropyActor):
-    """The anti-entropy actor, attached to the node's event router once it runs."""
-
-    def __init__(self, *args: Any, router: EventRouter, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._router = router
-
-    def on_start(self) -> None:
-        """Start the protocol, then receive the transport's events (buffered until now)."""
-        super().on_start()
-        self._router.attach(self.address)
-
-
 def infra_addresses(infra: Supervisor) -> dict[str, ActorAddress]:
     """The four infrastructure actors' (stable) addresses, without blocking.
 
@@ -159,6 +122,19 @@ class Tree:
     root: Supervisor
     infra: Supervisor
     protocols: Supervisor
+
+
+def protocol_specs(cfg: NodeConfig, extra: Sequence[ProtocolSpec] = ()) -> Routes:
+    """The node's protocols: anti-entropy, then ``extra``, then ``cfg.protocols``.
+
+    Raises :class:`~aura_sync.errors.StartFailed` for a reference that does not
+    resolve, a duplicate id or a type claimed twice (naming both).
+    """
+    for item in extra:
+        if not isinstance(item, ProtocolSpec):
+            raise WrongType(f"protocols must hold ProtocolSpec values, got {item!r}")
+    named = [resolve_spec(ref) for ref in cfg.protocols]
+    return Routes([anti_entropy.spec(), *extra, *named])
 
 
 def build_tree(
@@ -194,34 +170,37 @@ def build_tree(
         fault_injection=faults,
         name="infrastructure",
     )
-    ae_config = AntiEntropyConfig(
-        sync_interval=cfg.sync_interval,
-        peers_per_round=cfg.peers_per_round,
-        batch_size=cfg.batch_size,
-        request_timeout=cfg.request_timeout,
-        require_capability=cfg.capabilities_required,
-        refuse_sync=cfg.refuse_sync,
-        token=token,
-    )
+    handle = TransportHandle(router)
+    specs = router.routes.specs
 
-    def start_anti_entropy(ctx: ChildContext) -> AuraActor:
-        found = infra_addresses(infra)
-        return _RoutedAntiEntropy(
-            ae_config,
-            journal,
-            InfraAddresses(found["peer_manager"], found["rate_limiter"], found["pool"]),
-            router=router,
-            table=table,
-            clock=ctx.clock,
-            scheduler=ctx.scheduler,
-            rng=ctx.rng,
-            stash=ctx.stash,
-            fault_injection=faults,
-            observer=observer,
-        )
+    def starter(spec: ProtocolSpec) -> Callable[[ChildContext], AuraActor]:
+        def start(ctx: ChildContext) -> AuraActor:
+            router.attach(spec.id, ctx.address)  # stable: events queue in its mailbox
+            pctx = ProtocolContext(
+                child=ctx,
+                infra=infra_addresses(infra),
+                transport=handle,
+                config=cfg,
+                journal=journal,
+                token=token,
+                address_book=table,
+                fault_injection=faults,
+                observer=observer,
+            )
+            return spec.factory(pctx)
 
+        return start
+
+    share = cfg.shutdown_timeout / (2 * max(1, len(specs)))
     protocols = Supervisor(
-        [ChildSpec("anti_entropy", start=start_anti_entropy, shutdown=cfg.shutdown_timeout / 2)],
+        [
+            ChildSpec(
+                spec.id,
+                start=starter(spec),
+                shutdown=share if spec.shutdown is None else spec.shutdown,
+            )
+            for spec in specs
+        ],
         strategy=ONE_FOR_ONE,
         intensity=5,
         period=10.0,

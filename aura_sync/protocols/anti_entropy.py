@@ -19,16 +19,15 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 from aura_sync._checks import check_bool, check_int
 from aura_sync.actors._faults import FaultInjectionMixin, check_stash, resolve_effects
 from aura_sync.actors._tasks import Ask, Step, TaskHost, Tasks
 from aura_sync.actors.address import ActorAddress
-from aura_sync.actors.base import AuraActor, LocalMessage, handles
+from aura_sync.actors.base import AuraActor, handles
 from aura_sync.effects import Clock, Rng, Scheduler, SystemRng, TimerHandle
 from aura_sync.errors import (
     AskTimeout,
@@ -55,13 +54,26 @@ from aura_sync.messages.sync import (
     MAX_IDS_BATCH,
     MAX_OPS_BATCH,
     AppendOps,
+    ChildDigestsRequest,
+    DigestRequest,
     GetSyncStatus,
+    IdsRequest,
     OpsAppended,
+    OpsRequest,
+    PeerExchangeRequest,
+    PresentCapability,
+    PushOps,
     RetrySync,
     SyncStatus,
     SyncTick,
 )
 from aura_sync.protocols.journal import Journal
+from aura_sync.protocols.plugin import (
+    PeerTableView,
+    ProtocolContext,
+    ProtocolSpec,
+    TransportEventMessage,
+)
 from aura_sync.protocols.serving import Server
 from aura_sync.protocols.session import Sessions, give_back
 from aura_sync.transport.base import Connected, Connection, Disconnected, Inbound
@@ -78,6 +90,7 @@ __all__ = [
     "SyncStatus",
     "SyncTick",
     "TransportEventMessage",
+    "spec",
 ]
 
 _log = logging.getLogger("aura_sync.protocols.anti_entropy")
@@ -110,46 +123,12 @@ _STAT_NAMES: Final = (
 
 
 @dataclass(frozen=True, slots=True)
-class TransportEventMessage(LocalMessage):
-    """A transport event (Connected, Inbound, Disconnected) forwarded to the actor."""
-
-    event: Connected | Inbound | Disconnected
-
-
-@dataclass(frozen=True, slots=True)
 class InfraAddresses:
     """The infrastructure actors the protocol talks to (stable across their restarts)."""
 
     peer_manager: ActorAddress
     rate_limiter: ActorAddress
     pool: ActorAddress
-
-
-class PeerTableView:
-    """The dial addresses of the peer manager's latest table, for the pool's connector.
-
-    The anti-entropy actor publishes every table it reads (each round, before
-    dialing); :meth:`resolve` is what the connector looks a peer up with, from
-    any thread (the published mapping is replaced whole, never mutated).
-    """
-
-    def __init__(self) -> None:
-        self._addresses: MappingProxyType[DeviceId, str] = MappingProxyType({})
-
-    def publish(self, peers: Iterable[PeerInfo]) -> None:
-        """Replace the view with these peers' addresses."""
-        self._addresses = MappingProxyType(
-            {p.peer_id: p.address for p in peers if p.address is not None}
-        )
-
-    def note(self, peer_id: DeviceId, address: str) -> None:
-        """Add the address a connected peer gave itself (sent to the peer manager too),
-        so that the pool can dial it before the next table is read."""
-        self._addresses = MappingProxyType({**self._addresses, peer_id: address})
-
-    def resolve(self, peer_id: DeviceId) -> str | None:
-        """The dial address of ``peer_id``, or None."""
-        return self._addresses.get(peer_id)
 
 
 def _default_retry() -> RetryPolicy:
@@ -532,3 +511,50 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
     def _tasks_answered(self) -> dict[str, int]:
         answered: dict[str, int] = self._stash[_ANSWERED_KEY]
         return answered
+
+
+# --- the plug-in ------------------------------------------------------------------------------
+
+
+def _start(ctx: ProtocolContext) -> AntiEntropyActor:
+    cfg = ctx.config
+    config = AntiEntropyConfig(
+        sync_interval=cfg.sync_interval,
+        peers_per_round=cfg.peers_per_round,
+        batch_size=cfg.batch_size,
+        request_timeout=cfg.request_timeout,
+        require_capability=cfg.capabilities_required,
+        refuse_sync=cfg.refuse_sync,
+        token=ctx.token,
+    )
+    infra = ctx.infra
+    child = ctx.child
+    return AntiEntropyActor(
+        config,
+        ctx.journal,
+        InfraAddresses(infra["peer_manager"], infra["rate_limiter"], infra["pool"]),
+        table=ctx.address_book,
+        clock=child.clock,
+        scheduler=child.scheduler,
+        rng=child.rng,
+        stash=child.stash,
+        fault_injection=ctx.fault_injection,
+        observer=ctx.observer,
+    )
+
+
+def spec() -> ProtocolSpec:
+    """Anti-entropy as a plug-in (built in, always on): the sync requests it serves."""
+    return ProtocolSpec(
+        "anti_entropy",
+        _start,
+        requests=(
+            DigestRequest,
+            ChildDigestsRequest,
+            IdsRequest,
+            OpsRequest,
+            PushOps,
+            PeerExchangeRequest,
+            PresentCapability,
+        ),
+    )

@@ -1,0 +1,209 @@
+"""Protocol plug-ins: declared types reach their protocol, undeclared ones get an error reply,
+conflicting or unknown registrations fail the start naming both sides.
+
+Two real TCP nodes on loopback: node ``b`` runs an ``echo`` plug-in; the test
+dials ``b`` with ``a``'s transport and sends requests and one-way messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _node_helpers import wait_until
+
+from aura_sync.actors import AuraActor, handles
+from aura_sync.actors._tasks import TaskHost, Tasks
+from aura_sync.errors import StartFailed, WrongType
+from aura_sync.ids import DeviceId
+from aura_sync.messages import ErrorReply, Message, Request, message
+from aura_sync.messages.sync import DigestRequest
+from aura_sync.node.config import load_config
+from aura_sync.node.node import Node
+from aura_sync.protocols.plugin import (
+    ProtocolContext,
+    ProtocolSpec,
+    TransportEventMessage,
+    admit,
+    resolve_spec,
+)
+from aura_sync.transport.base import Connected, Inbound
+
+
+@message(0xFE30)
+class Echo(Request["Echoed"]):
+    text: str
+
+
+@message(0xFE31)
+class Echoed(Message):
+    text: str
+    peers: tuple[DeviceId, ...]
+
+
+@message(0xFE32)
+class Note(Message):
+    text: str
+
+
+@message(0xFE33)
+class Unclaimed(Request["Echoed"]):
+    text: str
+
+
+@message(0xFE34)
+class GetNotes(Request[tuple[str, ...]]):
+    pass
+
+
+class EchoActor(TaskHost, AuraActor):
+    """Answers Echo (after admission), records Notes and connected peers."""
+
+    def __init__(self, ctx: ProtocolContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self._tasks = Tasks(self, ctx.child.scheduler)
+        self.notes: list[str] = ctx.child.stash.setdefault("notes", [])
+
+    @handles(TransportEventMessage)
+    def _event(self, msg: TransportEventMessage) -> None:
+        event = msg.event
+        if isinstance(event, Inbound):
+            self._tasks.spawn(self._serve(event), "serve")
+        elif isinstance(event, Connected):
+            self.notes.append(f"connected {event.connection.peer_id}")
+
+    def _serve(self, event: Inbound) -> Any:
+        limiter = self.ctx.infra["rate_limiter"]
+        if not (yield from admit(limiter, event, 1, 2.0)):
+            return
+        request = event.message
+        if isinstance(request, Echo):
+            event.respond(Echoed(request.text.upper(), self.ctx.transport.peers()))
+        elif isinstance(request, Note):
+            self.notes.append(request.text)
+
+    @handles(GetNotes)
+    def _get(self, msg: GetNotes) -> tuple[str, ...]:
+        return tuple(self.notes)
+
+    def on_stop(self) -> None:
+        self._tasks.abandon("stopping")
+
+
+def echo_spec() -> ProtocolSpec:
+    return ProtocolSpec("echo", EchoActor, requests=(Echo,), messages=(Note,))
+
+
+def _node(path: Path, **settings: Any) -> Node:
+    base: dict[str, Any] = {
+        "data_dir": str(path),
+        "listen": "127.0.0.1:0",
+        "sync_interval": 0.2,
+        "shutdown_timeout": 5.0,
+    }
+    base.update(settings)
+    return Node(load_config(None, base), protocols=settings.pop("_protocols", ()))
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
+    b = Node(
+        load_config(None, {"data_dir": str(tmp_path / "b"), "listen": "127.0.0.1:0"}),
+        protocols=[echo_spec()],
+    ).start()
+    a = _node(tmp_path / "a").start()
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_declared_request_and_message_reach_their_protocol(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    conn = a.transport.connect(b.device_id, b.listen_address, timeout=5.0)
+    reply = conn.request(Echo("hi"), 5.0).result(5.0)
+    assert isinstance(reply, Echoed)
+    assert reply.text == "HI"
+    assert a.device_id in reply.peers  # the transport handle sees the connected peer
+    conn.send(Note("one-way"))
+    notes = b.address_of("echo")
+    wait_until(lambda: "one-way" in notes.call(GetNotes(), 2.0), 5.0, "the note")
+    assert f"connected {a.device_id}" in notes.call(GetNotes(), 2.0)
+    # anti-entropy still gets its own requests (its server checks the bounds)
+    digest = conn.request(DigestRequest(()), 5.0).result(5.0)
+    assert isinstance(digest, ErrorReply) and "ranges must hold" in digest.message
+
+
+def test_undeclared_request_gets_an_error_reply(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    conn = a.transport.connect(b.device_id, b.listen_address, timeout=5.0)
+    reply = conn.request(Unclaimed("x"), 5.0).result(5.0)
+    assert isinstance(reply, ErrorReply)
+    assert reply.error_type == "UnhandledMessage"
+    assert "Unclaimed" in reply.message
+    # a node without the plug-in refuses Echo the same way; the connection stays up
+    back = b.transport.connect(a.device_id, a.listen_address, timeout=5.0)
+    refused = back.request(Echo("x"), 5.0).result(5.0)
+    assert isinstance(refused, ErrorReply) and refused.error_type == "UnhandledMessage"
+    still = conn.request(Echo("still up"), 5.0).result(5.0)
+    assert isinstance(still, Echoed) and still.text == "STILL UP"
+
+
+def test_two_protocols_claiming_one_type_fail_at_start(tmp_path: Path) -> None:
+    other = ProtocolSpec("other_echo", EchoActor, requests=(Echo,))
+    node = Node(
+        load_config(None, {"data_dir": str(tmp_path), "listen": "127.0.0.1:0"}),
+        protocols=[echo_spec(), other],
+    )
+    with pytest.raises(StartFailed) as info:
+        node.start()
+    text = str(info.value)
+    assert "'echo'" in text and "'other_echo'" in text and "Echo" in text
+    # a plug-in may not claim anti-entropy's requests either
+    thief = ProtocolSpec("thief", EchoActor, requests=(DigestRequest,))
+    with pytest.raises(StartFailed, match="'anti_entropy' and 'thief' both claim DigestRequest"):
+        Node(
+            load_config(None, {"data_dir": str(tmp_path / "2"), "listen": "127.0.0.1:0"}),
+            protocols=[thief],
+        ).start()
+
+
+def test_unknown_factory_fails_at_start(tmp_path: Path) -> None:
+    for ref, words in [
+        ("no_such_module_xyz:spec", "cannot import 'no_such_module_xyz'"),
+        ("aura_sync.protocols.plugin:nothing", "has no 'nothing'"),
+        ("aura_sync.protocols.plugin:Routes", "Routes"),
+    ]:
+        cfg = load_config(
+            None, {"data_dir": str(tmp_path / "n"), "listen": "127.0.0.1:0", "protocols": [ref]}
+        )
+        with pytest.raises(StartFailed) as info:
+            Node(cfg).start()
+        assert ref in str(info.value) and words in str(info.value)
+
+
+def test_a_protocol_named_in_the_config_starts(tmp_path: Path) -> None:
+    ref = f"{__name__}:echo_spec"
+    settings = {"data_dir": str(tmp_path), "listen": "127.0.0.1:0", "protocols": [ref]}
+    cfg = load_config(None, settings)
+    assert cfg.protocols == (ref,)
+    with Node(cfg) as node:
+        assert node.address_of("echo").call(GetNotes(), 2.0) == ()
+    assert resolve_spec(ref).id == "echo"
+
+
+def test_bad_protocol_arguments_are_clear() -> None:
+    with pytest.raises(WrongType, match="factory"):
+        ProtocolSpec("x", "not callable")  # type: ignore[arg-type]
+    with pytest.raises(WrongType, match="Message types"):
+        ProtocolSpec("x", EchoActor, requests=(int,))  # type: ignore[arg-type]
+    from aura_sync.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="protocols"):
+        load_config(None, {"protocols": ["no colon"]})
+    with pytest.raises(ConfigError, match="protocols"):
+        load_config(None, {"protocols": "gossip"})
