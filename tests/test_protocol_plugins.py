@@ -207,3 +207,11 @@ def test_bad_protocol_arguments_are_clear() -> None:
         load_config(None, {"protocols": ["no colon"]})
     with pytest.raises(ConfigError, match="protocols"):
         load_config(None, {"protocols": "gossip"})
+
+
+def test_anti_entropy_declares_every_request_its_server_answers() -> None:
+    from aura_sync.messages.sync import PresentCapability
+    from aura_sync.protocols import anti_entropy, serving
+
+    declared = set(anti_entropy.spec().requests)
+    assert declared == {*serving._SYNC_REQUESTS, PresentCapability}

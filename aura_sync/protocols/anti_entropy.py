@@ -58,6 +58,7 @@ from aura_sync.messages.sync import (
     DigestRequest,
     GetSyncStatus,
     IdsRequest,
+    NodeIdsRequest,
     OpsAppended,
     OpsRequest,
     PeerExchangeRequest,
@@ -551,6 +552,7 @@ def spec() -> ProtocolSpec:
         requests=(
             DigestRequest,
             ChildDigestsRequest,
+            NodeIdsRequest,
             IdsRequest,
             OpsRequest,
             PushOps,
