@@ -393,6 +393,16 @@ def _print_health(doc: dict[str, Any]) -> None:
     console.print(children)
     peers = doc.get("peers_by_status", {})
     console.print("peers: " + (", ".join(f"{k}={v}" for k, v in sorted(peers.items())) or "none"))
+    trust = doc.get("peer_trust", {})
+    if trust:
+        console.print("trust: " + ", ".join(f"{p[:8]}={t}" for p, t in sorted(trust.items())))
+    bans = doc.get("bans", {})
+    console.print(f"bans: {len(bans) or 'none'}")
+    for peer, ban in sorted(bans.items()):
+        console.print(
+            f"  {peer} banned {float(ban.get('seconds_left', 0)):.0f} s more "
+            f"(ban {ban.get('bans')}, {ban.get('reason')}, address {ban.get('address') or '?'})"
+        )
     sync = doc.get("sync", {})
     console.print("sync: " + ", ".join(f"{k}={v}" for k, v in sorted(sync.items())))
 

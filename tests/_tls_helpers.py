@@ -34,11 +34,13 @@ def tls_retry(sock: socket.socket, op: Callable[[], Any], timeout: float = 5.0) 
 
 
 def raw_tls_client(
-    identity: NodeIdentity, address: str, expected: DeviceId
+    identity: NodeIdentity, address: str, expected: DeviceId, source: str | None = None
 ) -> tuple[socket.socket, SSL.Connection]:
-    """A mutual-TLS connection to ``address`` ("host:port") expecting ``expected``'s key."""
+    """A mutual-TLS connection to ``address`` ("host:port") expecting ``expected``'s key
+    (``source``: the local host to connect from, e.g. another loopback address)."""
     host, port = address.rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)), timeout=5)
+    bind = None if source is None else (source, 0)
+    sock = socket.create_connection((host, int(port)), timeout=5, source_address=bind)
     sock.setblocking(False)
     conn = SSL.Connection(tls.client_context(identity), sock)
     tls.attach_check(conn, expected)

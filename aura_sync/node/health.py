@@ -20,7 +20,7 @@ from aura_sync.errors import AuraError
 from aura_sync.infrastructure.connections import PoolStatistics
 from aura_sync.infrastructure.peers import PeerTableSnapshot
 from aura_sync.infrastructure.rate_limit import RateLimiterStatistics
-from aura_sync.messages.peers import GetPeerTable
+from aura_sync.messages.peers import GetPeerTable, ListBans
 from aura_sync.messages.pool import GetPoolStatistics
 from aura_sync.messages.rate_limit import GetRateLimiterStatistics
 from aura_sync.messages.supervision import ChildType
@@ -51,6 +51,8 @@ class SnapshotSources:
     transport_failure: str | None
     observe: Callable[[str, float], None]
     """``observe(actor name, seconds)``: records how long an ask took."""
+    now: Callable[[], float] = time.monotonic
+    """The node's clock (the peer manager's ban deadlines are in its seconds)."""
 
 
 def take_snapshot(src: SnapshotSources) -> NodeSnapshot:
@@ -63,6 +65,8 @@ def take_snapshot(src: SnapshotSources) -> NodeSnapshot:
     rate: dict[str, int] = {}
     handled: dict[str, int] = {}
     children: list[ChildHealth] = []
+    trust: dict[str, int] = {}
+    bans: dict[str, dict[str, Any]] = {}
     degraded = False
     if status == "ok":
         ae = src.addresses["anti_entropy"]
@@ -90,6 +94,8 @@ def take_snapshot(src: SnapshotSources) -> NodeSnapshot:
             for info in table.peers:
                 name = info.metadata.status.name
                 peers[name] = peers.get(name, 0) + 1
+                trust[str(info.peer_id)] = info.metadata.trust_level
+            bans = _bans(src)
         else:
             degraded = True
         stats = _ask_quiet(src, "pool", GetPoolStatistics())
@@ -128,7 +134,26 @@ def take_snapshot(src: SnapshotSources) -> NodeSnapshot:
         sync=sync,
         journal=journal,
         transport=transport,
+        peer_trust=trust,
+        bans=bans,
     )
+
+
+def _bans(src: SnapshotSources) -> dict[str, dict[str, Any]]:
+    """The peer manager's bans in force, by peer (seconds left on the wall clock)."""
+    found = _ask_quiet(src, "peer_manager", ListBans())
+    if not isinstance(found, tuple):
+        return {}
+    now = src.now()
+    return {
+        str(b.peer_id): {
+            "seconds_left": round(max(b.until - now, 0.0), 3),
+            "bans": b.bans,
+            "reason": b.reason,
+            "address": b.address,
+        }
+        for b in found
+    }
 
 
 def _ask_quiet(src: SnapshotSources, name: str, msg: Any) -> Any:

@@ -129,6 +129,9 @@ class NodeSnapshot:
     :param journal: ``ops`` (count), ``own_ops``, ``digest`` (hex fingerprint of
         the whole journal).
     :param transport: transport counters (frames, malformed frames, ...).
+    :param peer_trust: each tracked peer's trust (0-100), by DeviceId.
+    :param bans: the bans in force, by DeviceId: ``seconds_left``, ``bans`` (its count),
+        ``reason`` (the offence) and ``address`` (the host refused at accept, or None).
     """
 
     status: str
@@ -143,6 +146,8 @@ class NodeSnapshot:
     sync: Mapping[str, int] = field(default_factory=dict)
     journal: Mapping[str, Any] = field(default_factory=dict)
     transport: Mapping[str, int] = field(default_factory=dict)
+    peer_trust: Mapping[str, int] = field(default_factory=dict)
+    bans: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def restarts_total(self) -> int:
@@ -162,8 +167,10 @@ class NodeSnapshot:
             "sync",
             "journal",
             "transport",
+            "peer_trust",
         ):
             doc[key] = dict(getattr(self, key))
+        doc["bans"] = {peer: dict(ban) for peer, ban in self.bans.items()}
         return doc
 
 

@@ -470,6 +470,7 @@ class Node:
                 refusals=refusals,
                 transport_failure=self.transport_failure,
                 observe=self.metrics.observe_ask,
+                now=self._clock.now,
             )
         )
 

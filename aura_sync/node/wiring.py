@@ -13,7 +13,10 @@ protocol actor that declared the message's type
 that arrive before that actor is up, and answers undeclared requests with
 an error reply).  The pool dials through one
 :class:`~aura_sync.transport.base.TransportConnector`, resolving a peer's
-address from the peer table the anti-entropy actor last read.
+address from the peer table the anti-entropy actor last read; the transport
+trims the connections of the least trusted peers first.  A peer banned for its
+behaviour is refused by the transport at accept (its host, before TLS) and by
+the router right after TLS (its identity).
 
 Layer: runtime.
 """
@@ -170,7 +173,10 @@ def build_tree(
         fault_injection=faults,
         name="infrastructure",
     )
-    handle = TransportHandle(router)
+    handle = TransportHandle(router, transport)
+    scorer = getattr(transport, "set_connection_scorer", None)
+    if scorer is not None:  # trim the least trusted peers' connections first
+        scorer(lambda conn: float(table.trust(conn.peer_id)))
     specs = router.routes.specs
 
     def starter(spec: ProtocolSpec) -> Callable[[ChildContext], AuraActor]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -37,14 +37,18 @@ from aura_sync.errors import (
     RateLimited,
     RequestTimeout,
     TransportError,
+    UnknownPeer,
     WrongType,
 )
 from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.peer_scoring import Offence, PeerBan
 from aura_sync.infrastructure.peers import PeerInfo, PeerStatus, PeerTableSnapshot
 from aura_sync.infrastructure.retry import Jitter, RetryPolicy
 from aura_sync.messages.peers import (
     AddPeer,
+    GetPeer,
     GetPeerTable,
+    ReportOffence,
     SelectSyncPeers,
     SetPeerStatus,
     UpdatePeerMetadata,
@@ -119,8 +123,12 @@ _STAT_NAMES: Final = (
     "peer_exchanges",
     "dials",
     "dial_failures",
+    "offences",
+    "peers_banned",
     "messages_handled",
 )
+_STREAM_FAULTS: Final = ("malformed frame", "protocol violation")
+"""Prefixes of the close reasons the transport gives a peer's undecodable stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +245,9 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
     :param stash: the dict that survives restarts (counters, journal epoch).
     :param fault_injection: honour :class:`~aura_sync.messages.faults.InjectCrash`.
     :param observer: told each session's and each served request's duration.
+    :param on_ban: ``on_ban(peer, addresses, seconds)``, called (on the actor's thread,
+        must not block) for each ban a reported offence earned, with the remote
+        addresses of the peer's connections (which the actor then closes).
 
     Handles :class:`SyncTick`, :class:`RetrySync` (told), :class:`AppendOps`,
     :class:`GetSyncStatus` (requests) and :class:`TransportEventMessage`.
@@ -255,9 +266,11 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
         stash: dict[str, Any] | None = None,
         fault_injection: bool = False,
         observer: SyncObserver | None = None,
+        on_ban: Callable[[DeviceId, frozenset[str], float], None] | None = None,
     ) -> None:
         super().__init__()
         self._init_faults(fault_injection)
+        self._on_ban = on_ban
         self._config = config
         self._journal = journal
         self._infra = infra
@@ -302,7 +315,8 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
             on_authorized=self._on_authorized,
             observer=observer,
         )
-        self._open: dict[DeviceId, set[str]] = {}
+        self._server.report = self._report
+        self._open: dict[DeviceId, dict[str, Connection]] = {}
         self._ticks = 0
         self._tick_timer: TimerHandle | None = None
         self._own_ops = journal.own_ops
@@ -322,6 +336,34 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
         self._stats["batches_refused"] += 1
         self._refused[peer] = self._refused.get(peer, 0) + 1
         _log.warning("event=ops_refused peer=%s error=%r", peer, str(exc))
+        self._report(peer, Offence.REFUSED_OPS)
+
+    def _report(self, peer: DeviceId, offence: Offence, address: str | None = None) -> None:
+        """Tell the peer manager about ``offence``; a ban it earns closes the peer's
+        connections and goes to ``on_ban`` (the transport refuses it from then on)."""
+        self._stats["offences"] += 1
+        if address is None:
+            address = next((c.remote_address for c in self._open.get(peer, {}).values()), None)
+        self._tasks.spawn(self._report_task(peer, offence, address), f"report {peer}")
+
+    def _report_task(
+        self, peer: DeviceId, offence: Offence, address: str | None
+    ) -> Generator[Step, Any, None]:
+        ban = yield self._ask(self._infra.peer_manager, ReportOffence(peer, offence, address))
+        if ban is None:
+            return
+        assert isinstance(ban, PeerBan)
+        self._stats["peers_banned"] += 1
+        conns = list(self._open.get(peer, {}).values())
+        addresses = frozenset({c.remote_address for c in conns} | ({address} if address else set()))
+        _log.warning(
+            "event=peer_banned peer=%s seconds=%.0f bans=%d reason=%s addresses=%s",
+            peer, ban.until - self._clock.now(), ban.bans, ban.reason, sorted(addresses),
+        )  # fmt: skip
+        if self._on_ban is not None:
+            self._on_ban(peer, addresses, max(ban.until - self._clock.now(), 0.001))
+        for conn in conns:
+            conn.close()
 
     def _verified_peers(self) -> list[tuple[DeviceId, str]]:
         return self._verified
@@ -438,7 +480,7 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
 
     def _connected(self, conn: Connection) -> None:
         peer = conn.peer_id
-        self._open.setdefault(peer, set()).add(conn.session_id)
+        self._open.setdefault(peer, {})[conn.session_id] = conn
         if conn.peer_listen_address:
             self._table.note(peer, conn.peer_listen_address)
         self._tasks.spawn(self._mark_connected(peer, conn.peer_listen_address), f"up {peer}")
@@ -465,6 +507,11 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
     def _mark_connected(self, peer: DeviceId, address: str | None) -> Generator[Step, Any, None]:
         """The peer's own Hello address (verified by TLS) goes into the peer table."""
         manager = self._infra.peer_manager
+        if self._config.require_capability and peer not in self._server.authorized:
+            try:  # an identity not yet authorized takes no slot (AdmitPeer admits it)
+                yield self._ask(manager, GetPeer(peer))
+            except UnknownPeer:
+                return
         yield self._ask(manager, AddPeer(peer, address))
         yield self._ask(manager, SetPeerStatus(peer, PeerStatus.CONNECTED))
         yield self._ask(manager, UpdatePeerMetadata(peer, verified=True))
@@ -472,9 +519,11 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
     def _disconnected(self, conn: Connection) -> None:
         peer = conn.peer_id
         self._sessions.presented.discard(conn.session_id)
+        if (conn.closed_reason or "").startswith(_STREAM_FAULTS):
+            self._report(peer, Offence.MALFORMED_FRAME, conn.remote_address)
         sessions = self._open.get(peer)
         if sessions is not None:
-            sessions.discard(conn.session_id)
+            sessions.pop(conn.session_id, None)
             if not sessions:
                 del self._open[peer]
                 self._infra.peer_manager.tell(SetPeerStatus(peer, PeerStatus.DISCONNECTED))
@@ -541,6 +590,7 @@ def _start(ctx: ProtocolContext) -> AntiEntropyActor:
         stash=child.stash,
         fault_injection=ctx.fault_injection,
         observer=ctx.observer,
+        on_ban=ctx.transport.ban,
     )
 
 

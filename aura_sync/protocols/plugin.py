@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from aura_sync.infrastructure.rate_limit import Denied
 from aura_sync.messages import ErrorReply, Message
 from aura_sync.messages.rate_limit import CheckRateLimit
 from aura_sync.supervisors import ChildContext
-from aura_sync.transport.base import Connected, Connection, Disconnected, Inbound
+from aura_sync.transport.base import Connected, Connection, Disconnected, Inbound, Transport
 
 if TYPE_CHECKING:
     from aura_sync.node.config import NodeConfig
@@ -80,12 +81,19 @@ class PeerTableView:
 
     def __init__(self) -> None:
         self._addresses: MappingProxyType[DeviceId, str] = MappingProxyType({})
+        self._trust: MappingProxyType[DeviceId, int] = MappingProxyType({})
 
     def publish(self, peers: Iterable[PeerInfo]) -> None:
-        """Replace the view with these peers' addresses."""
+        """Replace the view with these peers' addresses and trust."""
+        peers = tuple(peers)
         self._addresses = MappingProxyType(
             {p.peer_id: p.address for p in peers if p.address is not None}
         )
+        self._trust = MappingProxyType({p.peer_id: p.metadata.trust_level for p in peers})
+
+    def trust(self, peer_id: DeviceId) -> int:
+        """The peer's trust in the latest table (0 outside it: it holds no slot)."""
+        return self._trust.get(peer_id, 0)
 
     def note(self, peer_id: DeviceId, address: str) -> None:
         """Add the address a connected peer gave itself, so that the pool can dial it
@@ -192,6 +200,7 @@ class EventRouter:
 
     Events for a protocol that is not attached yet are buffered (bounded).
     The router also keeps the live connections, for :class:`TransportHandle`.
+    A banned identity's connections are closed on arrival, their events dropped.
     """
 
     MAX_EARLY = 10_000
@@ -203,6 +212,19 @@ class EventRouter:
         self._early: dict[str, list[TransportEventMessage]] = {}
         self._closed = False
         self._live: dict[DeviceId, dict[str, Connection]] = {}
+        self._bans: dict[DeviceId, float] = {}  # identity -> monotonic deadline
+
+    def ban(self, peer: DeviceId, seconds: float) -> None:
+        """Refuse ``peer``'s connections for ``seconds`` (any thread)."""
+        with self._lock:
+            now = time.monotonic()
+            self._bans = {p: t for p, t in self._bans.items() if t > now}
+            self._bans[peer] = now + seconds
+
+    def is_banned(self, peer: DeviceId) -> bool:
+        """Whether ``peer`` is banned now."""
+        until = self._bans.get(peer)
+        return until is not None and until > time.monotonic()
 
     @property
     def routes(self) -> Routes:
@@ -242,6 +264,10 @@ class EventRouter:
             return tuple(sorted(self._live))
 
     def __call__(self, event: Any) -> None:
+        if isinstance(event, Connected | Inbound) and self.is_banned(event.connection.peer_id):
+            _log.info("event=banned_peer_refused peer=%s", event.connection.peer_id)
+            event.connection.close()
+            return
         if isinstance(event, Inbound):
             self._inbound(event)
             return
@@ -297,8 +323,22 @@ class TransportHandle:
     dialing here (the pool dials; anti-entropy keeps peers connected).
     """
 
-    def __init__(self, router: EventRouter) -> None:
+    def __init__(self, router: EventRouter, transport: Transport | None = None) -> None:
         self._router = router
+        self._transport = transport
+
+    def ban(self, peer: DeviceId, addresses: Iterable[str], seconds: float) -> None:
+        """Refuse ``peer`` (right after TLS) and ``addresses``' hosts (at accept, before
+        TLS, where the transport can) for ``seconds``."""
+        self._router.ban(peer, seconds)
+        ban_address = getattr(self._transport, "ban_address", None)
+        if ban_address is None:
+            return
+        for address in sorted(addresses):
+            try:
+                ban_address(address, seconds)
+            except AuraError as exc:
+                _log.warning("event=ban_address_failed address=%s error=%r", address, str(exc))
 
     def peers(self) -> tuple[DeviceId, ...]:
         """The peers connected now (id order)."""

@@ -29,10 +29,18 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Final
 
 from aura_sync.actors._tasks import Ask, Step, Tasks
-from aura_sync.errors import AuraError, InvalidArgument, OpRefused, TransportError
+from aura_sync.errors import (
+    AuraError,
+    CapabilityError,
+    InvalidArgument,
+    OpRefused,
+    TransportError,
+    WrongType,
+)
 from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.peer_scoring import Offence
 from aura_sync.messages import Ack, ErrorReply, Message
-from aura_sync.messages.peers import AddPeer, UpdatePeerCapabilities
+from aura_sync.messages.peers import AdmitPeer
 from aura_sync.messages.sync import (
     MAX_PEERS_PER_EXCHANGE,
     ChildDigestsReply,
@@ -78,7 +86,8 @@ class Server:
     ``authorized`` holds the peers whose capability was verified (shared with
     the actor); ``verified_addresses()`` returns ``(peer, address)`` of the
     verified peers in the latest peer table, for peer exchange;
-    ``on_authorized(connection)`` is called once a peer's token verified.
+    ``on_authorized(connection)`` is called once a peer's token verified;
+    ``report(peer, offence)`` is told each misbehaviour (the actor sets it).
     """
 
     def __init__(
@@ -106,6 +115,7 @@ class Server:
         self._on_authorized = on_authorized
         self._observer = observer
         self.authorized: set[DeviceId] = set()
+        self.report: Callable[[DeviceId, Offence], None] = lambda peer, offence: None
 
     def serve(self, event: Inbound) -> None:
         """Answer one inbound request (a one-way message is ignored)."""
@@ -141,6 +151,11 @@ class Server:
         started = time.perf_counter()
         try:
             request.check()  # the bounds of an untrusted request: a clear error reply
+        except (InvalidArgument, WrongType) as exc:
+            self.report(peer, Offence.INVALID_REQUEST)
+            respond(event, ErrorReply.from_exception(exc))
+            return
+        try:
             reply = self._answer(request, peer)
         except AuraError as exc:
             reply = ErrorReply.from_exception(exc)
@@ -189,13 +204,15 @@ class Server:
             return
         manager = self._infra.peer_manager
         timeout = self._config.ask_timeout
-        try:
-            yield Ask(manager, AddPeer(peer, event.connection.peer_listen_address), timeout)
-            yield Ask(manager, UpdatePeerCapabilities(peer, token), timeout)
+        conn = event.connection
+        try:  # a slot in the peer table only once the token verified
+            yield Ask(manager, AdmitPeer(peer, conn.peer_listen_address, token), timeout)
         except AuraError as exc:
             self.authorized.discard(peer)
             self._stats["requests_refused"] += 1
             _log.warning("event=capability_refused peer=%s error=%r", peer, str(exc))
+            if isinstance(exc, CapabilityError):
+                self.report(peer, Offence.CAPABILITY)
             respond(event, ErrorReply.from_exception(exc))
             return
         self.authorized.add(peer)
