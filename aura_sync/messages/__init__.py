@@ -16,7 +16,9 @@ range              concern
 0x0060 - 0x007F    connection pool
 0x0080 - 0x009F    peers
 0x00A0 - 0x00BF    actors and supervision
-0x00C0 - 0x00FF    transport and protocols
+0x00C0 - 0x00DF    transport and protocols (sync)
+0x00E0 - 0x00EF    gossip
+0x00F0 - 0x00FF    transport and protocols
 =================  ==================
 """
 
@@ -42,7 +44,7 @@ __all__ = [
     "registered_messages",
 ]
 
-_CONCERNS = ("cache", "faults", "peers", "pool", "rate_limit", "supervision", "sync")
+_CONCERNS = ("cache", "faults", "gossip", "peers", "pool", "rate_limit", "supervision", "sync")
 
 
 def load_all() -> None:

@@ -79,6 +79,7 @@ from aura_sync.node.wiring import (
     infra_addresses,
     protocol_specs,
 )
+from aura_sync.protocols.gossip import Gossip
 from aura_sync.protocols.journal import Journal
 from aura_sync.protocols.journal_files import DataDirLock
 from aura_sync.protocols.plugin import ProtocolSpec
@@ -223,6 +224,12 @@ class Node:
         """Why the TCP transport's I/O loop died (the node is deaf: fatal), else None."""
         transport = self._transport
         return transport.failure if isinstance(transport, TcpTransport) else None
+
+    @property
+    def gossip(self) -> Gossip:
+        """Publish and subscribe through the ``gossip`` plug-in (enable it with
+        ``protocols = ["gossip"]`` or ``Node(..., protocols=[gossip.spec()])``)."""
+        return Gossip(self.address_of("gossip"))
 
     def address_of(self, name: str) -> ActorAddress:
         """The stable address of ``cache``, ``rate_limiter``, ``peer_manager``, ``pool``,
