@@ -17,6 +17,8 @@ one, built in).  Guarantees of :class:`Routes` and :class:`EventRouter`:
 
 Inbound requests of every protocol pass :func:`admit` (the admission call
 point: charged to the sending peer at the rate limiter before serving).
+The task runtime a protocol needs (``TaskHost``, ``Tasks``, ``Ask``) is
+re-exported here.
 
 Layer: runtime (protocols).
 """
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from aura_sync.actors._tasks import Ask, Step
+from aura_sync.actors._tasks import Ask, Step, TaskHost, Tasks
 from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.base import AuraActor, LocalMessage
 from aura_sync.errors import AuraError, PeerUnavailable, RateLimited, StartFailed, WrongType
@@ -50,11 +52,14 @@ if TYPE_CHECKING:
     from aura_sync.protocols.journal import Journal
 
 __all__ = [
+    "Ask",
     "EventRouter",
     "PeerTableView",
     "ProtocolContext",
     "ProtocolSpec",
     "Routes",
+    "TaskHost",
+    "Tasks",
     "TransportEventMessage",
     "TransportHandle",
     "admit",
