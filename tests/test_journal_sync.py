@@ -99,7 +99,14 @@ def test_a_pipelined_remote_gets_windows_and_the_journals_agree() -> None:
     assert max(remote.windows["fetch"]) == PIPELINE_DEPTH  # 2100 ids: 17 batches
     assert max(remote.windows["push"]) == PIPELINE_DEPTH
     assert sum(remote.windows["fetch"]) == -(-2100 // 128)
-    assert max(remote.windows["node_ids"]) >= 1  # small differing nodes listed by index
+    assert remote.windows["children"] == [1]  # disjoint journals: the root's children listed
+    # a small difference in a large shared set: descend the tree, list small nodes by index
+    a.append_many(b"late-a%d" % i for i in range(20))
+    b.append_many(b"late-b%d" % i for i in range(20))
+    remote = PipelinedRemote(b)
+    agreed = _drive(reconcile(a, remote, list_threshold=64, batch_size=128))
+    assert agreed == a.digest().fingerprint == b.digest().fingerprint and len(a) == 4840
+    assert len(remote.windows["children"]) > 3 and max(remote.windows["node_ids"]) >= 1
     assert all(ok for _, ok, _ in a.verify()) and all(ok for _, ok, _ in b.verify())
 
 

@@ -37,6 +37,7 @@ from aura_sync.errors import InvalidArgument
 from aura_sync.messages.sync import (
     CHILD_PRINT_SIZE,
     FULL_RANGE,
+    MAX_NODE_IDS,
     MAX_RANGES,
     TREE_DEPTH,
     TREE_PARTS,
@@ -113,6 +114,9 @@ PIPELINE_DEPTH = 8
 """Requests a :class:`Pipelined` remote is given at once (pulls, pushes)."""
 
 
+LOPSIDED = 8
+"""A node whose counts differ by at least 1/8 of the larger is listed, not descended."""
+
 TREE_LIST_THRESHOLD = 4
 """In the tree descent, a differing node holding at most this many ids is listed."""
 
@@ -143,11 +147,16 @@ def _descend(
                     and ours.fingerprint[:size] == prints[k * size : (k + 1) * size]
                 ):
                     continue
+                most = max(ours.count, count)
+                # A big node whose counts alone show that an eighth or more of it
+                # differs is listed: descending would cost as many bytes, more round
+                # trips and a digest per child on both sides.
+                lopsided = most > MAX_NODE_IDS and abs(ours.count - count) * LOPSIDED >= most
                 if count == 0:
                     push.extend(journal.not_in((), id_range))
-                elif max(ours.count, count) <= threshold:
+                elif most <= threshold:
                     small_nodes.append(index)
-                elif not ours.count or depth + 1 == TREE_DEPTH:
+                elif lopsided or not ours.count or depth + 1 == TREE_DEPTH:
                     listed.append(id_range)
                 else:
                     deeper.append(index)
