@@ -32,6 +32,7 @@ from aura_sync.messages.sync import (
     PresentCapability,
     PushOps,
 )
+from aura_sync.protocols.admission import AdmissionConfig
 from aura_sync.protocols.anti_entropy import AntiEntropyConfig, InfraAddresses
 from aura_sync.protocols.journal import Journal
 from aura_sync.protocols.serving import Server
@@ -62,7 +63,7 @@ class Rig:
         self.refusals: list[DeviceId] = []
         nowhere = ActorAddress("nowhere")
         self.server = Server(
-            AntiEntropyConfig(),
+            AntiEntropyConfig(admission=AdmissionConfig(enabled=False)),  # see test_admission.py
             self.journal,
             infra=InfraAddresses(nowhere, nowhere, nowhere),
             tasks=Tasks(None, Scheduler(ManualClock())),  # type: ignore[arg-type]

@@ -88,8 +88,9 @@ def test_configuration_reference_lists_every_key_with_its_default() -> None:
             f.name for f in dataclasses.fields(getattr(defaults, section)) if f.init
         } - {key for s, key in cfg._FORBIDDEN_SECTION_KEYS if s == section}
         assert set(documented[section]) == fields, section
-        # a section's defaults are its class's, but the node's own transport defaults
-        base = defaults.transport if section == "transport" else cfg._SECTIONS[section]()
+        # a section's defaults are its class's, but the node's own transport and limiter ones
+        node_own = section in ("transport", "rate_limit")
+        base = getattr(defaults, section) if node_own else cfg._SECTIONS[section]()
         for key in fields:
             want = getattr(base, key)
             assert _default(documented[section][key]) == want, f"{section}.{key}"

@@ -195,7 +195,12 @@ def test_bad_frame_closes_only_that_connection_and_the_node_keeps_serving(
 
 
 def test_rate_limited_rounds_are_retried_and_still_converge(nodes: Cluster) -> None:
-    slow = {"rate_limit.peer_ops_per_second": 2.0, "rate_limit.peer_burst": 1}
+    slow = {
+        "rate_limit.peer_ops_per_second": 2.0,
+        "rate_limit.peer_burst": 1,
+        # outgoing sessions only: inbound admission at 2/s is tests/test_admission.py's
+        "defence.enabled": False,
+    }
     a = nodes.add("a", metrics_port=0, **slow)
     b = nodes.add("b", bootstrap=[a.bootstrap_address], **slow)
     c = nodes.add("c", bootstrap=[a.bootstrap_address], **slow)

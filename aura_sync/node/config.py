@@ -35,7 +35,8 @@ File layout (every key optional)::
     log_format = "text"                            # "text" (key=value) or "json"
     protocols = ["gossip", "package.module:spec"]  # plug-ins besides anti-entropy
 
-    [rate_limit]   # RateLimitConfig fields
+    [rate_limit]   # RateLimitConfig fields (NODE_RATE_LIMIT unless set; costs in work units)
+    [defence]      # AdmissionConfig fields: inbound admission, AIMD reports, flow budgets
     [pool]         # PoolConfig fields
     [peers]        # PeerDiscoveryConfig fields (not root_public_key, not scoring)
     [scoring]      # ScoringConfig fields: trust deltas, bans, DEGRADED
@@ -75,10 +76,12 @@ from aura_sync.infrastructure.peer_scoring import ScoringConfig
 from aura_sync.infrastructure.peers import PeerDiscoveryConfig
 from aura_sync.infrastructure.rate_limit import RateLimitConfig
 from aura_sync.messages.sync import MAX_OPS_BATCH
+from aura_sync.protocols.admission import AdmissionConfig
 from aura_sync.transport.config import TransportConfig
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "NODE_RATE_LIMIT",
     "NODE_TRANSPORT",
     "BootstrapPeer",
     "NodeConfig",
@@ -91,6 +94,22 @@ __all__ = [
 
 DEFAULT_LISTEN: Final = "127.0.0.1:7400"
 """Where a node listens unless told otherwise."""
+
+NODE_RATE_LIMIT: Final = RateLimitConfig(
+    global_ops_per_second=8000.0,
+    global_burst=8000,
+    peer_ops_per_second=3000.0,
+    peer_burst=6000,
+    adaptive=True,
+    adaptive_min_ops_per_second=1.0,
+    adaptive_max_ops_per_second=8000.0,
+    adaptive_increase=50.0,
+    adaptive_decrease=0.8,
+)
+"""The node's limiter defaults, in work units of
+:func:`~aura_sync.protocols.admission.request_cost` (about 0.1 ms of serving each):
+one peer may take about 30 % of the serving actor's time (60 % in a burst),
+all peers together 80 %; AIMD on."""
 
 NODE_TRANSPORT: Final = TransportConfig(
     connect_timeout=5.0, keepalive_interval=10.0, idle_timeout=30.0
@@ -202,8 +221,11 @@ class NodeConfig:
     :param protocols: protocol plug-ins started after anti-entropy, each
         ``"package.module:name"`` (a ``ProtocolSpec`` or a function returning
         one) or a built-in's name (``"gossip"``); resolved at start.
-    :param rate_limit, pool, peers: configurations of the infrastructure concerns.
+    :param rate_limit, pool, peers: configurations of the infrastructure concerns
+        (``rate_limit``: :data:`NODE_RATE_LIMIT` unless set).
     :param scoring: how behaviour moves a peer's trust and bans it (``peers.scoring``).
+    :param defence: inbound admission (every peer request charged at the rate
+        limiter), AIMD outcome reports and per-peer flow budgets.
     :param transport: timeouts, connection admission and backpressure of the
         TCP transport (:data:`NODE_TRANSPORT` unless set).
     :param cache_max_keys: keys tracked by the epoch cache (>= 1).
@@ -232,7 +254,8 @@ class NodeConfig:
     log_level: str = "INFO"
     log_format: str = "text"
     protocols: tuple[str, ...] = ()
-    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    rate_limit: RateLimitConfig = field(default_factory=lambda: NODE_RATE_LIMIT)
+    defence: AdmissionConfig = field(default_factory=AdmissionConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     peers: PeerDiscoveryConfig = field(default_factory=PeerDiscoveryConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
@@ -247,6 +270,7 @@ class NodeConfig:
             object.__setattr__(self, key, check(key, value))
         for key, cls in (
             ("rate_limit", RateLimitConfig),
+            ("defence", AdmissionConfig),
             ("pool", PoolConfig),
             ("transport", TransportConfig),
         ):
@@ -444,6 +468,7 @@ _TOP_LEVEL: Final[dict[str, Callable[[str, Any], Any]]] = {
 
 _SECTIONS: Final[dict[str, type]] = {
     "rate_limit": RateLimitConfig,
+    "defence": AdmissionConfig,
     "pool": PoolConfig,
     "peers": PeerDiscoveryConfig,
     "scoring": ScoringConfig,
@@ -460,7 +485,8 @@ def _build_section(section: str, cls: type, table: object) -> Any:
     if not isinstance(table, Mapping):
         raise ConfigError(f"config key {section!r} must be a table, got {table!r}")
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    base = NODE_TRANSPORT if cls is TransportConfig else cls()
+    bases: dict[type, Any] = {TransportConfig: NODE_TRANSPORT, RateLimitConfig: NODE_RATE_LIMIT}
+    base = bases.get(cls) or cls()
     for key, value in table.items():
         dotted = f"{section}.{key}"
         if key not in names or (section, key) in _FORBIDDEN_SECTION_KEYS:
@@ -472,13 +498,17 @@ def _build_section(section: str, cls: type, table: object) -> Any:
                 f"unknown config key {dotted!r} (value {value!r}); "
                 + (hint if hint else f"known keys: {known}")
             )
-        try:  # one field at a time first, so the error names the right key
-            dataclasses.replace(base, **{key: value})
-        except (InvalidArgument, WrongType, TypeError, ValueError) as exc:
-            raise ConfigError(f"config key {dotted!r} has invalid value {value!r}: {exc}") from None
     try:
         return dataclasses.replace(base, **dict(table))
     except (InvalidArgument, WrongType, TypeError, ValueError) as exc:
+        for key, value in table.items():  # one field at a time, so the error names the key
+            try:
+                dataclasses.replace(base, **{key: value})
+            except (InvalidArgument, WrongType, TypeError, ValueError) as one:
+                dotted = f"{section}.{key}"
+                raise ConfigError(
+                    f"config key {dotted!r} has invalid value {value!r}: {one}"
+                ) from None
         shown = ", ".join(f"{k}={v!r}" for k, v in table.items())
         raise ConfigError(f"config section {section!r} ({shown}) is invalid: {exc}") from None
 

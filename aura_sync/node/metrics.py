@@ -336,6 +336,11 @@ def _families(snap: NodeSnapshot) -> Iterator[Metric]:
         "Sync requests refused (peer without a valid capability, or sync refused).",
         value=float(snap.sync.get("requests_refused", 0)),
     )
+    yield CounterMetricFamily(
+        f"{_PREFIX}_sync_requests_rate_limited",
+        "Peer requests denied by inbound admission (rate or flow budget) with a retry_after.",
+        value=float(snap.sync.get("requests_rate_limited", 0)),
+    )
     for key, doc in _SYNC_GAUGES.items():
         yield GaugeMetricFamily(
             f"{_PREFIX}_sync_{key}", doc, value=float(snap.sync.get(key, 0))

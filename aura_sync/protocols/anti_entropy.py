@@ -16,6 +16,7 @@ Layer: runtime (protocols).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -53,6 +54,7 @@ from aura_sync.messages.peers import (
     SetPeerStatus,
     UpdatePeerMetadata,
 )
+from aura_sync.messages.rate_limit import RotateEpoch
 from aura_sync.messages.sync import (
     MAX_APPEND,
     MAX_IDS_BATCH,
@@ -72,6 +74,7 @@ from aura_sync.messages.sync import (
     SyncStatus,
     SyncTick,
 )
+from aura_sync.protocols.admission import AdmissionConfig
 from aura_sync.protocols.journal import Journal
 from aura_sync.protocols.plugin import (
     PeerTableView,
@@ -79,7 +82,7 @@ from aura_sync.protocols.plugin import (
     ProtocolSpec,
     TransportEventMessage,
 )
-from aura_sync.protocols.serving import Server
+from aura_sync.protocols.serving import FlowEpochTick, Server
 from aura_sync.protocols.session import Sessions, give_back
 from aura_sync.transport.base import Connected, Connection, Disconnected, Inbound
 
@@ -113,12 +116,15 @@ _STAT_NAMES: Final = (
     "rate_limited",
     "retries",
     "request_retries",
+    "requests_denied_by_peer",
     "ops_pulled",
     "ops_pushed",
     "ops_received",
     "ops_served",
     "requests_served",
     "requests_refused",
+    "requests_rate_limited",
+    "overload_reports",
     "batches_refused",
     "peer_exchanges",
     "dials",
@@ -157,7 +163,7 @@ def _default_request_retry() -> RetryPolicy:
         .with_max_attempts(4)
         .with_initial_delay(0.05)
         .with_max_delay(1.0)
-        .with_retry_on((RequestTimeout,))
+        .with_retry_on((RequestTimeout, RateLimited))
     )
 
 
@@ -192,6 +198,7 @@ class AntiEntropyConfig:
     :param retry: planner for failed sessions and dials.
     :param request_retry: planner for timed-out requests inside a session.
     :param token: this node's capability token, or None.
+    :param admission: inbound admission (:class:`~aura_sync.protocols.admission.AdmissionConfig`).
     """
 
     sync_interval: float = 2.0
@@ -208,6 +215,7 @@ class AntiEntropyConfig:
     retry: RetryPolicy = field(default_factory=_default_retry)
     request_retry: RetryPolicy = field(default_factory=_default_request_retry)
     token: bytes | None = None
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
     def __post_init__(self) -> None:
         for name in ("sync_interval", "request_timeout", "ask_timeout"):
@@ -228,6 +236,8 @@ class AntiEntropyConfig:
         for name in ("retry", "request_retry"):
             if not isinstance(getattr(self, name), RetryPolicy):
                 raise WrongType(f"{name} must be a RetryPolicy, got {getattr(self, name)!r}")
+        if not isinstance(self.admission, AdmissionConfig):
+            raise WrongType(f"admission must be an AdmissionConfig, got {self.admission!r}")
         if self.token is not None and type(self.token) is not bytes:
             raise WrongType(f"token must be bytes or None, got {type(self.token).__name__}")
         if self.require_capability and not self.refuse_sync and self.token is None:
@@ -314,11 +324,14 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
             verified_addresses=self._verified_peers,
             on_authorized=self._on_authorized,
             observer=observer,
+            clock=self._clock,
+            queued=lambda: self.address.queued(),  # noqa: PLW0108  (bound once started)
         )
         self._server.report = self._report
         self._open: dict[DeviceId, dict[str, Connection]] = {}
         self._ticks = 0
         self._tick_timer: TimerHandle | None = None
+        self._epoch_timer: TimerHandle | None = None
         self._own_ops = journal.own_ops
         self._refused: dict[DeviceId, int] = stash.setdefault(_REFUSED_KEY, {})
 
@@ -372,6 +385,8 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
         """Learn which peers already hold the capability, then start the round timer."""
         self._tasks.spawn(self._recover(), "recover")
         self._schedule_tick(initial=True)
+        if self._config.admission.flow_budget:
+            self._on_flow_epoch(FlowEpochTick())
 
     def on_stop(self) -> None:
         """Abandon the work in flight: give its connections and sessions back."""
@@ -382,8 +397,9 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
         self._abandon(f"crashed: {type(exc).__name__}")
 
     def _abandon(self, why: str) -> None:
-        if self._tick_timer is not None:
-            self._tick_timer.cancel()
+        for timer in (self._tick_timer, self._epoch_timer):
+            if timer is not None:
+                timer.cancel()
         self._sessions.abandon(why)
         self._tasks.abandon(why)
 
@@ -456,6 +472,17 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
             peer = selected[self._rng.randrange(len(selected))]
             known = {p.peer_id for p in peers if p.address is not None}
             self._tasks.spawn(sessions.exchange(peer, known), f"exchange {peer}")
+
+    @handles(FlowEpochTick)
+    def _on_flow_epoch(self, msg: FlowEpochTick) -> None:
+        """Rotate the peers' flow budgets at each epoch boundary (scheduler time)."""
+        if self._epoch_timer is not None:
+            self._epoch_timer.cancel()
+        length = self._config.admission.flow_epoch
+        epoch = self._server.rotate_flow_epoch()
+        self._infra.rate_limiter.tell(RotateEpoch(epoch))
+        delay = max(0.001, (epoch + 1) * length - self._clock.now())
+        self._epoch_timer = self._scheduler.send_after(delay, self.address, FlowEpochTick())
 
     @handles(RetrySync)
     def _on_retry(self, msg: RetrySync) -> None:
@@ -576,6 +603,9 @@ def _start(ctx: ProtocolContext) -> AntiEntropyActor:
         require_capability=cfg.capabilities_required,
         refuse_sync=cfg.refuse_sync,
         token=ctx.token,
+        admission=dataclasses.replace(
+            cfg.defence, max_cost=min(cfg.defence.max_cost, cfg.rate_limit.max_cost)
+        ),
     )
     infra = ctx.infra
     child = ctx.child

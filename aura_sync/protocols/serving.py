@@ -1,11 +1,18 @@
 """Serving peers: the answers to the sync requests that arrive over the transport.
 
-Peers are untrusted.  The codec checked their requests' field types; here
-each request's bounds are checked (``check()``: range counts, id lengths,
-batch sizes, see :mod:`aura_sync.messages.sync`) and every request is
+Peers are untrusted.  Every request a peer sends is first charged to it at
+the rate limiter, priced by :func:`~aura_sync.protocols.admission.request_cost`
+(the one admission hook, :meth:`Server.serve`, which any later protocol's
+requests pass too); a denial is a ``RateLimited`` error reply carrying the
+limiter's exact ``retry_after``, and the peer's later requests are refused
+until then (so none overtakes a denied one).  The codec checked the
+requests' field types; here each request's bounds are checked (``check()``:
+range counts, id lengths, batch sizes, see :mod:`aura_sync.messages.sync`)
+and every request is
 answered with a reply or a clear :class:`~aura_sync.messages.ErrorReply`,
 never an exception:
 
+* over the peer's rate or flow budget: ``RateLimited`` with ``retry_after``;
 * a request that is not a sync request: ``UnhandledMessage``;
 * this node refuses to sync: ``PeerUnavailable``;
 * capabilities are required and the peer has not presented a valid token:
@@ -26,21 +33,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from aura_sync.actors._tasks import Ask, Step, Tasks
+from aura_sync.actors.base import LocalMessage
+from aura_sync.effects import Clock, SystemClock
 from aura_sync.errors import (
     AuraError,
     CapabilityError,
     InvalidArgument,
     OpRefused,
+    RateLimited,
     TransportError,
     WrongType,
 )
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.peer_scoring import Offence
+from aura_sync.infrastructure.rate_limit import Denied, Outcome
 from aura_sync.messages import Ack, ErrorReply, Message
 from aura_sync.messages.peers import AdmitPeer
+from aura_sync.messages.rate_limit import CheckRateLimit, ReportOutcome, SetFlowBudget
 from aura_sync.messages.sync import (
     MAX_PEERS_PER_EXCHANGE,
     ChildDigestsReply,
@@ -60,13 +73,14 @@ from aura_sync.messages.sync import (
     PushAck,
     PushOps,
 )
+from aura_sync.protocols.admission import AdmissionConfig, request_cost
 from aura_sync.protocols.journal import Journal
 from aura_sync.transport.base import Connection, Inbound
 
 if TYPE_CHECKING:
     from aura_sync.protocols.anti_entropy import AntiEntropyConfig, InfraAddresses, SyncObserver
 
-__all__ = ["Server", "respond"]
+__all__ = ["FlowEpochTick", "Server", "respond"]
 
 _log = logging.getLogger("aura_sync.protocols.anti_entropy")
 _SYNC_REQUESTS: Final = (
@@ -78,6 +92,11 @@ _SYNC_REQUESTS: Final = (
     PushOps,
     PeerExchangeRequest,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEpochTick(LocalMessage):
+    """Timer: a flow-budget epoch begins (the actor rotates the limiter's budgets)."""
 
 
 class Server:
@@ -103,8 +122,15 @@ class Server:
         verified_addresses: Callable[[], list[tuple[DeviceId, str]]],
         on_authorized: Callable[[Connection], None],
         observer: SyncObserver | None = None,
+        clock: Clock | None = None,
+        queued: Callable[[], int] = lambda: 0,
     ) -> None:
         self._config = config
+        self._admission: AdmissionConfig = config.admission
+        self._clock: Clock = clock or SystemClock()
+        self._queued = queued
+        self._denied_until: dict[DeviceId, float] = {}
+        self._budgeted: set[DeviceId] = set()
         self._journal = journal
         self._infra = infra
         self._tasks = tasks
@@ -118,12 +144,71 @@ class Server:
         self.report: Callable[[DeviceId, Offence], None] = lambda peer, offence: None
 
     def serve(self, event: Inbound) -> None:
-        """Answer one inbound request (a one-way message is ignored)."""
+        """Answer one inbound request (a one-way message is ignored).
+
+        The one admission hook: every request, whatever its type, is charged to
+        its peer at the rate limiter (:meth:`_admit`, a task) before it is
+        dispatched, unless admission is off."""
+        if event.request_id is None:
+            kind = type(event.message).__name__
+            _log.debug("event=one_way_ignored peer=%s type=%s", event.connection.peer_id, kind)
+            return
+        if not self._admission.enabled:
+            self._dispatch(event, time.perf_counter())
+            return
+        peer = event.connection.peer_id
+        now = self._clock.now()
+        until = self._denied_until.get(peer)
+        if until is not None:
+            if now < until:  # still inside a denial: refused without asking the limiter
+                self._deny(event, until - now, "PEER")
+                return
+            del self._denied_until[peer]
+        self._tasks.spawn(self._admit(event, peer, time.perf_counter()), "admit")
+
+    def _admit(self, event: Inbound, peer: DeviceId, started: float) -> Generator[Step, Any, None]:
+        admission = self._admission
+        cost = min(request_cost(event.message), admission.max_cost)
+        limiter = self._infra.rate_limiter
+        if admission.flow_budget and peer not in self._budgeted:
+            self._budgeted.add(peer)
+            limiter.tell(SetFlowBudget(peer, admission.flow_budget, self.flow_epoch))
+        try:
+            decision = yield Ask(limiter, CheckRateLimit(peer, cost), self._config.ask_timeout)
+        except AuraError as exc:  # the limiter is restarting: fail closed, briefly
+            self._stats["requests_rate_limited"] += 1
+            respond(event, ErrorReply.from_exception(RateLimited(0.05, f"admission: {exc}")))
+            return
+        until = self._denied_until.get(peer)
+        now = self._clock.now()
+        if isinstance(decision, Denied):
+            self._denied_until[peer] = max(until or now, now + decision.retry_after)
+            self._deny(event, decision.retry_after, decision.reason.name)
+            self.report(peer, Offence.RATE_LIMITED)  # once per denial window, not per request
+        elif until is not None and now < until:  # a later request must not overtake a denied one
+            self._deny(event, until - now, "PEER")
+        else:
+            self._dispatch(event, started)
+
+    def _deny(self, event: Inbound, retry_after: float, reason: str) -> None:
+        self._stats["requests_rate_limited"] += 1
+        kind = type(event.message).__name__
+        exc = RateLimited(retry_after, f"{kind} refused by admission ({reason})")
+        respond(event, ErrorReply.from_exception(exc))
+
+    @property
+    def flow_epoch(self) -> int:
+        """The flow-budget epoch now: clock time over ``flow_epoch`` seconds (never goes back)."""
+        return int(self._clock.now() // self._admission.flow_epoch)
+
+    def rotate_flow_epoch(self) -> int:
+        """Start the current epoch: budgets are attached afresh; return it (for RotateEpoch)."""
+        self._budgeted.clear()
+        return self.flow_epoch
+
+    def _dispatch(self, event: Inbound, started: float) -> None:
         request = event.message
         peer = event.connection.peer_id
-        if event.request_id is None:
-            _log.debug("event=one_way_ignored peer=%s type=%s", peer, type(request).__name__)
-            return
         if isinstance(request, PresentCapability):
             try:
                 request.check()
@@ -148,7 +233,6 @@ class Server:
             )
             respond(event, ErrorReply("CapabilityError", text))
             return
-        started = time.perf_counter()
         try:
             request.check()  # the bounds of an untrusted request: a clear error reply
         except (InvalidArgument, WrongType) as exc:
@@ -161,8 +245,23 @@ class Server:
             reply = ErrorReply.from_exception(exc)
         self._stats["requests_served"] += 1
         respond(event, reply)
+        elapsed = time.perf_counter() - started
         if self._observer is not None:
-            self._observer.observe_served_request(time.perf_counter() - started)
+            self._observer.observe_served_request(elapsed)
+        if self._admission.enabled and self._admission.report_outcomes:
+            self._report(peer, elapsed)
+
+    def _report(self, peer: DeviceId, elapsed: float) -> None:
+        """AIMD's input: OVERLOAD when the actor's queue or this request's latency is
+        over its threshold, else SUCCESS (told; the limiter ignores it unless adaptive)."""
+        admission = self._admission
+        overloaded = self._queued() > admission.overload_queue or (
+            elapsed > admission.overload_latency
+        )
+        if overloaded:
+            self._stats["overload_reports"] += 1
+        outcome = Outcome.OVERLOAD if overloaded else Outcome.SUCCESS
+        self._infra.rate_limiter.tell(ReportOutcome(peer, outcome))
 
     def _answer(self, request: Message, peer: DeviceId) -> Message:
         journal = self._journal

@@ -11,8 +11,9 @@ the sessions still open, and :func:`give_back` returns what an ask obtained
 after nobody waited for it any more.
 
 :class:`PeerRemote` is the :class:`~aura_sync.protocols.reconcile.Remote`
-over a connection: each call is a network request retried on timeouts
-(every sync request is idempotent), and each reply of the untrusted peer is
+over a connection: each call is a network request retried on timeouts and
+on the peer's admission denials, after their ``retry_after`` (every sync
+request is idempotent), and each reply of the untrusted peer is
 checked for its type and shape before it is used.
 
 Layer: runtime (protocols).
@@ -192,7 +193,8 @@ class Sessions:
             entry.handle = None
 
     def request(self, conn: Connection, msg: Message) -> Generator[Step, Any, Any]:
-        """One network request, retried on timeouts with the request retry planner."""
+        """One network request, retried with the request retry planner on timeouts and on
+        the peer's admission denials (the planner waits at least their ``retry_after``)."""
         policy = self.config.request_retry
         attempt = 0
         prev: float | None = None
@@ -200,11 +202,13 @@ class Sessions:
         while True:
             try:
                 reply = yield Send(conn, msg, self.config.request_timeout)
-            except RequestTimeout as exc:
+            except (RequestTimeout, RateLimited) as exc:
                 elapsed = max(0.0, self.clock.now() - start)
                 decision = policy.plan(attempt, exc, prev, elapsed, self.rng)
                 if not decision.should_retry:
                     raise
+                if isinstance(exc, RateLimited):
+                    self.stats["requests_denied_by_peer"] += 1
                 self.stats["request_retries"] += 1
                 prev = decision.delay
                 attempt += 1
@@ -465,7 +469,7 @@ class PeerRemote:
             msg, future = inflight.popleft()
             try:
                 reply = yield Await(future, timeout + 1.0)
-            except (RequestTimeout, AskTimeout):
+            except (RequestTimeout, AskTimeout, RateLimited):  # sent again on its own
                 reply = yield from self._sessions.request(self._conn, msg)
             if not isinstance(reply, expected):
                 raise InvalidArgument(

@@ -1,0 +1,182 @@
+"""Inbound admission: what a peer's request costs, and the settings of the serving hook.
+
+:func:`request_cost` prices a request in *work units* (one unit is about
+0.1 ms of the serving actor's time on the reference machine, measured by
+``bench`` row group ``admission``): a base of 1 for every request plus a
+term for each piece of work it asks for (ranges digested, ids listed or
+hashed, ops returned or pushed, bytes carried).  Guarantees (property-tested):
+the cost is at least 1 and never falls when a request asks for more work.
+The message bounds (``check()``, :mod:`aura_sync.messages.sync`) cap the work
+of one request, so :data:`MAX_REQUEST_COST` bounds every cost; the serving
+hook charges ``min(cost, max_cost)`` where ``max_cost`` is the limiter's
+largest admissible cost (its smaller burst).
+
+A protocol added later registers its requests' prices with :func:`cost_rule`;
+a request without a rule costs :data:`DEFAULT_COST`.
+
+Layer: runtime (protocols).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from aura_sync._checks import check_bool, check_int
+from aura_sync.effects import check_seconds
+from aura_sync.messages import Message
+from aura_sync.messages.sync import (
+    MAX_IDS_BATCH,
+    MAX_OP_PAYLOAD,
+    MAX_OPS_BATCH,
+    MAX_PEERS_PER_EXCHANGE,
+    MAX_RANGES,
+    MAX_TOKEN_SIZE,
+    ChildDigestsRequest,
+    DigestRequest,
+    IdsRequest,
+    OpsRequest,
+    PeerExchangeRequest,
+    PresentCapability,
+    PushOps,
+)
+
+__all__ = [
+    "DEFAULT_COST",
+    "MAX_REQUEST_COST",
+    "AdmissionConfig",
+    "cost_rule",
+    "request_cost",
+]
+
+M = TypeVar("M", bound=Message)
+
+RANGE_UNITS: Final = 2  # one range digest: index sums plus two edge-bucket scans (~0.2 ms)
+IDS_PER_UNIT: Final = 64  # ids listed (or fetched by id) per unit
+OPS_PER_UNIT: Final = 8  # ops read and encoded per unit
+PUSHED_OP_UNITS: Final = 1  # a pushed op: a signature check and an insert
+BYTES_PER_UNIT: Final = 16 * 1024  # bytes carried per unit
+TOKEN_UNITS: Final = 10  # a capability token's verification
+DEFAULT_COST: Final = 8  # a request without a rule
+
+_RULES: dict[type[Message], Callable[[Any], int]] = {}
+
+
+def cost_rule(kind: type[M]) -> Callable[[Callable[[M], int]], Callable[[M], int]]:
+    """Register ``rule(request) -> units of work beyond the base`` for requests of ``kind``."""
+
+    def register(rule: Callable[[M], int]) -> Callable[[M], int]:
+        _RULES[kind] = rule
+        return rule
+
+    return register
+
+
+def _ceil(n: int, per: int) -> int:
+    return -(-n // per)
+
+
+@cost_rule(DigestRequest)
+def _digests(req: DigestRequest) -> int:
+    return RANGE_UNITS * len(req.ranges)
+
+
+@cost_rule(ChildDigestsRequest)
+def _children(req: ChildDigestsRequest) -> int:
+    return RANGE_UNITS * len(req.indexes)  # 4 aligned child ranges per node: one range's work
+
+
+@cost_rule(IdsRequest)
+def _ids(req: IdsRequest) -> int:
+    return _ceil(req.limit, IDS_PER_UNIT)
+
+
+@cost_rule(OpsRequest)
+def _ops(req: OpsRequest) -> int:
+    # Up to MAX_OPS_BATCH ops returned, each at most MAX_OP_PAYLOAD bytes: priced at the most.
+    n = len(req.ids)
+    size = n * MAX_OP_PAYLOAD
+    return _ceil(n, IDS_PER_UNIT) + _ceil(n, OPS_PER_UNIT) + _ceil(size, BYTES_PER_UNIT)
+
+
+@cost_rule(PushOps)
+def _push(req: PushOps) -> int:
+    size = sum(len(op.payload) for op in req.ops)
+    return PUSHED_OP_UNITS * len(req.ops) + _ceil(size, BYTES_PER_UNIT)
+
+
+@cost_rule(PeerExchangeRequest)
+def _exchange(req: PeerExchangeRequest) -> int:
+    return _ceil(req.max_peers, IDS_PER_UNIT)
+
+
+@cost_rule(PresentCapability)
+def _present(req: PresentCapability) -> int:
+    return TOKEN_UNITS + _ceil(len(req.token), BYTES_PER_UNIT)
+
+
+def request_cost(request: Message) -> int:
+    """The work units ``request`` asks for (>= 1): 1 plus its rule's terms.
+
+    Requests are priced as received (before their bounds are checked), so a
+    term never raises: an out-of-bounds request is refused by ``check()``
+    after it was charged."""
+    rule = _RULES.get(type(request))
+    if rule is None:
+        return DEFAULT_COST
+    try:
+        extra = rule(request)
+    except (TypeError, AttributeError, ValueError):  # a malformed field: the most we price
+        return MAX_REQUEST_COST
+    return 1 + max(0, extra)
+
+
+MAX_REQUEST_COST: Final = 1 + max(
+    RANGE_UNITS * MAX_RANGES,
+    _ceil(MAX_IDS_BATCH, IDS_PER_UNIT),
+    _ceil(MAX_OPS_BATCH, IDS_PER_UNIT)
+    + _ceil(MAX_OPS_BATCH, OPS_PER_UNIT)
+    + _ceil(MAX_OPS_BATCH * MAX_OP_PAYLOAD, BYTES_PER_UNIT),
+    PUSHED_OP_UNITS * MAX_OPS_BATCH + _ceil(MAX_OPS_BATCH * MAX_OP_PAYLOAD, BYTES_PER_UNIT),
+    _ceil(MAX_PEERS_PER_EXCHANGE, IDS_PER_UNIT),
+    TOKEN_UNITS + _ceil(MAX_TOKEN_SIZE, BYTES_PER_UNIT),
+    DEFAULT_COST,
+)
+"""The cost of the largest request the message bounds allow (161 units)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionConfig:
+    """Settings of inbound admission (the node's ``[defence]`` table; checked here).
+
+    :param enabled: charge every peer request at the rate limiter before serving it.
+    :param max_cost: the largest cost charged (the limiter's ``max_cost``); a
+        request priced above it is charged this much.
+    :param overload_queue: the serving actor is overloaded when more than this
+        many messages wait in its mailbox as a request is answered.
+    :param overload_latency: ... or when a request took longer than this many
+        seconds from arrival to answer (the limiter's round trip included).
+    :param report_outcomes: tell the limiter each served request's outcome
+        (SUCCESS, or OVERLOAD as above) for AIMD.
+    :param flow_budget: work units a peer may spend per epoch (0: no budget).
+    :param flow_epoch: seconds per flow-budget epoch (> 0).
+    """
+
+    enabled: bool = True
+    max_cost: int = MAX_REQUEST_COST
+    overload_queue: int = 256
+    overload_latency: float = 0.5
+    report_outcomes: bool = True
+    flow_budget: int = 0
+    flow_epoch: float = 60.0
+
+    def __post_init__(self) -> None:
+        check_bool(self.enabled, "enabled")
+        check_bool(self.report_outcomes, "report_outcomes")
+        check_int(self.max_cost, "max_cost", minimum=1, maximum=2**53)
+        check_int(self.overload_queue, "overload_queue", minimum=1, maximum=2**31)
+        check_int(self.flow_budget, "flow_budget", minimum=0, maximum=2**64 - 1)
+        for name in ("overload_latency", "flow_epoch"):
+            value = check_seconds(getattr(self, name), name, allow_zero=False)
+            object.__setattr__(self, name, value)
