@@ -33,11 +33,13 @@ from aura_sync.messages.sync import (
     MAX_RANGES,
     MAX_TOKEN_SIZE,
     NO_PREV,
+    ChildDigestsRequest,
     DigestReply,
     DigestRequest,
     IdRange,
     IdsReply,
     IdsRequest,
+    NodeIdsRequest,
     Op,
     OpsRequest,
     PeerExchangeRequest,
@@ -73,6 +75,13 @@ def _pair(a: Message, b: Message) -> None:
 def test_digest_cost_is_monotone_in_ranges(m: int, n: int) -> None:
     m, n = sorted((m, n))
     _pair(DigestRequest((FULL_RANGE,) * m), DigestRequest((FULL_RANGE,) * n))
+
+
+@given(st.integers(1, MAX_RANGES), st.integers(1, MAX_RANGES))
+def test_node_listing_cost_is_monotone_in_nodes(m: int, n: int) -> None:
+    m, n = sorted((m, n))
+    _pair(NodeIdsRequest(3, tuple(range(m))), NodeIdsRequest(3, tuple(range(n))))
+    _pair(ChildDigestsRequest(3, tuple(range(m))), ChildDigestsRequest(3, tuple(range(n))))
 
 
 @given(st.integers(1, MAX_IDS_BATCH), st.integers(1, MAX_IDS_BATCH))

@@ -28,6 +28,7 @@ from aura_sync.effects import check_seconds
 from aura_sync.messages import Message
 from aura_sync.messages.sync import (
     MAX_IDS_BATCH,
+    MAX_NODE_IDS,
     MAX_OP_PAYLOAD,
     MAX_OPS_BATCH,
     MAX_PEERS_PER_EXCHANGE,
@@ -36,6 +37,7 @@ from aura_sync.messages.sync import (
     ChildDigestsRequest,
     DigestRequest,
     IdsRequest,
+    NodeIdsRequest,
     OpsRequest,
     PeerExchangeRequest,
     PresentCapability,
@@ -92,6 +94,12 @@ def _ids(req: IdsRequest) -> int:
     return _ceil(req.limit, IDS_PER_UNIT)
 
 
+@cost_rule(NodeIdsRequest)
+def _node_ids(req: NodeIdsRequest) -> int:
+    n = len(req.indexes)  # one small scan per node, up to MAX_NODE_IDS ids each
+    return n + _ceil(n * MAX_NODE_IDS, IDS_PER_UNIT)
+
+
 @cost_rule(OpsRequest)
 def _ops(req: OpsRequest) -> int:
     # Up to MAX_OPS_BATCH ops returned, each at most MAX_OP_PAYLOAD bytes: priced at the most.
@@ -135,6 +143,7 @@ def request_cost(request: Message) -> int:
 MAX_REQUEST_COST: Final = 1 + max(
     RANGE_UNITS * MAX_RANGES,
     _ceil(MAX_IDS_BATCH, IDS_PER_UNIT),
+    MAX_RANGES + _ceil(MAX_RANGES * MAX_NODE_IDS, IDS_PER_UNIT),
     _ceil(MAX_OPS_BATCH, IDS_PER_UNIT)
     + _ceil(MAX_OPS_BATCH, OPS_PER_UNIT)
     + _ceil(MAX_OPS_BATCH * MAX_OP_PAYLOAD, BYTES_PER_UNIT),
