@@ -123,6 +123,11 @@ def test_a_request_without_a_rule_and_a_malformed_one_are_priced() -> None:
 # --- over loopback ----------------------------------------------------------------------
 
 
+# Admission alone: denials also lower the peer's trust (peer scoring bans a flooder, which
+# closes its connection); these tests keep it connected to count every answer.
+_NO_BAN = {"scoring.rate_limited_penalty": 0}
+
+
 def _client(tmp: Path, node: Node) -> tuple[TcpTransport, object]:
     client = TcpTransport(NodeIdentity.load_or_create(tmp / "attacker"))
     return client, client.connect(node.device_id, node.listen_address)
@@ -148,6 +153,7 @@ def test_a_peer_over_a_one_per_second_limit_is_mostly_denied_with_retry_after(
             "rate_limit.peer_ops_per_second": 1.0,
             "rate_limit.peer_burst": 10,
             "rate_limit.adaptive": False,  # a fixed limit (AIMD would raise it on successes)
+            **_NO_BAN,
         },
     )
     a.append([b"x"])
@@ -172,7 +178,8 @@ def test_a_peer_over_a_one_per_second_limit_is_mostly_denied_with_retry_after(
 
 
 def test_flow_budget_denials_are_counted_in_metrics(nodes: Cluster, tmp_path: Path) -> None:
-    a = nodes.add("a", metrics_port=0, **{"defence.flow_budget": 60, "defence.flow_epoch": 600})
+    budget = {"defence.flow_budget": 60, "defence.flow_epoch": 600, **_NO_BAN}
+    a = nodes.add("a", metrics_port=0, **budget)
     a.append([b"x"])
     client, conn = _client(tmp_path, a)
     try:
@@ -200,6 +207,7 @@ def test_aimd_moves_the_peer_rate_from_served_outcomes(
             "rate_limit.peer_ops_per_second": 100.0,
             "rate_limit.peer_burst": 400,
             "defence.overload_latency": latency,
+            **_NO_BAN,
         },
     )
     a.append([b"x"])
