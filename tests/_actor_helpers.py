@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from aura_sync.actors.base import AuraActor, handles
-from aura_sync.messages import Message, message
+from aura_sync.messages import Message, Request, message
 
 __all__ = [
     "Crash",
@@ -69,7 +69,7 @@ def no_leftover_actor_threads() -> Iterator[None]:
 
 
 @message(0xB0)
-class Ping(Message):
+class Ping(Request["Num"]):
     """Ask for a :class:`Num` of ``n + 1``."""
 
     n: int
@@ -95,7 +95,7 @@ class Stop(Message):
 
 
 @message(0xB4)
-class Get(Message):
+class Get(Request["Value"]):
     """Ask for the actor's :class:`Value` (what it has processed)."""
 
 

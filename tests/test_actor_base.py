@@ -28,7 +28,6 @@ from aura_sync.actors._mailbox import LocalMessage
 from aura_sync.actors._reply import DEFERRED, ReplySlot
 from aura_sync.actors.address import ActorAddress, spawn
 from aura_sync.actors.base import AuraActor, current_actor, handles
-from aura_sync.actors.client import ActorClient
 from aura_sync.errors import (
     ActorError,
     AskTimeout,
@@ -508,46 +507,23 @@ def test_current_actor_is_set_only_in_actor_threads() -> None:
         address.stop()
 
 
-# --- typed client ----------------------------------------------------------------------
+# --- typed call ----------------------------------------------------------------------
 
 
-class EchoClient(ActorClient):
-    def ping(self, n: int) -> int:
-        return self._call(Ping(n), expect=Num).n
-
-    def wrong(self) -> Num:
-        return self._call(Get(), expect=Num)
-
-    async def ping_async(self, n: int) -> int:
-        return (await self._call_async(Ping(n), expect=Num)).n
-
-
-def test_client_returns_values_and_raises_errors() -> None:
+def test_call_returns_values_and_raises_errors() -> None:
     address = spawn(Strict())
-    client = EchoClient(address, timeout=2.0)
     try:
-        assert client.ping(4) == 8
+        assert address.call(Ping(4), 2.0).n == 8
         with pytest.raises(InvalidArgument, match="got -1"):
-            client.ping(-1)
-        with pytest.raises(ActorError, match="expected Num"):
-            client.wrong()
-        assert asyncio.run(client.ping_async(5)) == 10
+            address.call(Ping(-1), 2.0)
+        assert asyncio.run(address.call_async(Ping(5), 2.0)).n == 10
     finally:
         address.stop()
     with pytest.raises(ActorError):  # ActorStopped after the stop
-        client.ping(1)
+        address.call(Ping(1), 2.0)
 
 
-@pytest.mark.parametrize(("address", "timeout"), [("x", 1.0), (None, 1.0)])
-def test_client_validates_arguments(address: object, timeout: float) -> None:
-    with pytest.raises(WrongType, match="ActorAddress"):
-        ActorClient(address, timeout=timeout)  # type: ignore[arg-type]
-
-
-def test_client_refuses_a_bad_timeout() -> None:
-    address = ActorAddress("never-started")
-    with pytest.raises(InvalidArgument, match="timeout"):
-        ActorClient(address, timeout=0)
+def test_an_address_needs_a_name() -> None:
     with pytest.raises(InvalidArgument):
         ActorAddress("")
 

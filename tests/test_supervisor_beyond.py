@@ -27,7 +27,6 @@ from _actor_helpers import (
 
 from aura_sync.actors._mailbox import LocalMessage
 from aura_sync.actors.base import handles
-from aura_sync.actors.client import ActorClient
 from aura_sync.effects import ManualClock, SeededRng
 from aura_sync.messages import codec
 from aura_sync.supervisors import (
@@ -42,21 +41,15 @@ from aura_sync.supervisors import (
 Track = Callable[[Supervisor], Supervisor]
 
 
-class EchoClient(ActorClient):
-    def ping(self, n: int) -> int:
-        return self._call(Ping(n), expect=Num).n
-
-
 # --- (a) -------------------------------------------------------------------------------
 
 
-def test_a_an_address_and_client_taken_before_a_crash_work_after_it(track: Track) -> None:
+def test_a_an_address_taken_before_a_crash_works_after_it(track: Track) -> None:
     sup = track(Supervisor([echo_spec("e")], intensity=3)).start()  # real clock and timers
     address = sup.address_of("e")
-    client = EchoClient(address, timeout=5.0)
-    assert client.ping(1) == 2
+    assert address.call(Ping(1), 5.0).n == 2
     crash_and_wait(sup, "e", 1)
-    assert client.ping(2) == 3
+    assert address.call(Ping(2), 5.0).n == 3
     assert sup.address_of("e") is address
     assert sup.which_children()[0].address is address
 

@@ -21,7 +21,6 @@ from aura_sync.actors.base import (
     handles,
 )
 from aura_sync.actors.cache import CacheActor
-from aura_sync.actors.client import ActorClient
 from aura_sync.actors.peer_manager import PeerManagerActor
 from aura_sync.actors.pool import PoolActor, PoolLease
 from aura_sync.actors.rate_limiter import RateLimiterActor
@@ -30,7 +29,6 @@ __all__ = [
     "DEFAULT_ASK_TIMEOUT",
     "DEFERRED",
     "ActorAddress",
-    "ActorClient",
     "AuraActor",
     "CacheActor",
     "InjectedCrash",
