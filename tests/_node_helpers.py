@@ -12,6 +12,8 @@ from typing import Any
 from _tls_helpers import tls_retry
 from OpenSSL import SSL
 
+from aura_sync.actors.address import ActorAddress
+from aura_sync.effects import ManualClock
 from aura_sync.node.config import load_config
 from aura_sync.node.node import Node
 
@@ -97,3 +99,38 @@ def read_until_closed(sock: socket.socket, conn: SSL.Connection, timeout: float 
             return bytes(data)
         data += chunk
     raise AssertionError("the node did not close the connection")
+
+
+# --- nodes on a ManualClock -----------------------------------------------------------------
+
+
+class VirtualTime:
+    """Drives nodes on a ManualClock: time advances in steps, and between steps the
+    actors in ``addresses`` drain their mailboxes."""
+
+    def __init__(self, clock: ManualClock, step: float = 0.05) -> None:
+        self.clock = clock
+        self.step = step
+        self.addresses: list[ActorAddress] = []
+
+    def settle(self) -> None:
+        """Let the actor threads drain their mailboxes (two quiet looks in a row)."""
+        quiet = 0
+        for _ in range(2000):
+            if all(a.queued() == 0 for a in self.addresses):
+                quiet += 1
+                if quiet >= 2:
+                    return
+            else:
+                quiet = 0
+            _TICK.wait(0.0005)
+
+    def run(self, seconds: float, until: Callable[[], bool] | None = None) -> bool:
+        """Advance up to ``seconds`` of virtual time, stopping early once ``until()`` holds."""
+        end = self.clock.now() + seconds
+        while self.clock.now() < end:
+            self.settle()
+            if until is not None and until():
+                return True
+            self.clock.advance(self.step)
+        return until() if until is not None else True

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _node_helpers import wait_until
+from _node_helpers import VirtualTime, wait_until
 
-from aura_sync.actors.address import ActorAddress
 from aura_sync.effects import ManualClock, SeededRng
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.identity import NodeIdentity
@@ -24,7 +23,6 @@ from aura_sync.transport import MemoryNetwork, TransportConfig
 
 N = 5
 STEP = 0.05
-_TICK = threading.Event()
 
 
 class Inbox:
@@ -43,9 +41,9 @@ class Inbox:
             return set(self.ids)
 
 
-class Sim:
+class Sim(VirtualTime):
     def __init__(self, root: Path) -> None:
-        self.clock = ManualClock()
+        super().__init__(ManualClock(), STEP)
         self.net = MemoryNetwork(
             self.clock,
             SeededRng(7),
@@ -80,31 +78,11 @@ class Sim:
                 rng=SeededRng(300 + i),
             )
             self.nodes.append(node.start())
-        self.addresses: list[ActorAddress] = [
+        self.addresses = [
             n.address_of(name)
             for n in self.nodes
             for name in ("rate_limiter", "peer_manager", "pool", "anti_entropy", "gossip")
         ]
-
-    def settle(self) -> None:
-        quiet = 0
-        for _ in range(2000):
-            if all(a.queued() == 0 for a in self.addresses):
-                quiet += 1
-                if quiet >= 2:
-                    return
-            else:
-                quiet = 0
-            _TICK.wait(0.0005)
-
-    def run(self, seconds: float, until: Callable[[], bool]) -> bool:
-        end = self.clock.now() + seconds
-        while self.clock.now() < end:
-            self.settle()
-            if until():
-                return True
-            self.clock.advance(STEP)
-        return until()
 
     def close(self) -> None:
         for node in reversed(self.nodes):

@@ -8,13 +8,12 @@ between steps.  The network's loss and latency draws are seeded.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _node_helpers import VirtualTime
 
-from aura_sync.actors.address import ActorAddress
 from aura_sync.effects import ManualClock, SeededRng
 from aura_sync.identity import NodeIdentity
 from aura_sync.node.config import load_config
@@ -23,12 +22,11 @@ from aura_sync.transport import MemoryNetwork, TransportConfig
 
 N = 10
 STEP = 0.05
-_TICK = threading.Event()
 
 
-class Sim:
+class Sim(VirtualTime):
     def __init__(self, root: Path) -> None:
-        self.clock = ManualClock()
+        super().__init__(ManualClock(), STEP)
         self.net = MemoryNetwork(
             self.clock,
             SeededRng(2024),
@@ -64,32 +62,11 @@ class Sim:
                 rng=SeededRng(100 + i),
             )
             self.nodes.append(node.start())
-        self.addresses: list[ActorAddress] = [
+        self.addresses = [
             n.address_of(name)
             for n in self.nodes
             for name in ("cache", "rate_limiter", "peer_manager", "pool", "anti_entropy")
         ] + [n.root.address for n in self.nodes]
-
-    def settle(self) -> None:
-        """Let the actor threads drain their mailboxes (two quiet looks in a row)."""
-        quiet = 0
-        for _ in range(2000):
-            if all(a.queued() == 0 for a in self.addresses):
-                quiet += 1
-                if quiet >= 2:
-                    return
-            else:
-                quiet = 0
-            _TICK.wait(0.0005)
-
-    def run(self, seconds: float, until: Callable[[], bool] | None = None) -> bool:
-        end = self.clock.now() + seconds
-        while self.clock.now() < end:
-            self.settle()
-            if until is not None and until():
-                return True
-            self.clock.advance(STEP)
-        return until() if until is not None else True
 
     def close(self) -> None:
         for node in reversed(self.nodes):
