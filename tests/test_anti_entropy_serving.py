@@ -19,6 +19,7 @@ from aura_sync.actors.address import ActorAddress
 from aura_sync.effects import ManualClock, Scheduler
 from aura_sync.identity import NodeIdentity
 from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.peer_scoring import Offence
 from aura_sync.messages import ErrorReply, Message
 from aura_sync.messages.sync import (
     FULL_RANGE,
@@ -74,6 +75,8 @@ class Rig:
             on_authorized=lambda conn: None,
         )
         self.conn = FakeConnection()
+        self.reports: list[tuple[DeviceId, Offence]] = []
+        self.server.report = lambda peer, offence: self.reports.append((peer, offence))
 
     def ask(self, request: Any) -> Message:
         self.server.serve(Inbound(self.conn, request, len(self.conn.sent) + 1))  # type: ignore[arg-type]
@@ -116,6 +119,7 @@ def test_a_request_out_of_bounds_gets_an_error_reply_naming_the_field(
     before = rig.journal.digest()
     _error(rig.ask(request_), "InvalidArgument", *needles)
     assert rig.journal.digest() == before
+    assert rig.reports == [(PEER, Offence.INVALID_REQUEST)]  # it costs the peer trust
     reply = rig.ask(DigestRequest((FULL_RANGE,)))  # the same connection still serves
     assert isinstance(reply, DigestReply) and reply.digests == (before,)
 
@@ -131,6 +135,7 @@ def test_a_refused_op_batch_is_counted_against_the_peer(rig: Rig) -> None:
     reply = rig.ask(PushOps(tuple(forged)))
     _error(reply, "OpRefused")
     assert rig.refusals == [PEER] and len(rig.journal) == 2
+    assert rig.reports == []  # REFUSED_OPS goes through count_refusal (the actor reports it)
 
 
 def test_non_sync_requests_and_refusals(rig: Rig) -> None:

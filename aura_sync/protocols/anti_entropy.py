@@ -329,6 +329,7 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
         )
         self._server.report = self._report
         self._open: dict[DeviceId, dict[str, Connection]] = {}
+        self._slotless: set[DeviceId] = set()  # connected, not in the peer table
         self._ticks = 0
         self._tick_timer: TimerHandle | None = None
         self._epoch_timer: TimerHandle | None = None
@@ -538,6 +539,8 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
             try:  # an identity not yet authorized takes no slot (AdmitPeer admits it)
                 yield self._ask(manager, GetPeer(peer))
             except UnknownPeer:
+                if peer not in self._server.authorized:
+                    self._slotless.add(peer)
                 return
         yield self._ask(manager, AddPeer(peer, address))
         yield self._ask(manager, SetPeerStatus(peer, PeerStatus.CONNECTED))
@@ -553,6 +556,10 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
             sessions.pop(conn.session_id, None)
             if not sessions:
                 del self._open[peer]
+                if peer in self._slotless and peer not in self._server.authorized:
+                    self._slotless.discard(peer)  # nothing to update in the table
+                    return
+                self._slotless.discard(peer)
                 self._infra.peer_manager.tell(SetPeerStatus(peer, PeerStatus.DISCONNECTED))
 
     # --- local API ---------------------------------------------------------------------------

@@ -213,6 +213,7 @@ class Server:
             try:
                 request.check()
             except AuraError as exc:
+                self.report(peer, Offence.INVALID_REQUEST)
                 respond(event, ErrorReply.from_exception(exc))
                 return
             self._tasks.spawn(self._verify_token(event, peer, request.token), f"token {peer}")
