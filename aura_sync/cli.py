@@ -134,7 +134,7 @@ def node(
 
     Exit code: 0 after a clean stop, 1 if the root supervisor gave up,
     2 for a bad configuration or a start failure (an address it cannot
-    listen on), 3 for a corrupt journal or identity.  A start failure is
+    listen on), 3 for a corrupt journal, state store or identity.  A start failure is
     reported as one line on stderr.
     """
     from aura_sync.errors import (
@@ -142,6 +142,7 @@ def node(
         IdentityError,
         JournalCorrupt,
         StartFailed,
+        StateCorrupt,
         TransportError,
     )
     from aura_sync.node.node import run_node
@@ -178,7 +179,7 @@ def node(
     except StartFailed as exc:
         click.echo(f"aura-sync node: cannot start: {_one_line(exc)}", err=True)
         raise SystemExit(2) from None
-    except (JournalCorrupt, IdentityError) as exc:
+    except (JournalCorrupt, StateCorrupt, IdentityError) as exc:
         click.echo(f"aura-sync node: cannot start: {_one_line(exc)}", err=True)
         raise SystemExit(3) from None
     raise SystemExit(code)

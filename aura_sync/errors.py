@@ -46,6 +46,7 @@ __all__ = [
     "RunningChild",
     "SessionLimitReached",
     "StartFailed",
+    "StateCorrupt",
     "SupervisorError",
     "SupervisorGaveUp",
     "SupervisorStopped",
@@ -265,6 +266,13 @@ class JournalCorrupt(AuraError):
     """The journal database is not an aura-sync journal or fails its integrity checks.
 
     It is reported, never silently rewritten: the operator decides what to do.
+    """
+
+
+class StateCorrupt(AuraError):
+    """The node's state store (peer table, spend, cache floors) is foreign or damaged.
+
+    Refused like a corrupt journal, never rewritten: move it away to start without it.
     """
 
 

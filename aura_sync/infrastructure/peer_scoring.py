@@ -20,7 +20,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from aura_sync._checks import check_int
+from aura_sync._checks import check_clock_time, check_int
 from aura_sync.effects import Clock, check_seconds
 from aura_sync.errors import ConfigError, InvalidArgument
 from aura_sync.ids import DeviceId
@@ -189,6 +189,22 @@ class BanBook:
                 record.trust = max(record.trust, self._config.probation_trust)
                 ended.append(peer_id)
         return ended
+
+    def restore(self, bans: tuple[PeerBan, ...]) -> None:
+        """Put back saved bans (times in this clock's base): a ban never gets shorter, the
+        ban count never lower; the offence memory restarts now."""
+        now = self._clock.now()
+        for i, ban in enumerate(bans):
+            if type(ban) is not PeerBan:
+                raise InvalidArgument(f"bans[{i}] must be a PeerBan, got {type(ban).__name__}")
+            check_int(ban.bans, f"bans[{i}].bans", minimum=1)
+            check_int(ban.trust, f"bans[{i}].trust", minimum=0, maximum=MAX_TRUST)
+            check_clock_time(ban.until, f"bans[{i}].until")
+            record = self._record(ban.peer_id, now)
+            record.bans, record.last_ban = max(record.bans, ban.bans), now
+            record.trust = min(record.trust, ban.trust)
+            if record.ban is None or record.ban.until < ban.until:
+                record.ban = ban
 
     def _active(self, record: _Record, now: float) -> PeerBan | None:
         ban = record.ban

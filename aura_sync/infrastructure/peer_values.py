@@ -14,6 +14,7 @@ from aura_sync._checks import check_clock_time, check_int
 from aura_sync.effects import check_seconds
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.peer_scoring import PeerBan
 from aura_sync.messages._base import Message, message
 
 __all__ = [
@@ -133,10 +134,11 @@ class PeerManagerStatistics(Message):
 
 @message(0x009F)
 class PeerTableSnapshot(Message):
-    """The whole peer table (sorted by id) and the last discovery time, for restore."""
+    """The whole peer table (sorted by id), the last discovery time and the bans in force."""
 
     peers: tuple[PeerInfo, ...]
     last_discovery: float | None
+    bans: tuple[PeerBan, ...] = ()
 
 
 def _check_info(i: int, info: PeerInfo) -> None:

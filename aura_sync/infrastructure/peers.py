@@ -521,7 +521,7 @@ class PeerManager:
 
     def snapshot(self) -> PeerTableSnapshot:
         """The whole table as an immutable value (for :meth:`restore`)."""
-        return PeerTableSnapshot(self.peers(), self._last_discovery)
+        return PeerTableSnapshot(self.peers(), self._last_discovery, self._book.bans())
 
     @classmethod
     def restore(
@@ -547,6 +547,7 @@ class PeerManager:
             manager._peers[info.peer_id] = info
         if snapshot.last_discovery is not None:
             manager._last_discovery = check_clock_time(snapshot.last_discovery, "last_discovery")
+        manager._book.restore(snapshot.bans)
         return manager
 
     def _get(self, peer_id: DeviceId) -> PeerInfo:

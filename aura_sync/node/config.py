@@ -43,6 +43,7 @@ File layout (every key optional)::
     [transport]    # TransportConfig fields: timeouts, connection admission, backpressure
     [cache]
     max_keys = 1024
+    [state]        # StateConfig fields: enabled, save_interval (peer table, spend, floors)
 
 A bootstrap entry names the peer's :class:`~aura_sync.ids.DeviceId`
 (``str(device_id)``, the UUID form) because every connection is mutually
@@ -64,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from aura_sync.effects import check_seconds
 from aura_sync.errors import CapabilityError, ConfigError, InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.capabilities import (
@@ -85,6 +87,7 @@ __all__ = [
     "NODE_TRANSPORT",
     "BootstrapPeer",
     "NodeConfig",
+    "StateConfig",
     "check_own_token",
     "default_data_dir",
     "load_config",
@@ -193,6 +196,21 @@ def parse_bootstrap(text: object, name: str = "bootstrap") -> BootstrapPeer:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """The ``[state]`` section: ``enabled`` (save and restore at all) and
+    ``save_interval`` (seconds between saves while running, > 0)."""
+
+    enabled: bool = True
+    save_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        if type(self.enabled) is not bool:
+            raise WrongType(f"enabled must be a bool, got {self.enabled!r}")
+        seconds = check_seconds(self.save_interval, "save_interval", allow_zero=False)
+        object.__setattr__(self, "save_interval", seconds)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """The validated configuration of one node (see the module docstring).
 
@@ -229,6 +247,7 @@ class NodeConfig:
     :param transport: timeouts, connection admission and backpressure of the
         TCP transport (:data:`NODE_TRANSPORT` unless set).
     :param cache_max_keys: keys tracked by the epoch cache (>= 1).
+    :param state: what survives a restart and how often it is saved (``[state]``).
     :param debug_endpoints: expose ``POST /debug/*`` (fault injection, op
         writes) on the metrics port; only ``aura-sync demo`` turns it on.
     :param refuse_sync: refuse every sync request and run no rounds (the
@@ -261,6 +280,7 @@ class NodeConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     transport: TransportConfig = field(default_factory=lambda: NODE_TRANSPORT)
     cache_max_keys: int = 1024
+    state: StateConfig = field(default_factory=StateConfig)
     debug_endpoints: bool = False
     refuse_sync: bool = False
 
@@ -273,6 +293,7 @@ class NodeConfig:
             ("defence", AdmissionConfig),
             ("pool", PoolConfig),
             ("transport", TransportConfig),
+            ("state", StateConfig),
         ):
             if not isinstance(getattr(self, key), cls):
                 raise ConfigError(f"config key {key!r} must be a {cls.__name__}")
@@ -473,6 +494,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "peers": PeerDiscoveryConfig,
     "scoring": ScoringConfig,
     "transport": TransportConfig,
+    "state": StateConfig,
 }
 _FORBIDDEN_SECTION_KEYS: Final = {
     ("peers", "root_public_key"): "set the top-level 'authority_public_key' instead",

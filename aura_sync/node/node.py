@@ -10,8 +10,10 @@ Tree (``root`` is REST_FOR_ONE: a restarted transport restarts what depends on i
 Start (:meth:`Node.start`): create the data directory (0700), load or create
 the Ed25519 identity, read the capability token, open the SQLite journal
 (a corrupt one raises :class:`~aura_sync.errors.JournalCorrupt`, never
-rewritten), build the transport, start the tree, seed the peer manager
-with the bootstrap peers, and optionally serve ``/health`` and
+rewritten), open the state store (``StateCorrupt`` likewise), build the
+transport, start the tree, seed the peer manager with the bootstrap peers,
+restore the saved peer table, spend and cache floors
+(:mod:`~aura_sync.node.state`), and optionally serve ``/health`` and
 ``/metrics``.  Everything the node needs comes from its
 :class:`~aura_sync.node.config.NodeConfig`; time, randomness and the
 transport can be injected (tests use a ``ManualClock`` and a
@@ -59,6 +61,7 @@ from aura_sync.errors import (
     ConfigError,
     InvalidArgument,
     StartFailed,
+    StateCorrupt,
     SupervisorError,
     SupervisorGaveUp,
     TransportError,
@@ -72,6 +75,7 @@ from aura_sync.messages.sync import MAX_APPEND, AppendOps, GetSyncStatus, OpsApp
 from aura_sync.node.config import NodeConfig, check_own_token
 from aura_sync.node.health import SnapshotSources, take_snapshot
 from aura_sync.node.metrics import MetricsServer, NodeMetrics, NodeSnapshot, configure_logging
+from aura_sync.node.state import STATE_FILE, StatePersister, StateStore
 from aura_sync.node.wiring import (
     EventRouter,
     TransportActor,
@@ -168,6 +172,8 @@ class Node:
         self._cache: ActorAddress | None = None
         self._rate_limiter: ActorAddress | None = None
         self._anti_entropy: ActorAddress | None = None
+        self._store: StateStore | None = None
+        self._persister: StatePersister | None = None
 
     # --- properties ----------------------------------------------------------------------
 
@@ -270,10 +276,13 @@ class Node:
             self._identity = NodeIdentity.load_or_create(cfg.data_dir)
             token = self._read_token()
             self._journal = Journal.open(cfg.data_dir / JOURNAL_FILE, identity=self._identity)
+            if cfg.state.enabled:  # a corrupt state file stops the start before the tree
+                self._store = StateStore.open(cfg.data_dir / STATE_FILE)
             self._transport = self._make_transport(self._identity)
             self._root = self._build_tree(token)
             self._root.start(timeout)
             self._resolve_addresses()
+            self._start_state()
             if cfg.metrics_port is not None:
                 try:
                     self._metrics = MetricsServer(
@@ -393,6 +402,32 @@ class Node:
             spec.id: self._protocols.child_address(spec.id) for spec in self._router.routes.specs
         }
 
+    def _start_state(self) -> None:
+        """Restore the saved state into the started actors, then save it periodically."""
+        if self._store is None:
+            return
+        persister = StatePersister(
+            self._store,
+            peer_manager=self.address_of("peer_manager"),
+            rate_limiter=self.address_of("rate_limiter"),
+            cache=self.address_of("cache"),
+            clock=self._clock,
+            config=self.config.state,
+            rate_limit=self.config.rate_limit,
+        )
+        try:
+            persister.restore()
+        except (InvalidArgument, WrongType) as exc:  # decoded, but refused by a core
+            raise StateCorrupt(f"state store {str(self._store.path)!r}: {exc}") from None
+        self._persister = persister  # only now may a save replace the file
+        persister.start()
+
+    def save_state(self) -> None:
+        """Save the peer table, spend and cache floors now (blocking; not for actors)."""
+        if self._persister is None:
+            raise InvalidArgument("the node is not running with a state store")
+        self._persister.save()
+
     def _on_give_up(self, exc: SupervisorGaveUp) -> None:
         _log.error("event=root_gave_up reason=%r", str(exc))
         self._state = "failed"
@@ -502,6 +537,10 @@ class Node:
         """Stop everything that was started; a failing step never skips the later ones."""
         deadline = time.monotonic() + budget
         self._router.detach()
+        if self._persister is not None:  # the last, clean save, while the actors still run
+            self._persister.close(max(0.1, deadline - time.monotonic()))
+        elif self._store is not None:
+            self._store.close()
         if self._metrics is not None:
             with contextlib.suppress(Exception):
                 self._metrics.close(1.0)
