@@ -27,7 +27,11 @@ from aura_sync.node.state import STATE_FILE, SavedState, StateStore, merge_spend
 
 T = 5.0
 # 5 ops of burst, one new token every 1000 s: a spent bucket stays spent for the whole test.
-SLOW = {"rate_limit.peer_burst": 5, "rate_limit.peer_ops_per_second": 0.001}
+SLOW = {
+    "rate_limit.peer_burst": 5,
+    "rate_limit.peer_ops_per_second": 0.001,
+    "rate_limit.adaptive_min_ops_per_second": 0.0001,
+}
 
 
 @pytest.fixture
