@@ -137,6 +137,7 @@ class BanBook:
         self._clock = clock
         self._default_trust = default_trust
         self._records: dict[DeviceId, _Record] = {}
+        self._next_end = float("inf")  # the earliest end of a ban in force (expire is O(1) before)
 
     @property
     def config(self) -> ScoringConfig:
@@ -165,6 +166,7 @@ class BanBook:
         record.last_ban = now
         until = now + ban_period(record.bans, config)
         record.ban = PeerBan(peer_id, until, record.bans, offence.value, after, address)
+        self._next_end = min(self._next_end, until)
         return after, record.ban
 
     def ban_of(self, peer_id: DeviceId) -> PeerBan | None:
@@ -182,12 +184,19 @@ class BanBook:
         """Forget the bans that ended; the peers whose ban just ended (their record's
         trust is set to ``probation_trust``)."""
         now = self._clock.now()
+        if now < self._next_end:
+            return []
         ended: list[DeviceId] = []
+        self._next_end = float("inf")
         for peer_id, record in self._records.items():
-            if record.ban is not None and record.ban.until <= now:
+            if record.ban is None:
+                continue
+            if record.ban.until <= now:
                 record.ban = None
                 record.trust = max(record.trust, self._config.probation_trust)
                 ended.append(peer_id)
+            else:
+                self._next_end = min(self._next_end, record.ban.until)
         return ended
 
     def restore(self, bans: tuple[PeerBan, ...]) -> None:
