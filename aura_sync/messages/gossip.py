@@ -34,16 +34,11 @@ __all__ = [
     "check_topic",
 ]
 
-MAX_TOPIC = 256
-"""Longest topic, in UTF-8 bytes."""
-MAX_PAYLOAD = 64 * 1024
-"""Largest payload, in bytes."""
-ID_SIZE = 16
-"""Bytes of a message id."""
-MAX_IDS = 512
-"""Most ids in one IHave or IWant."""
-MAX_TOPICS = 64
-"""Most topics one peer may announce."""
+MAX_TOPIC = 256  # longest topic, UTF-8 bytes
+MAX_PAYLOAD = 64 * 1024  # largest payload, bytes
+ID_SIZE = 16  # bytes of a message id
+MAX_IDS = 512  # most ids in one IHave or IWant
+MAX_TOPICS = 64  # most topics one peer may announce
 
 
 def check_topic(topic: object, name: str = "topic") -> str:
@@ -75,11 +70,7 @@ def _check_ids(ids: tuple[bytes, ...]) -> None:
 
 @message(0x00E0)
 class GossipMessage(Message):
-    """A published message: ``topic``, ``payload``, its ``msg_id`` and claimed ``origin``.
-
-    The origin is what the publisher's node says; it is not signed (gossip is
-    ephemeral): a receiver charges the message to the peer that sent it.
-    """
+    """A published message; ``origin`` is claimed, not signed (charge the sender instead)."""
 
     topic: str
     payload: bytes
@@ -87,7 +78,7 @@ class GossipMessage(Message):
     origin: DeviceId
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
+        """The bounds of a message from a peer (raises naming the field)."""
         check_topic(self.topic)
         check_payload(self.payload)
         if len(self.msg_id) != ID_SIZE:
@@ -101,7 +92,7 @@ class GossipTopics(Message):
     topics: tuple[str, ...]
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
+        """The bounds of a message from a peer (raises naming the field)."""
         if len(self.topics) > MAX_TOPICS:
             raise InvalidArgument(f"topics must hold at most {MAX_TOPICS}, got {len(self.topics)}")
         for i, topic in enumerate(self.topics):
@@ -115,7 +106,7 @@ class GossipIHave(Message):
     msg_ids: tuple[bytes, ...]
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
+        """The bounds of a message from a peer (raises naming the field)."""
         _check_ids(self.msg_ids)
 
 
@@ -126,7 +117,7 @@ class GossipIWant(Message):
     msg_ids: tuple[bytes, ...]
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
+        """The bounds of a message from a peer (raises naming the field)."""
         _check_ids(self.msg_ids)
 
 

@@ -5,7 +5,7 @@ Tree (``root`` is REST_FOR_ONE: a restarted transport restarts what depends on i
     root
     |-- transport        TransportActor: owns the listener (re-listens on the same port)
     |-- infrastructure   ONE_FOR_ONE: cache, rate_limiter, peer_manager, pool
-    `-- protocols        ONE_FOR_ONE: anti_entropy (the journal sync protocol actor)
+    `-- protocols        ONE_FOR_ONE: anti_entropy, then the plug-ins (``protocols``)
 
 Start (:meth:`Node.start`): create the data directory (0700), load or create
 the Ed25519 identity, read the capability token, open the SQLite journal

@@ -15,9 +15,10 @@ once while its id is in the bounded seen-cache (``seen_max`` ids, each kept
 ``seen_ttl`` seconds, longer than any id is offered again); the recent cache
 is bounded (``cache_max``).  Peers are untrusted: every inbound gossip message
 is charged to its sender at the rate limiter (cost grows with its size)
-before it is looked at, its fields are bounded (``check()``), a peer's
-announced topics are capped, and the claimed origin is never trusted for
-anything.  A node does not deliver its own messages to itself.
+before it is looked at, its fields are bounded (``check()``), one IWant
+is answered with at most 256 KiB, a peer's announced topics are capped, and
+the claimed origin is never trusted for anything.  A node does not deliver
+its own messages to itself.
 
 Layer: runtime (protocols).
 """
@@ -146,13 +147,16 @@ class _Unsubscribe(LocalMessage):
 
 
 _WIRE: Final = (GossipMessage, GossipTopics, GossipIHave, GossipIWant)
+_IWANT_BYTES: Final = 256 * 1024
 
 
 def _cost(msg: Any) -> int:
     """Work units charged for an inbound gossip message (grows with its size)."""
     if isinstance(msg, GossipMessage):
         return 1 + len(msg.payload) // 4096
-    if isinstance(msg, GossipIHave | GossipIWant):
+    if isinstance(msg, GossipIWant):  # answered with up to _IWANT_BYTES of messages
+        return 1 + len(msg.msg_ids) // 8
+    if isinstance(msg, GossipIHave):
         return 1 + len(msg.msg_ids) // 64
     return 1
 
@@ -304,9 +308,11 @@ class GossipActor(TaskHost, AuraActor):
                 self._stats["iwant_sent"] += 1
                 self._send(peer, GossipIWant(want))
         elif isinstance(msg, GossipIWant):
+            budget = _IWANT_BYTES  # one small IWant must not buy megabytes of replies
             for msg_id in msg.msg_ids:
                 cached = self._cache.get(msg_id)
-                if cached is not None:
+                if cached is not None and budget >= len(cached[0].payload):
+                    budget -= len(cached[0].payload)
                     self._stats["iwant_served"] += 1
                     self._send(peer, cached[0])
 
