@@ -209,3 +209,61 @@ def test_a_save_round_trips_through_the_store(tmp_path: Path) -> None:
     finally:
         store.close()
     assert (tmp_path / STATE_FILE).stat().st_mode & 0o077 == 0
+
+
+def test_a_carried_table_has_no_sessions_nor_connections_and_keeps_its_times() -> None:
+    from aura_sync.infrastructure.peer_scoring import PeerBan
+    from aura_sync.infrastructure.peer_values import PeerInfo, PeerMetadata, PeerStatus
+    from aura_sync.infrastructure.peer_values import PeerTableSnapshot as Table
+    from aura_sync.node.state import carry_table
+
+    meta = PeerMetadata(PeerStatus.CONNECTED, 1.0, 2.0, 3.0, trust_level=70, active_sessions=2,
+                        backoff_until=9.0)  # fmt: skip
+    peer = DeviceId.from_int(7)
+    ban = PeerBan(peer, 50.0, 2, "capability", 10)
+    table = Table((PeerInfo(peer, "127.0.0.1:1", meta),), 4.0, (ban,))
+    carried = carry_table(table, 100.0)
+    got = carried.peers[0].metadata
+    assert (got.status, got.active_sessions, got.trust_level) == (PeerStatus.DISCONNECTED, 0, 70)
+    assert (got.discovered_at, got.last_seen, got.backoff_until) == (101.0, 102.0, 109.0)
+    assert carried.last_discovery == 104.0 and carried.bans[0].until == 150.0
+    assert carried.peers[0].address == "127.0.0.1:1"
+
+
+def test_a_killed_node_process_restarted_without_bootstrap_reconnects(
+    nodes: Cluster, tmp_path: Path
+) -> None:
+    from test_node_process import NodeProcess
+
+    a = nodes.add("a")
+    config = tmp_path / "b.toml"
+    config.write_text("[state]\nsave_interval = 0.1\n")
+    data = tmp_path / "b"
+    first = NodeProcess(data, "--config", str(config), "--bootstrap", a.bootstrap_address)
+    try:
+        first.start()
+        assert first.call("POST", "/debug/write?count=30")["written"] == 30
+        wait_until(lambda: len(a.journal) == 30, 20, "b to sync with a")
+        wait_until(lambda: _saved_peers(data / STATE_FILE) >= {a.device_id}, 10, "a tick save")
+        first.kill()  # SIGKILL: no clean save, only the ticks' ones
+    finally:
+        first.close()
+    a.append([b"while b was down %d" % i for i in range(20)])
+    again = NodeProcess(data, "--config", str(config))  # no --bootstrap
+    try:
+        again.start()
+        wait_until(lambda: again.health()["journal"]["ops"] == 50, 30, "b to reconnect to a")
+    finally:
+        again.close()
+
+
+def _saved_peers(path: Path) -> set[DeviceId]:
+    try:
+        store = StateStore.open(path)
+    except (StateCorrupt, sqlite3.Error):  # not created yet, or mid-write
+        return set()
+    try:
+        state = store.load()
+    finally:
+        store.close()
+    return set() if state is None or state.peers is None else {p.peer_id for p in state.peers.peers}

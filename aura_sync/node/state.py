@@ -39,7 +39,7 @@ from aura_sync.actors.address import ActorAddress
 from aura_sync.effects import Clock
 from aura_sync.errors import AuraError, DecodeError, StateCorrupt
 from aura_sync.infrastructure.cache import CacheFloorSnapshot
-from aura_sync.infrastructure.peer_values import PeerInfo, PeerTableSnapshot
+from aura_sync.infrastructure.peer_values import PeerInfo, PeerStatus, PeerTableSnapshot
 from aura_sync.infrastructure.rate_limit import (
     FlowBudget,
     PeerBucketState,
@@ -226,26 +226,34 @@ def _check_schema(path: Path, conn: sqlite3.Connection) -> None:
 # --- carrying the values across a restart ----------------------------------------------------
 
 
-def shift_table(table: PeerTableSnapshot, delta: float) -> PeerTableSnapshot:
-    """``table`` with every clock time moved by ``delta`` seconds (into the new clock's base)."""
+def carry_table(table: PeerTableSnapshot, delta: float) -> PeerTableSnapshot:
+    """``table`` as a new process starts it: every clock time moved by ``delta`` seconds
+    (into the new clock's base), no session open, no peer connected (CONNECTING, CONNECTED
+    and DEGRADED become DISCONNECTED: the connections did not survive)."""
 
     def move(info: PeerInfo) -> PeerInfo:
         meta = info.metadata
         backoff = None if meta.backoff_until is None else meta.backoff_until + delta
+        status = PeerStatus.DISCONNECTED if meta.status in _LIVE else meta.status
         return dataclasses.replace(
             info,
             metadata=dataclasses.replace(
                 meta,
+                status=status,
                 discovered_at=meta.discovered_at + delta,
                 last_seen=meta.last_seen + delta,
                 last_status_change=meta.last_status_change + delta,
                 backoff_until=backoff,
+                active_sessions=0,
             ),
         )
 
     last = None if table.last_discovery is None else table.last_discovery + delta
     bans = tuple(dataclasses.replace(b, until=b.until + delta) for b in table.bans)
     return PeerTableSnapshot(tuple(move(p) for p in table.peers), last, bans)
+
+
+_LIVE: Final = frozenset({PeerStatus.CONNECTING, PeerStatus.CONNECTED, PeerStatus.DEGRADED})
 
 
 def merge_tables(saved: PeerTableSnapshot, current: PeerTableSnapshot) -> PeerTableSnapshot:
@@ -343,7 +351,7 @@ class StatePersister:
         delta = self._clock.now() - saved.clock
         if saved.peers is not None:
             current = self._peers.call(GetPeerTable(), t)
-            merged = merge_tables(shift_table(saved.peers, delta), current)
+            merged = merge_tables(carry_table(saved.peers, delta), current)
             self._peers.call(RestorePeerTable(merged), t)
         if saved.rate_limit is not None:
             current_spend = self._limiter.call(SnapshotRateLimiter(), t)
