@@ -262,6 +262,10 @@ class RequestTimeout(TransportError, TimeoutError):
     """No reply to a request arrived within its timeout (seconds)."""
 
 
+class JournalUnwritable(AuraError):
+    """The journal's database refused a write (read-only, disk full, I/O error)."""
+
+
 class JournalCorrupt(AuraError):
     """The journal database is not an aura-sync journal or fails its integrity checks.
 

@@ -3,7 +3,14 @@
 :func:`take_snapshot` asks each actor with a short timeout (blocking: called
 from the metrics server's thread, never from an actor); an actor that does
 not answer makes the status ``degraded`` instead of failing the snapshot, and
-a dead transport I/O loop makes it ``failed``.
+a dead transport I/O loop makes it ``failed``.  ``reasons`` names each cause
+of ``degraded``: ``unresponsive`` (an actor did not answer),
+``journal_unwritable`` (the latest journal write failed),
+``sync_stalled`` (``stalled_intervals`` rounds in a row found peers and no
+session succeeded), ``connection_slots_exhausted`` / ``send_buffers_exhausted``
+(the transport refused for want of them, or they are full) and
+``shedding_inbound`` (admission denies more than ``shedding_above`` of the
+recent peer requests).
 
 Layer: runtime.
 """
@@ -12,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aura_sync.actors.address import ActorAddress
@@ -26,6 +33,7 @@ from aura_sync.messages.rate_limit import GetRateLimiterStatistics
 from aura_sync.messages.supervision import ChildType
 from aura_sync.messages.sync import GetSyncStatus
 from aura_sync.node.metrics import ChildHealth, NodeSnapshot
+from aura_sync.protocols.admission import AdmissionConfig
 from aura_sync.supervisors import Supervisor
 from aura_sync.transport.base import Transport
 
@@ -53,6 +61,8 @@ class SnapshotSources:
     """``observe(actor name, seconds)``: records how long an ask took."""
     now: Callable[[], float] = time.monotonic
     """The node's clock (the peer manager's ban deadlines are in its seconds)."""
+    defence: AdmissionConfig = field(default_factory=AdmissionConfig)
+    """The health thresholds (``stalled_intervals``, ``shedding_above``)."""
 
 
 def take_snapshot(src: SnapshotSources) -> NodeSnapshot:
@@ -117,7 +127,10 @@ def take_snapshot(src: SnapshotSources) -> NodeSnapshot:
         snap = src.transport.stats()
         transport = {name: int(getattr(snap, name)) for name in snap.__dataclass_fields__}
     transport["refused_connections"] = src.refusals
-    if status == "ok" and degraded:
+    reasons = ["unresponsive"] if degraded else []
+    if status == "ok":
+        reasons += _reasons(src, sync, peers)
+    if status == "ok" and reasons:
         status = "degraded"
     if status in ("ok", "degraded") and src.transport_failure is not None:
         status = "failed"
@@ -136,7 +149,31 @@ def take_snapshot(src: SnapshotSources) -> NodeSnapshot:
         transport=transport,
         peer_trust=trust,
         bans=bans,
+        reasons=tuple(reasons),
     )
+
+
+def _reasons(src: SnapshotSources, sync: dict[str, int], peers: dict[str, int]) -> list[str]:
+    """The named reasons for "degraded" besides an actor that did not answer."""
+    out = []
+    if sync.get("journal_write_failing"):
+        out.append("journal_unwritable")
+    known = sum(n for status, n in peers.items() if status != "REMOVED")
+    if known and sync.get("ticks_without_success", 0) >= src.defence.stalled_intervals:
+        out.append("sync_stalled")
+    accessor = getattr(src.transport, "admission_status", None)
+    if callable(accessor):
+        slots = accessor()
+        if slots.exhausted is not None:
+            kind = "send_buffers" if "buffer" in slots.exhausted else "connection_slots"
+            out.append(f"{kind}_exhausted")
+        elif slots.established >= slots.max_established:
+            out.append("connection_slots_exhausted")
+        elif slots.send_buffer_bytes >= slots.max_total_send_buffer:
+            out.append("send_buffers_exhausted")
+    if sync.get("shed_permille", 0) > 1000 * src.defence.shedding_above:
+        out.append("shedding_inbound")
+    return out
 
 
 def _bans(src: SnapshotSources) -> dict[str, dict[str, Any]]:

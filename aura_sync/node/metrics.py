@@ -132,6 +132,7 @@ class NodeSnapshot:
     :param peer_trust: each tracked peer's trust (0-100), by DeviceId.
     :param bans: the bans in force, by DeviceId: ``seconds_left``, ``bans`` (its count),
         ``reason`` (the offence) and ``address`` (the host refused at accept, or None).
+    :param reasons: why the status is ``"degraded"`` (see :mod:`aura_sync.node.health`).
     """
 
     status: str
@@ -148,6 +149,7 @@ class NodeSnapshot:
     transport: Mapping[str, int] = field(default_factory=dict)
     peer_trust: Mapping[str, int] = field(default_factory=dict)
     bans: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
 
     @property
     def restarts_total(self) -> int:

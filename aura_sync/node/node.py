@@ -513,6 +513,7 @@ class Node:
                 transport_failure=self.transport_failure,
                 observe=self.metrics.observe_ask,
                 now=self._clock.now,
+                defence=self.config.defence,
             )
         )
 

@@ -19,12 +19,14 @@ Layer: runtime (protocols).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from aura_sync._checks import check_bool, check_int
 from aura_sync.effects import check_seconds
+from aura_sync.errors import InvalidArgument, JournalUnwritable
 from aura_sync.messages import Message
 from aura_sync.messages.sync import (
     MAX_IDS_BATCH,
@@ -49,10 +51,12 @@ __all__ = [
     "MAX_REQUEST_COST",
     "AdmissionConfig",
     "cost_rule",
+    "journal_write",
     "request_cost",
 ]
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 RANGE_UNITS: Final = 2  # one range digest: index sums plus two edge-bucket scans (~0.2 ms)
 IDS_PER_UNIT: Final = 64  # ids listed (or fetched by id) per unit
@@ -124,6 +128,20 @@ def _present(req: PresentCapability) -> int:
     return TOKEN_UNITS + _ceil(len(req.token), BYTES_PER_UNIT)
 
 
+def journal_write(stats: dict[str, int], write: Callable[[], T]) -> T:
+    """Run one journal write; a database error becomes :class:`JournalUnwritable` and
+    marks ``stats["journal_write_failing"]`` (``/health``: "journal_unwritable") until
+    a write succeeds again."""
+    try:
+        result = write()
+    except sqlite3.Error as exc:
+        stats["journal_write_failures"] += 1
+        stats["journal_write_failing"] = 1
+        raise JournalUnwritable(f"the journal cannot be written: {exc}") from exc
+    stats["journal_write_failing"] = 0
+    return result
+
+
 def request_cost(request: Message) -> int:
     """The work units ``request`` asks for (>= 1): 1 plus its rule's terms.
 
@@ -170,6 +188,10 @@ class AdmissionConfig:
         (SUCCESS, or OVERLOAD as above) for AIMD.
     :param flow_budget: work units a peer may spend per epoch (0: no budget).
     :param flow_epoch: seconds per flow-budget epoch (> 0).
+    :param stalled_intervals: ``/health`` is degraded ("sync_stalled") once this
+        many sync rounds in a row found peers but no session succeeded.
+    :param shedding_above: ``/health`` is degraded ("shedding_inbound") while
+        more than this fraction of recent peer requests is denied (0..1).
     """
 
     enabled: bool = True
@@ -179,6 +201,8 @@ class AdmissionConfig:
     report_outcomes: bool = True
     flow_budget: int = 0
     flow_epoch: float = 60.0
+    stalled_intervals: int = 10
+    shedding_above: float = 0.5
 
     def __post_init__(self) -> None:
         check_bool(self.enabled, "enabled")
@@ -186,6 +210,11 @@ class AdmissionConfig:
         check_int(self.max_cost, "max_cost", minimum=1, maximum=2**53)
         check_int(self.overload_queue, "overload_queue", minimum=1, maximum=2**31)
         check_int(self.flow_budget, "flow_budget", minimum=0, maximum=2**64 - 1)
+        check_int(self.stalled_intervals, "stalled_intervals", minimum=1, maximum=2**31)
+        shed = check_seconds(self.shedding_above, "shedding_above")  # a number >= 0
+        if shed > 1.0:
+            raise InvalidArgument(f"shedding_above must be in [0, 1], got {shed!r}")
+        object.__setattr__(self, "shedding_above", shed)
         for name in ("overload_latency", "flow_epoch"):
             value = check_seconds(getattr(self, name), name, allow_zero=False)
             object.__setattr__(self, name, value)

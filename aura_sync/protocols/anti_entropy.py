@@ -74,7 +74,7 @@ from aura_sync.messages.sync import (
     SyncStatus,
     SyncTick,
 )
-from aura_sync.protocols.admission import AdmissionConfig
+from aura_sync.protocols.admission import AdmissionConfig, journal_write
 from aura_sync.protocols.journal import Journal
 from aura_sync.protocols.plugin import (
     PeerTableView,
@@ -124,6 +124,10 @@ _STAT_NAMES: Final = (
     "requests_served",
     "requests_refused",
     "requests_rate_limited",
+    "shed_permille",
+    "journal_write_failures",
+    "journal_write_failing",
+    "ticks_without_success",
     "overload_reports",
     "batches_refused",
     "peer_exchanges",
@@ -449,6 +453,8 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
 
     def _round(self) -> Generator[Step, Any, None]:
         peers = yield from self._read_table()
+        if peers:  # /health: rounds in a row that found peers but synced with none
+            self._stats["ticks_without_success"] += 1
         sessions = self._sessions
         now = self._clock.now()
         for info in peers:
@@ -571,7 +577,7 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
             raise InvalidArgument(
                 f"payloads must hold 1..{MAX_APPEND} items, got {len(msg.payloads)}"
             )
-        ids = self._journal.append_many(msg.payloads)
+        ids = journal_write(self._stats, lambda: self._journal.append_many(msg.payloads))
         self._own_ops += len(ids)
         self._bump_epoch()
         return OpsAppended(len(ids), self._own_ops, len(self._journal))

@@ -73,7 +73,7 @@ from aura_sync.messages.sync import (
     PushAck,
     PushOps,
 )
-from aura_sync.protocols.admission import AdmissionConfig, request_cost
+from aura_sync.protocols.admission import AdmissionConfig, journal_write, request_cost
 from aura_sync.protocols.journal import Journal
 from aura_sync.transport.base import Connection, Inbound
 
@@ -131,6 +131,7 @@ class Server:
         self._queued = queued
         self._denied_until: dict[DeviceId, float] = {}
         self._budgeted: set[DeviceId] = set()
+        self._shed_ratio = 0.0
         self._journal = journal
         self._infra = infra
         self._tasks = tasks
@@ -190,7 +191,13 @@ class Server:
         else:
             self._dispatch(event, started)
 
+    def _shed(self, denied: bool) -> None:
+        """The denied fraction of recent requests (an EWMA over ~32), in per mille."""
+        self._shed_ratio += (float(denied) - self._shed_ratio) / 32.0
+        self._stats["shed_permille"] = round(1000 * self._shed_ratio)
+
     def _deny(self, event: Inbound, retry_after: float, reason: str) -> None:
+        self._shed(True)
         self._stats["requests_rate_limited"] += 1
         kind = type(event.message).__name__
         exc = RateLimited(retry_after, f"{kind} refused by admission ({reason})")
@@ -207,6 +214,7 @@ class Server:
         return self.flow_epoch
 
     def _dispatch(self, event: Inbound, started: float) -> None:
+        self._shed(False)
         request = event.message
         peer = event.connection.peer_id
         if isinstance(request, PresentCapability):
@@ -282,7 +290,7 @@ class Server:
             return OpsReply(tuple(ops), tuple(i for i in request.ids if i not in found))
         if isinstance(request, PushOps):
             try:
-                added = journal.add_many(request.ops)
+                added = journal_write(self._stats, lambda: journal.add_many(request.ops))
             except OpRefused as exc:
                 self._count_refusal(peer, exc)
                 raise

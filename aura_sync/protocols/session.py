@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
@@ -39,6 +40,7 @@ from aura_sync.errors import (
     CapabilityError,
     ConnectionClosed,
     InvalidArgument,
+    JournalUnwritable,
     OpRefused,
     PeerUnavailable,
     RateLimited,
@@ -298,6 +300,10 @@ class Sessions:
                     batch_size=self.config.batch_size,
                     progress=progress,
                 )
+            except sqlite3.Error as exc:  # storing what we pulled failed
+                self.stats["journal_write_failures"] += 1
+                self.stats["journal_write_failing"] = 1
+                error = JournalUnwritable(f"the journal cannot be written: {exc}")
             except AuraError as exc:
                 error = exc
                 if isinstance(exc, OpRefused):
@@ -325,6 +331,7 @@ class Sessions:
             return False
         self.agreed[peer] = (fingerprint, skips + 1)
         self.stats["rounds_skipped"] += 1
+        self.stats["ticks_without_success"] = 0  # still in agreement: as good as a success
         return True
 
     def _record(self, entry: _Open, progress: Progress, error: AuraError | None, t0: float) -> None:
@@ -359,6 +366,7 @@ class Sessions:
         """Count the outcome; plan a retry of a failed session."""
         if error is None:
             self.stats["rounds_succeeded"] += 1
+            self.stats["ticks_without_success"] = 0
             self.config.retry.record_success()
             return
         if isinstance(error, RateLimited):
