@@ -1,41 +1,15 @@
 """Biscuit capability tokens: minting and fail-closed verification.
 
-A peer may only be asked for sync work if it holds a capability token, signed
-by the network's *authority* key, that grants the ``sync:request_digest``
-right (:data:`SYNC_REQUEST_DIGEST`).  Tokens are `Biscuit
-<https://www.biscuitsec.org/>`_ tokens (module ``biscuit_auth`` from the
-``biscuit-python`` package); every Biscuit detail of the project lives in this
-module, so the rest of the code only sees ``bytes`` and :class:`DeviceId`.
-
-Token layout (the authority block written by :func:`issue_capability_token`)::
-
-    right("sync:request_digest");          // one fact per granted right
-    subject(hex:0102...);                  // optional: the DeviceId it is for
-
-Verification (:func:`verify_capability_token`) checks the signature chain
-against the root public key, then runs an authorizer that
-
-* allows only if the authority block holds ``right(<required right>)``
-  (facts added by attenuation blocks are not trusted, so a holder cannot add
-  rights);
-* rejects a token whose authority block names a ``subject`` other than the
-  peer it is presented for (a token without ``subject`` is a bearer token);
-* runs every check carried by the token (attenuation blocks can only
-  restrict).  No ``time`` fact is supplied, so a token carrying a time-based
-  check (an expiry) fails closed.
-
-Verification *fails closed*: any problem (bytes that do not parse, a foreign
-signature, a missing right, a failed check, a Datalog limit, an unexpected
-error inside the Biscuit library) raises :class:`~aura_sync.errors.CapabilityError`
-and nothing else.  Only an argument of the wrong Python type raises
-:class:`~aura_sync.errors.WrongType` (a programming error, not a bad token).
-
-Integration points: :meth:`aura_sync.infrastructure.peers.PeerManager.update_peer_capabilities`
-uses :func:`verify_capability_token` with the configured
-``PeerDiscoveryConfig.root_public_key``; the CLI mints tokens with
-:func:`issue_capability_token` and keys with :func:`generate_authority_keypair`.
-
-Layer: cores (imports values only).
+A peer is asked for sync work only if it holds a `Biscuit
+<https://www.biscuitsec.org/>`_ token signed by the network's authority key
+whose authority block grants ``right("sync:request_digest")``
+(:data:`SYNC_REQUEST_DIGEST`) and, optionally, binds it with
+``subject(hex:...)`` to one :class:`DeviceId`.  Facts of attenuation blocks
+are not trusted; checks they carry run, and no ``time`` fact is given (an
+expiry fails closed).  Every verification problem, including an unexpected
+error inside the Biscuit library, raises :class:`~aura_sync.errors.CapabilityError`;
+only an argument of the wrong Python type raises :class:`~aura_sync.errors.WrongType`.
+Every Biscuit detail lives here: the rest of the code sees ``bytes``.
 """
 
 from __future__ import annotations
@@ -76,9 +50,7 @@ MAX_TOKEN_SIZE: Final = 16 * 1024
 _RIGHT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
 
 _AUTHORIZER_TIME_LIMIT: Final = datetime.timedelta(milliseconds=200)
-"""Datalog run-time limit per verification.  The library default (1 ms) is so
-tight that a verification on a loaded machine could fail spuriously; 200 ms
-still bounds the work a hostile token can cause."""
+"""Datalog time limit per verification (the library's 1 ms fails spuriously under load)."""
 
 # biscuit-python 0.4's bundled stubs predate the ``Algorithm`` argument of
 # ``PublicKey.from_bytes``/``PrivateKey.from_bytes``; the ignores below are for that.
@@ -87,13 +59,8 @@ _ALGORITHM: Final = biscuit_auth.Algorithm.Ed25519  # type: ignore[attr-defined]
 
 @dataclass(frozen=True, slots=True)
 class AuthorityKeyPair:
-    """An Ed25519 key pair of a capability authority, as raw bytes.
-
-    ``private_key`` (32 bytes) signs tokens with :func:`issue_capability_token`;
-    ``public_key`` (32 bytes) is what verifiers configure as
-    ``PeerDiscoveryConfig.root_public_key``.  The private key is left out of
-    ``repr``.
-    """
+    """An authority's raw 32-byte Ed25519 keys: ``private_key`` signs tokens (left out of
+    ``repr``), ``public_key`` is the verifiers' ``PeerDiscoveryConfig.root_public_key``."""
 
     private_key: bytes = field(repr=False)
     public_key: bytes
@@ -116,10 +83,9 @@ def generate_authority_keypair() -> AuthorityKeyPair:
 
 
 def public_key_from_private(private_key: bytes) -> bytes:
-    """The 32-byte public key that belongs to a 32-byte Ed25519 ``private_key``.
+    """The 32-byte public key of a 32-byte Ed25519 ``private_key``.
 
-    Raises :class:`WrongType` for non-bytes and :class:`InvalidArgument` for a
-    wrong length.
+    Raises :class:`WrongType` for non-bytes, :class:`InvalidArgument` for a wrong length.
     """
     _check_key_bytes(private_key, "private_key")
     kp = biscuit_auth.KeyPair.from_private_key(_private_key(private_key))
@@ -127,14 +93,12 @@ def public_key_from_private(private_key: bytes) -> bytes:
 
 
 def check_public_key(value: object, name: str = "root_public_key") -> bytes:
-    """Return ``value`` if it is a usable raw Ed25519 public key (32 bytes).
+    """Return ``value`` if it is a usable raw 32-byte Ed25519 public key.
 
-    Refused: a non-canonical encoding (y not below p, or x = 0 with the sign
-    bit set), a point not on the curve, and a point of small order (the
-    identity, all zeros, the order-2 and order-8 points): a signature
-    "verifies" under such a key for messages nobody signed.  Raises
-    :class:`WrongType` for non-bytes and :class:`InvalidArgument` for a wrong
-    length or a refused key, naming ``name`` and the key.
+    Refuses non-canonical encodings, points off the curve and points of small
+    order (signatures nobody made "verify" under them).  Raises
+    :class:`WrongType` for non-bytes, :class:`InvalidArgument` naming ``name``
+    and the key for a wrong length or a refused key.
     """
     key = _check_key_bytes(value, name)
     point = _decode_point(key)
@@ -152,18 +116,12 @@ def check_public_key(value: object, name: str = "root_public_key") -> bytes:
 
 
 def capability_token_subject(token: bytes, root_public_key: bytes) -> DeviceId | None:
-    """The subject the authority bound ``token`` to, or None for a bearer token.
+    """The subject the authority (``root_public_key``) bound ``token`` to; None: a bearer token.
 
-    The token must be signed by ``root_public_key``.  Raises
-    :class:`CapabilityError` for a token that is malformed, foreign, or names
-    more than one subject (fails closed like :func:`verify_capability_token`),
-    :class:`WrongType` for arguments that are not bytes.
+    Raises :class:`CapabilityError` (fail closed) for a malformed or foreign
+    token or one naming several subjects, :class:`WrongType` for non-bytes.
     """
-    if type(token) is not bytes:
-        raise WrongType(f"token must be bytes, got {type(token).__name__}")
-    root = check_public_key(root_public_key, "root_public_key")
-    if not token or len(token) > MAX_TOKEN_SIZE:
-        raise CapabilityError(f"capability token of {len(token)} bytes is empty or too large")
+    root = _check_token(token, root_public_key)
     try:
         biscuit = biscuit_auth.Biscuit.from_bytes(token, _public_key(root))
         builder = biscuit_auth.AuthorizerBuilder()
@@ -173,9 +131,7 @@ def capability_token_subject(token: bytes, root_public_key: bytes) -> DeviceId |
         facts = authorizer.query(biscuit_auth.Rule("bound($s) <- subject($s)"))
         subjects = {fact.terms[0] for fact in facts if len(fact.terms) == 1}
     except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
-            raise
-        raise CapabilityError(_describe_failure(exc, SYNC_REQUEST_DIGEST)) from exc
+        raise _failure(exc, SYNC_REQUEST_DIGEST) from exc
     if not subjects:
         return None
     if len(subjects) > 1:
@@ -241,27 +197,21 @@ def verify_capability_token(
     required_right: str = SYNC_REQUEST_DIGEST,
     subject: DeviceId | None = None,
 ) -> tuple[str, ...]:
-    """Verify ``token`` and return the rights its authority block grants.
+    """Verify ``token`` and return the rights its authority block grants, sorted.
 
     :param token: the serialized Biscuit token (at most :data:`MAX_TOKEN_SIZE` bytes).
     :param root_public_key: the authority's 32-byte Ed25519 public key.
     :param required_right: the right the token must grant.
-    :param subject: the peer presenting the token; a token bound to another
-        subject is refused.  ``None`` skips the subject check.
-    :returns: every right granted by the authority block, sorted (it contains
-        ``required_right``).
-    :raises CapabilityError: the token is too large, malformed, not signed by
-        the authority, lacks ``required_right``, is bound to another subject,
-        or fails one of its own checks.  Fails closed: any error from the
-        Biscuit library becomes a ``CapabilityError``.
+    :param subject: the peer presenting the token (a token bound to another is
+        refused); ``None`` skips the subject check.
+    :raises CapabilityError: the token is empty, too large, malformed, foreign,
+        lacks ``required_right``, is bound to another subject or fails its own
+        checks; any error of the Biscuit library becomes one (fail closed).
     :raises WrongType: ``token``/``root_public_key`` is not bytes, or
         ``subject`` is not a DeviceId.
     :raises InvalidArgument: ``root_public_key`` has the wrong size or
         ``required_right`` is malformed.
     """
-    if type(token) is not bytes:
-        raise WrongType(f"token must be bytes, got {type(token).__name__}")
-    root = check_public_key(root_public_key, "root_public_key")
     if type(required_right) is not str:
         raise WrongType(
             f"required_right must be a str, got {type(required_right).__name__} {required_right!r}"
@@ -270,22 +220,35 @@ def verify_capability_token(
         raise InvalidArgument(f"required_right is malformed: {required_right!r}")
     if subject is not None and type(subject) is not DeviceId:
         raise WrongType(f"subject must be a DeviceId or None, got {type(subject).__name__}")
+    root = _check_token(token, root_public_key)
+    try:
+        return _verify(token, root, required_right, subject)
+    except CapabilityError:
+        raise
+    except BaseException as exc:
+        raise _failure(exc, required_right) from exc
+
+
+def _check_token(token: object, root_public_key: bytes) -> bytes:
+    """Check a presented token's type and size; returns the checked root key."""
+    if type(token) is not bytes:
+        raise WrongType(f"token must be bytes, got {type(token).__name__}")
+    root = check_public_key(root_public_key, "root_public_key")
     if len(token) > MAX_TOKEN_SIZE:
         raise CapabilityError(
             f"capability token of {len(token)} bytes is over the limit of {MAX_TOKEN_SIZE}"
         )
     if not token:
         raise CapabilityError("capability token is empty")
-    try:
-        return _verify(token, root, required_right, subject)
-    except CapabilityError:
-        raise
-    except BaseException as exc:
-        # pyo3 panics derive from BaseException: fail closed on them too, but
-        # never swallow interpreter control flow.
-        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
-            raise
-        raise CapabilityError(_describe_failure(exc, required_right)) from exc
+    return root
+
+
+def _failure(exc: BaseException, required_right: str) -> CapabilityError:
+    """The CapabilityError for a library failure (pyo3 panics are BaseExceptions too);
+    interpreter control flow is re-raised."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+        raise exc
+    return CapabilityError(_describe_failure(exc, required_right))
 
 
 def _verify(
