@@ -1,19 +1,12 @@
 """The infrastructure supervisor: cache, rate limiter, peer manager and pool, ONE_FOR_ONE.
 
-:func:`infrastructure_supervisor` builds it (children ``cache``,
-``rate_limiter``, ``peer_manager``, ``pool`` in start order, stopped in
-reverse; no ``pool`` without a connector).  The four actors do not depend on
-one another: none holds a sibling's address or state, and each keeps what must
-survive a crash in its own stash (cache floors, rate-limit spend and flow
-budgets, the peer table).  So the strategy is ONE_FOR_ONE: a crash restarts
-that child only, and a rate-limiter crash leaves the pool's live connections
-open (the pool itself closes them when *it* goes down).  The pool depends on
-the transport's connector, which the node supervises above this tree.
-
-:class:`Infrastructure` starts the supervisor (:meth:`~Infrastructure.start`,
-or :meth:`~Infrastructure.start_async` from a coroutine) or wraps a nested one
-(:meth:`~Infrastructure.attach`) and exposes the children (``cache``,
-``rate_limiter``, ``peers``, ``pool``), valid across restarts.
+The children start in that order and stop in reverse (no ``pool`` without a
+connector).  None depends on a sibling: none holds another's address, and each
+keeps what must survive a crash in its own stash, so a crash restarts that
+child only (a rate-limiter crash leaves the pool's connections open).  The
+pool's connector is the transport's, supervised by the node above this tree.
+:class:`Infrastructure` starts or wraps the supervisor and exposes the
+children's addresses, valid across restarts.
 """
 
 from __future__ import annotations
@@ -66,20 +59,13 @@ def _check_type(value: object, cls: type, name: str) -> None:
 class InfrastructureConfig:
     """Configuration of the four infrastructure actors and of their supervisor.
 
-    Fields
-        rate_limit: :class:`RateLimitConfig` of the rate limiter.
-        pool: :class:`PoolConfig` of the connection pool.
-        peers: :class:`PeerDiscoveryConfig` of the peer manager.
-        cache_max_keys: keys whose floors the cache tracks exactly (>= 1); 1024.
-        cache_max_values: value-store capacity (>= 0; 0 disables it); 1024.
-        drop_idle_interval: seconds between drops of idle rate-limit buckets (> 0); 60.
-        intensity: restarts allowed within ``period`` before the supervisor
-            gives up and escalates (>= 0); 5.
-        period: seconds of the intensity window (> 0); 5.
-        shutdown: seconds each child may take to stop (>= 0); 5.
-        ask_timeout: default ask timeout of the typed clients (seconds, > 0); 5.
-
-    Raises :class:`~aura_sync.errors.WrongType` /
+    ``rate_limit``, ``pool``, ``peers``: the cores' configs.  ``cache_max_keys``
+    (>= 1; 1024): keys whose floors are tracked exactly; ``cache_max_values``
+    (>= 0, 0 disables the store; 1024).  Seconds: ``drop_idle_interval`` (> 0;
+    60) between drops of idle rate-limit buckets, ``period`` (> 0; 5) of the
+    restart-intensity window, ``shutdown`` (>= 0; 5) per child, ``ask_timeout``
+    (> 0; 5).  ``intensity`` (>= 0; 5): restarts within ``period`` before the
+    supervisor gives up.  Raises :class:`~aura_sync.errors.WrongType` /
     :class:`~aura_sync.errors.InvalidArgument` naming the field and value.
     """
 
@@ -137,23 +123,17 @@ def infrastructure_supervisor(
     on_give_up: Callable[[SupervisorGaveUp], None] | None = None,
     name: str = "infrastructure",
 ) -> Supervisor:
-    """The (not yet started) infrastructure supervisor; see the module docstring.
+    """The (not yet started) infrastructure supervisor.
 
-    Parameters
-        config: the :class:`InfrastructureConfig` (default: all defaults).
-        connector: the pool's non-blocking :class:`Connector` (the transport's);
-            None (the default) for no pool child.
-        discovery: optional non-blocking discovery effect for the peer manager.
-        clock, scheduler, rng: effects for the supervisor and every child
-            (default: the system ones, or the parent's when nested).
-        fault_injection: let every child honour ``InjectCrash`` (chaos tests, demo).
-        on_give_up: called when a root supervisor exceeds its restart intensity.
-        name: the supervisor's name (child addresses are ``name/child_id``).
-
-    Start it with ``.start()`` (root) or return it from a parent's
-    ``ChildSpec.start`` factory (nested; give that spec a ``shutdown`` of at
-    least ``4 * config.shutdown``).  Raises ``WrongType`` / ``InvalidArgument``
-    for bad arguments.
+    ``connector``: the pool's non-blocking :class:`Connector` (None: no pool);
+    ``discovery``: the peer manager's optional non-blocking discovery;
+    ``clock``/``scheduler``/``rng``: effects (default: the system ones, or the
+    parent's when nested); ``fault_injection``: children honour ``InjectCrash``;
+    ``on_give_up``: called when a root supervisor exceeds its intensity;
+    ``name``: child addresses are ``name/child_id``.  Start it with ``.start()``
+    or return it from a parent's ``ChildSpec.start`` (give that spec a
+    ``shutdown`` of at least ``4 * config.shutdown``).  Raises ``WrongType`` /
+    ``InvalidArgument``.
     """
     if config is None:
         config = InfrastructureConfig()
@@ -213,18 +193,12 @@ def infrastructure_supervisor(
 
 
 class Infrastructure:
-    """A started infrastructure supervisor and the typed clients of its children.
+    """A started infrastructure supervisor and its children's addresses.
 
-    Attributes: ``supervisor`` (the :class:`Supervisor`), ``cache``
-    (the cache actor's address: ``infra.cache.call(IsFresh(key, epoch))``),
-    ``rate_limiter`` (the rate limiter's address:
-    ``infra.rate_limiter.call(CheckRateLimit(peer_id))``),
-    ``peers`` (the peer manager's address: ``infra.peers.call(GetPeer(p))``),
-    ``pool`` (the pool actor's
-    address: ``infra.pool.call(Acquire(peer, wait), timeout)``; raises
-    :class:`~aura_sync.errors.NotFound` if started without a connector).  They
-    keep working across restarts.  Use :meth:`start` (it also stops
-    on ``with``-exit), :meth:`start_async` or :meth:`attach`.
+    ``supervisor``; ``cache``, ``rate_limiter``, ``peers`` and ``pool`` are
+    addresses, stable across restarts (``infra.peers.call(GetPeer(p))``).
+    Built by :meth:`start` (stops on ``with``-exit), :meth:`start_async` or
+    :meth:`attach`.
     """
 
     __slots__ = ("_pool", "cache", "peers", "rate_limiter", "supervisor")
@@ -258,11 +232,10 @@ class Infrastructure:
     def attach(
         cls, supervisor: Supervisor, config: InfrastructureConfig | None = None
     ) -> Infrastructure:
-        """The handle of a running infrastructure supervisor (e.g. one nested under a root).
+        """The handle of a running (e.g. nested) infrastructure supervisor.
 
-        ``config`` is accepted for compatibility (the children are addresses:
-        each call takes its own timeout).  Raises ``SupervisorStopped`` if it is
-        not running.
+        ``config`` is accepted for compatibility and unused.  Raises
+        ``SupervisorStopped`` if it is not running.
         """
         return cls(supervisor, config)
 
@@ -274,11 +247,10 @@ class Infrastructure:
         timeout: float = 30.0,
         **options: Unpack[InfrastructureOptions],
     ) -> Infrastructure:
-        """Build the supervisor (:func:`infrastructure_supervisor`, same options), start it.
+        """Build (:func:`infrastructure_supervisor`, same options) and start the supervisor.
 
-        Without a ``connector`` there is no pool.  ``timeout``: seconds to
-        wait for the children to start.  Raises ``StartFailed`` if a child
-        fails to start, and the argument errors of the builder.
+        ``timeout``: seconds to wait for the children to start.  Raises
+        ``StartFailed`` if a child fails to start, and the builder's errors.
         """
         config = config or InfrastructureConfig()
         supervisor = infrastructure_supervisor(config, **options).start(timeout)
@@ -306,11 +278,9 @@ class Infrastructure:
             raise
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the supervisor: pool, peer manager, rate limiter, cache (reverse order).
+        """Stop a root supervisor, children in reverse order; idempotent.
 
-        For a root supervisor (from :meth:`start`).  A nested one is stopped
-        by its parent (``terminate_child``); stopping it here would count as
-        a child exit for the parent.  Idempotent.
+        A nested one is stopped by its parent (``terminate_child``).
         """
         self.supervisor.stop(timeout)
 
