@@ -1,22 +1,11 @@
-"""Fault injection for the infrastructure actors: crash on request, for chaos tests and demos.
+"""Fault injection (crash on request, for chaos tests and the demo) and small actor helpers.
 
-:class:`FaultInjectionMixin` gives an :class:`~aura_sync.actors.AuraActor`
-a handler for :class:`~aura_sync.messages.faults.InjectCrash`.  When the
-actor was created with fault injection enabled, the handler raises
-:class:`InjectedCrash`: an unexpected exception (deliberately *not* an
-:class:`~aura_sync.errors.AuraError`), so the runtime treats it as a real
-crash: the asker gets ``ErrorReply(ActorCrashed)``, ``on_crash`` runs and the
-supervisor restarts the actor on the same address and mailbox.  When fault
-injection is disabled (the default) the message is refused with an
-``ErrorReply(InvalidArgument)`` and the actor carries on.
-
-The chaos test (``tests/test_chaos.py``) and ``aura-sync demo`` use it.
-
-:func:`check_stash` (the argument check of the ``stash`` parameter: the dict
-that survives restarts) and :class:`Ticker` (a re-arming scheduled message
-for periodic work) are small helpers the four infrastructure actors share.
-
-Layer: actors (the mixin and :class:`InjectedCrash` are public).
+With fault injection enabled, :class:`FaultInjectionMixin` answers
+:class:`~aura_sync.messages.faults.InjectCrash` by raising
+:class:`InjectedCrash` (not an :class:`~aura_sync.errors.AuraError`, so it is a
+real crash: the supervisor restarts the actor); disabled (the default), the
+request gets ``ErrorReply(InvalidArgument)``.  :func:`check_stash` and
+:class:`Ticker` (a re-arming scheduled message) serve the infrastructure actors.
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
 """The persistent mailbox behind an :class:`~aura_sync.actors.ActorAddress`.
 
-A mailbox is a :class:`queue.SimpleQueue` (a C-level, lock-free-for-Python
-FIFO) of plain tuples ``(message, reply_slot_or_None)``.  It belongs to the
-*address*, not to an actor incarnation: when a supervised actor crashes, its
-successor is bound to the same mailbox and finds every message still queued.
-
-The mailbox also satisfies pykka's inbox protocol (``put(envelope)``,
-``get()``, ``empty()``), so messages sent the pykka way (``ActorRef.tell``,
-``ActorRef.ask``, ``ActorRef.stop``) are translated into the same tuples.
-
-Besides :class:`~aura_sync.messages.Message` objects a mailbox carries
-:class:`LocalMessage` objects: in-process control data that is never
-encoded (supervisor requests carrying a ``ChildSpec`` with its factory
-callable, replies carrying a live :class:`~aura_sync.actors.ActorAddress`).
-Wire-level messages stay encodable; only what cannot be encoded is local.
-
-Dead letters (a ``tell`` to a stopped address, a told message no handler
-accepts) are logged on the ``aura_sync.deadletters`` logger.
-
-Layer: actors (internal; :class:`LocalMessage` is public).
+A :class:`queue.SimpleQueue` of ``(message, reply_slot_or_None)`` tuples that
+belongs to the address, not to an incarnation: a restarted actor finds every
+queued message.  It also satisfies pykka's inbox protocol, so pykka-style
+``tell``/``ask``/``stop`` become the same tuples.  :class:`LocalMessage` is
+in-process control data that is never encoded.  Dead letters are logged on
+the ``aura_sync.deadletters`` logger.
 """
 
 from __future__ import annotations

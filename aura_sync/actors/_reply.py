@@ -1,26 +1,12 @@
 """One-shot reply slots: how an answer travels back from an actor to its asker.
 
-Every ``ask`` puts ``(message, slot)`` in the target's mailbox; the actor
-fulfils the slot once with a reply message.  Three kinds of slot exist:
-
-* :class:`_SyncReply` for :meth:`ActorAddress.ask
-  <aura_sync.actors.ActorAddress.ask>`: a lock acquired at creation and
-  released by :meth:`~ReplySlot.set`; the asker blocks on ``acquire(timeout)``.
-  Faster than pykka's Condition-based ``ThreadingFuture`` (the bench's
-  "AuraActor no-op ask vs raw pykka ask" row).
-* :class:`_AsyncReply` for :meth:`ActorAddress.ask_async
-  <aura_sync.actors.ActorAddress.ask_async>`: completes an asyncio future on
-  its loop through ``loop.call_soon_threadsafe``, so the event loop never blocks.
-* :class:`_PykkaReply` adapts a pykka future, for messages that arrive through
-  pykka's own ``ActorRef.ask``.
-
-Every slot is one-shot and *claimable*: whoever completes it first (the
-actor's reply, or the asker giving up on timeout) wins, and later
-:meth:`~ReplySlot.set` calls return ``False``.  That lets an actor that keeps a
-slot for a deferred reply (a queued pool acquire, say) see that the asker has
-gone and give the resource to the next waiter instead.
-
-Layer: actors (internal; :class:`ReplySlot` and :data:`DEFERRED` are public).
+Every ``ask`` queues ``(message, slot)``.  :class:`_SyncReply` (``ask``) is a
+lock released by :meth:`~ReplySlot.set` (faster than pykka's Condition-based
+future); :class:`_AsyncReply` (``ask_async``) completes an asyncio future
+through ``loop.call_soon_threadsafe``; :class:`_PykkaReply` adapts a pykka
+future.  A slot is claimable once: the reply or the asker's timeout wins and
+later :meth:`~ReplySlot.set` calls return ``False``, so an actor holding a
+deferred slot can see that its asker has gone.
 """
 
 from __future__ import annotations

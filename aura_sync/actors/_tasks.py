@@ -1,36 +1,16 @@
 """One task runtime for actors: generators suspended on what they wait for.
 
-A task is a generator run on its actor's thread.  It yields one *step* and
-is resumed, on the same thread, with the step's result (or has the step's
-error thrown into it):
-
-* :class:`Ask` — ask another actor (timeout on the :class:`~aura_sync.effects.Scheduler`);
-  the reply comes back as a :class:`Resume` message through the actor's own
-  mailbox.  An :class:`~aura_sync.messages.ErrorReply` is thrown as its
-  :mod:`aura_sync.errors` exception; ``Ack`` resumes with ``None``
-  (:func:`call` is the typed ``yield from`` form for a ``Request[R]``);
-* :class:`Send` — a network request on a connection (anything with
-  ``request(message, timeout) -> Future``), resumed when its future completes;
-* :class:`Await` — any ``concurrent.futures.Future``, with a timeout;
-* :class:`Sleep` — resumed after a delay on the scheduler;
-* :class:`WaitFor` — resumed by :meth:`Tasks.notify` with the same key
-  (called from one of the actor's handlers), optionally with a timeout.
-
-Guarantees: a task never runs off its actor's thread; a resume meant for an
-earlier step, an abandoned task or a dead incarnation is never delivered to
-another task (task ids come from a counter that may be shared across
-incarnations); a reply that arrives for nobody (after a timeout, or after
-:meth:`Tasks.abandon`) is handed to the ``give_back`` hook so that what it
-obtained (a loan, a session) is returned.  An :class:`~aura_sync.errors.AuraError`
-escaping a task ends that task only (logged); any other exception crashes
-the actor, as a handler's would.
-
-Use: build one :class:`Tasks` in the actor's ``__init__``, mix
-:class:`TaskHost` into the actor (it handles :class:`Resume`), start tasks
-with :meth:`Tasks.spawn`, and call :meth:`Tasks.abandon` in ``on_stop`` and
-``on_crash``.
-
-Layer: actors.
+A task is a generator run on its actor's thread; it yields one step and is
+resumed there with the step's result (or its error thrown in): :class:`Ask`
+another actor (an ``ErrorReply`` is thrown as its exception, ``Ack`` resumes
+with None; :func:`call` is the typed ``yield from`` form), :class:`Send` a
+network request, :class:`Await` a future, :class:`Sleep`, or :class:`WaitFor`
+a :meth:`Tasks.notify` of a key.  Guarantees: a resume reaches only the step it
+was meant for; a reply that arrives for nobody goes to the ``give_back`` hook
+(so a loan or session is returned); an :class:`~aura_sync.errors.AuraError`
+escaping a task ends that task only (logged), any other exception crashes the
+actor.  Use: one :class:`Tasks` per actor, :class:`TaskHost` mixed in,
+:meth:`Tasks.spawn`, and :meth:`Tasks.abandon` in ``on_stop``/``on_crash``.
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
-"""The five infrastructure concerns as plain, synchronous, single-threaded cores.
+"""The infrastructure cores: plain, synchronous, single-threaded, named after the Rust design.
 
-Each core takes its time (and randomness) from injected effects, has no
-threads, sockets or sleeping, and is wrapped by an actor in
-:mod:`aura_sync.actors`.  The names follow the Rust design
-(``aura-sync::infrastructure``):
-
-- :mod:`~aura_sync.infrastructure.peers` -- ``PeerManager``, ``PeerInfo``,
-  ``PeerDiscoveryConfig``, ``PeerStatus``, ``PeerMetadata``
-- :mod:`~aura_sync.infrastructure.retry` -- ``RetryPolicy``, ``BackoffStrategy``,
-  ``RetryContext``, ``RetryResult``, ``with_exponential_backoff``
-- :mod:`~aura_sync.infrastructure.cache` -- ``CacheManager``, ``CacheEpochTracker``,
-  ``CacheInvalidation``
-- :mod:`~aura_sync.infrastructure.connections` -- ``ConnectionPool``,
-  ``ConnectionMetadata``, ``PoolConfig``
-- :mod:`~aura_sync.infrastructure.rate_limit` -- ``RateLimiter``, ``RateLimit``,
-  ``RateLimitConfig``, ``RateLimitResult``
-
-Layer: cores.  Imports values and effects only.
+Each takes time and randomness from injected effects (no threads, sockets or
+sleeping) and is wrapped by an actor in :mod:`aura_sync.actors`:
+:mod:`~aura_sync.infrastructure.peers` (``PeerManager``, ``PeerInfo``, ...),
+:mod:`~aura_sync.infrastructure.retry` (``RetryPolicy``, ``RetryResult``, ...),
+:mod:`~aura_sync.infrastructure.cache` (``CacheManager``, ``CacheInvalidation``, ...),
+:mod:`~aura_sync.infrastructure.connections` (``ConnectionPool``, ``PoolConfig``, ...),
+:mod:`~aura_sync.infrastructure.rate_limit` (``RateLimiter``, ``RateLimit``, ...).
 """
 
 from aura_sync.infrastructure.cache import (

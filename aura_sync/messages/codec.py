@@ -1,20 +1,13 @@
 """The msgpack codec: ``encode(msg) -> bytes`` and ``decode(data) -> Message``.
 
-Wire format: a message is a msgpack array ``[tag, field1, field2, ...]`` in
-dataclass field order; a ``DeviceId`` is a 16-byte bin, an enum its value, a
-nested message its own array, a tuple an array.
-
-``decode`` treats its input as untrusted: it returns a message whose fields
-have exactly their declared types, or raises :class:`DecodeError` saying what
-was wrong (malformed msgpack, frame over the size limit, nesting too deep,
-unknown tag, wrong arity, wrong field type).  Nothing else escapes from it.
-
-Each class has one encoder and one decoder, generated once, on first use, as
-Python source from the class's own field list and type hints (composed
-closures measured about 2x slower, over the bench's 2x budget).  The decoder
-checks every field inline and builds the instance as the dataclass
-``__init__`` does (every slot set, then ``__post_init__``): ``@message``
-guarantees that is all its ``__init__`` does.
+A message is the msgpack array ``[tag, field1, ...]`` in field order; a
+``DeviceId`` is a 16-byte bin, an enum its value, a nested message its own
+array, a tuple an array.  ``decode`` treats its input as untrusted: it returns
+a message whose fields have exactly their declared types or raises
+:class:`DecodeError` (malformed, too large, too deep, unknown tag, wrong arity
+or field type), nothing else.  Each class gets one encoder and one decoder,
+generated as Python source on first use (closures measured 2x slower); the
+decoder builds the instance as ``@message``'s dataclass ``__init__`` does.
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """Fault-injection messages (tags 0xB8-0xBF).
 
-:class:`InjectCrash` asks an infrastructure actor to crash on purpose: its
-handler raises :class:`~aura_sync.actors._faults.InjectedCrash`, an
-*unexpected* exception, so the supervisor sees a real crash and restarts the
-actor.  The chaos tests and the ``aura-sync demo`` use it to show that the
-supervision tree recovers and loses nothing.
-
-An actor honours it only when it was created with fault injection enabled
-(``fault_injection=True``, off by default); otherwise the asker gets an
-``ErrorReply`` of type ``InvalidArgument`` and nothing happens.  Because the
-crash happens while handling the message, an ``ask`` of :class:`InjectCrash`
-is answered with ``ErrorReply(ActorCrashed)`` by the runtime; a ``tell`` is
-answered by nobody.
-
-Layer: messages.
+:class:`InjectCrash` makes an actor created with ``fault_injection=True``
+crash on purpose (an ask is answered ``ErrorReply(ActorCrashed)``); otherwise
+the asker gets ``ErrorReply(InvalidArgument)`` and nothing happens.
 """
 
 from __future__ import annotations

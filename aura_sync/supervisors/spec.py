@@ -1,11 +1,10 @@
-"""Child specifications (OTP's: id, start, restart, shutdown; plus backoff and start_timeout).
+"""Child specifications (OTP's id, start, restart, shutdown; plus backoff and start_timeout).
 
-Every field is checked when the spec is built, so a bad spec is refused when
-it is added.  The ``start`` factory runs in the supervisor's thread once per
-incarnation (quick, non-blocking) and returns a new, unstarted actor or a
-nested :class:`~aura_sync.supervisors.Supervisor`; its :class:`ChildContext`
-carries the stable address, the incarnation and the ``stash`` that every
-incarnation shares.
+Fields are checked when the spec is built.  ``start`` runs on the supervisor's
+thread once per incarnation (quick, non-blocking) and returns a new unstarted
+actor or a nested :class:`~aura_sync.supervisors.Supervisor`; its
+:class:`ChildContext` carries the stable address, the incarnation and the
+shared ``stash``.
 """
 
 from __future__ import annotations
