@@ -19,7 +19,6 @@ from aura_sync.effects import (
     MessageTarget,
     Scheduler,
     TimerHandle,
-    check_seconds,
     system_effects,
 )
 from aura_sync.errors import InvalidArgument, WrongType
@@ -77,18 +76,11 @@ def resolve_effects(clock: Clock | None, scheduler: Scheduler | None) -> tuple[C
 
 
 class Ticker:
-    """Periodic work without a thread: a scheduled message that the actor re-arms.
+    """Periodic work without a thread: ``message`` to ``target`` every ``interval`` seconds.
 
-    :meth:`arm` (re)schedules ``message`` to ``target`` ``interval`` seconds
-    from now, cancelling the pending one, so there is never more than one
-    pending tick however often it is armed.  The actor arms it in
-    ``on_start`` and again when it handles the tick, and calls
-    :meth:`cancel` in ``on_stop`` / ``on_crash`` so a dead incarnation leaves
-    no timer behind.  Used from the actor's thread only.
-
-    Raises :class:`~aura_sync.errors.WrongType` /
-    :class:`~aura_sync.errors.InvalidArgument` for a bad scheduler or an
-    ``interval`` that is not > 0 seconds.
+    The actor calls :meth:`arm` in ``on_start`` and on each tick (at most one
+    tick is ever pending) and :meth:`cancel` in ``on_stop``/``on_crash``.  Used
+    from the actor's thread only, with a checked scheduler and interval.
     """
 
     __slots__ = ("_handle", "interval", "message", "scheduler", "target")
@@ -96,8 +88,8 @@ class Ticker:
     def __init__(
         self, scheduler: Scheduler, interval: float, target: MessageTarget, message: object
     ) -> None:
-        self.scheduler = check_scheduler(scheduler)
-        self.interval = check_seconds(interval, "interval", allow_zero=False)
+        self.scheduler = scheduler
+        self.interval = interval
         self.target = target
         self.message = message
         self._handle: TimerHandle | None = None

@@ -87,12 +87,10 @@ def check_child_id(value: object, name: str = "child_id") -> str:
 class RestartBackoff:
     """Delay before restarting a failed child: exponential, capped, optionally jittered.
 
-    The k-th consecutive restart (k from 0) waits ``min(max, min * 2**k)``
-    seconds, reduced by up to ``jitter`` (a fraction in [0, 1]) at random:
-    ``delay * (1 - jitter * U(0, 1))``.  A child that ran for at least
-    ``max`` seconds before failing starts again from k = 0.  The wait is a
-    scheduled message, never a sleep; the child's address keeps queueing
-    messages meanwhile.
+    Restart k (0-based) of a streak waits ``min(max, min * 2**k) * (1 - jitter
+    * U(0, 1))`` seconds (``jitter`` in [0, 1]); a child that ran ``max``
+    seconds before failing starts again from k = 0.  The wait is a scheduled
+    message: the address keeps queueing meanwhile.
     """
 
     min: float = 0.1
@@ -115,8 +113,6 @@ class RestartBackoff:
 
     def delay(self, attempt: int, rng: Rng) -> float:
         """Seconds to wait before restart number ``attempt`` (0-based) of a streak."""
-        if type(attempt) is not int or attempt < 0:
-            raise InvalidArgument(f"attempt must be an int >= 0, got {attempt!r}")
         base = min(self.max, self.min * 2.0 ** min(attempt, _MAX_DOUBLINGS))
         if self.jitter:
             base *= 1.0 - self.jitter * rng.random()
@@ -125,13 +121,9 @@ class RestartBackoff:
 
 @dataclass(frozen=True, slots=True)
 class ChildContext:
-    """What a child's factory gets: identity, stable address, stash and effects.
-
-    ``incarnation`` is 1 for the first start and grows with each restart;
-    ``stash`` is the same dict for every incarnation of the child (state that
-    must survive a crash goes there); ``scheduler`` / ``clock`` / ``rng``
-    are the supervisor's effects; ``supervisor`` is its name.
-    """
+    """What a child's factory gets: ``incarnation`` (1 first), the stable ``address``,
+    the ``stash`` dict every incarnation shares (state that must survive a crash),
+    the supervisor's effects and its name (``supervisor``)."""
 
     child_id: str
     address: ActorAddress
@@ -148,20 +140,16 @@ StartFactory = Callable[[ChildContext], "AuraActor | Supervisor"]
 
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
-    """How to start and restart one child (OTP child spec, validated on creation).
+    """How to start and restart one child (an OTP child spec).
 
-    ``id``: unique among the supervisor's children (1..200 characters).
-    ``start``: factory ``(ChildContext) -> AuraActor | Supervisor`` returning
-    a new, not yet started actor each call.  ``restart``: a
-    :class:`Restart`.  ``shutdown``: seconds to wait for the child to stop
-    before giving up on it (marked killed; its daemon thread is abandoned).
-    ``backoff``: optional :class:`RestartBackoff`.  ``start_timeout``:
-    seconds ``on_start`` may take before the start counts as failed.
-    Give a nested supervisor a ``shutdown`` at least the sum of its
-    children's.
-
-    Raises :class:`~aura_sync.errors.WrongType` /
-    :class:`~aura_sync.errors.InvalidArgument` naming the field and value.
+    ``id``: unique among its siblings (1..200 characters); ``start``:
+    ``(ChildContext) -> AuraActor | Supervisor``, a new unstarted one per call;
+    ``restart``: a :class:`Restart`; ``shutdown``: seconds to wait for a stop
+    before abandoning the child (a nested supervisor's: at least the sum of its
+    children's); ``backoff``: optional :class:`RestartBackoff`;
+    ``start_timeout``: seconds ``on_start`` may take.  Raises
+    :class:`~aura_sync.errors.WrongType` / :class:`~aura_sync.errors.InvalidArgument`
+    naming the field and value.
     """
 
     id: str
