@@ -119,8 +119,7 @@ _PEER: Final = DenialReason.PEER
 
 @message(0x0028)
 class FlowBudget(Message):
-    """A per-epoch budget: ``spent`` of ``limit`` ops used in ``epoch`` (ints, 0..2**64-1);
-    ``merge`` is a join that never raises the limit nor lowers spend or epoch."""
+    """A per-epoch budget: ``spent`` of ``limit`` ops used in ``epoch`` (ints, 0..2**64-1)."""
 
     limit: int
     spent: int = 0
@@ -143,11 +142,6 @@ class FlowBudget(Message):
     def rotate_epoch(self, epoch: int) -> FlowBudget:
         """The budget at ``epoch``: nothing spent if ``epoch`` is later, else unchanged."""
         return FlowBudget(self.limit, 0, epoch) if epoch > self.epoch else self
-
-    def merge(self, other: FlowBudget) -> FlowBudget:
-        """The join of two replicas: min limit, max spent, max epoch."""
-        limit, spent = min(self.limit, other.limit), max(self.spent, other.spent)
-        return FlowBudget(limit, spent, max(self.epoch, other.epoch))
 
 
 @message(0x002E)
