@@ -1,15 +1,10 @@
 """Stable actor addresses: what callers hold instead of an actor.
 
-An :class:`ActorAddress` owns a persistent mailbox that every incarnation of
-a supervised child is bound to: an address taken before a crash keeps
-working, and messages queued when an incarnation crashed reach the next one
-(only the message that crashed it gets ``ErrorReply("ActorCrashed")``).
-Calls: ``tell``; ``call`` / ``call_async`` (a ``Request[R]``, typed reply,
-errors raised); ``ask`` / ``ask_async`` (the raw reply, ``ErrorReply``
-included); ``ask_with`` (an actor's non-blocking ask with its own slot).
+An :class:`ActorAddress` owns the mailbox every incarnation of a supervised
+child is bound to: it keeps working across crashes, and queued messages reach
+the next incarnation (only the one that crashed it gets ``ActorCrashed``).
 After a permanent stop, asks get ``ErrorReply("ActorStopped")`` at once and
-tells are dead letters; a child restarted by its supervisor reopens the same
-address.  :func:`spawn` starts an unsupervised actor (tests, benchmarks).
+tells are dead letters.  :func:`spawn` starts an unsupervised actor.
 """
 
 from __future__ import annotations
@@ -55,16 +50,12 @@ def _check_timeout(timeout: object) -> float:
 
 
 class ActorAddress:
-    """The stable address of an actor: tell, ask, ask_async (see the module doc).
-
-    ``name`` identifies the actor in logs and errors (a supervised child is
-    ``"<supervisor>/<child id>"``).  Thread-safe; cheap to pass around.
-    """
+    """The stable address of an actor; thread-safe.  ``name`` (non-empty) names it in
+    logs and errors (a supervised child is ``"<supervisor>/<child id>"``)."""
 
     __slots__ = ("__weakref__", "_actor", "_closed", "_link", "_mailbox", "_put", "_why", "name")
 
     def __init__(self, name: str) -> None:
-        """Create an address with an empty mailbox and no actor yet."""
         if type(name) is not str:
             raise WrongType(f"name must be a str, got {type(name).__name__} {name!r}")
         if not name:
@@ -87,10 +78,7 @@ class ActorAddress:
     # --- public API ---------------------------------------------------------------
 
     def tell(self, message: Message | Any) -> None:
-        """Queue ``message`` for the actor; never blocks, never raises.
-
-        On a stopped address the message goes to the dead-letter log.
-        """
+        """Queue ``message``; never blocks, never raises (a stopped address dead-letters it)."""
         if self._closed:
             dead_letter(self, message, self._why)
             return
@@ -99,15 +87,13 @@ class ActorAddress:
             self._drain_closed()  # type: ignore[unreachable]  # another thread may close
 
     def ask(self, message: Message | Any, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
-        """Send ``message`` and wait up to ``timeout`` seconds for the reply.
+        """Send ``message`` and wait up to ``timeout`` seconds for the raw reply.
 
-        Returns the reply message (an :class:`~aura_sync.messages.ErrorReply`
-        for expected failures, crashes, unhandled messages and stopped
-        actors).  Raises :class:`~aura_sync.errors.AskTimeout` when no reply
-        comes in time, and :class:`~aura_sync.errors.InvalidArgument` /
-        :class:`~aura_sync.errors.WrongType` for a bad ``timeout``.  Do not
-        call it from inside an actor: use ``tell`` and a reply message, or a
-        deferred reply.
+        Failures, crashes, unhandled messages and stopped actors answer an
+        :class:`~aura_sync.messages.ErrorReply`.  Raises
+        :class:`~aura_sync.errors.AskTimeout` when no reply comes in time,
+        ``InvalidArgument`` / ``WrongType`` for a bad ``timeout``.  Not for use
+        inside an actor (see :meth:`ask_with`).
         """
         if timeout.__class__ is not float or not 0.0 <= timeout < _INF:
             timeout = _check_timeout(timeout)
@@ -120,13 +106,8 @@ class ActorAddress:
         return slot.wait(timeout, self, message)
 
     async def ask_async(self, message: Message | Any, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
-        """Like :meth:`ask` for asyncio: awaits the reply without blocking the loop.
-
-        The actor completes an asyncio future through
-        ``loop.call_soon_threadsafe``.  Raises
-        :class:`~aura_sync.errors.AskTimeout` after ``timeout`` seconds;
-        cancelling the awaiting task abandons the ask.
-        """
+        """:meth:`ask` for asyncio: awaits without blocking the loop (AskTimeout after
+        ``timeout`` seconds; cancelling the awaiting task abandons the ask)."""
         if timeout.__class__ is not float or not 0.0 <= timeout < _INF:
             timeout = _check_timeout(timeout)
         if self._closed:
@@ -145,12 +126,11 @@ class ActorAddress:
             slot.abandon()
 
     def call(self, request: Request[R], timeout: float = DEFAULT_ASK_TIMEOUT) -> R:
-        """Ask ``request`` and return its typed reply; the one way to run an operation.
+        """Ask ``request`` (waiting ``timeout`` seconds) and return its typed reply.
 
-        Raises the :mod:`aura_sync.errors` exception an
-        :class:`~aura_sync.messages.ErrorReply` stands for, or
-        :class:`~aura_sync.errors.AskTimeout`.  Blocking: not for use inside
-        an actor (actors ask through their task runtime).
+        Raises the :mod:`aura_sync.errors` exception an ``ErrorReply`` stands
+        for, or :class:`~aura_sync.errors.AskTimeout`.  Blocking: actors ask
+        through their task runtime instead.
         """
         return cast(R, _unwrap(self.ask(request, timeout)))
 
@@ -159,15 +139,9 @@ class ActorAddress:
         return cast(R, _unwrap(await self.ask_async(request, timeout)))
 
     def ask_with(self, message: Message | Any, slot: ReplySlot) -> None:
-        """Send ``message`` with ``slot`` as its reply slot; never blocks.
-
-        The ask an actor may make of another actor: subclass
-        :class:`~aura_sync.actors.ReplySlot` so that its delivery tells the
-        asking actor (``self.address.tell(...)``), and arm a
-        :class:`~aura_sync.effects.Scheduler` timeout if the reply may never
-        come.  A stopped address answers ``slot`` at once with
-        ``ErrorReply(ActorStopped)``.
-        """
+        """Send ``message`` with ``slot`` (a :class:`~aura_sync.actors.ReplySlot`) for the
+        reply; never blocks: the ask an actor may make (its slot tells the asker; arm a
+        timeout).  A stopped address answers ``ErrorReply(ActorStopped)`` at once."""
         if not isinstance(slot, ReplySlot):
             raise WrongType(f"slot must be a ReplySlot, got {type(slot).__name__} {slot!r}")
         if self._closed:
@@ -186,14 +160,12 @@ class ActorAddress:
         return self._mailbox.qsize()
 
     def stop(self, timeout: float = DEFAULT_ASK_TIMEOUT) -> bool:
-        """Stop an *unsupervised* actor (from :func:`spawn`) and close this address.
+        """Stop an *unsupervised* actor after its current message and close the address.
 
-        The actor finishes its current message, runs ``on_stop`` and exits;
-        messages still queued then get ``ActorStopped``.  Waits up to
-        ``timeout`` seconds for the thread (not when called from an actor
-        thread).  Returns True if the actor is gone.  Supervised addresses
-        refuse (:class:`~aura_sync.errors.InvalidArgument`): stop those
-        through their supervisor (``terminate_child``).
+        Queued messages get ``ActorStopped``.  Waits up to ``timeout`` seconds
+        for the thread (not from an actor); returns True if it is gone.  A
+        supervised address raises :class:`~aura_sync.errors.InvalidArgument`
+        (use the supervisor's ``terminate_child``).
         """
         timeout = _check_timeout(timeout)
         if self._link is not None:
@@ -279,14 +251,9 @@ def _unwrap(reply: Any) -> Any:
 
 
 def spawn(actor: AuraActor | Callable[[], AuraActor], *, name: str | None = None) -> ActorAddress:
-    """Start an unsupervised actor and return its new address.
-
-    ``actor`` is a not-yet-started :class:`AuraActor` or a zero-argument
-    factory returning one.  If the actor crashes or stops, the address closes
-    (asks get ``ActorStopped``); supervise it to get restarts.  ``name``
-    defaults to the class name plus a counter.  Raises
-    :class:`~aura_sync.errors.WrongType` when ``actor`` is not an actor.
-    """
+    """Start an unsupervised actor (an unstarted :class:`AuraActor` or a factory of one)
+    and return its address, closed when the actor ends.  ``name`` defaults to the
+    class name and a counter.  Raises :class:`~aura_sync.errors.WrongType`."""
     if not isinstance(actor, AuraActor):
         if not callable(actor):
             raise WrongType(f"spawn needs an AuraActor or a factory, got {actor!r}")

@@ -175,13 +175,9 @@ class Supervisor:
         return address is not None and address.is_alive()
 
     def start(self, timeout: float = 30.0) -> Supervisor:
-        """Start this (root) supervisor and its children, in order; return ``self``.
-
-        Waits up to ``timeout`` seconds for them (not from inside an actor).
-        Raises ``StartFailed`` if a child failed to start (the started ones
-        are stopped again), ``SupervisorError`` if it already runs or is
-        nested.
-        """
+        """Start this root supervisor and its children in order, waiting up to ``timeout``
+        seconds (not from an actor); returns ``self``.  Raises ``StartFailed`` (the
+        started children are stopped again), ``SupervisorError`` if running or nested."""
         timeout = check_seconds(timeout, "timeout", allow_zero=False)
         monitor = self._launch()
         if current_actor() is not None:
@@ -227,13 +223,11 @@ class Supervisor:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop every child in reverse start order, then the supervisor; idempotent.
+        """Stop the children in reverse order, then the supervisor; idempotent.
 
-        Waits up to ``timeout`` seconds overall for their threads (a child
-        overrunning its ``shutdown`` is abandoned); from an actor it only
-        sends the request; AskTimeout if the supervisor does not answer.  For
-        a parent, stopping a *nested* supervisor so is the child exiting on
-        its own: use the parent's ``terminate_child``.
+        Waits up to ``timeout`` seconds overall (from an actor it only tells);
+        AskTimeout if the supervisor does not answer.  Stop a nested supervisor
+        with its parent's ``terminate_child``.
         """
         timeout = check_seconds(timeout, "timeout", allow_zero=False)
         address = self._address
@@ -265,21 +259,19 @@ class Supervisor:
     # --- dynamic API -----------------------------------------------------------------
 
     def start_child(self, spec: ChildSpec, timeout: float | None = None) -> ActorAddress:
-        """Add ``spec`` and start it (after the others); return its address.
+        """Add ``spec``, start it after the others and return its address.
 
-        Raises :class:`~aura_sync.errors.AlreadyPresent` if the id exists,
-        :class:`~aura_sync.errors.StartFailed` if it fails to start (the spec
-        is then not kept), SupervisorStopped, AskTimeout.
+        Raises AlreadyPresent, StartFailed (the spec is not kept),
+        SupervisorStopped, AskTimeout.
         """
         if not isinstance(spec, ChildSpec):
             raise WrongType(f"spec must be a ChildSpec, got {type(spec).__name__} {spec!r}")
         return self._call(StartChildRequest(spec), ActorAddress, timeout)
 
     def terminate_child(self, child_id: str, timeout: float | None = None) -> None:
-        """Stop a child and keep its spec (a TEMPORARY child's spec is removed).
+        """Stop a child and keep its spec (not a TEMPORARY one's); idempotent.
 
-        Idempotent for a terminated child.  Raises NotFound,
-        SupervisorStopped, AskTimeout.
+        Raises NotFound, SupervisorStopped, AskTimeout.
         """
         self._call(TerminateChild(check_child_id(child_id)), Ack, timeout)
 
@@ -314,10 +306,9 @@ class Supervisor:
         return self._call(AddressOf(check_child_id(child_id)), ActorAddress, timeout)
 
     def child_address(self, child_id: str) -> ActorAddress:
-        """The stable address of a child, read without asking the supervisor (never blocks).
+        """A child's stable address, read without an ask (for a child factory, say).
 
-        For callers that must not block (a child factory runs in a supervisor's
-        thread).  Raises :class:`~aura_sync.errors.NotFound` for an unknown child.
+        Raises :class:`~aura_sync.errors.NotFound` for an unknown child.
         """
         if not isinstance(child_id, str):
             raise WrongType(f"child_id must be a str, got {type(child_id).__name__} {child_id!r}")
@@ -333,9 +324,8 @@ class Supervisor:
     def subscribe(self, callback: Callable[[SupervisionEvent], None]) -> Callable[[], None]:
         """Call ``callback(event)`` for every supervision event; returns an unsubscribe function.
 
-        Callbacks run in the supervisor's thread: quick, non-blocking (this
-        supervisor's dynamic calls raise ``SupervisorError`` there); exceptions
-        are logged and ignored; subscriptions survive the supervisor's restarts.
+        It runs in the supervisor's thread (quick; no dynamic calls there);
+        its exceptions are logged; subscriptions survive restarts.
         """
         if not callable(callback):
             raise WrongType(f"callback must be callable, got {callback!r}")
