@@ -235,13 +235,6 @@ class _Remote:
         self.trips -= max(0, len(batches) - 1)
         return out
 
-    def push_many(self, batches: list[tuple[Any, ...]]) -> Generator[Any, Any, int]:
-        added = 0
-        for batch in batches:
-            added += yield from self.push(batch)
-        self.trips -= max(0, len(batches) - 1)
-        return added
-
     def children_many(
         self, depth: int, parts: list[tuple[int, ...]]
     ) -> Generator[Any, Any, list[tuple[tuple[int, ...], bytes]]]:

@@ -523,3 +523,16 @@ def test_the_data_directory_lock_admits_one_process(tmp_path: Path) -> None:
         holder.wait(10)
     lock = DataDirLock(tmp_path)  # free again once the holder exited
     lock.release()
+
+
+def test_push_order_completes_a_run_up_to_its_signed_head() -> None:
+    """A push list missing an author's head (the sender's journal grew meanwhile) still lands."""
+    with _open(identity=PEER) as sender, _open() as receiver:
+        ids = sender.append_many(b"%d" % i for i in range(300))
+        order = sender.push_order(ids[:-1])  # as if the peer had looked as holding the head
+        assert set(order) == set(ids) and order[0] == ids[-1]
+        for i in range(0, len(order), MAX_OPS_BATCH):
+            receiver.add_many(sender.get_many(order[i : i + MAX_OPS_BATCH]))
+        assert receiver.digest() == sender.digest()
+        relayed = receiver.get_many([ids[-1]])[0]
+        assert len(relayed.sig) == 64  # a head keeps its signature at every hop

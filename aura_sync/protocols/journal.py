@@ -503,26 +503,45 @@ class Journal:
         return [key for key in self._iter_ids(id_range) if key not in theirs]
 
     def push_order(self, op_ids: Iterable[bytes]) -> list[bytes]:
-        """The held ids among ``op_ids`` ordered by author, then seq descending.
+        """The held ids among ``op_ids``, completed, ordered by author, then seq descending.
 
         Sent in this order (in batches), each batch's ops are authenticated
-        by their signed heads or by the successors sent before them.
+        by their signed heads or by the successors sent before them.  Above
+        each run of an author's ops not topped by a signed head, the ops up
+        to the next signed head are added: a peer that looked as if it held
+        them may not (this journal can grow during a session, so ranges
+        compared earlier may hide them); ops it holds are merely "known".
         """
         wanted = list(op_ids)
-        keyed: list[tuple[bytes, int, bytes]] = []
+        keyed: dict[bytes, tuple[bytes, int, bytes]] = {}
         with self._lock:
             self._ensure_open()
+            tops: list[tuple[bytes, int]] = []
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                keyed.extend(
-                    (row[0], -row[1], row[2])
-                    for row in self._conn.execute(
-                        f"SELECT author, seq, id FROM ops WHERE id IN ({marks})", chunk
-                    )
-                )
-        keyed.sort()
-        return [row[2] for row in keyed]
+                for author, seq, key, sig in self._conn.execute(
+                    f"SELECT author, seq, id, sig FROM ops WHERE id IN ({marks})", chunk
+                ):
+                    keyed[key] = (author, -seq, key)
+                    if sig is None:
+                        tops.append((author, seq))
+            present = {(author, -neg) for author, neg, _ in keyed.values()}
+            for author, seq in tops:
+                if (author, seq + 1) in present:
+                    continue  # not the top of its run
+                for above, key, sig in self._conn.execute(
+                    "SELECT seq, id, sig FROM ops WHERE author = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (author, seq, 1 + 2 * MAX_IDS_BATCH),
+                ):
+                    if (author, above) in present:
+                        break
+                    keyed[key] = (author, -above, key)
+                    present.add((author, above))
+                    if sig is not None:
+                        break
+        return [row[2] for row in sorted(keyed.values())]
 
     def all_ids(self) -> tuple[bytes, ...]:
         """Every held id, ascending (O(n): for tests and tools)."""

@@ -160,7 +160,6 @@ def check_ops(ops: Sequence[object], held: HeldChain, *, strict: bool) -> Checke
         if j is not None:
             if j in authed:
                 authed.add(i)
-                continue
         else:
             succ = held.at(author, seq + 1)
             if succ is not None:
@@ -170,8 +169,7 @@ def check_ops(ops: Sequence[object], held: HeldChain, *, strict: bool) -> Checke
                         f"to: tampered, or a fork of its author's chain"
                     )
                 authed.add(i)
-                continue
-        if op.sig:
+        if op.sig:  # a head keeps its signature (checked) even when a link covers it too
             if not verify_head(op.key, op.sig, ids[i]):
                 raise OpRefused(
                     f"ops[{i}] ({_name(op)}): its signature does not verify with its "

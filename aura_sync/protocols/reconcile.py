@@ -16,8 +16,9 @@ walking down a fixed tree (each node's range cut 4 ways, see
 depth and index, and each child's digest costs ~14 bytes (count and a
 96-bit fingerprint prefix), so the bytes grow with the difference, not the
 journals.  A Pipelined remote is also given up to :data:`PIPELINE_DEPTH` requests
-at once (listing, digests, pulls, pushes: one round trip for several);
-pushes stay in order, so each batch is still authenticated on arrival.
+at once (listings, digests, pulls: one round trip for several).  Pushes go
+one at a time: each batch is authenticated by the ones before it, so a
+batch lost to a benign failure must not turn the next ones into refusals.
 
 No actors, no sockets: a :class:`Remote`'s calls are generators, so the same
 code runs inside an actor task (each call yields network requests, see
@@ -37,6 +38,7 @@ from aura_sync.errors import InvalidArgument
 from aura_sync.messages.sync import (
     CHILD_PRINT_SIZE,
     FULL_RANGE,
+    MAX_IDS_BATCH,
     MAX_NODE_IDS,
     MAX_RANGES,
     TREE_DEPTH,
@@ -90,9 +92,6 @@ class Pipelined(Remote, Protocol):
     def fetch_many(self, batches: list[tuple[bytes, ...]]) -> Call[list[tuple[Op, ...]]]:
         """:meth:`Remote.fetch` of each batch."""
 
-    def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
-        """:meth:`Remote.push` of each batch, in order; returns how many were added in all."""
-
     def children_many(
         self, depth: int, parts: list[tuple[int, ...]]
     ) -> Call[list[tuple[tuple[int, ...], bytes]]]:
@@ -115,7 +114,7 @@ PIPELINE_DEPTH = 8
 
 
 LOPSIDED = 8
-"""A node whose counts differ by at least 1/8 of the larger is listed, not descended."""
+"""A node of 17..1024 ids whose counts differ by 1/8 of the larger is listed, not descended."""
 
 TREE_LIST_THRESHOLD = 4
 """In the tree descent, a differing node holding at most this many ids is listed."""
@@ -151,7 +150,10 @@ def _descend(
                 # A big node whose counts alone show that an eighth or more of it
                 # differs is listed: descending would cost as many bytes, more round
                 # trips and a digest per child on both sides.
-                lopsided = most > MAX_NODE_IDS and abs(ours.count - count) * LOPSIDED >= most
+                lopsided = (
+                    MAX_NODE_IDS < most <= MAX_IDS_BATCH  # one page: all listed at once
+                    and abs(ours.count - count) * LOPSIDED >= most
+                )
                 if count == 0:
                     push.extend(journal.not_in((), id_range))
                 elif most <= threshold:
@@ -196,15 +198,6 @@ def _fetch_many(remote: Remote, batches: list[tuple[bytes, ...]]) -> Call[list[t
     for batch in batches:
         out.append((yield from remote.fetch(batch)))
     return out
-
-
-def _push_many(remote: Remote, batches: list[tuple[Op, ...]]) -> Call[int]:
-    if isinstance(remote, Pipelined):
-        return (yield from remote.push_many(batches))
-    added = 0
-    for batch in batches:
-        added += yield from remote.push(batch)
-    return added
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[tuple[T, ...]]:
@@ -265,9 +258,9 @@ def reconcile(
                 progress.pulled += buffer.take([op for op in reply if op.op_id in wanted])
     finally:
         progress.pulled += buffer.flush()
-    ordered = list(chunks(journal.push_order(push), batch_size))  # each batch authenticated
-    for window in chunks(ordered, PIPELINE_DEPTH):
-        ops = [tuple(journal.get_many(batch)) for batch in window]
-        progress.pushed += yield from _push_many(remote, [batch for batch in ops if batch])
+    for batch in chunks(journal.push_order(push), batch_size):  # each batch authenticated
+        ops = journal.get_many(batch)
+        if ops:
+            progress.pushed += yield from remote.push(tuple(ops))
     final = (yield from remote.digests((FULL_RANGE,)))[0].fingerprint
     return final if final == journal.digest().fingerprint else None

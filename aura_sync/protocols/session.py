@@ -539,10 +539,6 @@ class PeerRemote:
                 start += count
         return out
 
-    def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
-        replies = yield from self._pipeline([PushOps(b) for b in batches], PushAck)
-        return sum(reply.added for reply in replies)
-
 
 def _raise_if_denied(decision: Any) -> None:
     """Turn a denial into :class:`RateLimited` carrying the limiter's exact ``retry_after``."""
