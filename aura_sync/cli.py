@@ -14,7 +14,9 @@ Subcommands (``--help`` works on each):
 * ``id``: a data directory's DeviceId (what bootstrap addresses name);
 * ``verify --data-dir D``: every check of a stopped node's journal (exit 0
   if all pass, 2 if the directory is unusable or in use, 3 if a check fails);
-* ``bench``: the benchmark suite (source checkout only).
+* ``bench``: the benchmark suite (source checkout only);
+* ``append``, ``log``, ``peers``, ``children``, ``crash``, ``stop``: talk to a
+  running node over its control socket (:mod:`aura_sync.cli_control`).
 
 Heavy imports happen inside the commands, so ``--help`` stays fast.
 
@@ -31,7 +33,7 @@ from typing import Any
 
 import click
 
-from aura_sync import __version__
+from aura_sync import __version__, cli_control
 
 __all__ = ["cli", "main"]
 
@@ -583,6 +585,9 @@ def verify_command(data_dir: Path | None) -> None:
     for name, ok, detail in report:
         click.echo(f"{name}: {'ok' if ok else 'FAILED'} ({detail})")
     raise SystemExit(0 if all(ok for _, ok, _ in report) else 3)
+
+
+cli_control.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ range              concern
 0x00C0 - 0x00DF    transport and protocols (sync)
 0x00E0 - 0x00EF    gossip
 0x00F0 - 0x00FF    transport and protocols
+0x0100 - 0x011F    application API and control socket
 =================  ==================
 """
 
@@ -44,7 +45,17 @@ __all__ = [
     "registered_messages",
 ]
 
-_CONCERNS = ("cache", "faults", "gossip", "peers", "pool", "rate_limit", "supervision", "sync")
+_CONCERNS = (
+    "cache",
+    "control",
+    "faults",
+    "gossip",
+    "peers",
+    "pool",
+    "rate_limit",
+    "supervision",
+    "sync",
+)
 
 
 def load_all() -> None:

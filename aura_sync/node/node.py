@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -72,9 +71,12 @@ from aura_sync.ids import DeviceId
 from aura_sync.messages.faults import InjectCrash
 from aura_sync.messages.peers import RecordFailure
 from aura_sync.messages.sync import MAX_APPEND, AppendOps, GetSyncStatus, OpsAppended, SyncStatus
+from aura_sync.node.app import ApplicationApi, check_payloads
 from aura_sync.node.config import NodeConfig, check_own_token
+from aura_sync.node.control import ControlServer
 from aura_sync.node.health import SnapshotSources, take_snapshot
 from aura_sync.node.metrics import MetricsServer, NodeMetrics, NodeSnapshot, configure_logging
+from aura_sync.node.ports import listen_failure, probe_ports
 from aura_sync.node.state import STATE_FILE, StatePersister, StateStore
 from aura_sync.node.wiring import (
     EventRouter,
@@ -107,8 +109,13 @@ TransportFactory = Callable[[NodeIdentity], Transport]
 # --- the node ------------------------------------------------------------------------------
 
 
-class Node:
+class Node(ApplicationApi):
     """One aura-sync node (see the module docstring).
+
+    The application API (``read``, ``subscribe``, ``append_async``, ``ops``,
+    ``async with``) comes from :class:`~aura_sync.node.app.ApplicationApi`;
+    the control socket (``control.sock`` in the data directory) from
+    :class:`~aura_sync.node.control.ControlServer`.
 
     :param config: the validated :class:`NodeConfig`.
     :param transport_factory: builds the transport from the identity
@@ -157,6 +164,7 @@ class Node:
         self._infra: Supervisor | None = None
         self._protocols: Supervisor | None = None
         self._metrics: MetricsServer | None = None
+        self._control: ControlServer | None = None
         self.metrics = NodeMetrics(self.snapshot)
         """The node's histograms (``observe_*``) and registry, served at ``/metrics``."""
         self._router = EventRouter()
@@ -283,6 +291,7 @@ class Node:
             self._root.start(timeout)
             self._resolve_addresses()
             self._start_state()
+            self._control = ControlServer(self)
             if cfg.metrics_port is not None:
                 try:
                     self._metrics = MetricsServer(
@@ -442,11 +451,7 @@ class Node:
 
         :raises AuraError: the actor refused (bad payload) or did not answer in time.
         """
-        if not 1 <= len(payloads) <= MAX_APPEND:
-            raise InvalidArgument(f"payloads must hold 1..{MAX_APPEND} items, got {len(payloads)}")
-        for i, payload in enumerate(payloads):
-            if type(payload) is not bytes:
-                raise WrongType(f"payloads[{i}] must be bytes, got {type(payload).__name__}")
+        check_payloads(payloads, MAX_APPEND)
         return self.address_of("anti_entropy").call(AppendOps(tuple(payloads)), timeout)
 
     def sync_status(self, timeout: float = 5.0) -> SyncStatus:
@@ -456,6 +461,20 @@ class Node:
             return self.address_of("anti_entropy").call(GetSyncStatus(), timeout)
         finally:
             self.metrics.observe_ask("anti_entropy", time.monotonic() - started)
+
+    def _journal_reader_path(self) -> Path:
+        if self._journal is None:
+            raise InvalidArgument("the node has not been started")
+        return self.config.data_dir / JOURNAL_FILE
+
+    @property
+    def fault_injection(self) -> bool:
+        """Whether actors honour ``InjectCrash`` (``aura-sync crash``)."""
+        return self._faults
+
+    def supervisors(self) -> dict[str, Supervisor | None]:
+        """The supervisors of the tree by name (None before start)."""
+        return {"root": self._root, "infrastructure": self._infra, "protocols": self._protocols}
 
     def inject_crash(self, target: str, reason: str = "injected by the demo") -> None:
         """Crash one actor on purpose (needs fault injection); its supervisor restarts it."""
@@ -538,6 +557,9 @@ class Node:
         """Stop everything that was started; a failing step never skips the later ones."""
         deadline = time.monotonic() + budget
         self._router.detach()
+        if self._control is not None:
+            with contextlib.suppress(Exception):
+                self._control.close(1.0)
         if self._persister is not None:  # the last, clean save, while the actors still run
             self._persister.close(max(0.1, deadline - time.monotonic()))
         elif self._store is not None:
@@ -562,6 +584,7 @@ class Node:
                 _log.warning("event=stop_incomplete part=transport error=%r", str(exc))
             except Exception:
                 _log.exception("event=stop_incomplete part=transport")
+        self._close_reader()
         if self._journal is not None:
             try:
                 self._journal.close()
@@ -606,20 +629,22 @@ def run_node(config: NodeConfig, *, ready_file: Path | None = None) -> int:
         _log.info("event=signal signal=%s action=stop", name)
         stop.set()
 
-    _probe_ports(config)
+    probe_ports(config)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = Node(config)
     try:
         try:
             node.start()
         except StartFailed as exc:
-            reason = _listen_failure(str(exc))
+            reason = listen_failure(str(exc))
             if reason is not None:  # the peer port is taken: not a configuration error
                 raise TransportError(f"{reason} (config key listen={config.listen!r})") from exc
             raise
         if ready_file is not None:
             _write_ready(node, ready_file)
         while not stop.is_set() and not node.gave_up and node.transport_failure is None:
+            if node.wait_stopped(0):  # stopped through the control socket
+                break
             stop.wait(0.2)
         if node.transport_failure is not None:
             _log.error("event=transport_failed reason=%r", node.transport_failure)
@@ -635,40 +660,6 @@ def run_node(config: NodeConfig, *, ready_file: Path | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logging.getLogger().removeHandler(log_handler)
-
-
-def _probe_ports(config: NodeConfig) -> None:
-    """Raise TransportError now if a fixed port the node needs is taken (before any start).
-
-    A start failure deep in the tree is also caught (see :func:`_listen_failure`);
-    probing first keeps the operator's report to one line.
-    """
-    host, _, port = config.listen.rpartition(":")
-    wanted = [("listen", host.strip("[]"), int(port))]
-    if config.metrics_port:
-        wanted.append(("metrics_port", config.metrics_listen, config.metrics_port))
-    for key, host, number in wanted:
-        if number == 0:
-            continue
-        try:
-            infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM)
-            with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind(infos[0][4])
-        except OSError as exc:
-            where = f"[{host}]:{number}" if ":" in host else f"{host}:{number}"
-            raise TransportError(
-                f"cannot listen on {where!r} (config key {key}): {exc.strerror or exc}"
-            ) from None
-
-
-def _listen_failure(message: str) -> str | None:
-    """The transport's own words if a start failure is its listen failure, else None."""
-    marker = "raised TransportError: "
-    at = message.find(marker)
-    if at < 0:
-        return None
-    return message[at + len(marker) :].removesuffix(")")
 
 
 def _write_ready(node: Node, path: Path) -> None:

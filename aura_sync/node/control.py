@@ -1,0 +1,396 @@
+"""The node's control socket: other local processes ask and tell its actors, typed.
+
+``<data_dir>/control.sock`` is a Unix domain socket (mode 0600; the node
+refuses to open it when the data directory is writable by group or others).
+Frames are the transport's (4-byte length, then one codec message); a client
+sends :class:`~aura_sync.messages.control.ControlCall` frames and gets one
+reply frame each: the actor's reply when it is a message (``ErrorReply``,
+``Ack`` included), else a value envelope (``ValueReply``, ``TupleReply``,
+``IdsReply``).  :class:`ControlClient` unwraps them, so
+``ControlClient(d).call("rate_limiter", GetPeerRate(p), 5.0)`` returns the
+same typed value as ``address.call`` in-process.
+
+Guarantees: the server runs on its own asyncio thread and asks actors with
+``ask_async`` (no actor and no other client waits on a client); at most
+``MAX_CLIENTS`` clients at once (the next is told so and closed); frames
+above ``MAX_CONTROL_FRAME`` bytes, malformed frames and garbage close only
+that client (after an ``ErrorReply``); an unknown message or target gets an
+``ErrorReply``; an idle client is closed after ``IDLE_TIMEOUT``.
+
+Layer: runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+
+from aura_sync.actors.address import ActorAddress, _unwrap
+from aura_sync.errors import AuraError, ConfigError, InvalidArgument
+from aura_sync.ids import DeviceId
+from aura_sync.messages._base import Message, Request
+from aura_sync.messages.codec import decode, encode
+from aura_sync.messages.common import Ack, ErrorReply
+from aura_sync.messages.control import (
+    ChildRow,
+    ControlCall,
+    CrashActor,
+    GetChildren,
+    IdsReply,
+    ReadOps,
+    StopNode,
+    TupleReply,
+    ValueReply,
+)
+from aura_sync.transport._frames import FrameDecoder, FrameError, encode_frame
+
+if TYPE_CHECKING:
+    from aura_sync.node.node import Node
+
+__all__ = ["CONTROL_SOCKET", "MAX_CLIENTS", "ControlClient", "ControlServer", "socket_path"]
+
+_log = logging.getLogger("aura_sync.node.control")
+
+CONTROL_SOCKET: Final = "control.sock"
+MAX_CLIENTS: Final = 16
+MAX_CONTROL_FRAME: Final = 4 << 20
+IDLE_TIMEOUT: Final = 120.0
+MAX_CALL_TIMEOUT: Final = 60.0
+_SEND_TIMEOUT: Final = 10.0
+
+R = TypeVar("R")
+
+
+def socket_path(data_dir: Path) -> Path:
+    """Where a node with this data directory listens for control clients."""
+    return Path(data_dir) / CONTROL_SOCKET
+
+
+def _short(path: Path) -> tuple[str, int | None]:
+    """A name ``bind``/``connect`` accept for ``path`` (Unix paths are short: 107 bytes).
+
+    A long path is reached through an ``O_PATH`` descriptor of its directory
+    (``/proc/self/fd/N/name``); the caller closes the descriptor.
+    """
+    if len(os.fsencode(path)) < 100:
+        return str(path), None
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    return f"/proc/self/fd/{fd}/{path.name}", fd
+
+
+def _check_dir(data_dir: Path) -> None:
+    mode = os.stat(data_dir).st_mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"config key 'data_dir' has invalid value {str(data_dir)!r}: it is writable by "
+            f"others (mode {stat.S_IMODE(mode):o}), so the control socket would not be "
+            f"private: chmod go-w it"
+        )
+
+
+def wire_reply(reply: object) -> Message:
+    """The message that carries ``reply`` (an actor's reply) across the socket."""
+    if isinstance(reply, Message):
+        return reply
+    if reply is None:
+        return Ack()
+    if isinstance(reply, bool):
+        return ValueReply(flag=reply)
+    if isinstance(reply, int):
+        return ValueReply(integer=reply)
+    if isinstance(reply, float):
+        return ValueReply(real=reply)
+    if isinstance(reply, str):
+        return ValueReply(text=reply)
+    if isinstance(reply, bytes):
+        return ValueReply(raw=reply)
+    if isinstance(reply, tuple):
+        if reply and all(type(x) is DeviceId for x in reply):
+            return IdsReply(reply)
+        if all(isinstance(x, Message) for x in reply):
+            return TupleReply(reply)
+    return ErrorReply("InvalidArgument", f"a {type(reply).__name__} reply cannot leave the node")
+
+
+def unwrap_reply(reply: Message) -> Any:
+    """The value ``address.call`` would return for a reply frame (errors raised)."""
+    if isinstance(reply, ValueReply):
+        return reply.value
+    if isinstance(reply, TupleReply):
+        return reply.items
+    if isinstance(reply, IdsReply):
+        return reply.ids
+    return _unwrap(reply)
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+class ControlServer:
+    """Serves ``control.sock`` for ``node`` on a thread of its own (see the module docstring)."""
+
+    def __init__(self, node: Node, *, max_clients: int = MAX_CLIENTS) -> None:
+        data_dir = node.config.data_dir
+        _check_dir(data_dir)
+        self._node = node
+        self._max_clients = max_clients
+        self._clients = 0
+        self._stop = threading.Event()
+        self.path = socket_path(data_dir)
+        self._sock = self._bind(self.path)
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.AbstractServer | None = None
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="aura-control", daemon=True
+        )
+        self._thread.start()
+        ready.wait(10.0)
+
+    @staticmethod
+    def _bind(path: Path) -> socket.socket:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        for stale in (path, tmp):  # the data directory lock says no other node uses them
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        name, fd = _short(tmp)
+        try:
+            sock.bind(name)
+            os.chmod(tmp, 0o600)  # before the name clients look for exists
+            os.replace(tmp, path)
+            sock.listen(MAX_CLIENTS)
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot open the control socket {str(path)!r}: {exc}") from None
+        finally:
+            if fd is not None:
+                os.close(fd)
+        sock.setblocking(False)
+        return sock
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def serve() -> None:
+            self._server = await asyncio.start_unix_server(self._client, sock=self._sock)
+            ready.set()
+
+        self._loop.run_until_complete(serve())
+        self._loop.run_forever()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop serving, close every client and remove the socket file."""
+        self._stop.set()
+
+        def shut() -> None:
+            if self._server is not None:
+                self._server.close()
+            for task in asyncio.all_tasks(self._loop):
+                task.cancel()
+            self._loop.call_later(0.05, self._loop.stop)
+
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(shut)
+        self._thread.join(timeout)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._clients >= self._max_clients:
+            await self._send(writer, ErrorReply("Overloaded", "too many control clients"))
+            writer.close()
+            return
+        self._clients += 1
+        decoder = FrameDecoder(MAX_CONTROL_FRAME)
+        try:
+            while not self._stop.is_set():
+                data = await asyncio.wait_for(reader.read(1 << 16), IDLE_TIMEOUT)
+                if not data:
+                    return
+                for frame in decoder.feed(data):
+                    if not await self._send(writer, await self._answer(frame)):
+                        return
+        except FrameError as exc:
+            await self._send(writer, ErrorReply("DecodeError", str(exc)))
+        except (TimeoutError, ConnectionError, OSError, asyncio.CancelledError):
+            pass  # cancelled: the server is closing
+        finally:
+            self._clients -= 1
+            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: Message) -> bool:
+        try:
+            data = encode(reply, max_size=MAX_CONTROL_FRAME)
+        except InvalidArgument as exc:
+            data = encode(ErrorReply.from_exception(exc))
+        try:
+            writer.write(encode_frame(data))
+            await asyncio.wait_for(writer.drain(), _SEND_TIMEOUT)
+        except (TimeoutError, ConnectionError, OSError):
+            return False
+        return True
+
+    async def _answer(self, frame: bytes) -> Message:
+        try:
+            call = decode(frame, max_size=MAX_CONTROL_FRAME)
+            if not isinstance(call, ControlCall):
+                raise InvalidArgument(
+                    f"a control frame must hold a ControlCall, got {type(call).__name__}"
+                )
+            if not 0.0 < call.timeout <= MAX_CALL_TIMEOUT:
+                raise InvalidArgument(
+                    f"timeout must be in (0, {MAX_CALL_TIMEOUT}] seconds, got {call.timeout!r}"
+                )
+            if call.target == "node":
+                return wire_reply(await self._node_request(call.body, call.timeout))
+            address = self._address(call.target)
+            if not call.reply:
+                address.tell(call.body)
+                return Ack()
+            return wire_reply(await address.ask_async(call.body, call.timeout))
+        except AuraError as exc:
+            return ErrorReply.from_exception(exc)
+        except Exception as exc:  # a bug must not take the server down: tell the client
+            _log.exception("event=control_error")
+            return ErrorReply.from_exception(exc)
+
+    def _address(self, target: str) -> ActorAddress:
+        node = self._node
+        sups = node.supervisors()
+        if target in sups and sups[target] is not None:
+            return cast(Any, sups[target]).address  # type: ignore[no-any-return]
+        with contextlib.suppress(InvalidArgument):
+            return node.address_of(target)
+        for sup in (sups["protocols"], sups["infrastructure"]):
+            if sup is not None:
+                with contextlib.suppress(AuraError, KeyError):
+                    return sup.child_address(target)
+        raise InvalidArgument(f"unknown control target {target!r}")
+
+    async def _node_request(self, body: Message, timeout: float) -> object:
+        node = self._node
+        if isinstance(body, ReadOps):
+            reader = node._journal_reader()
+            wait = min(body.wait, timeout)
+            return await asyncio.to_thread(
+                reader.wait_read, body.after, body.limit, wait, self._stop
+            )
+        if isinstance(body, GetChildren):
+            return await asyncio.to_thread(self._children, timeout)
+        if isinstance(body, CrashActor):
+            node.inject_crash(body.target, "injected through the control socket")
+            return None
+        if isinstance(body, StopNode):
+            threading.Thread(target=node.stop, name="aura-control-stop", daemon=True).start()
+            return None
+        raise InvalidArgument(f"the node target does not handle {type(body).__name__}")
+
+    def _children(self, timeout: float) -> tuple[ChildRow, ...]:
+        rows: list[ChildRow] = []
+        sups = self._node.supervisors()
+
+        def walk(name: str, prefix: str) -> None:
+            sup = sups.get(name)
+            if sup is None:
+                return
+            for child in sup.which_children(timeout):
+                path = f"{prefix}/{child.id}"
+                rows.append(ChildRow(path, child.status.value, child.restarts))
+                if child.id in sups:
+                    walk(child.id, path)
+
+        walk("root", "root")
+        return tuple(rows)
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+class ControlClient:
+    """A connection to a running node's control socket (blocking; one call at a time).
+
+    :raises ConfigError: no node listens there (not running, or another data directory).
+    """
+
+    def __init__(self, data_dir: Path | str, *, connect_timeout: float = 5.0) -> None:
+        self.path = socket_path(Path(data_dir))
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(connect_timeout)
+        name, fd = _short(self.path)
+        try:
+            self._sock.connect(name)
+        except OSError as exc:
+            self._sock.close()
+            raise ConfigError(
+                f"no node answers on {str(self.path)!r} ({exc.strerror or exc}): is a node "
+                f"running with this data directory?"
+            ) from None
+        finally:
+            if fd is not None:
+                os.close(fd)
+        self._decoder = FrameDecoder(MAX_CONTROL_FRAME)
+        self._frames: list[bytes] = []
+
+    def ask(self, target: str, message: Message, timeout: float = 5.0) -> Message:
+        """Send ``message`` to ``target`` and return the reply frame's message as it is."""
+        return self._roundtrip(ControlCall(target, message, float(timeout), True), timeout)
+
+    def call(self, target: str, request: Request[R], timeout: float = 5.0) -> R:
+        """``address.call`` across the socket: the typed reply, or the error raised."""
+        return cast(R, unwrap_reply(self.ask(target, request, timeout)))
+
+    def pipeline(
+        self, target: str, requests: Iterable[Request[R]], timeout: float = 5.0, depth: int = 4
+    ) -> Iterator[R]:
+        """:meth:`call` of each request, up to ``depth`` in flight; the replies in order.
+
+        An error reply raises when its turn comes (the requests already sent
+        still run).
+        """
+        self._sock.settimeout(timeout + 5.0)
+        in_flight = 0
+        for request in requests:
+            call = ControlCall(target, request, float(timeout), True)
+            self._sock.sendall(encode_frame(encode(call, max_size=MAX_CONTROL_FRAME)))
+            in_flight += 1
+            if in_flight >= depth:
+                in_flight -= 1
+                yield cast(R, unwrap_reply(self._receive()))
+        while in_flight:
+            in_flight -= 1
+            yield cast(R, unwrap_reply(self._receive()))
+
+    def tell(self, target: str, message: Message, timeout: float = 5.0) -> None:
+        """Queue ``message`` for ``target`` (returns once the node accepted it)."""
+        unwrap_reply(self._roundtrip(ControlCall(target, message, float(timeout), False), timeout))
+
+    def _roundtrip(self, call: ControlCall, timeout: float) -> Message:
+        self._sock.settimeout(timeout + 5.0)
+        self._sock.sendall(encode_frame(encode(call, max_size=MAX_CONTROL_FRAME)))
+        return self._receive()
+
+    def _receive(self) -> Message:
+        while not self._frames:
+            data = self._sock.recv(1 << 16)
+            if not data:
+                raise ConfigError(f"the node closed the control connection {str(self.path)!r}")
+            self._frames.extend(self._decoder.feed(data))
+        return decode(self._frames.pop(0), max_size=MAX_CONTROL_FRAME)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
