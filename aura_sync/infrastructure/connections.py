@@ -1,17 +1,12 @@
 """Connection pool: reuse connections to peers within per-peer and total limits.
 
-:class:`ConnectionPool` lends :class:`ConnectionHandle` objects, reusing a
-healthy idle connection (most recently released first) or opening one
-through the injected :class:`Connector`.  It never blocks: when a limit is in
-the way it raises :class:`~aura_sync.errors.PoolExhausted` (waiting is the
-pool actor's job).  Broken or expired connections are never handed out.  A
-connection is IDLE, IN_USE (lent through exactly one live handle) or CLOSED
-(final).  When only the total limit is in the way, another peer's least
-recently used idle connection is closed once the new one is open.  A handle
-is released at most once; a second release or a foreign handle raises
-:class:`~aura_sync.errors.InvalidHandle`.
-
-Layer: cores (single-threaded; time from the injected clock, in seconds).
+:class:`ConnectionPool` lends a healthy idle connection (most recently released
+first) or opens one through the :class:`Connector`; it never blocks (a limit
+raises :class:`~aura_sync.errors.PoolExhausted`; waiting is the actor's job)
+and never lends a broken or expired connection.  At the total limit, another
+peer's least recently used idle connection is closed once the new one is open.
+A handle is released once; a second release or a foreign handle raises
+:class:`~aura_sync.errors.InvalidHandle`.  Single-threaded; clock seconds.
 """
 
 from __future__ import annotations
@@ -70,15 +65,12 @@ class Connector(Protocol):
 class PoolConfig:
     """Limits and timeouts of a :class:`ConnectionPool` (defaults from the Rust design).
 
-    ``max_total_connections`` (>= 1; 100) and ``max_connections_per_peer``
-    (>= 1; 10) bound open connections.  Seconds: ``idle_timeout`` (> 0; 300),
-    ``max_lifetime`` (> 0; 1800: an older connection is closed when next
-    idle), ``acquire_timeout`` (>= 0; 10: how long the actor lets an acquire
-    wait), ``health_check_interval`` (> 0; 60).  ``health_checks_enabled``
-    (True) checks ``is_healthy()`` on borrow and release.
-
-    Raises :class:`~aura_sync.errors.WrongType` or
-    :class:`~aura_sync.errors.ConfigError` naming the field and value.
+    ``max_total_connections`` (>= 1; 100), ``max_connections_per_peer`` (>= 1;
+    10).  Seconds: ``idle_timeout`` (> 0; 300), ``max_lifetime`` (> 0; 1800,
+    checked when idle), ``acquire_timeout`` (>= 0; 10, the actor's wait),
+    ``health_check_interval`` (> 0; 60).  ``health_checks_enabled`` (True):
+    ``is_healthy()`` on borrow and release.  Raises
+    :class:`~aura_sync.errors.WrongType` / :class:`~aura_sync.errors.ConfigError`.
     """
 
     max_total_connections: int = 100
@@ -126,15 +118,12 @@ class ConnectionMetadata(Message):
 
 @message(0x007F)
 class PoolStatistics(Message):
-    """A frozen snapshot of a pool's counters and gauges (Rust names first).
+    """A pool's counters and gauges (Rust names first); ``created - closed == total``.
 
-    Counters: ``connections_created``, ``connections_reused`` (idle ones
-    handed out again), ``connections_released``, ``connections_closed`` (for
-    any reason), ``connections_evicted`` (expired, or reclaimed for another
-    peer), ``connection_limit_hits`` (``PoolExhausted``), ``waits`` and
-    ``timeouts`` (acquires the actor queued / that timed out), ``broken``
-    (failed a health check).  Gauges: ``idle``, ``in_use``, ``total``.
-    ``connections_created - connections_closed == total`` always holds.
+    ``connections_reused``: idle ones lent again; ``connections_evicted``:
+    expired or reclaimed for another peer; ``connection_limit_hits``:
+    ``PoolExhausted``; ``waits``/``timeouts``: acquires the actor queued / that
+    timed out; ``broken``: failed health checks.
     """
 
     connections_created: int = 0
@@ -181,16 +170,10 @@ class _Entry:
 
 
 class ConnectionHandle:
-    """A lent connection; give it back with :meth:`ConnectionPool.release` (once).
+    """A lent connection: release it once (:meth:`ConnectionPool.release`, or ``with``).
 
-    Also a context manager that releases it on exit unless already released::
-
-        with pool.acquire(peer) as handle:
-            handle.connection.send(...)
-
-    Attributes: ``handle_id`` (unique per acquisition in this pool),
-    ``connection_id``, ``peer_id``, ``reused`` (an idle connection was
-    reused).  :attr:`connection` is refused once the handle is released.
+    ``handle_id`` is unique per acquisition in this pool; ``reused``: an idle
+    connection was lent again.  :attr:`connection` is refused after release.
     """
 
     __slots__ = ("_done", "_entry", "_pool", "connection_id", "handle_id", "peer_id", "reused")
@@ -238,14 +221,9 @@ class ConnectionHandle:
 
 
 class ConnectionPool:
-    """Connection lifecycle management within per-peer and total limits.
-
-    ``config``: the :class:`PoolConfig`; ``connector``: the :class:`Connector`;
-    ``clock``: seconds (default :class:`~aura_sync.effects.SystemClock`).
-    Single-threaded (its actor calls it).  Public methods check their
-    arguments (``WrongType`` / ``InvalidArgument`` naming them); a rejected
-    call changes nothing.
-    """
+    """Connection lifecycle within per-peer and total limits (``clock``: seconds, default
+    the system's).  Public methods check their arguments (``WrongType`` /
+    ``InvalidArgument``); a rejected call changes nothing."""
 
     def __init__(
         self, config: PoolConfig, connector: Connector, *, clock: Clock | None = None
@@ -282,13 +260,12 @@ class ConnectionPool:
     # --- acquire / release ---
 
     def acquire(self, peer_id: DeviceId) -> ConnectionHandle:
-        """Lend a connection to ``peer_id`` (reuse an idle one, else open one); never blocks.
+        """Lend a connection to ``peer_id`` (an idle one, else a new one); never blocks.
 
-        Raises :class:`~aura_sync.errors.PoolExhausted` at a limit (counted
-        in ``connection_limit_hits``), :class:`~aura_sync.errors.ConnectFailed`
-        when the connector fails (cause chained; nothing is opened, lent or
-        reclaimed), ``WrongType`` for a bad ``peer_id`` or a connector that
-        returns something else than a :class:`Connection`.
+        Raises :class:`~aura_sync.errors.PoolExhausted` at a limit,
+        :class:`~aura_sync.errors.ConnectFailed` when the connector fails (cause
+        chained; nothing changes), ``WrongType`` for a bad ``peer_id`` or a
+        connector returning something else than a :class:`Connection`.
         """
         check_peer(peer_id)
         now = self._clock.now()
@@ -377,15 +354,10 @@ class ConnectionPool:
         return None if entry.state is ConnectionState.CLOSED else entry
 
     def release(self, peer_id: DeviceId, handle: ConnectionHandle) -> None:
-        """Give back the connection lent through ``handle``.
-
-        It returns to the idle set unless it is now unhealthy (with health
-        checks: closed, counted broken) or past ``max_lifetime`` (closed,
-        counted evicted).  If :meth:`close_all` closed it, this only retires
-        the handle.  Raises :class:`~aura_sync.errors.InvalidHandle` for a
-        handle released before, of another pool or of another peer;
-        ``WrongType`` for bad arguments.  Nothing changes on a rejected call.
-        """
+        """Give back the connection lent through ``handle``: idle again unless unhealthy
+        (closed, broken) or past ``max_lifetime`` (closed, evicted).  Raises
+        :class:`~aura_sync.errors.InvalidHandle` for a handle released before or of
+        another pool or peer, ``WrongType`` for bad arguments."""
         check_peer(peer_id)
         if isinstance(handle, ConnectionHandle) and handle.peer_id != peer_id:
             raise InvalidHandle(
@@ -431,21 +403,14 @@ class ConnectionPool:
         return len(entries)
 
     def evict_expired(self) -> int:
-        """Close idle connections idle for ``idle_timeout`` or alive for ``max_lifetime``.
-
-        In-use connections are left alone (a too-old one is closed when
-        released).  Returns how many were closed (counted in ``connections_evicted``).
-        """
+        """Close the idle connections past ``idle_timeout`` or ``max_lifetime``; how many."""
         now = self._clock.now()
         count = self._close_idle([e for e in self._idle.values() if self._expired(e, now)])
         self._evicted += count
         return count
 
     def health_check(self) -> int:
-        """Close the idle connections that fail ``is_healthy()``; returns how many (``broken``).
-
-        Runs even when ``health_checks_enabled`` is False (an explicit call).
-        """
+        """Close the idle connections failing ``is_healthy()`` (even with checks off); how many."""
         self._last_health_check = self._clock.now()
         count = self._close_idle([e for e in self._idle.values() if not self._check_health(e)])
         self._broken += count
@@ -456,10 +421,7 @@ class ConnectionPool:
         return self._clock.now() - self._last_health_check >= self._config.health_check_interval
 
     def close_all(self) -> int:
-        """Close every connection, idle and in use; returns how many (the pool stays usable).
-
-        Handles of in-use connections stay valid for one harmless release.
-        """
+        """Close every connection (lent ones' handles stay valid for one release); how many."""
         entries = list(self._entries.values())
         self._idle.clear()
         self._peer_idle.clear()
