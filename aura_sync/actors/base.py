@@ -1,19 +1,14 @@
 """The actor base class: typed messages in, typed replies out, dispatched by a table.
 
-Subclass :class:`AuraActor` and declare one method per message type with
-:func:`handles`; the handler returns the reply (``None`` answers ``Ack``, or
-:data:`DEFERRED` with ``self.current_reply()`` kept to answer later).
-Guarantees: an :class:`~aura_sync.errors.AuraError` raised by a handler
-becomes the asker's ``ErrorReply`` (a warning for a tell) and the actor
-carries on; a message without a handler gets ``ErrorReply("UnhandledMessage")``
-(a dead letter for a tell); any other exception is a crash: the asker gets
-``ErrorReply("ActorCrashed")``, :meth:`AuraActor.on_crash` runs and the
-incarnation ends *without draining its mailbox*, which belongs to the stable
-:class:`~aura_sync.actors.ActorAddress` and is found intact by the next
-incarnation.  A failing ``on_start`` is reported (``START_FAILED``), not
-swallowed.  Deferred replies still pending at the end are failed.  Never
-block in a handler: wait by scheduling a message.  The pykka hooks the
-runtime overrides are confined to :mod:`aura_sync.actors._pykka`.
+Subclass :class:`AuraActor` with one :func:`handles` method per message type;
+it returns the reply (``None`` answers ``Ack``; :data:`DEFERRED` keeps
+``self.current_reply()`` to answer later).  An :class:`~aura_sync.errors.AuraError`
+becomes the asker's ``ErrorReply`` and the actor carries on; an unhandled
+message gets ``ErrorReply("UnhandledMessage")``; any other exception is a
+crash: the asker gets ``ErrorReply("ActorCrashed")``, :meth:`AuraActor.on_crash`
+runs and the incarnation ends without draining the mailbox (the address's, for
+the next incarnation).  A failing ``on_start`` is reported (``START_FAILED``);
+pending deferred replies are failed at the end.  Never block in a handler.
 """
 
 from __future__ import annotations
@@ -63,17 +58,12 @@ def current_actor() -> AuraActor | None:
 
 
 def handles(*types: type) -> Callable[[F], F]:
-    """Declare the decorated method as the handler of the given message types.
+    """Declare the method as the handler of ``types`` (Message or LocalMessage classes).
 
-    Each type must be a :class:`~aura_sync.messages.Message` or
-    :class:`~aura_sync.actors.LocalMessage` subclass.  A base class handles its
-    subclasses unless they have their own handler.  Decorators may be stacked.
-    A subclass that redefines a handler *with* the decorator replaces the
-    inherited types of that method name; redefining it *without* the
-    decorator keeps them and calls the override.
-
-    Raises :class:`~aura_sync.errors.WrongType` for anything else, and
-    :class:`~aura_sync.errors.InvalidArgument` when no type is given.
+    A base class's handler serves its subclasses without their own; decorators
+    stack; a decorated override replaces the inherited types of that method
+    name, an undecorated one keeps them.  Raises
+    :class:`~aura_sync.errors.WrongType`, or InvalidArgument for no type.
     """
     if not types:
         raise InvalidArgument("handles() needs at least one message type, got none")
@@ -137,14 +127,9 @@ def _shown(message: object) -> str:
 
 
 class AuraActor(PykkaActor):
-    """Base class of every aura-sync actor (see the module docstring for the rules).
-
-    Instances are created by a factory (a supervisor's ``ChildSpec.start`` or
-    :func:`~aura_sync.actors.spawn`) and bound to an
-    :class:`~aura_sync.actors.ActorAddress` before they start; callers only
-    ever hold the address.  Actor threads are daemon threads, so a stuck
-    actor can never keep the process alive.
-    """
+    """Base class of every aura-sync actor, made by a factory (``ChildSpec.start`` or
+    :func:`~aura_sync.actors.spawn`) and bound to an address before it starts; its
+    thread is a daemon thread."""
 
     _aura_table: ClassVar[dict[type, Handler]] = {}
     _aura_reports_started: ClassVar[bool] = True
@@ -191,13 +176,9 @@ class AuraActor(PykkaActor):
 
     @property
     def abandoned(self) -> bool:
-        """True once the supervisor gave up waiting for this incarnation.
-
-        That happens when it overran its ``shutdown`` or ``start_timeout``:
-        it will never handle another message, but its thread may still run
-        ``on_stop`` / ``on_crash`` later, concurrently with its successor.
-        Hooks should then release resources but leave the stash alone.
-        """
+        """True once the supervisor gave up on this incarnation (it overran ``shutdown``
+        or ``start_timeout``): no more messages, but ``on_stop``/``on_crash`` may run
+        beside its successor, so hooks then release resources and leave the stash."""
         return self._aura_killed
 
     def current_reply(self) -> ReplySlot | None:
@@ -208,22 +189,14 @@ class AuraActor(PykkaActor):
         return self._aura_reply
 
     def stop(self) -> None:
-        """Stop this incarnation after the current message (a normal exit).
-
-        Under a supervisor that did not ask for it, this counts as the child
-        exiting on its own: a PERMANENT child is restarted, others are not.
-        Queued messages stay in the mailbox.
-        """
+        """Stop this incarnation after the current message (a normal exit; a PERMANENT
+        child is restarted).  Queued messages stay in the mailbox."""
         self._aura_live = False
         self._aura_mailbox.put_item((WAKE, None))
 
     def on_crash(self, exc: BaseException) -> None:
-        """Hook: runs in the actor's thread after a crash or a failed ``on_start``.
-
-        Release what the dead incarnation holds (a pool closes its
-        connections here).  ``exc`` is the exception.  Exceptions raised here
-        are logged and ignored.  ``on_stop`` is *not* called after a crash.
-        """
+        """Hook after a crash or failed ``on_start`` (instead of ``on_stop``), in the
+        actor's thread: release what the incarnation holds.  Its exceptions are logged."""
 
     # --- runtime internals -------------------------------------------------------------
 
