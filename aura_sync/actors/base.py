@@ -9,6 +9,7 @@ crash: the asker gets ``ErrorReply("ActorCrashed")``, :meth:`AuraActor.on_crash`
 runs and the incarnation ends without draining the mailbox (the address's, for
 the next incarnation).  A failing ``on_start`` is reported (``START_FAILED``);
 pending deferred replies are failed at the end.  Never block in a handler.
+Pykka's private hooks are confined to :mod:`aura_sync.actors._pykka`.
 """
 
 from __future__ import annotations
