@@ -1,45 +1,36 @@
 """The one module that touches pykka's private names (pykka stays the actor runtime).
 
-:class:`PykkaActor` is aura's only subclass of ``pykka.ThreadingActor``; every
-private hook it overrides, and every private pykka name aura uses, is here,
-each with the reason it is needed.  ``tests/test_actor_base.py`` checks the
-pykka behaviour relied on, so a pykka release that changes it fails a test.
+:class:`PykkaActor` is aura's only ``pykka.ThreadingActor`` subclass; each
+private name used is listed with its reason, and ``tests/test_actor_base.py``
+fails if a pykka release changes the behaviour relied on.
 
 ``_create_actor_inbox``
-    pykka's hook for "implementors of new actor types": ``Actor.__init__``
-    stores its result as ``actor_inbox`` and ``ActorRef`` copies it.  Ours is
-    a :class:`~aura_sync.actors._mailbox.Mailbox` (a ``SimpleQueue`` of
-    ``(message, reply_slot)`` tuples), so pykka's own refs put into the same
-    queue the fast receive loop reads.
+    pykka's hook for new actor types (``Actor.__init__`` stores it as
+    ``actor_inbox``, ``ActorRef`` copies it).  Ours is the
+    :class:`~aura_sync.actors._mailbox.Mailbox`, so pykka's refs put into the
+    queue the receive loop reads.
 
 ``_start_actor_loop``
-    pykka's hook that starts the loop, called by ``Actor.start``.  Routed to
-    the runtime's own start, so every actor thread is a named daemon thread
-    the supervisor can join, however the actor was started.
+    Called by ``Actor.start``; routed to the runtime's start, so every actor
+    thread is a named daemon thread the supervisor can join.
 
 ``_actor_loop``
-    pykka's thread body (on_start, the receive loop, a teardown that drains
-    the inbox).  Replaced because the mailbox belongs to the stable address
-    and outlives an incarnation: a crashed or stopped incarnation must leave
-    the queued messages to its successor, report a failed ``on_start`` to
-    its supervisor instead of only logging it, and dispatch by a type table
-    rather than through ``on_receive``.
+    pykka's thread body, replaced because the mailbox outlives an incarnation:
+    a crashed or stopped one must leave queued messages to its successor,
+    report a failed ``on_start`` to its supervisor, and dispatch by a type
+    table rather than ``on_receive``.
 
 ``_actor_ref``
-    ``ActorRef`` copies ``actor_inbox`` when it is built, in ``Actor.__init__``,
-    before the actor is bound to its address.  :func:`rebind_inbox` re-points
-    the ref at the address's mailbox so ``actor_ref.tell`` / ``ask`` / ``stop``
-    reach the same queue as the address.
+    The ref copies ``actor_inbox`` in ``Actor.__init__``, before the actor is
+    bound; :func:`rebind_inbox` re-points it at the address's mailbox.
 
 ``pykka.messages._ActorStop``
-    What ``ActorRef.stop()`` and ``Actor.stop()`` put in the inbox.  The
-    receive loop honours it (a normal stop) and a closed mailbox answers it
-    with ``None``, as pykka's teardown does.
+    What ``ActorRef.stop()`` / ``Actor.stop()`` queue: the loop honours it and
+    a closed mailbox answers it with ``None``, as pykka's teardown does.
 
 ``pykka._actor.ActorInbox`` and ``pykka._envelope.Envelope`` (typing only)
-    The inbox protocol ``_create_actor_inbox`` must return, and the object
-    pykka's refs ``put`` in it (``message``, ``reply_to``): read by
-    ``Mailbox.put``.
+    The inbox protocol ``_create_actor_inbox`` returns, and what pykka's refs
+    ``put`` in it (``message``, ``reply_to``), read by ``Mailbox.put``.
 """
 
 from __future__ import annotations
