@@ -128,6 +128,7 @@ GROUPS: tuple[GroupSpec, ...] = (
     GroupSpec("node", 7, "Node"),
     GroupSpec("memory", 8, "Memory"),
     GroupSpec("journal", 9, "Journal v2"),
+    GroupSpec("admission", 10, "Inbound admission"),
 )
 
 
