@@ -76,8 +76,7 @@ class EchoActor(TaskHost, AuraActor):
             self.notes.append(f"connected {event.connection.peer_id}")
 
     def _serve(self, event: Inbound) -> Any:
-        limiter = self.ctx.infra["rate_limiter"]
-        if not (yield from admit(limiter, event, 1, 2.0)):
+        if not (yield from admit(self.ctx, event)):
             return
         request = event.message
         if isinstance(request, Echo):
@@ -215,3 +214,26 @@ def test_anti_entropy_declares_every_request_its_server_answers() -> None:
 
     declared = set(anti_entropy.spec().requests)
     assert declared == {*serving._SYNC_REQUESTS, PresentCapability}
+
+
+def test_a_plugin_request_passes_the_same_admission_as_anti_entropy(tmp_path: Path) -> None:
+    from aura_sync.protocols.admission import DEFAULT_COST
+
+    limits = {"rate_limit.peer_ops_per_second": 1.0, "rate_limit.peer_burst": 2 * DEFAULT_COST}
+    b = Node(
+        load_config(None, {"data_dir": str(tmp_path / "b"), "listen": "127.0.0.1:0", **limits}),
+        protocols=[echo_spec()],
+    ).start()
+    # a runs no sync rounds, so only the test's requests are charged to it at b
+    a = _node(tmp_path / "a", refuse_sync=True).start()
+    try:
+        conn = a.transport.connect(b.device_id, b.listen_address, timeout=5.0)
+        replies = [conn.request(Echo(f"{k}"), 5.0).result(5.0) for k in range(3)]
+        assert [type(r).__name__ for r in replies] == ["Echoed", "Echoed", "ErrorReply"]
+        denied = replies[2]
+        assert isinstance(denied, ErrorReply) and denied.error_type == "RateLimited"
+        assert denied.retry_after is not None and denied.retry_after > 0
+        assert "Echo refused by admission" in denied.message
+    finally:
+        a.stop()
+        b.stop()

@@ -46,6 +46,7 @@ from aura_sync.ids import DeviceId
 from aura_sync.messages import ErrorReply
 from aura_sync.messages.gossip import (
     MAX_IDS,
+    MAX_PAYLOAD,
     GetGossipStats,
     GossipIHave,
     GossipIWant,
@@ -57,6 +58,7 @@ from aura_sync.messages.gossip import (
     check_topic,
 )
 from aura_sync.messages.peers import SelectSyncPeers
+from aura_sync.protocols.admission import BYTES_PER_UNIT, IDS_PER_UNIT, cost_rule
 from aura_sync.protocols.plugin import (
     ProtocolContext,
     ProtocolSpec,
@@ -150,15 +152,28 @@ _WIRE: Final = (GossipMessage, GossipTopics, GossipIHave, GossipIWant)
 _IWANT_BYTES: Final = 256 * 1024
 
 
-def _cost(msg: Any) -> int:
-    """Work units charged for an inbound gossip message (grows with its size)."""
-    if isinstance(msg, GossipMessage):
-        return 1 + len(msg.payload) // 4096
-    if isinstance(msg, GossipIWant):  # answered with up to _IWANT_BYTES of messages
-        return 1 + len(msg.msg_ids) // 8
-    if isinstance(msg, GossipIHave):
-        return 1 + len(msg.msg_ids) // 64
-    return 1
+@cost_rule(GossipMessage)
+def _message_cost(msg: GossipMessage) -> int:
+    return _ceil(len(msg.payload), BYTES_PER_UNIT)
+
+
+@cost_rule(GossipIHave)
+def _ihave_cost(msg: GossipIHave) -> int:
+    return _ceil(len(msg.msg_ids), IDS_PER_UNIT)
+
+
+@cost_rule(GossipIWant)
+def _iwant_cost(msg: GossipIWant) -> int:  # answered with up to _IWANT_BYTES of messages
+    return _ceil(min(len(msg.msg_ids) * MAX_PAYLOAD, _IWANT_BYTES), BYTES_PER_UNIT)
+
+
+@cost_rule(GossipTopics)
+def _topics_cost(msg: GossipTopics) -> int:
+    return 0
+
+
+def _ceil(n: int, per: int) -> int:
+    return -(-n // per)
 
 
 class GossipActor(TaskHost, AuraActor):
@@ -282,8 +297,7 @@ class GossipActor(TaskHost, AuraActor):
     def _receive(self, event: Inbound) -> Generator[Step, Any, None]:
         msg = event.message
         peer = event.connection.peer_id
-        limiter = self._ctx.infra["rate_limiter"]
-        if not (yield from admit(limiter, event, _cost(msg), self._config.ask_timeout)):
+        if not (yield from admit(self._ctx, event, self._config.ask_timeout)):
             self._stats["rate_limited"] += 1
             return
         if event.request_id is not None:

@@ -44,6 +44,7 @@ from aura_sync.infrastructure.peers import PeerInfo
 from aura_sync.infrastructure.rate_limit import Denied
 from aura_sync.messages import ErrorReply, Message
 from aura_sync.messages.rate_limit import CheckRateLimit
+from aura_sync.protocols.admission import request_cost
 from aura_sync.supervisors import ChildContext
 from aura_sync.transport.base import Connected, Connection, Disconnected, Inbound, Transport
 
@@ -394,19 +395,26 @@ class ProtocolContext:
     observer: Any = None
 
 
-def admit(
-    rate_limiter: ActorAddress, event: Inbound, cost: int, timeout: float
-) -> Generator[Step, Any, bool]:
-    """The admission call point: charge ``cost`` to the event's sender before serving it.
+def admit(ctx: ProtocolContext, event: Inbound, timeout: float = 5.0) -> Generator[Step, Any, bool]:
+    """The admission every protocol's inbound message passes before it is served.
 
-    A task step (``ok = yield from admit(...)``).  A denied *request* gets a
-    ``RateLimited`` error reply with the limiter's ``retry_after``; the
-    result says whether to serve.  A limiter that does not answer fails
-    closed.
+    A task step (``ok = yield from admit(ctx, event)``): the message is
+    charged to its sender at the rate limiter, priced as anti-entropy's
+    serving hook prices (:func:`~aura_sync.protocols.admission.request_cost`;
+    a protocol registers its types' prices with
+    :func:`~aura_sync.protocols.admission.cost_rule`), at most the limiter's
+    ``max_cost``; nothing is charged when ``[defence] enabled = false``.  A
+    denied *request* gets a ``RateLimited`` error reply with the limiter's
+    ``retry_after``; the result says whether to serve.  A limiter that does
+    not answer fails closed.
     """
+    cfg = ctx.config
+    if not cfg.defence.enabled:
+        return True
+    cost = min(request_cost(event.message), cfg.defence.max_cost, cfg.rate_limit.max_cost)
     peer = event.connection.peer_id
     try:
-        decision = yield Ask(rate_limiter, CheckRateLimit(peer, cost), timeout)
+        decision = yield Ask(ctx.infra["rate_limiter"], CheckRateLimit(peer, cost), timeout)
     except AuraError as exc:
         _refuse(event, RateLimited(0.05, f"admission: {exc}"))
         return False
