@@ -128,7 +128,7 @@ def _entry_line(entry: Any, as_json: bool) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def log(data_dir: Path | None, after: int, follow: bool, as_json: bool) -> None:
     """Print a running node's ops in local order: cursor, author, seq, payload (tab-separated)."""
-    from aura_sync.messages.control import ReadOps
+    from aura_sync.node.wire import ReadOps
 
     def go(client: ControlClient) -> None:
         cursor = after
@@ -170,7 +170,7 @@ def peers(data_dir: Path | None, timeout: float) -> None:
 @_TIMEOUT
 def children(data_dir: Path | None, timeout: float) -> None:
     """Show a running node's live supervision tree: path, status, restarts."""
-    from aura_sync.messages.control import GetChildren
+    from aura_sync.node.wire import GetChildren
 
     def go(client: ControlClient) -> None:
         for row in client.call("node", GetChildren(), timeout):
@@ -187,7 +187,7 @@ def children(data_dir: Path | None, timeout: float) -> None:
 @click.argument("actor")
 def crash(data_dir: Path | None, timeout: float, actor: str) -> None:
     """Crash ACTOR of a running node on purpose (fault injection must be enabled)."""
-    from aura_sync.messages.control import CrashActor
+    from aura_sync.node.wire import CrashActor
 
     def go(client: ControlClient) -> None:
         client.call("node", CrashActor(actor), timeout)
@@ -205,8 +205,8 @@ def stop(data_dir: Path | None, timeout: float) -> None:
     import time
 
     from aura_sync.errors import ConfigError
-    from aura_sync.messages.control import StopNode
     from aura_sync.node.config import default_data_dir
+    from aura_sync.node.wire import StopNode
     from aura_sync.protocols.journal_files import DataDirLock
 
     directory = data_dir or default_data_dir()

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from aura_sync.errors import ConfigError, InvalidArgument
 from aura_sync.messages.codec import decode, encode
 from aura_sync.messages.common import Ack, ErrorReply
-from aura_sync.messages.control import ControlCall, GetChildren, ReadOps
 from aura_sync.messages.peers import GetPeerTable, SelectSyncPeers
 from aura_sync.messages.rate_limit import GetPeerRate
 from aura_sync.messages.sync import AppendOps, GetSyncStatus
 from aura_sync.node.control import MAX_CLIENTS, MAX_CONTROL_FRAME, ControlClient, socket_path
 from aura_sync.node.node import Node
+from aura_sync.node.wire import ControlCall, GetChildren, ReadOps
 from aura_sync.transport._frames import FrameDecoder, encode_frame
 
 

@@ -10,9 +10,9 @@ import pytest
 from _node_helpers import make_node, wait_until
 
 from aura_sync.errors import InvalidArgument, WrongType
-from aura_sync.messages.control import LogEntry
 from aura_sync.node.config import load_config
 from aura_sync.node.node import Node
+from aura_sync.node.wire import LogEntry
 
 
 def _payloads(prefix: str, n: int) -> list[bytes]:

@@ -19,7 +19,7 @@ range              concern
 0x00C0 - 0x00DF    transport and protocols (sync)
 0x00E0 - 0x00EF    gossip
 0x00F0 - 0x00FF    transport and protocols
-0x0100 - 0x011F    application API and control socket
+0x0100 - 0x011F    application API and control socket (aura_sync.node.wire)
 =================  ==================
 """
 
@@ -47,7 +47,6 @@ __all__ = [
 
 _CONCERNS = (
     "cache",
-    "control",
     "faults",
     "gossip",
     "peers",

@@ -30,8 +30,8 @@ from typing import Final
 
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
-from aura_sync.messages.control import LogEntry, OpsPage
 from aura_sync.messages.sync import OpsAppended
+from aura_sync.node.wire import LogEntry, OpsPage
 
 __all__ = ["MAX_READ", "POLL_INTERVAL", "ApplicationApi", "JournalReader", "Subscription"]
 

@@ -3,7 +3,7 @@
 ``<data_dir>/control.sock`` is a Unix domain socket (mode 0600; the node
 refuses to open it when the data directory is writable by group or others).
 Frames are the transport's (4-byte length, then one codec message); a client
-sends :class:`~aura_sync.messages.control.ControlCall` frames and gets one
+sends :class:`~aura_sync.node.wire.ControlCall` frames and gets one
 reply frame each: the actor's reply when it is a message (``ErrorReply``,
 ``Ack`` included), else a value envelope (``ValueReply``, ``TupleReply``,
 ``IdsReply``).  :class:`ControlClient` unwraps them, so
@@ -39,7 +39,7 @@ from aura_sync.ids import DeviceId
 from aura_sync.messages._base import Message, Request
 from aura_sync.messages.codec import decode, encode
 from aura_sync.messages.common import Ack, ErrorReply
-from aura_sync.messages.control import (
+from aura_sync.node.wire import (
     ChildRow,
     ControlCall,
     CrashActor,

@@ -5,6 +5,8 @@ running node; the reply frame is the actor's reply when it is a message,
 else one of the value envelopes (``ValueReply``, ``TupleReply``,
 ``IdsReply``).  The ``node`` target answers the node-level requests
 (``ReadOps``, ``GetChildren``, ``CrashActor``, ``StopNode``).
+
+Layer: runtime (messages of the node itself, above the infrastructure concerns).
 """
 
 from __future__ import annotations
