@@ -32,13 +32,9 @@ Item = tuple[Any, ReplySlot | None]
 
 
 class LocalMessage:
-    """Base class of in-process messages that never cross the wire.
-
-    Use it (as a frozen dataclass) for a request or reply that must carry
-    something msgpack cannot: a callable, an :class:`ActorAddress`, a live
-    connection.  Handlers may accept and return local messages exactly like
-    :class:`~aura_sync.messages.Message`; they are simply never encoded.
-    """
+    """Base of in-process messages (frozen dataclasses) that never cross the wire: for a
+    request or reply carrying what msgpack cannot (a callable, an address, a live
+    connection).  Handlers take and return them like messages."""
 
     __slots__ = ()
 
@@ -91,10 +87,7 @@ class Mailbox:
         return self.queue.qsize()
 
     def drain(self, target: object, why: str) -> int:
-        """Empty the mailbox: asks get ``ErrorReply(ActorStopped)``, tells become dead letters.
-
-        Returns the number of entries removed.
-        """
+        """Empty the mailbox (asks get ``ActorStopped``, tells are dead letters); how many."""
         count = 0
         while True:
             try:

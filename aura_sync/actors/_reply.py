@@ -48,11 +48,9 @@ failed with ``ActorCrashed`` / ``ActorStopped`` automatically.
 
 
 class ReplySlot:
-    """Where the reply to one ``ask`` goes; completed at most once.
+    """Where the reply to one ``ask`` goes; thread-safe, completed at most once.
 
-    Handlers normally just return their reply; they touch a slot only for a
-    deferred reply (see :data:`DEFERRED`).  Thread-safe: any thread may call
-    :meth:`set`, but only the first completion counts.
+    Handlers touch a slot only for a deferred reply (see :data:`DEFERRED`).
     """
 
     __slots__ = ("_claim",)
@@ -61,12 +59,8 @@ class ReplySlot:
         self._claim = allocate_lock()
 
     def set(self, reply: Any) -> bool:
-        """Deliver ``reply`` (a :class:`~aura_sync.messages.Message`) to the asker.
-
-        Returns ``True`` if it was delivered, ``False`` if the slot was already
-        completed or the asker gave up (timed out or was cancelled): the
-        caller should then give whatever it was handing out to someone else.
-        """
+        """Deliver ``reply`` to the asker; False if the slot was completed already or the
+        asker gave up (then give what was handed out to someone else)."""
         if not self._claim.acquire(False):
             return False
         try:

@@ -45,13 +45,11 @@ _log = logging.getLogger(__name__)
 
 
 class PoolLease(LocalMessage):
-    """The reply to :class:`~aura_sync.messages.pool.Acquire`: a lent connection.
+    """The reply to :class:`~aura_sync.messages.pool.Acquire`: a lent, live ``connection``.
 
-    ``connection`` (live), ``peer_id``, ``handle_id``, ``connection_id``,
-    ``session_id``, ``reused``.  Release it once (a second time raises
-    ``InvalidHandle`` and sends nothing); ``with`` / ``async with`` release it
-    on exit (a pool that restarted or stopped meanwhile is logged, not raised).
-    Inside an actor, tell ``Release(lease.peer_id, lease.handle_id)`` instead.
+    Release it once (again: ``InvalidHandle``); ``with`` / ``async with``
+    release it on exit (a pool gone meanwhile is logged, not raised).  Inside
+    an actor, tell ``Release(lease.peer_id, lease.handle_id)`` instead.
     """
 
     __slots__ = (
