@@ -97,7 +97,7 @@ def test_socket_is_private_and_a_shared_directory_is_refused(node: Node, tmp_pat
         make_node(shared)
     assert not socket_path(shared).exists()
     with pytest.raises(ConfigError, match="no node answers"):
-        ControlClient(tmp_path / "nothing-here")
+        ControlClient(tmp_path / "nothing-here", connect_timeout=0.2)
 
 
 def test_garbage_gets_an_error_reply_or_closes_only_that_client(node: Node) -> None:

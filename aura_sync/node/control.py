@@ -29,6 +29,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
@@ -323,22 +324,39 @@ class ControlClient:
 
     def __init__(self, data_dir: Path | str, *, connect_timeout: float = 5.0) -> None:
         self.path = socket_path(Path(data_dir))
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(connect_timeout)
+        deadline = time.monotonic() + connect_timeout
+        pause = threading.Event()
+        while True:  # a node that is starting opens its socket within moments
+            try:
+                self._sock = self._connect(connect_timeout)
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                if time.monotonic() >= deadline:
+                    raise ConfigError(
+                        f"no node answers on {str(self.path)!r} ({exc.strerror or exc}): is "
+                        f"a node running with this data directory?"
+                    ) from None
+                pause.wait(0.05)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot connect to {str(self.path)!r}: {exc.strerror or exc}"
+                ) from None
+        self._decoder = FrameDecoder(MAX_CONTROL_FRAME)
+        self._frames: list[bytes] = []
+
+    def _connect(self, timeout: float) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
         name, fd = _short(self.path)
         try:
-            self._sock.connect(name)
-        except OSError as exc:
-            self._sock.close()
-            raise ConfigError(
-                f"no node answers on {str(self.path)!r} ({exc.strerror or exc}): is a node "
-                f"running with this data directory?"
-            ) from None
+            sock.connect(name)
+        except OSError:
+            sock.close()
+            raise
         finally:
             if fd is not None:
                 os.close(fd)
-        self._decoder = FrameDecoder(MAX_CONTROL_FRAME)
-        self._frames: list[bytes] = []
+        return sock
 
     def ask(self, target: str, message: Message, timeout: float = 5.0) -> Message:
         """Send ``message`` to ``target`` and return the reply frame's message as it is."""
