@@ -12,8 +12,9 @@ What is signed
 What a receiver checks (:mod:`~aura_sync.protocols.journal_chain`)
     An op is stored only once authenticated: its key is its author's, and
     its signature verifies or its successor (in the batch or already held)
-    links to it.  A forged op has no valid signature and no authenticated
-    successor naming its id; a tampered payload or reordered ops change ids
+    links to it; a signature it carries must verify, and is kept.  A forged
+    op has no valid signature and no authenticated successor naming its
+    id; a tampered payload or reordered ops change ids
     and break the links (or the head's signature); a truncated batch leaves
     its top op unsigned with no successor.  Any of these refuses the whole
     batch (:class:`~aura_sync.errors.OpRefused`), storing nothing.  Ops are
@@ -26,7 +27,7 @@ Fingerprints (:mod:`~aura_sync.protocols.journal_index`)
     2**256 with the count, from per-bucket aggregates: no per-range scan.
 
 Storage and losses
-    SQLite (WAL, ``synchronous=FULL``), schema version 2; SQLite's indexes
+    SQLite (WAL, ``synchronous=FULL``, 1 KiB pages), schema version 2; SQLite's indexes
     order ids and (author, seq) — no in-memory copy of the ids; open does
     no full scan.  A 0-byte, truncated, foreign or version-1 file is refused
     (:class:`~aura_sync.errors.JournalCorrupt`), never re-created; a journal
