@@ -52,6 +52,17 @@ _RIGHT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
 _AUTHORIZER_TIME_LIMIT: Final = datetime.timedelta(milliseconds=200)
 """Datalog time limit per verification (the library's 1 ms fails spuriously under load)."""
 
+
+def _build(
+    builder: biscuit_auth.AuthorizerBuilder, biscuit: biscuit_auth.Biscuit
+) -> biscuit_auth.Authorizer:
+    """The authorizer of ``biscuit`` with :data:`_AUTHORIZER_TIME_LIMIT` (every reader's)."""
+    limits = builder.limits()  # type: ignore[attr-defined]
+    limits.max_time = _AUTHORIZER_TIME_LIMIT
+    builder.set_limits(limits)  # type: ignore[attr-defined]
+    return builder.build(biscuit)
+
+
 # biscuit-python 0.4's bundled stubs predate the ``Algorithm`` argument of
 # ``PublicKey.from_bytes``/``PrivateKey.from_bytes``; the ignores below are for that.
 _ALGORITHM: Final = biscuit_auth.Algorithm.Ed25519  # type: ignore[attr-defined]
@@ -126,7 +137,7 @@ def capability_token_subject(token: bytes, root_public_key: bytes) -> DeviceId |
         biscuit = biscuit_auth.Biscuit.from_bytes(token, _public_key(root))
         builder = biscuit_auth.AuthorizerBuilder()
         builder.add_code("allow if true;")
-        authorizer = builder.build(biscuit)
+        authorizer = _build(builder, biscuit)
         authorizer.authorize()
         facts = authorizer.query(biscuit_auth.Rule("bound($s) <- subject($s)"))
         subjects = {fact.terms[0] for fact in facts if len(fact.terms) == 1}
@@ -259,10 +270,7 @@ def _verify(
     if subject is not None:
         builder.add_code("reject if subject($s), $s != {peer};", {"peer": subject.raw})
     builder.add_code("allow if right({r});", {"r": required_right})
-    limits = builder.limits()  # type: ignore[attr-defined]
-    limits.max_time = _AUTHORIZER_TIME_LIMIT
-    builder.set_limits(limits)  # type: ignore[attr-defined]
-    authorizer = builder.build(biscuit)
+    authorizer = _build(builder, biscuit)
     authorizer.authorize()
     granted: set[str] = set()
     for fact in authorizer.query(biscuit_auth.Rule("granted($r) <- right($r)")):
