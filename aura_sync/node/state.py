@@ -386,7 +386,9 @@ class StatePersister:
         return state
 
     def start(self) -> None:
-        """Start the save thread (a save every ``save_interval`` seconds)."""
+        """Save once now (so that a crash always finds a save, marked unclean), then start
+        the save thread (a save every ``save_interval`` seconds)."""
+        self.save()
         self._thread = threading.Thread(target=self._run, name="aura-state", daemon=True)
         self._thread.start()
 
