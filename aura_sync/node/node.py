@@ -20,6 +20,7 @@ transport can be injected (tests use a ``ManualClock`` and a
 ``MemoryNetwork``).
 
 Stop (:meth:`Node.stop`, also on SIGINT/SIGTERM in :func:`run_node`): the
+state is saved a last time (a clean save), the
 root supervisor stops its children in reverse order (the protocol actor
 abandons its round, giving its connections and sessions back; the pool
 closes every connection; the transport actor closes the listener), then
