@@ -111,6 +111,12 @@ def _config_from_flags(config_path: Path | None, overrides: dict[str, object]) -
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the node's addresses as JSON here once it is up.",
 )
+@click.option(
+    "--fault-injection",
+    is_flag=True,
+    default=None,
+    help="Let `aura-sync crash ACTOR` crash this node's actors (tests, demos).",
+)
 @click.option("--debug-endpoints", is_flag=True, default=None, hidden=True)
 @click.option("--refuse-sync", is_flag=True, default=None, hidden=True)
 def node(
@@ -129,6 +135,7 @@ def node(
     log_level: str | None,
     log_format: str | None,
     ready_file: Path | None,
+    fault_injection: bool | None,
     debug_endpoints: bool | None,
     refuse_sync: bool | None,
 ) -> None:
@@ -163,6 +170,7 @@ def node(
         "log_level": log_level,
         "log_format": log_format,
         "debug_endpoints": debug_endpoints,
+        "fault_injection": fault_injection,
         "refuse_sync": refuse_sync,
     }
     try:

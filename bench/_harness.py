@@ -129,6 +129,7 @@ GROUPS: tuple[GroupSpec, ...] = (
     GroupSpec("memory", 8, "Memory"),
     GroupSpec("journal", 9, "Journal v2"),
     GroupSpec("admission", 10, "Inbound admission"),
+    GroupSpec("control", 11, "Control socket and CLI"),
 )
 
 

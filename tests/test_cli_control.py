@@ -53,7 +53,7 @@ def test_two_node_processes_driven_by_the_cli(
     tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    procs.append(_start(a_dir, "--debug-endpoints"))
+    procs.append(_start(a_dir, "--fault-injection"))
     ready = json.loads(a_dir.with_suffix(".ready").read_text())
     procs.append(_start(b_dir, "--bootstrap", f"{ready['device_id']}@{ready['listen']}"))
     a, b = (f"--data-dir={a_dir}",), (f"--data-dir={b_dir}",)

@@ -250,6 +250,8 @@ class NodeConfig:
     :param state: what survives a restart and how often it is saved (``[state]``).
     :param debug_endpoints: expose ``POST /debug/*`` (fault injection, op
         writes) on the metrics port; only ``aura-sync demo`` turns it on.
+    :param fault_injection: actors honour ``InjectCrash`` (``aura-sync crash``
+        through the control socket; the demo turns it on).
     :param refuse_sync: refuse every sync request and run no rounds (the
         demo's ``--force-divergence``).
 
@@ -282,6 +284,7 @@ class NodeConfig:
     cache_max_keys: int = 1024
     state: StateConfig = field(default_factory=StateConfig)
     debug_endpoints: bool = False
+    fault_injection: bool = False
     refuse_sync: bool = False
 
     def __post_init__(self) -> None:
@@ -484,6 +487,7 @@ _TOP_LEVEL: Final[dict[str, Callable[[str, Any], Any]]] = {
     "protocols": _protocols,
     "cache_max_keys": _int_in(1, 2**31 - 1),
     "debug_endpoints": _bool,
+    "fault_injection": _bool,
     "refuse_sync": _bool,
 }
 

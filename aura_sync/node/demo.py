@@ -8,13 +8,14 @@ What it does
        node's DeviceId) every node must present to be synced with.
     2. Starts N ``aura-sync node`` processes on 127.0.0.1 with ephemeral
        ports, all bootstrapping from node 0; each reports its addresses in
-       a ready file and serves ``/health`` plus the demo-only
-       ``POST /debug/*`` endpoints on a local port.
+       a ready file, serves ``/health`` on a local port and its control
+       socket in its data directory (with fault injection on).
     3. Writes ``ops`` operations in waves, spread over the nodes
-       (``POST /debug/write``); each write is acknowledged once committed
-       to the node's SQLite journal.
-    4. Midway: crashes an infrastructure actor in one node (``POST
-       /debug/crash``, an ``InjectCrash`` message: its supervisor restarts
+       (``AppendOps`` through the control socket, as ``aura-sync append``
+       does); each write is acknowledged once committed to the node's
+       SQLite journal.
+    4. Midway: crashes an infrastructure actor in one node (``CrashActor``
+       through the control socket, as ``aura-sync crash``: its supervisor restarts
        it) and kills another node outright (SIGKILL), then restarts that
        node from its data directory and checks it lost none of its own
        acknowledged operations.
@@ -63,7 +64,10 @@ from aura_sync.infrastructure.capabilities import (
     generate_authority_keypair,
     issue_capability_token,
 )
+from aura_sync.messages.sync import AppendOps
+from aura_sync.node.control import ControlClient
 from aura_sync.node.demo_view import live_table, progress_line, summary_table
+from aura_sync.node.wire import CrashActor
 from aura_sync.protocols.journal import JOURNAL_FILE_NAME
 
 __all__ = ["DemoError", "DemoOptions", "DemoResult", "NodeOutcome", "run_demo", "summary_table"]
@@ -210,7 +214,7 @@ class _NodeProc:
             "0",
             "--ready-file",
             str(self.ready_file),
-            "--debug-endpoints",
+            "--fault-injection",
             *self.args,
         ]
         env = dict(os.environ)
@@ -265,6 +269,23 @@ class _NodeProc:
             return doc
         except (OSError, json.JSONDecodeError):
             return None
+
+    def append(self, count: int) -> int:
+        """Write ``count`` ops through the control socket; how many were acknowledged."""
+        stamp = time.time_ns()
+        batches = (
+            AppendOps(
+                tuple(f"demo {stamp} {at + i}".encode() for i in range(min(1024, count - at)))
+            )
+            for at in range(0, count, 1024)
+        )
+        try:
+            with ControlClient(self.data_dir) as client:
+                return sum(r.added for r in client.pipeline("anti_entropy", batches, 10.0))
+        except AuraError as exc:
+            raise DemoError(
+                f"{self.name} did not acknowledge a write of {count} ops: {exc}"
+            ) from None
 
     def refresh(self) -> None:
         doc = self.request("GET", "/health")
@@ -472,22 +493,19 @@ class _Demo:
         per_wave = o.ops // o.waves + (1 if wave < o.ops % o.waves else 0)
         for k, n in enumerate(live):
             count = per_wave // len(live) + (1 if k < per_wave % len(live) else 0)
-            while count > 0:
-                chunk = min(count, 1000)
-                doc = n.request("POST", f"/debug/write?count={chunk}")
-                if doc is None or "written" not in doc:
-                    raise DemoError(f"{n.name} did not acknowledge a write of {chunk} ops: {doc}")
-                n.written += int(doc["written"])
-                count -= chunk
+            if count > 0:
+                n.written += n.append(count)
         self.last_write = time.monotonic()
         total = sum(n.written for n in self.nodes)
         self.event(f"write wave {wave + 1}/{o.waves}: {total} ops acknowledged so far")
 
     def crash_actor(self, node: _NodeProc, target: str) -> None:
         before = node.restarts
-        doc = node.request("POST", f"/debug/crash?target={target}")
-        if doc is None or "crashed" not in doc:
-            raise DemoError(f"could not crash {target} in {node.name}: {doc}")
+        try:
+            with ControlClient(node.data_dir) as client:
+                client.call("node", CrashActor(target), _HTTP_TIMEOUT)
+        except AuraError as exc:
+            raise DemoError(f"could not crash {target} in {node.name}: {exc}") from None
         self.event(f"crashed the {target} actor of {node.name} (InjectCrash)")
         limit = time.monotonic() + 5.0
         while node.restarts <= before and time.monotonic() < limit:

@@ -124,7 +124,7 @@ class Node(ApplicationApi):
     :param clock, rng: effects for the supervision tree and the actors
         (default: the system ones).
     :param fault_injection: let actors honour ``InjectCrash`` (default: on
-        exactly when ``config.debug_endpoints``).
+        when ``config.fault_injection`` or ``config.debug_endpoints``).
     :param protocols: plug-in :class:`~aura_sync.protocols.plugin.ProtocolSpec`
         values started after anti-entropy (then those named by ``config.protocols``).
     """
@@ -156,7 +156,8 @@ class Node(ApplicationApi):
         self._clock: Clock = clock or system_effects()[0]
         self._scheduler = Scheduler(self._clock)
         self._rng: Rng = rng or SystemRng()
-        self._faults = config.debug_endpoints if fault_injection is None else fault_injection
+        default = config.debug_endpoints or config.fault_injection
+        self._faults = default if fault_injection is None else fault_injection
         self._identity: NodeIdentity | None = None
         self._journal: Journal | None = None
         self._dir_lock: DataDirLock | None = None

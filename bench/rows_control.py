@@ -1,0 +1,113 @@
+"""Row group 11, control socket: ``aura-sync append -`` and a control-socket ask.
+
+One :class:`~aura_sync.node.node.Node` runs in this process (TCP on
+loopback, a temporary data directory); clients reach it through
+``control.sock``.
+
+- **append -**: per repetition, ``aura-sync append --data-dir D -`` runs as
+  a new process fed N lines on stdin (one op per line, batches of 1024,
+  pipelined); the clock covers the whole process, start-up included.
+  Baseline: ``Journal.append_many`` of the same N lines (batches of 1024)
+  into a journal in a temporary file, in this process, repetitions
+  interleaved.  N: 200 (tiny), 20 000 (quick), 100 000 (full).  Target:
+  >= 50k ops/s (the issue's goal, on the measured median).
+- **ask round trip**: ``ControlClient.call("rate_limiter", GetPeerRate(p))``
+  against ``address.call(GetPeerRate(p))`` of the same actor in-process
+  (calls per second; ratio < 1 is the cost of the socket, the codec and the
+  server's event loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench._harness import Context, Stats, Target, optional_module
+
+APPEND_ROW = "`aura-sync append -` of {n:,} lines vs Journal.append_many in-process"
+ASK_ROW = "control-socket ask round trip vs in-process ask (GetPeerRate)"
+_LINES = {"tiny": 200, "quick": 20_000, "full": 100_000}
+_BOOT = "import sys; from aura_sync.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def run(ctx: Context) -> None:
+    """Both rows (clean skips if the node runtime is missing)."""
+    module, why = optional_module("aura_sync.node.control", "ControlClient")
+    n = _LINES.get(ctx.size.name, _LINES["quick"])
+    if module is None:
+        ctx.unavailable(APPEND_ROW.format(n=n), why)
+        ctx.unavailable(ASK_ROW, why)
+        return
+    from aura_sync.node.config import load_config
+    from aura_sync.node.node import Node
+
+    quiet = logging.getLogger("aura_sync")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        config = load_config(None, {"data_dir": str(root / "node"), "listen": "127.0.0.1:0"})
+        node = Node(config).start()
+        try:
+            _append_row(ctx, root, node, n)
+            _ask_row(ctx, node)
+        finally:
+            node.stop()
+            quiet.setLevel(level)
+
+
+def _append_row(ctx: Context, root: Path, node: object, n: int) -> None:
+    from aura_sync.identity import NodeIdentity
+    from aura_sync.protocols.journal import Journal
+
+    data_dir = node.config.data_dir  # type: ignore[attr-defined]
+    ours: list[float] = []
+    base: list[float] = []
+    identity = NodeIdentity.load_or_create(root / "baseline")
+    with Journal.open(root / "baseline" / "journal.sqlite3", identity=identity) as journal:
+        for rep in range(ctx.size.reps + 1):  # the first is the warm-up
+            lines = [f"line {rep} {i}".encode() for i in range(n)]
+            stdin = b"\n".join(lines) + b"\n"
+            started = time.perf_counter()
+            out = subprocess.run(
+                [sys.executable, "-c", _BOOT, "append", "--data-dir", str(data_dir), "-"],
+                input=stdin,
+                capture_output=True,
+                check=True,
+            )
+            elapsed = time.perf_counter() - started
+            if f"appended {n} ops".encode() not in out.stdout:
+                raise RuntimeError(f"aura-sync append said {out.stdout!r} {out.stderr!r}")
+            payloads = [b"b" + line for line in lines]
+            started = time.perf_counter()
+            for at in range(0, n, 1024):
+                journal.append_many(payloads[at : at + 1024])
+            baseline = time.perf_counter() - started
+            if rep:
+                ours.append(n / elapsed)
+                base.append(n / baseline)
+    ctx.compare(
+        APPEND_ROW.format(n=n),
+        Stats("aura-sync append - (new process)", "ops/s", ours, n=n),
+        Stats("Journal.append_many in-process", "ops/s", base, n=n),
+        target=Target(">=", 50_000, on="median"),
+        note="the whole CLI process, start-up included; the node in the bench process",
+    )
+
+
+def _ask_row(ctx: Context, node: object) -> None:
+    from aura_sync.messages.rate_limit import GetPeerRate
+    from aura_sync.node.control import ControlClient
+
+    request = GetPeerRate(node.device_id)  # type: ignore[attr-defined]
+    address = node.address_of("rate_limiter")  # type: ignore[attr-defined]
+    with ControlClient(node.config.data_dir) as client:  # type: ignore[attr-defined]
+        assert client.call("rate_limiter", request, 5.0) == address.call(request, 5.0)
+        remote = ctx.latency("ControlClient.call over control.sock", lambda: client.call(
+            "rate_limiter", request, 5.0))  # fmt: skip
+        local = ctx.latency("ActorAddress.call in-process", lambda: address.call(request, 5.0))
+    ctx.compare(ASK_ROW, remote, local, note="the same request to the same actor, same run")
