@@ -8,6 +8,9 @@
 * :mod:`~aura_sync.protocols.serving`: answers to peers' sync requests.
 * :mod:`~aura_sync.protocols.anti_entropy`: the protocol actor wiring ticks,
   dialing, sessions and serving.
+* :mod:`~aura_sync.protocols.plugin`: the plug-in spec, context and routing
+  every protocol goes through; :mod:`~aura_sync.protocols.gossip`: the
+  built-in publish/subscribe plug-in.
 
 Layer: runtime.
 """
@@ -20,6 +23,7 @@ from aura_sync.protocols.anti_entropy import (
     SyncStatus,
 )
 from aura_sync.protocols.journal import Journal
+from aura_sync.protocols.plugin import ProtocolContext, ProtocolSpec
 
 __all__ = [
     "AntiEntropyActor",
@@ -27,5 +31,7 @@ __all__ = [
     "AppendOps",
     "InfraAddresses",
     "Journal",
+    "ProtocolContext",
+    "ProtocolSpec",
     "SyncStatus",
 ]
