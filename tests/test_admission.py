@@ -264,3 +264,19 @@ def test_heavy_digest_flood_no_longer_starves_the_node(nodes: Cluster, tmp_path:
         f"append {append_took:.3f} s, converge {converge_took:.2f} s, "
         f"served {served} denied {denied} cut {cut} of 200"
     )
+
+
+def test_an_honest_session_honours_denials_and_still_converges(nodes: Cluster) -> None:
+    tight = {
+        "rate_limit.peer_ops_per_second": 100.0,
+        "rate_limit.peer_burst": 200,
+        "rate_limit.adaptive": False,
+        **_NO_BAN,
+    }
+    a = nodes.add("a", **tight)
+    for i in range(0, 2000, 1000):
+        a.append([b"op-%d" % j for j in range(i, i + 1000)])
+    b = nodes.add("b", bootstrap=[a.bootstrap_address], **tight)
+    wait_until(lambda: converged([a, b], 2000), 60, "convergence through denials")
+    assert b.sync_status().counter("requests_denied_by_peer") > 0  # it waited, then resent
+    assert a.sync_status().counter("requests_rate_limited") > 0
