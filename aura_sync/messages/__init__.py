@@ -10,7 +10,7 @@ cores and are imported on first use.  Tags are allocated by concern:
 range              concern
 =================  ==================
 0x0001 - 0x000F    common (Ack, ErrorReply)
-0x0010 - 0x001F    retry
+0x0010 - 0x001F    (free)
 0x0020 - 0x003F    rate limiting
 0x0040 - 0x005F    cache
 0x0060 - 0x007F    connection pool
