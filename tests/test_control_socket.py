@@ -157,3 +157,26 @@ def test_too_many_clients_are_refused_and_a_slow_reader_blocks_nobody(node: Node
         for sock in held:
             sock.close()
     _alive(node)
+
+
+def test_a_page_of_big_ops_is_cut_to_one_frame_and_resumes(node: Node) -> None:
+    big = [i.to_bytes(2, "big") * 2000 for i in range(1500)]  # 6 MB: over one reply frame
+    for at in range(0, len(big), 500):
+        node.append(big[at : at + 500])
+    start = node.read(after=0, limit=10_000).cursor
+    while True:  # the last cursor before the big ops
+        page = node.read(after=start, limit=10_000)
+        if not page.entries:
+            break
+        start = page.cursor
+    start -= len(big)
+    got: list[bytes] = []
+    pages = 0
+    with ControlClient(node.config.data_dir) as client:
+        cursor = start
+        while len(got) < len(big):
+            page = client.call("node", ReadOps(cursor, 10_000, 0.0), 5.0)
+            assert page.entries, "a page holds at least one op"
+            got += [e.payload for e in page.entries]
+            cursor, pages = page.cursor, pages + 1
+    assert got == big and pages >= 2

@@ -46,6 +46,7 @@ from aura_sync.node.wire import (
     CrashActor,
     GetChildren,
     IdsReply,
+    OpsPage,
     ReadOps,
     StopNode,
     TupleReply,
@@ -282,9 +283,10 @@ class ControlServer:
         if isinstance(body, ReadOps):
             reader = node._journal_reader()
             wait = min(body.wait, timeout)
-            return await asyncio.to_thread(
+            page = await asyncio.to_thread(
                 reader.wait_read, body.after, body.limit, wait, self._stop
             )
+            return _fit(page)
         if isinstance(body, GetChildren):
             return await asyncio.to_thread(self._children, timeout)
         if isinstance(body, CrashActor):
@@ -311,6 +313,16 @@ class ControlServer:
 
         walk("root", "root")
         return tuple(rows)
+
+
+def _fit(page: OpsPage) -> OpsPage:
+    """``page`` cut to the entries that fit in half a reply frame (at least one)."""
+    size = 0
+    for i, entry in enumerate(page.entries):
+        size += len(entry.payload) + 96  # the id, the author and the framing
+        if i and size > MAX_CONTROL_FRAME // 2:
+            return OpsPage(page.entries[:i], page.entries[i - 1].cursor)
+    return page
 
 
 # --- the client ------------------------------------------------------------------------------
