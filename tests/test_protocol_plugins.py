@@ -162,6 +162,13 @@ def test_two_protocols_claiming_one_type_fail_at_start(tmp_path: Path) -> None:
         node.start()
     text = str(info.value)
     assert "'echo'" in text and "'other_echo'" in text and "Echo" in text
+    # nor take the id of one of the node's own actors (node.address_of would be ambiguous)
+    pool = ProtocolSpec("pool", EchoActor, requests=(Unclaimed,))
+    with pytest.raises(StartFailed, match="protocol id 'pool' is taken"):
+        Node(
+            load_config(None, {"data_dir": str(tmp_path / "3"), "listen": "127.0.0.1:0"}),
+            protocols=[pool],
+        ).start()
     # a plug-in may not claim anti-entropy's requests either
     thief = ProtocolSpec("thief", EchoActor, requests=(DigestRequest,))
     with pytest.raises(StartFailed, match="'anti_entropy' and 'thief' both claim DigestRequest"):

@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 INFRA_CHILDREN = ("cache", "rate_limiter", "peer_manager", "pool")
+_RESERVED_IDS = frozenset({*INFRA_CHILDREN, "transport", "infrastructure", "protocols", "root"})
 
 
 class TransportActor(AuraActor):
@@ -137,6 +138,9 @@ def protocol_specs(cfg: NodeConfig, extra: Sequence[ProtocolSpec] = ()) -> Route
         if not isinstance(item, ProtocolSpec):
             raise WrongType(f"protocols must hold ProtocolSpec values, got {item!r}")
     named = [resolve_spec(ref) for ref in cfg.protocols]
+    for spec in (*extra, *named):
+        if spec.id in _RESERVED_IDS:
+            raise StartFailed(f"protocol id {spec.id!r} is taken by the node's own actor")
     return Routes([anti_entropy.spec(), *extra, *named])
 
 
