@@ -180,50 +180,6 @@ def _union_args(tp: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def _encoder(tp: Any) -> _Conv | None:
-    """A function that maps a field value to its wire form, or None for identity."""
-    if tp in (int, float, str, bytes, bool, type(None)):
-        return None
-    if tp is DeviceId:
-        return _enc_device_id
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return _enc_enum
-    if _is_message_type(tp):
-        return to_wire
-    args = _union_args(tp)
-    if args is not None:
-        convs = [_encoder(a) for a in args]
-        if all(c is None for c in convs):
-            return None
-        return _enc_dynamic
-    if typing.get_origin(tp) is tuple:
-        targs = typing.get_args(tp)
-        if len(targs) == 2 and targs[1] is Ellipsis:
-            item = _encoder(targs[0])
-            if item is None:
-                return None
-            item_enc = item
-            return lambda v: tuple([item_enc(x) for x in v])
-        encs = [_encoder(a) for a in targs]
-        if all(e is None for e in encs):
-            return None
-        pairs = [(e or _identity) for e in encs]
-        return lambda v: tuple([e(x) for e, x in zip(pairs, v, strict=True)])
-    raise TypeError(f"unsupported message field type {tp!r}")
-
-
-def _identity(v: Any) -> Any:
-    return v
-
-
-def _enc_device_id(v: DeviceId) -> bytes:
-    return v.raw
-
-
-def _enc_enum(v: enum.Enum) -> Any:
-    return v.value
-
-
 def _enc_dynamic(v: Any) -> Any:
     if isinstance(v, Message):
         return to_wire(v)
@@ -243,36 +199,49 @@ _MISSING = object()
 def _enc_expr(tp: Any, expr: str, ns: dict[str, Any], key: str) -> str:
     """Python source for the wire form of ``expr`` (a field of type ``tp``).
 
-    Plain fields are used as they are, a DeviceId is its bytes, an enum its
-    value; anything else calls the generic encoder of the type.
+    Plain values stay as they are, a DeviceId is its bytes, an enum its value,
+    a message its own array; a union of several non-plain types is encoded by
+    :func:`_enc_dynamic`.  ``key`` names the comprehension variables.
     """
-    enc = _encoder(tp)
-    if enc is None:
+    if tp in (int, float, str, bytes, bool, type(None)):
         return expr
     if tp is DeviceId:
         return f"{expr}._raw"
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return f"{expr}._value_"
+    if _is_message_type(tp):
+        ns["_compile"] = _compile
+        return f"({expr}._aura_codec or _compile(type({expr})))[0]({expr})"
     args = _union_args(tp)
-    if args is not None and len(args) == 2 and type(None) in args:
-        inner = args[0] if args[1] is type(None) else args[1]
-        if inner is DeviceId or (isinstance(inner, type) and issubclass(inner, enum.Enum)):
-            attr = "_raw" if inner is DeviceId else "_value_"
-            return f"(None if {expr} is None else {expr}.{attr})"
-        if _is_message_type(inner):
-            ns["_to_wire"] = to_wire
-            return f"(None if {expr} is None else _to_wire({expr}))"
+    if args is not None:
+        present = [a for a in args if a is not type(None)]
+        parts = [_enc_expr(a, expr, ns, key) for a in present]
+        if all(part == expr for part in parts):
+            return expr
+        if len(present) == 1:
+            return f"(None if {expr} is None else {parts[0]})"
+        ns["_enc_dynamic"] = _enc_dynamic
+        return f"_enc_dynamic({expr})"
     if typing.get_origin(tp) is tuple:
         targs = typing.get_args(tp)
         if len(targs) == 2 and targs[1] is Ellipsis:
-            item = targs[0]
-            if item is DeviceId:
-                return f"tuple([x._raw for x in {expr}])"
-            if _is_message_type(item):  # to_wire inlined
-                ns["_compile"] = _compile
-                return f"tuple([(x._aura_codec or _compile(type(x)))[0](x) for x in {expr}])"
-    ns[key] = enc
-    return f"{key}({expr})"
+            var = f"{key}x"
+            item = _enc_expr(targs[0], var, ns, key + "i")
+            return expr if item == var else f"tuple([{item} for {var} in {expr}])"
+        ns["_check_arity"] = _check_arity
+        var = f"{key}y"
+        parts = [_enc_expr(a, f"{var}[{j}]", ns, f"{key}t{j}") for j, a in enumerate(targs)]
+        if all(part == f"{var}[{j}]" for j, part in enumerate(parts)):
+            return expr
+        body = ", ".join(parts)
+        return f"(lambda {var}: ({body},))(_check_arity({expr}, {len(targs)}))"
+    raise TypeError(f"unsupported message field type {tp!r}")
+
+
+def _check_arity(value: Any, n: int) -> Any:
+    if len(value) != n:
+        raise ValueError(f"expected {n} items, got {len(value)}")
+    return value
 
 
 def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> list[str]:
