@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from aura_sync.node.control import ControlClient
+    from aura_sync.node.control_client import ControlClient
 
 __all__ = ["register"]
 
@@ -38,11 +38,14 @@ _TIMEOUT = click.option(
 
 def _client(data_dir: Path | None) -> ControlClient:
     from aura_sync.errors import ConfigError
-    from aura_sync.node.config import default_data_dir
-    from aura_sync.node.control import ControlClient
+    from aura_sync.node.control_client import ControlClient
 
+    if data_dir is None:  # the configuration module is heavy: only when needed
+        from aura_sync.node.config import default_data_dir
+
+        data_dir = default_data_dir()
     try:
-        return ControlClient(data_dir or default_data_dir())
+        return ControlClient(data_dir)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -6,7 +6,8 @@ Frames are the transport's (4-byte length, then one codec message); a client
 sends :class:`~aura_sync.node.wire.ControlCall` frames and gets one
 reply frame each: the actor's reply when it is a message (``ErrorReply``,
 ``Ack`` included), else a value envelope (``ValueReply``, ``TupleReply``,
-``IdsReply``).  :class:`ControlClient` unwraps them, so
+``IdsReply``).  :class:`~aura_sync.node.control_client.ControlClient`
+(re-exported here) unwraps them, so
 ``ControlClient(d).call("rate_limiter", GetPeerRate(p), 5.0)`` returns the
 same typed value as ``address.call`` in-process.
 
@@ -29,17 +30,23 @@ import os
 import socket
 import stat
 import threading
-import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
-from aura_sync.actors.address import ActorAddress, _unwrap
+from aura_sync.actors.address import ActorAddress
 from aura_sync.errors import AuraError, ConfigError, InvalidArgument
 from aura_sync.ids import DeviceId
-from aura_sync.messages._base import Message, Request
+from aura_sync.messages._base import Message
 from aura_sync.messages.codec import decode, encode
 from aura_sync.messages.common import Ack, ErrorReply
+from aura_sync.node.control_client import (
+    CONTROL_SOCKET,
+    MAX_CONTROL_FRAME,
+    ControlClient,
+    _short,
+    socket_path,
+    unwrap_reply,
+)
 from aura_sync.node.wire import (
     ChildRow,
     ControlCall,
@@ -57,35 +64,22 @@ from aura_sync.transport._frames import FrameDecoder, FrameError, encode_frame
 if TYPE_CHECKING:
     from aura_sync.node.node import Node
 
-__all__ = ["CONTROL_SOCKET", "MAX_CLIENTS", "ControlClient", "ControlServer", "socket_path"]
+__all__ = [
+    "CONTROL_SOCKET",
+    "MAX_CLIENTS",
+    "MAX_CONTROL_FRAME",
+    "ControlClient",
+    "ControlServer",
+    "socket_path",
+    "unwrap_reply",
+]
 
 _log = logging.getLogger("aura_sync.node.control")
 
-CONTROL_SOCKET: Final = "control.sock"
 MAX_CLIENTS: Final = 16
-MAX_CONTROL_FRAME: Final = 4 << 20
 IDLE_TIMEOUT: Final = 120.0
 MAX_CALL_TIMEOUT: Final = 60.0
 _SEND_TIMEOUT: Final = 10.0
-
-R = TypeVar("R")
-
-
-def socket_path(data_dir: Path) -> Path:
-    """Where a node with this data directory listens for control clients."""
-    return Path(data_dir) / CONTROL_SOCKET
-
-
-def _short(path: Path) -> tuple[str, int | None]:
-    """A name ``bind``/``connect`` accept for ``path`` (Unix paths are short: 107 bytes).
-
-    A long path is reached through an ``O_PATH`` descriptor of its directory
-    (``/proc/self/fd/N/name``); the caller closes the descriptor.
-    """
-    if len(os.fsencode(path)) < 100:
-        return str(path), None
-    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
-    return f"/proc/self/fd/{fd}/{path.name}", fd
 
 
 def _check_dir(data_dir: Path) -> None:
@@ -120,17 +114,6 @@ def wire_reply(reply: object) -> Message:
         if all(isinstance(x, Message) for x in reply):
             return TupleReply(reply)
     return ErrorReply("InvalidArgument", f"a {type(reply).__name__} reply cannot leave the node")
-
-
-def unwrap_reply(reply: Message) -> Any:
-    """The value ``address.call`` would return for a reply frame (errors raised)."""
-    if isinstance(reply, ValueReply):
-        return reply.value
-    if isinstance(reply, TupleReply):
-        return reply.items
-    if isinstance(reply, IdsReply):
-        return reply.ids
-    return _unwrap(reply)
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -323,104 +306,3 @@ def _fit(page: OpsPage) -> OpsPage:
         if i and size > MAX_CONTROL_FRAME // 2:
             return OpsPage(page.entries[:i], page.entries[i - 1].cursor)
     return page
-
-
-# --- the client ------------------------------------------------------------------------------
-
-
-class ControlClient:
-    """A connection to a running node's control socket (blocking; one call at a time).
-
-    :raises ConfigError: no node listens there (not running, or another data directory).
-    """
-
-    def __init__(self, data_dir: Path | str, *, connect_timeout: float = 5.0) -> None:
-        self.path = socket_path(Path(data_dir))
-        deadline = time.monotonic() + connect_timeout
-        pause = threading.Event()
-        while True:  # a node that is starting opens its socket within moments
-            try:
-                self._sock = self._connect(connect_timeout)
-                break
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                if time.monotonic() >= deadline:
-                    raise ConfigError(
-                        f"no node answers on {str(self.path)!r} ({exc.strerror or exc}): is "
-                        f"a node running with this data directory?"
-                    ) from None
-                pause.wait(0.05)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot connect to {str(self.path)!r}: {exc.strerror or exc}"
-                ) from None
-        self._decoder = FrameDecoder(MAX_CONTROL_FRAME)
-        self._frames: list[bytes] = []
-
-    def _connect(self, timeout: float) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        name, fd = _short(self.path)
-        try:
-            sock.connect(name)
-        except OSError:
-            sock.close()
-            raise
-        finally:
-            if fd is not None:
-                os.close(fd)
-        return sock
-
-    def ask(self, target: str, message: Message, timeout: float = 5.0) -> Message:
-        """Send ``message`` to ``target`` and return the reply frame's message as it is."""
-        return self._roundtrip(ControlCall(target, message, float(timeout), True), timeout)
-
-    def call(self, target: str, request: Request[R], timeout: float = 5.0) -> R:
-        """``address.call`` across the socket: the typed reply, or the error raised."""
-        return cast(R, unwrap_reply(self.ask(target, request, timeout)))
-
-    def pipeline(
-        self, target: str, requests: Iterable[Request[R]], timeout: float = 5.0, depth: int = 4
-    ) -> Iterator[R]:
-        """:meth:`call` of each request, up to ``depth`` in flight; the replies in order.
-
-        An error reply raises when its turn comes (the requests already sent
-        still run).
-        """
-        self._sock.settimeout(timeout + 5.0)
-        in_flight = 0
-        for request in requests:
-            call = ControlCall(target, request, float(timeout), True)
-            self._sock.sendall(encode_frame(encode(call, max_size=MAX_CONTROL_FRAME)))
-            in_flight += 1
-            if in_flight >= depth:
-                in_flight -= 1
-                yield cast(R, unwrap_reply(self._receive()))
-        while in_flight:
-            in_flight -= 1
-            yield cast(R, unwrap_reply(self._receive()))
-
-    def tell(self, target: str, message: Message, timeout: float = 5.0) -> None:
-        """Queue ``message`` for ``target`` (returns once the node accepted it)."""
-        unwrap_reply(self._roundtrip(ControlCall(target, message, float(timeout), False), timeout))
-
-    def _roundtrip(self, call: ControlCall, timeout: float) -> Message:
-        self._sock.settimeout(timeout + 5.0)
-        self._sock.sendall(encode_frame(encode(call, max_size=MAX_CONTROL_FRAME)))
-        return self._receive()
-
-    def _receive(self) -> Message:
-        while not self._frames:
-            data = self._sock.recv(1 << 16)
-            if not data:
-                raise ConfigError(f"the node closed the control connection {str(self.path)!r}")
-            self._frames.extend(self._decoder.feed(data))
-        return decode(self._frames.pop(0), max_size=MAX_CONTROL_FRAME)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -65,7 +65,7 @@ from aura_sync.infrastructure.capabilities import (
     issue_capability_token,
 )
 from aura_sync.messages.sync import AppendOps
-from aura_sync.node.control import ControlClient
+from aura_sync.node.control_client import ControlClient
 from aura_sync.node.demo_view import live_table, progress_line, summary_table
 from aura_sync.node.wire import CrashActor
 from aura_sync.protocols.journal import JOURNAL_FILE_NAME
