@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Self
 
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
@@ -220,7 +220,7 @@ class ApplicationApi:
             closed.set()
             reader.close()
 
-    async def __aenter__(self) -> ApplicationApi:
+    async def __aenter__(self) -> Self:
         await asyncio.to_thread(self.start)
         return self
 
