@@ -180,3 +180,15 @@ def test_a_page_of_big_ops_is_cut_to_one_frame_and_resumes(node: Node) -> None:
             got += [e.payload for e in page.entries]
             cursor, pages = page.cursor, pages + 1
     assert got == big and pages >= 2
+
+
+def test_a_protocol_actor_answers_by_name(tmp_path: Path) -> None:
+    from aura_sync.messages.gossip import GetGossipStats
+
+    gossiping = make_node(tmp_path / "g", protocols=["gossip"])
+    try:
+        with ControlClient(gossiping.config.data_dir) as client:
+            stats = client.call("gossip", GetGossipStats(), 5.0)
+        assert stats == gossiping.address_of("gossip").call(GetGossipStats(), 5.0)
+    finally:
+        gossiping.stop()
