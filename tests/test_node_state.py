@@ -267,3 +267,22 @@ def _saved_peers(path: Path) -> set[DeviceId]:
     finally:
         store.close()
     return set() if state is None or state.peers is None else {p.peer_id for p in state.peers.peers}
+
+
+def test_a_smaller_peer_table_limit_keeps_the_most_trusted_saved_peers(tmp_path: Path) -> None:
+    from aura_sync.messages.peers import AddPeer, UpdatePeerMetadata
+
+    ids = [DeviceId.from_int(200 + i) for i in range(5)]
+    node = make_node(tmp_path / "n")
+    try:
+        peers = node.address_of("peer_manager")
+        for i, peer in enumerate(ids):
+            peers.call(AddPeer(peer, f"127.0.0.1:{20000 + i}"), T)
+            peers.call(UpdatePeerMetadata(peer, trust_level=60 + i), T)
+    finally:
+        node.stop()
+    node = make_node(tmp_path / "n", **{"peers.max_tracked_peers": 3})
+    try:
+        assert _peer_ids(node) == set(ids[2:])  # the three most trusted
+    finally:
+        node.stop()

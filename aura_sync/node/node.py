@@ -425,6 +425,7 @@ class Node(ApplicationApi):
             clock=self._clock,
             config=self.config.state,
             rate_limit=self.config.rate_limit,
+            max_peers=self.config.peers.max_tracked_peers,
         )
         try:
             persister.restore()

@@ -256,13 +256,19 @@ def carry_table(table: PeerTableSnapshot, delta: float) -> PeerTableSnapshot:
 _LIVE: Final = frozenset({PeerStatus.CONNECTING, PeerStatus.CONNECTED, PeerStatus.DEGRADED})
 
 
-def merge_tables(saved: PeerTableSnapshot, current: PeerTableSnapshot) -> PeerTableSnapshot:
+def merge_tables(
+    saved: PeerTableSnapshot, current: PeerTableSnapshot, limit: int
+) -> PeerTableSnapshot:
     """The saved table plus the peers only ``current`` knows (saved entries keep their
-    trust and history); bans of both; ``current``'s discovery time."""
-    known = {p.peer_id for p in saved.peers}
-    peers = sorted([*saved.peers, *(p for p in current.peers if p.peer_id not in known)],
-                   key=lambda p: p.peer_id)  # fmt: skip
-    return PeerTableSnapshot(tuple(peers), current.last_discovery, (*saved.bans, *current.bans))
+    trust and history), at most ``limit`` peers (``current``'s first, then the most
+    trusted, most recently seen saved ones); bans of both; ``current``'s discovery time."""
+    fresh = {p.peer_id: p for p in current.peers}
+    old = [p for p in saved.peers if p.peer_id not in fresh]
+    old.sort(key=lambda p: (-p.metadata.trust_level, -p.metadata.last_seen))
+    kept = {p.peer_id for p in [*current.peers, *old][:limit]}
+    merged = {**fresh, **{p.peer_id: p for p in saved.peers}}
+    peers = tuple(merged[k] for k in sorted(merged) if k in kept)
+    return PeerTableSnapshot(peers, current.last_discovery, (*saved.bans, *current.bans))
 
 
 def _empty(debt: float, burst: int, rate: float) -> float:
@@ -328,6 +334,7 @@ class StatePersister:
         clock: Clock,
         config: StateConfig,
         rate_limit: RateLimitConfig,
+        max_peers: int,
         timeout: float = 5.0,
     ) -> None:
         self._store = store
@@ -335,6 +342,7 @@ class StatePersister:
         self._clock = clock
         self._config = config
         self._rate_limit = rate_limit
+        self._max_peers = max_peers
         self._timeout = timeout
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -351,7 +359,7 @@ class StatePersister:
         delta = self._clock.now() - saved.clock
         if saved.peers is not None:
             current = self._peers.call(GetPeerTable(), t)
-            merged = merge_tables(carry_table(saved.peers, delta), current)
+            merged = merge_tables(carry_table(saved.peers, delta), current, self._max_peers)
             self._peers.call(RestorePeerTable(merged), t)
         if saved.rate_limit is not None:
             current_spend = self._limiter.call(SnapshotRateLimiter(), t)
