@@ -243,13 +243,10 @@ def test_heavy_digest_flood_no_longer_starves_the_node(nodes: Cluster, tmp_path:
     before = limiter.call(GetRateLimiterStatistics(), 5)
     try:
         futures = [conn.request(DigestRequest(_heavy_ranges()), 60) for _ in range(200)]  # type: ignore[attr-defined]
-        t0 = time.monotonic()
+        # the journal actor still answers a local write: its ask times out (fails) after 5 s
         a.append([b"local write during the flood"], timeout=5.0)
-        append_took = time.monotonic() - t0
         b = nodes.add("b", bootstrap=[a.bootstrap_address])
-        t0 = time.monotonic()
         wait_until(lambda: converged([a, b], 20_001), 60, "an honest node to converge")
-        converge_took = time.monotonic() - t0
         replies = [f.exception(60) or f.result() for f in futures]
     finally:
         client.close()
@@ -259,11 +256,6 @@ def test_heavy_digest_flood_no_longer_starves_the_node(nodes: Cluster, tmp_path:
     after = limiter.call(GetRateLimiterStatistics(), 5)
     assert denied > 0 and after.peer_limit_hits > before.peer_limit_hits
     assert served + denied + cut == 200 and served < 200
-    assert append_took < 5.0, append_took
-    print(
-        f"append {append_took:.3f} s, converge {converge_took:.2f} s, "
-        f"served {served} denied {denied} cut {cut} of 200"
-    )
 
 
 def test_an_honest_session_honours_denials_and_still_converges(nodes: Cluster) -> None:

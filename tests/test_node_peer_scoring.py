@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,9 +51,9 @@ def _table_ids(node: Node) -> set[DeviceId]:
     return {p.peer_id for p in table.peers}
 
 
-def _sybil_attack(nodes: Cluster, tmp_path: Path, table_size: int, sybils: int) -> float:
+def _sybil_attack(nodes: Cluster, tmp_path: Path, table_size: int, sybils: int) -> None:
     """``sybils`` identities without a valid token connect to ``a`` (a table of
-    ``table_size``) and stay; an authorized newcomer then syncs with ``a``: seconds taken."""
+    ``table_size``) and stay; an authorized newcomer then syncs with ``a``."""
     authority = generate_authority_keypair()
     key = authority.public_key.hex()
     common = {"authority_public_key": key, "peers.max_tracked_peers": table_size}
@@ -77,12 +76,9 @@ def _sybil_attack(nodes: Cluster, tmp_path: Path, table_size: int, sybils: int) 
         )
         a.append([b"from a"])
         b.append([b"from b %d" % i for i in range(5)])
-        started = time.monotonic()
         wait_until(lambda: converged([a, b], 6), 30, "the authorized newcomer to sync")
-        took = time.monotonic() - started
         assert b.device_id in _table_ids(a)
         assert all(len(t.connections()) == 1 for t in attackers), "the sybils stayed connected"
-        return took
     finally:
         for attacker in attackers:
             attacker.close()
@@ -163,9 +159,7 @@ def test_a_misbehaving_peer_is_banned_and_refused_at_accept_while_honest_nodes_c
     # meanwhile the honest nodes keep converging, on the same host as before
     b.append([b"second", b"third"])
     a.append([b"fourth"])
-    started = time.monotonic()
     wait_until(lambda: converged([a, b], 4), 15, "the honest nodes to keep converging")
-    assert time.monotonic() - started < 15
     assert str(b.device_id) not in a.snapshot().bans
     assert a.snapshot().peer_trust[str(b.device_id)] >= 50
 
