@@ -9,6 +9,7 @@ from aura_sync.messages._base import Request, message
 @message(0x0020)
 class CheckRateLimit(Request[core.RateLimitResult]):
     """``check_rate_limit(peer_id, cost)``: ``Allowed()`` or ``Denied(retry_after, reason)``."""
+
     peer_id: DeviceId
     cost: int = 1
 
@@ -16,6 +17,7 @@ class CheckRateLimit(Request[core.RateLimitResult]):
 @message(0x0022)
 class ReportOutcome(Request[float]):
     """``report_outcome(peer_id, outcome)``: the peer's rate after it (ops/s)."""
+
     peer_id: DeviceId
     outcome: core.Outcome
 
@@ -23,12 +25,14 @@ class ReportOutcome(Request[float]):
 @message(0x0023)
 class GetPeerRate(Request[float]):
     """``peer_rate(peer_id)``."""
+
     peer_id: DeviceId
 
 
 @message(0x0025)
 class SetFlowBudget(Request[None]):
     """``set_flow_budget(peer_id, limit, epoch)``."""
+
     peer_id: DeviceId
     limit: int
     epoch: int
@@ -37,18 +41,21 @@ class SetFlowBudget(Request[None]):
 @message(0x0026)
 class ClearFlowBudget(Request[bool]):
     """``clear_flow_budget(peer_id)``: True if it had one."""
+
     peer_id: DeviceId
 
 
 @message(0x0027)
 class GetFlowBudget(Request[core.FlowBudget | None]):
     """``flow_budget(peer_id)``."""
+
     peer_id: DeviceId
 
 
 @message(0x002A)
 class RotateEpoch(Request[None]):
     """``rotate_epoch(epoch)``."""
+
     epoch: int
 
 
@@ -65,12 +72,14 @@ class GetRateLimiterStatistics(Request[core.RateLimiterStatistics]):
 @message(0x002F)
 class GetAvailableTokens(Request[float]):
     """``available_tokens(peer_id)``."""
+
     peer_id: DeviceId
 
 
 @message(0x0030)
 class WouldExceedLimit(Request[bool]):
     """``would_exceed_limit(peer_id, cost)`` (consumes nothing)."""
+
     peer_id: DeviceId
     cost: int = 1
 
@@ -78,6 +87,7 @@ class WouldExceedLimit(Request[bool]):
 @message(0x0031)
 class RemoveRateLimitPeer(Request[bool]):
     """``remove_peer(peer_id)``: True if the limiter held anything for it."""
+
     peer_id: DeviceId
 
 
@@ -94,4 +104,5 @@ class SnapshotRateLimiter(Request[core.RateLimiterSnapshot]):
 @message(0x0034)
 class RestoreRateLimiter(Request[None]):
     """``restore(snapshot)``."""
+
     snapshot: core.RateLimiterSnapshot

@@ -46,7 +46,6 @@ Layer: messages.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from hashlib import sha256 as _sha256
 from typing import Final
 
@@ -245,46 +244,6 @@ def _op_id(author: bytes, seq: int, prev: bytes, payload: bytes) -> bytes:
     return _sha256(b"".join((_OP_DOMAIN, author, seq.to_bytes(8, "big"), prev, payload))).digest()
 
 
-def fingerprint_of(count: int, total: int) -> bytes:
-    """The fingerprint of a set of ``count`` ids whose sum (as 256-bit integers) is ``total``.
-
-    SHA-256 over a domain tag, ``total mod 2**256`` (32 bytes) and the count
-    (8 bytes): Negentropy's incremental fingerprint.  Unlike an XOR of the
-    ids, finding another set with the same sum and count needs a
-    generalised-birthday attack on 256-bit words, and the final hash hides
-    the sum.
-    """
-    return _sha256(
-        _RANGE_DOMAIN + (total % _ID_SPACE).to_bytes(OP_ID_SIZE, "big") + count.to_bytes(8, "big")
-    ).digest()
-
-
-def fingerprint(ids: Iterable[bytes]) -> tuple[int, bytes]:
-    """``(count, fingerprint)`` of a set of distinct ids, recomputed from scratch.
-
-    See :func:`fingerprint_of`; the order of the ids does not matter.  The
-    journal computes the same value from maintained aggregates.
-
-    :param ids: an iterable of 32-byte ids.
-    :returns: ``(count, 32-byte fingerprint)``.
-    :raises WrongType, InvalidArgument: not an iterable of 32-byte ``bytes``
-        (naming the first bad item).
-    """
-    given: object = ids
-    if isinstance(given, str | bytes | bytearray) or not isinstance(given, Iterable):
-        raise WrongType(
-            f"sorted_ids must be an iterable of 32-byte ids, got {type(given).__name__} {given!r}"
-        )
-    count = 0
-    total = 0
-    for item in ids:
-        if type(item) is not bytes or len(item) != OP_ID_SIZE:
-            _check_id(item, f"sorted_ids[{count}]")
-        total += int.from_bytes(item, "big")
-        count += 1
-    return count, fingerprint_of(count, total)
-
-
 # --- transport envelope ----------------------------------------------------------------
 
 
@@ -459,113 +418,7 @@ class RangeDigest(Message):
         _check_id(self.fingerprint, "fingerprint")
 
 
-# --- the reconciliation tree -------------------------------------------------------------
-
-TREE_PARTS: Final = 4
-"""Children per node of the reconciliation tree (the id space split 4 ways, recursively)."""
-
-TREE_DEPTH: Final = 128
-"""Depth of the tree's leaves (4**128 = 2**256: a leaf is a single id)."""
-
-CHILD_PRINT_SIZE: Final = 12
-"""Bytes of a child's fingerprint sent in a :class:`ChildDigestsReply` (96 bits)."""
-
-
-def tree_range(depth: int, index: int) -> IdRange:
-    """Node ``index`` (0..4**depth - 1) at ``depth`` (0..128) of the reconciliation tree.
-
-    The root (depth 0) is :data:`FULL_RANGE`; each node's children are its
-    range cut into :data:`TREE_PARTS` equal parts (widths are powers of 4,
-    so the cuts are exact), numbered ``4 * index + j``.
-    """
-    check_int(depth, "depth", minimum=0, maximum=TREE_DEPTH)
-    check_int(index, "index", minimum=0, maximum=TREE_PARTS**depth - 1)
-    width = _ID_SPACE // TREE_PARTS**depth
-    lo, hi = index * width, (index + 1) * width
-    return IdRange(
-        lo.to_bytes(OP_ID_SIZE, "big"), None if hi == _ID_SPACE else hi.to_bytes(OP_ID_SIZE, "big")
-    )
-
-
 # --- reconciliation requests ------------------------------------------------------------
-
-
-@message(0x00DA)
-class ChildDigestsRequest(Message):
-    """Ask for the digests of the children of tree nodes (1..64 nodes, all at ``depth``)."""
-
-    depth: int
-    indexes: tuple[int, ...]
-
-    def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
-        check_int(self.depth, "depth", minimum=0, maximum=TREE_DEPTH - 1)
-        _check_tuple(self.indexes, "indexes", 1, MAX_RANGES, int)
-        for i, index in enumerate(self.indexes):
-            check_int(index, f"indexes[{i}]", minimum=0, maximum=TREE_PARTS**self.depth - 1)
-
-
-@message(0x00DB)
-class ChildDigestsReply(Message):
-    """Per child (4 per requested node, in order): its count, and its fingerprint's first 12 bytes.
-
-    ``prints`` concatenates the prefixes.  About 14 bytes per child on the
-    wire, against about 180 for a :class:`RangeDigest` and its range.
-    """
-
-    counts: tuple[int, ...]
-    prints: bytes
-
-    def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
-        _check_tuple(self.counts, "counts", 0, TREE_PARTS * MAX_RANGES, int)
-        for i, count in enumerate(self.counts):
-            check_int(count, f"counts[{i}]", minimum=0, maximum=_U64_MAX)
-        if type(self.prints) is not bytes or len(self.prints) != CHILD_PRINT_SIZE * len(
-            self.counts
-        ):
-            raise InvalidArgument(
-                f"prints must be {CHILD_PRINT_SIZE} bytes per count ({len(self.counts)})"
-            )
-
-
-MAX_NODE_IDS: Final = 16
-"""Most ids listed per tree node in a :class:`NodeIdsReply`."""
-
-
-@message(0x00DC)
-class NodeIdsRequest(Message):
-    """List the ids in small tree nodes (1..64 nodes, all at ``depth``)."""
-
-    depth: int
-    indexes: tuple[int, ...]
-
-    def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
-        check_int(self.depth, "depth", minimum=0, maximum=TREE_DEPTH)
-        _check_tuple(self.indexes, "indexes", 1, MAX_RANGES, int)
-        for i, index in enumerate(self.indexes):
-            check_int(index, f"indexes[{i}]", minimum=0, maximum=TREE_PARTS**self.depth - 1)
-
-
-@message(0x00DD)
-class NodeIdsReply(Message):
-    """Per requested node, in order, how many ids are listed (at most 16), then all of them.
-
-    A node holding more than :data:`MAX_NODE_IDS` ids lists its first 16.
-    """
-
-    counts: tuple[int, ...]
-    ids: tuple[bytes, ...]
-
-    def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
-        _check_tuple(self.counts, "counts", 0, MAX_RANGES, int)
-        for i, count in enumerate(self.counts):
-            check_int(count, f"counts[{i}]", minimum=0, maximum=MAX_NODE_IDS)
-        _check_ids(self.ids, "ids", 0, MAX_RANGES * MAX_NODE_IDS, ordered=False)
-        if sum(self.counts) != len(self.ids):
-            raise InvalidArgument(f"ids must hold sum(counts) = {sum(self.counts)} ids")
 
 
 @message(0x00C8)
@@ -800,3 +653,19 @@ class SyncStatus(Message):
 @message(0x00D8)
 class GetSyncStatus(Call[SyncStatus]):
     """Ask for the anti-entropy actor's :class:`SyncStatus`."""
+
+
+# Fingerprints and the reconciliation tree's messages live in their own module.
+from aura_sync.messages.sync_tree import (  # noqa: E402
+    CHILD_PRINT_SIZE,
+    MAX_NODE_IDS,
+    TREE_DEPTH,
+    TREE_PARTS,
+    ChildDigestsReply,
+    ChildDigestsRequest,
+    NodeIdsReply,
+    NodeIdsRequest,
+    fingerprint,
+    fingerprint_of,
+    tree_range,
+)

@@ -50,31 +50,26 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Final
 
-from aura_sync._checks import check_int
 from aura_sync.errors import InvalidArgument, JournalCorrupt, OpRefused, WrongType
 from aura_sync.identity import NodeIdentity, sign_head
 from aura_sync.ids import DeviceId
 from aura_sync.messages.sync import (
-    CHILD_PRINT_SIZE,
     FULL_RANGE,
     MAX_IDS_BATCH,
-    MAX_NODE_IDS,
     MAX_OP_PAYLOAD,
     MAX_OPS_BATCH,
     NO_PREV,
     OP_ID_SIZE,
     SEQ_LIMIT,
-    TREE_DEPTH,
-    TREE_PARTS,
     IdRange,
     Op,
     RangeDigest,
     fingerprint_of,
-    tree_range,
 )
-from aura_sync.protocols.journal_chain import Checked, check_ops, verify_chains
+from aura_sync.protocols.journal_chain import CHAIN_ROWS, Checked, check_ops, verify_chains
 from aura_sync.protocols.journal_files import HighWaterMark, check_journal_file, read_hwm
 from aura_sync.protocols.journal_index import RangeSums
+from aura_sync.protocols.journal_tree import TreeViews
 
 __all__ = ["APPLICATION_ID", "JOURNAL_FILE_NAME", "SCHEMA_VERSION", "Journal"]
 
@@ -131,7 +126,7 @@ def _op(row: tuple[bytes, bytes, int, bytes, bytes, bytes | None, bytes]) -> Op:
     return Op(DeviceId(row[1]), row[2], row[3], row[4], row[6], row[5] or b"")
 
 
-class Journal:
+class Journal(TreeViews):
     """An append-only set of signed ops in SQLite (see the module docstring).
 
     Build it with :meth:`open`; close it with :meth:`close` (or a ``with``).
@@ -581,38 +576,6 @@ class Journal:
             total += int.from_bytes(key, "big")
         return count, total
 
-    def children(self, depth: int, indexes: Sequence[int]) -> tuple[tuple[int, ...], bytes]:
-        """Counts and 12-byte fingerprint prefixes of the children of tree nodes.
-
-        For each node ``index`` at ``depth`` (see :func:`~aura_sync.messages.sync.tree_range`),
-        its 4 children in order; the prefixes are concatenated.  Raises
-        :class:`~aura_sync.errors.InvalidArgument` for a node outside the tree.
-        """
-        check_int(depth, "depth", minimum=0, maximum=TREE_DEPTH - 1)
-        counts: list[int] = []
-        prints: list[bytes] = []
-        for i, index in enumerate(indexes):
-            check_int(index, f"indexes[{i}]", minimum=0, maximum=TREE_PARTS**depth - 1)
-            for j in range(TREE_PARTS):
-                digest = self.digest(tree_range(depth + 1, index * TREE_PARTS + j))
-                counts.append(digest.count)
-                prints.append(digest.fingerprint[:CHILD_PRINT_SIZE])
-        return tuple(counts), b"".join(prints)
-
-    def node_ids(
-        self, depth: int, indexes: Sequence[int]
-    ) -> tuple[tuple[int, ...], tuple[bytes, ...]]:
-        """The ids (at most 16 each, ascending) of tree nodes: per-node counts, then all ids."""
-        check_int(depth, "depth", minimum=0, maximum=TREE_DEPTH)
-        counts: list[int] = []
-        ids: list[bytes] = []
-        for i, index in enumerate(indexes):
-            check_int(index, f"indexes[{i}]", minimum=0, maximum=TREE_PARTS**depth - 1)
-            page = list(self._iter_ids(tree_range(depth, index), MAX_NODE_IDS))
-            counts.append(len(page))
-            ids += page
-        return tuple(counts), tuple(ids)
-
     def digests(self, ranges: Iterable[IdRange]) -> tuple[RangeDigest, ...]:
         """:meth:`digest` of each range, in order."""
         return tuple(self.digest(r) for r in ranges)
@@ -659,14 +622,7 @@ class Journal:
             self._ensure_open()
             problems = [row[0] for row in self._conn.execute("PRAGMA integrity_check")]
             out.append(("integrity_check", problems == ["ok"], "; ".join(problems[:5])))
-            out.append(
-                verify_chains(
-                    self._conn.execute(
-                        "SELECT o.author, o.seq, o.id, o.prev, o.payload, o.sig, a.key FROM ops o "
-                        "LEFT JOIN authors a ON a.author = o.author ORDER BY o.author, o.seq DESC"
-                    )
-                )
-            )
+            out.append(verify_chains(self._conn.execute(CHAIN_ROWS)))
             fresh = RangeSums()
             fresh.add(row[0] for row in self._conn.execute("SELECT id FROM ops"))
             same = fresh.count == self._sums.count and fresh.total % (1 << 256) == (

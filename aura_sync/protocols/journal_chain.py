@@ -35,6 +35,7 @@ from aura_sync.messages.sync import (
 )
 
 __all__ = [
+    "CHAIN_ROWS",
     "Checked",
     "HeldChain",
     "Ingesting",
@@ -201,6 +202,12 @@ def check_ops(ops: Sequence[object], held: HeldChain, *, strict: bool) -> Checke
         )
     return Checked([(ids[i], checked[i], i in signed) for i in sorted(authed)], pending, known)
 
+
+CHAIN_ROWS: Final = (
+    "SELECT o.author, o.seq, o.id, o.prev, o.payload, o.sig, a.key FROM ops o "
+    "LEFT JOIN authors a ON a.author = o.author ORDER BY o.author, o.seq DESC"
+)
+"""The stored ops as :data:`ChainRow` s, in the order :func:`verify_chains` needs."""
 
 ChainRow = tuple[bytes, int, bytes, bytes, bytes, bytes | None, bytes | None]
 """A stored op: (author, seq, id, prev, payload, sig, key)."""
