@@ -286,3 +286,13 @@ def test_a_smaller_peer_table_limit_keeps_the_most_trusted_saved_peers(tmp_path:
         assert _peer_ids(node) == set(ids[2:])  # the three most trusted
     finally:
         node.stop()
+
+
+def test_a_store_is_created_whole_and_a_leftover_of_a_crashed_creation_is_ignored(
+    tmp_path: Path,
+) -> None:
+    tmp_path.joinpath(STATE_FILE + ".new").write_bytes(b"half a database")
+    store = StateStore.open(tmp_path / STATE_FILE)
+    store.close()
+    assert not tmp_path.joinpath(STATE_FILE + ".new").exists()
+    StateStore.open(tmp_path / STATE_FILE).close()  # a whole, valid store

@@ -98,23 +98,12 @@ class StateStore:
         :raises StateCorrupt: the file is not a state store or is damaged.
         """
         path = Path(path)
-        exists = _check_header(path)
-        if not exists:
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        if not _check_header(path):
+            _create(path)
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA synchronous = FULL")
-            if exists:
-                _check_schema(path, conn)
-            else:
-                conn.executescript(
-                    f"PRAGMA application_id = {APPLICATION_ID};"
-                    f"PRAGMA user_version = {SCHEMA_VERSION};"
-                    "CREATE TABLE save (id INTEGER PRIMARY KEY CHECK (id = 1), clock REAL NOT NULL,"
-                    " wall REAL NOT NULL, clean INTEGER NOT NULL);"
-                    "CREATE TABLE part (name TEXT PRIMARY KEY, body BLOB NOT NULL,"
-                    " digest BLOB NOT NULL);"
-                )
+            _check_schema(path, conn)
         except sqlite3.DatabaseError as exc:
             raise StateCorrupt(f"state store {str(path)!r} is damaged: {exc}") from None
         store = cls(path, conn)
@@ -191,6 +180,32 @@ class StateStore:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+def _create(path: Path) -> None:
+    """A new, empty store at ``path``, built aside and renamed: never a partial file."""
+    aside = path.with_name(path.name + ".new")
+    aside.unlink(missing_ok=True)
+    os.close(os.open(aside, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    conn = sqlite3.connect(aside, isolation_level=None)
+    try:
+        conn.executescript(
+            f"PRAGMA application_id = {APPLICATION_ID};"
+            f"PRAGMA user_version = {SCHEMA_VERSION};"
+            "CREATE TABLE save (id INTEGER PRIMARY KEY CHECK (id = 1), clock REAL NOT NULL,"
+            " wall REAL NOT NULL, clean INTEGER NOT NULL);"
+            "CREATE TABLE part (name TEXT PRIMARY KEY, body BLOB NOT NULL, digest BLOB NOT NULL);"
+        )
+    finally:
+        conn.close()
+    with open(aside, "rb") as stream:
+        os.fsync(stream.fileno())
+    os.replace(aside, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _check_header(path: Path) -> bool:
