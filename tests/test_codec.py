@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
+import subprocess
+import sys
 import types
 import typing
 from typing import Any
@@ -20,6 +22,7 @@ import aura_sync.protocols  # noqa: F401 - registers the protocol messages too
 from aura_sync.errors import AuraError, DecodeError, InvalidArgument
 from aura_sync.ids import DeviceId
 from aura_sync.messages import Ack, ErrorReply, Message, codec, message, registered_messages
+from aura_sync.messages.faults import InjectCrash
 
 messages.load_all()
 ALL_TYPES = sorted(registered_messages().values(), key=lambda c: c.TAG)
@@ -217,9 +220,18 @@ def test_error_reply_carries_errors_back() -> None:
 
 def test_an_unknown_tag_loads_every_concern_module_before_it_is_refused() -> None:
     # The concern modules load lazily; a frame of one not imported yet still decodes.
-    before = set(registered_messages())
-    messages.load_all()
-    assert set(registered_messages()) == before  # load_all above already ran: nothing new
+    # This process imported every module already, so a fresh interpreter decodes it.
+    frame = codec.encode(InjectCrash("lazy"))
+    script = (
+        "import sys; from aura_sync.messages import codec\n"
+        "assert 'aura_sync.messages.faults' not in sys.modules\n"
+        f"print(repr(codec.decode({frame!r})))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == repr(InjectCrash("lazy"))
     with pytest.raises(DecodeError, match="unknown message tag 65000"):
         codec.decode(msgpack.packb([65000]))
 
