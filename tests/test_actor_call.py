@@ -42,7 +42,7 @@ class Halver(AuraActor):
 def test_call_returns_the_handlers_value() -> None:
     address = spawn(Halver())
     try:
-        assert address.call(Halve(3), 1.0) == 1.5
+        assert address.call(Halve(3), 5.0) == 1.5
     finally:
         address.stop()
 
@@ -51,10 +51,10 @@ def test_call_raises_the_error_the_handler_raised() -> None:
     address = spawn(Halver())
     try:
         with pytest.raises(InvalidArgument, match="value must be >= 0, got -1"):
-            address.call(Halve(-1), 1.0)
+            address.call(Halve(-1), 5.0)
         with pytest.raises(UnknownPeer, match="stranger"):
-            address.call(Forget("stranger"), 1.0)
-        assert address.call(Halve(4), 1.0) == 2.0  # the actor carried on
+            address.call(Forget("stranger"), 5.0)
+        assert address.call(Halve(4), 5.0) == 2.0  # the actor carried on
     finally:
         address.stop()
 
@@ -62,8 +62,8 @@ def test_call_raises_the_error_the_handler_raised() -> None:
 def test_a_none_reply_is_none_for_call_and_ack_for_ask() -> None:
     address = spawn(Halver())
     try:
-        assert address.call(Forget("a"), 1.0) is None
-        assert type(address.ask(Forget("b"), 1.0)).__name__ == "Ack"
+        assert address.call(Forget("a"), 5.0) is None
+        assert type(address.ask(Forget("b"), 5.0)).__name__ == "Ack"
     finally:
         address.stop()
 
@@ -81,9 +81,9 @@ def test_call_async_awaits_the_same_reply_without_blocking_the_loop() -> None:
                 await asyncio.sleep(0)
 
         task = asyncio.create_task(ticker())
-        value = await address.call_async(Halve(9), 1.0)
+        value = await address.call_async(Halve(9), 5.0)
         with pytest.raises(InvalidArgument):
-            await address.call_async(Halve(-2), 1.0)
+            await address.call_async(Halve(-2), 5.0)
         task.cancel()
         return value, float(ticks)
 
