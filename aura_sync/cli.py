@@ -28,6 +28,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -556,15 +558,22 @@ def id_command(data_dir: Path | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="The node's data directory (default: the node's default).",
 )
-def verify_command(data_dir: Path | None) -> None:
+@click.option(
+    "--wait",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="Seconds to wait for a stopping node to release the directory.",
+)
+def verify_command(data_dir: Path | None, wait: float) -> None:
     """Run every check on a data directory's journal and report (the node must be stopped).
 
     Checks: the file (0-byte, truncated, foreign, schema version), the
     high-water mark, PRAGMA integrity_check, every op's id, chain link and
     signature, and the fingerprint aggregates.  Exit code 0 if all pass,
-    2 if the directory is unusable or in use, 3 if a check fails.
+    2 if the directory is unusable or still in use after ``--wait`` s, 3 if a check fails.
     """
-    from aura_sync.errors import ConfigError, IdentityError, JournalCorrupt
+    from aura_sync.errors import ConfigError, DataDirLocked, IdentityError, JournalCorrupt
     from aura_sync.identity import KEY_FILE_NAME, NodeIdentity
     from aura_sync.node.config import default_data_dir
     from aura_sync.protocols.journal import JOURNAL_FILE_NAME, Journal
@@ -575,11 +584,20 @@ def verify_command(data_dir: Path | None) -> None:
     if not path.exists():
         click.echo(f"aura-sync verify: no journal {str(path)!r}", err=True)
         raise SystemExit(2)
-    try:
-        lock = DataDirLock(directory)
-    except (ConfigError, OSError) as exc:
-        click.echo(f"aura-sync verify: {exc}", err=True)
-        raise SystemExit(2) from None
+    pause = threading.Event()  # never set: a timed wait, not a sleep
+    deadline = time.monotonic() + wait  # a node just told to stop may still be closing
+    while True:
+        try:
+            lock = DataDirLock(directory)
+            break
+        except DataDirLocked as exc:
+            if time.monotonic() >= deadline:
+                click.echo(f"aura-sync verify: {exc}", err=True)
+                raise SystemExit(2) from None
+            pause.wait(0.1)
+        except (ConfigError, OSError) as exc:
+            click.echo(f"aura-sync verify: {exc}", err=True)
+            raise SystemExit(2) from None
     try:
         identity = NodeIdentity.load(directory / KEY_FILE_NAME)
         with Journal.open(path, identity=identity, full_check=True) as journal:

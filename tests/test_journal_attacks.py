@@ -117,7 +117,7 @@ def test_two_processes_on_one_data_directory_are_refused(
         assert code == 2
         assert str(tmp_path / "d") in err and "in use" in err
         assert f"PID {os.getpid()}" in err
-        assert main(["verify", "--data-dir", str(tmp_path / "d")]) == 2
+        assert main(["verify", "--data-dir", str(tmp_path / "d"), "--wait", "0.2"]) == 2
     finally:
         node.stop()
 
@@ -136,3 +136,20 @@ def test_verify_reports_every_check(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["node", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"]) == 3
     assert "0-byte" in capsys.readouterr().err
     assert (tmp_path / "d" / JOURNAL_FILE).read_bytes() == b""  # never re-created
+
+
+def test_verify_waits_for_a_stopping_node_to_release_the_directory(tmp_path: Path) -> None:
+    import threading
+
+    from aura_sync.protocols.journal_files import DataDirLock
+
+    node = make_node(tmp_path / "d")
+    node.append([b"a"])
+    node.stop()
+    lock = DataDirLock(tmp_path / "d")  # as if the node process were still closing
+    timer = threading.Timer(0.3, lock.release)
+    timer.start()
+    try:
+        assert main(["verify", "--data-dir", str(tmp_path / "d")]) == 0
+    finally:
+        timer.join()
