@@ -1,13 +1,8 @@
-"""The actor layer: each infrastructure concern as a pykka actor.
+"""The actor layer: each infrastructure concern as a pykka actor behind a stable address.
 
-An actor is reached only through typed, immutable messages sent to its
-:class:`ActorAddress` (``tell``, ``ask`` with a timeout, ``ask_async``); the
-address stays valid across restarts and keeps the messages queued for it.
-``address.call(request, timeout)`` returns a request's typed reply and raises
-the :mod:`aura_sync.errors` exception of an error reply.  How to write an actor
-is documented in :mod:`aura_sync.actors.base`.
-
-Layer: actors (imports messages, cores, effects, values).
+Callers hold an :class:`ActorAddress` (valid across restarts, keeping queued
+messages) and use ``address.call(request, timeout)`` for a request's typed
+reply; writing an actor is documented in :mod:`aura_sync.actors.base`.
 """
 
 from aura_sync.actors._faults import InjectedCrash

@@ -1,13 +1,11 @@
 """The supervisor actor: OTP supervision as a non-blocking sequence of tasks.
 
-Each multi-step operation (start the children; stop some in reverse and start
-them again; shut down) is a task of :mod:`aura_sync.actors._tasks` waiting with
-``WaitFor((child_id, incarnation, phase))``, resumed by the child's
-``ChildStarted`` / ``ChildExited`` report or by a ``_Deadline`` timer armed
-before the child runs.  One operation runs at a time (OTP's supervisor is a
-sequential process); read-only requests are answered at once; a restart
-backoff is a scheduled ``BackoffElapsed``, not an open operation.  The OTP
-rules it follows are listed in :mod:`aura_sync.supervisors`.
+Each multi-step operation (start the children, restart a group, shut down) is
+a task of :mod:`aura_sync.actors._tasks` waiting with ``WaitFor((child_id,
+incarnation, phase))``, resumed by the child's ``ChildStarted`` /
+``ChildExited`` or by a ``_Deadline`` timer.  One operation runs at a time, as
+in OTP; read-only requests are answered at once; a restart backoff is a
+scheduled ``BackoffElapsed``.  The rules are listed in :mod:`aura_sync.supervisors`.
 """
 
 from __future__ import annotations
