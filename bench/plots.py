@@ -5,7 +5,7 @@ same run: ``ratio`` for a throughput (ops/s) and ``1 / ratio`` for a time or a
 size (ns/op, us/op, bytes/item), so a bar right of the dashed 1x line means
 aura-sync did better, on every plot.  A ratio target is converted the same way.
 A target on an absolute figure (``p99_us <= 2000``, ``max <= 0`` lost messages)
-gets its own panel in that figure's unit, never the ratio axis.  Each figure
+gets its own panel, one per figure and unit, never the ratio axis.  Each figure
 has a legend; labels are wrapped, and the margin is sized to the longest one.
 """
 
@@ -108,6 +108,8 @@ def _absolute_panel(ax: Any, on: str, rows: list[dict[str, Any]]) -> None:
     unit = (rows[0].get("measured") or {}).get("unit", "")
     ax.barh(ys, values, color=[_color(r, on=on) for r in rows])
     top = 1.0 if unit == "lost/sent" else max([*values, *(r["target"]["value"] for r in rows)])
+    low = min([*values, *(r["target"]["value"] for r in rows)])
+    log = low > 0 and top / low > 100  # figures far apart: a log axis shows every one
     for y, r, v in zip(ys, rows, values, strict=True):
         t = r["target"]
         ax.plot([t["value"]] * 2, [y - 0.42, y + 0.42], color="black", lw=2)
@@ -115,9 +117,13 @@ def _absolute_panel(ax: Any, on: str, rows: list[dict[str, Any]]) -> None:
         mark = {True: "met", False: "missed"}.get(r["met"], "")
         extra = (r.get("measured") or {}).get("extra") or {}
         shown = f"{extra['lost']:g} of {extra['sent']:g} lost" if "lost" in extra else f"{v:g}"
-        ax.text(top * 0.01 + v, y, f" {shown} (target {sign} {t['value']:g}: {mark})",
-                va="center", fontsize=7)  # fmt: skip
-    ax.set_xlim(0, top * 1.6 if top > 0 else 1.0)
+        note = f" {shown} (target {sign} {t['value']:g}: {mark})"
+        ax.text(v * 1.1 if log else top * 0.01 + v, y, note, va="center", fontsize=7)
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(low / 2, top * 60)
+    else:
+        ax.set_xlim(0, top * 1.6 if top > 0 else 1.0)
     ax.set_yticks(ys)
     ax.set_yticklabels([_label(r) for r in rows], fontsize=7)
     ax.invert_yaxis()
@@ -143,15 +149,16 @@ def write_plots(doc: dict[str, Any], out: Path) -> list[Path]:
     written: list[Path] = []
     for group in doc["groups"]:
         ok = [r for r in group["rows"] if r["status"] == "ok"]
-        absolute: dict[str, list[dict[str, Any]]] = {}
-        for r in ok:
+        absolute: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in ok:  # one panel per figure and unit: bytes and microseconds never share an axis
             if r.get("target") and r["target"].get("on", "ratio") != "ratio":
-                absolute.setdefault(r["target"]["on"], []).append(r)
+                unit = (r.get("measured") or {}).get("unit", "")
+                absolute.setdefault((r["target"]["on"], unit), []).append(r)
         ratio_rows = [r for r in ok if advantage(r)]
         panels: list[tuple[str, list[dict[str, Any]]]] = []
         if ratio_rows:
             panels.append(("ratio", ratio_rows))
-        panels += sorted(absolute.items())
+        panels += [(on, rows) for (on, _unit), rows in sorted(absolute.items())]
         if not panels:
             continue
         lines = [sum(_label(r).count("\n") + 1 for r in rows) for _, rows in panels]
