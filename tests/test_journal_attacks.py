@@ -147,9 +147,16 @@ def test_verify_waits_for_a_stopping_node_to_release_the_directory(tmp_path: Pat
     node.append([b"a"])
     node.stop()
     lock = DataDirLock(tmp_path / "d")  # as if the node process were still closing
-    timer = threading.Timer(0.3, lock.release)
+    released = threading.Event()
+
+    def release() -> None:
+        released.set()
+        lock.release()
+
+    timer = threading.Timer(0.3, release)  # the node finishes closing 0.3 s later
     timer.start()
     try:
         assert main(["verify", "--data-dir", str(tmp_path / "d")]) == 0
+        assert released.is_set(), "verify did not wait for the lock"
     finally:
         timer.join()
