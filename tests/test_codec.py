@@ -340,3 +340,21 @@ def test_a_message_may_not_define_its_own_init() -> None:
 
             def __init__(self, x: int) -> None:
                 object.__setattr__(self, "x", x)
+
+
+@message(0xFD23)
+class _PlainUnion(Message):
+    """A union of plain types alone (no other field puts the decoder's names in place)."""
+
+    value: bool | int | float | str | bytes | None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False)
+       | st.text(max_size=5) | st.binary(max_size=5))  # fmt: skip
+def test_a_union_of_plain_types_round_trips(value: object) -> None:
+    msg = _PlainUnion(value)  # type: ignore[arg-type]
+    back = codec.decode(codec.encode(msg))
+    assert back == msg and type(back.value) is type(value)
+    with pytest.raises(DecodeError, match=r"_PlainUnion\.value: expected"):
+        codec.decode(msgpack.packb([0xFD23, [1]]))

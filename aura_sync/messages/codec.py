@@ -299,6 +299,7 @@ def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> l
         for i, alt in enumerate(present):
             names.append(_dec_function(alt, where, ns, f"{key}u{i}"))
         ns[key + "u"] = tuple(ns[n] for n in names)
+        ns["_DecodeError"] = DecodeError
         return [
             f"for f_ in {key}u:",
             "    try:",
