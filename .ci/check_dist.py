@@ -29,6 +29,7 @@ SDIST_MUST = (
     "bench/results/quick.json",
     "docs/conf.py",
     "docs/index.rst",
+    "examples/chat.py",
 )
 
 
