@@ -1,18 +1,20 @@
-"""A raw TLS peer, outside any transport: for sending malformed frames in tests."""
+"""A raw TLS peer, outside any transport (for sending malformed frames), and a factory of
+real TCP transports that closes them all after a test."""
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from OpenSSL import SSL
 
 from aura_sync.identity import NodeIdentity
 from aura_sync.ids import DeviceId
-from aura_sync.transport import tls
+from aura_sync.transport import TcpTransport, TransportConfig, tls
 
 
 def tls_retry(sock: socket.socket, op: Callable[[], Any], timeout: float = 5.0) -> Any:
@@ -47,3 +49,23 @@ def raw_tls_client(
     conn.set_connect_state()
     tls_retry(sock, conn.do_handshake)
     return sock, conn
+
+
+@contextlib.contextmanager
+def transports(default: TransportConfig) -> Iterator[Callable[..., TcpTransport]]:
+    """A factory of :class:`TcpTransport` (a new identity and ``default`` config unless
+    given); every transport it made is closed on exit."""
+    made: list[TcpTransport] = []
+
+    def factory(identity: NodeIdentity | None = None, **kwargs: Any) -> TcpTransport:
+        transport = TcpTransport(
+            identity or NodeIdentity.generate(), kwargs.pop("config", default), **kwargs
+        )
+        made.append(transport)
+        return transport
+
+    try:
+        yield factory
+    finally:
+        for transport in made:
+            transport.close()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _tls_helpers import tls_retry
+from _tls_helpers import tls_retry, transports
 from hypothesis import given
 from hypothesis import strategies as st
 from OpenSSL import SSL
@@ -94,18 +94,8 @@ def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
 
 @pytest.fixture
 def make() -> Iterator[Callable[..., TcpTransport]]:
-    made: list[TcpTransport] = []
-
-    def factory(identity: NodeIdentity | None = None, **kwargs: Any) -> TcpTransport:
-        transport = TcpTransport(
-            identity or NodeIdentity.generate(), kwargs.pop("config", FAST), **kwargs
-        )
-        made.append(transport)
-        return transport
-
-    yield factory
-    for transport in made:
-        transport.close()
+    with transports(FAST) as factory:
+        yield factory
 
 
 def _port(address: str) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _tls_helpers import raw_tls_client, tls_retry
+from _tls_helpers import raw_tls_client, tls_retry, transports
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -190,18 +190,8 @@ def _tcp_threads() -> list[threading.Thread]:
 
 @pytest.fixture
 def make() -> Iterator[Callable[..., TcpTransport]]:
-    made: list[TcpTransport] = []
-
-    def factory(identity: NodeIdentity | None = None, **kwargs: Any) -> TcpTransport:
-        transport = TcpTransport(
-            identity or NodeIdentity.generate(), kwargs.pop("config", FAST), **kwargs
-        )
-        made.append(transport)
-        return transport
-
-    yield factory
-    for transport in made:
-        transport.close()
+    with transports(FAST) as factory:
+        yield factory
     assert _tcp_threads() == []
 
 
