@@ -11,7 +11,7 @@ from _node_helpers import Cluster, cluster, converged, make_node, wait_until
 
 from aura_sync.errors import StateCorrupt
 from aura_sync.ids import DeviceId
-from aura_sync.infrastructure.peer_scoring import Offence
+from aura_sync.infrastructure.peer_scoring import Offence, PeerBan
 from aura_sync.infrastructure.rate_limit import (
     Allowed,
     DenialReason,
@@ -23,6 +23,7 @@ from aura_sync.infrastructure.rate_limit import (
 from aura_sync.messages.cache import GetEpochFloor, InvalidateKeys, RaiseFloorAll
 from aura_sync.messages.peers import GetPeerTable, ListBans, ReportOffence
 from aura_sync.messages.rate_limit import CheckRateLimit, GetFlowBudget, SetFlowBudget
+from aura_sync.node.node import Node
 from aura_sync.node.state import STATE_FILE, SavedState, StateStore, merge_spend
 
 T = 5.0
@@ -136,6 +137,35 @@ def test_cache_floors_and_bans_survive_a_restart(tmp_path: Path) -> None:
         node.stop()
 
 
+def test_a_ban_that_ended_before_a_restart_still_makes_the_next_one_longer(
+    tmp_path: Path,
+) -> None:
+    bad = DeviceId.from_int(104)
+    short = {"scoring.ban_base": 0.3, "scoring.ban_growth": 20.0}  # 0.3 s, then 6 s
+
+    def ban_it(node: Node) -> PeerBan:
+        peers = node.address_of("peer_manager")
+        ban = None
+        while ban is None:
+            ban = peers.call(ReportOffence(bad, Offence.CAPABILITY), T)
+        return ban
+
+    node = make_node(tmp_path / "n", **short)
+    try:
+        assert ban_it(node).bans == 1
+        peers = node.address_of("peer_manager")
+        wait_until(lambda: peers.call(ListBans(), T) == (), 10, "the first ban to end")
+    finally:
+        node.stop()
+    node = make_node(tmp_path / "n", **short)
+    try:
+        ban = ban_it(node)  # the repeat offence escalates: the count survived the restart
+        assert ban.bans == 2
+        assert node.address_of("peer_manager").call(ListBans(), T) == (ban,)
+    finally:
+        node.stop()
+
+
 def test_a_periodic_save_happens_while_running(tmp_path: Path) -> None:
     node = make_node(tmp_path / "n", **{"state.save_interval": 0.05})
     try:
@@ -212,7 +242,6 @@ def test_a_save_round_trips_through_the_store(tmp_path: Path) -> None:
 
 
 def test_a_carried_table_has_no_sessions_nor_connections_and_keeps_its_times() -> None:
-    from aura_sync.infrastructure.peer_scoring import PeerBan
     from aura_sync.infrastructure.peer_values import PeerInfo, PeerMetadata, PeerStatus
     from aura_sync.infrastructure.peer_values import PeerTableSnapshot as Table
     from aura_sync.node.state import carry_table

@@ -138,6 +138,7 @@ class BanBook:
         self._default_trust = default_trust
         self._records: dict[DeviceId, _Record] = {}
         self._next_end = float("inf")  # the earliest end of a ban in force (expire is O(1) before)
+        self._swept = -float("inf")  # bans that ended by then were already reported
 
     @property
     def config(self) -> ScoringConfig:
@@ -180,28 +181,38 @@ class BanBook:
         found = (self._active(r, now) for _, r in sorted(self._records.items()))
         return tuple(b for b in found if b is not None)
 
+    def remembered(self) -> tuple[PeerBan, ...]:
+        """Each peer's latest ban, in force or ended, while its count is remembered
+        (``offence_memory`` after it began), by id: what a restart must keep."""
+        now, memory = self._clock.now(), self._config.offence_memory
+        return tuple(
+            r.ban
+            for _, r in sorted(self._records.items())
+            if r.ban is not None and r.last_ban is not None and now - r.last_ban < memory
+        )
+
     def expire(self) -> list[DeviceId]:
-        """Forget the bans that ended; the peers whose ban just ended (their record's
-        trust is set to ``probation_trust``)."""
+        """The peers whose ban ended since the last call (their record's trust is set to
+        ``probation_trust``); the ended ban stays as the record's latest."""
         now = self._clock.now()
         if now < self._next_end:
             return []
         ended: list[DeviceId] = []
         self._next_end = float("inf")
         for peer_id, record in self._records.items():
-            if record.ban is None:
+            if record.ban is None or record.ban.until <= self._swept:
                 continue
             if record.ban.until <= now:
-                record.ban = None
                 record.trust = max(record.trust, self._config.probation_trust)
                 ended.append(peer_id)
             else:
                 self._next_end = min(self._next_end, record.ban.until)
+        self._swept = now
         return ended
 
     def restore(self, bans: tuple[PeerBan, ...]) -> None:
-        """Put back saved bans (times in this clock's base): a ban never gets shorter, the
-        ban count never lower; the offence memory restarts now."""
+        """Put back saved bans, in force or ended (times in this clock's base): a ban never
+        gets shorter, the ban count never lower; the offence memory restarts now."""
         now = self._clock.now()
         for i, ban in enumerate(bans):
             if type(ban) is not PeerBan:
@@ -211,9 +222,13 @@ class BanBook:
             check_clock_time(ban.until, f"bans[{i}].until")
             record = self._record(ban.peer_id, now)
             record.bans, record.last_ban = max(record.bans, ban.bans), now
-            record.trust = min(record.trust, ban.trust)
+            in_force = ban.until > now
+            trust = ban.trust if in_force else max(ban.trust, self._config.probation_trust)
+            record.trust = min(record.trust, trust)
             if record.ban is None or record.ban.until < ban.until:
                 record.ban = ban
+            if in_force:
+                self._next_end = min(self._next_end, ban.until)
 
     def _active(self, record: _Record, now: float) -> PeerBan | None:
         ban = record.ban

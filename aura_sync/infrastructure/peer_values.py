@@ -134,7 +134,8 @@ class PeerManagerStatistics(Message):
 
 @message(0x009F)
 class PeerTableSnapshot(Message):
-    """The whole peer table (sorted by id), the last discovery time and the bans in force."""
+    """The whole peer table (sorted by id), the last discovery time and the bans remembered
+    (in force, or ended while their repeat count still counts)."""
 
     peers: tuple[PeerInfo, ...]
     last_discovery: float | None

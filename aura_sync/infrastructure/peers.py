@@ -521,7 +521,7 @@ class PeerManager:
 
     def snapshot(self) -> PeerTableSnapshot:
         """The whole table as an immutable value (for :meth:`restore`)."""
-        return PeerTableSnapshot(self.peers(), self._last_discovery, self._book.bans())
+        return PeerTableSnapshot(self.peers(), self._last_discovery, self._book.remembered())
 
     @classmethod
     def restore(
