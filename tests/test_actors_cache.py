@@ -153,5 +153,3 @@ def test_constructor_validates_arguments() -> None:
         CacheActor(fault_injection=1)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="max_keys must be >= 1"):
         CacheActor(max_keys=0)
-    with pytest.raises(WrongType, match="must be a CacheManager"):
-        CacheActor(stash={STASH_KEY: "nope"})

@@ -14,8 +14,11 @@ Pykka's private hooks are confined to :mod:`aura_sync.actors._pykka`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import operator
 import threading
+import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
@@ -38,7 +41,9 @@ from aura_sync.messages.supervision import ExitKind
 if TYPE_CHECKING:
     from aura_sync.actors.address import ActorAddress
 
-__all__ = ["DEFERRED", "AuraActor", "LocalMessage", "ReplySlot", "current_actor", "handles"]
+__all__ = [
+    "DEFERRED", "AuraActor", "LocalMessage", "ReplySlot", "current_actor", "forward", "handles",
+]  # fmt: skip
 
 logger = logging.getLogger("aura_sync.actors")
 
@@ -73,13 +78,29 @@ def handles(*types: type) -> Callable[[F], F]:
             raise WrongType(f"handles() takes Message or LocalMessage classes, got {tp!r}")
 
     def mark(fn: F) -> F:
-        if not callable(fn):
-            raise WrongType(f"@handles must decorate a function, got {fn!r}")
         previous: tuple[type, ...] = getattr(fn, "_aura_handles", ())
         fn._aura_handles = previous + types  # type: ignore[attr-defined]
         return fn
 
     return mark
+
+
+def forward(core: str, method: str, request: type[Message]) -> Handler:
+    """A handler of ``request`` answering ``self.<core>.<method>(*request's fields)``
+    (``Ack`` for a ``Request[None]``, whatever the method returns).
+
+    For an operation that is one core call: ``_peer_rate = forward("_limiter",
+    "peer_rate", GetPeerRate)`` in the class body.
+    """
+    target = operator.attrgetter(f"{core}.{method}")
+    names = [f.name for f in dataclasses.fields(request)]  # type: ignore[arg-type]
+    ack = typing.get_args(getattr(request, "__orig_bases__", (None,))[0]) == (type(None),)
+
+    def handler(self: Any, msg: Any) -> Any:
+        result = target(self)(*[getattr(msg, name) for name in names])
+        return None if ack else result
+
+    return handles(request)(handler)
 
 
 def _build_table(cls: type) -> dict[type, Handler]:
@@ -102,13 +123,7 @@ def _build_table(cls: type) -> dict[type, Handler]:
                     )
                 declared_here[tp] = name
                 by_type[tp] = name
-    table: dict[type, Handler] = {}
-    for tp, name in by_type.items():
-        fn = getattr(cls, name)
-        if not callable(fn):
-            raise TypeError(f"{cls.__qualname__}.{name} handles {tp.__name__} but is not callable")
-        table[tp] = fn
-    return table
+    return {tp: getattr(cls, name) for tp, name in by_type.items()}
 
 
 def _describe(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ import itertools
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -21,18 +22,16 @@ from aura_sync.actors._faults import FaultInjectionMixin, Ticker, check_stash, r
 from aura_sync.actors._mailbox import LocalMessage
 from aura_sync.actors._reply import DEFERRED, ReplySlot
 from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT, ActorAddress
-from aura_sync.actors.base import AuraActor, handles
+from aura_sync.actors.base import AuraActor, forward, handles
 from aura_sync.effects import Clock, Scheduler, TimerHandle, check_seconds
 from aura_sync.errors import AcquireTimeout, ActorStopped, AuraError, InvalidArgument, InvalidHandle
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.connections import (
     Connection,
     ConnectionHandle,
-    ConnectionMetadata,
     ConnectionPool,
     Connector,
     PoolConfig,
-    PoolStatistics,
 )
 from aura_sync.messages import pool as msgs
 
@@ -130,6 +129,11 @@ class _Maintenance(LocalMessage):
 
 
 _MAINTENANCE: Final = _Maintenance()
+_SWEEPS: Final[dict[type, Callable[[ConnectionPool], int]]] = {
+    msgs.EvictExpired: ConnectionPool.evict_expired,
+    msgs.HealthCheck: ConnectionPool.health_check,
+    msgs.CloseAll: ConnectionPool.close_all,
+}
 
 
 @dataclass(slots=True, eq=False)
@@ -166,13 +170,13 @@ class PoolActor(FaultInjectionMixin, AuraActor):
         self._init_faults(fault_injection)
         stash = check_stash(stash)
         clock, scheduler = resolve_effects(clock, scheduler)
-        if config is None:
-            config = PoolConfig()
+        config = PoolConfig() if config is None else config
         self._pool = ConnectionPool(config, connector, clock=clock)
         if maintenance_interval is None:
             maintenance_interval = min(config.health_check_interval, config.idle_timeout)
-        interval = maintenance_interval
-        self._interval = check_seconds(interval, "maintenance_interval", allow_zero=False)
+        self._interval = check_seconds(
+            maintenance_interval, "maintenance_interval", allow_zero=False
+        )
         self._ids: itertools.count[int] = stash.setdefault(STASH_IDS_KEY, itertools.count(1))
         self._config = config
         self._scheduler = scheduler
@@ -244,23 +248,19 @@ class PoolActor(FaultInjectionMixin, AuraActor):
         self._pool.release(handle.peer_id, handle)
         return False
 
-    def _handle(self, handle_id: int) -> ConnectionHandle:
-        handle = self._handles.get(handle_id)
-        if handle is None:
-            raise InvalidHandle(
-                f"no live connection handle with handle_id={handle_id!r} in {self} "
-                "(released before, never issued, or lent by a crashed incarnation)"
-            )
-        return handle
-
     @handles(msgs.Release, msgs.CloseConnection)
     def _give_back(self, msg: msgs.Release | msgs.CloseConnection) -> None:
-        handle = self._handle(msg.handle_id)
+        handle = self._handles.get(msg.handle_id)
+        if handle is None:
+            raise InvalidHandle(
+                f"no live connection handle with handle_id={msg.handle_id!r} in {self} "
+                "(released before, never issued, or lent by a crashed incarnation)"
+            )
         if isinstance(msg, msgs.Release):
             self._pool.release(msg.peer_id, handle)
         else:
             self._pool.close(handle)
-        del self._handles[msg.handle_id]
+        del self._handles[msg.handle_id]  # only once the core accepted it
         self._serve_waiters()
 
     @handles(_AcquireExpired)
@@ -302,21 +302,11 @@ class PoolActor(FaultInjectionMixin, AuraActor):
 
     # --- maintenance and inspection ---
 
-    def _then_serve(self, result: int) -> int:
+    @handles(msgs.EvictExpired, msgs.HealthCheck, msgs.CloseAll)
+    def _sweep(self, msg: msgs.EvictExpired | msgs.HealthCheck | msgs.CloseAll) -> int:
+        closed = _SWEEPS[msg.__class__](self._pool)
         self._serve_waiters()
-        return result
-
-    @handles(msgs.EvictExpired)
-    def _evict(self, msg: msgs.EvictExpired) -> int:
-        return self._then_serve(self._pool.evict_expired())
-
-    @handles(msgs.HealthCheck)
-    def _health_check(self, msg: msgs.HealthCheck) -> int:
-        return self._then_serve(self._pool.health_check())
-
-    @handles(msgs.CloseAll)
-    def _close_all(self, msg: msgs.CloseAll) -> int:
-        return self._then_serve(self._pool.close_all())
+        return closed
 
     @handles(_Maintenance)
     def _maintenance(self, msg: _Maintenance) -> None:
@@ -327,22 +317,8 @@ class PoolActor(FaultInjectionMixin, AuraActor):
             self._pool.health_check()
         self._serve_waiters()
 
-    @handles(msgs.GetPoolStatistics)
-    def _statistics(self, msg: msgs.GetPoolStatistics) -> PoolStatistics:
-        return self._pool.statistics()
-
-    @handles(msgs.ListConnections)
-    def _connections(self, msg: msgs.ListConnections) -> tuple[ConnectionMetadata, ...]:
-        return self._pool.connections()
-
-    @handles(msgs.GetConnectionMetadata)
-    def _peer_connections(self, msg: msgs.GetConnectionMetadata) -> tuple[ConnectionMetadata, ...]:
-        return self._pool.get_connection_metadata(msg.peer_id)
-
-    @handles(msgs.TotalConnections)
-    def _total(self, msg: msgs.TotalConnections) -> int:
-        return self._pool.total_connections()
-
-    @handles(msgs.PeerCount)
-    def _peer_count(self, msg: msgs.PeerCount) -> int:
-        return self._pool.peer_count()
+    _statistics = forward("_pool", "statistics", msgs.GetPoolStatistics)
+    _connections = forward("_pool", "connections", msgs.ListConnections)
+    _peer_connections = forward("_pool", "get_connection_metadata", msgs.GetConnectionMetadata)
+    _total = forward("_pool", "total_connections", msgs.TotalConnections)
+    _peer_count = forward("_pool", "peer_count", msgs.PeerCount)

@@ -1,10 +1,10 @@
-"""``RateLimiterActor``: one ``RateLimiter`` behind the requests of
-:mod:`aura_sync.messages.rate_limit`, one core call each, the core's value the reply.
+"""``RateLimiterActor``: one ``RateLimiter`` answering the requests of
+:mod:`aura_sync.messages.rate_limit`, each with the core's own value.
 
 A denial is an answer (``Denied``), a bad argument an ``ErrorReply``.  The live
-limiter sits in the supervisor's stash (:data:`STASH_KEY`): a restarted incarnation
-continues with all its spend, so a crash never resets a limit.  A ``DropIdleBuckets``
-told to itself every ``drop_idle_interval`` seconds keeps memory bounded.
+limiter sits in the stash (:data:`STASH_KEY`): a restarted incarnation continues
+with all its spend, so a crash never resets a limit.  A ``DropIdleBuckets`` told to
+itself every ``drop_idle_interval`` seconds keeps memory bounded.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from aura_sync.actors._faults import FaultInjectionMixin, Ticker, check_stash, resolve_effects
-from aura_sync.actors.base import AuraActor, handles
+from aura_sync.actors.base import AuraActor, forward, handles
 from aura_sync.effects import Clock, Scheduler, check_seconds
-from aura_sync.errors import WrongType
 from aura_sync.infrastructure import rate_limit as core
 from aura_sync.messages import rate_limit as m
 
@@ -25,10 +24,8 @@ DEFAULT_DROP_IDLE_INTERVAL: Final = 60.0  # seconds between drops of the idle bu
 
 
 class RateLimiterActor(FaultInjectionMixin, AuraActor):
-    """The rate limiter actor.  ``stash``: the dict that survives restarts (a
-    ``ChildContext.stash``; a limiter already in it is used, config and all);
-    ``clock``/``scheduler`` default as :func:`~aura_sync.actors._faults.resolve_effects`
-    does; ``drop_idle_interval`` > 0 s.  Raises WrongType / InvalidArgument."""
+    """The rate limiter actor (a limiter already in ``stash`` is used, config and all);
+    ``drop_idle_interval`` > 0 s.  Raises WrongType / InvalidArgument."""
 
     def __init__(
         self,
@@ -45,14 +42,10 @@ class RateLimiterActor(FaultInjectionMixin, AuraActor):
         stash = check_stash(stash)
         clock, self._scheduler = resolve_effects(clock, scheduler)
         self._interval = check_seconds(drop_idle_interval, "drop_idle_interval", allow_zero=False)
-        limiter = stash.get(STASH_KEY)
-        if limiter is None:
-            limiter = stash[STASH_KEY] = core.RateLimiter(config, clock=clock)
-        elif not isinstance(limiter, core.RateLimiter):
-            raise WrongType(
-                f"stash[{STASH_KEY!r}] must be a RateLimiter, got {type(limiter).__name__}"
-            )
-        self.limiter: Final[core.RateLimiter] = limiter
+        if STASH_KEY not in stash:
+            stash[STASH_KEY] = core.RateLimiter(config, clock=clock)
+        limiter: core.RateLimiter = stash[STASH_KEY]
+        self.limiter: Final = limiter
         self._check = limiter.check_rate_limit
         self._ticker: Ticker | None = None
 
@@ -67,41 +60,9 @@ class RateLimiterActor(FaultInjectionMixin, AuraActor):
     def on_crash(self, exc: BaseException) -> None:
         self.on_stop()  # the limiter, with all its spend, stays in the stash
 
-    @handles(m.CheckRateLimit)
+    @handles(m.CheckRateLimit)  # the hot path, without forward's indirection
     def _check_rate_limit(self, msg: m.CheckRateLimit) -> core.RateLimitResult:
         return self._check(msg.peer_id, msg.cost)
-
-    @handles(m.WouldExceedLimit)
-    def _would_exceed(self, msg: m.WouldExceedLimit) -> bool:
-        return self.limiter.would_exceed_limit(msg.peer_id, msg.cost)
-
-    @handles(m.GetAvailableTokens)
-    def _available(self, msg: m.GetAvailableTokens) -> float:
-        return self.limiter.available_tokens(msg.peer_id)
-
-    @handles(m.ReportOutcome)
-    def _report_outcome(self, msg: m.ReportOutcome) -> float:
-        return self.limiter.report_outcome(msg.peer_id, msg.outcome)
-
-    @handles(m.GetPeerRate)
-    def _peer_rate(self, msg: m.GetPeerRate) -> float:
-        return self.limiter.peer_rate(msg.peer_id)
-
-    @handles(m.SetFlowBudget)
-    def _set_flow_budget(self, msg: m.SetFlowBudget) -> None:
-        self.limiter.set_flow_budget(msg.peer_id, msg.limit, msg.epoch)
-
-    @handles(m.ClearFlowBudget)
-    def _clear_flow_budget(self, msg: m.ClearFlowBudget) -> bool:
-        return self.limiter.clear_flow_budget(msg.peer_id)
-
-    @handles(m.GetFlowBudget)
-    def _flow_budget(self, msg: m.GetFlowBudget) -> core.FlowBudget | None:
-        return self.limiter.flow_budget(msg.peer_id)
-
-    @handles(m.RotateEpoch)
-    def _rotate_epoch(self, msg: m.RotateEpoch) -> None:
-        self.limiter.rotate_epoch(msg.epoch)
 
     @handles(m.DropIdleBuckets)
     def _drop_idle(self, msg: m.DropIdleBuckets) -> int:
@@ -109,22 +70,16 @@ class RateLimiterActor(FaultInjectionMixin, AuraActor):
             self._ticker.arm()  # the next periodic drop: an interval from this one
         return self.limiter.drop_idle_buckets()
 
-    @handles(m.RemoveRateLimitPeer)
-    def _remove_peer(self, msg: m.RemoveRateLimitPeer) -> bool:
-        return self.limiter.remove_peer(msg.peer_id)
-
-    @handles(m.ResetRateLimiter)
-    def _reset(self, msg: m.ResetRateLimiter) -> None:
-        self.limiter.reset()
-
-    @handles(m.GetRateLimiterStatistics)
-    def _statistics(self, msg: m.GetRateLimiterStatistics) -> core.RateLimiterStatistics:
-        return self.limiter.statistics()
-
-    @handles(m.SnapshotRateLimiter)
-    def _snapshot(self, msg: m.SnapshotRateLimiter) -> core.RateLimiterSnapshot:
-        return self.limiter.snapshot()
-
-    @handles(m.RestoreRateLimiter)
-    def _restore(self, msg: m.RestoreRateLimiter) -> None:
-        self.limiter.restore(msg.snapshot)
+    _would_exceed = forward("limiter", "would_exceed_limit", m.WouldExceedLimit)
+    _available = forward("limiter", "available_tokens", m.GetAvailableTokens)
+    _report_outcome = forward("limiter", "report_outcome", m.ReportOutcome)
+    _peer_rate = forward("limiter", "peer_rate", m.GetPeerRate)
+    _set_flow_budget = forward("limiter", "set_flow_budget", m.SetFlowBudget)
+    _clear_flow_budget = forward("limiter", "clear_flow_budget", m.ClearFlowBudget)
+    _flow_budget = forward("limiter", "flow_budget", m.GetFlowBudget)
+    _rotate_epoch = forward("limiter", "rotate_epoch", m.RotateEpoch)
+    _remove_peer = forward("limiter", "remove_peer", m.RemoveRateLimitPeer)
+    _reset = forward("limiter", "reset", m.ResetRateLimiter)
+    _statistics = forward("limiter", "statistics", m.GetRateLimiterStatistics)
+    _snapshot = forward("limiter", "snapshot", m.SnapshotRateLimiter)
+    _restore = forward("limiter", "restore", m.RestoreRateLimiter)
