@@ -32,7 +32,6 @@ from aura_sync.infrastructure.retry import (
     RetryPolicy,
     retry,
     with_exponential_backoff,
-    with_exponential_backoff_async,
 )
 
 
@@ -434,7 +433,7 @@ class _Throttled(Exception):
 
 def test_any_error_with_a_numeric_retry_after_is_honoured() -> None:
     decision = RetryPolicy().plan(0, _Throttled(3), rng=SeededRng())
-    assert decision == RetryDecision.retry_after_delay(3.0)
+    assert decision == RetryDecision(True, 3.0, None)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -1.0, "soon", None, True])
@@ -460,7 +459,7 @@ def test_plan_answers_without_sleeping() -> None:
     err = ConnectionError("down")
     assert policy.plan(0, err) == RetryDecision(True, 0.1, None)
     assert policy.plan(2, err, prev_delay=0.2, elapsed=0.3).delay == pytest.approx(0.4)
-    assert policy.plan(3, err) == RetryDecision.give_up(GiveUpReason.MAX_ATTEMPTS)
+    assert policy.plan(3, err) == RetryDecision(False, 0.0, GiveUpReason.MAX_ATTEMPTS)
     assert policy.with_retry_on(KeyError).plan(0, err).reason is GiveUpReason.NOT_RETRYABLE
     assert policy.with_timeout(1.0).plan(1, err, elapsed=0.9).reason is GiveUpReason.TIMEOUT
     match policy.plan(1, err):
@@ -613,15 +612,6 @@ def test_execute_async_honours_retry_after_and_awaits_async_hooks() -> None:
     assert clock.now() == 4.0
 
 
-def test_execute_with_result_async_and_shortcut() -> None:
-    clock = ManualClock()
-    fn = Flaky(failing(1), clock=clock)
-    result = asyncio.run(RetryPolicy().execute_with_result_async(fn.run_async, clock=clock))
-    assert result.is_success and result.attempts == 2 and result.total_delay == 0.1
-    fn = Flaky(failing(2), clock=clock)
-    assert asyncio.run(with_exponential_backoff_async(fn.run_async, 3, clock=clock)) == "ok"
-
-
 def test_execute_async_needs_an_awaitable() -> None:
     with pytest.raises(WrongType, match="awaitable"):
         asyncio.run(RetryPolicy().execute_async(lambda: 5, clock=ManualClock()))  # type: ignore[arg-type,return-value]
@@ -644,8 +634,8 @@ def test_execute_async_retries_a_callable_that_raises_before_returning_an_awaita
 
         return ok()
 
-    result = asyncio.run(RetryPolicy().execute_with_result_async(flaky, clock=clock))
-    assert (result.value, result.attempts, calls) == ("ok", 3, 3)
+    assert asyncio.run(RetryPolicy().execute_async(flaky, clock=clock)) == "ok"
+    assert calls == 3
     assert clock.now() == pytest.approx(0.1 + 0.2)
     boom = ValueError("not retryable")
 
@@ -903,7 +893,7 @@ def test_execute_passes_arguments_through() -> None:
         return a * b
 
     assert asyncio.run(RetryPolicy().execute_async(mul, 6, b=7, clock=clock)) == 42
-    assert asyncio.run(RetryPolicy().execute_with_result_async(mul, 2, 2, clock=clock)).value == 4
+    assert asyncio.run(RetryPolicy().execute_async(mul, 2, 2, clock=clock)) == 4
 
 
 def test_retry_decorator_on_a_plain_function_keeps_name_doc_and_signature() -> None:

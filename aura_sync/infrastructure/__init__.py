@@ -67,7 +67,6 @@ from aura_sync.infrastructure.retry import (
     RetryPolicy,
     RetryResult,
     with_exponential_backoff,
-    with_exponential_backoff_async,
 )
 
 __all__ = [
@@ -118,5 +117,4 @@ __all__ = [
     "issue_capability_token",
     "verify_capability_token",
     "with_exponential_backoff",
-    "with_exponential_backoff_async",
 ]

@@ -1,23 +1,20 @@
 """Retry with backoff, jitter, a total timeout, ``retry_after`` and a shared retry budget.
 
-A :class:`RetryPolicy` is an immutable value built with ``with_*`` methods.  One
-planner, :meth:`RetryPolicy.plan`, decides after each failure whether and how long
-to wait, and never sleeps: ``execute``, ``execute_async`` and ``@retry`` loop around
-it sleeping through the injected :class:`~aura_sync.effects.Clock`, actors ask the
-:class:`~aura_sync.effects.Scheduler` to wake them.  Errors not matching ``retry_on``
-are re-raised unchanged, base exceptions are never caught, exhaustion raises
-:class:`~aura_sync.errors.RetryExhausted` with the last error chained.
+One planner, :meth:`RetryPolicy.plan`, decides after each failure whether and how
+long to wait, without sleeping; ``execute``, ``execute_async`` and ``@retry`` loop
+around it sleeping through the injected clock, actors ask the Scheduler to wake them.
+Errors not matching ``retry_on`` are re-raised unchanged, base exceptions are never
+caught, exhaustion raises :class:`~aura_sync.errors.RetryExhausted` (last error chained).
 """
 
 from __future__ import annotations
 
-import copy
 import enum
 import functools
 import inspect
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import CoroutineType
 from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar, cast
 
@@ -41,21 +38,17 @@ __all__ = [
     "RetryResult",
     "retry",
     "with_exponential_backoff",
-    "with_exponential_backoff_async",
 ]
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_MAX_ATTEMPTS: Final = 4
-"""Default total number of calls, the first one included."""
-DEFAULT_INITIAL_DELAY: Final = 0.1
-"""Default delay before the first retry, in seconds."""
-DEFAULT_MAX_DELAY: Final = 30.0
-"""Default cap on any backoff delay, in seconds."""
+DEFAULT_MAX_ATTEMPTS: Final = 4  # total calls, the first one included
+DEFAULT_INITIAL_DELAY: Final = 0.1  # seconds before the first retry
+DEFAULT_MAX_DELAY: Final = 30.0  # seconds, the cap on any backoff delay
 
+# What ``retry_on`` holds: exception types, or a predicate on the error.
 RetryOn: TypeAlias = tuple[type[Exception], ...] | Callable[[BaseException], object]
-"""What ``retry_on`` holds: exception types, or a predicate on the error."""
 
 
 class BackoffStrategy(enum.Enum):
@@ -77,26 +70,13 @@ class Jitter(enum.Enum):
 
 
 class GiveUpReason(enum.Enum):
-    """Why the planner gave up: the error does not match ``retry_on`` (it is re-raised
-    as is), no attempts left, the next wait would pass ``timeout``, or the budget is spent."""
+    """Why the planner gave up (the value explains it); a NOT_RETRYABLE error is re-raised."""
 
-    NOT_RETRYABLE = "not_retryable"
-    MAX_ATTEMPTS = "max_attempts"
-    TIMEOUT = "timeout"
-    BUDGET = "budget"
+    NOT_RETRYABLE = "the error is not retryable"
+    MAX_ATTEMPTS = "no attempts left"
+    TIMEOUT = "the next wait would pass the timeout"
+    BUDGET = "the retry budget is spent"
 
-    @property
-    def description(self) -> str:
-        """A short human explanation, used in error messages."""
-        return _REASON_TEXT[self]
-
-
-_REASON_TEXT: Final = {
-    GiveUpReason.NOT_RETRYABLE: "the error is not retryable",
-    GiveUpReason.MAX_ATTEMPTS: "no attempts left",
-    GiveUpReason.TIMEOUT: "the next wait would pass the timeout",
-    GiveUpReason.BUDGET: "the retry budget is spent",
-}
 
 # Shared defaults: a SystemClock (its timer thread starts only if a timer is
 # scheduled, which retry never does) and a SystemRng; both are thread-safe.
@@ -150,18 +130,6 @@ def _retry_on(retry_on: object) -> RetryOn:
     )
 
 
-def _optional(value: object, name: str, kind: type, what: str) -> Any:
-    if value is not None and not isinstance(value, kind):
-        raise WrongType(f"{name} must be {what} or None, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _hook(hook: Any) -> Any:
-    if hook is not None and not callable(hook):
-        raise WrongType(f"on_retry must be callable or None, got {type(hook).__name__} {hook!r}")
-    return hook
-
-
 def _retry_after_of(error: BaseException) -> float | None:
     """The error's ``retry_after`` in seconds, if it is a finite number >= 0."""
     value = getattr(error, "retry_after", None)
@@ -179,16 +147,6 @@ class RetryDecision:
     should_retry: bool
     delay: float = 0.0
     reason: GiveUpReason | None = None
-
-    @classmethod
-    def retry_after_delay(cls, delay: float) -> RetryDecision:
-        """Retry after ``delay`` seconds."""
-        return cls(True, delay, None)
-
-    @classmethod
-    def give_up(cls, reason: GiveUpReason) -> RetryDecision:
-        """Stop retrying because of ``reason``."""
-        return cls(False, 0.0, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +207,7 @@ class RetryResult(Generic[T]):
             return self.value  # type: ignore[return-value]  # T may include None
         if self.reason is GiveUpReason.NOT_RETRYABLE:
             raise err
-        reason = self.reason.description if self.reason is not None else "gave up"
+        reason = self.reason.value if self.reason is not None else "gave up"
         raise RetryExhausted(
             f"gave up after {self.attempts} attempt(s), {reason} "
             f"(waited {self.total_delay:.6g} s, elapsed {self.elapsed:.6g} s); "
@@ -266,7 +224,7 @@ class RetryPolicy:
     ``max_attempts`` counts calls, the first included; delays are seconds (a
     ``max_delay`` below ``initial_delay`` wins); ``timeout`` is total seconds from
     the first call; ``on_retry`` is called with a :class:`RetryContext` before each
-    wait.  The keyword constructor checks its fields as the builders do.
+    wait.  The constructor, and so every builder, checks the fields.
     """
 
     strategy: BackoffStrategy = BackoffStrategy.EXPONENTIAL
@@ -287,12 +245,17 @@ class RetryPolicy:
         setf(self, "initial_delay", check_seconds(self.initial_delay, "initial_delay"))
         setf(self, "max_delay", check_seconds(self.max_delay, "max_delay"))
         if not isinstance(self.jitter, Jitter):
-            raise WrongType(f"jitter must be a Jitter, got {self.jitter!r}")
+            raise WrongType(
+                f"jitter must be a Jitter (or a bool in with_jitter), got {self.jitter!r}"
+            )
         if self.timeout is not None:
             setf(self, "timeout", check_seconds(self.timeout, "timeout", allow_zero=False))
         setf(self, "retry_on", _retry_on(self.retry_on))
-        _optional(self.budget, "budget", RetryBudget, "a RetryBudget")
-        _hook(self.on_retry)
+        budget, hook = self.budget, self.on_retry
+        if budget is not None and not isinstance(budget, RetryBudget):
+            raise WrongType(f"budget must be a RetryBudget or None, got {budget!r}")
+        if hook is not None and not callable(hook):
+            raise WrongType(f"on_retry must be callable or None, got {hook!r}")
 
     @classmethod
     def exponential(cls) -> RetryPolicy:
@@ -314,51 +277,39 @@ class RetryPolicy:
             max_delay=max(DEFAULT_MAX_DELAY, seconds),
         )
 
-    def _with(self, **changes: object) -> RetryPolicy:
-        new = copy.copy(self)  # the changed fields are checked by the builder
-        for name, value in changes.items():
-            object.__setattr__(new, name, value)
-        return new
-
     def with_max_attempts(self, n: int) -> RetryPolicy:
         """A copy allowing ``n`` calls in total, the first included (int >= 1)."""
-        return self._with(max_attempts=check_int(n, "max_attempts", minimum=1))
+        return replace(self, max_attempts=n)
 
     def with_initial_delay(self, seconds: float) -> RetryPolicy:
         """A copy whose first retry waits ``seconds`` (>= 0, finite)."""
-        return self._with(initial_delay=check_seconds(seconds, "initial_delay"))
+        return replace(self, initial_delay=seconds)
 
     def with_max_delay(self, seconds: float) -> RetryPolicy:
         """A copy whose backoff delays are capped at ``seconds`` (>= 0, finite)."""
-        return self._with(max_delay=check_seconds(seconds, "max_delay"))
+        return replace(self, max_delay=seconds)
 
     def with_jitter(self, jitter: bool | Jitter) -> RetryPolicy:
         """A copy with jitter: True is :attr:`Jitter.FULL`, False :attr:`Jitter.NONE`."""
         if isinstance(jitter, bool):
             jitter = Jitter.FULL if jitter else Jitter.NONE
-        elif not isinstance(jitter, Jitter):
-            raise WrongType(
-                f"jitter must be a bool or a Jitter, got {type(jitter).__name__} {jitter!r}"
-            )
-        return self._with(jitter=jitter)
+        return replace(self, jitter=jitter)
 
     def with_timeout(self, total_seconds: float | None) -> RetryPolicy:
         """A copy giving up when the next wait would end after ``total_seconds`` (> 0, or None)."""
-        if total_seconds is not None:
-            total_seconds = check_seconds(total_seconds, "timeout", allow_zero=False)
-        return self._with(timeout=total_seconds)
+        return replace(self, timeout=total_seconds)
 
     def with_retry_on(self, retry_on: RetryOn | type[Exception] | list[Any]) -> RetryPolicy:
         """A copy retrying only matching errors (types, or a predicate); others re-raise."""
-        return self._with(retry_on=_retry_on(retry_on))
+        return replace(self, retry_on=_retry_on(retry_on))
 
     def with_budget(self, budget: RetryBudget | None) -> RetryPolicy:
         """A copy drawing every retry from the shared ``budget`` (None: no budget)."""
-        return self._with(budget=_optional(budget, "budget", RetryBudget, "a RetryBudget"))
+        return replace(self, budget=budget)
 
     def with_on_retry(self, hook: Callable[[RetryContext], object] | None) -> RetryPolicy:
         """A copy calling ``hook(RetryContext)`` before each wait (async hooks: async only)."""
-        return self._with(on_retry=_hook(hook))
+        return replace(self, on_retry=hook)
 
     # -- delays and the planner ---------------------------------------------------
 
@@ -437,17 +388,17 @@ class RetryPolicy:
         self, index: int, error: BaseException, prev: float | None, elapsed: float, rng: Rng
     ) -> RetryDecision:
         if not self._retryable(error):
-            return RetryDecision.give_up(GiveUpReason.NOT_RETRYABLE)
+            return RetryDecision(False, 0.0, GiveUpReason.NOT_RETRYABLE)
         if index + 1 >= self.max_attempts:
-            return RetryDecision.give_up(GiveUpReason.MAX_ATTEMPTS)
+            return RetryDecision(False, 0.0, GiveUpReason.MAX_ATTEMPTS)
         delay = self._next_delay(index, prev, rng)
         retry_after = _retry_after_of(error)
         if retry_after is not None and retry_after > delay:
             delay = retry_after  # the server's instruction may exceed max_delay
         if self.timeout is not None and elapsed + delay > self.timeout:
-            return RetryDecision.give_up(GiveUpReason.TIMEOUT)
+            return RetryDecision(False, 0.0, GiveUpReason.TIMEOUT)
         if self.budget is not None and not self.budget.withdraw():
-            return RetryDecision.give_up(GiveUpReason.BUDGET)
+            return RetryDecision(False, 0.0, GiveUpReason.BUDGET)
         return RetryDecision(True, delay, None)
 
     def record_success(self) -> None:
@@ -534,18 +485,6 @@ class RetryPolicy:
     ) -> T:
         """:meth:`execute` for coroutine functions (sleeps with ``clock.sleep_async``)."""
         return (await self._loop_async(_bind(fn, args, kwargs), clock, rng)).unwrap()
-
-    async def execute_with_result_async(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        /,
-        *args: Any,
-        clock: Clock | None = None,
-        rng: Rng | None = None,
-        **kwargs: Any,
-    ) -> RetryResult[T]:
-        """The async counterpart of :meth:`execute_with_result`."""
-        return await self._loop_async(_bind(fn, args, kwargs), clock, rng)
 
     async def _loop_async(
         self, call: Callable[[], Awaitable[T]], clock: Clock | None, rng: Rng | None
@@ -676,15 +615,3 @@ def with_exponential_backoff(
     """``RetryPolicy.exponential().with_max_attempts(max_attempts).execute(fn)``."""
     policy = RetryPolicy.exponential().with_max_attempts(max_attempts)
     return policy.execute(fn, clock=clock, rng=rng)
-
-
-async def with_exponential_backoff_async(
-    fn: Callable[[], Awaitable[T]],
-    max_attempts: int,
-    *,
-    clock: Clock | None = None,
-    rng: Rng | None = None,
-) -> T:
-    """The async shortcut: ``...with_max_attempts(max_attempts).execute_async(fn)``."""
-    policy = RetryPolicy.exponential().with_max_attempts(max_attempts)
-    return await policy.execute_async(fn, clock=clock, rng=rng)
