@@ -189,17 +189,18 @@ class CacheEpochTracker:
 
     def invalidate_key(self, key: str, epoch: int) -> bool:
         """Raise the floor of ``key`` to ``epoch`` (never lowers it); whether it went up."""
-        return self._raise(_check_key(key), check_epoch(epoch))
+        return self._invalidate((_check_key(key),), check_epoch(epoch)) > 0
 
     def invalidate_keys(self, keys: Iterable[str], epoch: int) -> int:
         """Raise the floor of ``keys`` (an iterable of str) to ``epoch``; how many went up."""
-        checked = _check_keys(keys)
-        check_epoch(epoch)
-        return sum(self._raise(key, epoch) for key in checked)
+        return self._invalidate(_check_keys(keys), check_epoch(epoch))
 
     def apply_invalidation(self, event: CacheInvalidation) -> int:
         """Apply ``event`` (its keys to its floor); how many floors went up."""
-        keys, epoch = _check_event(event)
+        return self._invalidate(*_check_event(event))
+
+    def _invalidate(self, keys: tuple[str, ...], epoch: int) -> int:
+        """One invalidation event on checked values (the manager counts it)."""
         return sum(self._raise(key, epoch) for key in keys)
 
     def _raise(self, key: str, epoch: int) -> bool:
@@ -286,28 +287,17 @@ def _check_event(event: object) -> tuple[tuple[str, ...], int]:
     return keys, epoch
 
 
-def _check_snapshot(snapshot: object) -> None:
-    if not isinstance(snapshot, CacheFloorSnapshot):
-        raise WrongType(
-            f"snapshot must be a CacheFloorSnapshot, got {type(snapshot).__name__} {snapshot!r}"
-        )
+def _check_snapshot(snapshot: CacheFloorSnapshot) -> None:
+    """The values of a well-typed snapshot (the codec checks a decoded one's types)."""
     buckets = check_int(snapshot.eviction_buckets, "eviction_buckets", minimum=1)
-    for name, pairs in (("floors", snapshot.floors), ("evicted_floors", snapshot.evicted_floors)):
-        if type(pairs) is not tuple:
-            raise WrongType(f"{name} must be a tuple, got {type(pairs).__name__} {pairs!r}")
-        for i, pair in enumerate(pairs):
-            if type(pair) is not tuple or len(pair) != 2:
-                raise WrongType(f"{name}[{i}] must be a pair (.., floor), got {pair!r}")
-            head = pair[0]
-            if name == "floors":
-                _check_key(head, f"floors[{i}] key")
-            elif type(head) is not int or not 0 <= head < buckets:
-                error = InvalidArgument if type(head) is int else WrongType
-                raise error(
-                    f"evicted_floors[{i}] bucket must be an int in 0..{buckets - 1}, "
-                    f"got {type(head).__name__} {head!r}"
-                )
-            check_epoch(pair[1], f"{name}[{i}] floor")
+    for i, (_, floor) in enumerate(snapshot.floors):
+        check_epoch(floor, f"floors[{i}] floor")
+    for i, (index, floor) in enumerate(snapshot.evicted_floors):
+        if not 0 <= index < buckets:
+            raise InvalidArgument(
+                f"evicted_floors[{i}] bucket must be in 0..{buckets - 1}, got {index!r}"
+            )
+        check_epoch(floor, f"evicted_floors[{i}] floor")
     check_epoch(snapshot.global_floor, "global_floor")
 
 
@@ -342,21 +332,8 @@ class CacheManager(CacheEpochTracker):
         """Capacity of the value store (entries; 0 = disabled)."""
         return self._max_values
 
-    def apply_invalidation(self, event: CacheInvalidation) -> int:
-        """Apply an invalidation event (counted as one); how many floors went up."""
-        return self._invalidate(*_check_event(event))
-
-    def invalidate_keys(self, keys: Iterable[str], epoch: int) -> int:
-        """Raise the floor of ``keys`` to ``epoch`` as one invalidation event."""
-        return self._invalidate(_check_keys(keys), check_epoch(epoch))
-
-    def invalidate_key(self, key: str, epoch: int) -> bool:
-        """Raise the floor of ``key`` to ``epoch`` (one event of one key)."""
-        return self._invalidate((_check_key(key),), check_epoch(epoch)) > 0
-
     def _invalidate(self, keys: tuple[str, ...], epoch: int) -> int:
-        raise_ = self._raise
-        raised = sum(raise_(key, epoch) for key in keys)
+        raised = super()._invalidate(keys, epoch)
         self._invalidations += 1
         self._keys_invalidated += len(keys)
         if self._values:

@@ -1,14 +1,11 @@
 """Biscuit capability tokens: minting and fail-closed verification.
 
-A peer is asked for sync work only if it holds a `Biscuit
-<https://www.biscuitsec.org/>`_ token signed by the network's authority key
-whose authority block grants ``right("sync:request_digest")``
-(:data:`SYNC_REQUEST_DIGEST`) and, optionally, binds it with
-``subject(hex:...)`` to one :class:`DeviceId`.  Facts of attenuation blocks
-are not trusted; checks they carry run, and no ``time`` fact is given (an
-expiry fails closed).  Every verification problem, including an unexpected
-error inside the Biscuit library, raises :class:`~aura_sync.errors.CapabilityError`;
-only an argument of the wrong Python type raises :class:`~aura_sync.errors.WrongType`.
+A peer is asked for sync work only if its Biscuit token, signed by the network's
+authority key, grants ``right("sync:request_digest")`` in its authority block and,
+if it names a ``subject``, names that peer's DeviceId.  Attenuation blocks' facts
+are not trusted (their checks run; no ``time`` fact is given, so an expiry fails
+closed).  Every verification problem, a Biscuit library error included, raises
+:class:`~aura_sync.errors.CapabilityError`; a wrong Python type raises ``WrongType``.
 Every Biscuit detail lives here: the rest of the code sees ``bytes``.
 """
 
@@ -53,14 +50,19 @@ _AUTHORIZER_TIME_LIMIT: Final = datetime.timedelta(milliseconds=200)
 """Datalog time limit per verification (the library's 1 ms fails spuriously under load)."""
 
 
-def _build(
-    builder: biscuit_auth.AuthorizerBuilder, biscuit: biscuit_auth.Biscuit
-) -> biscuit_auth.Authorizer:
-    """The authorizer of ``biscuit`` with :data:`_AUTHORIZER_TIME_LIMIT` (every reader's)."""
+def _query(token: bytes, root: bytes, policy: str, rule: str, **params: object) -> set[object]:
+    """Authorize ``token`` (signed by ``root``) under ``policy`` and return the single
+    terms of ``rule``'s facts.  Raises whatever the Biscuit library raises."""
+    biscuit = biscuit_auth.Biscuit.from_bytes(token, _public_key(root))
+    builder = biscuit_auth.AuthorizerBuilder()
+    builder.add_code(policy, params)
     limits = builder.limits()  # type: ignore[attr-defined]
     limits.max_time = _AUTHORIZER_TIME_LIMIT
     builder.set_limits(limits)  # type: ignore[attr-defined]
-    return builder.build(biscuit)
+    authorizer = builder.build(biscuit)
+    authorizer.authorize()
+    facts = authorizer.query(biscuit_auth.Rule(rule))
+    return {fact.terms[0] for fact in facts if len(fact.terms) == 1}
 
 
 # biscuit-python 0.4's bundled stubs predate the ``Algorithm`` argument of
@@ -134,13 +136,7 @@ def capability_token_subject(token: bytes, root_public_key: bytes) -> DeviceId |
     """
     root = _check_token(token, root_public_key)
     try:
-        biscuit = biscuit_auth.Biscuit.from_bytes(token, _public_key(root))
-        builder = biscuit_auth.AuthorizerBuilder()
-        builder.add_code("allow if true;")
-        authorizer = _build(builder, biscuit)
-        authorizer.authorize()
-        facts = authorizer.query(biscuit_auth.Rule("bound($s) <- subject($s)"))
-        subjects = {fact.terms[0] for fact in facts if len(fact.terms) == 1}
+        subjects = _query(token, root, "allow if true;", "bound($s) <- subject($s)")
     except BaseException as exc:
         raise _failure(exc, SYNC_REQUEST_DIGEST) from exc
     if not subjects:
@@ -158,18 +154,10 @@ def issue_capability_token(
     rights: Iterable[str] = (SYNC_REQUEST_DIGEST,),
     subject: DeviceId | None = None,
 ) -> bytes:
-    """Mint a Biscuit token signed by the authority that grants ``rights``.
-
-    :param authority_private_key: the authority's 32-byte Ed25519 private key.
-    :param rights: the rights granted, e.g. ``("sync:request_digest",)``; at
-        least one; each 1-128 characters of letters, digits and ``_.:/-``.
-    :param subject: the peer the token is for; verification for any other peer
-        fails.  ``None`` mints a bearer token valid for whoever presents it.
-    :returns: the serialized token.
-    :raises WrongType: an argument of the wrong type.
-    :raises InvalidArgument: a wrong key length, no rights, a malformed right,
-        or rights too many for a token of at most :data:`MAX_TOKEN_SIZE` bytes.
-    """
+    """A token signed by the authority (its 32-byte private key) granting ``rights`` (at
+    least one, each 1-128 characters of letters, digits and ``_.:/-``), bound to
+    ``subject`` (None: a bearer token).  WrongType for a wrong type; InvalidArgument
+    for a bad key, no or malformed rights, or a token over :data:`MAX_TOKEN_SIZE`."""
     _check_key_bytes(authority_private_key, "authority_private_key")
     given: object = rights
     if isinstance(given, str | bytes) or not isinstance(given, Iterable):
@@ -208,21 +196,11 @@ def verify_capability_token(
     required_right: str = SYNC_REQUEST_DIGEST,
     subject: DeviceId | None = None,
 ) -> tuple[str, ...]:
-    """Verify ``token`` and return the rights its authority block grants, sorted.
-
-    :param token: the serialized Biscuit token (at most :data:`MAX_TOKEN_SIZE` bytes).
-    :param root_public_key: the authority's 32-byte Ed25519 public key.
-    :param required_right: the right the token must grant.
-    :param subject: the peer presenting the token (a token bound to another is
-        refused); ``None`` skips the subject check.
-    :raises CapabilityError: the token is empty, too large, malformed, foreign,
-        lacks ``required_right``, is bound to another subject or fails its own
-        checks; any error of the Biscuit library becomes one (fail closed).
-    :raises WrongType: ``token``/``root_public_key`` is not bytes, or
-        ``subject`` is not a DeviceId.
-    :raises InvalidArgument: ``root_public_key`` has the wrong size or
-        ``required_right`` is malformed.
-    """
+    """The rights, sorted, that ``token``'s authority block grants, once verified against
+    the authority's ``root_public_key``: it must grant ``required_right`` and, if bound,
+    be bound to ``subject`` (None skips that check).  CapabilityError (fail closed) for
+    an empty, oversized, malformed or foreign token, a missing right, another subject
+    or a failed check; WrongType for wrong types; InvalidArgument for a bad key or right."""
     if type(required_right) is not str:
         raise WrongType(
             f"required_right must be a str, got {type(required_right).__name__} {required_right!r}"
@@ -232,12 +210,18 @@ def verify_capability_token(
     if subject is not None and type(subject) is not DeviceId:
         raise WrongType(f"subject must be a DeviceId or None, got {type(subject).__name__}")
     root = _check_token(token, root_public_key)
+    policy = "allow if right({r});"
+    if subject is not None:
+        policy = "reject if subject($s), $s != {peer};\n" + policy
+    peer = {} if subject is None else {"peer": subject.raw}
     try:
-        return _verify(token, root, required_right, subject)
-    except CapabilityError:
-        raise
+        terms = _query(token, root, policy, "granted($r) <- right($r)", r=required_right, **peer)
     except BaseException as exc:
         raise _failure(exc, required_right) from exc
+    granted = {term for term in terms if type(term) is str}
+    if required_right not in granted:  # defence in depth: the policy already demands it
+        raise CapabilityError(f"capability token does not grant {required_right!r}")
+    return tuple(sorted(granted))
 
 
 def _check_token(token: object, root_public_key: bytes) -> bytes:
@@ -259,38 +243,14 @@ def _failure(exc: BaseException, required_right: str) -> CapabilityError:
     interpreter control flow is re-raised."""
     if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
         raise exc
-    return CapabilityError(_describe_failure(exc, required_right))
-
-
-def _verify(
-    token: bytes, root: bytes, required_right: str, subject: DeviceId | None
-) -> tuple[str, ...]:
-    biscuit = biscuit_auth.Biscuit.from_bytes(token, _public_key(root))
-    builder = biscuit_auth.AuthorizerBuilder()
-    if subject is not None:
-        builder.add_code("reject if subject($s), $s != {peer};", {"peer": subject.raw})
-    builder.add_code("allow if right({r});", {"r": required_right})
-    authorizer = _build(builder, biscuit)
-    authorizer.authorize()
-    granted: set[str] = set()
-    for fact in authorizer.query(biscuit_auth.Rule("granted($r) <- right($r)")):
-        terms = fact.terms
-        if len(terms) == 1 and type(terms[0]) is str:
-            granted.add(terms[0])
-    if required_right not in granted:  # defence in depth: the policy already demands it
-        raise CapabilityError(f"capability token does not grant {required_right!r}")
-    return tuple(sorted(granted))
-
-
-def _describe_failure(exc: BaseException, required_right: str) -> str:
+    what = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, biscuit_auth.BiscuitValidationError):
-        return (
-            "capability token is malformed or not signed by the configured authority "
-            f"({type(exc).__name__}: {exc})"
-        )
-    if isinstance(exc, biscuit_auth.AuthorizationError):
-        return f"capability token does not authorize {required_right!r} for this peer: {exc}"
-    return f"capability token could not be verified ({type(exc).__name__}: {exc})"
+        why = f"is malformed or not signed by the configured authority ({what})"
+    elif isinstance(exc, biscuit_auth.AuthorizationError):
+        why = f"does not authorize {required_right!r} for this peer: {exc}"
+    else:
+        why = f"could not be verified ({what})"
+    return CapabilityError(f"capability token {why}")
 
 
 def _check_key_bytes(value: object, name: str) -> bytes:
