@@ -119,7 +119,6 @@ def _config_from_flags(config_path: Path | None, overrides: dict[str, object]) -
     default=None,
     help="Let `aura-sync crash ACTOR` crash this node's actors (tests, demos).",
 )
-@click.option("--debug-endpoints", is_flag=True, default=None, hidden=True)
 @click.option("--refuse-sync", is_flag=True, default=None, hidden=True)
 def node(
     *,
@@ -138,7 +137,6 @@ def node(
     log_format: str | None,
     ready_file: Path | None,
     fault_injection: bool | None,
-    debug_endpoints: bool | None,
     refuse_sync: bool | None,
 ) -> None:
     """Run one long-lived node until SIGINT/SIGTERM.
@@ -171,7 +169,6 @@ def node(
         "metrics_listen": metrics_listen,
         "log_level": log_level,
         "log_format": log_format,
-        "debug_endpoints": debug_endpoints,
         "fault_injection": fault_injection,
         "refuse_sync": refuse_sync,
     }

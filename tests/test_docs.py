@@ -70,7 +70,7 @@ def test_configuration_reference_lists_every_key_with_its_default() -> None:
 
     defaults = cfg.NodeConfig()
     documented = documented_keys()
-    hidden = {"debug_endpoints", "refuse_sync", "cache_max_keys"}  # demo-only; [cache] max_keys
+    hidden = {"refuse_sync", "cache_max_keys"}  # demo-only; [cache] max_keys
     top = {k for k in cfg._TOP_LEVEL if k not in hidden}
     assert set(documented[""]) == top
     for key in top:

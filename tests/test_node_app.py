@@ -55,7 +55,7 @@ def test_subscription_delivers_each_op_once_per_cursor_across_a_crash_and_a_rest
     tmp_path: Path,
 ) -> None:
     """Local and synced ops, a crash of the protocol actor, a restart from the stored cursor."""
-    a = make_node(tmp_path / "a", debug_endpoints=True)
+    a = make_node(tmp_path / "a", fault_injection=True)
     b = make_node(tmp_path / "b", bootstrap=[a.bootstrap_address])
     seen: list[LogEntry] = []
     try:

@@ -16,6 +16,11 @@ from typing import Any
 import pytest
 from _node_helpers import Cluster, cluster, wait_until
 
+from aura_sync.errors import AuraError
+from aura_sync.messages.sync import AppendOps, OpsAppended
+from aura_sync.node.control_client import ControlClient
+from aura_sync.node.wire import CrashActor
+
 BOOT = "import sys; from aura_sync.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -47,7 +52,7 @@ class NodeProcess:
                 "0",
                 "--ready-file",
                 str(self.ready),
-                "--debug-endpoints",
+                "--fault-injection",
                 "--sync-interval",
                 "0.1",
                 "--log-level",
@@ -71,16 +76,20 @@ class NodeProcess:
         self.metrics, self.listen = doc["metrics"], doc["listen"]
         return True
 
-    def call(self, method: str, path: str) -> dict[str, Any]:
-        req = urllib.request.Request(
-            f"http://{self.metrics}{path}", data=b"" if method == "POST" else None, method=method
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://{self.metrics}/health", timeout=5) as resp:
             doc: dict[str, Any] = json.loads(resp.read())
             return doc
 
-    def health(self) -> dict[str, Any]:
-        return self.call("GET", "/health")
+    def append(self, count: int) -> OpsAppended:
+        """``count`` ops through the control socket, as ``aura-sync append`` writes them."""
+        payloads = tuple(b"op %d" % i for i in range(count))
+        with ControlClient(self.data_dir) as client:
+            return client.call("anti_entropy", AppendOps(payloads), 10.0)
+
+    def crash(self, target: str) -> None:
+        with ControlClient(self.data_dir, connect_timeout=1.0) as client:
+            client.call("node", CrashActor(target), 5.0)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -107,8 +116,7 @@ def test_killed_node_restarts_from_its_data_dir_catches_up_and_loses_nothing(
     b = NodeProcess(tmp_path / "b", "--bootstrap", a.bootstrap_address)
     try:
         b.start()
-        written = b.call("POST", "/debug/write?count=60")
-        assert written["written"] == 60
+        assert b.append(60).added == 60
         b.kill()  # right after the acknowledgement: maybe nothing was synced yet
         a.append([b"while b was down %d" % i for i in range(40)])
         b.start(b.listen)
@@ -135,7 +143,7 @@ def test_sigint_stops_a_connected_node_cleanly_within_its_shutdown_timeout(
     b = NodeProcess(tmp_path / "b", "--bootstrap", a.bootstrap_address)
     try:
         b.start()
-        b.call("POST", "/debug/write?count=5")
+        b.append(5)
         wait_until(lambda: len(a.journal) == 5, 15, "a connection and a sync round")
         assert b.proc is not None
         started = time.monotonic()
@@ -154,9 +162,9 @@ def test_node_exits_non_zero_when_its_root_supervisor_gives_up(tmp_path: Path) -
         assert node.proc is not None
         for _ in range(40):  # crash the protocol actor faster than any intensity allows
             try:
-                node.call("POST", "/debug/crash?target=anti_entropy")
-            except OSError:
-                break  # the node is already gone
+                node.crash("anti_entropy")
+            except (OSError, AuraError):
+                break  # the node is already gone (ConfigError: nobody answers)
         assert node.proc.wait(30) == 1
     finally:
         node.close()

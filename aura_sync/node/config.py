@@ -248,8 +248,6 @@ class NodeConfig:
         TCP transport (:data:`NODE_TRANSPORT` unless set).
     :param cache_max_keys: keys tracked by the epoch cache (>= 1).
     :param state: what survives a restart and how often it is saved (``[state]``).
-    :param debug_endpoints: expose ``POST /debug/*`` (fault injection, op
-        writes) on the metrics port; only ``aura-sync demo`` turns it on.
     :param fault_injection: actors honour ``InjectCrash`` (``aura-sync crash``
         through the control socket; the demo turns it on).
     :param refuse_sync: refuse every sync request and run no rounds (the
@@ -283,7 +281,6 @@ class NodeConfig:
     transport: TransportConfig = field(default_factory=lambda: NODE_TRANSPORT)
     cache_max_keys: int = 1024
     state: StateConfig = field(default_factory=StateConfig)
-    debug_endpoints: bool = False
     fault_injection: bool = False
     refuse_sync: bool = False
 
@@ -486,7 +483,6 @@ _TOP_LEVEL: Final[dict[str, Callable[[str, Any], Any]]] = {
     "log_format": _log_format,
     "protocols": _protocols,
     "cache_max_keys": _int_in(1, 2**31 - 1),
-    "debug_endpoints": _bool,
     "fault_injection": _bool,
     "refuse_sync": _bool,
 }

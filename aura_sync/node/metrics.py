@@ -13,10 +13,10 @@ Role
     * ``GET /metrics``: Prometheus text format from a *per-node*
       :class:`prometheus_client.CollectorRegistry` (never the process-global
       one, so several nodes can live in one process), with the process and
-      platform collectors;
-    * optionally ``POST /debug/<action>`` (only when the node runs with
-      ``debug_endpoints``, i.e. under ``aura-sync demo``): fault injection
-      and op writes, forwarded to a callback.
+      platform collectors.
+
+    Nothing else is served: writes and fault injection go through the
+    control socket (:mod:`aura_sync.node.control`).
 
 Guarantees
     The exposition passes ``promtool check metrics``; every labelled series
@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from prometheus_client import (
     CollectorRegistry,
@@ -61,7 +61,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from aura_sync import __version__
-from aura_sync.errors import AuraError, InvalidArgument, TransportError, WrongType
+from aura_sync.errors import InvalidArgument, TransportError, WrongType
 from aura_sync.infrastructure.peers import PeerStatus
 from aura_sync.node.logs import JsonFormatter, KeyValueFormatter, configure_logging, kv
 
@@ -69,7 +69,6 @@ __all__ = [
     "CONTENT_TYPE_LATEST",
     "NODE_STATUSES",
     "ChildHealth",
-    "DebugAction",
     "JsonFormatter",
     "KeyValueFormatter",
     "MetricsServer",
@@ -89,12 +88,7 @@ NODE_STATUSES: Final = ("starting", "ok", "degraded", "stopping", "failed")
 
 _PREFIX: Final = "aura_sync"
 _log = logging.getLogger("aura_sync.node.metrics")
-_MAX_BODY: Final = 64 * 1024
 _CLIENT_TIMEOUT: Final = 10.0
-
-DebugAction = Callable[[str, Mapping[str, str]], Mapping[str, Any]]
-"""``(action, query parameters) -> JSON-able result``; raises AuraError for a bad request."""
-
 
 # --- the snapshot ----------------------------------------------------------------------------
 
@@ -489,46 +483,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
-    def do_POST(self) -> None:
-        owner = self.server.owner
-        parts = urlsplit(self.path)
-        text = self.headers.get("Content-Length") or "0"
-        length = int(text) if text.isdigit() else -1
-        if length < 0:
-            self.close_connection = True  # the body's end is unknown: do not read it
-            self._json(HTTPStatus.BAD_REQUEST, {"error": f"bad Content-Length {text!r}"})
-            return
-        if length > _MAX_BODY:
-            self.close_connection = True
-            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
-            return
-        if length:
-            self.rfile.read(length)
-        if owner.debug is None or not parts.path.startswith("/debug/"):
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {parts.path}"})
-            return
-        action = parts.path[len("/debug/") :]
-        params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        try:
-            result = owner.debug(action, params)
-        except AuraError as exc:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": f"{type(exc).__name__}: {exc}"})
-            return
-        except Exception as exc:
-            _log.exception("event=debug_action_failed action=%s", action)
-            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
-            return
-        self._json(HTTPStatus.OK, dict(result))
-
 
 class MetricsServer:
-    """The node's local HTTP endpoint (``/health``, ``/metrics``, optional ``/debug/*``).
+    """The node's local HTTP endpoint (``/health``, ``/metrics``).
 
     :param source: returns the current :class:`NodeSnapshot` (called per request).
     :param port: TCP port (0: any free port; see :attr:`port`).
     :param host: the address to bind: loopback by default; ``"0.0.0.0"`` or
         ``"::"`` lets a Prometheus on another host scrape it.
-    :param debug: handler of ``POST /debug/<action>``; None disables them (404).
     :param metrics: the node's :class:`NodeMetrics` (default: a new one over ``source``).
     :raises TransportError: the port cannot be bound.
     :raises InvalidArgument, WrongType: bad port or non-callable source.
@@ -540,7 +502,6 @@ class MetricsServer:
         port: int = 0,
         *,
         host: str = "127.0.0.1",
-        debug: DebugAction | None = None,
         metrics: NodeMetrics | None = None,
     ) -> None:
         if not callable(source):
@@ -549,10 +510,7 @@ class MetricsServer:
             raise WrongType(f"port must be an int, got {type(port).__name__} {port!r}")
         if not 0 <= port <= 65535:
             raise InvalidArgument(f"port must be in 0..65535, got {port}")
-        if debug is not None and not callable(debug):
-            raise WrongType(f"debug must be callable or None, got {type(debug).__name__}")
         self.source = source
-        self.debug = debug
         if type(host) is not str or not host:
             raise WrongType(f"host must be a non-empty string, got {host!r}")
         self.metrics = metrics if metrics is not None else NodeMetrics(source)

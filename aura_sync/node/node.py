@@ -49,10 +49,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import Final
 
 from aura_sync.actors.address import ActorAddress
 from aura_sync.effects import Clock, Rng, Scheduler, SystemRng, system_effects
@@ -102,7 +102,6 @@ JOURNAL_FILE: Final = "journal.sqlite3"
 """Name of the journal database inside the data directory."""
 
 _ACTORS: Final = ("cache", "rate_limiter", "peer_manager", "pool", "anti_entropy")
-_MAX_DEBUG_WRITE: Final = 100_000
 
 TransportFactory = Callable[[NodeIdentity], Transport]
 
@@ -124,7 +123,7 @@ class Node(ApplicationApi):
     :param clock, rng: effects for the supervision tree and the actors
         (default: the system ones).
     :param fault_injection: let actors honour ``InjectCrash`` (default: on
-        when ``config.fault_injection`` or ``config.debug_endpoints``).
+        when ``config.fault_injection``).
     :param protocols: plug-in :class:`~aura_sync.protocols.plugin.ProtocolSpec`
         values started after anti-entropy (then those named by ``config.protocols``).
     """
@@ -156,8 +155,7 @@ class Node(ApplicationApi):
         self._clock: Clock = clock or system_effects()[0]
         self._scheduler = Scheduler(self._clock)
         self._rng: Rng = rng or SystemRng()
-        default = config.debug_endpoints or config.fault_injection
-        self._faults = default if fault_injection is None else fault_injection
+        self._faults = config.fault_injection if fault_injection is None else fault_injection
         self._identity: NodeIdentity | None = None
         self._journal: Journal | None = None
         self._dir_lock: DataDirLock | None = None
@@ -300,7 +298,6 @@ class Node(ApplicationApi):
                         self.snapshot,
                         cfg.metrics_port,
                         host=cfg.metrics_listen,
-                        debug=self._debug_action if cfg.debug_endpoints else None,
                         metrics=self.metrics,
                     )
                 except TransportError as exc:  # the port is taken or not ours to bind
@@ -486,33 +483,6 @@ class Node(ApplicationApi):
         if not self._faults:
             raise InvalidArgument("fault injection is disabled on this node")
         self.address_of(target).tell(InjectCrash(reason))
-
-    def _debug_action(self, action: str, params: Mapping[str, str]) -> Mapping[str, Any]:
-        """``POST /debug/<action>`` (demo mode only): ``write?count=N`` or ``crash?target=X``."""
-        if action == "write":
-            try:
-                count = int(params.get("count", "1"))
-            except ValueError:
-                raise InvalidArgument(
-                    f"count must be an integer, got {params.get('count')!r}"
-                ) from None
-            if not 1 <= count <= _MAX_DEBUG_WRITE:
-                raise InvalidArgument(f"count must be in 1..{_MAX_DEBUG_WRITE}, got {count}")
-            written = 0
-            last: OpsAppended | None = None
-            stamp = time.time_ns()
-            while written < count:
-                n = min(1024, count - written)
-                payloads = [f"demo {stamp} {written + i}".encode() for i in range(n)]
-                last = self.append(payloads)
-                written += last.added
-            assert last is not None
-            return {"written": written, "own_ops": last.own_ops, "ops": last.total_ops}
-        if action == "crash":
-            target = params.get("target", "pool")
-            self.inject_crash(target)
-            return {"crashed": target}
-        raise InvalidArgument(f"unknown debug action {action!r} (write, crash)")
 
     # --- observation ----------------------------------------------------------------------
 
