@@ -277,7 +277,7 @@ def test_nested_under_a_root_supervisor(clock: ManualClock, connector: FakeConne
         name="node",
     ).start()
     try:
-        infra = Infrastructure.attach(nested, cfg)
+        infra = Infrastructure(nested)
         assert infra.cache.name == "node/infrastructure/cache"
         infra.cache.call(InvalidateKeys(("k",), 2))
         infra.cache.ask(InjectCrash())

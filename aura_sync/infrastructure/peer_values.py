@@ -41,6 +41,7 @@ def _check_address(value: object, name: str = "address") -> str | None:
 
 class PeerStatus(enum.Enum):
     """Where a peer is in its connection life cycle."""
+
     DISCOVERED = "discovered"  # known, never contacted
     CONNECTING = "connecting"  # a connection attempt is in progress
     CONNECTED = "connected"  # usable for sync

@@ -1,20 +1,25 @@
 """Messages of the actor runtime and the supervisor protocol (0xA0-0xBF; 0xB0+ for tests).
 
-Child start/exit reports, the backoff timer, the Supervisor handle's requests:
-all encodable (what carries a callable or a live address is in ``supervisors._state``).
+Child start/exit reports, the backoff timer, the ``Supervisor`` handle's requests
+(what carries a callable is in ``supervisors._state``).
 """
 
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
-from aura_sync.messages._base import Message, message
+from aura_sync.messages._base import Message, Request, message
+
+if TYPE_CHECKING:  # reply types of the actor and supervision layers, named as strings
+    from aura_sync.actors.address import ActorAddress  # noqa: F401
+    from aura_sync.supervisors._state import ChildInfo
 
 
 class ExitKind(enum.Enum):
-    """Why an incarnation ended: NORMAL (stopped on request or by itself), CRASHED (an
-    exception escaped a handler, ``on_start`` or ``on_stop``), START_FAILED (``on_start``
-    raised), GAVE_UP (a supervisor passed its restart intensity: OTP's ``shutdown``)."""
+    """Why an incarnation ended: NORMAL (stopped), CRASHED (an exception escaped a
+    handler or ``on_stop``), START_FAILED (``on_start`` raised), GAVE_UP (a supervisor
+    passed its restart intensity: OTP's ``shutdown``)."""
 
     NORMAL = "normal"
     CRASHED = "crashed"
@@ -29,8 +34,8 @@ class ExitKind(enum.Enum):
 
 class EventKind(enum.Enum):
     """Kinds of :class:`SupervisionEvent`: a child STARTED, FAILED (crashed, failed to
-    start, exited when it should not have), RESTARTED after a failure, STOPPED on
-    request (or killed after its shutdown); the supervisor GAVE_UP."""
+    start, exited when it should not have), RESTARTED, STOPPED on request (or killed
+    after its shutdown); the supervisor GAVE_UP."""
 
     STARTED = "started"
     FAILED = "failed"
@@ -40,8 +45,8 @@ class EventKind(enum.Enum):
 
 
 class ChildStatus(enum.Enum):
-    """A child's state in ``which_children``; RESTARTING: down after a failure (maybe in
-    backoff); TERMINATED: not running, spec kept (``restart_child``/``delete_child``)."""
+    """A child's state; RESTARTING: down after a failure (maybe in backoff); TERMINATED:
+    not running, spec kept (``restart_child`` / ``delete_child``)."""
 
     STARTING = "starting"
     RUNNING = "running"
@@ -59,7 +64,7 @@ class ChildType(enum.Enum):
 
 @message(0xA0)
 class ChildStarted(Message):
-    """A child incarnation finished ``on_start`` (sent by its thread to the supervisor)."""
+    """A child incarnation finished ``on_start`` (told by its thread to the supervisor)."""
 
     child_id: str
     incarnation: int
@@ -84,29 +89,29 @@ class BackoffElapsed(Message):
 
 
 @message(0xA5)
-class TerminateChild(Message):
-    """Stop a child and keep its spec (OTP ``terminate_child``); replies ``Ack``."""
+class TerminateChild(Request[None]):
+    """OTP ``terminate_child``: stop a child, keep its spec."""
 
     child_id: str
 
 
 @message(0xA6)
-class RestartChild(Message):
-    """Start a terminated child again (OTP ``restart_child``); replies with its address."""
+class RestartChild(Request["ActorAddress"]):
+    """OTP ``restart_child``: start a terminated child again."""
 
     child_id: str
 
 
 @message(0xA7)
-class DeleteChild(Message):
-    """Forget a terminated child's spec (OTP ``delete_child``); replies ``Ack``."""
+class DeleteChild(Request[None]):
+    """OTP ``delete_child``: forget a terminated child's spec."""
 
     child_id: str
 
 
 @message(0xA8)
-class WhichChildren(Message):
-    """Ask for every child's id, address, type, status and restart count."""
+class WhichChildren(Request[tuple["ChildInfo", ...]]):
+    """Every child's id, address, type, status and restart count."""
 
 
 @message(0xAA)
@@ -120,8 +125,8 @@ class ChildCounts(Message):
 
 
 @message(0xAB)
-class AddressOf(Message):
-    """Ask for the (stable) address of a child."""
+class AddressOf(Request["ActorAddress"]):
+    """The (stable) address of a child."""
 
     child_id: str
 
@@ -133,12 +138,9 @@ class StopSupervisor(Message):
 
 @message(0xAD)
 class SupervisionEvent(Message):
-    """Something happened to a child (or to the supervisor): for subscribers and counters.
-
-    ``supervisor`` is the supervisor's name; ``child_id`` is empty for
-    supervisor-wide events (GAVE_UP); ``incarnation`` counts the child's
-    starts (1 = first); ``time`` is the supervisor's clock, in seconds.
-    """
+    """Something happened to a child (``child_id`` empty: to the supervisor itself);
+    ``incarnation`` counts the child's starts (1 = first); ``time`` is the
+    supervisor's clock, in seconds."""
 
     kind: EventKind
     supervisor: str

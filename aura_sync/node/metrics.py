@@ -338,9 +338,7 @@ def _families(snap: NodeSnapshot) -> Iterator[Metric]:
         value=float(snap.sync.get("requests_rate_limited", 0)),
     )
     for key, doc in _SYNC_GAUGES.items():
-        yield GaugeMetricFamily(
-            f"{_PREFIX}_sync_{key}", doc, value=float(snap.sync.get(key, 0))
-        )
+        yield GaugeMetricFamily(f"{_PREFIX}_sync_{key}", doc, value=float(snap.sync.get(key, 0)))
     journal_ops = snap.journal.get("ops")
     yield GaugeMetricFamily(
         f"{_PREFIX}_journal_operations",

@@ -1,11 +1,10 @@
 """The supervisor actor: OTP supervision as a non-blocking sequence of tasks.
 
-Each multi-step operation (start the children, restart a group, shut down) is
-a task of :mod:`aura_sync.actors._tasks` waiting with ``WaitFor((child_id,
-incarnation, phase))``, resumed by the child's ``ChildStarted`` /
-``ChildExited`` or by a ``_Deadline`` timer.  One operation runs at a time, as
-in OTP; read-only requests are answered at once; a restart backoff is a
-scheduled ``BackoffElapsed``.  The rules are listed in :mod:`aura_sync.supervisors`.
+Each operation (start the children, restart a group, a dynamic-API call, shut
+down) is a task (:mod:`aura_sync.actors._tasks`) waiting with ``WaitFor((child_id,
+incarnation, phase))``, resumed by ``ChildStarted`` / ``ChildExited`` or a
+``_Deadline`` timer.  One runs at a time, as in OTP; reads are answered at once; a
+restart backoff is a scheduled ``BackoffElapsed``.  Rules: :mod:`aura_sync.supervisors`.
 """
 
 from __future__ import annotations
@@ -82,11 +81,6 @@ class _Deadline(LocalMessage):
 
 def _error(kind: type[AuraError], text: str) -> ErrorReply:
     return ErrorReply(kind.__name__, text)
-
-
-def _answer(reply: ReplySlot | None, value: Any) -> None:
-    if reply is not None:
-        reply.set(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,15 +183,14 @@ class SupervisorActor(AuraActor):
 
     def _emergency_stop(self, why: str) -> None:
         """Stop children from a dying supervisor thread (bounded joins; crash path only)."""
-        running = [ch for ch in reversed(self._children.values()) if ch.actor is not None]
-        for ch in running:
-            self._request_stop(ch, why)
-        for ch in running:
-            actor = ch.actor
-            thread = actor._aura_thread if actor is not None else None
+        running = [(c, c.actor) for c in reversed(self._children.values()) if c.actor is not None]
+        for ch, actor in running:
+            self._request_stop(ch, actor, why)
+        for ch, actor in running:
+            thread = actor._aura_thread
             if thread is not None:
                 thread.join(ch.spec.shutdown)
-                if thread.is_alive() and actor is not None:
+                if thread.is_alive():
                     self._kill(actor)
         self._close_all(why)
 
@@ -234,20 +227,16 @@ class SupervisorActor(AuraActor):
     def _deadline(self, key: Key, seconds: float) -> TimerHandle:
         return self._scheduler.send_after(seconds, self.address, _Deadline(key))
 
-    @handles(_Deadline)
-    def _on_deadline(self, msg: _Deadline) -> None:
-        if self._tasks.notify(msg.key, msg):  # else it came too late: ignored
+    @handles(_Deadline, ChildStarted)
+    def _on_wake(self, msg: _Deadline | ChildStarted) -> None:
+        key = msg.key if isinstance(msg, _Deadline) else (msg.child_id, msg.incarnation, _START)
+        if self._tasks.notify(key, msg):  # else it came too late: ignored
             self._next()
 
     @handles(Resume)
     def _on_resume(self, msg: Resume) -> None:
         self._tasks.resume(msg)
         self._next()
-
-    @handles(ChildStarted)
-    def _on_child_started(self, msg: ChildStarted) -> None:
-        if self._tasks.notify((msg.child_id, msg.incarnation, _START), msg):
-            self._next()
 
     @handles(ChildExited)
     def _on_child_exited(self, msg: ChildExited) -> None:
@@ -280,28 +269,13 @@ class SupervisorActor(AuraActor):
 
     # --- API requests ------------------------------------------------------------------------
 
-    def _queue(self, op: Callable[..., Op], *args: Any) -> Any:
-        """Queue an API operation that answers the current ask when it ends."""
+    @handles(StartChildRequest, TerminateChild, RestartChild, DeleteChild)
+    def _api_change(self, msg: Any) -> Any:
+        """Queue a dynamic-API operation; it answers the current ask when it ends."""
         if self._closing:
             return _error(SupervisorStopped, f"supervisor {self._cfg.name} is shutting down")
-        self._submit(partial(op, *args, self.current_reply()))
+        self._submit(partial(self._op_api, msg, self.current_reply()))
         return DEFERRED
-
-    @handles(StartChildRequest)
-    def _api_start_child(self, msg: StartChildRequest) -> Any:
-        return self._queue(self._op_start_child, msg.spec)
-
-    @handles(TerminateChild)
-    def _api_terminate_child(self, msg: TerminateChild) -> Any:
-        return self._queue(self._op_terminate_child, msg.child_id)
-
-    @handles(RestartChild)
-    def _api_restart_child(self, msg: RestartChild) -> Any:
-        return self._queue(self._op_restart_child, msg.child_id)
-
-    @handles(DeleteChild)
-    def _api_delete_child(self, msg: DeleteChild) -> Any:
-        return self._queue(self._op_delete_child, msg.child_id)
 
     @handles(StopSupervisor)
     def _api_stop(self, msg: StopSupervisor) -> Any:
@@ -416,80 +390,53 @@ class SupervisorActor(AuraActor):
                 self._submit(partial(self._op_child_exited, retry))
                 return
 
-    def _op_start_child(self, spec: ChildSpec, reply: ReplySlot | None) -> Op:
+    def _op_api(self, msg: Any, reply: ReplySlot | None) -> Op:
+        if isinstance(msg, StartChildRequest):
+            answer = yield from self._start_new(msg.spec)
+        elif (ch := self._children.get(msg.child_id)) is None:
+            answer = self._not_found(msg.child_id)
+        elif isinstance(msg, TerminateChild):
+            yield from self._stop_child(ch, "terminated")
+            self._cancel_pending(ch)
+            self._retire(ch, "terminated")
+            answer = Ack()
+        elif ch.status is not ChildStatus.TERMINATED:
+            answer = _error(RunningChild, f"child {ch.id!r} is {ch.status.value}")
+        elif isinstance(msg, DeleteChild):
+            self._remove(ch, "deleted")
+            answer = Ack()
+        else:  # RestartChild
+            ok, why = yield from self._start_child(ch, EventKind.STARTED)
+            if not ok:
+                ch.slot.address._close(why)
+            answer = ch.slot.address if ok else _error(StartFailed, why)
+        if reply is not None:
+            reply.set(answer)
+
+    def _start_new(self, spec: ChildSpec) -> Generator[Any, Any, Any]:
         existing = self._children.get(spec.id)
         if existing is not None:
             state = "started" if existing.status is not ChildStatus.TERMINATED else "present"
-            _answer(reply, _error(AlreadyPresent, f"child {spec.id!r} is already {state}"))
-            return
-        ch = self._new_child(spec)
-        self._children[spec.id] = ch
+            return _error(AlreadyPresent, f"child {spec.id!r} is already {state}")
+        ch = self._children[spec.id] = self._new_child(spec)
         ok, why = yield from self._start_child(ch, EventKind.STARTED)
-        if not ok:
-            if self._children.get(spec.id) is ch:
-                self._remove(ch, why)
-            _answer(reply, _error(StartFailed, why))
-            return
-        _answer(reply, ch.slot.address)
-
-    def _op_terminate_child(self, child_id: str, reply: ReplySlot | None) -> Op:
-        ch = self._children.get(child_id)
-        if ch is None:
-            _answer(reply, self._not_found(child_id))
-            return
-        yield from self._stop_child(ch, "terminated")
-        self._cancel_pending(ch)
-        self._retire(ch, "terminated")
-        _answer(reply, Ack())
-
-    def _op_restart_child(self, child_id: str, reply: ReplySlot | None) -> Op:
-        ch = self._children.get(child_id)
-        if ch is None:
-            _answer(reply, self._not_found(child_id))
-            return
-        if ch.status is not ChildStatus.TERMINATED:
-            _answer(reply, _error(RunningChild, f"child {child_id!r} is {ch.status.value}"))
-            return
-        ok, why = yield from self._start_child(ch, EventKind.STARTED)
-        if not ok:
-            ch.slot.address._close(why)
-            _answer(reply, _error(StartFailed, why))
-            return
-        _answer(reply, ch.slot.address)
-
-    def _op_delete_child(self, child_id: str, reply: ReplySlot | None) -> Op:
-        yield from ()  # a generator like every operation, though it never waits
-        ch = self._children.get(child_id)
-        if ch is None:
-            _answer(reply, self._not_found(child_id))
-        elif ch.status is not ChildStatus.TERMINATED:
-            _answer(reply, _error(RunningChild, f"child {child_id!r} is {ch.status.value}"))
-        else:
-            self._remove(ch, "deleted")
-            _answer(reply, Ack())
+        if ok:
+            return ch.slot.address
+        if self._children.get(spec.id) is ch:
+            self._remove(ch, why)
+        return _error(StartFailed, why)
 
     def _op_shutdown(self, reply: ReplySlot | None) -> Op:
-        threads: list[threading.Thread] = []
-        for ch in reversed(list(self._children.values())):
-            thread = ch.actor._aura_thread if ch.actor is not None else None
-            stopped, _ = yield from self._stop_child(ch, "supervisor stopping")
-            if stopped and thread is not None:
-                threads.append(thread)
-            self._cancel_pending(ch)
-        self._close_all(f"supervisor {self._cfg.name} stopped")
-        self._finished = True
-        _answer(reply, tuple(threads))
+        threads = yield from self._stop_all("supervisor stopping", "stopped")
+        if reply is not None:
+            reply.set(threads)
         self._aura_stop_with(ExitKind.NORMAL, "stopped")
 
     def _give_up(self, reason: str) -> Op:
         self._closing = True
         logger.error("supervisor %s gives up: %s", self._cfg.name, reason)
         self._emit(EventKind.GAVE_UP, "", 0, reason)
-        for ch in reversed(list(self._children.values())):
-            yield from self._stop_child(ch, "supervisor gave up")
-            self._cancel_pending(ch)
-        self._close_all(f"supervisor {self._cfg.name} gave up")
-        self._finished = True
+        yield from self._stop_all("supervisor gave up", "gave up")
         callback = self._cfg.on_give_up
         if callback is not None:
             try:
@@ -497,6 +444,19 @@ class SupervisorActor(AuraActor):
             except Exception:
                 logger.exception("on_give_up of supervisor %s raised", self._cfg.name)
         self._aura_stop_with(ExitKind.GAVE_UP, reason)
+
+    def _stop_all(self, why: str, done: str) -> Generator[Any, Any, tuple[threading.Thread, ...]]:
+        """Stop every child in reverse order; the threads of those that stopped in time."""
+        threads: list[threading.Thread] = []
+        for ch in reversed(list(self._children.values())):
+            thread = ch.actor._aura_thread if ch.actor is not None else None
+            stopped, _ = yield from self._stop_child(ch, why)
+            if stopped and thread is not None:
+                threads.append(thread)
+            self._cancel_pending(ch)
+        self._close_all(f"supervisor {self._cfg.name} {done}")
+        self._finished = True
+        return tuple(threads)
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -560,7 +520,7 @@ class SupervisorActor(AuraActor):
         ch.status = ChildStatus.STOPPING
         key = (ch.id, incarnation, _STOP)
         timer = self._deadline(key, ch.spec.shutdown)
-        self._request_stop(ch, why)
+        self._request_stop(ch, actor, why)
         stopped = not isinstance((yield WaitFor(key)), _Deadline)
         timer.cancel()
         if not stopped:
@@ -595,10 +555,7 @@ class SupervisorActor(AuraActor):
             "expected a new AuraActor or a Supervisor"
         )
 
-    def _request_stop(self, ch: _Child, why: str) -> None:
-        actor = ch.actor
-        if actor is None:
-            return
+    def _request_stop(self, ch: _Child, actor: AuraActor, why: str) -> None:
         if ch.is_supervisor:
             ch.slot.address.tell(StopSupervisor())  # it stops its own children first
         else:
@@ -641,11 +598,7 @@ class SupervisorActor(AuraActor):
 
     def _close_all(self, why: str) -> None:
         for ch in list(self._children.values()):
-            if ch.spec.restart is Restart.TEMPORARY:
-                self._remove(ch, why)
-            else:
-                ch.status = ChildStatus.TERMINATED
-                ch.slot.address._close(why)
+            self._retire(ch, why)
 
     def _restart_group(self, ch: _Child) -> list[_Child]:
         strategy = self._cfg.strategy

@@ -1,11 +1,9 @@
-"""Supervisor state that outlives a supervisor incarnation, and the in-process start request.
+"""What outlives a supervisor incarnation (:class:`Persistent`), and the start request.
 
-:class:`Persistent` is what a supervisor keeps across its *own* restarts: each
-child's stable address, stash and incarnation counter, the event subscribers
-and counters.  It lives in the supervisor handle and, for a nested
-supervisor, in the parent's ``ChildContext.stash``, so grandchildren keep
-their addresses and state when the supervisor in between is restarted.
-:class:`StartChildRequest` carries a ``ChildSpec`` (a callable): never encoded.
+:class:`Persistent` holds each child's stable address, stash and incarnation
+counter, the subscribers and counters; a nested supervisor keeps it in its
+parent's ``ChildContext.stash``, so grandchildren keep their addresses and state
+when the supervisor in between restarts.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from typing import Any
 
 from aura_sync.actors._mailbox import LocalMessage
 from aura_sync.actors.address import ActorAddress
+from aura_sync.messages import Request
 from aura_sync.messages.supervision import ChildStatus, ChildType, EventKind, SupervisionEvent
 from aura_sync.supervisors.spec import ChildSpec
 
@@ -29,11 +28,8 @@ STASH_KEY = "aura_sync.supervisor"
 
 @dataclass(frozen=True, slots=True)
 class ChildInfo:
-    """One row of ``which_children`` (OTP ``{Id, Child, Type, Modules}`` plus more).
-
-    ``address`` is None while the child is terminated; ``restarts`` counts
-    the automatic restarts of this child.
-    """
+    """One row of ``which_children``: ``address`` None while terminated, ``restarts``
+    counts the automatic restarts."""
 
     id: str
     address: ActorAddress | None
@@ -72,16 +68,14 @@ class Persistent:
             self.counts[event.kind] += 1
             return list(self.subscribers)
 
-    def count_restart(self, child_id: str) -> int:
-        """Count one automatic restart (attempt) of ``child_id``; return its total."""
+    def count_restart(self, child_id: str) -> None:
+        """Count one automatic restart (attempt) of ``child_id``."""
         with self.lock:
-            total = self.restarts.get(child_id, 0) + 1
-            self.restarts[child_id] = total
-            return total
+            self.restarts[child_id] = self.restarts.get(child_id, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
-class StartChildRequest(LocalMessage):
-    """Ask the supervisor actor to add and start ``spec`` (replies its address)."""
+class StartChildRequest(LocalMessage, Request[ActorAddress]):
+    """Add and start ``spec`` (a callable inside: in-process only, never encoded)."""
 
     spec: ChildSpec

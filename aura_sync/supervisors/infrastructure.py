@@ -1,12 +1,10 @@
 """The infrastructure supervisor: cache, rate limiter, peer manager and pool, ONE_FOR_ONE.
 
-The children start in that order and stop in reverse (no ``pool`` without a
-connector).  None depends on a sibling: none holds another's address, and each
-keeps what must survive a crash in its own stash, so a crash restarts that
-child only (a rate-limiter crash leaves the pool's connections open).  The
-pool's connector is the transport's, supervised by the node above this tree.
-:class:`Infrastructure` starts or wraps the supervisor and exposes the
-children's addresses, valid across restarts.
+They start in that order and stop in reverse (no ``pool`` without a connector).
+None depends on a sibling: none holds another's address, each keeps what must
+survive a crash in its own stash, so a crash restarts that child only (a
+rate-limiter crash leaves the pool's connections open).  The connector is the
+transport's, supervised by the node above this tree.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypedDict, Unpack
 
 from aura_sync._checks import check_bool, check_int
-from aura_sync.actors.address import DEFAULT_ASK_TIMEOUT, ActorAddress
+from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.cache import CacheActor
 from aura_sync.actors.peer_manager import PeerManagerActor
 from aura_sync.actors.pool import PoolActor
@@ -59,14 +57,12 @@ def _check_type(value: object, cls: type, name: str) -> None:
 class InfrastructureConfig:
     """Configuration of the four infrastructure actors and of their supervisor.
 
-    ``rate_limit``, ``pool``, ``peers``: the cores' configs.  ``cache_max_keys``
-    (>= 1; 1024): keys whose floors are tracked exactly; ``cache_max_values``
-    (>= 0, 0 disables the store; 1024).  Seconds: ``drop_idle_interval`` (> 0;
-    60) between drops of idle rate-limit buckets, ``period`` (> 0; 5) of the
-    restart-intensity window, ``shutdown`` (>= 0; 5) per child, ``ask_timeout``
-    (> 0; 5).  ``intensity`` (>= 0; 5): restarts within ``period`` before the
-    supervisor gives up.  Raises :class:`~aura_sync.errors.WrongType` /
-    :class:`~aura_sync.errors.InvalidArgument` naming the field and value.
+    ``rate_limit``, ``pool``, ``peers``: the cores' configs; ``cache_max_keys`` (>= 1):
+    keys with exact floors; ``cache_max_values`` (>= 0; 0 disables the store).
+    Seconds: ``drop_idle_interval`` (> 0) between drops of idle rate-limit buckets,
+    ``period`` (> 0) of the restart-intensity window, ``shutdown`` (>= 0) per child;
+    ``intensity`` (>= 0): restarts within ``period`` before it gives up.  Raises
+    WrongType / InvalidArgument naming the field and value.
     """
 
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
@@ -78,7 +74,6 @@ class InfrastructureConfig:
     intensity: int = 5
     period: float = 5.0
     shutdown: float = 5.0
-    ask_timeout: float = DEFAULT_ASK_TIMEOUT
 
     def __post_init__(self) -> None:
         _check_type(self.rate_limit, RateLimitConfig, "rate_limit")
@@ -95,7 +90,6 @@ class InfrastructureConfig:
         )
         setf(self, "period", check_seconds(self.period, "period", allow_zero=False))
         setf(self, "shutdown", check_seconds(self.shutdown, "shutdown"))
-        setf(self, "ask_timeout", check_seconds(self.ask_timeout, "ask_timeout", allow_zero=False))
 
 
 class InfrastructureOptions(TypedDict, total=False):
@@ -126,21 +120,14 @@ def infrastructure_supervisor(
     """The (not yet started) infrastructure supervisor.
 
     ``connector``: the pool's non-blocking :class:`Connector` (None: no pool);
-    ``discovery``: the peer manager's optional non-blocking discovery;
-    ``clock``/``scheduler``/``rng``: effects (default: the system ones, or the
+    ``discovery``: the peer manager's; effects default to the system's (or the
     parent's when nested); ``fault_injection``: children honour ``InjectCrash``;
-    ``on_give_up``: called when a root supervisor exceeds its intensity;
-    ``name``: child addresses are ``name/child_id``.  Start it with ``.start()``
-    or return it from a parent's ``ChildSpec.start`` (give that spec a
-    ``shutdown`` of at least ``4 * config.shutdown``).  Raises ``WrongType`` /
-    ``InvalidArgument``.
+    ``name``: child addresses are ``name/child_id``.  Start it, or return it from a
+    parent's ``ChildSpec.start`` with a ``shutdown`` of at least ``4 * config.shutdown``.
     """
-    if config is None:
-        config = InfrastructureConfig()
-    elif type(config) is not InfrastructureConfig:
-        raise WrongType(
-            f"config must be an InfrastructureConfig, got {type(config).__name__} {config!r}"
-        )
+    cfg = InfrastructureConfig() if config is None else config
+    if type(cfg) is not InfrastructureConfig:
+        raise WrongType(f"config must be an InfrastructureConfig, got {type(cfg).__name__} {cfg!r}")
     if connector is not None and not callable(getattr(connector, "connect", None)):
         raise WrongType(
             "connector must have a connect(peer_id) method, got "
@@ -152,22 +139,14 @@ def infrastructure_supervisor(
             f"{type(discovery).__name__} {discovery!r}"
         )
     check_bool(fault_injection, "fault_injection")
-    cfg = config
+    faults = {"fault_injection": fault_injection}
 
     def effects(ctx: ChildContext) -> dict[str, Any]:
-        return {
-            "clock": ctx.clock,
-            "scheduler": ctx.scheduler,
-            "stash": ctx.stash,
-            "fault_injection": fault_injection,
-        }
+        return {"clock": ctx.clock, "scheduler": ctx.scheduler, "stash": ctx.stash, **faults}
 
     factories: dict[str, Callable[[ChildContext], Any]] = {
         CACHE: lambda ctx: CacheActor(
-            cfg.cache_max_keys,
-            max_values=cfg.cache_max_values,
-            stash=ctx.stash,
-            fault_injection=fault_injection,
+            cfg.cache_max_keys, max_values=cfg.cache_max_values, stash=ctx.stash, **faults
         ),
         RATE_LIMITER: lambda ctx: RateLimiterActor(
             cfg.rate_limit, drop_idle_interval=cfg.drop_idle_interval, **effects(ctx)
@@ -193,18 +172,14 @@ def infrastructure_supervisor(
 
 
 class Infrastructure:
-    """A started infrastructure supervisor and its children's addresses.
-
-    ``supervisor``; ``cache``, ``rate_limiter``, ``peers`` and ``pool`` are
-    addresses, stable across restarts (``infra.peers.call(GetPeer(p))``).
-    Built by :meth:`start` (stops on ``with``-exit), :meth:`start_async` or
-    :meth:`attach`.
-    """
+    """A running infrastructure supervisor and its children's addresses, stable across
+    restarts: ``cache``, ``rate_limiter``, ``peers``, ``pool`` (``infra.peers.call(
+    GetPeer(p))``).  Wrap a running (say nested) one with ``Infrastructure(sup)``
+    (never blocks; SupervisorStopped if it is not running), or :meth:`start` one."""
 
     __slots__ = ("_pool", "cache", "peers", "rate_limiter", "supervisor")
 
-    def __init__(self, supervisor: Supervisor, config: InfrastructureConfig | None = None) -> None:
-        """Wrap a *running* infrastructure supervisor (see :meth:`attach`); never blocks."""
+    def __init__(self, supervisor: Supervisor) -> None:
         if not isinstance(supervisor, Supervisor):
             raise WrongType(
                 f"supervisor must be a Supervisor, got {type(supervisor).__name__} {supervisor!r}"
@@ -223,21 +198,9 @@ class Infrastructure:
     @property
     def pool(self) -> ActorAddress:
         """The pool's address; NotFound if the supervisor was built without a connector."""
-        pool = self._pool
-        if pool is None:
+        if self._pool is None:
             raise NotFound(f"{self.supervisor.name} has no pool: it was built without a connector")
-        return pool
-
-    @classmethod
-    def attach(
-        cls, supervisor: Supervisor, config: InfrastructureConfig | None = None
-    ) -> Infrastructure:
-        """The handle of a running (e.g. nested) infrastructure supervisor.
-
-        ``config`` is accepted for compatibility and unused.  Raises
-        ``SupervisorStopped`` if it is not running.
-        """
-        return cls(supervisor, config)
+        return self._pool
 
     @classmethod
     def start(
@@ -247,14 +210,9 @@ class Infrastructure:
         timeout: float = 30.0,
         **options: Unpack[InfrastructureOptions],
     ) -> Infrastructure:
-        """Build (:func:`infrastructure_supervisor`, same options) and start the supervisor.
-
-        ``timeout``: seconds to wait for the children to start.  Raises
-        ``StartFailed`` if a child fails to start, and the builder's errors.
-        """
-        config = config or InfrastructureConfig()
-        supervisor = infrastructure_supervisor(config, **options).start(timeout)
-        return cls._wrap(supervisor, config)
+        """Build (:func:`infrastructure_supervisor`, same options) and start the supervisor,
+        waiting up to ``timeout`` seconds (``StartFailed``); ``with`` stops it."""
+        return cls._wrap(infrastructure_supervisor(config, **options).start(timeout))
 
     @classmethod
     async def start_async(
@@ -265,23 +223,18 @@ class Infrastructure:
         **options: Unpack[InfrastructureOptions],
     ) -> Infrastructure:
         """:meth:`start` for asyncio: awaits the children's start without blocking the loop."""
-        config = config or InfrastructureConfig()
-        supervisor = await infrastructure_supervisor(config, **options).start_async(timeout)
-        return cls._wrap(supervisor, config)
+        return cls._wrap(await infrastructure_supervisor(config, **options).start_async(timeout))
 
     @classmethod
-    def _wrap(cls, supervisor: Supervisor, config: InfrastructureConfig) -> Infrastructure:
+    def _wrap(cls, supervisor: Supervisor) -> Infrastructure:
         try:
-            return cls(supervisor, config)
+            return cls(supervisor)
         except BaseException:
             supervisor.stop()  # returns at once: the only failure is a supervisor that ended
             raise
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop a root supervisor, children in reverse order; idempotent.
-
-        A nested one is stopped by its parent (``terminate_child``).
-        """
+        """Stop a root supervisor, children in reverse order; idempotent."""
         self.supervisor.stop(timeout)
 
     def __enter__(self) -> Infrastructure:

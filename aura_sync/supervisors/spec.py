@@ -1,11 +1,5 @@
-"""Child specifications (OTP's id, start, restart, shutdown; plus backoff and start_timeout).
-
-Fields are checked when the spec is built.  ``start`` runs on the supervisor's
-thread once per incarnation (quick, non-blocking) and returns a new unstarted
-actor or a nested :class:`~aura_sync.supervisors.Supervisor`; its
-:class:`ChildContext` carries the stable address, the incarnation and the
-shared ``stash``.
-"""
+"""Child specifications (OTP's id, start, restart, shutdown; plus backoff and start_timeout),
+checked when built, and the :class:`ChildContext` a child factory gets."""
 
 from __future__ import annotations
 
@@ -73,7 +67,7 @@ MAX_CHILD_ID_LENGTH = 200
 
 
 def check_child_id(value: object, name: str = "child_id") -> str:
-    """Return ``value`` if it is a valid child id (a non-empty str of at most 200 chars)."""
+    """``value`` if it is a str of 1..200 characters; else WrongType / InvalidArgument."""
     if type(value) is not str:
         raise WrongType(f"{name} must be a str, got {type(value).__name__} {value!r}")
     if not value or len(value) > MAX_CHILD_ID_LENGTH:
@@ -85,13 +79,10 @@ def check_child_id(value: object, name: str = "child_id") -> str:
 
 @dataclass(frozen=True, slots=True)
 class RestartBackoff:
-    """Delay before restarting a failed child: exponential, capped, optionally jittered.
-
-    Restart k (0-based) of a streak waits ``min(max, min * 2**k) * (1 - jitter
-    * U(0, 1))`` seconds (``jitter`` in [0, 1]); a child that ran ``max``
-    seconds before failing starts again from k = 0.  The wait is a scheduled
-    message: the address keeps queueing meanwhile.
-    """
+    """Delay before restarting a failed child: restart k (0-based) of a streak waits
+    ``min(max, min * 2**k) * (1 - jitter * U(0, 1))`` seconds (``jitter`` in [0, 1]);
+    a child that ran ``max`` seconds before failing starts a new streak.  The wait
+    is a scheduled message: the address keeps queueing meanwhile."""
 
     min: float = 0.1
     max: float = 30.0
@@ -122,8 +113,7 @@ class RestartBackoff:
 @dataclass(frozen=True, slots=True)
 class ChildContext:
     """What a child's factory gets: ``incarnation`` (1 first), the stable ``address``,
-    the ``stash`` dict every incarnation shares (state that must survive a crash),
-    the supervisor's effects and its name (``supervisor``)."""
+    the ``stash`` every incarnation shares, the supervisor's effects and name."""
 
     child_id: str
     address: ActorAddress
@@ -142,14 +132,11 @@ StartFactory = Callable[[ChildContext], "AuraActor | Supervisor"]
 class ChildSpec:
     """How to start and restart one child (an OTP child spec).
 
-    ``id``: unique among its siblings (1..200 characters); ``start``:
-    ``(ChildContext) -> AuraActor | Supervisor``, a new unstarted one per call;
-    ``restart``: a :class:`Restart`; ``shutdown``: seconds to wait for a stop
-    before abandoning the child (a nested supervisor's: at least the sum of its
-    children's); ``backoff``: optional :class:`RestartBackoff`;
-    ``start_timeout``: seconds ``on_start`` may take.  Raises
-    :class:`~aura_sync.errors.WrongType` / :class:`~aura_sync.errors.InvalidArgument`
-    naming the field and value.
+    ``id``: unique among its siblings; ``start``: ``(ChildContext) -> AuraActor |
+    Supervisor``, a new unstarted one per call, run on the supervisor's thread
+    (quick); ``shutdown``: seconds to wait for a stop before abandoning the child
+    (a nested supervisor's: at least the sum of its children's); ``start_timeout``:
+    seconds ``on_start`` may take.  Raises WrongType / InvalidArgument.
     """
 
     id: str

@@ -1,11 +1,9 @@
 """The :class:`Supervisor` handle: configure, start, observe and steer a supervisor.
 
-It holds the configuration and, once started, the address of its actor
-(:mod:`aura_sync.supervisors._actor`); every dynamic call is an ask with a
-timeout (``SupervisorStopped`` once it stopped or gave up).  A child factory
-may return a ``Supervisor``: its parent starts it, and it keeps its
-children's addresses and stashes in its own stash across its restarts;
-effects it was not given are inherited from the parent.
+Every dynamic call is an ask of its actor (:mod:`aura_sync.supervisors._actor`)
+with a timeout (``AskTimeout``; ``SupervisorStopped`` once it stopped or gave
+up).  A child factory may return a ``Supervisor``: the parent starts it, and it
+keeps its children's slots in its own stash; unset effects are the parent's.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aura_sync._checks import check_int
 from aura_sync.actors._faults import resolve_effects
@@ -32,7 +30,7 @@ from aura_sync.errors import (
     SupervisorStopped,
     WrongType,
 )
-from aura_sync.messages import Ack, ErrorReply
+from aura_sync.messages import Request
 from aura_sync.messages.supervision import (
     AddressOf,
     ChildCounts,
@@ -223,12 +221,9 @@ class Supervisor:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the children in reverse order, then the supervisor; idempotent.
-
-        Waits up to ``timeout`` seconds overall (from an actor it only tells);
-        AskTimeout if the supervisor does not answer.  Stop a nested supervisor
-        with its parent's ``terminate_child``.
-        """
+        """Stop the children in reverse order, then the supervisor; idempotent.  Waits up
+        to ``timeout`` seconds overall (from an actor it only tells).  A nested one is
+        stopped by its parent's ``terminate_child``."""
         timeout = check_seconds(timeout, "timeout", allow_zero=False)
         address = self._address
         if address is None or not address.is_alive():
@@ -259,40 +254,29 @@ class Supervisor:
     # --- dynamic API -----------------------------------------------------------------
 
     def start_child(self, spec: ChildSpec, timeout: float | None = None) -> ActorAddress:
-        """Add ``spec``, start it after the others and return its address.
-
-        Raises AlreadyPresent, StartFailed (the spec is not kept),
-        SupervisorStopped, AskTimeout.
-        """
+        """Add ``spec``, start it after the others, return its address (AlreadyPresent,
+        StartFailed: the spec is not kept)."""
         if not isinstance(spec, ChildSpec):
             raise WrongType(f"spec must be a ChildSpec, got {type(spec).__name__} {spec!r}")
-        return self._call(StartChildRequest(spec), ActorAddress, timeout)
+        return self._call(StartChildRequest(spec), timeout)
 
     def terminate_child(self, child_id: str, timeout: float | None = None) -> None:
-        """Stop a child and keep its spec (not a TEMPORARY one's); idempotent.
-
-        Raises NotFound, SupervisorStopped, AskTimeout.
-        """
-        self._call(TerminateChild(check_child_id(child_id)), Ack, timeout)
+        """Stop a child and keep its spec (not a TEMPORARY one's); idempotent (NotFound)."""
+        self._call(TerminateChild(check_child_id(child_id)), timeout)
 
     def restart_child(self, child_id: str, timeout: float | None = None) -> ActorAddress:
-        """Start a terminated child again; return its (unchanged) address.
-
-        Raises NotFound, RunningChild (it runs or is being restarted),
-        StartFailed, SupervisorStopped, AskTimeout.
-        """
-        return self._call(RestartChild(check_child_id(child_id)), ActorAddress, timeout)
+        """Start a terminated child again; return its (unchanged) address (NotFound,
+        RunningChild if it runs or is being restarted, StartFailed)."""
+        return self._call(RestartChild(check_child_id(child_id)), timeout)
 
     def delete_child(self, child_id: str, timeout: float | None = None) -> None:
-        """Forget a terminated child's spec; its address is closed for good.
-
-        Raises NotFound, RunningChild, SupervisorStopped, AskTimeout.
-        """
-        self._call(DeleteChild(check_child_id(child_id)), Ack, timeout)
+        """Forget a terminated child's spec; its address closes for good (NotFound,
+        RunningChild)."""
+        self._call(DeleteChild(check_child_id(child_id)), timeout)
 
     def which_children(self, timeout: float | None = None) -> tuple[ChildInfo, ...]:
         """Every child in start order: id, address (None if terminated), type, status, restarts."""
-        return self._call(WhichChildren(), tuple, timeout)
+        return self._call(WhichChildren(), timeout)
 
     def count_children(self, timeout: float | None = None) -> ChildCounts:
         """OTP ``count_children``: specs, active, supervisors, workers."""
@@ -303,13 +287,10 @@ class Supervisor:
 
     def address_of(self, child_id: str, timeout: float | None = None) -> ActorAddress:
         """The stable address of a child (valid across its restarts). Raises NotFound."""
-        return self._call(AddressOf(check_child_id(child_id)), ActorAddress, timeout)
+        return self._call(AddressOf(check_child_id(child_id)), timeout)
 
     def child_address(self, child_id: str) -> ActorAddress:
-        """A child's stable address, read without an ask (for a child factory, say).
-
-        Raises :class:`~aura_sync.errors.NotFound` for an unknown child.
-        """
+        """A child's stable address read without an ask (for a child factory); NotFound."""
         if not isinstance(child_id, str):
             raise WrongType(f"child_id must be a str, got {type(child_id).__name__} {child_id!r}")
         persistent = self._persistent
@@ -322,11 +303,9 @@ class Supervisor:
     # --- observation -----------------------------------------------------------------
 
     def subscribe(self, callback: Callable[[SupervisionEvent], None]) -> Callable[[], None]:
-        """Call ``callback(event)`` for every supervision event; returns an unsubscribe function.
-
-        It runs in the supervisor's thread (quick; no dynamic calls there);
-        its exceptions are logged; subscriptions survive restarts.
-        """
+        """Call ``callback(event)`` for every supervision event, in the supervisor's thread
+        (quick, no dynamic calls; exceptions logged; survives restarts); returns an
+        unsubscribe function."""
         if not callable(callback):
             raise WrongType(f"callback must be callable, got {callback!r}")
         persistent = self._persistent
@@ -387,10 +366,8 @@ class Supervisor:
             self._actor = actor
             return actor
 
-    def _call(self, message: Any, expect: type[R], timeout: float | None) -> R:
-        address = self._address
-        if address is None:
-            raise SupervisorStopped(f"supervisor {self._name} was never started")
+    def _call(self, message: Request[R], timeout: float | None) -> R:
+        address = self.address
         caller = current_actor()
         if caller is not None and caller._aura_address is address:
             # A child factory or an event subscriber runs in the supervisor's own thread:
@@ -401,16 +378,9 @@ class Supervisor:
                 "wait for itself; use child_address() there, or tell from elsewhere"
             )
         seconds = self._call_timeout if timeout is None else timeout
-        reply = address.ask(message, seconds)
-        if isinstance(reply, expect):
-            return reply
-        if isinstance(reply, ErrorReply):
-            exc = reply.to_exception()
-            if isinstance(exc, ActorStopped) and not isinstance(exc, SupervisorStopped):
-                raise SupervisorStopped(
-                    f"supervisor {self._name} is stopped ({reply.message})"
-                ) from None
-            raise exc
-        raise SupervisorError(
-            f"supervisor {self._name} answered {type(message).__name__} with {reply!r}"
-        )
+        try:
+            return address.call(message, seconds)
+        except ActorStopped as exc:
+            if isinstance(exc, SupervisorStopped):
+                raise
+            raise SupervisorStopped(f"supervisor {self._name} is stopped ({exc})") from None
