@@ -118,7 +118,6 @@ def test_chaos_no_hang_no_loss_exact_restart_counts() -> None:
         pool=PoolConfig(max_total_connections=2, max_connections_per_peer=1),
         intensity=10 * CRASHES,  # the virtual clock never moves: the window never slides
         shutdown=2.0,
-        ask_timeout=ASK_TIMEOUT,
     )
     infra = Infrastructure.start(config, connector=connector, clock=clock, fault_injection=True)
     failed: Counter[str] = Counter()
