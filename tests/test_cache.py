@@ -272,6 +272,7 @@ def test_restore_drops_values_it_makes_stale() -> None:
         (lambda c: c.put("k", None, 1), InvalidArgument, ["value", "None"]),
         (lambda c: c.get("k", "5"), WrongType, ["current_epoch", "'5'"]),
         (lambda c: c.apply_invalidation(("k",)), WrongType, ["event", "('k',)"]),
+        (lambda c: c.restore({}), WrongType, ["snapshot", "{}"]),
     ],
 )
 def test_bad_arguments_name_argument_and_value_and_change_nothing(

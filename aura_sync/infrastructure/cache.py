@@ -287,8 +287,10 @@ def _check_event(event: object) -> tuple[tuple[str, ...], int]:
     return keys, epoch
 
 
-def _check_snapshot(snapshot: CacheFloorSnapshot) -> None:
-    """The values of a well-typed snapshot (the codec checks a decoded one's types)."""
+def _check_snapshot(snapshot: object) -> None:
+    """A snapshot's values (the codec checks the field types of a decoded one)."""
+    if not isinstance(snapshot, CacheFloorSnapshot):
+        raise WrongType(f"snapshot must be a CacheFloorSnapshot, got {snapshot!r}")
     buckets = check_int(snapshot.eviction_buckets, "eviction_buckets", minimum=1)
     for i, (_, floor) in enumerate(snapshot.floors):
         check_epoch(floor, f"floors[{i}] floor")

@@ -1,12 +1,10 @@
 """Connection pool: reuse connections to peers within per-peer and total limits.
 
 :class:`ConnectionPool` lends a healthy idle connection (most recently released
-first) or opens one through the :class:`Connector`; it never blocks (a limit
-raises :class:`~aura_sync.errors.PoolExhausted`; waiting is the actor's job)
-and never lends a broken or expired connection.  At the total limit, another
-peer's least recently used idle connection is closed once the new one is open.
-A handle is released once; a second release or a foreign handle raises
-:class:`~aura_sync.errors.InvalidHandle`.  Single-threaded; clock seconds.
+first) or opens one through the :class:`Connector`; it never blocks (a limit raises
+``PoolExhausted``; waiting is the actor's job) and never lends a broken or expired
+connection.  At the total limit, the least recently released idle connection is
+closed once the new one is open.  A handle is released once (``InvalidHandle`` else).
 """
 
 from __future__ import annotations
@@ -41,37 +39,26 @@ _log = logging.getLogger(__name__)
 
 @runtime_checkable
 class Connection(Protocol):
-    """An open connection to a peer (its ``session_id`` str, if any, is reported)."""
+    """An open connection to a peer: ``is_healthy()`` is cheap and ``close()`` idempotent,
+    neither blocks; its ``session_id`` str, if any, is reported."""
 
-    def is_healthy(self) -> bool:
-        """Whether the connection can still carry traffic (cheap, non-blocking)."""
-        ...
+    def is_healthy(self) -> bool: ...
 
-    def close(self) -> None:
-        """Close the connection (idempotent, non-blocking)."""
-        ...
+    def close(self) -> None: ...
 
 
 @runtime_checkable
 class Connector(Protocol):
-    """Opens connections to peers (the transport effect injected into the pool)."""
+    """Opens connections to peers (the transport effect): ``connect`` raises on failure."""
 
-    def connect(self, peer_id: DeviceId) -> Connection:
-        """Open a new connection to ``peer_id``; raise on failure."""
-        ...
+    def connect(self, peer_id: DeviceId) -> Connection: ...
 
 
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
-    """Limits and timeouts of a :class:`ConnectionPool` (defaults from the Rust design).
-
-    ``max_total_connections`` (>= 1; 100), ``max_connections_per_peer`` (>= 1;
-    10).  Seconds: ``idle_timeout`` (> 0; 300), ``max_lifetime`` (> 0; 1800,
-    checked when idle), ``acquire_timeout`` (>= 0; 10, the actor's wait),
-    ``health_check_interval`` (> 0; 60).  ``health_checks_enabled`` (True):
-    ``is_healthy()`` on borrow and release.  Raises
-    :class:`~aura_sync.errors.WrongType` / :class:`~aura_sync.errors.ConfigError`.
-    """
+    """Limits (>= 1) and timeouts (seconds > 0; ``acquire_timeout``, the actor's wait,
+    >= 0) of a pool; ``max_lifetime`` is checked when idle; ``health_checks_enabled``
+    calls ``is_healthy()`` on borrow and release.  WrongType / ConfigError."""
 
     max_total_connections: int = 100
     max_connections_per_peer: int = 10
@@ -103,8 +90,7 @@ class ConnectionState(enum.Enum):
 
 @message(0x007E)
 class ConnectionMetadata(Message):
-    """A frozen snapshot of one connection: times in clock seconds, ``reuse_count``
-    (times handed out again after the first), ``healthy`` (the last health result)."""
+    """One connection: clock times, ``reuse_count`` (lent again), the last health result."""
 
     connection_id: int
     peer_id: DeviceId
@@ -119,12 +105,8 @@ class ConnectionMetadata(Message):
 @message(0x007F)
 class PoolStatistics(Message):
     """A pool's counters and gauges (Rust names first); ``created - closed == total``.
-
-    ``connections_reused``: idle ones lent again; ``connections_evicted``:
-    expired or reclaimed for another peer; ``connection_limit_hits``:
-    ``PoolExhausted``; ``waits``/``timeouts``: acquires the actor queued / that
-    timed out; ``broken``: failed health checks.
-    """
+    ``evicted``: expired or reclaimed; ``limit_hits``: ``PoolExhausted``; ``waits`` /
+    ``timeouts``: acquires the actor queued / that timed out; ``broken``: unhealthy."""
 
     connections_created: int = 0
     connections_reused: int = 0
@@ -170,11 +152,8 @@ class _Entry:
 
 
 class ConnectionHandle:
-    """A lent connection: release it once (:meth:`ConnectionPool.release`, or ``with``).
-
-    ``handle_id`` is unique per acquisition in this pool; ``reused``: an idle
-    connection was lent again.  :attr:`connection` is refused after release.
-    """
+    """A lent connection, released once (``release()`` or ``with``); ``handle_id`` is unique
+    per acquisition, ``reused`` says an idle connection was lent again."""
 
     __slots__ = ("_done", "_entry", "_pool", "connection_id", "handle_id", "peer_id", "reused")
 
@@ -189,7 +168,7 @@ class ConnectionHandle:
 
     @property
     def connection(self) -> Connection:
-        """The connection; raises :class:`~aura_sync.errors.InvalidHandle` after release."""
+        """The connection; InvalidHandle once released or closed by the pool."""
         if self._done:
             raise InvalidHandle(f"handle {self.handle_id} was already released")
         if self._entry.state is ConnectionState.CLOSED:
@@ -221,9 +200,8 @@ class ConnectionHandle:
 
 
 class ConnectionPool:
-    """Connection lifecycle within per-peer and total limits (``clock``: seconds, default
-    the system's).  Public methods check their arguments (``WrongType`` /
-    ``InvalidArgument``); a rejected call changes nothing."""
+    """Connections within per-peer and total limits; public methods check their arguments
+    (WrongType / InvalidArgument) and a rejected call changes nothing."""
 
     def __init__(
         self, config: PoolConfig, connector: Connector, *, clock: Clock | None = None
@@ -260,13 +238,9 @@ class ConnectionPool:
     # --- acquire / release ---
 
     def acquire(self, peer_id: DeviceId) -> ConnectionHandle:
-        """Lend a connection to ``peer_id`` (an idle one, else a new one); never blocks.
-
-        Raises :class:`~aura_sync.errors.PoolExhausted` at a limit,
-        :class:`~aura_sync.errors.ConnectFailed` when the connector fails (cause
-        chained; nothing changes), ``WrongType`` for a bad ``peer_id`` or a
-        connector returning something else than a :class:`Connection`.
-        """
+        """Lend a connection to ``peer_id``, idle or new; never blocks.  PoolExhausted at a
+        limit, ConnectFailed if the connector raises (chained; nothing changes), WrongType
+        for a bad ``peer_id`` or a connector returning no :class:`Connection`."""
         check_peer(peer_id)
         now = self._clock.now()
         entry = self._take_idle(peer_id, now)
@@ -354,10 +328,9 @@ class ConnectionPool:
         return None if entry.state is ConnectionState.CLOSED else entry
 
     def release(self, peer_id: DeviceId, handle: ConnectionHandle) -> None:
-        """Give back the connection lent through ``handle``: idle again unless unhealthy
-        (closed, broken) or past ``max_lifetime`` (closed, evicted).  Raises
-        :class:`~aura_sync.errors.InvalidHandle` for a handle released before or of
-        another pool or peer, ``WrongType`` for bad arguments."""
+        """Give back ``handle``'s connection: idle again unless unhealthy (broken) or past
+        ``max_lifetime`` (evicted).  InvalidHandle for a handle released before or of
+        another pool or peer, WrongType for bad arguments."""
         check_peer(peer_id)
         if isinstance(handle, ConnectionHandle) and handle.peer_id != peer_id:
             raise InvalidHandle(
@@ -381,10 +354,7 @@ class ConnectionPool:
             self._peer_idle.setdefault(entry.peer_id, OrderedDict())[entry.connection_id] = entry
 
     def close(self, handle: ConnectionHandle) -> None:
-        """Close the connection lent through ``handle`` instead of pooling it (it broke).
-
-        Raises :class:`~aura_sync.errors.InvalidHandle` like :meth:`release`.
-        """
+        """Close ``handle``'s connection instead of pooling it; raises as :meth:`release`."""
         entry = self._retire(handle)
         if entry is not None:
             self._discard(entry)
@@ -461,11 +431,11 @@ class ConnectionPool:
     # --- statistics and inspection ---
 
     def record_wait(self) -> None:
-        """Count an acquire that the actor queued because the pool was exhausted."""
+        """Count an acquire the actor queued (the pool was exhausted)."""
         self._waits += 1
 
     def record_timeout(self) -> None:
-        """Count a queued acquire that timed out after ``acquire_timeout``."""
+        """Count a queued acquire that timed out."""
         self._timeouts += 1
 
     def connections(self) -> tuple[ConnectionMetadata, ...]:
@@ -493,12 +463,6 @@ class ConnectionPool:
             self._created, self._reused, self._released, self._closed, self._evicted,
             self._limit_hits, self._waits, self._timeouts, self._broken, idle, total - idle, total,
         )  # fmt: skip
-
-    def __repr__(self) -> str:
-        return (
-            f"ConnectionPool(total={len(self._entries)}, idle={len(self._idle)}, "
-            f"max_total={self._config.max_total_connections})"
-        )
 
 
 def _close_quietly(connection: object) -> None:

@@ -39,6 +39,15 @@ def _check_rate(value: object, name: str) -> float:
     return rate
 
 
+def _check_bucket(rate: object, burst: object, rate_name: str, burst_name: str) -> float:
+    """A checked rate (:func:`_check_rate`) and burst (an int in 1..2**53, ``burst / rate``
+    finite seconds); the rate as a float."""
+    checked = _check_rate(rate, rate_name)
+    if not math.isfinite(check_int(burst, burst_name, minimum=1, maximum=_MAX_BURST) / checked):
+        raise InvalidArgument(f"{burst_name} / {rate_name} is not finite: {burst} / {rate!r}")
+    return checked
+
+
 def _min_wait(now: float, t: float) -> float:
     """The smallest float ``d >= 0`` with ``now + d >= t`` in float arithmetic (the exact
     wait): a guess half a float gap below ``t``, checked and moved by a few ulps, else bisection."""
@@ -96,10 +105,7 @@ class RateLimit:
     __slots__ = ("_burst", "_interval", "_last", "_rate", "_slack1", "_tat")
 
     def __init__(self, ops_per_second: float, burst: int) -> None:
-        rate = _check_rate(ops_per_second, "ops_per_second")
-        check_int(burst, "burst", minimum=1, maximum=_MAX_BURST)
-        if not math.isfinite(burst / rate):
-            raise InvalidArgument(f"burst / ops_per_second is not finite: {burst} / {rate!r}")
+        rate = _check_bucket(ops_per_second, burst, "ops_per_second", "burst")
         self._burst = burst
         self._set_rate(rate)
         self._tat = self._last = _NEG_INF

@@ -1,12 +1,11 @@
-"""Rate limiting: :class:`RateLimiter`, a global :class:`~aura_sync.infrastructure.gcra.RateLimit`
-bucket plus one per peer key, flow budgets and AIMD.
+"""Rate limiting: :class:`RateLimiter`, a global :class:`RateLimit` bucket plus one per
+peer key, flow budgets and AIMD.
 
-Guarantees (property-tested): a request passes only if the global bucket, the
-peer's bucket and its flow budget allow it, and a denial consumes nothing; a
-token denial's ``retry_after`` is exact; a clock stepping back mints nothing; at
-most ``max_tracked_peers`` buckets are held, and only full ones are dropped.
-Peers are any hashable keys (a DeviceId and its raw bytes are one key).  One
-owner (an actor) calls a limiter: it is not thread-safe.
+Property-tested: a request passes only if the global bucket, the peer's bucket and
+its flow budget allow it, and a denial consumes nothing; a token denial's
+``retry_after`` is exact; a clock stepping back mints nothing; at most
+``max_tracked_peers`` buckets are held, only full ones dropped.  Peers are hashable
+keys (a DeviceId is its raw bytes).  One owner (an actor) calls it: not thread-safe.
 """
 
 from __future__ import annotations
@@ -25,11 +24,11 @@ from aura_sync.ids import DeviceId, check_epoch
 from aura_sync.infrastructure.gcra import (
     _EPS53,
     _INF,
-    _MAX_BURST,
     _NEG_INF,
     _PRED1,
     _U64_MAX,
     RateLimit,
+    _check_bucket,
     _check_rate,
     _debt_at,
     _min_wait,
@@ -87,7 +86,7 @@ class Outcome(enum.Enum):
 
 @message(0x0021)
 class Allowed(Message):
-    """The request passed; its cost was taken.  ``allowed`` is True (False on :class:`Denied`)."""
+    """The request passed; its cost was taken."""
 
     allowed: ClassVar[bool] = True
 
@@ -98,8 +97,8 @@ ALLOWED: Final = Allowed()  # the one Allowed the limiter returns (all compare e
 @message(0x0024)
 class Denied(Message):
     """The request was refused; nothing was consumed.  ``retry_after`` (s) is exact for
-    GLOBAL and PEER, a lower bound for TRACKING_LIMIT, and the configured polling hint
-    ``flow_budget_retry_after`` for FLOW_BUDGET (only an epoch rotation refills a budget)."""
+    GLOBAL and PEER, a lower bound for TRACKING_LIMIT, ``flow_budget_retry_after`` for
+    FLOW_BUDGET (only an epoch rotation refills a budget)."""
 
     retry_after: float
     reason: DenialReason
@@ -131,11 +130,11 @@ class FlowBudget(Message):
         return max(0, self.limit - self.spent)
 
     def can_charge(self, cost: int) -> bool:
-        """True if charging ``cost`` ops (an int >= 0) stays within the limit."""
+        """True if charging ``cost`` ops stays within the limit."""
         return self.spent + cost <= self.limit
 
     def charge(self, cost: int) -> FlowBudget | None:
-        """The budget after charging ``cost`` ops, or None if that would pass the limit."""
+        """The budget after charging ``cost`` ops, or None past the limit."""
         ok = self.can_charge(cost)
         return FlowBudget(self.limit, self.spent + cost, self.epoch) if ok else None
 
@@ -158,8 +157,7 @@ class RateLimiterStatistics(Message):
 
 @message(0x0038)
 class PeerBucketState(Message):
-    """One peer of a snapshot.  ``debt``: seconds until its bucket is full (<= 0: full for
-    ``-debt`` s, kept for its adapted rate); ``ops_per_second``: the bucket's rate."""
+    """One peer of a snapshot: ``debt``, seconds until its bucket is full, and its rate."""
 
     key: bytes | str | int
     debt: float
@@ -169,9 +167,8 @@ class PeerBucketState(Message):
 
 @message(0x0039)
 class RateLimiterSnapshot(Message):
-    """What a :class:`RateLimiter` persists so that, restored, it never admits more: the
-    spend of every bucket that is not full (debts in seconds from the clock's reading,
-    rounded up), adapted rates, flow budgets and the epoch (relative times: any clock)."""
+    """What a limiter persists so that, restored, it never admits more: every bucket's debt
+    (seconds from the clock's reading, rounded up), adapted rates, flow budgets, epoch."""
 
     epoch: int
     global_debt: float
@@ -184,12 +181,9 @@ class RateLimiterSnapshot(Message):
 
 @dataclass(frozen=True, slots=True)
 class RateLimitConfig:
-    """Limits of a :class:`RateLimiter`, checked on construction (WrongType / InvalidArgument).
-
-    Rates are ops/s (> 0, stored as float), bursts ops (ints, 1..2**53); ``max_tracked_peers``
-    bounds the buckets and the budgets held; an adapted full bucket is kept for
-    ``adaptive_idle_reset`` s; ``flow_budget_retry_after`` is a FLOW_BUDGET ``retry_after``.
-    """
+    """Limits of a :class:`RateLimiter`, checked (WrongType / InvalidArgument): rates in
+    ops/s > 0, bursts ints in 1..2**53; ``max_tracked_peers`` bounds buckets and budgets;
+    an adapted full bucket is kept ``adaptive_idle_reset`` s."""
 
     global_ops_per_second: float = 1000.0
     global_burst: int = 1000
@@ -206,17 +200,11 @@ class RateLimitConfig:
 
     def __post_init__(self) -> None:
         setf = object.__setattr__
-        for what in ("global", "peer", "adaptive_min", "adaptive_max"):
-            name = f"{what}_ops_per_second"
-            setf(self, name, _check_rate(getattr(self, name), name))
         for what in ("global", "peer"):
-            burst = check_int(getattr(self, f"{what}_burst"), f"{what}_burst", minimum=1)
-            rate = getattr(self, f"{what}_ops_per_second")
-            if burst > _MAX_BURST or not math.isfinite(burst / rate):
-                raise InvalidArgument(
-                    f"{what}_burst must be at most 2**53 and {what}_burst / "
-                    f"{what}_ops_per_second finite seconds, got {burst} / {rate!r}"
-                )
+            rate, burst = f"{what}_ops_per_second", f"{what}_burst"
+            setf(self, rate, _check_bucket(getattr(self, rate), getattr(self, burst), rate, burst))
+        for name in ("adaptive_min_ops_per_second", "adaptive_max_ops_per_second"):
+            setf(self, name, _check_rate(getattr(self, name), name))
         check_int(self.max_tracked_peers, "max_tracked_peers", minimum=1, maximum=2**62)
         check_bool(self.adaptive, "adaptive")
         for name, low, high in (("adaptive_increase", 0.0, 1e300), ("adaptive_decrease", 0.0, 1.0)):
@@ -250,9 +238,8 @@ class RateLimitConfig:
 
 
 class RateLimiter:
-    """Global + per-peer rate limiting with flow budgets and optional AIMD, built from
-    :class:`RateLimit` buckets (one global, one per tracked peer key) that share the
-    limiter's clock high-water mark.  Raises WrongType for a bad config or clock."""
+    """Global and per-peer :class:`RateLimit` buckets (sharing the limiter's clock
+    high-water mark), flow budgets and optional AIMD.  WrongType for a bad config or clock."""
 
     def __init__(
         self, config: RateLimitConfig | None = None, *, clock: Clock | None = None
@@ -274,8 +261,8 @@ class RateLimiter:
         self.reset()
 
     def reset(self) -> None:
-        """Forget every peer and flow budget, refill the global bucket, zero the counters and
-        the epoch: as new, except that it never uses a time before the latest it has seen."""
+        """As new (peers, budgets, counters, epoch), but never using a time before the latest
+        it has seen."""
         self._global = RateLimit(self.config.global_ops_per_second, self.config.global_burst)
         self._buckets: dict[Hashable, RateLimit] = {}
         self._budgets: dict[Hashable, FlowBudget] = {}
@@ -304,10 +291,9 @@ class RateLimiter:
         return cost
 
     def check_rate_limit(self, peer: Hashable, cost: int = 1) -> RateLimitResult:
-        """Admit or refuse ``cost`` ops for ``peer`` (any hashable key) now: it passes only if
-        the global bucket, the peer's and its flow budget allow it, and takes the cost from all
-        three; a denial takes nothing.  InvalidArgument (a ``ValueError``) for a cost that is
-        not an int in 1..max_cost, WrongType for an unhashable ``peer``."""
+        """Admit ``cost`` ops for ``peer`` now if the global bucket, the peer's and its flow
+        budget allow it, taking the cost from all three; a denial takes nothing.
+        InvalidArgument for a cost not an int in 1..max_cost, WrongType for an unhashable peer."""
         # The fast path (a tracked peer, cost 1, no flow budgets) computes what _decide
         # does, inlined; a hypothesis property checks that the two agree.
         key = peer._raw if peer.__class__ is DeviceId else peer
@@ -385,8 +371,7 @@ class RateLimiter:
         return Denied(_min_wait(raw, p_ready), reason)
 
     def would_exceed_limit(self, peer: Hashable, cost: int = 1) -> bool:
-        """True if :meth:`check_rate_limit` would deny ``cost`` for ``peer`` now; it takes
-        and counts nothing.  Raises as :meth:`check_rate_limit`."""
+        """Whether :meth:`check_rate_limit` would deny now (nothing taken or counted)."""
         cost = self._cost(cost)
         return self._decide(_key(peer), cost, False) is not ALLOWED
 
@@ -418,22 +403,20 @@ class RateLimiter:
         return len(dead)
 
     def drop_idle_buckets(self) -> int:
-        """Forget the full buckets (adapted ones once idle long enough); return how many.
-        A full bucket equals a fresh one: no spend is lost.  The limiter also sweeps when
-        its table is full; the actor calls this periodically."""
+        """Forget the full buckets (adapted ones once idle long enough), no spend lost; how
+        many.  The actor calls it periodically; a full table sweeps too."""
         return self._sweep(self._time())
 
     def remove_peer(self, peer: Hashable) -> bool:
-        """Forget ``peer``'s bucket (spend, adapted rate) and flow budget; True if it had
-        any.  The global bucket keeps its spend.  WrongType for an unhashable ``peer``."""
+        """Forget ``peer``'s bucket and flow budget (the global spend stays); whether it had any."""
         key = _key(peer)
         had_bucket = self._buckets.pop(key, None) is not None
         return self._budgets.pop(key, None) is not None or had_bucket
 
     def set_flow_budget(self, peer: Hashable, limit: int, epoch: int) -> None:
-        """Attach or update ``peer``'s flow budget: ``limit`` ops in ``epoch`` (the same epoch
-        keeps the spend, a later one starts at 0).  WrongType, or InvalidArgument for ``limit``
-        or ``epoch`` outside 0..2**64-1, an earlier epoch, or over ``max_tracked_peers`` budgets."""
+        """Attach or update ``peer``'s budget: ``limit`` ops in ``epoch`` (a later epoch starts
+        at 0 spent).  InvalidArgument for values outside 0..2**64-1, an earlier epoch, or
+        more than ``max_tracked_peers`` budgets."""
         key = _key(peer)
         check_int(limit, "limit", minimum=0, maximum=_U64_MAX)
         check_epoch(epoch)
@@ -452,31 +435,29 @@ class RateLimiter:
         self._budgets[key] = FlowBudget(limit, spent, epoch)
 
     def clear_flow_budget(self, peer: Hashable) -> bool:
-        """Detach ``peer``'s flow budget; True if it had one.  WrongType if unhashable."""
+        """Detach ``peer``'s flow budget; whether it had one."""
         return self._budgets.pop(_key(peer), None) is not None
 
     def flow_budget(self, peer: Hashable) -> FlowBudget | None:
-        """``peer``'s flow budget, or None.  WrongType if ``peer`` is unhashable."""
+        """``peer``'s flow budget, or None."""
         return self._budgets.get(_key(peer))
 
     def rotate_epoch(self, epoch: int) -> None:
-        """Move every flow budget to ``epoch`` (one at an earlier epoch restarts at 0 spent);
-        WrongType / InvalidArgument for an epoch that is not an int in 0..2**64-1."""
+        """Move every flow budget to ``epoch`` (an earlier one restarts at 0 spent)."""
         check_epoch(epoch)
         for key, budget in self._budgets.items():
             self._budgets[key] = budget.rotate_epoch(epoch)
         self._epoch = max(self._epoch, epoch)
 
     def peer_rate(self, peer: Hashable) -> float:
-        """The current rate (ops/s) of ``peer``'s bucket.  WrongType if unhashable."""
+        """The current rate (ops/s) of ``peer``'s bucket."""
         bucket = self._buckets.get(_key(peer))
         return self._default[0] if bucket is None else bucket._rate
 
     def report_outcome(self, peer: Hashable, success: bool | Outcome) -> float:
-        """Feed an outcome to AIMD and return ``peer``'s rate (ops/s): True/SUCCESS adds
-        ``adaptive_increase`` under load (the bucket at most half full), False/OVERLOAD
-        multiplies by ``adaptive_decrease``, within the bounds and keeping the token count.
-        Ignored unless ``adaptive``.  WrongType for a bad ``peer`` or ``success``."""
+        """AIMD, if ``adaptive``: True/SUCCESS adds ``adaptive_increase`` under load (bucket
+        at most half full), False/OVERLOAD multiplies by ``adaptive_decrease``, within the
+        bounds, keeping the token count.  Returns ``peer``'s rate (ops/s)."""
         key = _key(peer)
         if type(success) is bool:
             success = Outcome.SUCCESS if success else Outcome.OVERLOAD
@@ -515,9 +496,8 @@ class RateLimiter:
         return self._global._tokens(self._time())
 
     def available_tokens(self, peer: Hashable) -> float:
-        """Ops ``peer`` could spend now: the least of the global bucket's tokens, its own
-        and its budget's headroom (0.0 for a new peer while the table is full of spent
-        buckets).  WrongType for an unhashable ``peer``."""
+        """Ops ``peer`` could spend now: the least of the global tokens, its own and its
+        budget's headroom (0.0 for a new peer while the table is full of spent buckets)."""
         key, now = _key(peer), self._time()
         bucket, budget = self._buckets.get(key), self._budgets.get(key)
         if bucket is not None:
@@ -533,8 +513,7 @@ class RateLimiter:
         return RateLimiterStatistics(self._allowed, g, p, budget, len(self._buckets), tracking)
 
     def snapshot(self) -> RateLimiterSnapshot:
-        """The spend, adapted rates, flow budgets and epoch, as one persistable value.
-        Raises WrongType if a tracked key is not a DeviceId, bytes, str or int."""
+        """The state as one persistable value; WrongType for a key not bytes, str or int."""
         raw = self._now()  # debts from the clock's reading (<= the limiter's time): never shorter
         default, peers = self._default[0], []
         for key in [*self._buckets, *(k for k in self._budgets if k not in self._buckets)]:
@@ -550,17 +529,15 @@ class RateLimiter:
         return RateLimiterSnapshot(self._epoch, debt, glob._rate, tuple(peers))
 
     def restore(self, snapshot: RateLimiterSnapshot) -> None:
-        """Replace the state with ``snapshot``'s from the clock's time now (counters at 0), so
-        that it never admits more than the original would have: no credit for the time
-        between; a rate this config changes keeps each bucket's token deficit.  WrongType /
-        InvalidArgument for a bad snapshot."""
+        """Replace the state with ``snapshot``'s from now (counters at 0), never admitting more
+        than the original would have (no credit for the time between; a changed rate keeps
+        each token deficit).  WrongType / InvalidArgument for a bad snapshot."""
         if type(snapshot) is not RateLimiterSnapshot:
             kind = type(snapshot).__name__
             raise WrongType(f"snapshot must be a RateLimiterSnapshot, got {kind} {snapshot!r}")
         check_epoch(snapshot.epoch, "snapshot.epoch")
         old_rate = _check_rate(snapshot.global_ops_per_second, "snapshot.global_ops_per_second")
         for state in snapshot.peers:
-            _key(state.key)
             _check_rate(state.ops_per_second, "snapshot peer ops_per_second")
             budget = state.budget or FlowBudget(0)
             for value in (budget.limit, budget.spent, budget.epoch):
