@@ -30,11 +30,8 @@ __all__ = [
     "CacheStatistics",
 ]
 
-DEFAULT_MAX_KEYS: Final = 1024
-"""Default number of keys whose floors are tracked exactly."""
-
-DEFAULT_MAX_VALUES: Final = 1024
-"""Default capacity of the :class:`CacheManager` value store (entries)."""
+DEFAULT_MAX_KEYS: Final = 1024  # keys whose floors are tracked exactly
+DEFAULT_MAX_VALUES: Final = 1024  # entries of the CacheManager's value store
 
 
 def _check_key(key: object, name: str = "key") -> str:
@@ -65,10 +62,8 @@ def _bucket(key: str, buckets: int) -> int:
 
 @message(0x0058)
 class CacheInvalidation(Message):
-    """An invalidation event: raise the floor of ``keys`` to ``epoch_floor``.
-
-    ``reason``: free text for logs, or None.  Checked when applied.
-    """
+    """An invalidation event: raise the floor of ``keys`` to ``epoch_floor`` (``reason``:
+    free text for logs).  Checked when applied."""
 
     keys: tuple[str, ...]
     epoch_floor: int
@@ -77,11 +72,8 @@ class CacheInvalidation(Message):
 
 @message(0x0059)
 class CacheFloorSnapshot(Message):
-    """A copy of a tracker's floors, to keep them across a restart (restoring only raises).
-
-    ``floors``: ``(key, floor)`` of the tracked keys; ``evicted_floors``:
-    ``(bucket, floor)`` of the non-zero buckets; ``global_floor``: every key's minimum.
-    """
+    """A tracker's floors across a restart (restoring only raises): ``(key, floor)`` of the
+    tracked keys, ``(bucket, floor)`` of the non-zero buckets, every key's minimum."""
 
     floors: tuple[tuple[str, int], ...] = ()
     evicted_floors: tuple[tuple[int, int], ...] = ()
@@ -91,12 +83,9 @@ class CacheFloorSnapshot(Message):
 
 @message(0x005A)
 class CacheStatistics(Message):
-    """The counters of a :class:`CacheManager` (Rust names first).
-
-    ``total_invalidations`` counts events (``raise_floor_all`` too), ``total_keys_invalidated``
-    the keys they named; ``evictions`` are LRU value drops, ``floor_evictions`` floors
-    folded into buckets; ``rejected_writes`` are refused ``put`` calls.
-    """
+    """A :class:`CacheManager`'s counters (Rust names first): events (``raise_floor_all``
+    too) and the keys they named; ``evictions`` are LRU value drops, ``floor_evictions``
+    floors folded into buckets, ``rejected_writes`` refused ``put`` calls."""
 
     total_invalidations: int = 0
     total_keys_invalidated: int = 0
@@ -113,12 +102,9 @@ class CacheStatistics(Message):
 
 
 class CacheEpochTracker:
-    """Per-key epoch floors that never go down, bounded to ``max_keys`` exact keys.
-
-    ``max_keys`` (>= 1, default 1024): keys tracked exactly; ``eviction_buckets``
-    (>= 1, default ``max_keys``): buckets keeping the floors of evicted keys
-    (fewer use less memory but make more untracked keys look stale).
-    """
+    """Per-key epoch floors that never go down: ``max_keys`` (>= 1) exact ones, and
+    ``eviction_buckets`` (>= 1, default ``max_keys``) keeping the floors of evicted keys
+    (fewer use less memory but make more untracked keys look stale)."""
 
     __slots__ = ("_buckets", "_evicted", "_evictions", "_floors", "_global", "_max_keys")
 
@@ -132,16 +118,6 @@ class CacheEpochTracker:
         self._evicted: dict[int, int] = {}  # bucket -> max floor of the keys evicted into it
         self._global = 0
         self._evictions = 0
-
-    @property
-    def max_keys(self) -> int:
-        """How many keys are tracked exactly."""
-        return self._max_keys
-
-    @property
-    def eviction_buckets(self) -> int:
-        """How many buckets keep the floors of evicted keys."""
-        return self._buckets
 
     @property
     def evictions(self) -> int:
@@ -256,10 +232,8 @@ class CacheEpochTracker:
         )
 
     def restore(self, snapshot: CacheFloorSnapshot) -> None:
-        """Merge ``snapshot`` (checked first): each floor becomes the max of both.
-
-        Bucket floors of a snapshot with another bucket count raise every bucket.
-        """
+        """Merge ``snapshot``: each floor becomes the max of both (bucket floors of another
+        bucket count raise every bucket)."""
         _check_snapshot(snapshot)
         self._raise_all(snapshot.global_floor)
         if snapshot.evicted_floors:
@@ -307,14 +281,9 @@ def _check_snapshot(snapshot: object) -> None:
 
 
 class CacheManager(CacheEpochTracker):
-    """A tracker plus :class:`CacheStatistics` and an optional bounded value store.
-
-    ``max_values`` (>= 0, default 1024; 0 disables the store): values kept,
-    least recently used evicted first.  :meth:`get` returns a value only if it
-    was written at or above its key's current floor and not after the reader's
-    epoch.  Values an invalidation names are dropped at once; values made
-    stale otherwise, on their next read.
-    """
+    """A tracker plus :class:`CacheStatistics` and a value store of ``max_values`` (0: none),
+    least recently used evicted first.  :meth:`get` returns a value only if written at or
+    above its key's floor and not after the reader's epoch; stale values are dropped."""
 
     def __init__(
         self,
@@ -328,11 +297,6 @@ class CacheManager(CacheEpochTracker):
         self._values: OrderedDict[str, tuple[int, Any]] = OrderedDict()  # key -> (epoch, value)
         self._invalidations = self._keys_invalidated = self._hits = self._misses = 0
         self._value_evictions = self._rejected = 0
-
-    @property
-    def max_values(self) -> int:
-        """Capacity of the value store (entries; 0 = disabled)."""
-        return self._max_values
 
     def _invalidate(self, keys: tuple[str, ...], epoch: int) -> int:
         raised = super()._invalidate(keys, epoch)
@@ -358,10 +322,8 @@ class CacheManager(CacheEpochTracker):
                 del values[key]
 
     def put(self, key: str, value: object, epoch: int) -> bool:
-        """Store ``value`` (not None) for ``key`` as written at ``epoch``; whether it was.
-
-        Refused when the store is disabled, the value is stale or a later one is stored.
-        """
+        """Store ``value`` (not None) for ``key`` as written at ``epoch``; False if the store
+        is disabled, the value is stale or a later one is stored."""
         _check_key(key)
         check_epoch(epoch)
         if value is None:

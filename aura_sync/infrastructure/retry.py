@@ -151,12 +151,9 @@ class RetryDecision:
 
 @dataclass(frozen=True, slots=True)
 class RetryContext:
-    """What an ``on_retry`` hook is told before each wait.
-
-    ``attempt``: calls made, the failed one included; ``next_delay``: seconds about
-    to be waited; ``elapsed``: seconds since the first call; ``accumulated_delay``:
-    seconds waited before (the sum of the earlier ``next_delay``).
-    """
+    """What an ``on_retry`` hook is told before each wait: ``attempt``, calls made (the
+    failed one included); ``next_delay``, seconds about to be waited; ``elapsed``, seconds
+    since the first call; ``accumulated_delay``, the sum of the earlier waits."""
 
     attempt: int
     max_attempts: int
@@ -219,13 +216,10 @@ class RetryResult(Generic[T]):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
-    """An immutable retry policy; every ``with_*`` builder returns a new one.
-
-    ``max_attempts`` counts calls, the first included; delays are seconds (a
-    ``max_delay`` below ``initial_delay`` wins); ``timeout`` is total seconds from
-    the first call; ``on_retry`` is called with a :class:`RetryContext` before each
-    wait.  The constructor, and so every builder, checks the fields.
-    """
+    """An immutable retry policy; each ``with_*`` builder returns a checked copy.
+    ``max_attempts`` counts calls, the first included; delays are seconds (a lower
+    ``max_delay`` wins); ``timeout`` counts from the first call; ``on_retry`` gets a
+    :class:`RetryContext` before each wait."""
 
     strategy: BackoffStrategy = BackoffStrategy.EXPONENTIAL
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -311,8 +305,6 @@ class RetryPolicy:
         """A copy calling ``hook(RetryContext)`` before each wait (async hooks: async only)."""
         return replace(self, on_retry=hook)
 
-    # -- delays and the planner ---------------------------------------------------
-
     def calculate_delay(self, retry: int) -> float:
         """The un-jittered delay in seconds before retry ``retry`` (0-based), capped."""
         return self._base_delay(check_int(retry, "retry", minimum=0))
@@ -373,12 +365,9 @@ class RetryPolicy:
         elapsed: float = 0.0,
         rng: Rng | None = None,
     ) -> RetryDecision:
-        """Decide what follows the failure of attempt ``attempt_index`` (0-based); never sleeps.
-
-        Gives up if the error is not retryable or no attempt is left; waits
-        ``max(next_delay, error.retry_after)`` unless that passes ``timeout``; and
-        takes a budget token last (the only side effect).
-        """
+        """What follows the failure of attempt ``attempt_index`` (0-based): give up if the
+        error is not retryable or no attempt is left, else wait ``max(next_delay,
+        error.retry_after)`` unless that passes ``timeout``; a budget token is taken last."""
         index = check_int(attempt_index, "attempt_index", minimum=0)
         _error(error)
         prev = None if prev_delay is None else check_seconds(prev_delay, "prev_delay")
@@ -406,8 +395,6 @@ class RetryPolicy:
         if self.budget is not None:
             self.budget.record_success()
 
-    # -- executors ----------------------------------------------------------------
-
     def execute(
         self,
         fn: Callable[..., T],
@@ -417,11 +404,8 @@ class RetryPolicy:
         rng: Rng | None = None,
         **kwargs: Any,
     ) -> T:
-        """``fn(*args, **kwargs)`` until it succeeds, sleeping through ``clock`` in between.
-
-        ``clock`` and ``rng`` are its own keywords.  Raises :class:`RetryExhausted` or a
-        non-retryable error; ``WrongType`` for a coroutine function.
-        """
+        """``fn(*args, **kwargs)`` until it succeeds, sleeping through ``clock`` in between;
+        raises RetryExhausted or a non-retryable error (WrongType for a coroutine function)."""
         return self._execute(fn, args, kwargs, clock, rng)
 
     def _execute(
@@ -462,8 +446,9 @@ class RetryPolicy:
                 step = run.failed(error)
                 if isinstance(step, RetryResult):
                     return step
-                if self.on_retry is not None:
-                    _refuse_awaitable(self.on_retry(step))
+                outcome = None if self.on_retry is None else self.on_retry(step)
+                if inspect.isawaitable(outcome):
+                    _refuse_coroutine(outcome, self.on_retry, "on_retry")
                 run.clock.sleep(step.next_delay)
             try:
                 value = call()
@@ -520,16 +505,10 @@ def _bind(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -
     return functools.partial(fn, *args, **kwargs) if args or kwargs else fn
 
 
-def _refuse_awaitable(outcome: object) -> None:
-    if inspect.isawaitable(outcome):
-        if inspect.iscoroutine(outcome):
-            outcome.close()
-        raise WrongType(f"on_retry returned an awaitable; use execute_async: {outcome!r}")
-
-
-def _refuse_coroutine(value: Any, call: object) -> NoReturn:
-    value.close()  # never awaited: close it so that no warning is printed
-    raise WrongType(f"fn returned a coroutine; use execute_async, got {call!r}")
+def _refuse_coroutine(value: Any, call: object, name: str = "fn") -> NoReturn:
+    if inspect.iscoroutine(value):
+        value.close()  # never awaited: close it so that no warning is printed
+    raise WrongType(f"{name} returned an awaitable (a coroutine?); use execute_async: {call!r}")
 
 
 class _Run:
@@ -578,11 +557,8 @@ class _Run:
 def retry(
     policy: RetryPolicy | None = None, *, clock: Clock | None = None, rng: Rng | None = None
 ) -> Callable[[F], F]:
-    """Decorate a plain or coroutine function so that each call runs under ``policy``.
-
-    The wrapper keeps the function's name, docstring and signature and passes
-    every argument through (None: the default policy).
-    """
+    """Run each call of the decorated plain or coroutine function under ``policy`` (None:
+    the default); the wrapper keeps its name, docstring and signature."""
     chosen = RetryPolicy() if policy is None else policy
     if not isinstance(chosen, RetryPolicy):
         raise WrongType(f"policy must be a RetryPolicy, got {type(policy).__name__} {policy!r}")

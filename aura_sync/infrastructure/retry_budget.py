@@ -1,9 +1,5 @@
-"""The retry budget: a token bucket shared by many retry policies that stops retry storms.
-
-gRPC-style retry throttling: a retry takes a token, a success puts some back, and
-retries stop while the bucket is at or below half, so when most calls fail only
-first attempts go out.  Thread-safe; attached with ``RetryPolicy.with_budget``.
-"""
+"""The retry budget (gRPC-style retry throttling), shared by policies through
+``RetryPolicy.with_budget``: when most calls fail, only first attempts go out."""
 
 from __future__ import annotations
 
@@ -34,12 +30,9 @@ def _milli(value: object, name: str, most: int) -> int:
 
 
 class RetryBudget:
-    """A token bucket shared by many policies that stops retry storms (gRPC-style).
-
-    Full at ``max_tokens`` (up to 1000); a retry takes one token, a success puts
-    back ``token_ratio``; retries only while tokens > ``max_tokens / 2``.  Counts
-    are integer thousandths (no drift); thread-safe.
-    """
+    """A thread-safe bucket, full at ``max_tokens`` (<= 1000): a retry takes one token, a
+    success puts back ``token_ratio``, retries only while tokens > ``max_tokens / 2``.
+    Counts are integer thousandths (no drift)."""
 
     __slots__ = ("_lock", "_max_milli", "_ratio_milli", "_tokens_milli")
 
