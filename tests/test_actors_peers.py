@@ -1,4 +1,4 @@
-"""PeerManagerActor through ``address.call``: every request, error replies, asyncio,
+"""PeerManagerActor through ``address.call``: its requests, error replies, asyncio,
 scheduled refresh with a discovery effect, and the table across restarts."""
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from aura_sync.infrastructure.capabilities import (
     generate_authority_keypair,
     issue_capability_token,
 )
+from aura_sync.infrastructure.peer_scoring import Offence
 from aura_sync.infrastructure.peers import (
     PeerDiscoveryConfig,
     PeerInfo,
     PeerManager,
-    PeerManagerStatistics,
     PeerStatus,
     PeerTableSnapshot,
 )
@@ -90,49 +90,37 @@ def test_every_operation_by_message(address: ActorAddress) -> None:
     info = address.call(msgs.GetPeer(A))
     assert isinstance(info, PeerInfo) and info.address == "10.0.0.1:7400"
     assert info.metadata.trust_level == 90 and info.metadata.status is S.CONNECTED
-    score = address.call(msgs.GetPeerScore(A))
-    assert score == pytest.approx(0.5 * 0.9 + 0.15 + 0.2)
     assert address.call(msgs.IsPeerAvailable(A)) is True
     assert address.call(msgs.SelectSyncPeers(5)) == (A,)
     assert address.call(msgs.StartSyncSession(A)) == 1
     assert address.call(msgs.EndSyncSession(A, True, 0.05)) is None
-    assert address.call(msgs.GetPeerLatency(A)) == 0.05
-    assert address.call(msgs.GetSyncSuccessRate(A)) == 1.0
+    meta = address.call(msgs.GetPeer(A)).metadata
+    assert (meta.latency_ewma, meta.success_rate, meta.trust_level) == (0.05, 1.0, 92)
     assert address.call(msgs.RecordFailure(A)) == 5.0
     assert address.call(msgs.SelectSyncPeers(5)) == ()  # in backoff
     assert address.call(msgs.DiscoverPeers(((B, None), (A, None)))) == (B,)
     assert address.call(msgs.RefreshDue()) is None
-    assert address.call(msgs.GetPeerStatistics()) == PeerManagerStatistics(2, 1, 0, 1, 0)
     table = address.call(msgs.GetPeerTable())
     assert isinstance(table, PeerTableSnapshot) and [p.peer_id for p in table.peers] == [A, B]
-    assert address.call(msgs.RemovePeer(B)) == table.peers[1]
+    assert address.call(msgs.SetPeerStatus(B, S.REMOVED)) is None
     assert address.call(msgs.RestorePeerTable(table)) is None
-    assert address.call(msgs.GetPeerStatistics()).total_tracked == 2
+    assert address.call(msgs.GetPeerTable()) == table
     with pytest.raises(CapabilityError):
-        address.call(msgs.UpdatePeerCapabilities(A, b"not a token"))
+        address.call(msgs.AdmitPeer(A, None, b"not a token"))
 
 
-def test_the_rust_names_and_the_address_book_by_message(
-    address: ActorAddress, clock: ManualClock
-) -> None:
+def test_degraded_peers_are_not_selected_and_bans_are_listed(address: ActorAddress) -> None:
     ready(address, A)
-    assert address.call(msgs.MarkPeerDegraded(A)) is None
+    assert address.call(msgs.SetPeerStatus(A, S.DEGRADED)) is None
     assert address.call(msgs.SelectSyncPeers(5)) == ()
-    address.call(msgs.MarkPeerHealthy(A))
+    address.call(msgs.SetPeerStatus(A, S.CONNECTED))
     assert address.call(msgs.SelectSyncPeers(5)) == (A,)
-    assert address.call(msgs.GetPeerLatency(A)) is None
-    assert address.call(msgs.GetSyncSuccessRate(A)) is None
-    clock.advance(3.0)
-    address.call(msgs.UpdateLastContact(A))
-    assert address.call(msgs.GetPeer(A)).metadata.last_seen == 3.0
-    assert address.call(msgs.LearnPeerAddress(B, "b:1", False)) is True  # tracks B
-    assert address.call(msgs.ListVerifiedPeers()) == ()
-    assert address.call(msgs.LearnPeerAddress(B, "b:2", True)) is True
-    assert address.call(msgs.AddPeer(B, "rumour:9")) is False  # hearsay changes nothing
-    (verified,) = address.call(msgs.ListVerifiedPeers())
-    assert (verified.peer_id, verified.address, verified.address_verified) == (B, "b:2", True)
-    with pytest.raises(InvalidTransition):
-        address.call(msgs.MarkPeerHealthy(B))  # DISCOVERED is not healthy
+    assert address.call(msgs.ListBans()) == ()
+    ban = None
+    while ban is None:
+        ban = address.call(msgs.ReportOffence(A, Offence.CAPABILITY, "10.0.0.5:1"))
+    assert address.call(msgs.ListBans()) == (ban,) and ban.address == "10.0.0.5:1"
+    assert address.call(msgs.SelectSyncPeers(5)) == ()  # banned: in backoff until it ends
 
 
 def test_capability_token_by_message(clock: ManualClock) -> None:
@@ -140,12 +128,16 @@ def test_capability_token_by_message(clock: ManualClock) -> None:
     config = PeerDiscoveryConfig(root_public_key=authority.public_key)
     address = spawn(lambda: PeerManagerActor(config, clock=clock))
     try:
-        address.call(msgs.AddPeer(A))
         token = issue_capability_token(authority.private_key)
-        assert address.call(msgs.UpdatePeerCapabilities(A, token)) == ("sync:request_digest",)
-        assert address.call(msgs.GetPeer(A)).metadata.has_sync_capability is True
         with pytest.raises(CapabilityError):
-            address.call(msgs.UpdatePeerCapabilities(A, token[:-3]))
+            address.call(msgs.AdmitPeer(A, "a:1", token[:-3]))
+        with pytest.raises(UnknownPeer):  # a bad token took no slot
+            address.call(msgs.GetPeer(A))
+        assert address.call(msgs.AdmitPeer(A, "a:1", token)) == ("sync:request_digest",)
+        info = address.call(msgs.GetPeer(A))
+        assert info.metadata.has_sync_capability is True and info.address_verified
+        with pytest.raises(CapabilityError):
+            address.call(msgs.AdmitPeer(A, None, token[:-3]))
         assert address.call(msgs.GetPeer(A)).metadata.has_sync_capability is False  # fails closed
     finally:
         address.stop()
@@ -157,7 +149,6 @@ def test_typed_errors(address: ActorAddress) -> None:
     address.call(msgs.AddPeer(C))
     assert address.call(msgs.SelectSyncPeers(2)) == (A, B)
     assert address.call(msgs.IsPeerAvailable(C)) is False
-    assert address.call(msgs.GetPeerScore(A)) > address.call(msgs.GetPeerScore(B))
     address.call(msgs.StartSyncSession(A))
     address.call(msgs.StartSyncSession(A))
     with pytest.raises(SessionLimitReached):
@@ -170,8 +161,8 @@ def test_typed_errors(address: ActorAddress) -> None:
         address.call(msgs.SetPeerStatus(C, S.CONNECTED))
     with pytest.raises(UnknownPeer):
         address.call(msgs.GetPeer(peer(99)))
-    stats = address.call(msgs.GetPeerStatistics())
-    assert stats.total_tracked == 3 and stats.total_active_sessions == 1
+    table = address.call(msgs.GetPeerTable())
+    assert [p.metadata.active_sessions for p in table.peers] == [1, 0, 0]
 
 
 def test_async_calls(address: ActorAddress) -> None:
@@ -182,9 +173,9 @@ def test_async_calls(address: ActorAddress) -> None:
         assert (await address.call_async(msgs.GetPeer(A))).metadata.verified is True
         assert await address.call_async(msgs.SelectSyncPeers(3)) == (A,)
         snapshot = await address.call_async(msgs.GetPeerTable())
-        await address.call_async(msgs.RemovePeer(A))
+        await address.call_async(msgs.SetPeerStatus(A, S.REMOVED))
         await address.call_async(msgs.RestorePeerTable(snapshot))
-        assert (await address.call_async(msgs.GetPeerStatistics())).total_tracked == 1
+        assert await address.call_async(msgs.GetPeerTable()) == snapshot
         with pytest.raises(UnknownPeer):
             await address.call_async(msgs.GetPeer(C))
 
@@ -224,24 +215,27 @@ def test_refresh_ticks_run_discovery_when_due(clock: ManualClock) -> None:
     addr = spawn(
         lambda: PeerManagerActor(config, clock=clock, scheduler=scheduler, discovery=discovery)
     )
-    tracked = msgs.GetPeerStatistics()
+
+    def tracked() -> int:
+        return len(addr.call(msgs.GetPeerTable()).peers)
+
     try:
-        assert addr.call(tracked).total_tracked == 2  # a round at start: none had run
+        assert tracked() == 2  # a round at start: none had run
         assert discovery.rounds == 1
         clock.advance(59.0)
-        assert addr.call(tracked).total_tracked == 2 and discovery.rounds == 1
+        assert tracked() == 2 and discovery.rounds == 1
         discovery.candidates += ((C, None),)
         clock.advance(1.0)  # the RefreshDue tick fires; the ask below is queued behind it
-        assert addr.call(tracked).total_tracked == 3
+        assert tracked() == 3
         assert discovery.rounds == 2
         discovery.fail = True
         discovery.candidates += ((peer(4), None),)
         clock.advance(60.0)
-        assert addr.call(tracked).total_tracked == 3  # the failed round changed nothing
+        assert tracked() == 3  # the failed round changed nothing
         assert discovery.rounds == 3
         discovery.fail = False
         addr.call(msgs.RefreshDue())  # still due: runs again at once (and re-arms the tick)
-        assert addr.call(tracked).total_tracked == 4 and discovery.rounds == 4
+        assert tracked() == 4 and discovery.rounds == 4
         addr.call(msgs.RefreshDue())  # not due: no round
         assert discovery.rounds == 4
         assert clock.pending_timers() == 1  # exactly one tick pending, never more
@@ -256,7 +250,7 @@ def test_peer_table_survives_a_crash(clock: ManualClock) -> None:
     ready(first, A)
     first.call(msgs.StartSyncSession(A))
     first.call(msgs.RecordFailure(A))
-    first.call(msgs.LearnPeerAddress(A, "a:1", True))
+    first.call(msgs.ReportOffence(A, Offence.RATE_LIMITED, "a:1"))
     before = first.call(msgs.GetPeer(A))
     reply = first.ask(InjectCrash("mid-run"))
     assert isinstance(reply, ErrorReply) and reply.error_type == "ActorCrashed"
@@ -266,7 +260,7 @@ def test_peer_table_survives_a_crash(clock: ManualClock) -> None:
     second = spawn(lambda: PeerManagerActor(clock=clock, stash=stash))
     try:
         after = second.call(msgs.GetPeer(A))
-        assert after == before  # sessions, backoff, trust and the address all kept
+        assert after == before  # sessions, backoff and trust all kept
     finally:
         second.stop()
 

@@ -17,7 +17,7 @@ from aura_sync.errors import DiscoveryError, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure import PeerDiscovery, PeerDiscoveryConfig, PeerInfo, PeerManager
 from aura_sync.infrastructure.peer_scoring import PeerBan
-from aura_sync.infrastructure.peers import METADATA_FIELDS, PeerManagerStatistics, PeerTableSnapshot
+from aura_sync.infrastructure.peers import PeerTableSnapshot
 from aura_sync.messages import peers as msgs
 
 __all__ = ["STASH_KEY", "PeerManagerActor"]
@@ -27,6 +27,7 @@ STASH_KEY: Final = "aura_sync.peers"
 
 _log = logging.getLogger(__name__)
 _REFRESH_DUE: Final = msgs.RefreshDue()
+_FIELDS: Final = ("trust_level", "has_sync_capability", "verified")
 
 
 class PeerManagerActor(FaultInjectionMixin, AuraActor):
@@ -79,54 +80,18 @@ class PeerManagerActor(FaultInjectionMixin, AuraActor):
     def _add(self, msg: msgs.AddPeer) -> bool:
         return self._peers.add_peer(msg.peer_id, msg.address)
 
-    @handles(msgs.LearnPeerAddress)
-    def _learn(self, msg: msgs.LearnPeerAddress) -> bool:
-        return self._peers.learn_peer_address(msg.peer_id, msg.address, verified=msg.verified)
-
-    @handles(msgs.ListVerifiedPeers)
-    def _verified(self, msg: msgs.ListVerifiedPeers) -> tuple[PeerInfo, ...]:
-        return self._peers.verified_peers()
-
-    @handles(msgs.RemovePeer)
-    def _remove(self, msg: msgs.RemovePeer) -> PeerInfo:
-        return self._peers.remove_peer(msg.peer_id)
-
     @handles(msgs.SetPeerStatus)
     def _set_status(self, msg: msgs.SetPeerStatus) -> None:
         self._peers.set_peer_status(msg.peer_id, msg.status)
 
-    @handles(msgs.MarkPeerDegraded)
-    def _degraded(self, msg: msgs.MarkPeerDegraded) -> None:
-        self._peers.mark_peer_degraded(msg.peer_id)
-
-    @handles(msgs.MarkPeerHealthy)
-    def _healthy(self, msg: msgs.MarkPeerHealthy) -> None:
-        self._peers.mark_peer_healthy(msg.peer_id)
-
-    @handles(msgs.UpdateLastContact)
-    def _contact(self, msg: msgs.UpdateLastContact) -> None:
-        self._peers.update_last_contact(msg.peer_id)
-
     @handles(msgs.UpdatePeerMetadata)
     def _update(self, msg: msgs.UpdatePeerMetadata) -> None:
-        fields = {f: v for f in METADATA_FIELDS if (v := getattr(msg, f)) is not None}
+        fields = {f: v for f in _FIELDS if (v := getattr(msg, f)) is not None}
         self._peers.update_peer_metadata(msg.peer_id, **fields)
 
     @handles(msgs.GetPeer)
     def _get(self, msg: msgs.GetPeer) -> PeerInfo:
         return self._peers.get_peer(msg.peer_id)
-
-    @handles(msgs.GetPeerScore)
-    def _score(self, msg: msgs.GetPeerScore) -> float:
-        return self._peers.peer_score(msg.peer_id)
-
-    @handles(msgs.GetPeerLatency)
-    def _latency(self, msg: msgs.GetPeerLatency) -> float | None:
-        return self._peers.get_peer_latency(msg.peer_id)
-
-    @handles(msgs.GetSyncSuccessRate)
-    def _success_rate(self, msg: msgs.GetSyncSuccessRate) -> float | None:
-        return self._peers.get_sync_success_rate(msg.peer_id)
 
     @handles(msgs.IsPeerAvailable)
     def _available(self, msg: msgs.IsPeerAvailable) -> bool:
@@ -147,10 +112,6 @@ class PeerManagerActor(FaultInjectionMixin, AuraActor):
     @handles(msgs.RecordFailure)
     def _failure(self, msg: msgs.RecordFailure) -> float:
         return self._peers.record_failure(msg.peer_id)
-
-    @handles(msgs.UpdatePeerCapabilities)
-    def _capabilities(self, msg: msgs.UpdatePeerCapabilities) -> tuple[str, ...]:
-        return self._peers.update_peer_capabilities(msg.peer_id, msg.token)
 
     @handles(msgs.AdmitPeer)
     def _admit(self, msg: msgs.AdmitPeer) -> tuple[str, ...]:
@@ -178,10 +139,6 @@ class PeerManagerActor(FaultInjectionMixin, AuraActor):
             self._peers.discover_peers(self._discovery)
         except DiscoveryError as exc:
             _log.warning("%s: discovery round failed, retrying next tick: %s", self, exc)
-
-    @handles(msgs.GetPeerStatistics)
-    def _statistics(self, msg: msgs.GetPeerStatistics) -> PeerManagerStatistics:
-        return self._peers.statistics()
 
     @handles(msgs.GetPeerTable)
     def _table(self, msg: msgs.GetPeerTable) -> PeerTableSnapshot:

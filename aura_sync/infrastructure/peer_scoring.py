@@ -1,17 +1,12 @@
-"""Peer scoring from behaviour: trust moves with what a peer does; bans grow with offences.
+"""Peer scoring from behaviour (after libp2p's gossipsub scoring and connection gater).
 
-After libp2p's gossipsub peer scoring and its connection gater.  A successful
-session raises a peer's trust by ``success_reward``; each :class:`Offence`
-lowers it by its penalty; trust stays in 0..100.  An offence that leaves trust
-below ``ban_threshold`` bans the peer (if it is not banned already) for
-``min(ban_base * ban_growth**(k - 1), ban_max)`` seconds, ``k`` its bans so
-far; the count is forgotten ``offence_memory`` seconds after its last ban.
-When a ban ends, trust is set back to ``probation_trust``.  A peer with at
-least ``degraded_min_syncs`` sessions whose success rate falls below
-``degraded_below`` is DEGRADED for ``degraded_for`` seconds (then probed again).
-
-:class:`BanBook` keeps the offence records (bounded: ``max_records``), also of
-identities the peer table does not track.  Layer: cores (clock seconds).
+A successful session adds ``success_reward`` trust, each :class:`Offence` takes its
+penalty (trust stays 0..100).  An offence leaving trust below ``ban_threshold`` bans
+the peer for ``min(ban_base * ban_growth**(k - 1), ban_max)`` s, ``k`` its bans so far
+(forgotten ``offence_memory`` s after the last); a ban's end restores ``probation_trust``.
+A peer with ``degraded_min_syncs`` sessions and a success rate under ``degraded_below``
+is DEGRADED for ``degraded_for`` s.  :class:`BanBook` keeps the offence records (at most
+``max_records``, also of untracked identities).  Layer: cores (clock seconds).
 """
 
 from __future__ import annotations
@@ -99,12 +94,9 @@ class ScoringConfig:
 def ban_period(bans: int, config: ScoringConfig) -> float:
     """Seconds of the ``bans``-th ban (>= 1): ``min(base * growth**(bans-1), max)``."""
     k = check_int(bans, "bans", minimum=1)
-    if config.ban_growth == 1.0:
-        return config.ban_base
-    exponent = min(k - 1, 4096)  # past this the cap holds for any growth > 1
     try:
-        return min(config.ban_base * config.ban_growth**exponent, config.ban_max)
-    except OverflowError:
+        return min(config.ban_base * config.ban_growth ** (k - 1), config.ban_max)
+    except OverflowError:  # a huge count or growth: the cap
         return config.ban_max
 
 
@@ -139,11 +131,6 @@ class BanBook:
         self._records: dict[DeviceId, _Record] = {}
         self._next_end = float("inf")  # the earliest end of a ban in force (expire is O(1) before)
         self._swept = -float("inf")  # bans that ended by then were already reported
-
-    @property
-    def config(self) -> ScoringConfig:
-        """The scoring rules."""
-        return self._config
 
     def untracked_trust(self, peer_id: DeviceId) -> int:
         """The trust of an identity outside the peer table (its record's, else the default)."""

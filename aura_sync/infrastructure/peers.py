@@ -1,13 +1,10 @@
 """Peer management: a bounded peer table (statuses, scores, sessions, backoff, addresses).
 
-:class:`PeerManager` picks the peers to sync with and is the node's one address
-book (an address a peer gave over a verified connection wins over hearsay).
-Score = ``0.5*trust/100 + 0.3*success_rate + 0.2*(1 - min(active/max_concurrent,
-1))``, success rate 0.5 with no history; the n-th failure in a row backs off
-``min(5 + (n-1)**2, 300)`` s.  Trust, bans and DEGRADED follow behaviour
-(:mod:`~aura_sync.infrastructure.peer_scoring`); with ``admit_peer`` an authorized
-newcomer may evict an unauthorized or distrusted live peer.  Public methods check
-their arguments and change nothing when they raise.  Layer: cores (clock seconds).
+:class:`PeerManager` picks the peers to sync with and is the node's one address book
+(a verified address wins over hearsay).  Score = ``0.5*trust/100 + 0.3*success_rate +
+0.2*(1 - min(active/max_concurrent, 1))``; the n-th failure in a row backs off
+``min(5 + (n-1)**2, 300)`` s.  Trust, bans and DEGRADED follow behaviour (``peer_scoring``).
+Public methods check their arguments and change nothing when they raise.  Layer: cores.
 """
 
 from __future__ import annotations
@@ -134,8 +131,7 @@ class StaticDiscovery:
         self._candidates = _check_candidates(candidates)
 
     def discover(self, timeout: float) -> Iterable[tuple[DeviceId, str | None]]:
-        """The configured candidates (``timeout``: seconds > 0, checked, not needed)."""
-        check_seconds(timeout, "timeout", allow_zero=False)
+        """The configured candidates (at once: ``timeout`` is not needed)."""
         return self._candidates
 
 
@@ -216,12 +212,6 @@ class PeerManager:
             self._replace(info, trust_level=after, backoff_until=backoff)
         return ban
 
-    def ban_of(self, peer_id: DeviceId) -> PeerBan | None:
-        """The ban of ``peer_id`` in force now, or None (tracked or not)."""
-        check_peer(peer_id)
-        self._expire()
-        return self._book.ban_of(peer_id)
-
     def bans(self) -> tuple[PeerBan, ...]:
         """The bans in force now, by id."""
         self._expire()
@@ -240,10 +230,8 @@ class PeerManager:
             raise WrongType(f"token must be bytes, got {type(token).__name__}")
         self._expire()
         now = self._clock.now()
-        ban = self._book.ban_of(peer_id)
-        if ban is not None:
-            left = ban.until - now
-            raise PeerUnavailable(f"peer {peer_id} is banned for another {left:.1f} s")
+        if (ban := self._book.ban_of(peer_id)) is not None:
+            raise PeerUnavailable(f"peer {peer_id} is banned for another {ban.until - now:.1f} s")
         if peer_id in self._peers:
             rights = self.update_peer_capabilities(peer_id, token)
         else:
@@ -295,17 +283,6 @@ class PeerManager:
         self._peers[peer_id] = dataclasses.replace(info, address=address, address_verified=verified)
         return True
 
-    def verified_peers(self) -> tuple[PeerInfo, ...]:
-        """Peers (not REMOVED) whose address is verified, sorted by ``DeviceId``."""
-        removed = PeerStatus.REMOVED
-        return tuple(i for i in self.peers() if i.address_verified and i.status is not removed)
-
-    def remove_peer(self, peer_id: DeviceId) -> PeerInfo:
-        """Forget ``peer_id`` (it may be rediscovered; REMOVED keeps it out); its last snapshot."""
-        info = self._get(peer_id)
-        del self._peers[peer_id]
-        return info
-
     def set_peer_status(self, peer_id: DeviceId, status: PeerStatus) -> None:
         """Move ``peer_id`` to ``status`` along :data:`ALLOWED_TRANSITIONS` (else
         ``InvalidTransition``); the same status is a no-op; CONNECTED refreshes ``last_seen``."""
@@ -322,27 +299,8 @@ class PeerManager:
                 f"(from {current.name}: {allowed})"
             )
         now = self._clock.now()
-        if status is PeerStatus.CONNECTED:
-            self._replace(info, status=status, last_status_change=now, last_seen=now)
-        else:
-            self._replace(info, status=status, last_status_change=now)
-
-    def mark_peer_degraded(self, peer_id: DeviceId) -> None:
-        """The Rust ``mark_peer_degraded``: CONNECTED (or DEGRADED) -> DEGRADED, not selected."""
-        self.set_peer_status(peer_id, PeerStatus.DEGRADED)
-
-    def mark_peer_healthy(self, peer_id: DeviceId) -> None:
-        """The Rust ``mark_peer_healthy``: DEGRADED (or CONNECTED) -> CONNECTED."""
-        status = self._get(peer_id).metadata.status
-        if status is PeerStatus.DEGRADED:
-            self.set_peer_status(peer_id, PeerStatus.CONNECTED)
-        elif status is not PeerStatus.CONNECTED:
-            why = "only a DEGRADED or CONNECTED peer can be marked healthy"
-            raise InvalidTransition(f"peer {peer_id} is {status.name}: {why}")
-
-    def update_last_contact(self, peer_id: DeviceId) -> None:
-        """The Rust ``update_last_contact``: the peer was heard from now (``last_seen``)."""
-        self._replace(self._get(peer_id), last_seen=self._clock.now())
+        seen = {"last_seen": now} if status is PeerStatus.CONNECTED else {}
+        self._replace(info, status=status, last_status_change=now, **seen)
 
     def update_peer_metadata(self, peer_id: DeviceId, **fields: object) -> None:
         """Set some of :data:`METADATA_FIELDS`, all checked first: ``trust_level`` (0-100),
@@ -365,15 +323,6 @@ class PeerManager:
     def peer_score(self, peer_id: DeviceId) -> float:
         """The peer's selection score in [0, 1] (see the module docstring)."""
         return _score(self._get(peer_id).metadata, self._config.max_concurrent_sessions)
-
-    def get_peer_latency(self, peer_id: DeviceId) -> float | None:
-        """The Rust ``get_peer_latency``: the EWMA of successful syncs' latency (s), or None."""
-        return self._get(peer_id).metadata.latency_ewma
-
-    def get_sync_success_rate(self, peer_id: DeviceId) -> float | None:
-        """The Rust ``get_sync_success_rate``: successes / syncs, or None with no sync yet."""
-        meta = self._get(peer_id).metadata
-        return meta.success_rate if meta.successful_syncs + meta.failed_syncs else None
 
     def is_peer_available(self, peer_id: DeviceId) -> bool:
         """Whether the peer can take a sync session now (CONNECTED, under the limit, no backoff)."""

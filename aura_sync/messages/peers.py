@@ -7,17 +7,15 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aura_sync.ids import DeviceId
-from aura_sync.infrastructure import PeerInfo, PeerManagerStatistics, PeerStatus, PeerTableSnapshot
+from aura_sync.infrastructure import PeerInfo, PeerStatus, PeerTableSnapshot
 from aura_sync.infrastructure.peer_scoring import Offence, PeerBan
 from aura_sync.messages._base import Request, message
 
 __all__ = [
-    "AddPeer", "AdmitPeer", "DiscoverPeers", "EndSyncSession", "GetPeer", "GetPeerLatency",
-    "GetPeerScore", "GetPeerStatistics", "GetPeerTable", "GetSyncSuccessRate", "IsPeerAvailable",
-    "LearnPeerAddress", "ListBans", "ListVerifiedPeers", "MarkPeerDegraded", "MarkPeerHealthy",
-    "RecordFailure", "RefreshDue", "RemovePeer", "ReportOffence", "RestorePeerTable",
-    "SelectSyncPeers", "SetPeerStatus",
-    "StartSyncSession", "UpdateLastContact", "UpdatePeerCapabilities", "UpdatePeerMetadata",
+    "AddPeer", "AdmitPeer", "DiscoverPeers", "EndSyncSession", "GetPeer", "GetPeerTable",
+    "IsPeerAvailable", "ListBans", "RecordFailure", "RefreshDue", "ReportOffence",
+    "RestorePeerTable", "SelectSyncPeers", "SetPeerStatus", "StartSyncSession",
+    "UpdatePeerMetadata",
 ]  # fmt: skip
 
 R_co = TypeVar("R_co", covariant=True)
@@ -37,44 +35,11 @@ class AddPeer(_OfPeer[bool]):
     address: str | None = None
 
 
-@message(0x0081)
-class LearnPeerAddress(_OfPeer[bool]):
-    """``learn_peer_address``: where the peer listens; True if the table changed."""
-
-    address: str
-    verified: bool
-
-
-@message(0x0082)
-class ListVerifiedPeers(Request[tuple[PeerInfo, ...]]):
-    """``verified_peers()``: peers with a verified address, by id."""
-
-
-@message(0x0083)
-class RemovePeer(_OfPeer[PeerInfo]):
-    """``remove_peer``: forget the peer; its last snapshot."""
-
-
 @message(0x0084)
 class SetPeerStatus(_OfPeer[None]):
     """``set_peer_status`` (the transitions are enforced)."""
 
     status: PeerStatus
-
-
-@message(0x0085)
-class MarkPeerDegraded(_OfPeer[None]):
-    """``mark_peer_degraded``: CONNECTED -> DEGRADED."""
-
-
-@message(0x0086)
-class MarkPeerHealthy(_OfPeer[None]):
-    """``mark_peer_healthy``: DEGRADED -> CONNECTED."""
-
-
-@message(0x0087)
-class UpdateLastContact(_OfPeer[None]):
-    """``update_last_contact``: the peer was heard from now."""
 
 
 @message(0x0088)
@@ -84,29 +49,11 @@ class UpdatePeerMetadata(_OfPeer[None]):
     trust_level: int | None = None
     has_sync_capability: bool | None = None
     verified: bool | None = None
-    successful_syncs: int | None = None
-    failed_syncs: int | None = None
-    active_sessions: int | None = None
 
 
 @message(0x0089)
 class GetPeer(_OfPeer[PeerInfo]):
     """``get_peer``: the peer's snapshot."""
-
-
-@message(0x008A)
-class GetPeerScore(_OfPeer[float]):
-    """``peer_score``: in [0, 1]."""
-
-
-@message(0x008B)
-class GetPeerLatency(_OfPeer[float | None]):
-    """``get_peer_latency``: seconds (EWMA of successful syncs), or None."""
-
-
-@message(0x008C)
-class GetSyncSuccessRate(_OfPeer[float | None]):
-    """``get_sync_success_rate``: in [0, 1], or None before the first sync."""
 
 
 @message(0x008D)
@@ -137,13 +84,6 @@ class EndSyncSession(_OfPeer[None]):
 @message(0x0091)
 class RecordFailure(_OfPeer[float]):
     """``record_failure`` (outside a session): the backoff in seconds."""
-
-
-@message(0x0092)
-class UpdatePeerCapabilities(_OfPeer[tuple[str, ...]]):
-    """``update_peer_capabilities``: the rights the Biscuit token grants (fails closed)."""
-
-    token: bytes
 
 
 @message(0x0093)
@@ -177,11 +117,6 @@ class ReportOffence(_OfPeer[PeerBan | None]):
 @message(0x009A)
 class ListBans(Request[tuple[PeerBan, ...]]):
     """``bans()``: the bans in force, by id."""
-
-
-@message(0x0096)
-class GetPeerStatistics(Request[PeerManagerStatistics]):
-    """``statistics()``."""
 
 
 @message(0x0097)
