@@ -11,13 +11,11 @@ import logging
 from typing import Any, Final, cast
 
 from aura_sync.actors._faults import FaultInjectionMixin, Ticker, check_stash, resolve_effects
-from aura_sync.actors.base import AuraActor, handles
+from aura_sync.actors.base import AuraActor, forward, handles
 from aura_sync.effects import Clock, Scheduler
 from aura_sync.errors import DiscoveryError, WrongType
 from aura_sync.ids import DeviceId
-from aura_sync.infrastructure import PeerDiscovery, PeerDiscoveryConfig, PeerInfo, PeerManager
-from aura_sync.infrastructure.peer_scoring import PeerBan
-from aura_sync.infrastructure.peers import PeerTableSnapshot
+from aura_sync.infrastructure import PeerDiscovery, PeerDiscoveryConfig, PeerManager
 from aura_sync.messages import peers as msgs
 
 __all__ = ["STASH_KEY", "PeerManagerActor"]
@@ -76,54 +74,26 @@ class PeerManagerActor(FaultInjectionMixin, AuraActor):
         if self._ticker is not None:
             self._ticker.cancel()
 
-    @handles(msgs.AddPeer)
-    def _add(self, msg: msgs.AddPeer) -> bool:
-        return self._peers.add_peer(msg.peer_id, msg.address)
-
-    @handles(msgs.SetPeerStatus)
-    def _set_status(self, msg: msgs.SetPeerStatus) -> None:
-        self._peers.set_peer_status(msg.peer_id, msg.status)
+    _add = forward("_peers", "add_peer", msgs.AddPeer)
+    _set_status = forward("_peers", "set_peer_status", msgs.SetPeerStatus)
+    _get = forward("_peers", "get_peer", msgs.GetPeer)
+    _available = forward("_peers", "is_peer_available", msgs.IsPeerAvailable)
+    _start_session = forward("_peers", "start_sync_session", msgs.StartSyncSession)
+    _end_session = forward("_peers", "end_sync_session", msgs.EndSyncSession)
+    _failure = forward("_peers", "record_failure", msgs.RecordFailure)
+    _admit = forward("_peers", "admit_peer", msgs.AdmitPeer)
+    _offence = forward("_peers", "report_offence", msgs.ReportOffence)
+    _bans = forward("_peers", "bans", msgs.ListBans)
+    _table = forward("_peers", "snapshot", msgs.GetPeerTable)
 
     @handles(msgs.UpdatePeerMetadata)
     def _update(self, msg: msgs.UpdatePeerMetadata) -> None:
         fields = {f: v for f in _FIELDS if (v := getattr(msg, f)) is not None}
         self._peers.update_peer_metadata(msg.peer_id, **fields)
 
-    @handles(msgs.GetPeer)
-    def _get(self, msg: msgs.GetPeer) -> PeerInfo:
-        return self._peers.get_peer(msg.peer_id)
-
-    @handles(msgs.IsPeerAvailable)
-    def _available(self, msg: msgs.IsPeerAvailable) -> bool:
-        return self._peers.is_peer_available(msg.peer_id)
-
     @handles(msgs.SelectSyncPeers)
     def _select(self, msg: msgs.SelectSyncPeers) -> tuple[DeviceId, ...]:
         return tuple(self._peers.select_sync_peers(msg.count))
-
-    @handles(msgs.StartSyncSession)
-    def _start_session(self, msg: msgs.StartSyncSession) -> int:
-        return self._peers.start_sync_session(msg.peer_id)
-
-    @handles(msgs.EndSyncSession)
-    def _end_session(self, msg: msgs.EndSyncSession) -> None:
-        self._peers.end_sync_session(msg.peer_id, msg.success, msg.latency)
-
-    @handles(msgs.RecordFailure)
-    def _failure(self, msg: msgs.RecordFailure) -> float:
-        return self._peers.record_failure(msg.peer_id)
-
-    @handles(msgs.AdmitPeer)
-    def _admit(self, msg: msgs.AdmitPeer) -> tuple[str, ...]:
-        return self._peers.admit_peer(msg.peer_id, msg.address, msg.token)
-
-    @handles(msgs.ReportOffence)
-    def _offence(self, msg: msgs.ReportOffence) -> PeerBan | None:
-        return self._peers.report_offence(msg.peer_id, msg.offence, msg.address)
-
-    @handles(msgs.ListBans)
-    def _bans(self, msg: msgs.ListBans) -> tuple[PeerBan, ...]:
-        return self._peers.bans()
 
     @handles(msgs.DiscoverPeers)
     def _discovered(self, msg: msgs.DiscoverPeers) -> tuple[DeviceId, ...]:
@@ -139,10 +109,6 @@ class PeerManagerActor(FaultInjectionMixin, AuraActor):
             self._peers.discover_peers(self._discovery)
         except DiscoveryError as exc:
             _log.warning("%s: discovery round failed, retrying next tick: %s", self, exc)
-
-    @handles(msgs.GetPeerTable)
-    def _table(self, msg: msgs.GetPeerTable) -> PeerTableSnapshot:
-        return self._peers.snapshot()
 
     @handles(msgs.RestorePeerTable)
     def _restore(self, msg: msgs.RestorePeerTable) -> None:
