@@ -106,16 +106,20 @@ SIZES: dict[str, Size] = {
 
 @dataclasses.dataclass(frozen=True)
 class GroupSpec:
-    """One row group: ``key`` (for ``--only``), its number in the issue, a title."""
+    """One row group: ``key`` (for ``--only``), its number in the issue, a title.
+
+    ``more`` names further modules (``bench.rows_<name>``) whose rows belong to the group.
+    """
 
     key: str
     number: int
     title: str
+    more: tuple[str, ...] = ()
 
     @property
-    def module(self) -> str:
-        """The module that implements the group (``bench.rows_<key>``)."""
-        return f"bench.rows_{self.key}"
+    def modules(self) -> tuple[str, ...]:
+        """The modules that implement the group (``bench.rows_<key>``, then ``more``)."""
+        return tuple(f"bench.rows_{name}" for name in (self.key, *self.more))
 
 
 GROUPS: tuple[GroupSpec, ...] = (
@@ -127,7 +131,7 @@ GROUPS: tuple[GroupSpec, ...] = (
     GroupSpec("supervision", 6, "Supervision"),
     GroupSpec("node", 7, "Node"),
     GroupSpec("memory", 8, "Memory"),
-    GroupSpec("journal", 9, "Journal v2"),
+    GroupSpec("journal", 9, "Journal v2", more=("sync",)),
     GroupSpec("admission", 10, "Inbound admission"),
     GroupSpec("control", 11, "Control socket and CLI"),
 )
@@ -725,11 +729,11 @@ def run_suite(
         first = len(ctx.rows)
         t0 = time.perf_counter()
         say(f"[{spec.number}] {spec.title} ...")
-        try:
-            module = importlib.import_module(spec.module)
-            module.run(ctx)
-        except Exception as exc:
-            ctx.error(f"{spec.title} (group)", exc)
+        for name in spec.modules:
+            try:
+                importlib.import_module(name).run(ctx)
+            except Exception as exc:
+                ctx.error(f"{spec.title} (group, {name})", exc)
         elapsed = time.perf_counter() - t0
         rows = ctx.rows[first:]
         say(f"    {len(rows)} rows in {elapsed:.1f} s")

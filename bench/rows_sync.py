@@ -1,0 +1,202 @@
+"""Row group 9 (journal v2), sync throughput: real nodes over loopback TCP + mutual TLS.
+
+Nodes are built as in :mod:`bench.rows_node` (in this process, one
+temporary data directory each, ``sync_interval`` 0.05 s, defaults otherwise:
+admission on).
+
+- **2 nodes**: per repetition N fresh ops (64-byte payloads) are appended on
+  node A (``Node.append``, 1000 per call); the clock runs from the first
+  append until node B's journal holds them all.  N: 300 (tiny), 20k
+  (quick), 100k (full).  Targets: >= 0.9x the baseline, and >= 30k ops/s.
+- **5 nodes converge**: each node appends its share of N ops; the clock runs
+  from the last append's return until every journal holds all ops with
+  equal full-range digests.  N: 100 (tiny, 3 nodes), 2k (quick), 10k
+  (full).  Target: median <= 1 s.
+
+Baseline of both rows, measured after each repetition: *the same ops* (read
+back from the writer's journal, already signed) verified and inserted into
+a fresh SQLite :class:`~aura_sync.protocols.journal.Journal` in a temporary
+file with ``add_many`` in batches of 128 (the wire batch size), each batch
+its own commit.  The ratio is sync throughput over local-insert throughput.
+Unpinned only: the absolute target is for this 2-vCPU machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._harness import Context, Stats, Target, optional_module
+from bench.rows_node import (
+    INSERT_BATCH,
+    SYNC_INTERVAL,
+    _Cluster,
+    _gc_paused,
+    _payloads,
+    _wait,
+)
+
+PAIR_ROW = "sync 2 nodes over loopback TLS, {n:,} fresh signed ops A to B vs local insert"
+PAIR_ABS_ROW = "sync 2 nodes over loopback TLS, {n:,} fresh signed ops A to B (ops/s)"
+CONVERGE_ROW = "{k} nodes converge on {n:,} ops after the last write (s)"
+PAIR_OPS_PER_S = 30_000.0
+CONVERGE_S = 1.0
+
+# (2-node ops, convergence nodes, convergence ops) per size
+_SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (300, 3, 100),
+    "quick": (20_000, 5, 2_000),
+    "full": (100_000, 5, 10_000),
+}
+
+
+def _baseline(root: Path, journal: Any, ids: list[bytes], rep: int) -> float:
+    """Seconds to verify and insert the ops ``ids`` of ``journal`` into a fresh journal."""
+    from aura_sync.identity import NodeIdentity
+    from aura_sync.protocols.journal import Journal
+
+    order = journal.push_order(ids)
+    ops = [op for i in range(0, len(order), 128) for op in journal.get_many(order[i : i + 128])]
+    target = Journal.open(root / f"baseline-{rep}.journal", identity=NodeIdentity.generate())
+    try:
+        add = target.add_many
+        with _gc_paused():
+            t0 = time.perf_counter()
+            for i in range(0, len(ops), INSERT_BATCH):
+                add(ops[i : i + INSERT_BATCH])
+            dt = time.perf_counter() - t0
+        if len(target) != len(ids):
+            raise RuntimeError(f"baseline journal holds {len(target)}, want {len(ids)}")
+    finally:
+        target.close()
+    return max(dt, 1e-9)
+
+
+def _new_ids(node: Any, before: int) -> list[bytes]:
+    """Ids of the ops ``node`` authored after its first ``before`` own ops."""
+    journal = node.journal
+    ops = journal.ops_by(journal.author, before - 1)
+    return [op.op_id for op in ops]
+
+
+def _pair(ctx: Context, root: Path, n: int) -> tuple[Stats, Stats]:
+    sync_s: list[float] = []
+    base_s: list[float] = []
+    cluster = _Cluster(root, 2)
+    try:
+        a, b = cluster.nodes
+        timeout = max(60.0, n / 200)
+        for rep in range(ctx.size.reps + 1):  # repetition 0 is the warm-up
+            total = len(b.journal) + n
+            before = a.journal.own_ops
+            with _gc_paused():
+                t0 = time.perf_counter()
+                cluster.append(a, _payloads(f"s{rep}", n))
+                _wait(
+                    functools.partial(cluster.holds, b, total),
+                    timeout,
+                    f"node B to hold {total} ops",
+                )
+                s = max(time.perf_counter() - t0, 1e-9)
+            base = _baseline(root, a.journal, _new_ids(a, before), rep)
+            if rep:
+                sync_s.append(s)
+                base_s.append(base)
+    finally:
+        cluster.stop()
+    return _stats("2 nodes, loopback TLS", sync_s, base_s, n)
+
+
+def _converge(ctx: Context, root: Path, k: int, n: int) -> tuple[Stats, Stats]:
+    sync_s: list[float] = []
+    base_s: list[float] = []
+    cluster = _Cluster(root, k)
+    try:
+        nodes = cluster.nodes
+        timeout = max(60.0, n / 100)
+        cluster.append(nodes[-1], _payloads("hello", 1))  # peer exchange: everyone meets
+        _wait(lambda: cluster.converged(1), timeout, "the nodes to meet")
+        shares = [n // k + (1 if i < n % k else 0) for i in range(k)]
+        for rep in range(ctx.size.reps + 1):
+            total = len(nodes[0].journal) + n
+            before = [node.journal.own_ops for node in nodes]
+            with _gc_paused():
+                for i, (node, share) in enumerate(zip(nodes, shares, strict=True)):
+                    cluster.append(node, _payloads(f"c{rep}-{i}", share))
+                t0 = time.perf_counter()
+                _wait(
+                    functools.partial(cluster.converged, total), timeout, f"{k} nodes to converge"
+                )
+                s = max(time.perf_counter() - t0, 1e-9)
+            ids = [i for node, b in zip(nodes, before, strict=True) for i in _new_ids(node, b)]
+            base = _baseline(root, nodes[0].journal, ids, rep)
+            if rep:
+                sync_s.append(s)
+                base_s.append(base)
+    finally:
+        cluster.stop()
+    return _stats(f"{k} nodes converge", sync_s, base_s, n)
+
+
+def _stats(label: str, sync_s: list[float], base_s: list[float], n: int) -> tuple[Stats, Stats]:
+    measured = Stats(label, "ops/s", [n / s for s in sync_s], n=n)
+    baseline = Stats("Journal.add_many of the same ops", "ops/s", [n / s for s in base_s], n=n)
+    measured.extra["seconds_median"] = float(statistics.median(sync_s))
+    measured.extra["seconds_max"] = float(max(sync_s))
+    baseline.extra["seconds_median"] = float(statistics.median(base_s))
+    return measured, baseline
+
+
+def run(ctx: Context) -> None:
+    """Both rows, unpinned (clean skips if the node runtime is missing)."""
+    n_pair, k, n_conv = _SIZES.get(ctx.size.name, _SIZES["quick"])
+    names = (
+        PAIR_ROW.format(n=n_pair),
+        PAIR_ABS_ROW.format(n=n_pair),
+        CONVERGE_ROW.format(k=k, n=n_conv),
+    )
+    node, why = optional_module("aura_sync.node.node", "Node")
+    if node is None:
+        for name in names:
+            ctx.unavailable(name, why)
+        return
+    quiet = logging.getLogger("aura_sync")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="aura-bench-sync-") as tmp:
+            try:
+                m, b = _pair(ctx, Path(tmp) / "pair", n_pair)
+                note = (
+                    f"first append on A to all on B, median {m.extra['seconds_median']:.3g} s; "
+                    f"sync_interval {SYNC_INTERVAL:g} s; baseline: batches of {INSERT_BATCH}"
+                )
+                ctx.compare(names[0], m, b, target=Target(">=", 0.9), pinned=False, note=note)
+                ctx.compare(
+                    names[1],
+                    m,
+                    b,
+                    target=Target(">=", PAIR_OPS_PER_S, on="median"),
+                    pinned=False,
+                    note=note,
+                )
+            except Exception as exc:
+                ctx.error(names[0], exc)
+            try:
+                m, b = _converge(ctx, Path(tmp) / "converge", k, n_conv)
+                note = (
+                    f"last append to equal digests on all {k}, median "
+                    f"{m.extra['seconds_median']:.3g} s, max {m.extra['seconds_max']:.3g} s; "
+                    f"writes spread over the {k} nodes"
+                )
+                target = Target("<=", CONVERGE_S, on="seconds_median")
+                ctx.compare(names[2], m, b, target=target, pinned=False, note=note)
+            except Exception as exc:
+                ctx.error(names[2], exc)
+    finally:
+        quiet.setLevel(level)
