@@ -1,10 +1,8 @@
 """Typed, immutable messages and their msgpack codec.
 
-The base (:class:`Message`, :class:`Request`, ``@message``), the codec and
-the shared replies (:class:`Ack`, :class:`ErrorReply`) import nothing above
-the values layer, so cores declare their own frozen values as messages.  The
-per-concern request modules (``rate_limit``, ``cache``, ...) sit above the
-cores and are imported on first use.  Tags are allocated by concern:
+The base, the codec and ``Ack`` / ``ErrorReply`` sit in the values layer (cores
+declare their frozen values as messages); the per-concern request modules sit
+above the cores and load on first use.  Tags by concern:
 
 =================  ==================
 range              concern

@@ -1,20 +1,11 @@
 """The :class:`Message` and :class:`Request` bases, ``@message(tag)`` and the tag registry.
 
-A message is a frozen, slotted dataclass of msgpack-representable fields
-(int, float, str, bytes, bool, None, tuples, enums, ``DeviceId``, other
-messages, optionals and unions of messages), registered under a wire tag that
-is unique project-wide (a duplicate fails at import).  A :class:`Request`
-names its reply type, so one declaration is the whole operation::
-
-    @message(0x0024)
-    class GetPeerRate(Request[float]):
-        peer_id: DeviceId
-
-Messages do not validate themselves: the codec checks field types at the
-wire, and the cores check values at their public entry points.
-
-Layer: values (below the cores, so that a core's frozen value can itself be a
-reply message).
+A message is a frozen, slotted dataclass of msgpack-representable fields,
+registered under a wire tag unique project-wide (a duplicate fails at import).
+A :class:`Request` names its reply type (``class GetPeerRate(Request[float])``),
+so one declaration is the whole operation.  Messages do not validate
+themselves: the codec checks field types at the wire, the cores check values.
+This module sits below the cores, so a core's frozen value can be a reply.
 """
 
 from __future__ import annotations
@@ -34,11 +25,7 @@ TAG_MAX = 0xFFFF
 
 
 class Message:
-    """Base class of every typed, immutable message.
-
-    Subclasses are declared with :func:`message`, which makes them frozen,
-    slotted dataclasses and gives them their wire ``TAG``.
-    """
+    """Base class of every typed, immutable message (declared with :func:`message`)."""
 
     __slots__ = ()
     TAG: ClassVar[int] = 0
@@ -46,24 +33,16 @@ class Message:
 
 
 class Request(Message, Generic[R_co]):
-    """A message that asks for a reply of type ``R_co``.
-
-    ``address.call(request, timeout)`` returns that type (mypy knows it) or
-    raises the :mod:`aura_sync.errors` exception of an error reply.  A
-    handler returning ``None`` answers :class:`~aura_sync.messages.Ack`,
-    which ``call`` turns back into ``None``.
-    """
+    """A message asking for a reply of type ``R_co``: ``address.call(request, timeout)``
+    returns it (``Ack`` as None) or raises the exception of an error reply."""
 
     __slots__ = ()
 
 
 @dataclass_transform(frozen_default=True)
 def message(tag: int) -> Callable[[type[M]], type[M]]:
-    """Declare a message class with wire tag ``tag`` (1..65535, unique project-wide).
-
-    Applies ``@dataclass(frozen=True, slots=True)`` and registers the class.
-    A duplicate tag raises :class:`TypeError` at import time.
-    """
+    """Make ``cls`` a frozen, slotted dataclass with wire tag ``tag`` (1..65535) and register
+    it; a duplicate tag raises :class:`TypeError` at import time."""
     if type(tag) is not int or not 0 < tag <= TAG_MAX:
         raise TypeError(f"message tag must be an int in 1..{TAG_MAX}, got {tag!r}")
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import operator
 import reprlib
 import threading
 import types
@@ -89,22 +91,7 @@ def decode(data: bytes | bytearray | memoryview, *, max_size: int = MAX_FRAME_SI
         obj = _unpackb(data, use_list=False)
     except Exception as exc:  # msgpack raises many types; all mean "malformed"
         raise DecodeError(f"malformed msgpack ({type(exc).__name__}: {exc})") from None
-    # from_wire, inlined for the top level (one call less on every message).
-    if obj.__class__ is tuple and obj:
-        tag = obj[0]
-        if tag.__class__ is int:
-            dec = _DECODERS_GET(tag)
-            if dec is not None:
-                try:
-                    result: Message = dec(obj)
-                except DecodeError:
-                    raise
-                except (AuraError, ValueError, TypeError, OverflowError) as exc:
-                    raise DecodeError(f"invalid {_REGISTRY[tag].__name__}: {exc}") from None
-                except RecursionError:
-                    raise DecodeError("message nested too deeply") from None
-                return result
-    return from_wire(obj)  # not compiled yet, or malformed: the full path
+    return from_wire(obj)
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
@@ -142,7 +129,7 @@ def from_wire(obj: Any) -> Message:
         result: Message = dec(obj)
     except DecodeError:
         raise
-    except (AuraError, ValueError, TypeError, OverflowError) as exc:
+    except _INVALID as exc:
         raise DecodeError(f"invalid {_REGISTRY[tag].__name__}: {exc}") from None
     except RecursionError:
         raise DecodeError("message nested too deeply") from None
@@ -193,7 +180,6 @@ def _enc_dynamic(v: Any) -> Any:
 # --- per-class code generation ----------------------------------------------------
 
 _PLAIN = (int, str, bytes, bool)
-_MISSING = object()
 
 
 def _enc_expr(tp: Any, expr: str, ns: dict[str, Any], key: str) -> str:
@@ -290,7 +276,7 @@ def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> l
     if args is not None:
         present = [a for a in args if a is not type(None)]
         if len(present) < len(args):  # optional
-            body = _dec_lines(_union_of(present), var, where, ns, key + "o")
+            body = _dec_lines(functools.reduce(operator.or_, present), var, where, ns, key + "o")
             return [f"if {var} is not None:", *["    " + line for line in body]]
         if all(_is_message_type(a) for a in present):
             return _nested_lines(tuple(present), var, where, ns, key)
@@ -342,13 +328,6 @@ def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> l
 _KEYS: Final = (int, str)  # the wire types an enum value may have
 
 
-def _union_of(types_: list[Any]) -> Any:
-    result = types_[0]
-    for tp in types_[1:]:
-        result = result | tp
-    return result
-
-
 def _dec_function(tp: Any, where: str, ns: dict[str, Any], name: str) -> str:
     """Generate ``def name(v)`` decoding one ``tp`` value into ``ns``; return its name."""
     body = _dec_lines(tp, "v", where, ns, name + "_")
@@ -359,46 +338,20 @@ def _dec_function(tp: Any, where: str, ns: dict[str, Any], name: str) -> str:
 def _nested_lines(
     allowed: tuple[type[Message], ...], var: str, where: str, ns: dict[str, Any], key: str
 ) -> list[str]:
-    """Lines that decode ``var`` into a nested message of one of the ``allowed`` classes.
-
-    A frame with the tag of the single allowed class goes straight to that
-    class's decoder; anything else goes through :func:`from_wire` (which
-    refuses unknown tags and malformed frames) and is checked against
-    ``allowed`` (``Message`` itself allows any message).
-    """
+    """Lines that decode ``var`` (through :func:`from_wire`) into a nested message of one
+    of the ``allowed`` classes (``Message`` itself allows any)."""
     ns["_from_wire"] = from_wire
     ns[key + "a"] = allowed
-    ns["_DecodeError"] = DecodeError
-    check = (
-        []
-        if Message in allowed
-        else [
-            f"if not isinstance({var}, {key}a):",
-            f"    _bad({where!r}, {' | '.join(a.__name__ for a in allowed)!r}, {var})",
-        ]
-    )
-    cls = allowed[0]
-    if len(allowed) > 1 or cls is Message or cls in _COMPILING or _REGISTRY_GET(cls.TAG) is not cls:
-        return [f"{var} = _from_wire({var})", *check]
-    ns[key + "x"] = (cls._aura_codec or _compile(cls))[1]
-    ns["_INVALID"] = _INVALID
+    if Message in allowed:
+        return [f"{var} = _from_wire({var})"]
     return [
-        f"if {var}.__class__ is tuple and {var} and {var}[0] == {cls.TAG}:",
-        "    try:",
-        f"        {var} = {key}x({var})",
-        "    except _DecodeError:",
-        "        raise",
-        "    except _INVALID as e_:",
-        f"        raise _DecodeError({'invalid ' + cls.__name__ + ': '!r} + str(e_)) from None",
-        "else:",
-        f"    {var} = _from_wire({var})",
-        *["    " + line for line in check],
+        f"{var} = _from_wire({var})",
+        f"if not isinstance({var}, {key}a):",
+        f"    _bad({where!r}, {' | '.join(a.__name__ for a in allowed)!r}, {var})",
     ]
 
 
 _INVALID = (AuraError, ValueError, TypeError, OverflowError)
-# Classes being compiled (a nested field of its own class must not recurse).
-_COMPILING: set[type[Message]] = set()
 
 
 def _run(lines: list[str], ns: dict[str, Any]) -> None:
@@ -406,34 +359,13 @@ def _run(lines: list[str], ns: dict[str, Any]) -> None:
     exec("\n".join(lines) + "\n", ns)
 
 
-def _slot_setters(cls: Any, names: list[str]) -> list[Any]:
-    """The slot setters of ``cls``'s fields (``@message`` makes every class slotted)."""
-    setters = []
-    for name in names:
-        slot = getattr(cls, name, None)
-        if type(slot) is not types.MemberDescriptorType:
-            raise TypeError(f"{cls.__qualname__}.{name} is not a slot; declare it with @message")
-        setters.append(slot.__set__)
-    return setters
-
-
 def _compile(cls: type[Message]) -> _Codec:
     """Generate and cache the (encode, decode) pair of ``cls``."""
     klass: Any = cls
     if not dataclasses.is_dataclass(klass):
         raise InvalidArgument(f"{cls!r} is not a registered message class")
-    _COMPILING.add(cls)
-    try:
-        return _generate(cls, klass)
-    finally:
-        _COMPILING.discard(cls)
-
-
-def _generate(cls: type[Message], klass: Any) -> _Codec:
     hints = typing.get_type_hints(klass)
-    all_fields = dataclasses.fields(klass)
-    fields = list(all_fields)
-    names = [f.name for f in fields]
+    fields = dataclasses.fields(klass)
     ns: dict[str, Any] = {"_cls": cls, "_bad": _bad, "_tag": cls.TAG, "_new": object.__new__}
     enc_parts = ["_tag"]
     n = len(fields) + 1
@@ -451,8 +383,8 @@ def _generate(cls: type[Message], klass: Any) -> _Codec:
         enc_parts.append(_enc_expr(tp, f"m.{f.name}", ns, f"_e{i}"))
         dec_lines += ["    " + line for line in _dec_lines(tp, f"v{i}", where, ns, f"_d{i}")]
     dec_lines.append("    o = _new(_cls)")
-    for i, setter in enumerate(_slot_setters(klass, names)):
-        ns[f"_s{i}"] = setter
+    for i, f in enumerate(fields):  # @message classes are slotted: set each slot
+        ns[f"_s{i}"] = getattr(klass, f.name).__set__
         dec_lines.append(f"    _s{i}(o, v{i})")
     post = getattr(klass, "__post_init__", None)
     if post is not None:

@@ -1,7 +1,4 @@
-"""Messages shared by every concern: the generic acknowledgement and the error reply.
-
-Tags 0x0001-0x000F.
-"""
+"""Messages shared by every concern (tags 0x0001-0x000F): ``Ack`` and ``ErrorReply``."""
 
 from __future__ import annotations
 
@@ -18,11 +15,8 @@ class Ack(Message):
 
 @message(0x0002)
 class ErrorReply(Message):
-    """A request failed with an expected error (or the actor crashed on it).
-
-    ``error_type`` is the name of an :mod:`aura_sync.errors` class;
-    ``retry_after`` is set (seconds) when the error is a rate-limit denial.
-    """
+    """A request failed: ``error_type`` names an :mod:`aura_sync.errors` class;
+    ``retry_after`` (seconds) is set for a rate-limit denial."""
 
     error_type: str
     message: str

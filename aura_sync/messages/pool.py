@@ -1,7 +1,7 @@
 """Connection-pool requests, one per ``ConnectionPool`` operation (tags 0x0060-0x007F).
 
 :class:`Acquire` is answered in-process with a :class:`~aura_sync.actors.pool.PoolLease`
-(the live connection and its handle), so it cannot be asked over the wire."""
+(the live connection and its handle): it cannot be asked over the wire."""
 
 from __future__ import annotations
 
@@ -14,20 +14,11 @@ from aura_sync.messages._base import Request, message
 if TYPE_CHECKING:  # the reply type of Acquire lives in the actor layer
     from aura_sync.actors.pool import PoolLease  # noqa: F401 (named as a string below)
 
-__all__ = [
-    "Acquire", "CloseAll", "CloseConnection", "EvictExpired", "GetConnectionMetadata",
-    "GetPoolStatistics", "HealthCheck", "ListConnections", "PeerCount", "Release",
-    "TotalConnections",
-]  # fmt: skip
-
 
 @message(0x0060)
 class Acquire(Request["PoolLease"]):
-    """Lend a connection to ``peer_id``, waiting (FIFO) up to ``timeout`` seconds for one.
-
-    ``timeout`` >= 0 (0: ``PoolExhausted`` at once; None: the pool's
-    ``acquire_timeout``), then ``AcquireTimeout``; ask with a longer timeout.
-    """
+    """Lend a connection to ``peer_id``, waiting (FIFO) up to ``timeout`` seconds (0:
+    ``PoolExhausted`` at once; None: the pool's ``acquire_timeout``), then ``AcquireTimeout``."""
 
     peer_id: DeviceId
     timeout: float | None = None
