@@ -4,7 +4,8 @@ costs honest sync.
 - serving path: a 64-range ``DigestRequest`` of near-full ranges (the heaviest
   digest request the bounds allow) answered as the anti-entropy actor does
   (priced by ``request_cost``, bounds-checked, answered from the journal,
-  the reply encoded) on a journal of 1M ops (100k quick, 2k tiny), against
+  the reply encoded) on a journal of 1M ops (2k tiny; the journal group's
+  1M-op journal, copied), against
   ``Journal.digests`` of the same ranges alone; target: <= 5 ms a request;
 - honest sync: two TCP+TLS nodes on loopback, a fresh node pulling N ops
   from one that holds them (20k full, 5k quick, 300 tiny), ops/s from start
@@ -22,7 +23,7 @@ from typing import Any
 
 from bench._harness import Context, Stats, Target
 
-_JOURNAL_OPS = {"tiny": 2_000, "quick": 100_000, "full": 1_000_000}
+_JOURNAL_OPS = {"tiny": 2_000, "quick": 1_000_000, "full": 1_000_000}
 _SYNC_OPS = {"tiny": 300, "quick": 5_000, "full": 20_000}
 _PER_SAMPLE = {"tiny": 5, "quick": 20, "full": 50}
 
@@ -32,11 +33,11 @@ def _serving_rows(ctx: Context, root: Path) -> None:
     from aura_sync.messages.sync import MAX_RANGES, DigestReply, DigestRequest, IdRange
     from aura_sync.protocols.admission import request_cost
     from aura_sync.protocols.journal import Journal
-    from bench.rows_journal import _fill, _identity
+    from bench.rows_journal import _identity, filled
 
     n = _JOURNAL_OPS.get(ctx.size.name, _JOURNAL_OPS["quick"])
     path = root / "serve.db"
-    _fill(path, n)
+    filled(n, path)
     journal = Journal.open(path, identity=_identity())
     try:
         ranges = tuple(

@@ -1,4 +1,9 @@
-"""Stateful property: incremental range fingerprints equal a recomputation from scratch."""
+"""Stateful properties: incremental range fingerprints equal a recomputation from scratch.
+
+The journal machine runs with 64 buckets (so buckets hold many ids and a
+range's edges fall inside them); the :class:`RangeSums` machine checks the
+four-level sums alone with 512 buckets and bounds taken from the held ids.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from aura_sync.identity import NodeIdentity
 from aura_sync.messages.sync import IdRange, fingerprint
 from aura_sync.protocols import journal as journal_module
 from aura_sync.protocols.journal import JOURNAL_FILE_NAME, Journal
+from aura_sync.protocols.journal_index import RangeSums
 
+_MOD = 1 << 256  # sums are persisted mod 2**256, which is all the fingerprint uses
 _ME, _PEER = NodeIdentity.generate(), NodeIdentity.generate()
 _bound = st.one_of(
     st.binary(min_size=32, max_size=32),
@@ -64,6 +71,21 @@ class Fingerprints(RuleBasedStateMachine):
             x for x in self.ids if r.contains(x)
         )
 
+    @precondition(lambda self: bool(self.ids))
+    @rule(data=st.data())
+    def range_at_held_ids(self, data: st.DataObject) -> None:
+        held = sorted(self.ids)
+        lo = data.draw(st.sampled_from(held))
+        hi = data.draw(st.one_of(st.none(), st.sampled_from(held)))
+        if hi is not None and hi <= lo:
+            lo, hi = hi, lo
+        if hi == lo:
+            return
+        digests = self.journal.digests([IdRange(lo, hi), IdRange(lo, None)])
+        for r, digest in zip([IdRange(lo, hi), IdRange(lo, None)], digests, strict=True):
+            want = fingerprint(x for x in self.ids if r.contains(x))
+            assert (digest.count, digest.fingerprint) == want
+
     @invariant()
     def full_range_matches(self) -> None:
         digest = self.journal.digest()
@@ -79,7 +101,80 @@ class Fingerprints(RuleBasedStateMachine):
 @pytest.fixture(autouse=True)
 def _small_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(journal_module, "SNAPSHOT_EVERY", 50)  # exercise snapshot + tail replay
+    monkeypatch.setattr(journal_module, "BUCKET_BITS", 6)  # dense buckets: edges inside them
+
+
+_id = st.one_of(
+    st.binary(min_size=32, max_size=32),
+    st.tuples(
+        st.sampled_from([b"\x00", b"\x41\x7f", b"\xff\xff"]), st.binary(min_size=32, max_size=32)
+    ).map(lambda t: (t[0] + t[1])[:32]),  # a few dense buckets
+)
+
+
+class Sums(RuleBasedStateMachine):
+    """RangeSums alone: inserts, rolled-back inserts, reloads from its rows, and ranges."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sums = RangeSums(9)
+        self.ids: list[bytes] = []
+
+    @rule(batch=st.lists(_id, min_size=1, max_size=60))
+    def add(self, batch: list[bytes]) -> None:
+        fresh = [x for x in dict.fromkeys(batch) if x not in set(self.ids)]
+        self.sums.add(fresh)
+        self.ids = sorted(self.ids + fresh)
+
+    @rule(batch=st.lists(_id, min_size=1, max_size=20))
+    def add_then_roll_back(self, batch: list[bytes]) -> None:
+        self.sums.add(batch)
+        self.sums.add(batch, -1)
+
+    @rule()
+    def reload(self) -> None:
+        rows = [
+            (b, c, (s % _MOD).to_bytes(32, "big"))
+            for b, (c, s) in enumerate(zip(*self.sums.levels[0], strict=True))
+            if c
+        ]
+        self.sums = RangeSums(9)
+        self.sums.load(rows)
+
+    @rule(data=st.data())
+    def range_matches(self, data: st.DataObject) -> None:
+        bound = st.binary(min_size=32, max_size=32)
+        if self.ids:
+            near = st.sampled_from(self.ids).map(
+                lambda x: (int.from_bytes(x, "big") + 1) % (1 << 256)
+            )
+            bound = st.one_of(
+                bound, st.sampled_from(self.ids), near.map(lambda v: v.to_bytes(32, "big"))
+            )
+        aligned = st.integers(0, 511).map(self.sums.bucket_start)
+        lo = data.draw(st.one_of(bound, aligned))
+        hi = data.draw(st.one_of(st.none(), bound, aligned))
+        if hi is not None and hi <= lo:
+            lo, hi = hi, lo
+        if hi == lo:
+            return
+        r = IdRange(lo, hi)
+
+        def fetch(bucket: int) -> list[bytes]:
+            return [x for x in self.ids if self.sums.bucket_of(x) == bucket]
+
+        inside = [int.from_bytes(x, "big") for x in self.ids if r.contains(x)]
+        count, total = self.sums.range_sum(lo, hi, fetch)
+        assert (count, total % _MOD) == (len(inside), sum(inside) % _MOD)
+
+    @invariant()
+    def totals_match(self) -> None:
+        assert self.sums.count == len(self.ids)
+        assert self.sums.total % _MOD == sum(int.from_bytes(x, "big") for x in self.ids) % _MOD
+        assert self.sums.levels[-1][0] and sum(self.sums.levels[-1][0]) == len(self.ids)
 
 
 Fingerprints.TestCase.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)
 test_fingerprints = Fingerprints.TestCase
+Sums.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+test_range_sums = Sums.TestCase

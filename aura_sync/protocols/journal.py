@@ -24,7 +24,8 @@ What a receiver checks (:mod:`~aura_sync.protocols.journal_chain`)
 
 Fingerprints (:mod:`~aura_sync.protocols.journal_index`)
     A range's (count, fingerprint) is Negentropy's hashed sum of ids mod
-    2**256 with the count, from per-bucket aggregates: no per-range scan.
+    2**256 with the count, from a four-level tree of per-bucket sums plus
+    the ids of at most the two buckets at its edges (read once per request).
 
 Storage and losses
     SQLite (WAL, ``synchronous=FULL``, 1 KiB pages), schema version 2; SQLite's indexes
@@ -68,7 +69,7 @@ from aura_sync.messages.sync import (
 )
 from aura_sync.protocols.journal_chain import CHAIN_ROWS, Checked, check_ops, verify_chains
 from aura_sync.protocols.journal_files import HighWaterMark, check_journal_file, read_hwm
-from aura_sync.protocols.journal_index import RangeSums
+from aura_sync.protocols.journal_index import BUCKET_BITS, RangeSums
 from aura_sync.protocols.journal_tree import TreeViews
 
 __all__ = ["APPLICATION_ID", "JOURNAL_FILE_NAME", "SCHEMA_VERSION", "Journal"]
@@ -139,7 +140,7 @@ class Journal(TreeViews):
         self._identity = identity
         self._author = identity.device_id
         self._lock = threading.RLock()
-        self._sums = RangeSums()
+        self._sums = RangeSums(BUCKET_BITS)
         self._since_snapshot = 0
         self._next_seq = 0
         self._head = NO_PREV
@@ -557,28 +558,41 @@ class Journal(TreeViews):
 
     def digest(self, id_range: IdRange = FULL_RANGE) -> RangeDigest:
         """Count and fingerprint of the ids held in ``id_range`` (equal iff same id set)."""
-        if type(id_range) is not IdRange:
-            raise WrongType(f"id_range must be an IdRange, got {type(id_range).__name__}")
-        with self._lock:
-            self._ensure_open()
-            if id_range == FULL_RANGE and self._full_digest is not None:
-                return self._full_digest
-            count, total = self._sums.range_sum(id_range.lo, id_range.hi, self._scan)
-            result = RangeDigest(id_range, count, fingerprint_of(count, total))
-            if id_range == FULL_RANGE:
-                self._full_digest = result
-            return result
-
-    def _scan(self, lo: bytes, hi: bytes | None) -> tuple[int, int]:
-        count, total = 0, 0
-        for key in self._iter_ids(IdRange(lo, hi)):
-            count += 1
-            total += int.from_bytes(key, "big")
-        return count, total
+        return self.digests((id_range,))[0]
 
     def digests(self, ranges: Iterable[IdRange]) -> tuple[RangeDigest, ...]:
-        """:meth:`digest` of each range, in order."""
-        return tuple(self.digest(r) for r in ranges)
+        """:meth:`digest` of each range, in order (a bucket at several edges is read once)."""
+        wanted = tuple(ranges)
+        for i, id_range in enumerate(wanted):
+            if type(id_range) is not IdRange:
+                raise WrongType(f"ranges[{i}] must be an IdRange, got {type(id_range).__name__}")
+        read: dict[int, list[bytes]] = {}
+
+        def fetch(bucket: int) -> list[bytes]:
+            ids = read.get(bucket)
+            if ids is None:
+                ids = read[bucket] = self._bucket_ids(bucket)
+            return ids
+
+        out: list[RangeDigest] = []
+        with self._lock:
+            self._ensure_open()
+            for id_range in wanted:
+                if id_range == FULL_RANGE and self._full_digest is not None:
+                    out.append(self._full_digest)
+                    continue
+                count, total = self._sums.range_sum(id_range.lo, id_range.hi, fetch)
+                result = RangeDigest(id_range, count, fingerprint_of(count, total))
+                if id_range == FULL_RANGE:
+                    self._full_digest = result
+                out.append(result)
+        return tuple(out)
+
+    def _bucket_ids(self, bucket: int) -> list[bytes]:
+        """The held ids of one fingerprint bucket, ascending."""
+        sums = self._sums
+        hi = sums.bucket_start(bucket + 1) if bucket + 1 < 1 << sums.bits else None
+        return list(self._iter_ids(IdRange(sums.bucket_start(bucket), hi)))
 
     def list_ids(
         self, id_range: IdRange = FULL_RANGE, limit: int = MAX_IDS_BATCH
@@ -623,7 +637,7 @@ class Journal(TreeViews):
             problems = [row[0] for row in self._conn.execute("PRAGMA integrity_check")]
             out.append(("integrity_check", problems == ["ok"], "; ".join(problems[:5])))
             out.append(verify_chains(self._conn.execute(CHAIN_ROWS)))
-            fresh = RangeSums()
+            fresh = RangeSums(BUCKET_BITS)
             fresh.add(row[0] for row in self._conn.execute("SELECT id FROM ops"))
             same = fresh.count == self._sums.count and fresh.total % (1 << 256) == (
                 self._sums.total % (1 << 256)

@@ -1,85 +1,109 @@
-"""Incremental range fingerprints of the journal: per-bucket sums of the op ids.
+"""Incremental range fingerprints of the journal: a four-level tree of sums of the op ids.
 
 The 256-bit id space is cut into 65,536 buckets by the ids' first two
 bytes.  For each bucket the journal keeps the count of its ids and their
-sum as 256-bit integers (and the same for 256 groups of 256 buckets), in
-memory, updated in O(1) per insert and persisted in the ``buckets`` table
-now and then (:class:`RangeSums` marks the dirty buckets).  A range's
-(count, sum) is the sum of at most ~760 bucket or group entries plus a scan
-of the ids in the two partial buckets at its edges (about n/65,536 ids
-each): it does not grow with the range.  The fingerprint is Negentropy's
-``SHA-256(domain, sum mod 2**256, count)``
+sum as exact integers, and the same for every aligned group of 16, 256 and
+4,096 buckets (four levels, fan-out 16), in memory, updated in O(levels)
+per insert; the buckets are persisted in the ``buckets`` table now and then
+(:class:`RangeSums` marks the dirty ones).  The (count, sum) of the ids
+below a bound is at most 15 entries per level plus, for a bound inside a
+bucket, the smaller side of that one bucket's ids (about n/131,072 on
+average, read through a callback); a range is the difference of its two
+bounds.  So a range costs O(levels + n/65,536), whatever its width.  The
+fingerprint is Negentropy's ``SHA-256(domain, sum mod 2**256, count)``
 (:func:`~aura_sync.messages.sync.fingerprint_of`), equal to the one
 recomputed from scratch by :func:`~aura_sync.messages.sync.fingerprint`.
 
-Layer: runtime (protocols); pure, no I/O (the edge scan is a callback).
+Layer: runtime (protocols); pure, no I/O (the bucket read is a callback).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Final
 
-__all__ = ["BUCKETS", "RangeSums", "bucket_of"]
+__all__ = ["BUCKET_BITS", "FAN_BITS", "RangeSums"]
 
-BUCKETS: Final = 1 << 16
-"""Number of buckets (by the first two bytes of an id)."""
+BUCKET_BITS: Final = 16
+"""Buckets are cut by the first ``BUCKET_BITS`` bits of an id (65,536 buckets)."""
 
-_GROUP: Final = 256
-_ZERO_TAIL: Final = bytes(30)
+FAN_BITS: Final = 4
+"""Each level above the buckets sums ``2**FAN_BITS`` entries of the level below."""
 
-Scan = Callable[[bytes, bytes | None], tuple[int, int]]
-"""``scan(lo, hi)``: (count, sum) of the held ids in ``[lo, hi)`` (``hi`` None: to the end)."""
-
-
-def bucket_of(op_id: bytes) -> int:
-    """The bucket of a 32-byte id."""
-    return op_id[0] << 8 | op_id[1]
-
-
-def _bucket_start(bucket: int) -> bytes | None:
-    return None if bucket >= BUCKETS else bucket.to_bytes(2, "big") + _ZERO_TAIL
+Fetch = Callable[[int], list[bytes]]
+"""``fetch(bucket)``: the held ids of one bucket, ascending."""
 
 
 class RangeSums:
-    """Count and sum of the ids per bucket and per group of 256 buckets."""
+    """Count and sum of the ids per bucket and per aligned group of buckets, by level.
 
-    __slots__ = ("count", "counts", "dirty", "group_counts", "group_sums", "sums", "total")
+    ``bits`` (default :data:`BUCKET_BITS`) sets the number of buckets,
+    ``2**bits``; tests use fewer to make buckets dense.
+    """
 
-    def __init__(self) -> None:
-        self.counts = [0] * BUCKETS
-        self.sums = [0] * BUCKETS
-        self.group_counts = [0] * (BUCKETS // _GROUP)
-        self.group_sums = [0] * (BUCKETS // _GROUP)
+    __slots__ = ("bits", "count", "dirty", "levels", "total")
+
+    def __init__(self, bits: int = BUCKET_BITS) -> None:
+        self.bits = bits
+        self.levels: list[tuple[list[int], list[int]]] = []
+        size = 1 << bits
+        while True:
+            self.levels.append(([0] * size, [0] * size))
+            if size <= 1 << FAN_BITS:
+                break
+            size >>= FAN_BITS
         self.count = 0
         self.total = 0
         self.dirty: set[int] = set()
 
+    @property
+    def counts(self) -> list[int]:
+        """The ids per bucket."""
+        return self.levels[0][0]
+
+    @property
+    def sums(self) -> list[int]:
+        """The sum of the ids per bucket."""
+        return self.levels[0][1]
+
+    def bucket_of(self, op_id: bytes) -> int:
+        """The bucket of a 32-byte id."""
+        return int.from_bytes(op_id[:4], "big") >> (32 - self.bits)
+
+    def bucket_start(self, bucket: int) -> bytes:
+        """The smallest id of ``bucket`` (< ``2**bits``)."""
+        return (bucket << (256 - self.bits)).to_bytes(32, "big")
+
     def load(self, rows: Iterable[tuple[int, int, bytes]]) -> None:
         """Set the buckets from persisted ``(bucket, count, sum bytes)`` rows."""
+        counts, sums = self.levels[0]
         for bucket, count, raw in rows:
-            value = int.from_bytes(raw, "big")
-            self.counts[bucket] = count
-            self.sums[bucket] = value
-            self.group_counts[bucket >> 8] += count
-            self.group_sums[bucket >> 8] += value
-            self.count += count
-            self.total += value
+            counts[bucket] = count
+            sums[bucket] = int.from_bytes(raw, "big")
+        for level in range(1, len(self.levels)):
+            below_c, below_s = self.levels[level - 1]
+            up_c, up_s = self.levels[level]
+            fan = 1 << FAN_BITS
+            for i in range(len(up_c)):
+                up_c[i] = sum(below_c[i * fan : (i + 1) * fan])
+                up_s[i] = sum(below_s[i * fan : (i + 1) * fan])
+        self.count = sum(self.levels[-1][0])
+        self.total = sum(self.levels[-1][1])
 
     def add(self, ids: Iterable[bytes], sign: int = 1) -> None:
         """Account for new ids (``sign`` -1 takes them back out, after a failed commit)."""
-        counts, sums = self.counts, self.sums
-        gcounts, gsums = self.group_counts, self.group_sums
+        shift = 32 - self.bits
+        levels = [(c, s, FAN_BITS * k) for k, (c, s) in enumerate(self.levels)]
         dirty = self.dirty
         n = 0
         added = 0
         for key in ids:
-            bucket = key[0] << 8 | key[1]
+            bucket = int.from_bytes(key[:4], "big") >> shift
             value = int.from_bytes(key, "big") * sign
-            counts[bucket] += sign
-            sums[bucket] += value
-            gcounts[key[0]] += sign
-            gsums[key[0]] += value
+            for counts, sums, up in levels:
+                counts[bucket >> up] += sign
+                sums[bucket >> up] += value
             dirty.add(bucket)
             n += sign
             added += value
@@ -88,48 +112,44 @@ class RangeSums:
 
     def dirty_rows(self) -> list[tuple[int, int, bytes]]:
         """The dirty buckets as ``(bucket, count, sum mod 2**256)`` rows (the caller clears)."""
+        counts, sums = self.levels[0]
         return [
-            (b, self.counts[b], (self.sums[b] % (1 << 256)).to_bytes(32, "big"))
-            for b in sorted(self.dirty)
+            (b, counts[b], (sums[b] % (1 << 256)).to_bytes(32, "big")) for b in sorted(self.dirty)
         ]
 
-    def _whole(self, first: int, last: int) -> tuple[int, int]:
-        """(count, sum) of the buckets ``first .. last - 1``."""
-        if last <= first:
-            return 0, 0
-        counts, sums = self.counts, self.sums
-        if last - first <= 2 * _GROUP:
-            return sum(counts[first:last]), sum(sums[first:last])
-        g_first = -(-first // _GROUP)
-        g_last = last // _GROUP
-        a, b = g_first * _GROUP, g_last * _GROUP
+    def _prefix(self, bucket: int) -> tuple[int, int]:
+        """(count, sum) of the buckets ``0 .. bucket - 1``: at most 15 entries per level."""
+        count, total = 0, 0
+        top = len(self.levels) - 1
+        for level, (counts, sums) in enumerate(self.levels):
+            end = bucket >> (FAN_BITS * level)
+            start = 0 if level == top else end >> FAN_BITS << FAN_BITS
+            if end > start:
+                count += sum(counts[start:end])
+                total += sum(sums[start:end])
+        return count, total
+
+    def below(self, bound: bytes, fetch: Fetch) -> tuple[int, int]:
+        """(count, sum) of the ids ``< bound``; ``fetch`` reads the bound's bucket if needed."""
+        bucket = self.bucket_of(bound)
+        count, total = self._prefix(bucket)
+        if bound == self.bucket_start(bucket):
+            return count, total
+        ids = fetch(bucket)
+        k = bisect_left(ids, bound)
+        if k <= len(ids) - k:
+            return count + k, total + sum(int.from_bytes(x, "big") for x in ids[:k])
+        above = ids[k:]
+        counts, sums = self.levels[0]
         return (
-            sum(counts[first:a]) + sum(self.group_counts[g_first:g_last]) + sum(counts[b:last]),
-            sum(sums[first:a]) + sum(self.group_sums[g_first:g_last]) + sum(sums[b:last]),
+            count + counts[bucket] - len(above),
+            total + sums[bucket] - sum(int.from_bytes(x, "big") for x in above),
         )
 
-    def range_sum(self, lo: bytes, hi: bytes | None, scan: Scan) -> tuple[int, int]:
-        """(count, sum) of the ids in ``[lo, hi)``; ``scan`` reads the partial edge buckets."""
-        if hi is None and lo == bytes(32):
-            return self.count, self.total
-        b_lo = bucket_of(lo)
-        lo_aligned = lo[2:] == _ZERO_TAIL
+    def range_sum(self, lo: bytes, hi: bytes | None, fetch: Fetch) -> tuple[int, int]:
+        """(count, sum) of the ids in ``[lo, hi)`` (``hi`` None: to the end)."""
+        c_lo, s_lo = self.below(lo, fetch)
         if hi is None:
-            b_hi, hi_aligned = BUCKETS, True
-        else:
-            b_hi, hi_aligned = bucket_of(hi), hi[2:] == _ZERO_TAIL
-        if b_lo == b_hi:
-            return scan(lo, hi)
-        count, total = 0, 0
-        first = b_lo
-        if not lo_aligned:
-            c, s = scan(lo, _bucket_start(b_lo + 1))
-            count, total, first = count + c, total + s, b_lo + 1
-        c, s = self._whole(first, b_hi)
-        count, total = count + c, total + s
-        if not hi_aligned:
-            start = _bucket_start(b_hi)
-            assert start is not None
-            c, s = scan(start, hi)
-            count, total = count + c, total + s
-        return count, total
+            return self.count - c_lo, self.total - s_lo
+        c_hi, s_hi = self.below(hi, fetch)
+        return c_hi - c_lo, s_hi - s_lo
