@@ -201,7 +201,7 @@ def test_an_ask_times_out_on_the_scheduler_and_a_late_reply_is_given_back(rig: R
             host.log.append(type(exc).__name__)
 
     rig.run(task)
-    wait_until(lambda: len(rig.server._current().held) == 1, what="the held ask")  # type: ignore[union-attr]
+    wait_until(lambda: len(rig.server._actor.held) == 1, what="the held ask")  # type: ignore[union-attr]
     rig.clock.advance(2.9)
     assert rig.log == [] and rig.host_actor.tasks() == 1
     rig.clock.advance(0.1)
@@ -341,7 +341,7 @@ def test_abandon_closes_the_tasks_and_gives_back_replies_that_come_later(rig: Ri
             h.log.append("closed")
 
     rig.run(task)
-    wait_until(lambda: len(rig.server._current().held) == 1, what="the held ask")  # type: ignore[union-attr]
+    wait_until(lambda: len(rig.server._actor.held) == 1, what="the held ask")  # type: ignore[union-attr]
     rig.host.tell(Boom())  # the host crashes: its tasks are abandoned
     wait_until(lambda: not rig.host.is_alive(), what="the crash")
     assert host.log == ["closed"]

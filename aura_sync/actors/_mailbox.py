@@ -1,11 +1,8 @@
 """The persistent mailbox behind an :class:`~aura_sync.actors.ActorAddress`.
 
-A :class:`queue.SimpleQueue` of ``(message, reply_slot_or_None)`` tuples that
-belongs to the address, not to an incarnation: a restarted actor finds every
-queued message.  It also satisfies pykka's inbox protocol, so pykka-style
-``tell``/``ask``/``stop`` become the same tuples.  :class:`LocalMessage` is
-in-process control data that is never encoded.  Dead letters are logged on
-the ``aura_sync.deadletters`` logger.
+A :class:`queue.SimpleQueue` of ``(message, reply_slot_or_None)`` that belongs to
+the address, not to an incarnation; it speaks pykka's inbox protocol too.  Dead
+letters go to the ``aura_sync.deadletters`` logger.
 """
 
 from __future__ import annotations
@@ -32,9 +29,8 @@ Item = tuple[Any, ReplySlot | None]
 
 
 class LocalMessage:
-    """Base of in-process messages (frozen dataclasses) that never cross the wire: for a
-    request or reply carrying what msgpack cannot (a callable, an address, a live
-    connection).  Handlers take and return them like messages."""
+    """Base of in-process messages that never cross the wire (they carry what msgpack
+    cannot: a callable, an address, a live connection)."""
 
     __slots__ = ()
 
@@ -79,7 +75,7 @@ class Mailbox:
         self.put_item((envelope.message, None if reply_to is None else _PykkaReply(reply_to)))
 
     def empty(self) -> bool:
-        """Whether nothing is queued (a snapshot; other threads may put at once)."""
+        """pykka's inbox protocol: whether nothing is queued (a snapshot)."""
         return self.queue.empty()
 
     def qsize(self) -> int:

@@ -1,12 +1,10 @@
 """One-shot reply slots: how an answer travels back from an actor to its asker.
 
-Every ``ask`` queues ``(message, slot)``.  :class:`_SyncReply` (``ask``) is a
-lock released by :meth:`~ReplySlot.set` (faster than pykka's Condition-based
-future); :class:`_AsyncReply` (``ask_async``) completes an asyncio future
-through ``loop.call_soon_threadsafe``; :class:`_PykkaReply` adapts a pykka
-future.  A slot is claimable once: the reply or the asker's timeout wins and
-later :meth:`~ReplySlot.set` calls return ``False``, so an actor holding a
-deferred slot can see that its asker has gone.
+Every ``ask`` queues ``(message, slot)``: :class:`_SyncReply` (``ask``) is a lock
+released by ``set``, :class:`_AsyncReply` (``ask_async``) completes an asyncio
+future on its loop, :class:`_PykkaReply` a pykka future.  A slot is claimed
+once: the reply or the asker's timeout wins, and a later ``set`` returns False,
+so an actor holding a deferred slot sees that its asker has gone.
 """
 
 from __future__ import annotations
@@ -29,8 +27,6 @@ logger = logging.getLogger("aura_sync.actors")
 
 
 class _Deferred:
-    """Type of the :data:`DEFERRED` sentinel."""
-
     __slots__ = ()
 
     def __repr__(self) -> str:
@@ -38,20 +34,12 @@ class _Deferred:
 
 
 DEFERRED: Final = _Deferred()
-"""Returned by a handler that will answer later through :meth:`AuraActor.current_reply`.
-
-The handler takes the slot with ``self.current_reply()``, keeps it (in a FIFO
-of waiters, a timer message, ...), returns ``DEFERRED`` and later calls
-``slot.set(reply)``.  Slots still pending when the actor crashes or stops are
-failed with ``ActorCrashed`` / ``ActorStopped`` automatically.
-"""
+"""Returned by a handler that keeps ``self.current_reply()`` to ``set`` later; slots
+still pending when the actor ends get ``ActorCrashed`` / ``ActorStopped``."""
 
 
 class ReplySlot:
-    """Where the reply to one ``ask`` goes; thread-safe, completed at most once.
-
-    Handlers touch a slot only for a deferred reply (see :data:`DEFERRED`).
-    """
+    """Where the reply to one ``ask`` goes; thread-safe, completed at most once."""
 
     __slots__ = ("_claim",)
 
@@ -95,16 +83,12 @@ class _SyncReply(ReplySlot):
         self._value: Any = None
 
     def set(self, reply: Any) -> bool:
-        # Inlined claim + deliver: this is the hot path of every ask.
+        # Claim and deliver inlined: this is the hot path of every ask.
         if not self._claim.acquire(False):
             return False
         self._value = reply
         self._done.release()
         return True
-
-    def _deliver(self, reply: Any) -> None:
-        self._value = reply
-        self._done.release()
 
     def wait(self, timeout: float, target: object, message: object) -> Any:
         """Block up to ``timeout`` seconds for the reply; raise AskTimeout after."""

@@ -1,10 +1,10 @@
 """Stable actor addresses: what callers hold instead of an actor.
 
-An :class:`ActorAddress` owns the mailbox every incarnation of a supervised
-child is bound to: it keeps working across crashes, and queued messages reach
-the next incarnation (only the one that crashed it gets ``ActorCrashed``).
-After a permanent stop, asks get ``ErrorReply("ActorStopped")`` at once and
-tells are dead letters.  :func:`spawn` starts an unsupervised actor.
+An :class:`ActorAddress` owns the mailbox every incarnation of a child is bound
+to, so queued messages reach the next incarnation after a crash (only the one
+that crashed it gets ``ActorCrashed``).  After a permanent stop, asks get
+``ActorStopped`` at once and tells are dead letters.  :func:`spawn` starts an
+unsupervised actor.
 """
 
 from __future__ import annotations
@@ -45,10 +45,6 @@ class Link(Protocol):
         """Incarnation ``incarnation`` ended (called last thing in its thread)."""
 
 
-def _check_timeout(timeout: object) -> float:
-    return check_seconds(timeout, "timeout")
-
-
 class ActorAddress:
     """The stable address of an actor; thread-safe.  ``name`` (non-empty) names it in
     logs and errors (a supervised child is ``"<supervisor>/<child id>"``)."""
@@ -87,16 +83,10 @@ class ActorAddress:
             self._drain_closed()  # type: ignore[unreachable]  # another thread may close
 
     def ask(self, message: Message | Any, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
-        """Send ``message`` and wait up to ``timeout`` seconds for the raw reply.
-
-        Failures, crashes, unhandled messages and stopped actors answer an
-        :class:`~aura_sync.messages.ErrorReply`.  Raises
-        :class:`~aura_sync.errors.AskTimeout` when no reply comes in time,
-        ``InvalidArgument`` / ``WrongType`` for a bad ``timeout``.  Not for use
-        inside an actor (see :meth:`ask_with`).
-        """
+        """Send ``message`` and wait up to ``timeout`` seconds for the raw reply (failures
+        answer an ``ErrorReply``); ``AskTimeout`` after.  Not inside an actor."""
         if timeout.__class__ is not float or not 0.0 <= timeout < _INF:
-            timeout = _check_timeout(timeout)
+            timeout = check_seconds(timeout, "timeout")
         if self._closed:
             return self._stopped_reply()
         slot = _SyncReply()
@@ -109,7 +99,7 @@ class ActorAddress:
         """:meth:`ask` for asyncio: awaits without blocking the loop (AskTimeout after
         ``timeout`` seconds; cancelling the awaiting task abandons the ask)."""
         if timeout.__class__ is not float or not 0.0 <= timeout < _INF:
-            timeout = _check_timeout(timeout)
+            timeout = check_seconds(timeout, "timeout")
         if self._closed:
             return self._stopped_reply()
         loop = asyncio.get_running_loop()
@@ -126,12 +116,8 @@ class ActorAddress:
             slot.abandon()
 
     def call(self, request: Request[R], timeout: float = DEFAULT_ASK_TIMEOUT) -> R:
-        """Ask ``request`` (waiting ``timeout`` seconds) and return its typed reply.
-
-        Raises the :mod:`aura_sync.errors` exception an ``ErrorReply`` stands
-        for, or :class:`~aura_sync.errors.AskTimeout`.  Blocking: actors ask
-        through their task runtime instead.
-        """
+        """Ask ``request`` and return its typed reply, or raise the exception an
+        ``ErrorReply`` stands for (or ``AskTimeout``).  Actors use their tasks instead."""
         return cast(R, _unwrap(self.ask(request, timeout)))
 
     async def call_async(self, request: Request[R], timeout: float = DEFAULT_ASK_TIMEOUT) -> R:
@@ -139,11 +125,8 @@ class ActorAddress:
         return cast(R, _unwrap(await self.ask_async(request, timeout)))
 
     def ask_with(self, message: Message | Any, slot: ReplySlot) -> None:
-        """Send ``message`` with ``slot`` (a :class:`~aura_sync.actors.ReplySlot`) for the
-        reply; never blocks: the ask an actor may make (its slot tells the asker; arm a
-        timeout).  A stopped address answers ``ErrorReply(ActorStopped)`` at once."""
-        if not isinstance(slot, ReplySlot):
-            raise WrongType(f"slot must be a ReplySlot, got {type(slot).__name__} {slot!r}")
+        """Send ``message`` with ``slot`` for the reply; never blocks (the ask an actor may
+        make: arm a timeout).  A stopped address answers ``ActorStopped`` at once."""
         if self._closed:
             slot.set(self._stopped_reply())
             return
@@ -160,14 +143,10 @@ class ActorAddress:
         return self._mailbox.qsize()
 
     def stop(self, timeout: float = DEFAULT_ASK_TIMEOUT) -> bool:
-        """Stop an *unsupervised* actor after its current message and close the address.
-
-        Queued messages get ``ActorStopped``.  Waits up to ``timeout`` seconds
-        for the thread (not from an actor); returns True if it is gone.  A
-        supervised address raises :class:`~aura_sync.errors.InvalidArgument`
-        (use the supervisor's ``terminate_child``).
-        """
-        timeout = _check_timeout(timeout)
+        """Stop an *unsupervised* actor after its current message and close the address
+        (queued messages get ``ActorStopped``); waits up to ``timeout`` seconds for the
+        thread (not from an actor): True if it is gone.  InvalidArgument if supervised."""
+        timeout = check_seconds(timeout, "timeout")
         if self._link is not None:
             raise InvalidArgument(
                 f"address {self.name} is supervised; use its supervisor's terminate_child"
@@ -210,9 +189,6 @@ class ActorAddress:
         self._link = link
         actor._aura_start()
 
-    def _current(self) -> AuraActor | None:
-        return self._actor
-
     def _incarnation_started(self, actor: AuraActor) -> None:
         link = self._link
         if link is not None:
@@ -251,9 +227,8 @@ def _unwrap(reply: Any) -> Any:
 
 
 def spawn(actor: AuraActor | Callable[[], AuraActor], *, name: str | None = None) -> ActorAddress:
-    """Start an unsupervised actor (an unstarted :class:`AuraActor` or a factory of one)
-    and return its address, closed when the actor ends.  ``name`` defaults to the
-    class name and a counter.  Raises :class:`~aura_sync.errors.WrongType`."""
+    """Start an unsupervised actor (an unstarted :class:`AuraActor` or a factory of one);
+    its address (``name``: the class name and a counter) closes when it ends."""
     if not isinstance(actor, AuraActor):
         if not callable(actor):
             raise WrongType(f"spawn needs an AuraActor or a factory, got {actor!r}")

@@ -1,15 +1,11 @@
 """The actor base class: typed messages in, typed replies out, dispatched by a table.
 
-Subclass :class:`AuraActor` with one :func:`handles` method per message type;
-it returns the reply (``None`` answers ``Ack``; :data:`DEFERRED` keeps
-``self.current_reply()`` to answer later).  An :class:`~aura_sync.errors.AuraError`
-becomes the asker's ``ErrorReply`` and the actor carries on; an unhandled
-message gets ``ErrorReply("UnhandledMessage")``; any other exception is a
-crash: the asker gets ``ErrorReply("ActorCrashed")``, :meth:`AuraActor.on_crash`
-runs and the incarnation ends without draining the mailbox (the address's, for
-the next incarnation).  A failing ``on_start`` is reported (``START_FAILED``);
-pending deferred replies are failed at the end.  Never block in a handler.
-Pykka's private hooks are confined to :mod:`aura_sync.actors._pykka`.
+Subclass :class:`AuraActor` with one :func:`handles` method (or :func:`forward`
+line) per message type, returning the reply (``None`` answers ``Ack``,
+:data:`DEFERRED` answers later).  An ``AuraError`` becomes the asker's
+``ErrorReply``; an unhandled message gets ``UnhandledMessage``; any other
+exception is a crash: the asker gets ``ActorCrashed``, ``on_crash`` runs and the
+incarnation ends, leaving the mailbox to the next one.  Never block in a handler.
 """
 
 from __future__ import annotations
@@ -55,10 +51,7 @@ _local = threading.local()
 
 
 def current_actor() -> AuraActor | None:
-    """The actor whose thread is calling, or None outside actor threads.
-
-    Blocking helpers use it to refuse to block inside an actor.
-    """
+    """The actor whose thread is calling, or None (blocking helpers refuse actors)."""
     actor: AuraActor | None = getattr(_local, "actor", None)
     return actor
 
@@ -66,10 +59,9 @@ def current_actor() -> AuraActor | None:
 def handles(*types: type) -> Callable[[F], F]:
     """Declare the method as the handler of ``types`` (Message or LocalMessage classes).
 
-    A base class's handler serves its subclasses without their own; decorators
-    stack; a decorated override replaces the inherited types of that method
-    name, an undecorated one keeps them.  Raises
-    :class:`~aura_sync.errors.WrongType`, or InvalidArgument for no type.
+    A base class's handler serves subclasses without their own; decorators stack;
+    a decorated override replaces the inherited types of that name, an
+    undecorated one keeps them.
     """
     if not types:
         raise InvalidArgument("handles() needs at least one message type, got none")
@@ -144,8 +136,7 @@ def _shown(message: object) -> str:
 
 class AuraActor(PykkaActor):
     """Base class of every aura-sync actor, made by a factory (``ChildSpec.start`` or
-    :func:`~aura_sync.actors.spawn`) and bound to an address before it starts; its
-    thread is a daemon thread."""
+    ``spawn``) and bound to an address before it starts, on a daemon thread."""
 
     _aura_table: ClassVar[dict[type, Handler]] = {}
     _aura_reports_started: ClassVar[bool] = True
@@ -176,10 +167,7 @@ class AuraActor(PykkaActor):
 
     @property
     def address(self) -> ActorAddress:
-        """This actor's stable address (valid across restarts).
-
-        Raises :class:`~aura_sync.errors.ActorError` before the actor is bound.
-        """
+        """This actor's stable address (valid across restarts); ActorError before it is bound."""
         address = self._aura_address
         if address is None:
             raise ActorError(f"{type(self).__name__} is not bound to an address yet")
@@ -192,16 +180,12 @@ class AuraActor(PykkaActor):
 
     @property
     def abandoned(self) -> bool:
-        """True once the supervisor gave up on this incarnation (it overran ``shutdown``
-        or ``start_timeout``): no more messages, but ``on_stop``/``on_crash`` may run
-        beside its successor, so hooks then release resources and leave the stash."""
+        """True once the supervisor gave up on this incarnation (it overran a timeout): its
+        hooks may then run beside its successor, so they release and leave the stash."""
         return self._aura_killed
 
     def current_reply(self) -> ReplySlot | None:
-        """The reply slot of the message being handled, or None if it was told.
-
-        Take it to answer later (return :data:`DEFERRED` from the handler).
-        """
+        """The reply slot of the message being handled (None if told), to answer later."""
         return self._aura_reply
 
     def stop(self) -> None:
@@ -211,8 +195,8 @@ class AuraActor(PykkaActor):
         self._aura_mailbox.put_item((WAKE, None))
 
     def on_crash(self, exc: BaseException) -> None:
-        """Hook after a crash or failed ``on_start`` (instead of ``on_stop``), in the
-        actor's thread: release what the incarnation holds.  Its exceptions are logged."""
+        """Hook after a crash or failed ``on_start`` (instead of ``on_stop``): release what the
+        incarnation holds."""
 
     # --- runtime internals -------------------------------------------------------------
 
@@ -228,14 +212,12 @@ class AuraActor(PykkaActor):
         self._aura_mailbox = mailbox
         rebind_inbox(self, mailbox)
 
-    def _aura_thread_name(self) -> str:
-        address = self._aura_address
-        where = address.name if address is not None else type(self).__name__
-        return f"aura-actor:{where}#{self._aura_incarnation}"
-
     def _aura_start(self) -> None:
         self._aura_started = True
-        thread = threading.Thread(target=self._aura_run, name=self._aura_thread_name(), daemon=True)
+        address = self._aura_address
+        where = address.name if address is not None else type(self).__name__
+        name = f"aura-actor:{where}#{self._aura_incarnation}"
+        thread = threading.Thread(target=self._aura_run, name=name, daemon=True)
         self._aura_thread = thread
         thread.start()
 
@@ -330,11 +312,8 @@ class AuraActor(PykkaActor):
                     reply.set(result)
 
     def _aura_teardown(self) -> None:
-        """After the loop: run on_crash or on_stop, fail pending deferred replies.
-
-        Unlike pykka's teardown this does *not* drain the mailbox: it belongs
-        to the address and the next incarnation.
-        """
+        """After the loop: on_crash or on_stop, fail the pending deferred replies; unlike
+        pykka's teardown, leave the mailbox (the address's) to the next incarnation."""
         crash = self._aura_crash
         if crash is not None:
             try:

@@ -311,17 +311,13 @@ class SupervisorActor(AuraActor):
     # --- operations -------------------------------------------------------------------------
 
     def _op_start_all(self) -> Op:
-        started: list[_Child] = []
         for ch in list(self._children.values()):
             ok, why = yield from self._start_child(ch, EventKind.STARTED)
-            if not ok:
-                for done in reversed(started):
-                    yield from self._stop_child(done, f"sibling {ch.id} failed to start")
-                self._close_all(f"supervisor {self._cfg.name} failed to start")
-                self._closing = self._finished = True
+            if not ok:  # stop the ones started before it, in reverse
+                self._closing = True
+                yield from self._stop_all(f"sibling {ch.id} failed to start", "failed to start")
                 self._aura_stop_with(ExitKind.START_FAILED, why)
                 return
-            started.append(ch)
         self._aura_report_started()
 
     def _op_child_exited(self, msg: ChildExited) -> Op:
