@@ -16,7 +16,7 @@ from _node_helpers import wait_until
 
 from aura_sync.actors import AuraActor, handles
 from aura_sync.actors._tasks import TaskHost, Tasks
-from aura_sync.errors import StartFailed, WrongType
+from aura_sync.errors import AuraError, StartFailed, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.messages import ErrorReply, Message, Request, message
 from aura_sync.messages.sync import DigestRequest
@@ -26,7 +26,6 @@ from aura_sync.protocols.plugin import (
     ProtocolContext,
     ProtocolSpec,
     TransportEventMessage,
-    admit,
     resolve_spec,
 )
 from aura_sync.transport.base import Connected, Inbound
@@ -65,24 +64,25 @@ class EchoActor(TaskHost, AuraActor):
         super().__init__()
         self.ctx = ctx
         self._tasks = Tasks(self, ctx.child.scheduler)
+        self._admission = ctx.admission(self._tasks, {})
         self.notes: list[str] = ctx.child.stash.setdefault("notes", [])
 
     @handles(TransportEventMessage)
     def _event(self, msg: TransportEventMessage) -> None:
         event = msg.event
         if isinstance(event, Inbound):
-            self._tasks.spawn(self._serve(event), "serve")
+            self._admission.serve(event, self._serve)
         elif isinstance(event, Connected):
             self.notes.append(f"connected {event.connection.peer_id}")
 
-    def _serve(self, event: Inbound) -> Any:
-        if not (yield from admit(self.ctx, event)):
-            return
+    def _serve(self, event: Inbound) -> bool:
         request = event.message
         if isinstance(request, Echo):
             event.respond(Echoed(request.text.upper(), self.ctx.transport.peers()))
-        elif isinstance(request, Note):
+            return True
+        if isinstance(request, Note):
             self.notes.append(request.text)
+        return False
 
     @handles(GetNotes)
     def _get(self, msg: GetNotes) -> tuple[str, ...]:
@@ -241,6 +241,55 @@ def test_a_plugin_request_passes_the_same_admission_as_anti_entropy(tmp_path: Pa
         assert isinstance(denied, ErrorReply) and denied.error_type == "RateLimited"
         assert denied.retry_after is not None and denied.retry_after > 0
         assert "Echo refused by admission" in denied.message
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_plugin_request_gets_the_flow_budget_aimd_and_scoring_of_the_one_hook(
+    tmp_path: Path,
+) -> None:
+    from aura_sync.messages.peers import GetPeer
+    from aura_sync.messages.rate_limit import GetPeerRate
+    from aura_sync.protocols.admission import DEFAULT_COST
+
+    settings = {
+        "defence.flow_budget": 2 * DEFAULT_COST,  # two Echo requests per epoch
+        "defence.flow_epoch": 3600.0,
+        "defence.overload_latency": 1e-9,  # every served request reports OVERLOAD
+        "scoring.rate_limited_penalty": 7,
+    }
+    b = Node(
+        load_config(None, {"data_dir": str(tmp_path / "b"), "listen": "127.0.0.1:0", **settings}),
+        protocols=[echo_spec()],
+    ).start()
+    a = _node(tmp_path / "a", refuse_sync=True).start()  # sends b nothing but the test's
+    try:
+        limiter, peers = b.address_of("rate_limiter"), b.address_of("peer_manager")
+        full_rate = limiter.call(GetPeerRate(a.device_id), 5.0)
+        conn = a.transport.connect(b.device_id, b.listen_address, timeout=5.0)
+
+        def tracked() -> bool:
+            try:
+                return peers.call(GetPeer(a.device_id), 5.0) is not None
+            except AuraError:
+                return False
+
+        wait_until(tracked, 10, "b to track a")
+        replies = [conn.request(Echo(f"{k}"), 5.0).result(5.0) for k in range(4)]
+        assert [type(r).__name__ for r in replies] == [
+            "Echoed",
+            "Echoed",
+            "ErrorReply",
+            "ErrorReply",
+        ]
+        over, held = replies[2], replies[3]
+        assert isinstance(over, ErrorReply) and over.error_type == "RateLimited"
+        assert "(FLOW_BUDGET)" in over.message and (over.retry_after or 0) > 0
+        assert isinstance(held, ErrorReply) and "(PEER)" in held.message  # the denial window
+        assert limiter.call(GetPeerRate(a.device_id), 5.0) < full_rate  # AIMD was told OVERLOAD
+        trust = lambda: peers.call(GetPeer(a.device_id), 5.0).metadata.trust_level  # noqa: E731
+        wait_until(lambda: trust() == 50 - 7, 10, "one RATE_LIMITED offence for the window")
     finally:
         a.stop()
         b.stop()

@@ -1,4 +1,4 @@
-"""Inbound admission: what a peer's request costs, and the settings of the serving hook.
+"""Inbound admission: what a peer's request costs, and the one hook every protocol serves through.
 
 :func:`request_cost` prices a request in *work units* (one unit is about
 0.1 ms of the serving actor's time on the reference machine, measured by
@@ -7,27 +7,49 @@ term for each piece of work it asks for (ranges digested, ids listed or
 hashed, ops returned or pushed, bytes carried).  Guarantees (property-tested):
 the cost is at least 1 and never falls when a request asks for more work.
 The message bounds (``check()``, :mod:`aura_sync.messages.sync`) cap the work
-of one request, so :data:`MAX_REQUEST_COST` bounds every cost; the serving
-hook charges ``min(cost, max_cost)`` where ``max_cost`` is the limiter's
-largest admissible cost (its smaller burst).
+of one request, so :data:`MAX_REQUEST_COST` bounds every cost.  A protocol
+registers its requests' prices with :func:`cost_rule`; a request without a
+rule costs :data:`DEFAULT_COST`.
 
-A protocol added later registers its requests' prices with :func:`cost_rule`;
-a request without a rule costs :data:`DEFAULT_COST`.
+:class:`AdmissionHook` is the one admission point of the serving path: every
+inbound message of every protocol (anti-entropy's :class:`~aura_sync.protocols.
+serving.Server`, gossip, any plug-in through :meth:`~aura_sync.protocols.plugin.
+ProtocolContext.admission`) is charged ``min(cost, max_cost)`` to its peer at the
+``RateLimiterActor`` (an ``Ask`` of the task runtime, never blocking) before it is
+handled.  A denial is a ``RateLimited`` error reply carrying the limiter's exact
+``retry_after`` (a one-way message is dropped), the peer's later messages are
+refused until then (none overtakes a denied one) and the denial is reported as a
+``RATE_LIMITED`` offence once per window.  The peer's flow budget is attached for
+each epoch; each served request's outcome (OVERLOAD over the queue or latency
+threshold, else SUCCESS) feeds AIMD.  A limiter that does not answer fails closed.
 
 Layer: runtime (protocols).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aura_sync._checks import check_bool, check_int
-from aura_sync.effects import check_seconds
-from aura_sync.errors import InvalidArgument, JournalUnwritable
-from aura_sync.messages import Message
+from aura_sync.actors._tasks import Ask, Step, Tasks
+from aura_sync.effects import Clock, check_seconds
+from aura_sync.errors import (
+    AuraError,
+    InvalidArgument,
+    JournalUnwritable,
+    RateLimited,
+    TransportError,
+)
+from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.peer_scoring import Offence
+from aura_sync.infrastructure.rate_limit import Denied, Outcome
+from aura_sync.messages import ErrorReply, Message
+from aura_sync.messages.rate_limit import CheckRateLimit, ReportOutcome, SetFlowBudget
 from aura_sync.messages.sync import (
     MAX_IDS_BATCH,
     MAX_NODE_IDS,
@@ -46,14 +68,22 @@ from aura_sync.messages.sync import (
     PushOps,
 )
 
+if TYPE_CHECKING:
+    from aura_sync.actors.address import ActorAddress
+    from aura_sync.transport.base import Inbound
+
 __all__ = [
     "DEFAULT_COST",
     "MAX_REQUEST_COST",
     "AdmissionConfig",
+    "AdmissionHook",
     "cost_rule",
     "journal_write",
     "request_cost",
+    "respond",
 ]
+
+_log = logging.getLogger("aura_sync.protocols.admission")
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
@@ -177,7 +207,7 @@ MAX_REQUEST_COST: Final = 1 + max(
 class AdmissionConfig:
     """Settings of inbound admission (the node's ``[defence]`` table; checked here).
 
-    :param enabled: charge every peer request at the rate limiter before serving it.
+    :param enabled: charge every peer message at the rate limiter before serving it.
     :param max_cost: the largest cost charged (the limiter's ``max_cost``); a
         request priced above it is charged this much.
     :param overload_queue: the serving actor is overloaded when more than this
@@ -218,3 +248,136 @@ class AdmissionConfig:
         for name in ("overload_latency", "flow_epoch"):
             value = check_seconds(getattr(self, name), name, allow_zero=False)
             object.__setattr__(self, name, value)
+
+
+class AdmissionHook:
+    """The one admission point of the serving path (see the module docstring).
+
+    ``stats`` gets ``denied_key`` (denials), ``shed_permille`` (the denied fraction of
+    recent messages) and ``overload_reports``; ``report(peer, offence)`` is told each
+    rate-limit violation; ``queued()`` is the serving actor's mailbox depth;
+    ``observe(seconds)`` is told each served request's time from arrival to answer.
+    """
+
+    def __init__(
+        self,
+        config: AdmissionConfig,
+        limiter: ActorAddress,
+        tasks: Tasks,
+        *,
+        clock: Clock,
+        ask_timeout: float,
+        stats: dict[str, int],
+        report: Callable[[DeviceId, Offence], object],
+        queued: Callable[[], int] = lambda: 0,
+        denied_key: str = "requests_rate_limited",
+        observe: Callable[[float], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._limiter = limiter
+        self._tasks = tasks
+        self._clock = clock
+        self._timeout = ask_timeout
+        self._stats = stats
+        self._report = report
+        self._queued = queued
+        self._denied_key = denied_key
+        self._observe = observe
+        self._denied_until: dict[DeviceId, float] = {}
+        self._budgeted: dict[DeviceId, int] = {}  # peer -> the epoch its budget was set for
+        self._shed_ratio = 0.0
+
+    @property
+    def flow_epoch(self) -> int:
+        """The flow-budget epoch now: clock time over ``flow_epoch`` seconds (never goes back)."""
+        return int(self._clock.now() // self.config.flow_epoch)
+
+    def serve(self, event: Inbound, handler: Callable[[Inbound], bool]) -> None:
+        """Charge ``event`` to its peer, then call ``handler(event)`` (True: it served a
+        request, whose outcome feeds AIMD); with admission off, at once."""
+        started = time.perf_counter()
+        if not self.config.enabled:
+            self._handle(event, handler, started)
+            return
+        peer = event.connection.peer_id
+        now = self._clock.now()
+        until = self._denied_until.get(peer)
+        if until is not None:
+            if now < until:  # still inside a denial: refused without asking the limiter
+                self._deny(event, until - now, "PEER")
+                return
+            del self._denied_until[peer]
+        self._tasks.spawn(self._admit(event, peer, handler, started), "admit")
+
+    def _admit(
+        self, event: Inbound, peer: DeviceId, handler: Callable[[Inbound], bool], started: float
+    ) -> Generator[Step, Any, None]:
+        config = self.config
+        cost = min(request_cost(event.message), config.max_cost)
+        epoch = self.flow_epoch
+        if config.flow_budget and self._budgeted.get(peer) != epoch:
+            self._budgeted[peer] = epoch
+            self._limiter.tell(SetFlowBudget(peer, config.flow_budget, epoch))
+        try:
+            decision = yield Ask(self._limiter, CheckRateLimit(peer, cost), self._timeout)
+        except AuraError as exc:  # the limiter is restarting: fail closed, briefly
+            self._deny(event, 0.05, f"limiter: {exc}")
+            return
+        until = self._denied_until.get(peer)
+        now = self._clock.now()
+        if isinstance(decision, Denied):
+            self._denied_until[peer] = max(until or now, now + decision.retry_after)
+            self._deny(event, decision.retry_after, decision.reason.name)
+            self._report(peer, Offence.RATE_LIMITED)  # once per denial window, not per message
+            return
+        if until is not None and now < until:  # a later message must not overtake a denied one
+            self._deny(event, until - now, "PEER")
+            return
+        self._shed(False)
+        self._handle(event, handler, started)
+
+    def _handle(self, event: Inbound, handler: Callable[[Inbound], bool], started: float) -> None:
+        if not handler(event):
+            return
+        elapsed = time.perf_counter() - started
+        if self._observe is not None:
+            self._observe(elapsed)
+        if self.config.enabled and self.config.report_outcomes:
+            self._outcome(event.connection.peer_id, elapsed)
+
+    def _shed(self, denied: bool) -> None:
+        """The denied fraction of recent messages (an EWMA over ~32), in per mille."""
+        self._shed_ratio += (float(denied) - self._shed_ratio) / 32.0
+        self._stats["shed_permille"] = round(1000 * self._shed_ratio)
+
+    def _deny(self, event: Inbound, retry_after: float, reason: str) -> None:
+        self._shed(True)
+        self._stats[self._denied_key] = self._stats.get(self._denied_key, 0) + 1
+        if event.request_id is not None:
+            kind = type(event.message).__name__
+            exc = RateLimited(retry_after, f"{kind} refused by admission ({reason})")
+            respond(event, ErrorReply.from_exception(exc))
+
+    def _outcome(self, peer: DeviceId, elapsed: float) -> None:
+        """AIMD's input: OVERLOAD when the actor's queue or this request's latency is
+        over its threshold, else SUCCESS (told; the limiter ignores it unless adaptive)."""
+        config = self.config
+        overloaded = self._queued() > config.overload_queue or elapsed > config.overload_latency
+        if overloaded:
+            self._stats["overload_reports"] = self._stats.get("overload_reports", 0) + 1
+        self._limiter.tell(ReportOutcome(peer, Outcome.OVERLOAD if overloaded else Outcome.SUCCESS))
+
+
+def respond(event: Inbound, reply: Message) -> None:
+    """Send ``reply``; one that cannot be encoded becomes an error reply at once."""
+    peer = event.connection.peer_id
+    try:
+        event.respond(reply)
+    except TransportError as exc:
+        _log.debug("event=respond_failed peer=%s error=%r", peer, str(exc))
+    except AuraError as exc:  # e.g. over the frame limit
+        _log.warning("event=reply_unsendable peer=%s error=%r", peer, str(exc))
+        try:
+            event.respond(ErrorReply.from_exception(exc))
+        except AuraError as again:
+            _log.debug("event=respond_failed peer=%s error=%r", peer, str(again))

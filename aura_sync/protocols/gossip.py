@@ -59,12 +59,7 @@ from aura_sync.messages.gossip import (
 )
 from aura_sync.messages.peers import SelectSyncPeers
 from aura_sync.protocols.admission import BYTES_PER_UNIT, IDS_PER_UNIT, cost_rule
-from aura_sync.protocols.plugin import (
-    ProtocolContext,
-    ProtocolSpec,
-    TransportEventMessage,
-    admit,
-)
+from aura_sync.protocols.plugin import ProtocolContext, ProtocolSpec, TransportEventMessage
 from aura_sync.transport.base import Connected, Disconnected, Inbound
 
 __all__ = [
@@ -202,6 +197,10 @@ class GossipActor(TaskHost, AuraActor):
         self._beats = 0
         self._timer: TimerHandle | None = None
         self._tasks = Tasks(self, self._scheduler, ids=stash.setdefault("ids", itertools.count(1)))
+        timeout = self._config.ask_timeout
+        self._admission = ctx.admission(
+            self._tasks, self._stats, ask_timeout=timeout, denied_key="rate_limited"
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -285,7 +284,7 @@ class GossipActor(TaskHost, AuraActor):
     def _on_transport(self, msg: TransportEventMessage) -> None:
         event = msg.event
         if isinstance(event, Inbound):
-            self._tasks.spawn(self._receive(event), "receive")
+            self._admission.serve(event, self._receive)
         elif isinstance(event, Connected):
             topics = tuple(sorted(t for t, subs in self._subs.items() if subs))
             self._send(event.connection.peer_id, GossipTopics(topics))
@@ -294,23 +293,21 @@ class GossipActor(TaskHost, AuraActor):
             if peer not in self._ctx.transport.peers():
                 self._peer_topics.pop(peer, None)
 
-    def _receive(self, event: Inbound) -> Generator[Step, Any, None]:
+    def _receive(self, event: Inbound) -> bool:
+        """An admitted message (False: no request was served, nothing for AIMD)."""
         msg = event.message
         peer = event.connection.peer_id
-        if not (yield from admit(self._ctx, event, self._config.ask_timeout)):
-            self._stats["rate_limited"] += 1
-            return
         if event.request_id is not None:
             event.respond(ErrorReply("InvalidArgument", "gossip messages are one-way"))
-            return
+            return False
         if not isinstance(msg, _WIRE):
-            return
+            return False
         try:
             msg.check()
         except AuraError as exc:
             self._stats["invalid"] += 1
             _log.info("event=gossip_invalid peer=%s error=%r", peer, str(exc))
-            return
+            return False
         if isinstance(msg, GossipMessage):
             self._stats["received"] += 1
             self._accept(msg, peer)
@@ -329,6 +326,7 @@ class GossipActor(TaskHost, AuraActor):
                     budget -= len(cached[0].payload)
                     self._stats["iwant_served"] += 1
                     self._send(peer, cached[0])
+        return False
 
     def _accept(self, msg: GossipMessage, sender: DeviceId | None) -> None:
         """A message seen for the first time: remember, deliver locally, forward."""

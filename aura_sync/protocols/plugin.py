@@ -15,16 +15,17 @@ one, built in).  Guarantees of :class:`Routes` and :class:`EventRouter`:
   ``"package.module:name"`` reference that does not resolve to a spec, is a
   :class:`~aura_sync.errors.StartFailed` naming both sides.
 
-Inbound requests of every protocol pass :func:`admit` (the admission call
-point: charged to the sending peer at the rate limiter before serving).
-The task runtime a protocol needs (``TaskHost``, ``Tasks``, ``Ask``) is
-re-exported here.
+Inbound messages of every protocol pass the one admission hook
+(:class:`~aura_sync.protocols.admission.AdmissionHook`, a protocol gets its own
+with :meth:`ProtocolContext.admission`) before they are served.  The task runtime
+a protocol needs (``TaskHost``, ``Tasks``, ``Ask``) is re-exported here.
 
 Layer: runtime (protocols).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import threading
@@ -38,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 from aura_sync.actors._tasks import Ask, Step, TaskHost, Tasks
 from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.base import AuraActor, LocalMessage
-from aura_sync.errors import AuraError, PeerUnavailable, RateLimited, StartFailed, WrongType
+from aura_sync.errors import AuraError, PeerUnavailable, StartFailed, WrongType
 from aura_sync.ids import DeviceId
+from aura_sync.infrastructure.peer_scoring import Offence
 from aura_sync.infrastructure.peers import PeerInfo
-from aura_sync.infrastructure.rate_limit import Denied
 from aura_sync.messages import ErrorReply, Message
-from aura_sync.messages.rate_limit import CheckRateLimit
-from aura_sync.protocols.admission import request_cost
+from aura_sync.messages.peers import ReportOffence
+from aura_sync.protocols.admission import AdmissionHook
 from aura_sync.supervisors import ChildContext
 from aura_sync.transport.base import Connected, Connection, Disconnected, Inbound, Transport
 
@@ -63,7 +64,6 @@ __all__ = [
     "Tasks",
     "TransportEventMessage",
     "TransportHandle",
-    "admit",
     "resolve_spec",
 ]
 
@@ -335,12 +335,16 @@ class TransportHandle:
 
     def ban(self, peer: DeviceId, addresses: Iterable[str], seconds: float) -> None:
         """Refuse ``peer`` (right after TLS) and ``addresses``' hosts (at accept, before
-        TLS, where the transport can) for ``seconds``."""
+        TLS, where the transport can) for ``seconds``; its live connections close now
+        (their hosts are banned too)."""
         self._router.ban(peer, seconds)
+        live = self._router.connections(peer)
+        for conn in live:
+            conn.close()
         ban_address = getattr(self._transport, "ban_address", None)
         if ban_address is None:
             return
-        for address in sorted(addresses):
+        for address in sorted({*addresses, *(c.remote_address for c in live)}):
             try:
                 ban_address(address, seconds)
             except AuraError as exc:
@@ -394,41 +398,34 @@ class ProtocolContext:
     fault_injection: bool = False
     observer: Any = None
 
+    def admission(
+        self,
+        tasks: Tasks,
+        stats: dict[str, int],
+        *,
+        ask_timeout: float = 5.0,
+        denied_key: str = "requests_rate_limited",
+    ) -> AdmissionHook:
+        """The admission hook for this protocol's inbound messages (the node's ``[defence]``
+        settings, at most the limiter's ``max_cost``); a rate-limit violation is reported
+        to the peer manager from a task of ``tasks``, and a ban it earns is applied with
+        :meth:`TransportHandle.ban` (its connections close, its host is refused)."""
+        cfg, timeout = self.config, ask_timeout
 
-def admit(ctx: ProtocolContext, event: Inbound, timeout: float = 5.0) -> Generator[Step, Any, bool]:
-    """The admission every protocol's inbound message passes before it is served.
+        def punish(peer: DeviceId, offence: Offence) -> Generator[Step, Any, None]:
+            ban = yield Ask(self.infra["peer_manager"], ReportOffence(peer, offence), timeout)
+            if ban is not None:
+                self.transport.ban(peer, (), max(ban.until - self.child.clock.now(), 0.001))
 
-    A task step (``ok = yield from admit(ctx, event)``): the message is
-    charged to its sender at the rate limiter, priced as anti-entropy's
-    serving hook prices (:func:`~aura_sync.protocols.admission.request_cost`;
-    a protocol registers its types' prices with
-    :func:`~aura_sync.protocols.admission.cost_rule`), at most the limiter's
-    ``max_cost``; nothing is charged when ``[defence] enabled = false``.  A
-    denied *request* gets a ``RateLimited`` error reply with the limiter's
-    ``retry_after``; the result says whether to serve.  A limiter that does
-    not answer fails closed.
-    """
-    cfg = ctx.config
-    if not cfg.defence.enabled:
-        return True
-    cost = min(request_cost(event.message), cfg.defence.max_cost, cfg.rate_limit.max_cost)
-    peer = event.connection.peer_id
-    try:
-        decision = yield Ask(ctx.infra["rate_limiter"], CheckRateLimit(peer, cost), timeout)
-    except AuraError as exc:
-        _refuse(event, RateLimited(0.05, f"admission: {exc}"))
-        return False
-    if isinstance(decision, Denied):
-        kind = type(event.message).__name__
-        _refuse(event, RateLimited(decision.retry_after, f"{kind} refused by admission"))
-        return False
-    return True
-
-
-def _refuse(event: Inbound, exc: RateLimited) -> None:
-    if event.request_id is None:
-        return
-    try:
-        event.respond(ErrorReply.from_exception(exc))
-    except AuraError as again:
-        _log.debug("event=respond_failed error=%r", str(again))
+        return AdmissionHook(
+            dataclasses.replace(
+                cfg.defence, max_cost=min(cfg.defence.max_cost, cfg.rate_limit.max_cost)
+            ),
+            self.infra["rate_limiter"],
+            tasks,
+            clock=self.child.clock,
+            ask_timeout=timeout,
+            stats=stats,
+            report=lambda peer, offence: tasks.spawn(punish(peer, offence), f"report {peer}"),
+            denied_key=denied_key,
+        )

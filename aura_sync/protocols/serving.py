@@ -1,18 +1,13 @@
 """Serving peers: the answers to the sync requests that arrive over the transport.
 
-Peers are untrusted.  Every request a peer sends is first charged to it at
-the rate limiter, priced by :func:`~aura_sync.protocols.admission.request_cost`
-(the one admission hook, :meth:`Server.serve`, which any later protocol's
-requests pass too); a denial is a ``RateLimited`` error reply carrying the
-limiter's exact ``retry_after``, and the peer's later requests are refused
-until then (so none overtakes a denied one).  The codec checked the
-requests' field types; here each request's bounds are checked (``check()``:
-range counts, id lengths, batch sizes, see :mod:`aura_sync.messages.sync`)
-and every request is
-answered with a reply or a clear :class:`~aura_sync.messages.ErrorReply`,
-never an exception:
+Peers are untrusted.  Every request passes the one admission hook first
+(:class:`~aura_sync.protocols.admission.AdmissionHook`: charged at the rate
+limiter, a denial is a ``RateLimited`` error reply with the exact
+``retry_after``).  The codec checked the requests' field types; here each
+request's bounds are checked (``check()``: range counts, id lengths, batch
+sizes, see :mod:`aura_sync.messages.sync`) and every request is answered with a
+reply or a clear :class:`~aura_sync.messages.ErrorReply`, never an exception:
 
-* over the peer's rate or flow budget: ``RateLimited`` with ``retry_after``;
 * a request that is not a sync request: ``UnhandledMessage``;
 * this node refuses to sync: ``PeerUnavailable``;
 * capabilities are required and the peer has not presented a valid token:
@@ -31,7 +26,6 @@ Layer: runtime (protocols).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -44,16 +38,12 @@ from aura_sync.errors import (
     CapabilityError,
     InvalidArgument,
     OpRefused,
-    RateLimited,
-    TransportError,
     WrongType,
 )
 from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.peer_scoring import Offence
-from aura_sync.infrastructure.rate_limit import Denied, Outcome
 from aura_sync.messages import Ack, ErrorReply, Message
 from aura_sync.messages.peers import AdmitPeer
-from aura_sync.messages.rate_limit import CheckRateLimit, ReportOutcome, SetFlowBudget
 from aura_sync.messages.sync import (
     MAX_PEERS_PER_EXCHANGE,
     ChildDigestsReply,
@@ -73,7 +63,7 @@ from aura_sync.messages.sync import (
     PushAck,
     PushOps,
 )
-from aura_sync.protocols.admission import AdmissionConfig, journal_write, request_cost
+from aura_sync.protocols.admission import AdmissionHook, journal_write, respond
 from aura_sync.protocols.journal import Journal
 from aura_sync.transport.base import Connection, Inbound
 
@@ -126,12 +116,17 @@ class Server:
         queued: Callable[[], int] = lambda: 0,
     ) -> None:
         self._config = config
-        self._admission: AdmissionConfig = config.admission
-        self._clock: Clock = clock or SystemClock()
-        self._queued = queued
-        self._denied_until: dict[DeviceId, float] = {}
-        self._budgeted: set[DeviceId] = set()
-        self._shed_ratio = 0.0
+        self.admission = AdmissionHook(
+            config.admission,
+            infra.rate_limiter,
+            tasks,
+            clock=clock or SystemClock(),
+            ask_timeout=config.ask_timeout,
+            stats=stats,
+            report=lambda peer, offence: self.report(peer, offence),  # noqa: PLW0108 (set later)
+            queued=queued,
+            observe=None if observer is None else observer.observe_served_request,
+        )
         self._journal = journal
         self._infra = infra
         self._tasks = tasks
@@ -140,81 +135,29 @@ class Server:
         self._count_refusal = count_refusal
         self._verified_addresses = verified_addresses
         self._on_authorized = on_authorized
-        self._observer = observer
         self.authorized: set[DeviceId] = set()
         self.report: Callable[[DeviceId, Offence], None] = lambda peer, offence: None
 
     def serve(self, event: Inbound) -> None:
-        """Answer one inbound request (a one-way message is ignored).
-
-        The one admission hook: every request, whatever its type, is charged to
-        its peer at the rate limiter (:meth:`_admit`, a task) before it is
-        dispatched, unless admission is off."""
+        """Answer one inbound request through the admission hook (a one-way message is
+        ignored)."""
         if event.request_id is None:
             kind = type(event.message).__name__
             _log.debug("event=one_way_ignored peer=%s type=%s", event.connection.peer_id, kind)
             return
-        if not self._admission.enabled:
-            self._dispatch(event, time.perf_counter())
-            return
-        peer = event.connection.peer_id
-        now = self._clock.now()
-        until = self._denied_until.get(peer)
-        if until is not None:
-            if now < until:  # still inside a denial: refused without asking the limiter
-                self._deny(event, until - now, "PEER")
-                return
-            del self._denied_until[peer]
-        self._tasks.spawn(self._admit(event, peer, time.perf_counter()), "admit")
-
-    def _admit(self, event: Inbound, peer: DeviceId, started: float) -> Generator[Step, Any, None]:
-        admission = self._admission
-        cost = min(request_cost(event.message), admission.max_cost)
-        limiter = self._infra.rate_limiter
-        if admission.flow_budget and peer not in self._budgeted:
-            self._budgeted.add(peer)
-            limiter.tell(SetFlowBudget(peer, admission.flow_budget, self.flow_epoch))
-        try:
-            decision = yield Ask(limiter, CheckRateLimit(peer, cost), self._config.ask_timeout)
-        except AuraError as exc:  # the limiter is restarting: fail closed, briefly
-            self._stats["requests_rate_limited"] += 1
-            respond(event, ErrorReply.from_exception(RateLimited(0.05, f"admission: {exc}")))
-            return
-        until = self._denied_until.get(peer)
-        now = self._clock.now()
-        if isinstance(decision, Denied):
-            self._denied_until[peer] = max(until or now, now + decision.retry_after)
-            self._deny(event, decision.retry_after, decision.reason.name)
-            self.report(peer, Offence.RATE_LIMITED)  # once per denial window, not per request
-        elif until is not None and now < until:  # a later request must not overtake a denied one
-            self._deny(event, until - now, "PEER")
-        else:
-            self._dispatch(event, started)
-
-    def _shed(self, denied: bool) -> None:
-        """The denied fraction of recent requests (an EWMA over ~32), in per mille."""
-        self._shed_ratio += (float(denied) - self._shed_ratio) / 32.0
-        self._stats["shed_permille"] = round(1000 * self._shed_ratio)
-
-    def _deny(self, event: Inbound, retry_after: float, reason: str) -> None:
-        self._shed(True)
-        self._stats["requests_rate_limited"] += 1
-        kind = type(event.message).__name__
-        exc = RateLimited(retry_after, f"{kind} refused by admission ({reason})")
-        respond(event, ErrorReply.from_exception(exc))
+        self.admission.serve(event, self._dispatch)
 
     @property
     def flow_epoch(self) -> int:
-        """The flow-budget epoch now: clock time over ``flow_epoch`` seconds (never goes back)."""
-        return int(self._clock.now() // self._admission.flow_epoch)
+        """The flow-budget epoch now (see :attr:`AdmissionHook.flow_epoch`)."""
+        return self.admission.flow_epoch
 
     def rotate_flow_epoch(self) -> int:
-        """Start the current epoch: budgets are attached afresh; return it (for RotateEpoch)."""
-        self._budgeted.clear()
-        return self.flow_epoch
+        """The epoch that begins now (budgets are attached afresh in each epoch)."""
+        return self.admission.flow_epoch
 
-    def _dispatch(self, event: Inbound, started: float) -> None:
-        self._shed(False)
+    def _dispatch(self, event: Inbound) -> bool:
+        """Answer an admitted request; True if it was served (its outcome feeds AIMD)."""
         request = event.message
         peer = event.connection.peer_id
         if isinstance(request, PresentCapability):
@@ -223,17 +166,17 @@ class Server:
             except AuraError as exc:
                 self.report(peer, Offence.INVALID_REQUEST)
                 respond(event, ErrorReply.from_exception(exc))
-                return
+                return False
             self._tasks.spawn(self._verify_token(event, peer, request.token), f"token {peer}")
-            return
+            return False
         if not isinstance(request, _SYNC_REQUESTS):
             text = f"not a sync request: {type(request).__name__}"
             respond(event, ErrorReply("UnhandledMessage", text))
-            return
+            return False
         if self._config.refuse_sync:
             self._stats["requests_refused"] += 1
             respond(event, ErrorReply("PeerUnavailable", "this node refuses to sync"))
-            return
+            return False
         if self._config.require_capability and peer not in self.authorized:
             self._stats["requests_refused"] += 1
             text = (
@@ -241,36 +184,20 @@ class Server:
                 f"granting sync:request_digest"
             )
             respond(event, ErrorReply("CapabilityError", text))
-            return
+            return False
         try:
             request.check()  # the bounds of an untrusted request: a clear error reply
         except (InvalidArgument, WrongType) as exc:
             self.report(peer, Offence.INVALID_REQUEST)
             respond(event, ErrorReply.from_exception(exc))
-            return
+            return False
         try:
             reply = self._answer(request, peer)
         except AuraError as exc:
             reply = ErrorReply.from_exception(exc)
         self._stats["requests_served"] += 1
         respond(event, reply)
-        elapsed = time.perf_counter() - started
-        if self._observer is not None:
-            self._observer.observe_served_request(elapsed)
-        if self._admission.enabled and self._admission.report_outcomes:
-            self._report(peer, elapsed)
-
-    def _report(self, peer: DeviceId, elapsed: float) -> None:
-        """AIMD's input: OVERLOAD when the actor's queue or this request's latency is
-        over its threshold, else SUCCESS (told; the limiter ignores it unless adaptive)."""
-        admission = self._admission
-        overloaded = self._queued() > admission.overload_queue or (
-            elapsed > admission.overload_latency
-        )
-        if overloaded:
-            self._stats["overload_reports"] += 1
-        outcome = Outcome.OVERLOAD if overloaded else Outcome.SUCCESS
-        self._infra.rate_limiter.tell(ReportOutcome(peer, outcome))
+        return True
 
     def _answer(self, request: Message, peer: DeviceId) -> Message:
         journal = self._journal
@@ -326,18 +253,3 @@ class Server:
         self.authorized.add(peer)
         respond(event, Ack())
         self._on_authorized(event.connection)
-
-
-def respond(event: Inbound, reply: Message) -> None:
-    """Send ``reply``; one that cannot be encoded becomes an error reply at once."""
-    peer = event.connection.peer_id
-    try:
-        event.respond(reply)
-    except TransportError as exc:
-        _log.debug("event=respond_failed peer=%s error=%r", peer, str(exc))
-    except AuraError as exc:  # e.g. over the frame limit
-        _log.warning("event=reply_unsendable peer=%s error=%r", peer, str(exc))
-        try:
-            event.respond(ErrorReply.from_exception(exc))
-        except AuraError as again:
-            _log.debug("event=respond_failed peer=%s error=%r", peer, str(again))
