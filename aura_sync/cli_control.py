@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from aura_sync.node.control_client import ControlClient
 
 __all__ = ["register"]
+
+_DEPTH = 4
+"""Append requests in flight at once (the node appends them one after the other)."""
 
 _DATA_DIR = click.option(
     "--data-dir",
@@ -62,21 +65,93 @@ def _run(data_dir: Path | None, action: Callable[[ControlClient], None]) -> None
             raise click.ClickException(f"the control connection failed: {exc}") from None
 
 
-def _batches(payloads: tuple[str, ...], size: int) -> Iterator[tuple[bytes, ...]]:
-    if payloads == ("-",):
-        stream = sys.stdin.buffer
-        batch: list[bytes] = []
-        for line in stream:
-            batch.append(line.rstrip(b"\r\n"))
-            if len(batch) == size:
-                yield tuple(batch)
-                batch = []
-        if batch:
+_READ_SIZE = 1 << 20
+_BATCH_BYTES = 2 << 20
+"""Payload bytes in one ``AppendOps`` request, 5 bytes of framing per payload included
+(half of ``MAX_CONTROL_FRAME``, which ``tests/test_cli_control.py`` checks)."""
+
+
+class _LineTooLong(Exception):
+    def __init__(self, number: int, size: int) -> None:
+        super().__init__(number, size)
+        self.number, self.size = number, size
+
+
+def _cut(lines: list[bytes], count: int) -> int:
+    """How many of ``lines`` go into the next request: at most ``count``, within the budget."""
+    end = min(len(lines), count)
+    if sum(map(len, lines[:end])) + 5 * end <= _BATCH_BYTES:
+        return end
+    total = 0
+    for i in range(end):
+        total += len(lines[i]) + 5
+        if total > _BATCH_BYTES:
+            return max(i, 1)
+    return end
+
+
+def _idle(fd: int | None) -> bool:
+    """Whether nothing more can be read from ``fd`` right now (a pipe fed slowly)."""
+    if fd is None:
+        return False
+    import select
+
+    return not select.select([fd], [], [], 0)[0]
+
+
+def _stdin_batches(stream: BinaryIO, count: int, limit: int) -> Iterator[tuple[bytes, ...]]:
+    """Batches of stdin's lines (a trailing CR dropped), read up to 1 MiB at a time.
+
+    Full batches go out as soon as they are read, a partial one when the
+    input pauses or ends (a slow producer's lines are not held back).
+
+    :raises _LineTooLong: a line over ``limit`` bytes (numbered from 1).
+    """
+    try:
+        fd: int | None = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        fd = None  # an in-memory stream: nothing to wait for
+    read = getattr(stream, "read1", stream.read)
+    lines: list[bytes] = []
+    rest, sent = b"", 0
+    while True:
+        chunk = read(_READ_SIZE)
+        if chunk:
+            parts = (rest + chunk).split(b"\n")
+            rest = parts.pop()
+        else:
+            parts = [rest] if rest else []
+        if b"\r" in chunk or b"\r" in rest:
+            parts = [p.rstrip(b"\r") for p in parts]
+        lines += parts
+        flush = not chunk or _idle(fd)
+        while len(lines) >= count or (flush and lines):
+            end = _cut(lines, count)
+            batch = lines[:end]
+            if max(map(len, batch)) > limit:  # the lines before it go, then the error
+                at = next(i for i, p in enumerate(batch) if len(p) > limit)
+                if at:
+                    yield tuple(batch[:at])
+                raise _LineTooLong(sent + at + 1, len(batch[at]))
             yield tuple(batch)
+            del lines[:end]
+            sent += end
+        if not chunk:
+            return
+
+
+def _batches(payloads: tuple[str, ...], count: int, limit: int) -> Iterator[tuple[bytes, ...]]:
+    if payloads == ("-",):
+        yield from _stdin_batches(sys.stdin.buffer, count, limit)
         return
     items = [p.encode("utf-8") for p in payloads]
-    for at in range(0, len(items), size):
-        yield tuple(items[at : at + size])
+    for i, item in enumerate(items):
+        if len(item) > limit:  # nothing is sent: the whole command line is refused
+            raise _LineTooLong(i + 1, len(item))
+    while items:
+        end = _cut(items, count)
+        yield tuple(items[:end])
+        del items[:end]
 
 
 @click.command()
@@ -84,14 +159,30 @@ def _batches(payloads: tuple[str, ...], size: int) -> Iterator[tuple[bytes, ...]
 @_TIMEOUT
 @click.argument("payloads", nargs=-1, required=True)
 def append(data_dir: Path | None, timeout: float, payloads: tuple[str, ...]) -> None:
-    """Append one op per PAYLOAD (UTF-8) to a running node; `-` reads one op per stdin line."""
-    from aura_sync.messages.sync import MAX_APPEND, AppendOps, OpsAppended
+    """Append one op per PAYLOAD (UTF-8) to a running node; `-` reads one op per stdin line.
+
+    Lines go to the node in batches, several requests in flight; the node
+    appends each batch in one journal transaction.  Prints how many ops the
+    node committed (after an error too, then exits 1).
+    """
+    from aura_sync.messages.sync import MAX_APPEND, MAX_OP_PAYLOAD, AppendOps, OpsAppended
 
     def go(client: ControlClient) -> None:
         added, last = 0, None
-        requests = (AppendOps(batch) for batch in _batches(payloads, MAX_APPEND))
-        for last in client.pipeline("anti_entropy", requests, timeout):
-            added += last.added
+        requests = (AppendOps(b) for b in _batches(payloads, MAX_APPEND, MAX_OP_PAYLOAD))
+        try:
+            for last in client.pipeline("anti_entropy", requests, timeout, depth=_DEPTH):
+                added += last.added
+        except _LineTooLong as exc:
+            click.echo(f"appended {added} ops")
+            where = "line" if payloads == ("-",) else "PAYLOAD"
+            raise click.ClickException(
+                f"{where} {exc.number} has {exc.size} bytes, more than an op's "
+                f"{MAX_OP_PAYLOAD}: it and the ones after it were not appended"
+            ) from None
+        except BaseException:
+            click.echo(f"appended {added} ops")
+            raise
         done: OpsAppended | None = last
         total = done.total_ops if done is not None else "?"
         click.echo(f"appended {added} ops (journal: {total} ops)")

@@ -3,6 +3,7 @@ crash, stop)."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -108,3 +109,56 @@ def test_two_node_processes_driven_by_the_cli(
         assert proc.wait(30) == 0
     gone = _cli("log", *a)
     assert gone.returncode == 1 and "no node answers" in gone.stderr
+
+
+# --- `append -` in this process: batching, the line limit, what is acknowledged ----------------
+
+
+def test_stdin_batches_split_lines_within_the_count_and_the_frame() -> None:
+    from aura_sync.cli_control import _BATCH_BYTES, _stdin_batches
+    from aura_sync.node.control_client import MAX_CONTROL_FRAME
+
+    assert _BATCH_BYTES <= MAX_CONTROL_FRAME // 2
+    lines = [b"x" * (i % 50) for i in range(2500)]
+    stream = io.BytesIO(b"\n".join(lines) + b"\r\nlast")
+    batches = list(_stdin_batches(stream, 1000, 4096))
+    assert [len(b) for b in batches] == [1000, 1000, 501]
+    assert [p for b in batches for p in b] == [*lines, b"last"]  # CRLF: the CR is dropped
+    big = io.BytesIO(b"".join(b"y" * 4096 + b"\n" for _ in range(1200)))
+    sizes = [len(b) for b in _stdin_batches(big, 8192, 4096)]
+    assert sum(sizes) == 1200 and max(sizes) * (4096 + 5) <= _BATCH_BYTES
+
+
+def test_a_too_long_line_stops_the_input_after_the_lines_before_it() -> None:
+    from aura_sync.cli_control import _LineTooLong, _stdin_batches
+
+    stream = io.BytesIO(b"a\nb\n" + b"z" * 5000 + b"\nc\n")
+    got: list[tuple[bytes, ...]] = []
+    with pytest.raises(_LineTooLong) as caught:
+        for batch in _stdin_batches(stream, 1000, 4096):
+            got.append(batch)
+    assert got == [(b"a", b"b")] and (caught.value.number, caught.value.size) == (3, 5000)
+
+
+def test_append_reports_exactly_the_committed_ops(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from aura_sync.cli import cli
+    from aura_sync.node.config import load_config
+    from aura_sync.node.node import Node
+
+    config = load_config(None, {"data_dir": str(tmp_path / "n"), "listen": "127.0.0.1:0"})
+    node = Node(config).start()
+    try:
+        lines = b"".join(b"op %d\n" % i for i in range(20_000))
+        run = CliRunner().invoke(cli, ["append", f"--data-dir={config.data_dir}", "-"], input=lines)
+        assert run.exit_code == 0 and "appended 20000 ops (journal: 20000 ops)" in run.output
+        bad = b"".join(b"more %d\n" % i for i in range(9000)) + b"w" * 4097 + b"\nnever\n"
+        run = CliRunner().invoke(cli, ["append", f"--data-dir={config.data_dir}", "-"], input=bad)
+        assert run.exit_code == 1 and "appended 9000 ops" in run.output
+        assert "line 9001 has 4097 bytes" in run.output
+        assert len(node.journal) == 29_000
+        page = node.read(after=28_990, limit=100)
+        assert [e.payload for e in page.entries][-1] == b"more 8999"
+    finally:
+        node.stop()

