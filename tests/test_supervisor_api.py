@@ -415,9 +415,9 @@ def test_default_effects_are_the_actors_process_wide_pair() -> None:
     """A supervisor without effects shares the actors' default clock: one timer thread."""
     from aura_sync.actors._faults import resolve_effects
 
-    clock, scheduler = Supervisor([echo_spec("a")])._effects(None)
-    assert (clock, scheduler) == resolve_effects(None, None)
-    assert scheduler.clock is clock
+    config = Supervisor([echo_spec("a")])._config(None)
+    assert (config.clock, config.scheduler) == resolve_effects(None, None)
+    assert config.scheduler.clock is config.clock
 
 
 def test_a_call_from_the_supervisors_own_thread_fails_at_once(track: Track) -> None:

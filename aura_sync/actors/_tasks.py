@@ -103,8 +103,8 @@ class WaitFor:
 Step = Ask | Send | Await | Sleep | WaitFor
 Task = Generator[Step, Any, None]
 GiveBack = Callable[[Ask, Any, bool], None]
-"""``give_back(ask, reply, delivered)``: a reply nobody will use; ``delivered`` is False
-when the replier was told the asker had gone (its ``slot.set`` returned False)."""
+"""``give_back(ask, reply, delivered)``: a reply nobody will use (``delivered`` False: the
+replier's ``slot.set`` returned False)."""
 
 
 def call(target: ActorAddress, request: Request[R], timeout: float) -> Generator[Step, Any, R]:
@@ -120,7 +120,6 @@ class Resume(LocalMessage):
     task: int
     step: int
     value: Any
-    error: BaseException | None = None
     ask: Ask | None = None
 
 
@@ -171,13 +170,11 @@ def _no_give_back(ask: Ask, reply: Any, delivered: bool) -> None:
 
 
 class Tasks:
-    """The tasks of one actor incarnation (see the module docstring).
+    """The tasks of one actor incarnation, resumed through ``owner``'s address.
 
-    :param owner: the actor; its address receives the :class:`Resume` messages.
-    :param scheduler: timeouts and sleeps.
-    :param ids: task id counter; share one across incarnations (keep it in the stash).
-    :param give_back: hook for replies nobody will use (default: drop them).
-    :param answered: if given, counts per target name the asks that got a reply.
+    ``ids``: the task id counter (share one across incarnations: keep it in the
+    stash); ``give_back``: the hook for replies nobody will use (default: drop
+    them); ``answered``: if given, counts per target name the asks answered.
     """
 
     def __init__(
@@ -226,7 +223,7 @@ class Tasks:
             return
         self._settle(task)
         value: Any = msg.value
-        error = msg.error
+        error: BaseException | None = None
         if msg.ask is not None:
             timed_out = isinstance(value, ErrorReply) and value.error_type == "AskTimeout"
             if self._answered is not None and not timed_out:
@@ -276,16 +273,13 @@ class Tasks:
         while True:
             try:
                 step = task.gen.send(value) if error is None else task.gen.throw(error)
-            except StopIteration:
+            except BaseException as exc:  # the task ended: an AuraError ends it only
                 self._running.pop(task_id, None)
+                if isinstance(exc, AuraError):
+                    _log.info("event=task_failed task=%s error=%r", task.label, str(exc))
+                elif not isinstance(exc, StopIteration):
+                    raise
                 return
-            except AuraError as exc:
-                self._running.pop(task_id, None)
-                _log.info("event=task_failed task=%s error=%r", task.label, str(exc))
-                return
-            except BaseException:
-                self._running.pop(task_id, None)
-                raise
             task.step += 1
             value, error = None, None
             try:
@@ -298,19 +292,21 @@ class Tasks:
     def _perform(self, task_id: int, task: _Running, step: Step) -> None:
         n = task.step
         owner = self._owner.address
+
+        def resume_after(delay: float, value: Any) -> TimerHandle:
+            return self._scheduler.call_after(delay, lambda: owner.tell(Resume(task_id, n, value)))
+
         if isinstance(step, Ask):
             slot = _Slot(owner, task_id, n, step, self._give_back)
             task.slot = slot
+            text = (
+                f"no reply from {step.target} to {type(step.message).__name__} "
+                f"within {step.timeout} s"
+            )
 
             def expire() -> None:
                 slot.timed_out = True
-                slot.set(
-                    ErrorReply(
-                        "AskTimeout",
-                        f"no reply from {step.target} to {type(step.message).__name__} "
-                        f"within {step.timeout} s",
-                    )
-                )
+                slot.set(ErrorReply("AskTimeout", text))
 
             task.timer = self._scheduler.call_after(step.timeout, expire)
             step.target.ask_with(step.message, slot)
@@ -329,19 +325,15 @@ class Tasks:
             )
             step.future.add_done_callback(finish)
         elif isinstance(step, Sleep):
-            task.timer = self._scheduler.call_after(
-                step.delay, lambda: owner.tell(Resume(task_id, n, None))
-            )
+            task.timer = resume_after(step.delay, None)
         elif isinstance(step, WaitFor):
             if step.key in self._waiting:
                 raise AuraError(f"two tasks wait for {step.key!r}")
             self._waiting[step.key] = task_id
             task.waiting = step.key
             if step.timeout is not None:
-                text = f"no {step.key!r} within {step.timeout} s"
-                task.timer = self._scheduler.call_after(
-                    step.timeout, lambda: owner.tell(Resume(task_id, n, AskTimeout(text)))
-                )
+                timeout = AskTimeout(f"no {step.key!r} within {step.timeout} s")
+                task.timer = resume_after(step.timeout, timeout)
         else:
             raise TypeError(f"a task yielded {step!r}, not a step")
 

@@ -42,11 +42,8 @@ _unpackb = msgpack.unpackb
 
 
 def encode(msg: Message, *, max_size: int = MAX_FRAME_SIZE) -> bytes:
-    """Serialize ``msg`` to msgpack bytes.
-
-    Raises :class:`~aura_sync.errors.InvalidArgument` if ``msg`` is not a
-    registered message or the encoding exceeds ``max_size`` bytes.
-    """
+    """Serialize ``msg`` to msgpack bytes; InvalidArgument if it is not a registered message
+    or its encoding exceeds ``max_size`` bytes."""
     try:
         codec = msg._aura_codec
     except AttributeError:
@@ -281,10 +278,9 @@ def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> l
         if all(_is_message_type(a) for a in present):
             return _nested_lines(tuple(present), var, where, ns, key)
         # A union of other types: the first alternative that accepts the value.
-        names = []
-        for i, alt in enumerate(present):
-            names.append(_dec_function(alt, where, ns, f"{key}u{i}"))
-        ns[key + "u"] = tuple(ns[n] for n in names)
+        ns[key + "u"] = tuple(
+            _dec_function(a, where, ns, f"{key}u{i}") for i, a in enumerate(present)
+        )
         ns["_DecodeError"] = DecodeError
         return [
             f"for f_ in {key}u:",
@@ -328,11 +324,11 @@ def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> l
 _KEYS: Final = (int, str)  # the wire types an enum value may have
 
 
-def _dec_function(tp: Any, where: str, ns: dict[str, Any], name: str) -> str:
-    """Generate ``def name(v)`` decoding one ``tp`` value into ``ns``; return its name."""
+def _dec_function(tp: Any, where: str, ns: dict[str, Any], name: str) -> _Conv:
+    """Generate ``def name(v)`` (in ``ns``) decoding one ``tp`` value."""
     body = _dec_lines(tp, "v", where, ns, name + "_")
     _run([f"def {name}(v):", *["    " + line for line in body], "    return v"], ns)
-    return name
+    return ns[name]  # type: ignore[no-any-return]
 
 
 def _nested_lines(

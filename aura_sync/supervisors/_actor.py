@@ -483,10 +483,7 @@ class SupervisorActor(AuraActor):
                 timer.cancel()
             why = f"start of {ch.id!r} raised {_describe(exc)}"
             logger.error("supervisor %s: %s", self._cfg.name, why, exc_info=exc)
-            ch.status = ChildStatus.TERMINATED
-            ch.actor = None
-            self._emit(EventKind.FAILED, ch.id, incarnation, why)
-            return False, why
+            return self._failed_start(ch, incarnation, why)
         ch.status = ChildStatus.STARTING
         ch.actor = actor
         ch.is_supervisor = is_supervisor
@@ -502,6 +499,9 @@ class SupervisorActor(AuraActor):
         else:
             self._kill(actor)
             why = f"{ch.id!r} did not start within {ch.spec.start_timeout} s (abandoned)"
+        return self._failed_start(ch, incarnation, why)
+
+    def _failed_start(self, ch: _Child, incarnation: int, why: str) -> tuple[bool, str]:
         ch.status = ChildStatus.TERMINATED
         ch.actor = None
         self._emit(EventKind.FAILED, ch.id, incarnation, why)

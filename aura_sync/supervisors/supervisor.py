@@ -202,12 +202,11 @@ class Supervisor:
                 )
             if self._monitor is not None and not self._monitor.exited_event.is_set():
                 raise SupervisorError(f"supervisor {self._name} is already running")
-            clock, scheduler = self._effects(None)
             address = self._address or ActorAddress(self._name)
             address._reopen()
             monitor = _RootMonitor()
             self._persistent.incarnation += 1
-            actor = SupervisorActor(self._config(clock, scheduler), self._persistent)
+            actor = SupervisorActor(self._config(None), self._persistent)
             self._address, self._monitor, self._actor = address, monitor, actor
             address._attach(actor, self._persistent.incarnation, monitor)
         return monitor
@@ -332,23 +331,15 @@ class Supervisor:
 
     # --- internals -------------------------------------------------------------------
 
-    def _effects(self, context: ChildContext | None) -> tuple[Clock, Scheduler]:
+    def _config(self, context: ChildContext | None) -> SupervisorConfig:
+        """An incarnation's settings: its own effects, else the parent's, else the system's."""
         clock, scheduler = self._clock, self._scheduler
-        if scheduler is None:
-            if clock is not None:
-                scheduler = Scheduler(clock)
-            elif context is not None:
-                clock, scheduler = context.clock, context.scheduler
-            else:  # the process-wide pair the actors default to: one timer thread
-                clock, scheduler = resolve_effects(None, None)
-        if clock is None:
-            clock = scheduler.clock
-        return clock, scheduler
-
-    def _config(
-        self, clock: Clock, scheduler: Scheduler, rng: Rng | None = None
-    ) -> SupervisorConfig:
-        return self._settings(clock=clock, scheduler=scheduler, rng=self._rng or rng or SystemRng())
+        if clock is None and scheduler is None and context is not None:
+            clock, scheduler = context.clock, context.scheduler
+        else:  # with neither: the process-wide pair the actors default to (one timer thread)
+            clock, scheduler = resolve_effects(clock, scheduler)
+        rng = self._rng or (context.rng if context is not None else None) or SystemRng()
+        return self._settings(clock=clock, scheduler=scheduler, rng=rng)
 
     def _make_actor(self, context: ChildContext) -> AuraActor:
         """Called by a parent supervisor: a new incarnation bound to ``context.address``."""
@@ -361,8 +352,7 @@ class Supervisor:
             self._persistent = persistent
             self._nested = True
             self._address = context.address
-            clock, scheduler = self._effects(context)
-            actor = SupervisorActor(self._config(clock, scheduler, context.rng), persistent)
+            actor = SupervisorActor(self._config(context), persistent)
             self._actor = actor
             return actor
 
