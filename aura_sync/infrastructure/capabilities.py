@@ -35,19 +35,12 @@ __all__ = [
     "verify_capability_token",
 ]
 
-SYNC_REQUEST_DIGEST: Final = "sync:request_digest"
-"""The right a peer needs before it is selected for sync (asked for digests)."""
-
-KEY_SIZE: Final = 32
-"""Size in bytes of a raw Ed25519 public or private key."""
-
-MAX_TOKEN_SIZE: Final = 16 * 1024
-"""Largest token accepted for verification, in bytes; larger ones fail closed."""
-
+SYNC_REQUEST_DIGEST: Final = "sync:request_digest"  # the right a peer needs to be synced with
+KEY_SIZE: Final = 32  # bytes of a raw Ed25519 public or private key
+MAX_TOKEN_SIZE: Final = 16 * 1024  # bytes; a larger token fails closed
 _RIGHT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
-
+# Datalog time limit per verification (the library's 1 ms fails spuriously under load).
 _AUTHORIZER_TIME_LIMIT: Final = datetime.timedelta(milliseconds=200)
-"""Datalog time limit per verification (the library's 1 ms fails spuriously under load)."""
 
 
 def _query(token: bytes, root: bytes, policy: str, rule: str, **params: object) -> set[object]:
@@ -96,23 +89,16 @@ def generate_authority_keypair() -> AuthorityKeyPair:
 
 
 def public_key_from_private(private_key: bytes) -> bytes:
-    """The 32-byte public key of a 32-byte Ed25519 ``private_key``.
-
-    Raises :class:`WrongType` for non-bytes, :class:`InvalidArgument` for a wrong length.
-    """
+    """The 32-byte public key of a 32-byte Ed25519 ``private_key``."""
     _check_key_bytes(private_key, "private_key")
     kp = biscuit_auth.KeyPair.from_private_key(_private_key(private_key))
     return bytes(kp.public_key.to_bytes())
 
 
 def check_public_key(value: object, name: str = "root_public_key") -> bytes:
-    """Return ``value`` if it is a usable raw 32-byte Ed25519 public key.
-
-    Refuses non-canonical encodings, points off the curve and points of small
-    order (signatures nobody made "verify" under them).  Raises
-    :class:`WrongType` for non-bytes, :class:`InvalidArgument` naming ``name``
-    and the key for a wrong length or a refused key.
-    """
+    """``value`` if it is a raw 32-byte Ed25519 public key, canonical, on the curve and not
+    of small order (under which signatures nobody made verify); else WrongType /
+    InvalidArgument naming ``name`` and the key."""
     key = _check_key_bytes(value, name)
     point = _decode_point(key)
     if point is None:
@@ -129,11 +115,8 @@ def check_public_key(value: object, name: str = "root_public_key") -> bytes:
 
 
 def capability_token_subject(token: bytes, root_public_key: bytes) -> DeviceId | None:
-    """The subject the authority (``root_public_key``) bound ``token`` to; None: a bearer token.
-
-    Raises :class:`CapabilityError` (fail closed) for a malformed or foreign
-    token or one naming several subjects, :class:`WrongType` for non-bytes.
-    """
+    """The subject the authority bound ``token`` to (None: a bearer token); CapabilityError
+    for a malformed or foreign token or several subjects."""
     root = _check_token(token, root_public_key)
     try:
         subjects = _query(token, root, "allow if true;", "bound($s) <- subject($s)")

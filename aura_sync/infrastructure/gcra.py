@@ -1,11 +1,6 @@
-"""GCRA in float time: :class:`RateLimit`, the one token bucket rate limiting is built
-from, and the exact float arithmetic its ``retry_after`` needs.
-
-A bucket holds ``burst`` ops refilled at ``ops_per_second`` with no lost
-fraction; a denial consumes nothing; ``retry_after`` is exact (waiting exactly
-that long makes the same request pass, any less does not); a clock stepping
-back mints nothing.  :mod:`aura_sync.infrastructure.rate_limit` builds the
-limiter from these buckets.
+"""GCRA in float time: :class:`RateLimit`, the one token bucket the rate limiter is built
+from, and the exact float arithmetic of its ``retry_after`` (waiting exactly that long
+makes the same request pass, any less does not).
 """
 
 from __future__ import annotations
@@ -40,8 +35,7 @@ def _check_rate(value: object, name: str) -> float:
 
 
 def _check_bucket(rate: object, burst: object, rate_name: str, burst_name: str) -> float:
-    """A checked rate (:func:`_check_rate`) and burst (an int in 1..2**53, ``burst / rate``
-    finite seconds); the rate as a float."""
+    """The rate as a float, once checked with a burst in 1..2**53 (``burst / rate`` finite)."""
     checked = _check_rate(rate, rate_name)
     if not math.isfinite(check_int(burst, burst_name, minimum=1, maximum=_MAX_BURST) / checked):
         raise InvalidArgument(f"{burst_name} / {rate_name} is not finite: {burst} / {rate!r}")
@@ -93,14 +87,10 @@ _new_object = object.__new__
 
 
 class RateLimit:
-    """One token bucket (GCRA in float time): ``burst`` ops, refilled at ``ops_per_second``.
-
-    It keeps the *theoretical arrival time* ``tat``: at ``now`` it holds ``burst -
-    max(0, tat - now) * rate`` tokens (no lost fraction); ``cost`` passes iff ``now >=
-    tat - (burst - cost) / rate``, then ``tat = max(tat, now) + cost / rate``.  It
-    starts full; a ``now`` before the latest one seen counts as that one (a clock
-    stepping back mints nothing).  Raises WrongType / InvalidArgument.
-    """
+    """``burst`` ops refilled at ``ops_per_second``, as the theoretical arrival time ``tat``:
+    ``cost`` passes iff ``now >= tat - (burst - cost) / rate``, then ``tat = max(tat, now) +
+    cost / rate`` (no lost fraction).  It starts full; a ``now`` before the latest seen
+    counts as that one (a clock stepping back mints nothing)."""
 
     __slots__ = ("_burst", "_interval", "_last", "_rate", "_slack1", "_tat")
 
@@ -112,7 +102,7 @@ class RateLimit:
 
     @classmethod
     def _trusted(cls, rate: float, burst: int, interval: float, slack1: float) -> RateLimit:
-        """A full bucket from the limiter's checked values (sharing their float objects)."""
+        """A full bucket from the limiter's checked values."""
         b: RateLimit = _new_object(cls)
         b._rate, b._burst, b._interval, b._slack1 = rate, burst, interval, slack1
         b._tat = b._last = _NEG_INF
@@ -154,7 +144,7 @@ class RateLimit:
 
     def try_acquire(self, cost: int, now: float) -> bool:
         """Take ``cost`` tokens at ``now`` if the bucket holds them (False changes nothing);
-        InvalidArgument (a ``ValueError``) for a cost outside 1..burst or a bad ``now``."""
+        InvalidArgument for a cost outside 1..burst or a bad ``now``."""
         cost, now = self._args(cost, now)
         now = max(now, self._last)
         if now < self._ready(cost):
@@ -164,8 +154,8 @@ class RateLimit:
         return True
 
     def retry_after(self, cost: int, now: float) -> float:
-        """Seconds from ``now`` until ``cost`` passes (0.0 now), exact: ``try_acquire(cost,
-        now + d)`` passes for ``d = retry_after(cost, now)`` and fails for any smaller ``d``."""
+        """Seconds from ``now`` until ``cost`` passes, exact: ``try_acquire(cost, now + d)``
+        passes for ``d = retry_after(cost, now)`` and fails for any smaller ``d``."""
         cost, now = self._args(cost, now)
         ready = self._ready(cost)
         return 0.0 if max(now, self._last) >= ready else _min_wait(now, ready)
@@ -173,10 +163,6 @@ class RateLimit:
     def tokens(self, now: float) -> float:
         """Tokens available at ``now``: a float in ``[0, burst]``."""
         return self._tokens(max(check_clock_time(now, "now"), self._last))
-
-    def is_full(self, now: float) -> bool:
-        """True if the bucket holds ``burst`` tokens at ``now`` (it equals a fresh one)."""
-        return self._tat <= max(check_clock_time(now, "now"), self._last)
 
     def __repr__(self) -> str:
         return f"RateLimit(ops_per_second={self._rate!r}, burst={self._burst})"
