@@ -106,8 +106,6 @@ class CacheEpochTracker:
     ``eviction_buckets`` (>= 1, default ``max_keys``) keeping the floors of evicted keys
     (fewer use less memory but make more untracked keys look stale)."""
 
-    __slots__ = ("_buckets", "_evicted", "_evictions", "_floors", "_global", "_max_keys")
-
     def __init__(
         self, max_keys: int = DEFAULT_MAX_KEYS, *, eviction_buckets: int | None = None
     ) -> None:
@@ -116,8 +114,7 @@ class CacheEpochTracker:
         self._buckets = check_int(buckets, "eviction_buckets", minimum=1)
         self._floors: OrderedDict[str, int] = OrderedDict()  # least recently invalidated first
         self._evicted: dict[int, int] = {}  # bucket -> max floor of the keys evicted into it
-        self._global = 0
-        self._evictions = 0
+        self._global = self._evictions = self._invalidations = self._keys_invalidated = 0
 
     @property
     def evictions(self) -> int:
@@ -176,8 +173,15 @@ class CacheEpochTracker:
         return self._invalidate(*_check_event(event))
 
     def _invalidate(self, keys: tuple[str, ...], epoch: int) -> int:
-        """One invalidation event on checked values (the manager counts it)."""
-        return sum(self._raise(key, epoch) for key in keys)
+        """One invalidation event on checked values."""
+        raised = sum(self._raise(key, epoch) for key in keys)
+        self._invalidations += 1
+        self._keys_invalidated += len(keys)
+        self._drop_stale(keys)
+        return raised
+
+    def _drop_stale(self, keys: Iterable[str] | None) -> None:
+        """Drop the stored values of ``keys`` (None: all) now below their floor (none here)."""
 
     def _raise(self, key: str, epoch: int) -> bool:
         floors = self._floors
@@ -204,8 +208,12 @@ class CacheEpochTracker:
                 self._evicted[index] = floor
 
     def raise_floor_all(self, epoch: int) -> bool:
-        """Raise the floor of every key, tracked or not, to ``epoch``; whether it went up."""
-        return self._raise_all(check_epoch(epoch))
+        """Raise the floor of every key, tracked or not, to ``epoch`` (one event naming no
+        keys); whether it went up."""
+        raised = self._raise_all(check_epoch(epoch))
+        self._invalidations += 1
+        self._drop_stale(None)
+        return raised
 
     def _raise_all(self, epoch: int) -> bool:
         if epoch <= self._global:
@@ -247,6 +255,7 @@ class CacheEpochTracker:
                     self._evicted[index] = floor
         for key, floor in snapshot.floors:
             self._raise(key, floor)
+        self._drop_stale(None)
 
 
 def _check_event(event: object) -> tuple[tuple[str, ...], int]:
@@ -295,28 +304,11 @@ class CacheManager(CacheEpochTracker):
         super().__init__(max_keys, eviction_buckets=eviction_buckets)
         self._max_values = check_int(max_values, "max_values", minimum=0)
         self._values: OrderedDict[str, tuple[int, Any]] = OrderedDict()  # key -> (epoch, value)
-        self._invalidations = self._keys_invalidated = self._hits = self._misses = 0
-        self._value_evictions = self._rejected = 0
+        self._hits = self._misses = self._value_evictions = self._rejected = 0
 
-    def _invalidate(self, keys: tuple[str, ...], epoch: int) -> int:
-        raised = super()._invalidate(keys, epoch)
-        self._invalidations += 1
-        self._keys_invalidated += len(keys)
-        if self._values:
-            self._drop_stale(keys)
-        return raised
-
-    def raise_floor_all(self, epoch: int) -> bool:
-        """Raise every key's floor to ``epoch`` (one event naming no keys); drops stale values."""
-        raised = self._raise_all(check_epoch(epoch))
-        self._invalidations += 1
-        if self._values:
-            self._drop_stale(list(self._values))
-        return raised
-
-    def _drop_stale(self, keys: Iterable[str]) -> None:
+    def _drop_stale(self, keys: Iterable[str] | None) -> None:
         values, floor = self._values, self._floor
-        for key in keys:
+        for key in (list(values) if keys is None else keys) if values else ():
             entry = values.get(key)
             if entry is not None and entry[0] < floor(key):
                 del values[key]
@@ -367,12 +359,6 @@ class CacheManager(CacheEpochTracker):
         """Drop every value and fold every tracked floor into the buckets; counters stay."""
         self._values.clear()
         self.forget_all()
-
-    def restore(self, snapshot: CacheFloorSnapshot) -> None:
-        """Merge a snapshot of floors (floors only go up); drops values it makes stale."""
-        super().restore(snapshot)
-        if self._values:
-            self._drop_stale(list(self._values))
 
     def statistics(self) -> CacheStatistics:
         """A frozen copy of the counters."""
