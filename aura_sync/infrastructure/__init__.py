@@ -1,12 +1,6 @@
-"""The infrastructure cores: plain, synchronous, single-threaded, named after the Rust design.
-
-Each takes time and randomness from injected effects (no threads, sockets or
-sleeping) and is wrapped by an actor in :mod:`aura_sync.actors`:
-:mod:`~aura_sync.infrastructure.peers` (``PeerManager``, ``PeerInfo``, ...),
-:mod:`~aura_sync.infrastructure.retry` (``RetryPolicy``, ``RetryResult``, ...),
-:mod:`~aura_sync.infrastructure.cache` (``CacheManager``, ``CacheInvalidation``, ...),
-:mod:`~aura_sync.infrastructure.connections` (``ConnectionPool``, ``PoolConfig``, ...),
-:mod:`~aura_sync.infrastructure.rate_limit` (``RateLimiter``, ``RateLimit``, ...).
+"""The infrastructure cores (peers, retry, cache, connections, rate_limit): plain,
+synchronous, single-threaded classes named after the Rust design, taking time and
+randomness from injected effects; each is wrapped by an actor in :mod:`aura_sync.actors`.
 """
 
 from aura_sync.infrastructure.cache import (

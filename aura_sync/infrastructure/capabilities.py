@@ -149,14 +149,8 @@ def issue_capability_token(
     if not rights_tuple:
         raise InvalidArgument("rights must name at least one right, got ()")
     for right in rights_tuple:
-        if type(right) is not str:
-            raise WrongType(f"each right must be a str, got {type(right).__name__} {right!r}")
-        if not _RIGHT_RE.fullmatch(right):
-            raise InvalidArgument(
-                f"right must be 1-128 characters of letters, digits and _.:/-, got {right!r}"
-            )
-    if subject is not None and type(subject) is not DeviceId:
-        raise WrongType(f"subject must be a DeviceId or None, got {type(subject).__name__}")
+        _check_right(right, "each right")
+    _check_subject(subject)
     builder = biscuit_auth.BiscuitBuilder()
     for right in dict.fromkeys(rights_tuple):
         builder.add_code("right({r});", {"r": right})
@@ -184,14 +178,8 @@ def verify_capability_token(
     be bound to ``subject`` (None skips that check).  CapabilityError (fail closed) for
     an empty, oversized, malformed or foreign token, a missing right, another subject
     or a failed check; WrongType for wrong types; InvalidArgument for a bad key or right."""
-    if type(required_right) is not str:
-        raise WrongType(
-            f"required_right must be a str, got {type(required_right).__name__} {required_right!r}"
-        )
-    if not _RIGHT_RE.fullmatch(required_right):
-        raise InvalidArgument(f"required_right is malformed: {required_right!r}")
-    if subject is not None and type(subject) is not DeviceId:
-        raise WrongType(f"subject must be a DeviceId or None, got {type(subject).__name__}")
+    _check_right(required_right, "required_right")
+    _check_subject(subject)
     root = _check_token(token, root_public_key)
     policy = "allow if right({r});"
     if subject is not None:
@@ -205,6 +193,20 @@ def verify_capability_token(
     if required_right not in granted:  # defence in depth: the policy already demands it
         raise CapabilityError(f"capability token does not grant {required_right!r}")
     return tuple(sorted(granted))
+
+
+def _check_right(right: object, name: str) -> None:
+    if type(right) is not str:
+        raise WrongType(f"{name} must be a str, got {type(right).__name__} {right!r}")
+    if not _RIGHT_RE.fullmatch(right):
+        raise InvalidArgument(
+            f"{name} must be 1-128 characters of letters, digits and _.:/-, got {right!r}"
+        )
+
+
+def _check_subject(subject: object) -> None:
+    if subject is not None and type(subject) is not DeviceId:
+        raise WrongType(f"subject must be a DeviceId or None, got {type(subject).__name__}")
 
 
 def _check_token(token: object, root_public_key: bytes) -> bytes:

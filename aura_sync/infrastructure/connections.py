@@ -14,7 +14,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from aura_sync._checks import check_bool, check_int, check_peer
 from aura_sync.effects import Clock, SystemClock, check_seconds
@@ -217,7 +217,7 @@ class ConnectionPool:
             clock = SystemClock()
         elif not isinstance(clock, Clock):
             raise WrongType(f"clock must be a Clock, got {type(clock).__name__} {clock!r}")
-        self._config = config
+        self.config: Final = config  # the pool's limits
         self._connector = connector
         self._clock = clock
         self._entries: dict[int, _Entry] = {}
@@ -229,11 +229,6 @@ class ConnectionPool:
         self._last_health_check = clock.now()
         self._created = self._reused = self._released = self._closed = self._evicted = 0
         self._limit_hits = self._waits = self._timeouts = self._broken = 0
-
-    @property
-    def config(self) -> PoolConfig:
-        """The pool's configuration."""
-        return self._config
 
     # --- acquire / release ---
 
@@ -250,7 +245,7 @@ class ConnectionPool:
             entry.reuse_count += 1
             self._reused += 1
             return ConnectionHandle(self, next(self._handle_ids), entry, True)
-        cfg = self._config
+        cfg = self.config
         open_for_peer = self._peer_open.get(peer_id, 0)
         if open_for_peer >= cfg.max_connections_per_peer:
             self._limit_hits += 1
@@ -293,9 +288,9 @@ class ConnectionPool:
         check_peer(peer_id)
         if self._peer_idle.get(peer_id):
             return True
-        if self._peer_open.get(peer_id, 0) >= self._config.max_connections_per_peer:
+        if self._peer_open.get(peer_id, 0) >= self.config.max_connections_per_peer:
             return False
-        return len(self._entries) < self._config.max_total_connections or bool(self._idle)
+        return len(self._entries) < self.config.max_total_connections or bool(self._idle)
 
     def _take_idle(self, peer_id: DeviceId, now: float) -> _Entry | None:
         idle = self._peer_idle.get(peer_id)
@@ -306,7 +301,7 @@ class ConnectionPool:
                 self._discard(entry)
                 self._evicted += 1
                 continue
-            if self._config.health_checks_enabled and not self._check_health(entry):
+            if self.config.health_checks_enabled and not self._check_health(entry):
                 self._discard(entry)
                 self._broken += 1
                 continue
@@ -342,10 +337,10 @@ class ConnectionPool:
         self._released += 1
         now = self._clock.now()
         entry.last_used = now
-        if self._config.health_checks_enabled and not self._check_health(entry):
+        if self.config.health_checks_enabled and not self._check_health(entry):
             self._discard(entry)
             self._broken += 1
-        elif now - entry.established_at >= self._config.max_lifetime:
+        elif now - entry.established_at >= self.config.max_lifetime:
             self._discard(entry)
             self._evicted += 1
         else:
@@ -362,7 +357,7 @@ class ConnectionPool:
     # --- maintenance ---
 
     def _expired(self, entry: _Entry, now: float) -> bool:
-        cfg = self._config
+        cfg = self.config
         too_old = now - entry.established_at >= cfg.max_lifetime
         return too_old or now - entry.last_used >= cfg.idle_timeout
 
@@ -388,7 +383,7 @@ class ConnectionPool:
 
     def health_check_due(self) -> bool:
         """Whether ``health_check_interval`` seconds passed since the last :meth:`health_check`."""
-        return self._clock.now() - self._last_health_check >= self._config.health_check_interval
+        return self._clock.now() - self._last_health_check >= self.config.health_check_interval
 
     def close_all(self) -> int:
         """Close every connection (lent ones' handles stay valid for one release); how many."""
