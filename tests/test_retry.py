@@ -282,7 +282,8 @@ def test_retry_on_predicate_selects_errors() -> None:
 def test_retry_on_accepts_a_list_of_types() -> None:
     policy = RetryPolicy.exponential().with_retry_on([ConnectionError, TimeoutError])
     assert policy.retry_on == (ConnectionError, TimeoutError)
-    assert policy.is_retryable(TimeoutError()) and not policy.is_retryable(ValueError())
+    assert policy.plan(0, TimeoutError()).should_retry
+    assert policy.plan(0, ValueError()).reason is GiveUpReason.NOT_RETRYABLE
 
 
 def test_base_exceptions_are_never_caught() -> None:
@@ -291,7 +292,7 @@ def test_base_exceptions_are_never_caught() -> None:
     with pytest.raises(KeyboardInterrupt):
         RetryPolicy.exponential().execute_with_result(fn, clock=clock)
     assert fn.calls == 1
-    assert not RetryPolicy().is_retryable(KeyboardInterrupt())
+    assert RetryPolicy().plan(0, KeyboardInterrupt()).reason is GiveUpReason.NOT_RETRYABLE
 
 
 def test_execute_with_result_success_statistics() -> None:

@@ -20,7 +20,6 @@ _nextafter = math.nextafter
 _EPS53: Final = 2.0**-53  # x + x * _EPS53 is the float above x (x itself at a power of two)
 _PRED1: Final = math.nextafter(1.0, 0.0)  # x * _PRED1 is x or the float below x (x > 0)
 _MAX_BURST: Final = 2**53  # bursts and costs below 2**53 keep float arithmetic on them exact
-_U64_MAX: Final = 2**64 - 1
 _F64, _U64 = struct.Struct("<d"), struct.Struct("<Q")
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import ClassVar, Final, TypeAlias
 
-from aura_sync._checks import check_bool, check_int
+from aura_sync._checks import check_bool, check_int, check_u64
 from aura_sync.effects import Clock, SystemClock, check_seconds
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId, check_epoch
@@ -26,7 +26,6 @@ from aura_sync.infrastructure.gcra import (
     _INF,
     _NEG_INF,
     _PRED1,
-    _U64_MAX,
     RateLimit,
     _check_bucket,
     _check_rate,
@@ -418,7 +417,7 @@ class RateLimiter:
         at 0 spent).  InvalidArgument for values outside 0..2**64-1, an earlier epoch, or
         more than ``max_tracked_peers`` budgets."""
         key = _key(peer)
-        check_int(limit, "limit", minimum=0, maximum=_U64_MAX)
+        check_u64(limit, "limit")
         check_epoch(epoch)
         current, most = self._budgets.get(key), self.config.max_tracked_peers
         if current is None and len(self._budgets) >= most:
@@ -541,7 +540,7 @@ class RateLimiter:
             _check_rate(state.ops_per_second, "snapshot peer ops_per_second")
             budget = state.budget or FlowBudget(0)
             for value in (budget.limit, budget.spent, budget.epoch):
-                check_int(value, "snapshot flow budget field", minimum=0, maximum=_U64_MAX)
+                check_u64(value, "snapshot flow budget field")
         debts = [snapshot.global_debt, *(state.debt for state in snapshot.peers)]
         if not all(type(d) is float and math.isfinite(d) for d in debts):
             raise InvalidArgument(f"snapshot debts must be finite floats, got {debts!r}")

@@ -102,12 +102,6 @@ def _clock(clock: object) -> Clock:
     return clock
 
 
-def _error(error: object) -> BaseException:
-    if not isinstance(error, BaseException):
-        raise WrongType(f"error must be an exception, got {type(error).__name__} {error!r}")
-    return error
-
-
 def _retry_on(retry_on: object) -> RetryOn:
     """``with_retry_on``'s argument as a tuple of types or a predicate."""
     if isinstance(retry_on, type):
@@ -345,18 +339,6 @@ class RetryPolicy:
             return min(delay, delay / 2 + rng.uniform(0.0, delay / 2))
         return delay
 
-    def is_retryable(self, error: BaseException) -> bool:
-        """Whether ``error`` matches ``retry_on`` (never for non-``Exception`` errors)."""
-        return self._retryable(_error(error))
-
-    def _retryable(self, error: BaseException) -> bool:
-        if not isinstance(error, Exception):
-            return False
-        retry_on = self.retry_on
-        if isinstance(retry_on, tuple):
-            return isinstance(error, retry_on)
-        return bool(retry_on(error))
-
     def plan(
         self,
         attempt_index: int,
@@ -369,14 +351,18 @@ class RetryPolicy:
         error is not retryable or no attempt is left, else wait ``max(next_delay,
         error.retry_after)`` unless that passes ``timeout``; a budget token is taken last."""
         index = check_int(attempt_index, "attempt_index", minimum=0)
-        _error(error)
+        if not isinstance(error, BaseException):
+            raise WrongType(f"error must be an exception, got {type(error).__name__} {error!r}")
         prev = None if prev_delay is None else check_seconds(prev_delay, "prev_delay")
         return self._plan(index, error, prev, check_seconds(elapsed, "elapsed"), _rng(rng))
 
     def _plan(
         self, index: int, error: BaseException, prev: float | None, elapsed: float, rng: Rng
     ) -> RetryDecision:
-        if not self._retryable(error):
+        retry_on = self.retry_on  # never a non-Exception error
+        if not isinstance(error, Exception) or not (
+            isinstance(error, retry_on) if isinstance(retry_on, tuple) else retry_on(error)
+        ):
             return RetryDecision(False, 0.0, GiveUpReason.NOT_RETRYABLE)
         if index + 1 >= self.max_attempts:
             return RetryDecision(False, 0.0, GiveUpReason.MAX_ATTEMPTS)
