@@ -1,114 +1,12 @@
 """The infrastructure cores (peers, retry, cache, connections, rate_limit): plain,
 synchronous, single-threaded classes named after the Rust design, taking time and
 randomness from injected effects; each is wrapped by an actor in :mod:`aura_sync.actors`.
+The package re-exports the public names (``__all__``) of each core module.
 """
 
-from aura_sync.infrastructure.cache import (
-    CacheEpochTracker,
-    CacheFloorSnapshot,
-    CacheInvalidation,
-    CacheManager,
-    CacheStatistics,
-)
-from aura_sync.infrastructure.capabilities import (
-    SYNC_REQUEST_DIGEST,
-    AuthorityKeyPair,
-    generate_authority_keypair,
-    issue_capability_token,
-    verify_capability_token,
-)
-from aura_sync.infrastructure.connections import (
-    Connection,
-    ConnectionHandle,
-    ConnectionMetadata,
-    ConnectionPool,
-    ConnectionState,
-    Connector,
-    PoolConfig,
-    PoolStatistics,
-)
-from aura_sync.infrastructure.peers import (
-    PeerDiscovery,
-    PeerDiscoveryConfig,
-    PeerInfo,
-    PeerManager,
-    PeerManagerStatistics,
-    PeerMetadata,
-    PeerStatus,
-    PeerTableSnapshot,
-    StaticDiscovery,
-)
-from aura_sync.infrastructure.rate_limit import (
-    ALLOWED,
-    Allowed,
-    DenialReason,
-    Denied,
-    FlowBudget,
-    Outcome,
-    RateLimit,
-    RateLimitConfig,
-    RateLimiter,
-    RateLimiterSnapshot,
-    RateLimiterStatistics,
-    RateLimitResult,
-)
-from aura_sync.infrastructure.retry import (
-    BackoffStrategy,
-    Jitter,
-    RetryBudget,
-    RetryContext,
-    RetryDecision,
-    RetryPolicy,
-    RetryResult,
-    with_exponential_backoff,
-)
-
-__all__ = [
-    "ALLOWED",
-    "SYNC_REQUEST_DIGEST",
-    "Allowed",
-    "AuthorityKeyPair",
-    "BackoffStrategy",
-    "CacheEpochTracker",
-    "CacheFloorSnapshot",
-    "CacheInvalidation",
-    "CacheManager",
-    "CacheStatistics",
-    "Connection",
-    "ConnectionHandle",
-    "ConnectionMetadata",
-    "ConnectionPool",
-    "ConnectionState",
-    "Connector",
-    "DenialReason",
-    "Denied",
-    "FlowBudget",
-    "Jitter",
-    "Outcome",
-    "PeerDiscovery",
-    "PeerDiscoveryConfig",
-    "PeerInfo",
-    "PeerManager",
-    "PeerManagerStatistics",
-    "PeerMetadata",
-    "PeerStatus",
-    "PeerTableSnapshot",
-    "PoolConfig",
-    "PoolStatistics",
-    "RateLimit",
-    "RateLimitConfig",
-    "RateLimitResult",
-    "RateLimiter",
-    "RateLimiterSnapshot",
-    "RateLimiterStatistics",
-    "RetryBudget",
-    "RetryContext",
-    "RetryDecision",
-    "RetryPolicy",
-    "RetryResult",
-    "StaticDiscovery",
-    "generate_authority_keypair",
-    "issue_capability_token",
-    "verify_capability_token",
-    "with_exponential_backoff",
-]
+from aura_sync.infrastructure.cache import *  # noqa: F403
+from aura_sync.infrastructure.capabilities import *  # noqa: F403
+from aura_sync.infrastructure.connections import *  # noqa: F403
+from aura_sync.infrastructure.peers import *  # noqa: F403
+from aura_sync.infrastructure.rate_limit import *  # noqa: F403
+from aura_sync.infrastructure.retry import *  # noqa: F403

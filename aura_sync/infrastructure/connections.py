@@ -297,16 +297,20 @@ class ConnectionPool:
         while idle:
             _, entry = idle.popitem(last=True)
             del self._idle[entry.connection_id]
-            if self._expired(entry, now):
-                self._discard(entry)
-                self._evicted += 1
-                continue
-            if self.config.health_checks_enabled and not self._check_health(entry):
-                self._discard(entry)
-                self._broken += 1
-                continue
-            return entry
+            if self._usable(entry, self._expired(entry, now)):
+                return entry
         return None
+
+    def _usable(self, entry: _Entry, expired: bool) -> bool:
+        """False once ``entry`` is discarded: ``expired`` (evicted) or unhealthy (broken)."""
+        if expired:
+            self._evicted += 1
+        elif self.config.health_checks_enabled and not self._check_health(entry):
+            self._broken += 1
+        else:
+            return True
+        self._discard(entry)
+        return False
 
     def _retire(self, handle: object) -> _Entry | None:
         """Mark a live handle of this pool used up; its entry, or None if close_all closed it."""
@@ -337,13 +341,7 @@ class ConnectionPool:
         self._released += 1
         now = self._clock.now()
         entry.last_used = now
-        if self.config.health_checks_enabled and not self._check_health(entry):
-            self._discard(entry)
-            self._broken += 1
-        elif now - entry.established_at >= self.config.max_lifetime:
-            self._discard(entry)
-            self._evicted += 1
-        else:
+        if self._usable(entry, now - entry.established_at >= self.config.max_lifetime):
             entry.state = ConnectionState.IDLE
             self._idle[entry.connection_id] = entry
             self._peer_idle.setdefault(entry.peer_id, OrderedDict())[entry.connection_id] = entry

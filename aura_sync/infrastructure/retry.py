@@ -36,9 +36,8 @@ __all__ = [
     "RetryOn",
     "RetryPolicy",
     "RetryResult",
-    "retry",
     "with_exponential_backoff",
-]
+]  # and the decorator ``retry``, left out so that ``import *`` cannot shadow this module
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
