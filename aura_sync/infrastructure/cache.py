@@ -42,10 +42,7 @@ def _check_key(key: object, name: str = "key") -> str:
 
 def _check_keys(keys: object, name: str = "keys") -> tuple[str, ...]:
     if isinstance(keys, str | bytes | bytearray) or not isinstance(keys, Iterable):
-        raise WrongType(
-            f"{name} must be an iterable of str (not a single str), "
-            f"got {type(keys).__name__} {keys!r}"
-        )
+        raise WrongType(f"{name} must be an iterable of str (not a str), got {keys!r}")
     result = tuple(keys)
     for i, key in enumerate(result):
         if key.__class__ is not str:
@@ -264,9 +261,7 @@ def _check_event(event: object) -> tuple[tuple[str, ...], int]:
     keys = _check_keys(event.keys)
     epoch = check_epoch(event.epoch_floor, "epoch_floor")
     if event.reason is not None and type(event.reason) is not str:
-        raise WrongType(
-            f"reason must be a str or None, got {type(event.reason).__name__} {event.reason!r}"
-        )
+        raise WrongType(f"reason must be a str or None, got {event.reason!r}")
     return keys, epoch
 
 

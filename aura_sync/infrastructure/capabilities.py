@@ -102,9 +102,7 @@ def check_public_key(value: object, name: str = "root_public_key") -> bytes:
     key = _check_key_bytes(value, name)
     point = _decode_point(key)
     if point is None:
-        raise InvalidArgument(
-            f"{name} is not a canonical encoding of a point on Ed25519: {key.hex()}"
-        )
+        raise InvalidArgument(f"{name} is not a canonical Ed25519 point: {key.hex()}")
     if _has_small_order(point):
         raise InvalidArgument(f"{name} is a point of small order (a weak key): {key.hex()}")
     try:
@@ -215,9 +213,7 @@ def _check_token(token: object, root_public_key: bytes) -> bytes:
         raise WrongType(f"token must be bytes, got {type(token).__name__}")
     root = check_public_key(root_public_key, "root_public_key")
     if len(token) > MAX_TOKEN_SIZE:
-        raise CapabilityError(
-            f"capability token of {len(token)} bytes is over the limit of {MAX_TOKEN_SIZE}"
-        )
+        raise CapabilityError(f"capability token of {len(token)} bytes is over {MAX_TOKEN_SIZE}")
     if not token:
         raise CapabilityError("capability token is empty")
     return root

@@ -172,9 +172,7 @@ class ConnectionHandle:
         if self._done:
             raise InvalidHandle(f"handle {self.handle_id} was already released")
         if self._entry.state is ConnectionState.CLOSED:
-            raise InvalidHandle(
-                f"connection {self.connection_id} of handle {self.handle_id} was closed by the pool"
-            )
+            raise InvalidHandle(f"handle {self.handle_id}: its connection was closed by the pool")
         return self._entry.connection
 
     @property
@@ -209,10 +207,7 @@ class ConnectionPool:
         if not isinstance(config, PoolConfig):
             raise WrongType(f"config must be a PoolConfig, got {type(config).__name__} {config!r}")
         if not isinstance(connector, Connector):
-            raise WrongType(
-                "connector must have a connect(peer_id) method, got "
-                f"{type(connector).__name__} {connector!r}"
-            )
+            raise WrongType(f"connector must have a connect(peer_id) method, got {connector!r}")
         if clock is None:
             clock = SystemClock()
         elif not isinstance(clock, Clock):
@@ -268,10 +263,7 @@ class ConnectionPool:
             ) from exc
         if not isinstance(connection, Connection):
             _close_quietly(connection)
-            raise WrongType(
-                "connector.connect must return a Connection (is_healthy, close), got "
-                f"{type(connection).__name__} {connection!r}"
-            )
+            raise WrongType(f"connector.connect must return a Connection, got {connection!r}")
         if must_reclaim:
             victim = next(iter(self._idle.values()))  # least recently released
             self._unidle(victim)
@@ -315,9 +307,7 @@ class ConnectionPool:
     def _retire(self, handle: object) -> _Entry | None:
         """Mark a live handle of this pool used up; its entry, or None if close_all closed it."""
         if not isinstance(handle, ConnectionHandle):
-            raise WrongType(
-                f"handle must be a ConnectionHandle, got {type(handle).__name__} {handle!r}"
-            )
+            raise WrongType(f"handle must be a ConnectionHandle, got {handle!r}")
         if handle._pool is not self:
             raise InvalidHandle(f"handle {handle.handle_id} belongs to another pool")
         if handle._done:

@@ -218,8 +218,7 @@ class RateLimitConfig:
         low, high = self.adaptive_min_ops_per_second, self.adaptive_max_ops_per_second
         if low > high:
             raise InvalidArgument(
-                f"adaptive_min_ops_per_second must be <= adaptive_max_ops_per_second, got "
-                f"{low!r} > {high!r}"
+                f"adaptive_min_ops_per_second {low!r} > adaptive_max_ops_per_second {high!r}"
             )
         if self.adaptive and not low <= self.peer_ops_per_second <= high:
             raise InvalidArgument(
@@ -283,10 +282,7 @@ class RateLimiter:
     def _cost(self, cost: object) -> int:
         most = self.config.max_cost
         if cost.__class__ is not int or not 0 < cost <= most:
-            raise InvalidArgument(
-                f"cost must be an int in 1..{most} (min of global_burst and peer_burst), "
-                f"got {type(cost).__name__} {cost!r}"
-            )
+            raise InvalidArgument(f"cost must be an int in 1..{most} (max_cost), got {cost!r}")
         return cost
 
     def check_rate_limit(self, peer: Hashable, cost: int = 1) -> RateLimitResult:

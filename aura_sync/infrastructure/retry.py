@@ -95,9 +95,7 @@ def _clock(clock: object) -> Clock:
     if clock is None:
         return _DEFAULT_CLOCK
     if not isinstance(clock, Clock):
-        raise WrongType(
-            f"clock must be an aura_sync.effects.Clock, got {type(clock).__name__} {clock!r}"
-        )
+        raise WrongType(f"clock must be an aura_sync.effects.Clock, got {clock!r}")
     return clock
 
 
@@ -111,16 +109,11 @@ def _retry_on(retry_on: object) -> RetryOn:
             raise InvalidArgument(f"retry_on needs at least one exception type, got {retry_on!r}")
         for tp in types:
             if not (isinstance(tp, type) and issubclass(tp, Exception)):
-                raise WrongType(
-                    f"retry_on types must be Exception subclasses, got {tp!r} in {retry_on!r}"
-                )
+                raise WrongType(f"retry_on types must be Exception subclasses, got {tp!r}")
         return types
     if callable(retry_on):
         return retry_on
-    raise WrongType(
-        "retry_on must be an exception type, a tuple of them, or a predicate, "
-        f"got {type(retry_on).__name__} {retry_on!r}"
-    )
+    raise WrongType(f"retry_on must be exception types or a predicate, got {retry_on!r}")
 
 
 def _retry_after_of(error: BaseException) -> float | None:
@@ -232,9 +225,7 @@ class RetryPolicy:
         setf(self, "initial_delay", check_seconds(self.initial_delay, "initial_delay"))
         setf(self, "max_delay", check_seconds(self.max_delay, "max_delay"))
         if not isinstance(self.jitter, Jitter):
-            raise WrongType(
-                f"jitter must be a Jitter (or a bool in with_jitter), got {self.jitter!r}"
-            )
+            raise WrongType(f"jitter must be a Jitter, got {self.jitter!r}")
         if self.timeout is not None:
             setf(self, "timeout", check_seconds(self.timeout, "timeout", allow_zero=False))
         setf(self, "retry_on", _retry_on(self.retry_on))
@@ -467,10 +458,7 @@ class RetryPolicy:
                 step = run.failed(exc)
             else:
                 if not inspect.isawaitable(pending):
-                    raise WrongType(
-                        "fn must return an awaitable in execute_async, got "
-                        f"{type(pending).__name__} {pending!r} from {call!r}"
-                    )
+                    raise WrongType(f"fn must return an awaitable in execute_async: {pending!r}")
                 try:
                     return run.success(await pending)
                 except Exception as exc:
