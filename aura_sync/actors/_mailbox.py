@@ -18,6 +18,7 @@ from aura_sync.messages import ErrorReply
 
 if TYPE_CHECKING:
     from aura_sync.actors._pykka import Envelope
+    from aura_sync.actors.address import ActorAddress
 
 __all__ = ["LocalMessage", "Mailbox", "dead_letter", "deadletter_logger"]
 
@@ -82,16 +83,15 @@ class Mailbox:
         """Approximate number of queued entries."""
         return self.queue.qsize()
 
-    def drain(self, target: object, why: str) -> int:
-        """Empty the mailbox (asks get ``ActorStopped``, tells are dead letters); how many."""
-        count = 0
-        while True:
+    def drain(self, address: ActorAddress) -> None:
+        """Answer what is queued while ``address`` is closed (asks get ``ActorStopped``,
+        tells are dead letters)."""
+        while address._closed:
             try:
                 message, slot = self.get_nowait()
             except queue.Empty:
-                return count
-            count += 1
-            fail_entry(target, message, slot, why)
+                return
+            fail_entry(address, message, slot, address._why)
 
 
 def fail_entry(target: object, message: object, slot: ReplySlot | None, why: str) -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import queue
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
-from aura_sync.actors._mailbox import Mailbox, dead_letter, fail_entry
+from aura_sync.actors._mailbox import Mailbox, dead_letter
 from aura_sync.actors._reply import ReplySlot, _AsyncReply, _SyncReply
 from aura_sync.actors.base import AuraActor, current_actor
 from aura_sync.effects import check_seconds
@@ -80,7 +79,7 @@ class ActorAddress:
             return
         self._put((message, None))
         if self._closed:  # stopped while we were putting: answer what is left
-            self._drain_closed()  # type: ignore[unreachable]  # another thread may close
+            self._mailbox.drain(self)  # type: ignore[unreachable]  # another thread may close
 
     def ask(self, message: Message | Any, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
         """Send ``message`` and wait up to ``timeout`` seconds for the raw reply (failures
@@ -92,7 +91,7 @@ class ActorAddress:
         slot = _SyncReply()
         self._put((message, slot))
         if self._closed:  # closed concurrently (mypy cannot know another thread may close)
-            self._drain_closed()  # type: ignore[unreachable]
+            self._mailbox.drain(self)  # type: ignore[unreachable]
         return slot.wait(timeout, self, message)
 
     async def ask_async(self, message: Message | Any, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
@@ -107,7 +106,7 @@ class ActorAddress:
         slot = _AsyncReply(loop, future)
         self._put((message, slot))
         if self._closed:  # closed concurrently (mypy cannot know another thread may close)
-            self._drain_closed()  # type: ignore[unreachable]
+            self._mailbox.drain(self)  # type: ignore[unreachable]
         timer = loop.call_later(timeout, slot.expire, self, message, timeout)
         try:
             return await future
@@ -132,7 +131,7 @@ class ActorAddress:
             return
         self._put((message, slot))
         if self._closed:  # closed concurrently (mypy cannot know another thread may close)
-            self._drain_closed()  # type: ignore[unreachable]
+            self._mailbox.drain(self)  # type: ignore[unreachable]
 
     def is_alive(self) -> bool:
         """Whether the address accepts messages (True while a child restarts, too)."""
@@ -173,15 +172,6 @@ class ActorAddress:
     def _stopped_reply(self) -> ErrorReply:
         return ErrorReply("ActorStopped", f"{self.name} is stopped ({self._why})")
 
-    def _drain_closed(self) -> None:
-        mailbox = self._mailbox
-        while self._closed:
-            try:
-                message, slot = mailbox.get_nowait()
-            except queue.Empty:
-                return
-            fail_entry(self, message, slot, self._why)
-
     def _attach(self, actor: AuraActor, incarnation: int, link: Link | None) -> None:
         """Bind ``actor`` as incarnation ``incarnation`` and start its thread."""
         actor._aura_bind(self, incarnation)
@@ -205,11 +195,11 @@ class ActorAddress:
         else:
             self._close(f"{kind.value}: {reason}")
 
-    def _close(self, why: str) -> int:
-        """Stop accepting messages and answer everything queued; returns how many."""
+    def _close(self, why: str) -> None:
+        """Stop accepting messages and answer everything queued."""
         self._why = why
         self._closed = True
-        return self._mailbox.drain(self, why)
+        self._mailbox.drain(self)
 
     def _reopen(self) -> None:
         self._closed = False

@@ -224,8 +224,7 @@ class AuraActor(PykkaActor):
     def _aura_kill(self) -> None:
         """Give up on this incarnation (it overran a timeout): it must never consume again."""
         self._aura_killed = True
-        self._aura_live = False
-        self._aura_mailbox.put_item((WAKE, None))
+        self.stop()
 
     def _aura_stop_with(self, kind: ExitKind, reason: str) -> None:
         """End this incarnation after the current message with the given exit kind."""

@@ -33,28 +33,9 @@ from aura_sync.errors import (
     WrongType,
 )
 from aura_sync.messages import Ack, ErrorReply
-from aura_sync.messages.supervision import (
-    AddressOf,
-    BackoffElapsed,
-    ChildExited,
-    ChildStarted,
-    ChildStatus,
-    ChildType,
-    DeleteChild,
-    EventKind,
-    ExitKind,
-    RestartChild,
-    StopSupervisor,
-    SupervisionEvent,
-    TerminateChild,
-    WhichChildren,
-)
-from aura_sync.supervisors._state import (
-    ChildInfo,
-    Persistent,
-    Slot,
-    StartChildRequest,
-)
+from aura_sync.messages import supervision as m
+from aura_sync.messages.supervision import ChildStatus, ChildType, EventKind, ExitKind
+from aura_sync.supervisors._state import ChildInfo, Persistent, Slot, StartChildRequest
 from aura_sync.supervisors.spec import ChildContext, ChildSpec, Restart, Strategy
 
 if TYPE_CHECKING:
@@ -107,7 +88,7 @@ class _Child:
     status: ChildStatus = ChildStatus.TERMINATED
     actor: AuraActor | None = None
     is_supervisor: bool = False
-    pending_exit: ChildExited | None = None
+    pending_exit: m.ChildExited | None = None
     restart_token: int | None = None
     backoff_timer: TimerHandle | None = None
     backoff_attempt: int = 0
@@ -128,10 +109,10 @@ class _ChildLink:
         self._child_id = child_id
 
     def started(self, address: ActorAddress, incarnation: int) -> None:
-        self._supervisor.tell(ChildStarted(self._child_id, incarnation))
+        self._supervisor.tell(m.ChildStarted(self._child_id, incarnation))
 
     def exited(self, address: ActorAddress, incarnation: int, kind: ExitKind, reason: str) -> None:
-        self._supervisor.tell(ChildExited(self._child_id, incarnation, kind, reason))
+        self._supervisor.tell(m.ChildExited(self._child_id, incarnation, kind, reason))
 
 
 class SupervisorActor(AuraActor):
@@ -213,7 +194,7 @@ class SupervisorActor(AuraActor):
             self._busy = False
 
     def _emit(self, kind: EventKind, child_id: str, incarnation: int, reason: str) -> None:
-        event = SupervisionEvent(
+        event = m.SupervisionEvent(
             kind, self._cfg.name, child_id, incarnation, reason, float(self._clock.now())
         )
         for callback in self._p.record(event):
@@ -227,8 +208,8 @@ class SupervisorActor(AuraActor):
     def _deadline(self, key: Key, seconds: float) -> TimerHandle:
         return self._scheduler.send_after(seconds, self.address, _Deadline(key))
 
-    @handles(_Deadline, ChildStarted)
-    def _on_wake(self, msg: _Deadline | ChildStarted) -> None:
+    @handles(_Deadline, m.ChildStarted)
+    def _on_wake(self, msg: _Deadline | m.ChildStarted) -> None:
         key = msg.key if isinstance(msg, _Deadline) else (msg.child_id, msg.incarnation, _START)
         if self._tasks.notify(key, msg):  # else it came too late: ignored
             self._next()
@@ -238,8 +219,8 @@ class SupervisorActor(AuraActor):
         self._tasks.resume(msg)
         self._next()
 
-    @handles(ChildExited)
-    def _on_child_exited(self, msg: ChildExited) -> None:
+    @handles(m.ChildExited)
+    def _on_child_exited(self, msg: m.ChildExited) -> None:
         tasks = self._tasks
         if tasks.notify((msg.child_id, msg.incarnation, _START), msg) or tasks.notify(
             (msg.child_id, msg.incarnation, _STOP), msg
@@ -261,15 +242,15 @@ class SupervisorActor(AuraActor):
         )
         self._submit(partial(self._op_child_exited, msg))
 
-    @handles(BackoffElapsed)
-    def _on_backoff_elapsed(self, msg: BackoffElapsed) -> None:
+    @handles(m.BackoffElapsed)
+    def _on_backoff_elapsed(self, msg: m.BackoffElapsed) -> None:
         ids = self._backoffs.pop(msg.token, None)
         if ids is not None and not self._closing:
             self._submit(partial(self._op_start_group, ids, msg.token))
 
     # --- API requests ------------------------------------------------------------------------
 
-    @handles(StartChildRequest, TerminateChild, RestartChild, DeleteChild)
+    @handles(StartChildRequest, m.TerminateChild, m.RestartChild, m.DeleteChild)
     def _api_change(self, msg: Any) -> Any:
         """Queue a dynamic-API operation; it answers the current ask when it ends."""
         if self._closing:
@@ -277,16 +258,16 @@ class SupervisorActor(AuraActor):
         self._submit(partial(self._op_api, msg, self.current_reply()))
         return DEFERRED
 
-    @handles(StopSupervisor)
-    def _api_stop(self, msg: StopSupervisor) -> Any:
+    @handles(m.StopSupervisor)
+    def _api_stop(self, msg: m.StopSupervisor) -> Any:
         if self._closing:
             return ()  # no threads to join: an earlier stop or give-up has them
         self._closing = True
         self._submit(partial(self._op_shutdown, self.current_reply()))
         return DEFERRED
 
-    @handles(WhichChildren)
-    def _api_which_children(self, msg: WhichChildren) -> tuple[ChildInfo, ...]:
+    @handles(m.WhichChildren)
+    def _api_which_children(self, msg: m.WhichChildren) -> tuple[ChildInfo, ...]:
         with self._p.lock:
             restarts = dict(self._p.restarts)
         return tuple(
@@ -300,8 +281,8 @@ class SupervisorActor(AuraActor):
             for ch in self._children.values()
         )
 
-    @handles(AddressOf)
-    def _api_address_of(self, msg: AddressOf) -> ActorAddress | ErrorReply:
+    @handles(m.AddressOf)
+    def _api_address_of(self, msg: m.AddressOf) -> ActorAddress | ErrorReply:
         ch = self._children.get(msg.child_id)
         return self._not_found(msg.child_id) if ch is None else ch.slot.address
 
@@ -320,7 +301,7 @@ class SupervisorActor(AuraActor):
                 return
         self._aura_report_started()
 
-    def _op_child_exited(self, msg: ChildExited) -> Op:
+    def _op_child_exited(self, msg: m.ChildExited) -> Op:
         ch = self._children.get(msg.child_id)
         if ch is None or ch.pending_exit is not msg:
             return  # absorbed: an operation in between restarted or removed the child
@@ -360,7 +341,7 @@ class SupervisorActor(AuraActor):
         if delay > 0:
             self._backoffs[token] = ids
             ch.backoff_timer = self._scheduler.send_after(
-                delay, self.address, BackoffElapsed(ch.id, token)
+                delay, self.address, m.BackoffElapsed(ch.id, token)
             )
             return
         yield from self._op_start_group(ids, token)
@@ -380,7 +361,7 @@ class SupervisorActor(AuraActor):
             ok, why = yield from self._start_child(ch, EventKind.RESTARTED)
             if not ok:
                 # OTP's try_again: failing to restart is a new failure of this child.
-                retry = ChildExited(ch.id, ch.slot.incarnation, ExitKind.START_FAILED, why)
+                retry = m.ChildExited(ch.id, ch.slot.incarnation, ExitKind.START_FAILED, why)
                 ch.status = ChildStatus.RESTARTING
                 ch.pending_exit = retry
                 self._submit(partial(self._op_child_exited, retry))
@@ -391,14 +372,14 @@ class SupervisorActor(AuraActor):
             answer = yield from self._start_new(msg.spec)
         elif (ch := self._children.get(msg.child_id)) is None:
             answer = self._not_found(msg.child_id)
-        elif isinstance(msg, TerminateChild):
+        elif isinstance(msg, m.TerminateChild):
             yield from self._stop_child(ch, "terminated")
             self._cancel_pending(ch)
             self._retire(ch, "terminated")
             answer = Ack()
         elif ch.status is not ChildStatus.TERMINATED:
             answer = _error(RunningChild, f"child {ch.id!r} is {ch.status.value}")
-        elif isinstance(msg, DeleteChild):
+        elif isinstance(msg, m.DeleteChild):
             self._remove(ch, "deleted")
             answer = Ack()
         else:  # RestartChild
@@ -489,12 +470,12 @@ class SupervisorActor(AuraActor):
         ch.is_supervisor = is_supervisor
         event = yield WaitFor(key)
         timer.cancel()
-        if isinstance(event, ChildStarted):
+        if isinstance(event, m.ChildStarted):
             ch.status = ChildStatus.RUNNING
             ch.last_start = self._clock.now()
             self._emit(kind, ch.id, incarnation, "")
             return True, ""
-        if isinstance(event, ChildExited):
+        if isinstance(event, m.ChildExited):
             why = f"{ch.id!r} failed to start ({event.kind.value}: {event.reason})"
         else:
             self._kill(actor)
@@ -553,7 +534,7 @@ class SupervisorActor(AuraActor):
 
     def _request_stop(self, ch: _Child, actor: AuraActor, why: str) -> None:
         if ch.is_supervisor:
-            ch.slot.address.tell(StopSupervisor())  # it stops its own children first
+            ch.slot.address.tell(m.StopSupervisor())  # it stops its own children first
         else:
             actor._aura_stop_with(ExitKind.NORMAL, why)
 

@@ -31,20 +31,8 @@ from aura_sync.errors import (
     WrongType,
 )
 from aura_sync.messages import Request
-from aura_sync.messages.supervision import (
-    AddressOf,
-    ChildCounts,
-    ChildStatus,
-    ChildType,
-    DeleteChild,
-    EventKind,
-    ExitKind,
-    RestartChild,
-    StopSupervisor,
-    SupervisionEvent,
-    TerminateChild,
-    WhichChildren,
-)
+from aura_sync.messages import supervision as m
+from aura_sync.messages.supervision import ChildCounts, ChildStatus, ChildType, EventKind, ExitKind
 from aura_sync.supervisors._actor import SupervisorActor, SupervisorConfig
 from aura_sync.supervisors._state import STASH_KEY, ChildInfo, Persistent, StartChildRequest
 from aura_sync.supervisors.spec import ChildContext, ChildSpec, Strategy, check_child_id
@@ -213,7 +201,7 @@ class Supervisor:
 
     def _started(self, monitor: _RootMonitor, started: bool, timeout: float) -> Supervisor:
         if not started:
-            self.address.tell(StopSupervisor())
+            self.address.tell(m.StopSupervisor())
             raise StartFailed(f"supervisor {self._name} did not start within {timeout} s")
         if monitor.kind is not None:
             raise StartFailed(f"supervisor {self._name} failed to start: {monitor.reason}")
@@ -228,10 +216,10 @@ class Supervisor:
         if address is None or not address.is_alive():
             return
         if current_actor() is not None:
-            address.tell(StopSupervisor())
+            address.tell(m.StopSupervisor())
             return
         deadline = time.monotonic() + timeout
-        reply = address.ask(StopSupervisor(), timeout)
+        reply = address.ask(m.StopSupervisor(), timeout)
         threads: list[threading.Thread] = []
         if isinstance(reply, tuple):  # the stopped children's threads
             threads.extend(reply)
@@ -261,21 +249,21 @@ class Supervisor:
 
     def terminate_child(self, child_id: str, timeout: float | None = None) -> None:
         """Stop a child and keep its spec (not a TEMPORARY one's); idempotent (NotFound)."""
-        self._call(TerminateChild(check_child_id(child_id)), timeout)
+        self._call(m.TerminateChild(check_child_id(child_id)), timeout)
 
     def restart_child(self, child_id: str, timeout: float | None = None) -> ActorAddress:
         """Start a terminated child again; return its (unchanged) address (NotFound,
         RunningChild if it runs or is being restarted, StartFailed)."""
-        return self._call(RestartChild(check_child_id(child_id)), timeout)
+        return self._call(m.RestartChild(check_child_id(child_id)), timeout)
 
     def delete_child(self, child_id: str, timeout: float | None = None) -> None:
         """Forget a terminated child's spec; its address closes for good (NotFound,
         RunningChild)."""
-        self._call(DeleteChild(check_child_id(child_id)), timeout)
+        self._call(m.DeleteChild(check_child_id(child_id)), timeout)
 
     def which_children(self, timeout: float | None = None) -> tuple[ChildInfo, ...]:
         """Every child in start order: id, address (None if terminated), type, status, restarts."""
-        return self._call(WhichChildren(), timeout)
+        return self._call(m.WhichChildren(), timeout)
 
     def count_children(self, timeout: float | None = None) -> ChildCounts:
         """OTP ``count_children``: specs, active, supervisors, workers."""
@@ -286,7 +274,7 @@ class Supervisor:
 
     def address_of(self, child_id: str, timeout: float | None = None) -> ActorAddress:
         """The stable address of a child (valid across its restarts). Raises NotFound."""
-        return self._call(AddressOf(check_child_id(child_id)), timeout)
+        return self._call(m.AddressOf(check_child_id(child_id)), timeout)
 
     def child_address(self, child_id: str) -> ActorAddress:
         """A child's stable address read without an ask (for a child factory); NotFound."""
@@ -301,7 +289,7 @@ class Supervisor:
 
     # --- observation -----------------------------------------------------------------
 
-    def subscribe(self, callback: Callable[[SupervisionEvent], None]) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[m.SupervisionEvent], None]) -> Callable[[], None]:
         """Call ``callback(event)`` for every supervision event, in the supervisor's thread
         (quick, no dynamic calls; exceptions logged; survives restarts); returns an
         unsubscribe function."""
