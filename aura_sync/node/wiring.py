@@ -14,7 +14,8 @@ that arrive before that actor is up, and answers undeclared requests with
 an error reply).  The pool dials through one
 :class:`~aura_sync.transport.base.TransportConnector`, resolving a peer's
 address from the peer table the anti-entropy actor last read; the transport
-trims the connections of the least trusted peers first.  A peer banned for its
+trims the connections of the least trusted peers first, never those of a peer
+this node dialed itself (a peer it selected: protected).  A peer banned for its
 behaviour is refused by the transport at accept (its host, before TLS) and by
 the router right after TLS (its identity).
 
@@ -31,6 +32,7 @@ from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.base import AuraActor
 from aura_sync.effects import Clock, Rng, Scheduler
 from aura_sync.errors import NotFound, StartFailed, SupervisorGaveUp, WrongType
+from aura_sync.ids import DeviceId
 from aura_sync.infrastructure.peers import StaticDiscovery
 from aura_sync.node.config import NodeConfig
 from aura_sync.protocols import anti_entropy
@@ -47,7 +49,7 @@ from aura_sync.protocols.plugin import (
 )
 from aura_sync.supervisors import ChildContext, ChildSpec, Supervisor
 from aura_sync.supervisors.spec import ONE_FOR_ONE, REST_FOR_ONE
-from aura_sync.transport.base import Listener, Transport, TransportConnector
+from aura_sync.transport.base import Connection, Listener, Transport, TransportConnector
 
 __all__ = [
     "EventRouter",
@@ -128,6 +130,21 @@ class Tree:
     protocols: Supervisor
 
 
+class _OwnDials(TransportConnector):
+    """The pool's connector: a peer this node dials (one it selected) is protected from
+    the transport's watermark trimming (``protect``, where the transport has it)."""
+
+    def __init__(self, transport: Transport, *args: Any) -> None:
+        super().__init__(transport, *args)
+        self._protect: Callable[[DeviceId], None] | None = getattr(transport, "protect", None)
+
+    def connect(self, peer_id: DeviceId) -> Connection:
+        conn = super().connect(peer_id)
+        if self._protect is not None:
+            self._protect(peer_id)
+        return conn
+
+
 def protocol_specs(cfg: NodeConfig, extra: Sequence[ProtocolSpec] = ()) -> Routes:
     """The node's protocols: anti-entropy, then ``extra``, then ``cfg.protocols``.
 
@@ -170,7 +187,7 @@ def build_tree(
             cache_max_keys=cfg.cache_max_keys,
             shutdown=cfg.shutdown_timeout / 4,
         ),
-        connector=TransportConnector(transport, table.resolve, router),
+        connector=_OwnDials(transport, table.resolve, router),
         discovery=StaticDiscovery(
             [(p.device_id, p.address) for p in cfg.bootstrap if p.device_id != me]
         ),
