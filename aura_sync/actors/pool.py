@@ -1,11 +1,10 @@
 """``PoolActor``: the connection pool as an actor that waits without blocking.
 
 An ``Acquire`` that cannot be served now waits FIFO (a deferred reply) until a
-connection frees up, or gets ``AcquireTimeout`` (a scheduled message: the
-thread never blocks).  The reply is a :class:`PoolLease`: the live connection
-and the handle id (unique across restarts) that ``Release`` names.  The
-connector runs on the actor's thread and must return at once.  A tick evicts
-and health-checks idle connections; a crash or stop closes every connection.
+connection frees up, or gets ``AcquireTimeout`` (a scheduled message).  The reply
+is a :class:`PoolLease`: the live connection and its handle id (unique across
+restarts).  The connector must return at once.  A tick evicts and health-checks
+idle connections; a crash or stop closes every connection.
 """
 
 from __future__ import annotations
@@ -44,12 +43,9 @@ _log = logging.getLogger(__name__)
 
 
 class PoolLease(LocalMessage):
-    """The reply to :class:`~aura_sync.messages.pool.Acquire`: a lent, live ``connection``.
-
-    Release it once (again: ``InvalidHandle``); ``with`` / ``async with``
-    release it on exit (a pool gone meanwhile is logged, not raised).  Inside
-    an actor, tell ``Release(lease.peer_id, lease.handle_id)`` instead.
-    """
+    """The reply to ``Acquire``: a lent, live ``connection``, released once (again:
+    ``InvalidHandle``), also by ``with`` / ``async with`` (a pool gone meanwhile is
+    logged); inside an actor, tell ``Release(lease.peer_id, lease.handle_id)``."""
 
     __slots__ = (
         "_address", "_claim", "connection", "connection_id", "handle_id", "peer_id", "reused",
@@ -148,12 +144,9 @@ class _Waiter:
 
 
 class PoolActor(FaultInjectionMixin, AuraActor):
-    """One :class:`ConnectionPool`, FIFO waiting by deferred replies.
-
-    ``maintenance_interval``: seconds between ticks (default the smaller of
-    ``health_check_interval`` and ``idle_timeout``); ``stash`` keeps only the
-    id counter (connections do not survive a restart).
-    """
+    """One :class:`ConnectionPool`; ``maintenance_interval``: seconds between ticks (default
+    the smaller of ``health_check_interval`` and ``idle_timeout``); ``stash`` keeps
+    only the id counter (connections do not survive a restart)."""
 
     def __init__(
         self,
@@ -185,13 +178,11 @@ class PoolActor(FaultInjectionMixin, AuraActor):
         self._ticker: Ticker | None = None
 
     def on_start(self) -> None:
-        """Arm the maintenance tick."""
         self._ticker = Ticker(self._scheduler, self._interval, self.address, _MAINTENANCE)
         self._ticker.arm()
 
     def on_crash(self, exc: BaseException) -> None:
-        """Like :meth:`on_stop`: the leases of this incarnation die with it."""
-        self.on_stop()
+        self.on_stop()  # the leases of this incarnation die with it
 
     def on_stop(self) -> None:
         """Cancel every timer and close every connection (waiters get ActorStopped)."""

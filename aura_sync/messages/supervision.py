@@ -1,7 +1,7 @@
 """Messages of the actor runtime and the supervisor protocol (0xA0-0xBF; 0xB0+ for tests).
 
 Child start/exit reports, the backoff timer, the ``Supervisor`` handle's requests
-(what carries a callable is in ``supervisors._state``).
+(what carries a callable is in ``supervisors._actor``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from aura_sync.messages._base import Message, Request, message
 
 if TYPE_CHECKING:  # reply types of the actor and supervision layers, named as strings
     from aura_sync.actors.address import ActorAddress  # noqa: F401
-    from aura_sync.supervisors._state import ChildInfo
+    from aura_sync.supervisors._actor import ChildInfo
 
 
 class ExitKind(enum.Enum):

@@ -20,7 +20,7 @@ from aura_sync.messages.supervision import (
     ExitKind,
     SupervisionEvent,
 )
-from aura_sync.supervisors._state import ChildInfo
+from aura_sync.supervisors._actor import ChildInfo
 from aura_sync.supervisors.infrastructure import (
     CACHE,
     CHILD_IDS,

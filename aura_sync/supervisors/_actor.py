@@ -1,20 +1,26 @@
-"""The supervisor actor: OTP supervision as a non-blocking sequence of tasks.
+"""The supervisor actor: OTP supervision as a non-blocking sequence of tasks, and
+:class:`Persistent`, what outlives its incarnations.
 
 Each operation (start the children, restart a group, a dynamic-API call, shut
 down) is a task (:mod:`aura_sync.actors._tasks`) waiting with ``WaitFor((child_id,
 incarnation, phase))``, resumed by ``ChildStarted`` / ``ChildExited`` or a
 ``_Deadline`` timer.  One runs at a time, as in OTP; reads are answered at once; a
 restart backoff is a scheduled ``BackoffElapsed``.  Rules: :mod:`aura_sync.supervisors`.
+A nested supervisor keeps its :class:`Persistent` (each child's address, stash and
+incarnation counter, subscribers, counters) in its parent's ``ChildContext.stash``,
+so grandchildren keep their addresses and state when the supervisor in between restarts.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
+import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aura_sync.actors._mailbox import LocalMessage
 from aura_sync.actors._reply import DEFERRED, ReplySlot
@@ -32,16 +38,71 @@ from aura_sync.errors import (
     SupervisorStopped,
     WrongType,
 )
-from aura_sync.messages import Ack, ErrorReply
+from aura_sync.messages import Ack, ErrorReply, Request
 from aura_sync.messages import supervision as m
 from aura_sync.messages.supervision import ChildStatus, ChildType, EventKind, ExitKind
-from aura_sync.supervisors._state import ChildInfo, Persistent, Slot, StartChildRequest
 from aura_sync.supervisors.spec import ChildContext, ChildSpec, Restart, Strategy
 
-if TYPE_CHECKING:
-    import threading
-
 logger = logging.getLogger("aura_sync.supervisors")
+
+STASH_KEY = "aura_sync.supervisor"
+"""Key under which a nested supervisor keeps its :class:`Persistent` in its own stash."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChildInfo:
+    """One row of ``which_children``: ``address`` None while terminated, ``restarts``
+    counts the automatic restarts."""
+
+    id: str
+    address: ActorAddress | None
+    type: ChildType
+    status: ChildStatus
+    restarts: int
+
+
+@dataclass(slots=True, eq=False)
+class Slot:
+    """A child's identity across restarts: address, stash, incarnation counter."""
+
+    address: ActorAddress
+    stash: dict[str, Any] = field(default_factory=dict)
+    incarnation: int = 0
+
+
+class Persistent:
+    """Per-supervisor state that survives the supervisor's own restarts (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.slots: dict[str, Slot] = {}
+        self.subscribers: list[Callable[[m.SupervisionEvent], None]] = []
+        self.counts: dict[EventKind, int] = dict.fromkeys(EventKind, 0)
+        self.restarts: dict[str, int] = {}
+        self.incarnation = 0
+        # Restart-group tokens and task ids: a BackoffElapsed or Resume of a dead
+        # incarnation must never match a group or task of the next one.
+        self.tokens = itertools.count(1)
+        self.task_ids = itertools.count(1)
+
+    def record(self, event: m.SupervisionEvent) -> list[Callable[[m.SupervisionEvent], None]]:
+        """Count ``event``; return the subscribers to notify."""
+        with self.lock:
+            self.counts[event.kind] += 1
+            return list(self.subscribers)
+
+    def count_restart(self, child_id: str) -> None:
+        """Count one automatic restart (attempt) of ``child_id``."""
+        with self.lock:
+            self.restarts[child_id] = self.restarts.get(child_id, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class StartChildRequest(LocalMessage, Request[ActorAddress]):
+    """Add and start ``spec`` (a callable inside: in-process only, never encoded)."""
+
+    spec: ChildSpec
+
 
 _START = "start"
 _STOP = "stop"

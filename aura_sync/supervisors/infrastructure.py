@@ -48,11 +48,6 @@ CHILD_IDS: Final = (CACHE, RATE_LIMITER, PEER_MANAGER, POOL)
 """The child ids, in start order."""
 
 
-def _check_type(value: object, cls: type, name: str) -> None:
-    if type(value) is not cls:
-        raise WrongType(f"{name} must be a {cls.__name__}, got {type(value).__name__} {value!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class InfrastructureConfig:
     """Configuration of the four infrastructure actors and of their supervisor.
@@ -76,20 +71,17 @@ class InfrastructureConfig:
     shutdown: float = 5.0
 
     def __post_init__(self) -> None:
-        _check_type(self.rate_limit, RateLimitConfig, "rate_limit")
-        _check_type(self.pool, PoolConfig, "pool")
-        _check_type(self.peers, PeerDiscoveryConfig, "peers")
+        configs = {"rate_limit": RateLimitConfig, "pool": PoolConfig, "peers": PeerDiscoveryConfig}
+        for name, cls in configs.items():
+            value = getattr(self, name)
+            if type(value) is not cls:
+                raise WrongType(f"{name} must be a {cls.__name__}, got {value!r}")
         check_int(self.cache_max_keys, "cache_max_keys", minimum=1)
         check_int(self.cache_max_values, "cache_max_values", minimum=0)
         check_int(self.intensity, "intensity", minimum=0)
-        setf = object.__setattr__
-        setf(
-            self,
-            "drop_idle_interval",
-            check_seconds(self.drop_idle_interval, "drop_idle_interval", allow_zero=False),
-        )
-        setf(self, "period", check_seconds(self.period, "period", allow_zero=False))
-        setf(self, "shutdown", check_seconds(self.shutdown, "shutdown"))
+        for name in ("drop_idle_interval", "period", "shutdown"):
+            seconds = check_seconds(getattr(self, name), name, allow_zero=name == "shutdown")
+            object.__setattr__(self, name, seconds)
 
 
 class InfrastructureOptions(TypedDict, total=False):

@@ -158,16 +158,10 @@ class ChildSpec:
                 f"ChildSpec {self.id!r}: restart must be PERMANENT, TRANSIENT or TEMPORARY, "
                 f"got {self.restart!r}"
             )
-        object.__setattr__(
-            self, "shutdown", check_seconds(self.shutdown, f"ChildSpec {self.id!r} shutdown")
-        )
-        object.__setattr__(
-            self,
-            "start_timeout",
-            check_seconds(
-                self.start_timeout, f"ChildSpec {self.id!r} start_timeout", allow_zero=False
-            ),
-        )
+        for name in ("shutdown", "start_timeout"):
+            what = f"ChildSpec {self.id!r} {name}"
+            seconds = check_seconds(getattr(self, name), what, allow_zero=name == "shutdown")
+            object.__setattr__(self, name, seconds)
         if self.backoff is not None and not isinstance(self.backoff, RestartBackoff):
             raise WrongType(
                 f"ChildSpec {self.id!r}: backoff must be a RestartBackoff or None, "

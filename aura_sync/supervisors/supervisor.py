@@ -33,8 +33,14 @@ from aura_sync.errors import (
 from aura_sync.messages import Request
 from aura_sync.messages import supervision as m
 from aura_sync.messages.supervision import ChildCounts, ChildStatus, ChildType, EventKind, ExitKind
-from aura_sync.supervisors._actor import SupervisorActor, SupervisorConfig
-from aura_sync.supervisors._state import STASH_KEY, ChildInfo, Persistent, StartChildRequest
+from aura_sync.supervisors._actor import (
+    STASH_KEY,
+    ChildInfo,
+    Persistent,
+    StartChildRequest,
+    SupervisorActor,
+    SupervisorConfig,
+)
 from aura_sync.supervisors.spec import ChildContext, ChildSpec, Strategy, check_child_id
 
 __all__ = ["DEFAULT_CALL_TIMEOUT", "Supervisor"]
