@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
@@ -155,11 +154,7 @@ class ActorAddress:
         if actor is not None:
             actor.stop()
             thread = actor._aura_thread
-            if (
-                thread is not None
-                and thread is not threading.current_thread()
-                and current_actor() is None
-            ):
+            if thread is not None and current_actor() is None:  # not from an actor's thread
                 thread.join(timeout)
                 stopped = not thread.is_alive()
                 if not stopped:
