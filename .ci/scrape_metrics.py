@@ -19,9 +19,13 @@ from pathlib import Path
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="aura-ci-") as tmp:
         ready = Path(tmp) / "ready.json"
+        config = Path(tmp) / "node.toml"
+        config.write_text('protocols = ["gossip"]\n')  # its families are checked too
         cmd = [
             str(Path(sys.executable).parent / "aura-sync"),
             "node",
+            "--config",
+            str(config),
             "--data-dir",
             f"{tmp}/node",
             "--listen",

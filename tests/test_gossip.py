@@ -213,3 +213,61 @@ def test_gossip_is_off_unless_enabled(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument, match="gossip"):
             n.gossip.publish("t", b"x")
     assert gossip.spec().id == "gossip"
+
+
+def test_the_gossip_section_reaches_the_actor_and_its_counters_reach_metrics(
+    tmp_path: Path,
+) -> None:
+    """fanout bounds a published message's first hop, max_payload both ways; /metrics shows it."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def start(name: str, boot: list[str], **extra: object) -> Node:
+        base = {
+            "data_dir": str(tmp_path / name),
+            "listen": "127.0.0.1:0",
+            "bootstrap": boot,
+            "protocols": ["gossip"],
+            "gossip.max_payload": 100,
+        }
+        return Node(load_config(None, {**base, **extra})).start()
+
+    hub = start("hub", [], **{"gossip.fanout": 1, "gossip.mesh_degree": 2, "metrics_port": 0})
+    ends = [start(n, [hub.bootstrap_address]) for n in ("a", "c")]
+    nodes = [hub, *ends]
+    try:
+        subs = [n.gossip.subscribe("t") for n in nodes]
+        wait_until(lambda: dict(hub.gossip.stats().mesh).get("t") == 2, 20.0, "the hub's mesh")
+        hub.gossip.publish("t", b"from the hub")
+        assert hub.gossip.stats().counter("forwarded") == 1  # fanout 1 of the 2 subscribers
+        ends[0].gossip.publish("t", b"from a")
+        got = subs[0].get(10.0)
+        assert got is not None and got.payload == b"from a"
+        # seen here first: forwarded to the mesh (mesh_degree 2) except a, the sender
+        wait_until(lambda: hub.gossip.stats().counter("forwarded") == 2, 10.0, "a forward")
+        with pytest.raises(InvalidArgument, match="at most 100 bytes"):
+            ends[0].gossip.publish("t", b"x" * 101)
+        conn = ends[1].transport.connect(hub.device_id, hub.listen_address, timeout=5.0)
+        conn.send(GossipMessage("t", b"y" * 101, b"\2" * 16, ends[1].device_id))
+        wait_until(lambda: hub.gossip.stats().counter("invalid") == 1, 5.0, "the big one dropped")
+        stats = hub.gossip.stats()
+        assert stats.seen == 2 and stats.cached == 2
+        url = f"http://{hub.metrics_address}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        got_samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+        assert got_samples[("aura_sync_gossip_published_total", ())] == 1
+        assert got_samples[("aura_sync_gossip_received_total", ())] == 1
+        assert got_samples[("aura_sync_gossip_delivered_total", ())] == 1
+        assert got_samples[("aura_sync_gossip_forwarded_total", ())] == 2
+        assert got_samples[("aura_sync_gossip_refused_total", (("reason", "invalid"),))] == 1
+        assert got_samples[("aura_sync_gossip_refused_total", (("reason", "rate_limited"),))] == 0
+        assert got_samples[("aura_sync_gossip_seen_cache_ids", ())] == 2
+    finally:
+        for n in reversed(nodes):
+            n.stop()

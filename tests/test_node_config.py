@@ -60,6 +60,14 @@ min_trust_level = 10
 
 [cache]
 max_keys = 64
+
+[gossip]
+mesh_degree = 8
+fanout = 3
+heartbeat = 2
+seen_max = 50000
+seen_ttl = 300.0
+max_payload = 16384
 """,
     )
     cfg = load_config(path, {"peers_per_round": 2, "pool.acquire_timeout": 1.5, "listen": None})
@@ -77,6 +85,9 @@ max_keys = 64
     assert cfg.rate_limit.peer_burst == 50
     assert cfg.cache_max_keys == 64
     assert cfg.log_level == "DEBUG"
+    assert (cfg.gossip.mesh_degree, cfg.gossip.fanout, cfg.gossip.heartbeat) == (8, 3, 2.0)
+    assert (cfg.gossip.seen_max, cfg.gossip.seen_ttl) == (50_000, 300.0)
+    assert cfg.gossip.max_payload == 16384 and cfg.gossip.cache_max == 1000  # the default
 
 
 @pytest.mark.parametrize(
@@ -102,6 +113,14 @@ max_keys = 64
         ("[cache]\nmax_keys = 0", ["cache_max_keys", "0"]),
         ("[cache]\nsize = 3", ["cache.size", "3"]),
         ("pool = 3", ["pool", "3"]),
+        ("[gossip]\nmesh_degree = 0", ["gossip.mesh_degree", "0"]),
+        ("[gossip]\nfanout = 65", ["gossip.fanout", "65"]),
+        ('[gossip]\nheartbeat = "fast"', ["gossip.heartbeat", "'fast'"]),
+        ("[gossip]\nseen_ttl = 3.0", ["gossip.seen_ttl", "3.0", "history x heartbeat"]),
+        ("[gossip]\nmax_payload = 70000", ["gossip.max_payload", "70000"]),
+        ("[gossip]\nseen_max = 1", ["gossip.seen_max", "1"]),
+        ("[gossip]\nmesh = 3", ["gossip.mesh", "known keys", "mesh_degree"]),
+        ("gossip = 3", ["gossip", "3"]),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path: Path, text: str, needles: list[str]) -> None:

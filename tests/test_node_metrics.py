@@ -363,3 +363,68 @@ def test_syncing_nodes_record_session_served_and_ask_durations(tmp_path: Any) ->
     finally:
         b.stop()
         a.stop()
+
+
+# --- gossip -----------------------------------------------------------------------------------
+
+
+def _gossip_stats(**counters: int) -> Any:
+    from aura_sync.messages.gossip import GossipStats
+
+    return GossipStats(tuple(counters.items()), (("chat", 2),), seen=7, cached=3)
+
+
+def test_gossip_families_follow_the_conventions_and_keep_the_last_answer() -> None:
+    from prometheus_client import generate_latest
+
+    from aura_sync.errors import AskTimeout
+    from aura_sync.node.metrics import NodeMetrics
+
+    answers: list[Any] = [_gossip_stats(published=2, duplicates=5, rate_limited=1, iwant_sent=4)]
+
+    def source() -> Any:
+        answer = answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    metrics = NodeMetrics(Source(), process_metrics=False, gossip=source)
+    text = generate_latest(metrics.registry).decode()
+    for name, fam in families(text).items():
+        if name.startswith("aura_sync_gossip") and fam.type == "counter":
+            assert f"{name}_total" in text, name
+    got = samples(text)
+    assert got[("aura_sync_gossip_published_total", ())] == 2
+    assert got[("aura_sync_gossip_duplicates_total", ())] == 5
+    assert got[("aura_sync_gossip_delivered_total", ())] == 0  # absent counters export 0
+    assert got[("aura_sync_gossip_refused_total", (("reason", "rate_limited"),))] == 1
+    assert got[("aura_sync_gossip_refused_total", (("reason", "invalid"),))] == 0
+    assert got[("aura_sync_gossip_repair_messages_total", (("kind", "iwant"),))] == 4
+    assert got[("aura_sync_gossip_seen_cache_ids", ())] == 7
+    assert got[("aura_sync_gossip_cached_messages", ())] == 3
+    answers[0] = AskTimeout("the gossip actor is restarting")
+    assert samples(generate_latest(metrics.registry).decode()) == got  # the last answer
+    answers[0] = None  # no gossip on this node: no gossip series at all
+    plain = NodeMetrics(Source(), process_metrics=False, gossip=source)
+    assert "aura_sync_gossip" not in generate_latest(plain.registry).decode()
+
+
+def test_the_metrics_reference_lists_every_exported_family() -> None:
+    """docs/metrics.md names each aura_sync_* family a node exports, and no other."""
+    import re
+    from pathlib import Path
+
+    from prometheus_client import generate_latest
+
+    from aura_sync.node.metrics import NodeMetrics
+
+    metrics = NodeMetrics(Source(), process_metrics=False, gossip=_gossip_stats)
+    exported = set()
+    for name, fam in families(generate_latest(metrics.registry).decode()).items():
+        if fam.type == "counter":
+            exported.add(f"{name}_total")
+        elif not name.endswith("_created"):  # prometheus-client's creation time of a series
+            exported.add(name)
+    doc = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(aura_sync_[a-z_]+)` \|", doc, flags=re.MULTILINE))
+    assert exported == documented

@@ -6,13 +6,18 @@ forwarded), :class:`GossipTopics` (the sender's subscriptions),
 ids asked for: the repair of lost forwards).  Every one of them comes from
 an untrusted peer: ``check()`` bounds each field (a message out of bounds
 is dropped and counted).  Local requests: :class:`Publish`,
-:class:`GetGossipStats`.
+:class:`GetGossipStats`.  :class:`GossipConfig` holds the actor's settings
+(the node's ``[gossip]`` section), checked when built.
 
 Layer: messages.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from aura_sync._checks import check_int
+from aura_sync.effects import check_seconds
 from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.messages._base import Message, Request, message
@@ -24,6 +29,7 @@ __all__ = [
     "MAX_TOPIC",
     "MAX_TOPICS",
     "GetGossipStats",
+    "GossipConfig",
     "GossipIHave",
     "GossipIWant",
     "GossipMessage",
@@ -51,13 +57,56 @@ def check_topic(topic: object, name: str = "topic") -> str:
     return topic
 
 
-def check_payload(payload: object) -> bytes:
-    """``payload`` if it is bytes of at most MAX_PAYLOAD, else a clear error."""
+def check_payload(payload: object, limit: int = MAX_PAYLOAD) -> bytes:
+    """``payload`` if it is bytes of at most ``limit``, else a clear error."""
     if type(payload) is not bytes:
         raise WrongType(f"payload must be bytes, got {type(payload).__name__}")
-    if len(payload) > MAX_PAYLOAD:
-        raise InvalidArgument(f"payload must be at most {MAX_PAYLOAD} bytes, got {len(payload)}")
+    if len(payload) > limit:
+        raise InvalidArgument(f"payload must be at most {limit} bytes, got {len(payload)}")
     return payload
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """Settings of the gossip actor (the node's ``[gossip]`` section; checked here).
+
+    :param mesh_degree: peers a message seen here is forwarded to, per topic (1..64).
+    :param fanout: peers a message published here is first sent to (1..64).
+    :param heartbeat: seconds between heartbeats (topic announce, IHave, expiry).
+    :param history: heartbeats a message stays offered in IHave (1..100).
+    :param seen_max: ids kept in the seen-cache (16..10,000,000).
+    :param seen_ttl: seconds an id stays in the seen-cache (> history x heartbeat,
+        so an id is never offered again once forgotten).
+    :param cache_max: messages kept to answer IWant (1..1,000,000).
+    :param max_payload: largest payload published or accepted, bytes
+        (1..MAX_PAYLOAD); a larger one from a peer is dropped and counted invalid.
+    :param ask_timeout: seconds an ask of an infrastructure actor may take.
+    """
+
+    mesh_degree: int = 6
+    fanout: int = 6
+    heartbeat: float = 1.0
+    history: int = 5
+    seen_max: int = 10_000
+    seen_ttl: float = 120.0
+    cache_max: int = 1000
+    max_payload: int = MAX_PAYLOAD
+    ask_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_int(self.mesh_degree, "mesh_degree", minimum=1, maximum=64)
+        check_int(self.fanout, "fanout", minimum=1, maximum=64)
+        check_int(self.history, "history", minimum=1, maximum=100)
+        check_int(self.seen_max, "seen_max", minimum=16, maximum=10_000_000)
+        check_int(self.cache_max, "cache_max", minimum=1, maximum=1_000_000)
+        check_int(self.max_payload, "max_payload", minimum=1, maximum=MAX_PAYLOAD)
+        for name in ("heartbeat", "seen_ttl", "ask_timeout"):
+            object.__setattr__(self, name, check_seconds(getattr(self, name), name))
+        if self.seen_ttl <= self.history * self.heartbeat:
+            raise InvalidArgument(
+                f"seen_ttl must be longer than history x heartbeat "
+                f"({self.history} x {self.heartbeat} s), got {self.seen_ttl!r}"
+            )
 
 
 def _check_ids(ids: tuple[bytes, ...]) -> None:
@@ -131,10 +180,13 @@ class Publish(Request[bytes]):
 
 @message(0x00E5)
 class GossipStats(Message):
-    """The gossip actor's counters (``(name, value)`` pairs) and mesh sizes per topic."""
+    """The gossip actor's counters (``(name, value)`` pairs), mesh sizes per topic, and the
+    sizes now of its seen-cache (``seen``) and recent-message cache (``cached``)."""
 
     counters: tuple[tuple[str, int], ...]
     mesh: tuple[tuple[str, int], ...]
+    seen: int = 0
+    cached: int = 0
 
     def counter(self, name: str) -> int:
         """One counter by name (0 if absent)."""

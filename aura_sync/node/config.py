@@ -44,6 +44,7 @@ File layout (every key optional)::
     [cache]
     max_keys = 1024
     [state]        # StateConfig fields: enabled, save_interval (peer table, spend, floors)
+    [gossip]       # GossipConfig fields: mesh_degree, fanout, heartbeat, seen cache, ...
 
 A bootstrap entry names the peer's :class:`~aura_sync.ids.DeviceId`
 (``str(device_id)``, the UUID form) because every connection is mutually
@@ -77,6 +78,7 @@ from aura_sync.infrastructure.connections import PoolConfig
 from aura_sync.infrastructure.peer_scoring import ScoringConfig
 from aura_sync.infrastructure.peers import PeerDiscoveryConfig
 from aura_sync.infrastructure.rate_limit import RateLimitConfig
+from aura_sync.messages.gossip import GossipConfig
 from aura_sync.messages.sync import MAX_OPS_BATCH
 from aura_sync.protocols.admission import AdmissionConfig
 from aura_sync.transport.config import TransportConfig
@@ -248,6 +250,7 @@ class NodeConfig:
         TCP transport (:data:`NODE_TRANSPORT` unless set).
     :param cache_max_keys: keys tracked by the epoch cache (>= 1).
     :param state: what survives a restart and how often it is saved (``[state]``).
+    :param gossip: the settings of the built-in ``gossip`` protocol (``[gossip]``).
     :param fault_injection: actors honour ``InjectCrash`` (``aura-sync crash``
         through the control socket; the demo turns it on).
     :param refuse_sync: refuse every sync request and run no rounds (the
@@ -281,6 +284,7 @@ class NodeConfig:
     transport: TransportConfig = field(default_factory=lambda: NODE_TRANSPORT)
     cache_max_keys: int = 1024
     state: StateConfig = field(default_factory=StateConfig)
+    gossip: GossipConfig = field(default_factory=GossipConfig)
     fault_injection: bool = False
     refuse_sync: bool = False
 
@@ -294,6 +298,7 @@ class NodeConfig:
             ("pool", PoolConfig),
             ("transport", TransportConfig),
             ("state", StateConfig),
+            ("gossip", GossipConfig),
         ):
             if not isinstance(getattr(self, key), cls):
                 raise ConfigError(f"config key {key!r} must be a {cls.__name__}")
@@ -495,6 +500,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "scoring": ScoringConfig,
     "transport": TransportConfig,
     "state": StateConfig,
+    "gossip": GossipConfig,
 }
 _FORBIDDEN_SECTION_KEYS: Final = {
     ("peers", "root_public_key"): "set the top-level 'authority_public_key' instead",

@@ -6,7 +6,9 @@ Role
     status, messages handled per actor, rate-limit decisions, pool
     statistics, sync rounds, operations transferred, journal size and
     digest, transport counters).  Things that take time are recorded as
-    they happen into the histograms of :class:`NodeMetrics`.  This module
+    they happen into the histograms of :class:`NodeMetrics`; a node that runs
+    the gossip protocol adds its counters and cache sizes
+    (:class:`GossipCollector`).  This module
     serves both:
 
     * ``GET /health``: JSON (HTTP 200 when the node is ``ok``, 503 otherwise);
@@ -61,14 +63,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from aura_sync import __version__
-from aura_sync.errors import InvalidArgument, TransportError, WrongType
+from aura_sync.errors import AuraError, InvalidArgument, TransportError, WrongType
 from aura_sync.infrastructure.peers import PeerStatus
+from aura_sync.messages.gossip import GossipStats
 from aura_sync.node.logs import JsonFormatter, KeyValueFormatter, configure_logging, kv
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "NODE_STATUSES",
     "ChildHealth",
+    "GossipCollector",
     "JsonFormatter",
     "KeyValueFormatter",
     "MetricsServer",
@@ -357,6 +361,76 @@ def _families(snap: NodeSnapshot) -> Iterator[Metric]:
         )
 
 
+# --- gossip ------------------------------------------------------------------------------
+
+_GOSSIP_COUNTERS: Final = {
+    "published": "Gossip messages published by this node.",
+    "received": "Gossip messages received from peers (before de-duplication).",
+    "delivered": "Gossip messages handed to this node's subscribers (one per subscriber).",
+    "duplicates": "Gossip messages dropped because their id was in the seen-cache.",
+    "forwarded": "Gossip messages sent to mesh peers (one per peer).",
+    "send_failures": "Gossip sends to a peer that failed (the connection was gone).",
+    "sink_errors": "Gossip subscriber callbacks that raised.",
+}
+_GOSSIP_REFUSED: Final = {"invalid": "invalid", "rate_limited": "rate_limited"}
+_GOSSIP_REPAIR: Final = {"ihave_sent": "ihave", "iwant_sent": "iwant", "iwant_served": "served"}
+
+
+class GossipCollector(Collector):
+    """Renders the gossip actor's :class:`~aura_sync.messages.gossip.GossipStats`.
+
+    ``source`` returns the current stats, or None when the node runs no gossip
+    (then nothing is exported).  A scrape during which the actor does not
+    answer (``source`` raises :class:`AuraError`) shows the last stats it gave.
+    """
+
+    def __init__(self, source: Callable[[], GossipStats | None]) -> None:
+        self._source = source
+        self._last: GossipStats | None = None
+
+    def describe(self) -> list[Metric]:
+        """No up-front description: metrics are produced at scrape time only."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the gossip families (none without gossip)."""
+        try:
+            self._last = self._source() or None
+        except AuraError as exc:
+            _log.debug("event=gossip_stats_unavailable error=%r", str(exc))
+        stats = self._last
+        if stats is None:
+            return
+        counters = dict(stats.counters)
+        for key, doc in _GOSSIP_COUNTERS.items():
+            yield CounterMetricFamily(
+                f"{_PREFIX}_gossip_{key}", doc, value=float(counters.get(key, 0))
+            )
+        yield _counter(
+            "gossip_refused",
+            "Gossip messages from peers dropped before use: out of bounds or over "
+            "max_payload (invalid), or denied by inbound admission (rate_limited).",
+            "reason",
+            {label: counters.get(key, 0) for key, label in _GOSSIP_REFUSED.items()},
+        )
+        yield _counter(
+            "gossip_repair_messages",
+            "Repair traffic: IHave offers sent, IWant asks sent, messages served for IWant.",
+            "kind",
+            {label: counters.get(key, 0) for key, label in _GOSSIP_REPAIR.items()},
+        )
+        yield GaugeMetricFamily(
+            f"{_PREFIX}_gossip_seen_cache_ids",
+            "Message ids in the seen-cache now (bounded by seen_max).",
+            value=float(stats.seen),
+        )
+        yield GaugeMetricFamily(
+            f"{_PREFIX}_gossip_cached_messages",
+            "Recent messages kept to answer IWant now (bounded by cache_max).",
+            value=float(stats.cached),
+        )
+
+
 class NodeMetrics:
     """One node's metrics: its registry, the snapshot collector and the histograms.
 
@@ -367,11 +441,21 @@ class NodeMetrics:
     :param source: returns the current :class:`NodeSnapshot` (called per scrape).
     :param process_metrics: also export the ``process_*`` and ``python_*``
         collectors (CPU, memory, file descriptors, GC, interpreter version).
+    :param gossip: returns the gossip actor's stats, or None without gossip
+        (see :class:`GossipCollector`); None: no gossip metrics.
     """
 
-    def __init__(self, source: Callable[[], NodeSnapshot], *, process_metrics: bool = True) -> None:
+    def __init__(
+        self,
+        source: Callable[[], NodeSnapshot],
+        *,
+        process_metrics: bool = True,
+        gossip: Callable[[], GossipStats | None] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(source))
+        if gossip is not None:
+            self.registry.register(GossipCollector(gossip))
         if process_metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)

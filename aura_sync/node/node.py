@@ -70,6 +70,7 @@ from aura_sync.errors import (
 from aura_sync.identity import NodeIdentity
 from aura_sync.ids import DeviceId
 from aura_sync.messages.faults import InjectCrash
+from aura_sync.messages.gossip import GetGossipStats, GossipStats
 from aura_sync.messages.peers import RecordFailure
 from aura_sync.messages.sync import MAX_APPEND, AppendOps, GetSyncStatus, OpsAppended, SyncStatus
 from aura_sync.node.app import ApplicationApi, check_payloads
@@ -101,6 +102,7 @@ _log = logging.getLogger("aura_sync.node")
 JOURNAL_FILE: Final = "journal.sqlite3"
 """Name of the journal database inside the data directory."""
 
+_GOSSIP_STATS_TIMEOUT: Final = 2.0
 _ACTORS: Final = ("cache", "rate_limiter", "peer_manager", "pool", "anti_entropy")
 
 TransportFactory = Callable[[NodeIdentity], Transport]
@@ -165,7 +167,7 @@ class Node(ApplicationApi):
         self._protocols: Supervisor | None = None
         self._metrics: MetricsServer | None = None
         self._control: ControlServer | None = None
-        self.metrics = NodeMetrics(self.snapshot)
+        self.metrics = NodeMetrics(self.snapshot, gossip=self._gossip_stats)
         """The node's histograms (``observe_*``) and registry, served at ``/metrics``."""
         self._router = EventRouter()
         self._listen_address = ""
@@ -508,6 +510,13 @@ class Node(ApplicationApi):
                 defence=self.config.defence,
             )
         )
+
+    def _gossip_stats(self) -> GossipStats | None:
+        """The gossip actor's stats for ``/metrics`` (None: this node runs no gossip)."""
+        address = self._protocol_addresses.get("gossip")
+        if address is None:
+            return None
+        return address.call(GetGossipStats(), _GOSSIP_STATS_TIMEOUT)
 
     # --- stop ----------------------------------------------------------------------------
 

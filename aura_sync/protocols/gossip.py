@@ -2,10 +2,10 @@
 
 A simplified gossipsub.  Each node announces its topics to its connected
 peers (:class:`~aura_sync.messages.gossip.GossipTopics`, on connect, on a
-change and every heartbeat).  A message published or seen for the first time
-is forwarded to the topic's *mesh*: up to ``mesh_degree`` connected peers
-that announced the topic, those the peer manager selects first
-(``SelectSyncPeers``), then the others by id.  Every heartbeat each node
+change and every heartbeat).  A message seen for the first time is forwarded
+to the topic's *mesh*: up to ``mesh_degree`` connected peers that announced
+the topic, those the peer manager selects first (``SelectSyncPeers``), then
+the others by id; a message published here goes to ``fanout`` of them.  Every heartbeat each node
 offers the ids of its recent messages (``history`` heartbeats) to the
 peers subscribed to their topics (IHave); a peer asks for those it has not
 seen (IWant): lost forwards are repaired.
@@ -18,7 +18,9 @@ is charged to its sender at the rate limiter (cost grows with its size)
 before it is looked at, its fields are bounded (``check()``), one IWant
 is answered with at most 256 KiB, a peer's announced topics are capped, and
 the claimed origin is never trusted for anything.  A node does not deliver
-its own messages to itself.
+its own messages to itself.  The settings are a
+:class:`~aura_sync.messages.gossip.GossipConfig` (the node's ``[gossip]``
+section unless ``spec(config)`` is given one).
 
 Layer: runtime (protocols).
 """
@@ -40,14 +42,15 @@ from aura_sync._checks import check_int
 from aura_sync.actors._tasks import Ask, Step, TaskHost, Tasks
 from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.base import AuraActor, LocalMessage, handles
-from aura_sync.effects import TimerHandle, check_seconds
-from aura_sync.errors import AuraError, InvalidArgument, WrongType
+from aura_sync.effects import TimerHandle
+from aura_sync.errors import AuraError, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.messages import ErrorReply
 from aura_sync.messages.gossip import (
     MAX_IDS,
     MAX_PAYLOAD,
     GetGossipStats,
+    GossipConfig,
     GossipIHave,
     GossipIWant,
     GossipMessage,
@@ -89,40 +92,6 @@ _STAT_NAMES: Final = (
     "send_failures",
     "sink_errors",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class GossipConfig:
-    """Settings of the gossip actor (checked here).
-
-    :param mesh_degree: peers a message is forwarded to per topic (1..64).
-    :param heartbeat: seconds between heartbeats (topic announce, IHave, expiry).
-    :param history: heartbeats a message stays offered (1..100).
-    :param seen_max: ids kept in the seen-cache (>= 16).
-    :param seen_ttl: seconds an id stays in the seen-cache (> history x heartbeat).
-    :param cache_max: messages kept for IWant (>= 1).
-    :param ask_timeout: seconds an ask of an infrastructure actor may take.
-    """
-
-    mesh_degree: int = 6
-    heartbeat: float = 1.0
-    history: int = 5
-    seen_max: int = 10_000
-    seen_ttl: float = 120.0
-    cache_max: int = 1000
-    ask_timeout: float = 5.0
-
-    def __post_init__(self) -> None:
-        check_int(self.mesh_degree, "mesh_degree", minimum=1, maximum=64)
-        check_int(self.history, "history", minimum=1, maximum=100)
-        check_int(self.seen_max, "seen_max", minimum=16, maximum=10_000_000)
-        check_int(self.cache_max, "cache_max", minimum=1, maximum=1_000_000)
-        for name in ("heartbeat", "seen_ttl", "ask_timeout"):
-            object.__setattr__(self, name, check_seconds(getattr(self, name), name))
-        if self.seen_ttl <= self.history * self.heartbeat:
-            raise InvalidArgument(
-                f"seen_ttl must be longer than history x heartbeat, got {self.seen_ttl!r}"
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +151,7 @@ class GossipActor(TaskHost, AuraActor):
     def __init__(self, ctx: ProtocolContext, config: GossipConfig | None = None) -> None:
         super().__init__()
         self._ctx = ctx
-        self._config = config or GossipConfig()
+        self._config = config or ctx.config.gossip
         child = ctx.child
         self._clock, self._scheduler, self._rng = child.clock, child.scheduler, child.rng
         self._me: DeviceId = ctx.journal.author
@@ -241,7 +210,7 @@ class GossipActor(TaskHost, AuraActor):
 
     def _select(self) -> Generator[Step, Any, None]:
         """The peer manager's choice, best first: who gets a topic's forwards first."""
-        count = 4 * self._config.mesh_degree
+        count = 4 * max(self._config.mesh_degree, self._config.fanout)
         selected = yield Ask(
             self._ctx.infra["peer_manager"], SelectSyncPeers(count), self._config.ask_timeout
         )
@@ -249,12 +218,12 @@ class GossipActor(TaskHost, AuraActor):
 
     # --- peers --------------------------------------------------------------------------------
 
-    def _mesh(self, topic: str) -> list[DeviceId]:
+    def _mesh(self, topic: str, width: int) -> list[DeviceId]:
         connected = self._ctx.transport.peers()
         subscribed = {p for p in connected if topic in self._peer_topics.get(p, ())}
         first = [p for p in self._preferred if p in subscribed]
         rest = sorted(subscribed.difference(first))
-        return (first + rest)[: self._config.mesh_degree]
+        return (first + rest)[:width]
 
     def _send(self, peer: DeviceId, msg: Any) -> None:
         try:
@@ -304,6 +273,8 @@ class GossipActor(TaskHost, AuraActor):
             return False
         try:
             msg.check()
+            if isinstance(msg, GossipMessage):
+                check_payload(msg.payload, self._config.max_payload)
         except AuraError as exc:
             self._stats["invalid"] += 1
             _log.info("event=gossip_invalid peer=%s error=%r", peer, str(exc))
@@ -342,7 +313,8 @@ class GossipActor(TaskHost, AuraActor):
                 except Exception:  # a subscriber's bug must not crash the protocol
                     self._stats["sink_errors"] += 1
                     _log.exception("event=gossip_sink_failed topic=%r", msg.topic)
-        for peer in self._mesh(msg.topic):
+        width = self._config.mesh_degree if sender is not None else self._config.fanout
+        for peer in self._mesh(msg.topic, width):
             if peer not in (sender, msg.origin):
                 self._stats["forwarded"] += 1
                 self._send(peer, msg)
@@ -361,7 +333,7 @@ class GossipActor(TaskHost, AuraActor):
     @handles(Publish)
     def _on_publish(self, msg: Publish) -> bytes:
         check_topic(msg.topic)
-        check_payload(msg.payload)
+        check_payload(msg.payload, self._config.max_payload)
         seed = struct.pack(">QQ", next(self._counter), self._rng.randrange(2**63))
         msg_id = hashlib.blake2b(self._me.raw + seed, digest_size=16).digest()
         self._stats["published"] += 1
@@ -388,7 +360,9 @@ class GossipActor(TaskHost, AuraActor):
         topics = sorted({*self._subs, *(t for ts in self._peer_topics.values() for t in ts)})
         return GossipStats(
             counters=tuple((n, self._stats.get(n, 0)) for n in _STAT_NAMES),
-            mesh=tuple((t, len(self._mesh(t))) for t in topics),
+            mesh=tuple((t, len(self._mesh(t, self._config.mesh_degree))) for t in topics),
+            seen=len(self._seen),
+            cached=len(self._cache),
         )
 
 
@@ -456,8 +430,8 @@ class Gossip:
         self._address = address
 
     def publish(self, topic: str, payload: bytes, timeout: float = 5.0) -> bytes:
-        """Broadcast ``payload`` (bytes, at most 64 KiB) on ``topic`` (1..256 UTF-8 bytes);
-        returns the message id.  Blocking: not for actors.
+        """Broadcast ``payload`` (bytes, at most ``max_payload``: 64 KiB by default) on
+        ``topic`` (1..256 UTF-8 bytes); returns the message id.  Blocking: not for actors.
 
         :raises InvalidArgument, WrongType: a bad topic or payload.
         """
@@ -494,7 +468,8 @@ class Gossip:
 
 
 def spec(config: GossipConfig | None = None) -> ProtocolSpec:
-    """Gossip as a plug-in (``protocols = ["gossip"]`` in the node's TOML)."""
+    """Gossip as a plug-in (``protocols = ["gossip"]`` in the node's TOML); ``config``
+    None: the node's ``[gossip]`` section."""
     return ProtocolSpec(
         "gossip",
         lambda ctx: GossipActor(ctx, config),
