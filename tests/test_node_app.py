@@ -130,3 +130,31 @@ def test_asyncio_forms_never_block_the_event_loop(tmp_path: Path) -> None:
 
     got = asyncio.run(main())
     assert got == [p for i in range(10) for p in _payloads(f"w{i}", 500)]
+
+
+def test_closing_a_subscription_ends_an_iteration_in_another_thread(tmp_path: Path) -> None:
+    import threading
+
+    node = make_node(tmp_path / "a")
+    try:
+        sub = node.subscribe(after=0)
+        got: list[bytes] = []
+        finished = threading.Event()
+
+        def follow() -> None:
+            for entry in sub:  # waits for new ops, a second at a time
+                got.append(entry.payload)
+            finished.set()
+
+        worker = threading.Thread(target=follow, daemon=True)
+        worker.start()
+        node.append(_payloads("s", 3))
+        wait_until(lambda: len(got) == 3, 10, "the three ops")
+        sub.close()
+        assert finished.wait(5.0), "the iteration did not end"
+        assert sub.closed and sub.get(0.1) is None
+        sub.close()  # idempotent
+        node.append(_payloads("t", 1))
+        assert got == _payloads("s", 3)
+    finally:
+        node.stop()

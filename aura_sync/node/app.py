@@ -107,7 +107,7 @@ class Subscription:
 
     ``cursor`` is the position of the last entry handed out: store it and
     pass it as ``after`` to resume (after a restart too).  :meth:`close`
-    ends the iteration.
+    ends the iteration and closes the subscription's journal connection.
     """
 
     def __init__(self, reader: JournalReader, after: int, batch: int = 1000) -> None:
@@ -118,11 +118,15 @@ class Subscription:
         self._read_to = after
         self.cursor = after
         self._closed = threading.Event()
+        self._reading = threading.Lock()  # close() waits for a read in progress
 
     def get(self, timeout: float) -> LogEntry | None:
         """The next entry, waiting up to ``timeout`` seconds; None if none came (or closed)."""
-        if not self._buffer and not self._closed.is_set():
-            page = self._reader.wait_read(self._read_to, self._batch, timeout, self._closed)
+        if not self._buffer:
+            with self._reading:
+                if self._closed.is_set():
+                    return None
+                page = self._reader.wait_read(self._read_to, self._batch, timeout, self._closed)
             self._buffer.extend(page.entries)
             self._read_to = page.cursor
         if not self._buffer:
@@ -138,8 +142,10 @@ class Subscription:
                 yield entry
 
     def close(self) -> None:
-        """End the subscription (an iteration in another thread stops soon after)."""
-        self._closed.set()
+        """End the subscription (an iteration in another thread stops soon after); idempotent."""
+        self._closed.set()  # a wait in progress returns at once
+        with self._reading:
+            self._reader.close()
 
     @property
     def closed(self) -> bool:
