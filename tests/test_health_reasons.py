@@ -1,9 +1,10 @@
 """``/health`` tells the truth: "degraded" with a named reason (``aura_sync.node.health``).
 
 Real nodes on loopback TCP and TLS: a journal that refuses writes, rounds that
-find peers and never succeed, connection slots taken, and admission that
-denies most inbound work each turn the status to "degraded" naming the reason;
-a journal that accepts writes again turns it back.
+find peers and never succeed, connection slots taken, send buffers filled by
+replies nobody reads, and admission that denies most inbound work each turn the
+status to "degraded" naming the reason; a journal that accepts writes again, and
+buffers that drained, turn it back.
 """
 
 from __future__ import annotations
@@ -18,13 +19,23 @@ from typing import Any
 
 import pytest
 from _node_helpers import Cluster, cluster, wait_until
+from _tls_helpers import raw_tls_client, tls_retry
 
 from aura_sync.errors import AuraError, JournalUnwritable
 from aura_sync.identity import NodeIdentity
 from aura_sync.ids import DeviceId
-from aura_sync.messages.sync import FULL_RANGE, DigestRequest
+from aura_sync.messages import codec
+from aura_sync.messages.sync import (
+    FULL_RANGE,
+    PROTOCOL_VERSION,
+    DigestRequest,
+    Hello,
+    OpsRequest,
+    Request,
+)
 from aura_sync.node.node import Node
 from aura_sync.transport import TcpTransport
+from aura_sync.transport._frames import encode_frame
 
 
 @pytest.fixture
@@ -103,3 +114,37 @@ def test_shedding_most_inbound_work_degrades_health(nodes: Cluster, tmp_path: Pa
         client.close()
     assert "shedding_inbound" in _reasons(a)
     assert a.sync_status().counter("shed_permille") > 500
+
+
+def test_send_buffers_filled_by_unread_replies_degrade_health_until_they_drain(
+    nodes: Cluster, tmp_path: Path
+) -> None:
+    cap = 1024 * 1024  # node-wide: two of the 512 KiB replies below
+    settings = {"transport.max_total_send_buffer": cap, "defence.stalled_intervals": 10_000}
+    a = nodes.add("a", metrics_port=0, **settings)  # (the mute attackers stall its rounds)
+    a.append([bytes([i]) * 4096 for i in range(128)])
+    ids, _ = a.journal.list_ids(FULL_RANGE, 128)
+    body = codec.encode(OpsRequest(ids))  # answered by 128 ops of 4 KiB
+    hello = encode_frame(codec.encode(Hello(PROTOCOL_VERSION, "")))
+    frames = hello + b"".join(encode_frame(codec.encode(Request(k + 1, body))) for k in range(10))
+    attackers = [
+        raw_tls_client(NodeIdentity.generate(), a.listen_address, a.device_id) for _ in range(4)
+    ]
+    try:
+        for sock, conn in attackers:  # ten requests each, and never a byte read back
+            view = memoryview(frames)
+            while view:
+                chunk = view[:16384]
+                view = view[tls_retry(sock, lambda c=conn, d=chunk: c.send(d), 5.0) :]
+        wait_until(lambda: "send_buffers_exhausted" in _reasons(a), 15, "exhausted buffers")
+        doc = _health(a.metrics_address or "")
+        assert doc["status"] == "degraded" and "send_buffers_exhausted" in doc["reasons"]
+        assert a.transport.stats().send_buffer_full >= 1
+        assert a.transport.admission_status().send_buffer_bytes <= cap
+    finally:
+        for sock, _ in attackers:
+            sock.close()
+    wait_until(lambda: a.transport.admission_status().send_buffer_bytes == 0, 10, "buffers freed")
+    wait_until(lambda: "send_buffers_exhausted" not in _reasons(a), 15, "health to recover")
+    doc = _health(a.metrics_address or "")
+    assert doc["status"] == "ok", doc.get("reasons")
