@@ -36,25 +36,20 @@ class LocalMessage:
     __slots__ = ()
 
 
-class _Control:
-    """Mailbox sentinels used by the runtime; never seen by handlers."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
+class _Wake:
+    __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"<{self.name}>"
+        return "<wake>"
 
 
-WAKE: Final = _Control("wake")
+WAKE: Final = _Wake()
 """Put by a stop request so a blocked ``get()`` returns and the stop flag is seen."""
 
 
 def dead_letter(target: object, message: object, why: str) -> None:
     """Log ``message`` (told to ``target``) as undeliverable, saying why."""
-    if isinstance(message, _Control):
+    if message is WAKE:
         return
     deadletter_logger.info("dead letter to %s: %r (%s)", target, message, why)
 
@@ -97,7 +92,7 @@ class Mailbox:
 def fail_entry(target: object, message: object, slot: ReplySlot | None, why: str) -> None:
     """Answer one undeliverable entry: ActorStopped for an ask, a dead letter for a tell."""
     if slot is not None:
-        if isinstance(message, _Control | ActorStop):
+        if message is WAKE or isinstance(message, ActorStop):
             slot.set(None)
         else:
             slot.set(ErrorReply(ActorStopped.__name__, f"{target} is stopped ({why})"))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import pykka
 
-from aura_sync.actors._mailbox import WAKE, LocalMessage, Mailbox, _Control, deadletter_logger
+from aura_sync.actors._mailbox import WAKE, LocalMessage, Mailbox, deadletter_logger
 from aura_sync.actors._pykka import ActorStop, PykkaActor, rebind_inbox
 from aura_sync.actors._reply import DEFERRED, ReplySlot
 from aura_sync.errors import (
@@ -342,7 +342,7 @@ class AuraActor(PykkaActor):
     def _aura_resolve(self, message: Any, reply: ReplySlot | None) -> Handler | None:
         """Slow path: runtime controls, handlers of base classes, unhandled messages."""
         cls = message.__class__
-        if cls is _Control:
+        if message is WAKE:
             if reply is not None:
                 reply.set(None)
             return None

@@ -29,17 +29,6 @@ from aura_sync.infrastructure.rate_limit import RateLimitConfig
 from aura_sync.supervisors.spec import ONE_FOR_ONE, ChildContext, ChildSpec
 from aura_sync.supervisors.supervisor import Supervisor
 
-__all__ = [
-    "CACHE",
-    "CHILD_IDS",
-    "PEER_MANAGER",
-    "POOL",
-    "RATE_LIMITER",
-    "Infrastructure",
-    "InfrastructureConfig",
-    "infrastructure_supervisor",
-]
-
 CACHE: Final = "cache"
 RATE_LIMITER: Final = "rate_limiter"
 PEER_MANAGER: Final = "peer_manager"

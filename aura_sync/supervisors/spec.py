@@ -17,20 +17,6 @@ if TYPE_CHECKING:
     from aura_sync.actors.base import AuraActor
     from aura_sync.supervisors.supervisor import Supervisor
 
-__all__ = [
-    "ONE_FOR_ALL",
-    "ONE_FOR_ONE",
-    "PERMANENT",
-    "REST_FOR_ONE",
-    "TEMPORARY",
-    "TRANSIENT",
-    "ChildContext",
-    "ChildSpec",
-    "Restart",
-    "RestartBackoff",
-    "Strategy",
-]
-
 
 class Restart(enum.Enum):
     """When a child is restarted after it exits (OTP restart types)."""

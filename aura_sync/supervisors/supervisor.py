@@ -178,15 +178,16 @@ class Supervisor:
         thread = self._actor._aura_thread if self._actor is not None else None
         if started and monitor.kind is not None and thread is not None:
             thread.join(timeout)  # its children are stopped: return once it is gone too
-        return self._started(monitor, started, timeout)
+        if not started:
+            self.address.tell(m.StopSupervisor())
+            raise StartFailed(f"supervisor {self._name} did not start within {timeout} s")
+        if monitor.kind is not None:
+            raise StartFailed(f"supervisor {self._name} failed to start: {monitor.reason}")
+        return self
 
     async def start_async(self, timeout: float = 30.0) -> Supervisor:
         """:meth:`start` for asyncio: awaits the children's start without blocking the loop."""
-        timeout = check_seconds(timeout, "timeout", allow_zero=False)
-        monitor = self._launch()
-        wait = monitor.started_event.wait  # in an executor thread, not on the loop
-        started = await asyncio.get_running_loop().run_in_executor(None, wait, timeout)
-        return self._started(monitor, started, timeout)
+        return await asyncio.to_thread(self.start, timeout)
 
     def _launch(self) -> _RootMonitor:
         with self._lock:
@@ -204,14 +205,6 @@ class Supervisor:
             self._address, self._monitor, self._actor = address, monitor, actor
             address._attach(actor, self._persistent.incarnation, monitor)
         return monitor
-
-    def _started(self, monitor: _RootMonitor, started: bool, timeout: float) -> Supervisor:
-        if not started:
-            self.address.tell(m.StopSupervisor())
-            raise StartFailed(f"supervisor {self._name} did not start within {timeout} s")
-        if monitor.kind is not None:
-            raise StartFailed(f"supervisor {self._name} failed to start: {monitor.reason}")
-        return self
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the children in reverse order, then the supervisor; idempotent.  Waits up
