@@ -418,13 +418,11 @@ class RateLimiter:
         current, most = self._budgets.get(key), self.config.max_tracked_peers
         if current is None and len(self._budgets) >= most:
             raise InvalidArgument(
-                f"cannot attach a flow budget to peer={peer!r}: {most} budgets are attached, "
-                f"the most allowed (max_tracked_peers={most})"
+                f"peer={peer!r} cannot get a flow budget: all max_tracked_peers={most} taken"
             )
         if current is not None and epoch < current.epoch:
             raise InvalidArgument(
-                f"epoch={epoch} is earlier than the epoch {current.epoch} of the flow budget "
-                f"of peer={peer!r}"
+                f"epoch={epoch} is earlier than peer={peer!r}'s budget epoch {current.epoch}"
             )
         spent = 0 if current is None else current.rotate_epoch(epoch).spent
         self._budgets[key] = FlowBudget(limit, spent, epoch)
