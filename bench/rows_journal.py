@@ -3,7 +3,8 @@
 - **append**: ``Journal.append_many`` of signed ops (batches of 1000, 64-byte
   payloads) into a journal already holding N ops, against raw ``sqlite3``
   ``executemany`` of the very same rows into a copy of the same database
-  (same schema, same pragmas, one transaction per 1000 rows); and the rate
+  (same schema, same pragmas, one transaction per 1000 rows, each row into
+  ``ops`` and its id into the ``ids`` index, unswept); and the rate
   at the large N against the rate at the small N (the same run).
 - **open**: ``Journal.open`` of a cleanly closed N-op journal, against
   ``sqlite3.connect`` plus one query of the same file.
@@ -49,8 +50,13 @@ def _identity() -> Any:
 
 
 def _fill(path: Path, n: int) -> None:
-    """A closed journal at ``path`` holding ``n`` synthetic ops (indexed by one open)."""
+    """A closed journal at ``path`` holding ``n`` synthetic ops (indexed by one open).
+
+    The id index is left as a long run of appends leaves it: slice ``j`` was
+    last swept ``SLICES - j`` steps ago, its later ops are in the fresh tier.
+    """
     from aura_sync.protocols.journal import Journal
+    from aura_sync.protocols.journal_ids import SLICES, STEP_OPS
 
     Journal.open(path, identity=_identity()).close()
     raw = sqlite3.connect(path, isolation_level=None)
@@ -72,12 +78,23 @@ def _fill(path: Path, n: int) -> None:
             )
             raw.execute("COMMIT")
             done += k
+        marks = [(j, max(0, n - (SLICES - j) * STEP_OPS)) for j in range(SLICES)]
+        raw.executemany("INSERT INTO sweeps VALUES (?, ?)", marks)
+        raw.execute(
+            "INSERT INTO ids SELECT o.id, o.arrival FROM ops o JOIN sweeps s ON s.slice = "
+            f"{_FIRST_BYTE} WHERE o.arrival <= s.arrival ORDER BY o.id"
+        )
         raw.execute("UPDATE meta SET value = 1 WHERE name = 'clean'")
     finally:
         raw.close()
     Journal.open(path, identity=_identity()).close()  # index the tail, snapshot the buckets
 
 
+_HEX = "'0123456789ABCDEF'"
+_FIRST_BYTE = (  # the first byte of o.id as an integer (SQLite has no blob-to-int)
+    f"(instr({_HEX}, substr(hex(o.id), 1, 1)) - 1) * 16"
+    f" + instr({_HEX}, substr(hex(o.id), 2, 1)) - 1"
+)
 _FILLED: dict[int, Path] = {}
 _FILL_DIRS: list[tempfile.TemporaryDirectory[str]] = []
 
@@ -101,13 +118,15 @@ def filled(n: int, target: Path) -> None:
 
 
 def _raw_insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> float:
+    """Each 1000 rows in one transaction: into ``ops`` and into the ``ids`` index at once."""
+    first = conn.execute("SELECT max(arrival) FROM ops").fetchone()[0] + 1
+    numbered = [(first + i, *row) for i, row in enumerate(rows)]
+    keyed = [(row[1], row[0]) for row in numbered]
     t0 = time.perf_counter()
     for i in range(0, len(rows), _BATCH):
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT INTO ops (id, author, seq, prev, payload, sig) VALUES (?, ?, ?, ?, ?, ?)",
-            rows[i : i + _BATCH],
-        )
+        conn.executemany("INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?, ?)", numbered[i : i + _BATCH])
+        conn.executemany("INSERT INTO ids VALUES (?, ?)", keyed[i : i + _BATCH])
         conn.execute("COMMIT")
     return time.perf_counter() - t0
 

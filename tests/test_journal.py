@@ -27,7 +27,12 @@ from aura_sync.messages.sync import (
     fingerprint,
     op_id,
 )
-from aura_sync.protocols.journal import APPLICATION_ID, JOURNAL_FILE_NAME, Journal
+from aura_sync.protocols.journal import (
+    APPLICATION_ID,
+    JOURNAL_FILE_NAME,
+    SCHEMA_VERSION,
+    Journal,
+)
 from aura_sync.protocols.journal_chain import PullBuffer
 
 ME, PEER, OTHER = NodeIdentity.generate(), NodeIdentity.generate(), NodeIdentity.generate()
@@ -384,10 +389,19 @@ def test_foreign_old_and_wrong_schema_databases_are_refused(tmp_path: Path) -> N
     with pytest.raises(JournalCorrupt, match=r"schema version 1.*pre-1\.0.*does not migrate"):
         _open(old)
 
+    v2 = tmp_path / "v2.db"  # one id index on the ops table, before the swept tiers
+    with sqlite3.connect(v2) as raw:
+        raw.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        raw.execute("PRAGMA user_version = 2")
+        raw.execute("CREATE TABLE ops (arrival INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE)")
+    raw.close()
+    with pytest.raises(JournalCorrupt, match=r"schema version 2.*reads version 3.*does not"):
+        _open(v2)
+
     odd = tmp_path / "odd.db"
     with sqlite3.connect(odd) as raw:
         raw.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        raw.execute("PRAGMA user_version = 2")
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         raw.execute("CREATE TABLE ops (id BLOB, data BLOB)")
     raw.close()
     with pytest.raises(JournalCorrupt, match="wrong tables"):
@@ -476,22 +490,29 @@ class _FullDisk:
         return self._conn.executemany(sql, rows)  # type: ignore[arg-type]
 
 
-def test_failed_commit_reports_the_real_error_and_stores_nothing(tmp_path: Path) -> None:
+def test_failed_commit_reports_the_real_error_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aura_sync.protocols import journal_ids
+
     journal = _open(tmp_path / JOURNAL_FILE_NAME)
     try:
-        journal.append(b"kept")
+        kept = journal.append_many(b"kept-%d" % i for i in range(60))  # in the fresh tier
+        monkeypatch.setattr(journal_ids, "STEP_OPS", 1)  # the failed commits sweep every slice
         real = journal._conn
         journal._conn = _FullDisk(real)  # type: ignore[assignment]
         with pytest.raises(sqlite3.OperationalError, match="disk is full"):
-            journal.append_many([b"lost-1", b"lost-2"])
+            journal.append_many(b"lost-%d" % i for i in range(300))
         with pytest.raises(sqlite3.OperationalError, match="disk is full"):
             journal.add(chain(PEER, [b"theirs"])[0])
-        assert len(journal) == 1
+        assert len(journal) == 60
         journal._conn = real
-        assert journal.own_ops == 1  # the sequence did not move
+        assert journal.own_ops == 60  # the sequence did not move
+        assert journal.all_ids() == tuple(sorted(kept))  # the undone sweeps gave them back
         journal.append(b"next")
-        assert len(journal) == 2 and journal.digest().count == 2
+        assert len(journal) == 61 and journal.digest().count == 61
         assert all(ok for _, ok, _ in journal.verify())
+        assert len(journal.all_ids()) == 61
     finally:
         journal.close()
 

@@ -1,8 +1,10 @@
 """Stateful properties: incremental range fingerprints equal a recomputation from scratch.
 
 The journal machine runs with 64 buckets (so buckets hold many ids and a
-range's edges fall inside them); the :class:`RangeSums` machine checks the
-four-level sums alone with 512 buckets and bounds taken from the held ids.
+range's edges fall inside them) and a sweep of its id index every 7 ops
+(so ids move between the fresh and the swept tier, and reopening rebuilds
+the fresh tier); the :class:`RangeSums` machine checks the four-level sums
+alone with 512 buckets and bounds taken from the held ids.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from aura_sync.identity import NodeIdentity
 from aura_sync.messages.sync import IdRange, fingerprint
 from aura_sync.protocols import journal as journal_module
+from aura_sync.protocols import journal_ids
 from aura_sync.protocols.journal import JOURNAL_FILE_NAME, Journal
 from aura_sync.protocols.journal_index import RangeSums
 
@@ -86,11 +89,32 @@ class Fingerprints(RuleBasedStateMachine):
             want = fingerprint(x for x in self.ids if r.contains(x))
             assert (digest.count, digest.fingerprint) == want
 
+    @rule(a=_bound, b=st.one_of(st.none(), _bound), limit=st.integers(1, 9))
+    def listing_pages_match(self, a: bytes, b: bytes | None, limit: int) -> None:
+        lo, hi = (a, b) if b is None or a < b else (b, a)
+        if hi == lo:
+            return
+        r, pages = IdRange(lo, hi), []
+        page, next_lo = self.journal.list_ids(r, limit)
+        pages += page
+        while next_lo is not None:
+            page, next_lo = self.journal.list_ids(IdRange(next_lo, hi), limit)
+            pages += page
+        assert pages == sorted(x for x in self.ids if r.contains(x))
+
+    @rule()
+    def index_tiers_are_whole(self) -> None:
+        report = {name: (ok, detail) for name, ok, detail in self.journal.verify()}
+        assert report["id_index"][0], report["id_index"][1]
+        assert report["fingerprints"][0], report["fingerprints"][1]
+
     @invariant()
     def full_range_matches(self) -> None:
         digest = self.journal.digest()
         assert (digest.count, digest.fingerprint) == fingerprint(self.ids)
         assert len(self.journal) == len(self.ids)
+        assert self.journal.all_ids() == tuple(sorted(self.ids))
+        assert self.journal.missing(self.ids) == []
 
     def teardown(self) -> None:
         self.journal.close()
@@ -102,6 +126,7 @@ class Fingerprints(RuleBasedStateMachine):
 def _small_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(journal_module, "SNAPSHOT_EVERY", 50)  # exercise snapshot + tail replay
     monkeypatch.setattr(journal_module, "BUCKET_BITS", 6)  # dense buckets: edges inside them
+    monkeypatch.setattr(journal_ids, "STEP_OPS", 7)  # sweeps every few ops
 
 
 _id = st.one_of(

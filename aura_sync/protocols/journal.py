@@ -28,9 +28,11 @@ Fingerprints (:mod:`~aura_sync.protocols.journal_index`)
     the ids of at most the two buckets at its edges (read once per request).
 
 Storage and losses
-    SQLite (WAL, ``synchronous=FULL``, 1 KiB pages), schema version 2; SQLite's indexes
-    order ids and (author, seq) — no in-memory copy of the ids; open does
-    no full scan.  A 0-byte, truncated, foreign or version-1 file is refused
+    SQLite (WAL, ``synchronous=FULL``, 1 KiB pages), schema version 3; ops
+    are stored in arrival order, SQLite's indexes order (author, seq) and,
+    in two tiers (:mod:`~aura_sync.protocols.journal_ids`), the ids — no
+    in-memory copy of every id; open does no full scan.  A 0-byte,
+    truncated, foreign or version-1 or -2 file is refused
     (:class:`~aura_sync.errors.JournalCorrupt`), never re-created; a journal
     behind its high-water-mark sidecar is refused; after an unclean
     shutdown the full ``integrity_check`` runs once at open.
@@ -69,6 +71,8 @@ from aura_sync.messages.sync import (
 )
 from aura_sync.protocols.journal_chain import CHAIN_ROWS, Checked, check_ops, verify_chains
 from aura_sync.protocols.journal_files import HighWaterMark, check_journal_file, read_hwm
+from aura_sync.protocols.journal_ids import INDEX_SCHEMA, IdIndex
+from aura_sync.protocols.journal_ids import rollback as _rollback
 from aura_sync.protocols.journal_index import BUCKET_BITS, RangeSums
 from aura_sync.protocols.journal_tree import TreeViews
 
@@ -79,7 +83,7 @@ _log = logging.getLogger("aura_sync.protocols.journal")
 APPLICATION_ID: Final = 0x41555241
 """SQLite ``application_id`` of a journal database ("AURA")."""
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """SQLite ``user_version`` of the current journal schema."""
 
 JOURNAL_FILE_NAME: Final = "journal.sqlite3"
@@ -91,7 +95,7 @@ SNAPSHOT_EVERY: Final = 100_000
 _SCHEMA: Final = (
     "CREATE TABLE ops ("
     " arrival INTEGER PRIMARY KEY,"
-    " id BLOB NOT NULL UNIQUE,"
+    " id BLOB NOT NULL,"
     " author BLOB NOT NULL,"
     " seq INTEGER NOT NULL,"
     " prev BLOB NOT NULL,"
@@ -102,6 +106,7 @@ _SCHEMA: Final = (
     "CREATE TABLE authors (author BLOB PRIMARY KEY, key BLOB NOT NULL) WITHOUT ROWID",
     "CREATE TABLE buckets (b INTEGER PRIMARY KEY, count INTEGER NOT NULL, total BLOB NOT NULL)",
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    *INDEX_SCHEMA,
 )
 CACHE_KIB: Final = 96 * 1024
 """SQLite page cache of a journal (KiB): the id index of ~2M ops stays in memory."""
@@ -114,13 +119,13 @@ CHECKPOINT_PAGES: Final = 20_000
 """WAL pages between checkpoints (~20 MiB): index pages dirtied by many commits are
 written back once (+50% append rate at 1M ops, measured)."""
 
-_TABLES: Final = ["authors", "buckets", "meta", "ops"]
+_TABLES: Final = ["authors", "buckets", "ids", "meta", "ops", "sweeps"]
 _SYNC_MODES: Final = ("NORMAL", "FULL")
 _SELECT_OP: Final = (
     "SELECT o.id, o.author, o.seq, o.payload, o.prev, o.sig, a.key "
     "FROM ops o JOIN authors a ON a.author = o.author "
 )
-_CHUNK: Final = 500
+_CHUNK: Final = 400
 
 
 def _op(row: tuple[bytes, bytes, int, bytes, bytes, bytes | None, bytes]) -> Op:
@@ -141,6 +146,7 @@ class Journal(TreeViews):
         self._author = identity.device_id
         self._lock = threading.RLock()
         self._sums = RangeSums(BUCKET_BITS)
+        self._index = IdIndex(conn)
         self._since_snapshot = 0
         self._next_seq = 0
         self._head = NO_PREV
@@ -245,6 +251,7 @@ class Journal(TreeViews):
                 )
             if mark is None and self._arrival:
                 _log.warning("event=journal_hwm_missing path=%s", name)
+        self._index.load()
         self._sums.load(conn.execute("SELECT b, count, total FROM buckets"))
         indexed = meta.get("indexed", 0)
         tail = [row[0] for row in conn.execute("SELECT id FROM ops WHERE arrival > ?", (indexed,))]
@@ -362,9 +369,10 @@ class Journal(TreeViews):
         if not fresh:
             return
         conn = self._conn
+        first = self._arrival + 1  # arrival numbers: max + 1 on (nothing is ever deleted)
         rows = [
-            (key, op.author.raw, op.seq, op.prev, op.payload, op.sig if signed else None)
-            for key, op, signed in fresh
+            (first + i, key, op.author.raw, op.seq, op.prev, op.payload, op.sig if signed else None)
+            for i, (key, op, signed) in enumerate(fresh)
         ]
         new_authors = {
             op.author.raw: op.key for _, op, _ in fresh if op.author.raw not in self._authors
@@ -376,16 +384,15 @@ class Journal(TreeViews):
         try:
             if new_authors:
                 conn.executemany("INSERT OR IGNORE INTO authors VALUES (?, ?)", new_authors.items())
-            conn.executemany(
-                "INSERT INTO ops (id, author, seq, prev, payload, sig) VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            arrival = self._arrival + len(rows)  # rowids: max + 1 (nothing is ever deleted)
+            conn.executemany("INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            arrival = self._arrival + len(rows)
+            self._index.insert([(row[1], row[0]) for row in rows], arrival)
             if snapshot:
                 self._write_snapshot(arrival)
             conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             _rollback(conn)
+            self._index.rolled_back()
             self._sums.add(ids, -1)
             raise OpRefused(
                 f"the batch holds an op at an (author, seq) where the journal holds another "
@@ -393,8 +400,10 @@ class Journal(TreeViews):
             ) from None
         except BaseException:
             _rollback(conn)
+            self._index.rolled_back()
             self._sums.add(ids, -1)
             raise
+        self._index.committed()
         if snapshot:
             self._sums.dirty.clear()
         self._since_snapshot = 0 if snapshot else self._since_snapshot + len(ids)
@@ -413,15 +422,7 @@ class Journal(TreeViews):
 
     def held(self, ids: Sequence[bytes]) -> set[bytes]:
         """The ids among ``ids`` held here."""
-        out: set[bytes] = set()
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            out.update(
-                row[0]
-                for row in self._conn.execute(f"SELECT id FROM ops WHERE id IN ({marks})", chunk)
-            )
-        return out
+        return self._index.held(ids)
 
     def at(self, author: bytes, seq: int) -> tuple[bytes, bytes] | None:
         """``(id, prev)`` of the held op of ``author`` at ``seq``."""
@@ -479,8 +480,10 @@ class Journal(TreeViews):
             return []
         with self._lock:
             self._ensure_open()
-            marks = ",".join("?" * len(wanted))
-            rows = self._conn.execute(f"{_SELECT_OP}WHERE o.id IN ({marks})", wanted).fetchall()
+            arrivals = self._index.arrivals(wanted)
+            marks = ",".join("?" * len(arrivals))
+            query = f"{_SELECT_OP}WHERE o.arrival IN ({marks})"
+            rows = self._conn.execute(query, arrivals).fetchall()
         found = {row[0]: _op(row) for row in rows}
         return [found[key] for key in wanted if key in found]
 
@@ -516,9 +519,10 @@ class Journal(TreeViews):
             tops: list[tuple[bytes, int]] = []
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
+                arrivals = self._index.arrivals(chunk)
+                marks = ",".join("?" * len(arrivals))
                 for author, seq, key, sig in self._conn.execute(
-                    f"SELECT author, seq, id, sig FROM ops WHERE id IN ({marks})", chunk
+                    f"SELECT author, seq, id, sig FROM ops WHERE arrival IN ({marks})", arrivals
                 ):
                     keyed[key] = (author, -seq, key)
                     if sig is None:
@@ -616,16 +620,7 @@ class Journal(TreeViews):
     def _iter_ids(self, id_range: IdRange, limit: int = -1) -> Iterator[bytes]:
         with self._lock:
             self._ensure_open()
-            if id_range.hi is None:
-                rows = self._conn.execute(
-                    "SELECT id FROM ops WHERE id >= ? ORDER BY id LIMIT ?", (id_range.lo, limit)
-                ).fetchall()
-            else:
-                rows = self._conn.execute(
-                    "SELECT id FROM ops WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                    (id_range.lo, id_range.hi, limit),
-                ).fetchall()
-        return (row[0] for row in rows)
+            return self._index.iter_ids(id_range.lo, id_range.hi, limit)
 
     # --- checking ------------------------------------------------------------------------
 
@@ -637,6 +632,7 @@ class Journal(TreeViews):
             problems = [row[0] for row in self._conn.execute("PRAGMA integrity_check")]
             out.append(("integrity_check", problems == ["ok"], "; ".join(problems[:5])))
             out.append(verify_chains(self._conn.execute(CHAIN_ROWS)))
+            out.append(self._index.check())
             fresh = RangeSums(BUCKET_BITS)
             fresh.add(row[0] for row in self._conn.execute("SELECT id FROM ops"))
             same = fresh.count == self._sums.count and fresh.total % (1 << 256) == (
@@ -694,13 +690,6 @@ class Journal(TreeViews):
     def _ensure_open(self) -> None:
         if self._closed:
             raise InvalidArgument(f"journal {self._path!r} is closed")
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back the open transaction, if SQLite has not already done so."""
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
 
 
 def _check_op_id(value: object, name: str) -> None:

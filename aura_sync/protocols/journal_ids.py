@@ -1,0 +1,213 @@
+"""The journal's id index: a swept index on disk and a fresh tier in memory.
+
+Op ids are random, so one B-tree of them takes each insert at a random
+leaf: a 1000-op commit dirties ~1000 index pages once the index has more
+leaves than that (at 1M ops the index cost most of an append).  Here every
+held op's id (with its arrival number) is in exactly one of two tiers:
+
+* ``ids`` (on disk, ``WITHOUT ROWID``, ordered by id): the swept ops;
+* the fresh tier, in memory: the others, one sorted list per slice and a
+  dict from id to arrival (about 100 bytes an id).
+
+The id space is cut into 256 slices by the ids' first byte.  Every
+:data:`STEP_OPS` ops inserted, the next slice (round robin) is *swept* in
+the transaction of the commit: its fresh ids move into ``ids``, one ordered
+insert into one contiguous 1/256 of the B-tree.  A commit thus dirties
+about ``n / 256`` id-index leaves at most, for ~``STEP_OPS`` ops.
+The ``sweeps`` table records, per slice, the arrival number of its last
+sweep: an op is in ``ids`` iff its arrival is at most its slice's mark, so
+open rebuilds the fresh tier exactly, reading only the ops that arrived
+after the oldest mark (about ``256 * STEP_OPS`` plus the last batch).
+Reads ask both tiers (ordered ranges merge the two).
+
+Layer: runtime (protocols).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import sqlite3
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final
+
+__all__ = ["INDEX_SCHEMA", "SLICES", "STEP_OPS", "IdIndex", "rollback"]
+
+SLICES: Final = 256
+"""Slices of the id space (by the first byte), swept round robin."""
+
+STEP_OPS: Final = 1000
+"""Ops inserted between two sweeps (the fresh tier holds about ``SLICES * STEP_OPS / 2``)."""
+
+INDEX_SCHEMA: Final = (
+    "CREATE TABLE ids (id BLOB PRIMARY KEY, arrival INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE sweeps (slice INTEGER PRIMARY KEY, arrival INTEGER NOT NULL)",
+)
+
+_CHUNK: Final = 400
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already done so."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+class IdIndex:
+    """Both tiers of one journal's id index (the journal holds its lock around each call)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        """Internal: the journal builds it on its connection, then calls :meth:`load`."""
+        self._conn = conn
+        self._cursor = 0
+        self._owed = 0
+        self._arrival: dict[bytes, int] = {}
+        self._slices: list[list[bytes]] = [[] for _ in range(SLICES)]
+        self._undo: tuple[int, int, list[tuple[int, list[bytes]]], Sequence[bytes]] | None
+        self._undo = None
+
+    @property
+    def fresh(self) -> int:
+        """How many ids the fresh tier holds."""
+        return len(self._arrival)
+
+    def load(self) -> None:
+        """Fill the fresh tier from the ops no sweep has covered yet."""
+        conn = self._conn
+        marks = [0] * SLICES  # arrival number of each slice's last sweep
+        for piece, arrival in conn.execute("SELECT slice, arrival FROM sweeps"):
+            marks[piece] = arrival
+        row = conn.execute("SELECT value FROM meta WHERE name = 'sweep'").fetchone()
+        self._cursor = 0 if row is None else row[0] % SLICES
+        for key, arrival in conn.execute(
+            "SELECT id, arrival FROM ops WHERE arrival > ?", (min(marks),)
+        ):
+            if arrival > marks[key[0]]:
+                self._arrival[key] = arrival
+                self._slices[key[0]].append(key)
+        for ids in self._slices:
+            ids.sort()
+
+    def insert(self, rows: Sequence[tuple[bytes, int]], arrival: int) -> None:
+        """Index new ``(id, arrival)`` rows and sweep what they owe (in the caller's transaction).
+
+        ``arrival`` is the highest arrival number after the commit.  Call
+        :meth:`committed` or :meth:`rolled_back` once the transaction ended.
+        """
+        slices, known = self._slices, self._arrival
+        for key, number in rows:
+            known[key] = number
+            insort(slices[key[0]], key)
+        undo: list[tuple[int, list[bytes]]] = []
+        self._undo = (self._cursor, self._owed, undo, [key for key, _ in rows])
+        self._owed += len(rows)
+        steps = min(SLICES, self._owed // STEP_OPS)
+        self._owed = 0 if steps == SLICES else self._owed - steps * STEP_OPS
+        for _ in range(steps):
+            piece = self._cursor
+            moved = slices[piece]
+            self._conn.executemany(
+                "INSERT INTO ids VALUES (?, ?)", [(key, known[key]) for key in moved]
+            )
+            self._conn.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?)", (piece, arrival))
+            undo.append((piece, moved))
+            slices[piece] = []
+            self._cursor = (piece + 1) % SLICES
+        if steps:
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('sweep', ?)", (self._cursor,))
+
+    def committed(self) -> None:
+        """The transaction of the last :meth:`insert` committed: drop what it swept."""
+        if self._undo is not None:
+            for _, moved in self._undo[2]:
+                for key in moved:
+                    del self._arrival[key]
+        self._undo = None
+
+    def rolled_back(self) -> None:
+        """The transaction of the last :meth:`insert` rolled back: undo it in memory."""
+        if self._undo is None:
+            return
+        self._cursor, self._owed, undo, added = self._undo
+        for piece, moved in reversed(undo):
+            self._slices[piece] = moved
+        for key in added:
+            del self._arrival[key]
+            ids = self._slices[key[0]]
+            del ids[bisect_left(ids, key)]
+        self._undo = None
+
+    # --- reading (both tiers) -----------------------------------------------------------
+
+    def held(self, ids: Sequence[bytes]) -> set[bytes]:
+        """The ids among ``ids`` held in either tier."""
+        known = self._arrival
+        out = {key for key in ids if key in known}
+        rest = [key for key in ids if key not in known]
+        for start in range(0, len(rest), _CHUNK):
+            chunk = rest[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                row[0]
+                for row in self._conn.execute(f"SELECT id FROM ids WHERE id IN ({marks})", chunk)
+            )
+        return out
+
+    def arrivals(self, ids: Sequence[bytes]) -> list[int]:
+        """The arrival numbers of the held ids among ``ids`` (at most ``_CHUNK``), unordered."""
+        known = self._arrival
+        out = [known[key] for key in ids if key in known]
+        rest = [key for key in ids if key not in known]
+        if rest:
+            marks = ",".join("?" * len(rest))
+            out += [
+                row[0]
+                for row in self._conn.execute(
+                    f"SELECT arrival FROM ids WHERE id IN ({marks})", rest
+                )
+            ]
+        return out
+
+    def iter_ids(self, lo: bytes, hi: bytes | None, limit: int = -1) -> Iterator[bytes]:
+        """Held ids in ``[lo, hi)`` (``hi`` None: to the end), ascending, at most ``limit``."""
+        where, bounds = ("id >= ?", (lo,)) if hi is None else ("id >= ? AND id < ?", (lo, hi))
+        swept = self._conn.execute(
+            f"SELECT id FROM ids WHERE {where} ORDER BY id LIMIT ?", (*bounds, limit)
+        ).fetchall()
+        merged = heapq.merge((row[0] for row in swept), self._fresh_in(lo, hi))
+        return iter(list(merged if limit < 0 else itertools.islice(merged, limit)))
+
+    def _fresh_in(self, lo: bytes, hi: bytes | None) -> Iterable[bytes]:
+        last = SLICES - 1 if hi is None else min(SLICES - 1, hi[0])
+        for piece in range(lo[0], last + 1):
+            ids = self._slices[piece]
+            start = bisect_left(ids, lo) if piece == lo[0] else 0
+            end = len(ids) if hi is None or piece < hi[0] else bisect_left(ids, hi)
+            yield from ids[start:end]
+
+    def check(self) -> tuple[str, bool, str]:
+        """Whether the tiers hold every op's id exactly once (O(n); for ``verify``)."""
+        conn = self._conn
+        ops = conn.execute("SELECT count(*) FROM ops").fetchone()[0]
+        swept = conn.execute("SELECT count(*) FROM ids").fetchone()[0]
+        unswept = conn.execute(
+            "SELECT count(*) FROM ops o WHERE NOT EXISTS "
+            "(SELECT 1 FROM ids i WHERE i.id = o.id AND i.arrival = o.arrival)"
+        ).fetchone()[0]
+        items = list(self._arrival.items())
+        matched = 0
+        for start in range(0, len(items), _CHUNK):
+            chunk = dict(items[start : start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT id, arrival FROM ops WHERE arrival IN ({marks})", list(chunk.values())
+            )
+            matched += sum(1 for key, arrival in rows if chunk.get(key) == arrival)
+        ok = swept + len(items) == ops and unswept == len(items) == matched
+        detail = (
+            f"{ops} ops: {swept} swept ids, {len(items)} fresh ({matched} found), {unswept} unswept"
+        )
+        return ("id_index", ok, detail)
