@@ -422,7 +422,7 @@ class RateLimiter:
             )
         if current is not None and epoch < current.epoch:
             raise InvalidArgument(
-                f"epoch={epoch} is earlier than peer={peer!r}'s budget epoch {current.epoch}"
+                f"epoch={epoch} is earlier than the epoch {current.epoch} of peer={peer!r}'s budget"
             )
         spent = 0 if current is None else current.rotate_epoch(epoch).spent
         self._budgets[key] = FlowBudget(limit, spent, epoch)

@@ -23,7 +23,7 @@ def _milli(value: object, name: str, most: int) -> int:
     except (OverflowError, ValueError):  # too large for a float, or nan / inf
         milli = 0
     if not 0 < milli <= most:
-        raise InvalidArgument(f"{name} must be in [0.001, {most / _MILLI:g}], got {value!r}")
+        raise InvalidArgument(f"{name} must be finite in [0.001, {most / _MILLI:g}], got {value!r}")
     return milli
 
 
