@@ -284,7 +284,8 @@ class AdmissionHook:
         self._denied_key = denied_key
         self._observe = observe
         self._denied_until: dict[DeviceId, float] = {}
-        self._budgeted: dict[DeviceId, int] = {}  # peer -> the epoch its budget was set for
+        self._budgeted: set[DeviceId] = set()  # peers whose budget is set for this epoch
+        self._epoch = -1
         self._shed_ratio = 0.0
 
     @property
@@ -315,8 +316,11 @@ class AdmissionHook:
         config = self.config
         cost = min(request_cost(event.message), config.max_cost)
         epoch = self.flow_epoch
-        if config.flow_budget and self._budgeted.get(peer) != epoch:
-            self._budgeted[peer] = epoch
+        if epoch != self._epoch:  # budgets are attached afresh; ended denials are forgotten
+            self._epoch, self._budgeted, now = epoch, set(), self._clock.now()
+            self._denied_until = {p: t for p, t in self._denied_until.items() if t > now}
+        if config.flow_budget and peer not in self._budgeted:
+            self._budgeted.add(peer)
             self._limiter.tell(SetFlowBudget(peer, config.flow_budget, epoch))
         try:
             decision = yield Ask(self._limiter, CheckRateLimit(peer, cost), self._timeout)
