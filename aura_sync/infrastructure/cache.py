@@ -303,10 +303,11 @@ class CacheManager(CacheEpochTracker):
 
     def _drop_stale(self, keys: Iterable[str] | None) -> None:
         values, floor = self._values, self._floor
-        for key in (list(values) if keys is None else keys) if values else ():
-            entry = values.get(key)
-            if entry is not None and entry[0] < floor(key):
-                del values[key]
+        if values:
+            for key in list(values) if keys is None else keys:
+                entry = values.get(key)
+                if entry is not None and entry[0] < floor(key):
+                    del values[key]
 
     def put(self, key: str, value: object, epoch: int) -> bool:
         """Store ``value`` (not None) for ``key`` as written at ``epoch``; False if the store

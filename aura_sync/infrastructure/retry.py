@@ -397,7 +397,7 @@ class RetryPolicy:
             run = _Run(self, run_clock, _rng(rng), start)
             return self._loop(_bind(fn, args, kwargs), run, exc).unwrap()
         if value.__class__ is CoroutineType:
-            _refuse_coroutine(value, fn)
+            _refuse_awaitable(value, fn)
         if self.budget is not None:
             self.budget.record_success()
         return value
@@ -424,7 +424,7 @@ class RetryPolicy:
                     return step
                 outcome = None if self.on_retry is None else self.on_retry(step)
                 if inspect.isawaitable(outcome):
-                    _refuse_coroutine(outcome, self.on_retry, "on_retry")
+                    _refuse_awaitable(outcome, self.on_retry, "on_retry")
                 run.clock.sleep(step.next_delay)
             try:
                 value = call()
@@ -432,7 +432,7 @@ class RetryPolicy:
                 error = exc
             else:
                 if value.__class__ is CoroutineType:
-                    _refuse_coroutine(value, call)
+                    _refuse_awaitable(value, call)
                 return run.success(value)
 
     async def execute_async(
@@ -478,10 +478,10 @@ def _bind(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -
     return functools.partial(fn, *args, **kwargs) if args or kwargs else fn
 
 
-def _refuse_coroutine(value: Any, call: object, name: str = "fn") -> NoReturn:
+def _refuse_awaitable(value: Any, call: object, name: str = "fn") -> NoReturn:
     if inspect.iscoroutine(value):
         value.close()  # never awaited: close it so that no warning is printed
-    raise WrongType(f"{name} returned an awaitable (a coroutine?); use execute_async: {call!r}")
+    raise WrongType(f"{name} returned a coroutine or awaitable; use execute_async: {call!r}")
 
 
 class _Run:
