@@ -57,7 +57,7 @@ class FakeConnection:
 
 
 class Rig:
-    def __init__(self) -> None:
+    def __init__(self, **server: Any) -> None:
         self.journal = Journal.open(":memory:", identity=NodeIdentity.generate())
         self.journal.append_many([b"one", b"two"])
         self.stats: dict[str, int] = collections.defaultdict(int)
@@ -73,6 +73,7 @@ class Rig:
             count_refusal=lambda peer, exc: self.refusals.append(peer),
             verified_addresses=lambda: [],
             on_authorized=lambda conn: None,
+            **server,
         )
         self.conn = FakeConnection()
         self.reports: list[tuple[DeviceId, Offence]] = []

@@ -1,45 +1,19 @@
 """Wire messages of the transport and of the anti-entropy journal sync protocol.
 
-Tags 0x00C0-0x00D3 on the wire; 0x00D4-0x00D9 are the anti-entropy actor's
-own requests and timers; 0x00DA-0x00DD the reconciliation tree's digests
-and listings (0x00DE-0x00FF are free).  Every frame on a
-connection is one of the wire messages (or any other registered message
-carried inside :class:`Request`/:class:`Reply`).
+Tags 0x00C0-0x00D3 on the wire, 0x00D4-0x00D9 the anti-entropy actor's own
+requests and timers, 0x00DA-0x00DD the tree messages of
+:mod:`~aura_sync.messages.sync_tree` (re-exported here).  The transport handles
+:class:`Hello`, :class:`Ping`/:class:`Pong` and :class:`Request`/:class:`Reply`
+itself; every other frame rides inside a Request or Reply.  A journal is a set
+of signed, content-addressed :class:`Op` s (see :func:`op_id`); peers compare
+digests of :class:`IdRange` s, list the ranges that differ, and pull
+(:class:`OpsRequest`) and push (:class:`PushOps`) at most :data:`MAX_OPS_BATCH`
+ops per message.
 
-Transport layer (handled inside :mod:`aura_sync.transport`, never handed to protocol code)
-    :class:`Hello` (first frame each side sends once the TLS handshake is
-    done: protocol version and the address it listens on),
-    :class:`Ping`/:class:`Pong` (keepalive: a half-open connection is
-    detected because no frame arrives), :class:`Request`/:class:`Reply`
-    (request/response correlation by ``request_id``).
-
-Journal sync (range-based set reconciliation)
-    A journal is a set of content-addressed, signed :class:`Op` s; an op's
-    id is :func:`op_id` = SHA-256 over a domain tag, the author's DeviceId,
-    the author's sequence number, the id of the author's previous op and
-    the payload (a per-author hash chain whose heads the author signs).  Ids are
-    ordered bytewise; an :class:`IdRange` ``[lo, hi)`` is a slice of the
-    id space.  One round: :class:`DigestRequest` with ranges ->
-    :class:`DigestReply` with a :class:`RangeDigest` (count + fingerprint)
-    per range; ranges whose digests differ are either split further
-    (:meth:`IdRange.split`) or listed with :class:`IdsRequest` ->
-    :class:`IdsReply` (paged); missing ops are pulled with
-    :class:`OpsRequest` -> :class:`OpsReply` and pushed with
-    :class:`PushOps` -> :class:`PushAck`, at most :data:`MAX_OPS_BATCH`
-    (128) ops per message.
-
-Peers and capabilities
-    :class:`PeerExchangeRequest` -> :class:`PeerExchange` (addresses of
-    *verified* peers as :class:`PeerAddress` values); :class:`PresentCapability`
-    carries a serialized Biscuit token.
-
-The codec checks every decoded field's type.  The sync requests and replies
-carry their bounds (range counts, id lengths and order, batch sizes) in a
-``check()`` method, called where a peer's message enters (the serving code
-for requests, the session for replies), so a violation is a clear error
-reply, not a dropped connection; messages built by this code are not
-re-checked.  :class:`Op`, :class:`IdRange`, :class:`RangeDigest` and the transport
-messages still check themselves when built or decoded.
+The codec checks every decoded field's type.  The bounds of a peer's request or
+reply are checked by its ``check()`` where it enters (the serving code for
+requests, the session for replies); :class:`IdRange`, :class:`RangeDigest` and
+the transport messages check themselves when built or decoded.
 
 Layer: messages.
 """
@@ -156,13 +130,9 @@ MAX_APPEND: Final = 8192
 faster than 1024, measured; the control socket's frame bounds a request's bytes)."""
 
 _U64_MAX: Final = 2**64 - 1
-_SEQ_LIMIT: Final = SEQ_LIMIT
 _OP_DOMAIN: Final = b"aura-sync/op/v2\x00"
 _RANGE_DOMAIN: Final = b"aura-sync/range/v2\x00"
 _ID_SPACE: Final = 2 ** (8 * OP_ID_SIZE)
-
-
-# --- helpers ------------------------------------------------------------------------------
 
 
 def _check_id(value: object, name: str) -> bytes:
@@ -193,22 +163,16 @@ def _check_ids(value: object, name: str, low: int, high: int, *, ordered: bool) 
     items = _check_tuple(value, name, low, high)
     for i, item in enumerate(items):
         _check_id(item, f"{name}[{i}]")
-    if ordered:
-        ids: tuple[bytes, ...] = value  # type: ignore[assignment]
-        for i in range(1, len(ids)):
-            if ids[i - 1] >= ids[i]:
-                raise InvalidArgument(
-                    f"{name} must be strictly ascending; {name}[{i}] = {ids[i].hex()} "
-                    f"is not above {ids[i - 1].hex()}"
-                )
-    elif len(set(items)) != len(items):
-        seen: set[object] = set()
-        for i, item in enumerate(items):
-            if item in seen:
-                raise InvalidArgument(
-                    f"{name} holds duplicate ids: {name}[{i}] repeats {item.hex()}"  # type: ignore[attr-defined]
-                )
-            seen.add(item)
+    ids: tuple[bytes, ...] = value  # type: ignore[assignment]
+    bad = next((i for i in range(1, len(ids)) if ids[i - 1] >= ids[i]), 0) if ordered else 0
+    if bad:
+        raise InvalidArgument(
+            f"{name} must be strictly ascending; {name}[{bad}] = {ids[bad].hex()} "
+            f"is not above {ids[bad - 1].hex()}"
+        )
+    if not ordered and len(set(ids)) != len(ids):
+        i = next(i for i, key in enumerate(ids) if key in ids[:i])
+        raise InvalidArgument(f"{name} holds duplicate ids: {name}[{i}] repeats {ids[i].hex()}")
 
 
 def _check_address(value: object, name: str, *, allow_empty: bool) -> str:
@@ -226,15 +190,11 @@ def _check_address(value: object, name: str, *, allow_empty: bool) -> str:
 
 
 def op_id(author: DeviceId, seq: int, payload: bytes, prev: bytes = NO_PREV) -> bytes:
-    """The content address of an op: 32 bytes of SHA-256.
-
-    Hashes a domain tag, the author's 16 id bytes, ``seq`` as 8 big-endian
-    bytes, ``prev`` (the id of the author's op ``seq - 1``, or 32 zero bytes
-    for seq 0) and the payload, so the id commits to all of them and to the
-    author's whole chain before it.
-    """
+    """The content address of an op: SHA-256 over a domain tag, the author's 16 bytes,
+    ``seq`` (8 bytes big-endian), ``prev`` (the author's op ``seq - 1``, or
+    :data:`NO_PREV`) and the payload: it commits to the author's whole chain."""
     check_peer(author, "author")
-    check_int(seq, "seq", minimum=0, maximum=_SEQ_LIMIT - 1)
+    check_int(seq, "seq", minimum=0, maximum=SEQ_LIMIT - 1)
     if type(payload) is not bytes:
         raise WrongType(f"payload must be bytes, got {type(payload).__name__}")
     _check_id(prev, "prev")
@@ -245,17 +205,10 @@ def _op_id(author: bytes, seq: int, prev: bytes, payload: bytes) -> bytes:
     return _sha256(b"".join((_OP_DOMAIN, author, seq.to_bytes(8, "big"), prev, payload))).digest()
 
 
-# --- transport envelope ----------------------------------------------------------------
-
-
 @message(0x00C0)
 class Hello(Message):
-    """First frame on a connection, each way, once TLS is up.
-
-    ``listen_address`` is where the sender accepts connections ("" if it
-    does not listen); peers share it through peer exchange.  The sender's
-    identity is *not* in the message: it is proven by the TLS certificate.
-    """
+    """First frame each way once TLS is up: ``listen_address`` is where the sender accepts
+    connections ("" if none); its identity is proven by the TLS certificate."""
 
     protocol_version: int
     listen_address: str
@@ -287,19 +240,14 @@ class Pong(Message):
 
 @message(0x00C3)
 class Request(Message):
-    """A request expecting one :class:`Reply` with the same ``request_id`` (1..2**64-1).
-
-    ``body`` is the codec encoding of the request message (kept as bytes so
-    the envelope works for any message type; the transport decodes it with
-    the same strict codec and refuses transport messages inside).
-    """
+    """A request expecting one :class:`Reply` with the same ``request_id`` (1..2**64-1);
+    ``body`` is the encoded request (decoded by the transport, no transport message)."""
 
     request_id: int
     body: bytes
 
     def __post_init__(self) -> None:
-        check_int(self.request_id, "request_id", minimum=1, maximum=_U64_MAX)
-        _check_body(self.body)
+        _check_envelope(self.request_id, self.body)
 
 
 @message(0x00C4)
@@ -310,11 +258,11 @@ class Reply(Message):
     body: bytes
 
     def __post_init__(self) -> None:
-        check_int(self.request_id, "request_id", minimum=1, maximum=_U64_MAX)
-        _check_body(self.body)
+        _check_envelope(self.request_id, self.body)
 
 
-def _check_body(body: object) -> None:
+def _check_envelope(request_id: int, body: object) -> None:
+    check_int(request_id, "request_id", minimum=1, maximum=_U64_MAX)
     if type(body) is not bytes:
         raise WrongType(f"body must be bytes (an encoded message), got {type(body).__name__}")
     if not body:
@@ -325,20 +273,12 @@ TRANSPORT_MESSAGES: Final[tuple[type[Message], ...]] = (Hello, Ping, Pong, Reque
 """Messages the transport handles itself; never carried inside a Request or Reply."""
 
 
-# --- journal ops and ranges ------------------------------------------------------------
-
-
 @message(0x00C5)
 class Op(Message):
-    """One journal operation: ``payload`` written by ``author`` as its ``seq``-th op.
-
-    ``prev`` is the id of the author's op ``seq - 1`` (:data:`NO_PREV` for
-    seq 0): each author's ops form a hash chain.  ``key`` is the author's
-    raw Ed25519 public key (its hash is ``author``); ``sig`` is empty or the
-    author's signature of this op's id (a signed head covers the chain below
-    it).  Its identity is :attr:`op_id`.  Values from a peer are checked by
-    the journal that receives them (:mod:`aura_sync.protocols.journal`).
-    """
+    """``payload`` written by ``author`` as its ``seq``-th op; ``prev`` is the id of its op
+    ``seq - 1`` (a hash chain), ``key`` its Ed25519 public key (hashing to ``author``),
+    ``sig`` empty or its signature of :attr:`op_id` (a signed head covers the chain
+    below it).  A peer's ops are checked by the journal that receives them."""
 
     author: DeviceId
     seq: int
@@ -355,10 +295,7 @@ class Op(Message):
 
 @message(0x00C6)
 class IdRange(Message):
-    """The ids ``x`` with ``lo <= x < hi`` (``hi`` None: up to the end of the id space).
-
-    ``lo`` and ``hi`` are 32-byte ids; a non-empty range needs ``lo < hi``.
-    """
+    """The 32-byte ids ``x`` with ``lo <= x < hi`` (``hi`` None: to the end; ``lo < hi``)."""
 
     lo: bytes
     hi: bytes | None = None
@@ -371,18 +308,13 @@ class IdRange(Message):
                 raise InvalidArgument(f"hi must be above lo, got lo={self.lo!r} hi={self.hi!r}")
 
     def contains(self, item: bytes) -> bool:
-        """Whether the 32-byte id ``item`` lies in this range.
-
-        :raises WrongType, InvalidArgument: ``item`` is not 32 bytes.
-        """
+        """Whether the 32-byte id ``item`` lies in this range (else WrongType/InvalidArgument)."""
         _check_id(item, "item")
         return item >= self.lo and (self.hi is None or item < self.hi)
 
     def split(self, parts: int) -> tuple[IdRange, ...]:
-        """Cut the range into ``parts`` (2..256) contiguous, non-empty, near-equal ranges.
-
-        Fewer parts come back if the range holds fewer than ``parts`` ids.
-        """
+        """Cut the range into ``parts`` (2..256) contiguous, non-empty, near-equal ranges
+        (fewer if it holds fewer ids)."""
         check_int(parts, "parts", minimum=2, maximum=256)
         lo = int.from_bytes(self.lo, "big")
         hi = _ID_SPACE if self.hi is None else int.from_bytes(self.hi, "big")
@@ -412,14 +344,9 @@ class RangeDigest(Message):
     count: int
     fingerprint: bytes
 
-    def __post_init__(self) -> None:
-        if type(self.id_range) is not IdRange:
-            raise WrongType(f"id_range must be an IdRange, got {type(self.id_range).__name__}")
+    def __post_init__(self) -> None:  # id_range's type: the codec's and mypy's
         check_int(self.count, "count", minimum=0, maximum=_U64_MAX)
         _check_id(self.fingerprint, "fingerprint")
-
-
-# --- reconciliation requests ------------------------------------------------------------
 
 
 @message(0x00C8)
@@ -429,7 +356,6 @@ class DigestRequest(Message):
     ranges: tuple[IdRange, ...] = (FULL_RANGE,)
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.ranges, "ranges", 1, MAX_RANGES, IdRange)
 
 
@@ -440,7 +366,6 @@ class DigestReply(Message):
     digests: tuple[RangeDigest, ...]
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.digests, "digests", 0, MAX_RANGES, RangeDigest)
 
 
@@ -452,7 +377,6 @@ class IdsRequest(Message):
     limit: int = MAX_IDS_BATCH
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         if type(self.id_range) is not IdRange:
             raise WrongType(f"id_range must be an IdRange, got {type(self.id_range).__name__}")
         check_int(self.limit, "limit", minimum=1, maximum=MAX_IDS_BATCH)
@@ -466,7 +390,6 @@ class IdsReply(Message):
     next_lo: bytes | None = None
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_ids(self.ids, "ids", 0, MAX_IDS_BATCH, ordered=True)
         if self.next_lo is not None:
             _check_id(self.next_lo, "next_lo")
@@ -484,7 +407,6 @@ class OpsRequest(Message):
     ids: tuple[bytes, ...]
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_ids(self.ids, "ids", 1, MAX_OPS_BATCH, ordered=False)
 
 
@@ -496,7 +418,6 @@ class OpsReply(Message):
     missing: tuple[bytes, ...] = ()
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.ops, "ops", 0, MAX_OPS_BATCH, Op)
         _check_ids(self.missing, "missing", 0, MAX_OPS_BATCH, ordered=False)
 
@@ -508,7 +429,6 @@ class PushOps(Message):
     ops: tuple[Op, ...]
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.ops, "ops", 1, MAX_OPS_BATCH, Op)
 
 
@@ -520,12 +440,8 @@ class PushAck(Message):
     known: int
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         check_int(self.added, "added", minimum=0, maximum=MAX_OPS_BATCH)
         check_int(self.known, "known", minimum=0, maximum=MAX_OPS_BATCH)
-
-
-# --- peers and capabilities ------------------------------------------------------------
 
 
 @message(0x00D0)
@@ -536,7 +452,6 @@ class PeerAddress(Message):
     address: str
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         check_peer(self.device_id, "device_id")
         _check_address(self.address, "address", allow_empty=False)
 
@@ -548,16 +463,11 @@ class PeerExchange(Message):
     peers: tuple[PeerAddress, ...]
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.peers, "peers", 0, MAX_PEERS_PER_EXCHANGE, PeerAddress)
-        ids: set[DeviceId] = set()
         for i, peer in enumerate(self.peers):
             peer.check()
-            if peer.device_id in ids:
-                raise InvalidArgument(
-                    f"peers holds the same device_id twice: peers[{i}] repeats {peer.device_id}"
-                )
-            ids.add(peer.device_id)
+            if any(p.device_id == peer.device_id for p in self.peers[:i]):
+                raise InvalidArgument(f"peers[{i}] has the same device_id twice: {peer.device_id}")
 
 
 @message(0x00D2)
@@ -567,7 +477,6 @@ class PeerExchangeRequest(Message):
     max_peers: int = MAX_PEERS_PER_EXCHANGE
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         check_int(self.max_peers, "max_peers", minimum=1, maximum=MAX_PEERS_PER_EXCHANGE)
 
 
@@ -578,14 +487,10 @@ class PresentCapability(Message):
     token: bytes
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         if type(self.token) is not bytes:
             raise WrongType(f"token must be bytes, got {type(self.token).__name__}")
         if not 1 <= len(self.token) <= MAX_TOKEN_SIZE:
             raise InvalidArgument(f"token must be 1..{MAX_TOKEN_SIZE} bytes, got {len(self.token)}")
-
-
-# --- the anti-entropy actor's own requests and timers (in-process; tags 0xD4-0xD9) ------
 
 
 @message(0x00D4)
@@ -595,11 +500,8 @@ class SyncTick(Message):
 
 @message(0x00D5)
 class RetrySync(Message):
-    """Timer: retry the failed session with ``peer_id`` (``attempt`` is 0-based).
-
-    ``prev_delay`` is the delay that was waited (seconds), ``started`` the
-    clock time of the first attempt.
-    """
+    """Timer: retry the failed session with ``peer_id`` (``attempt`` 0-based, after waiting
+    ``prev_delay`` s; ``started``: clock time of the first attempt)."""
 
     peer_id: DeviceId
     attempt: int
@@ -625,15 +527,9 @@ class AppendOps(Call[OpsAppended]):
 
 @message(0x00D9)
 class SyncStatus(Message):
-    """Counters and journal summary of the anti-entropy actor.
-
-    ``counters`` holds ``(name, value)`` pairs (rounds, ops pulled/pushed/
-    received/served, refusals, ...); ``digest`` is the journal's full-range
-    fingerprint; ``authorized`` counts peers whose capability was verified;
-    ``connected`` counts peers with an open connection; ``answered`` counts,
-    per actor address, the asks of this actor that the actor answered;
-    ``refused`` counts, per peer (DeviceId text), the op batches refused from it.
-    """
+    """The anti-entropy actor's ``(name, value)`` counters and journal summary: ``digest``
+    the full-range fingerprint, peers ``connected`` and ``authorized`` (capability
+    verified), ``answered`` asks per actor address, ``refused`` op batches per peer."""
 
     counters: tuple[tuple[str, int], ...]
     journal_ops: int

@@ -1,11 +1,6 @@
-"""Range fingerprints and the reconciliation tree's wire messages (tags 0x00DA-0x00DD).
-
-Re-exported by :mod:`aura_sync.messages.sync`.
-
-The tree: the root is the whole id space; each node's range is cut into
-:data:`TREE_PARTS` equal parts (widths are powers of 4, so the cuts are
-exact), numbered ``4 * index + j``; a node is named by (depth, index), so
-a request costs a few bytes per node instead of two 32-byte bounds.
+"""Range fingerprints and the reconciliation tree's wire messages (tags 0x00DA-0x00DD,
+re-exported by :mod:`aura_sync.messages.sync`).  A tree node is named by (depth,
+index), a few bytes instead of two 32-byte bounds (see :func:`tree_range`).
 
 Layer: messages.
 """
@@ -47,37 +42,23 @@ __all__ = [
 
 
 def fingerprint_of(count: int, total: int) -> bytes:
-    """The fingerprint of a set of ``count`` ids whose sum (as 256-bit integers) is ``total``.
-
-    SHA-256 over a domain tag, ``total mod 2**256`` (32 bytes) and the count
-    (8 bytes): Negentropy's incremental fingerprint.  Unlike an XOR of the
-    ids, finding another set with the same sum and count needs a
-    generalised-birthday attack on 256-bit words, and the final hash hides
-    the sum.
-    """
+    """The fingerprint of ``count`` ids summing (as 256-bit integers) to ``total``: SHA-256
+    of a domain tag, ``total mod 2**256`` and the count (Negentropy's).  Unlike an XOR,
+    another set with the same sum and count takes a generalised-birthday attack."""
     return _sha256(
         _RANGE_DOMAIN + (total % _ID_SPACE).to_bytes(OP_ID_SIZE, "big") + count.to_bytes(8, "big")
     ).digest()
 
 
 def fingerprint(ids: Iterable[bytes]) -> tuple[int, bytes]:
-    """``(count, fingerprint)`` of a set of distinct ids, recomputed from scratch.
-
-    See :func:`fingerprint_of`; the order of the ids does not matter.  The
-    journal computes the same value from maintained aggregates.
-
-    :param ids: an iterable of 32-byte ids.
-    :returns: ``(count, 32-byte fingerprint)``.
-    :raises WrongType, InvalidArgument: not an iterable of 32-byte ``bytes``
-        (naming the first bad item).
-    """
+    """``(count, fingerprint)`` of distinct 32-byte ids in any order, from scratch (the journal
+    keeps the same from aggregates); WrongType/InvalidArgument names the first bad item."""
     given: object = ids
     if isinstance(given, str | bytes | bytearray) or not isinstance(given, Iterable):
         raise WrongType(
             f"sorted_ids must be an iterable of 32-byte ids, got {type(given).__name__} {given!r}"
         )
-    count = 0
-    total = 0
+    count = total = 0
     for item in ids:
         if type(item) is not bytes or len(item) != OP_ID_SIZE:
             _check_id(item, f"sorted_ids[{count}]")
@@ -97,12 +78,8 @@ CHILD_PRINT_SIZE: Final = 12
 
 
 def tree_range(depth: int, index: int) -> IdRange:
-    """Node ``index`` (0..4**depth - 1) at ``depth`` (0..128) of the reconciliation tree.
-
-    The root (depth 0) is :data:`FULL_RANGE`; each node's children are its
-    range cut into :data:`TREE_PARTS` equal parts (widths are powers of 4,
-    so the cuts are exact), numbered ``4 * index + j``.
-    """
+    """Node ``index`` (0..4**depth - 1) at ``depth`` (0..128): the root is the whole id space,
+    a node's children its range cut in :data:`TREE_PARTS` exact parts, ``4 * index + j``."""
     check_int(depth, "depth", minimum=0, maximum=TREE_DEPTH)
     check_int(index, "index", minimum=0, maximum=TREE_PARTS**depth - 1)
     width = _ID_SPACE // TREE_PARTS**depth
@@ -120,26 +97,18 @@ class ChildDigestsRequest(Message):
     indexes: tuple[int, ...]
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
-        check_int(self.depth, "depth", minimum=0, maximum=TREE_DEPTH - 1)
-        _check_tuple(self.indexes, "indexes", 1, MAX_RANGES, int)
-        for i, index in enumerate(self.indexes):
-            check_int(index, f"indexes[{i}]", minimum=0, maximum=TREE_PARTS**self.depth - 1)
+        _check_nodes(self.depth, self.indexes, TREE_DEPTH - 1)
 
 
 @message(0x00DB)
 class ChildDigestsReply(Message):
-    """Per child (4 per requested node, in order): its count, and its fingerprint's first 12 bytes.
-
-    ``prints`` concatenates the prefixes.  About 14 bytes per child on the
-    wire, against about 180 for a :class:`RangeDigest` and its range.
-    """
+    """Per child (4 per requested node, in order): its count, and in ``prints`` its
+    fingerprint's first 12 bytes (~14 bytes a child, against ~180 for a RangeDigest)."""
 
     counts: tuple[int, ...]
     prints: bytes
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.counts, "counts", 0, TREE_PARTS * MAX_RANGES, int)
         for i, count in enumerate(self.counts):
             check_int(count, f"counts[{i}]", minimum=0, maximum=_U64_MAX)
@@ -163,25 +132,25 @@ class NodeIdsRequest(Message):
     indexes: tuple[int, ...]
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
-        check_int(self.depth, "depth", minimum=0, maximum=TREE_DEPTH)
-        _check_tuple(self.indexes, "indexes", 1, MAX_RANGES, int)
-        for i, index in enumerate(self.indexes):
-            check_int(index, f"indexes[{i}]", minimum=0, maximum=TREE_PARTS**self.depth - 1)
+        _check_nodes(self.depth, self.indexes, TREE_DEPTH)
+
+
+def _check_nodes(depth: int, indexes: tuple[int, ...], max_depth: int) -> None:
+    check_int(depth, "depth", minimum=0, maximum=max_depth)
+    _check_tuple(indexes, "indexes", 1, MAX_RANGES, int)
+    for i, index in enumerate(indexes):
+        check_int(index, f"indexes[{i}]", minimum=0, maximum=TREE_PARTS**depth - 1)
 
 
 @message(0x00DD)
 class NodeIdsReply(Message):
-    """Per requested node, in order, how many ids are listed (at most 16), then all of them.
-
-    A node holding more than :data:`MAX_NODE_IDS` ids lists its first 16.
-    """
+    """Per requested node, in order, how many ids are listed (its first 16 at most), then
+    all of them."""
 
     counts: tuple[int, ...]
     ids: tuple[bytes, ...]
 
     def check(self) -> None:
-        """Check the bounds of this message from a peer (raises naming the field)."""
         _check_tuple(self.counts, "counts", 0, MAX_RANGES, int)
         for i, count in enumerate(self.counts):
             check_int(count, f"counts[{i}]", minimum=0, maximum=MAX_NODE_IDS)

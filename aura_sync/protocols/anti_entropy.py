@@ -82,7 +82,7 @@ from aura_sync.protocols.plugin import (
     ProtocolSpec,
     TransportEventMessage,
 )
-from aura_sync.protocols.serving import FlowEpochTick, Server
+from aura_sync.protocols.serving import FlowEpochTick, FlushPushes, Server
 from aura_sync.protocols.session import Sessions, give_back
 from aura_sync.transport.base import Connected, Connection, Disconnected, Inbound
 
@@ -199,6 +199,11 @@ class AntiEntropyConfig:
         journal still has the fingerprint both sides agreed on (0: never skip).
     :param exchange_every: run peer exchange every this many rounds (>= 1).
     :param max_dials: most dials in flight at once (>= 1).
+    :param push_limit: most ops pushed to a peer per session, and per burst of
+        new local ops (1..2**20): the bulk of a transfer is the receiver's pull,
+        which its own admission does not charge.
+    :param push_fanout: connected peers each new local op is pushed to at once
+        (0..64; 0: wait for the sessions).
     :param retry: planner for failed sessions and dials.
     :param request_retry: planner for timed-out requests inside a session.
     :param token: this node's capability token, or None.
@@ -216,6 +221,8 @@ class AntiEntropyConfig:
     max_cached_skips: int = 3
     exchange_every: int = 4
     max_dials: int = 8
+    push_limit: int = 2048
+    push_fanout: int = 8
     retry: RetryPolicy = field(default_factory=_default_retry)
     request_retry: RetryPolicy = field(default_factory=_default_request_retry)
     token: bytes | None = None
@@ -235,6 +242,8 @@ class AntiEntropyConfig:
         check_int(self.max_cached_skips, "max_cached_skips", minimum=0, maximum=1000)
         check_int(self.exchange_every, "exchange_every", minimum=1, maximum=1_000_000)
         check_int(self.max_dials, "max_dials", minimum=1, maximum=1024)
+        check_int(self.push_limit, "push_limit", minimum=1, maximum=2**20)
+        check_int(self.push_fanout, "push_fanout", minimum=0, maximum=64)
         for name in ("require_capability", "refuse_sync"):
             check_bool(getattr(self, name), name)
         for name in ("retry", "request_retry"):
@@ -330,8 +339,10 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
             observer=observer,
             clock=self._clock,
             queued=lambda: self.address.queued(),  # noqa: PLW0108  (bound once started)
+            schedule_flush=lambda: self.address.tell(FlushPushes()),
         )
         self._server.report = self._report
+        self._sessions.reconciled = self._server.reconciled
         self._open: dict[DeviceId, dict[str, Connection]] = {}
         self._slotless: set[DeviceId] = set()  # connected, not in the peer table
         self._ticks = 0
@@ -491,6 +502,10 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
         delay = max(0.001, (epoch + 1) * length - self._clock.now())
         self._epoch_timer = self._scheduler.send_after(delay, self.address, FlowEpochTick())
 
+    @handles(FlushPushes)
+    def _on_flush(self, msg: FlushPushes) -> None:
+        self._server.flush_pushes()
+
     @handles(RetrySync)
     def _on_retry(self, msg: RetrySync) -> None:
         self._stats["messages_handled"] += 1
@@ -580,6 +595,10 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
         ids = journal_write(self._stats, lambda: self._journal.append_many(msg.payloads))
         self._own_ops += len(ids)
         self._bump_epoch()
+        fanout = self._config.push_fanout
+        if fanout and not self._config.refuse_sync:
+            peers = [p for p in self._open if p not in self._slotless][:fanout]
+            self._sessions.announce(ids, {p: next(iter(self._open[p].values())) for p in peers})
         return OpsAppended(len(ids), self._own_ops, len(self._journal))
 
     @handles(GetSyncStatus)

@@ -16,9 +16,11 @@ walking down a fixed tree (each node's range cut 4 ways, see
 depth and index, and each child's digest costs ~14 bytes (count and a
 96-bit fingerprint prefix), so the bytes grow with the difference, not the
 journals.  A Pipelined remote is also given up to :data:`PIPELINE_DEPTH` requests
-at once (listings, digests, pulls: one round trip for several).  Pushes go
-one at a time: each batch is authenticated by the ones before it, so a
-batch lost to a benign failure must not turn the next ones into refusals.
+at once (listings, digests, pulls: one round trip for several).  A
+:class:`Streamed` remote (a peer) hands each fetched batch over as it comes
+(stored while the next ones are in flight) and takes pushes several at a
+time on one connection, which the peer handles in order: each batch is
+authenticated by the ones before it.  Without it, pushes go one at a time.
 
 No actors, no sockets: a :class:`Remote`'s calls are generators, so the same
 code runs inside an actor task (each call yields network requests, see
@@ -30,7 +32,7 @@ Layer: runtime (protocols); pure apart from the local journal.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -51,7 +53,17 @@ from aura_sync.messages.sync import (
 from aura_sync.protocols.journal import Journal
 from aura_sync.protocols.journal_chain import PullBuffer
 
-__all__ = ["PIPELINE_DEPTH", "Call", "Pipelined", "Progress", "Remote", "chunks", "reconcile"]
+__all__ = [
+    "PIPELINE_DEPTH",
+    "Call",
+    "Pipelined",
+    "Progress",
+    "Remote",
+    "Streamed",
+    "chunks",
+    "push_ops",
+    "reconcile",
+]
 
 T = TypeVar("T")
 Call = Generator[Any, Any, T]
@@ -101,12 +113,26 @@ class Pipelined(Remote, Protocol):
         """The ids of each node of each part (nodes of at most 16 ids), flattened in order."""
 
 
+@runtime_checkable
+class Streamed(Protocol):
+    """A remote that streams fetched batches and pipelines pushes (a peer)."""
+
+    def fetch_each(
+        self, batches: list[tuple[bytes, ...]], take: Callable[[int, tuple[Op, ...]], None]
+    ) -> Call[None]:
+        """:meth:`Remote.fetch` of each batch, ``take(i, ops)`` called as each reply comes."""
+
+    def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
+        """:meth:`Remote.push` of each batch, in order, several in flight; ops added."""
+
+
 @dataclass(slots=True)
 class Progress:
     """What a reconciliation did so far (updated as it goes, so valid after a failure)."""
 
     pulled: int = 0
     pushed: int = 0
+    sent: int = 0  # ops pushed, new to the remote or not
 
 
 PIPELINE_DEPTH = 8
@@ -121,9 +147,14 @@ TREE_LIST_THRESHOLD = 4
 
 
 def _descend(
-    journal: Journal, remote: Pipelined, threshold: int, pull: list[bytes], push: list[bytes]
+    journal: Journal,
+    remote: Pipelined,
+    threshold: int,
+    pull: list[bytes],
+    push: list[bytes] | None,
 ) -> Call[None]:
-    """Walk down the tree of ranges whose digests differ (the root does); fill pull and push."""
+    """Walk down the tree of ranges whose digests differ (the root does); fill pull and push
+    (None: nothing is pushed, so nothing to collect)."""
     depth, nodes = 0, [0]
     size = CHILD_PRINT_SIZE
     while nodes:
@@ -155,22 +186,33 @@ def _descend(
                     and abs(ours.count - count) * LOPSIDED >= most
                 )
                 if count == 0:
-                    push.extend(journal.not_in((), id_range))
+                    _collect(push, journal, (), id_range)
                 elif most <= threshold:
                     small_nodes.append(index)
-                elif lopsided or not ours.count or depth + 1 == TREE_DEPTH:
+                elif (
+                    lopsided
+                    or (not ours.count and count <= MAX_IDS_BATCH)  # one page, one request
+                    or depth + 1 == TREE_DEPTH
+                ):
                     listed.append(id_range)
-                else:
+                else:  # a big node we lack is cut until its parts list in one page each
                     deeper.append(index)
         for id_range, ids in zip(listed, (yield from remote.list_many(listed)), strict=True):
             pull.extend(journal.missing(ids))
-            push.extend(journal.not_in(ids, id_range))
+            _collect(push, journal, ids, id_range)
         node_parts = list(chunks(small_nodes, MAX_RANGES))
         listings = yield from remote.node_ids_many(depth + 1, node_parts)
         for index, ids in zip(small_nodes, listings, strict=True):
             pull.extend(journal.missing(ids))
-            push.extend(journal.not_in(ids, tree_range(depth + 1, index)))
+            _collect(push, journal, ids, tree_range(depth + 1, index))
         depth, nodes = depth + 1, deeper
+
+
+def _collect(
+    push: list[bytes] | None, journal: Journal, theirs: Sequence[bytes], id_range: IdRange
+) -> None:
+    if push is not None:
+        push.extend(journal.not_in(theirs, id_range))
 
 
 def _digests_many(remote: Remote, parts: list[tuple[IdRange, ...]]) -> Call[list[Any]]:
@@ -213,18 +255,21 @@ def reconcile(
     list_threshold: int,
     batch_size: int,
     progress: Progress | None = None,
+    push_limit: int | None = None,
 ) -> Call[bytes | None]:
     """Make ``journal`` and ``remote`` hold the union; return the agreed fingerprint, if any.
 
-    Returns None when the remote's final full-range fingerprint differs from
-    ours (it changed meanwhile); raises what the remote's calls raise.
+    With ``push_limit``, at most that many ops are pushed (the rest is left to the
+    remote's own pulls and later runs).  Returns None when the remote's final
+    full-range fingerprint differs from ours (it changed meanwhile, or pushes were
+    cut); raises what the remote's calls raise.
     """
     progress = progress if progress is not None else Progress()
     theirs = (yield from remote.digests((FULL_RANGE,)))[0]
     if theirs.fingerprint == journal.digest().fingerprint:
         return theirs.fingerprint
     pull: list[bytes] = []
-    push: list[bytes] = []
+    push: list[bytes] | None = None if push_limit == 0 else []
     pending = [] if isinstance(remote, Pipelined) else [(FULL_RANGE, theirs)]
     if isinstance(remote, Pipelined):
         yield from _descend(journal, remote, min(list_threshold, TREE_LIST_THRESHOLD), pull, push)
@@ -236,31 +281,64 @@ def reconcile(
             if ours.fingerprint == digest.fingerprint:
                 continue
             if digest.count == 0:
-                push.extend(journal.not_in((), id_range))
+                _collect(push, journal, (), id_range)
             elif max(ours.count, digest.count) <= list_threshold or ours.count == 0:
                 listed.append(id_range)
             else:
                 split.extend(id_range.split(16))
         for id_range, ids in zip(listed, (yield from _list_many(remote, listed)), strict=True):
             pull.extend(journal.missing(ids))
-            push.extend(journal.not_in(ids, id_range))
+            _collect(push, journal, ids, id_range)
         pending = []
         parts = list(chunks(split, MAX_RANGES))
         for chunk, digests in zip(parts, (yield from _digests_many(remote, parts)), strict=True):
             pending.extend(zip(chunk, digests, strict=True))
-    buffer = PullBuffer(journal)  # pulled ops are stored in few commits, once authenticated
-    try:
-        batches = list(chunks(pull, batch_size))
-        for window in chunks(batches, PIPELINE_DEPTH):
-            replies = yield from _fetch_many(remote, list(window))
-            for batch, reply in zip(window, replies, strict=True):
-                wanted = set(batch)
-                progress.pulled += buffer.take([op for op in reply if op.op_id in wanted])
-    finally:
-        progress.pulled += buffer.flush()
-    for batch in chunks(journal.push_order(push), batch_size):  # each batch authenticated
-        ops = journal.get_many(batch)
-        if ops:
-            progress.pushed += yield from remote.push(tuple(ops))
+    yield from _pull(journal, remote, pull, batch_size, progress)
+    if push:
+        order = journal.push_order(push)  # each batch authenticated by those before it
+        yield from push_ops(journal, remote, order[:push_limit], batch_size, progress)
     final = (yield from remote.digests((FULL_RANGE,)))[0].fingerprint
     return final if final == journal.digest().fingerprint else None
+
+
+FETCH_WINDOW = 128
+"""Batches fetched per window; ids that arrived meanwhile (pushed) are dropped first."""
+
+
+def _pull(
+    journal: Journal, remote: Remote, pull: list[bytes], batch_size: int, progress: Progress
+) -> Call[None]:
+    """Fetch ``pull`` and store it through a :class:`PullBuffer` (few commits)."""
+    buffer = PullBuffer(journal)  # pulled ops are stored once authenticated
+    streamed = isinstance(remote, Streamed)
+    try:
+        for window in chunks(pull, batch_size * (FETCH_WINDOW if streamed else PIPELINE_DEPTH)):
+            batches = list(chunks(journal.missing(window), batch_size))
+
+            def take(
+                i: int, reply: tuple[Op, ...], batches: list[tuple[bytes, ...]] = batches
+            ) -> None:
+                wanted = set(batches[i])
+                progress.pulled += buffer.take([op for op in reply if op.op_id in wanted])
+
+            if isinstance(remote, Streamed):
+                yield from remote.fetch_each(batches, take)
+            else:
+                for i, reply in enumerate((yield from _fetch_many(remote, batches))):
+                    take(i, reply)
+    finally:
+        progress.pulled += buffer.flush()
+
+
+def push_ops(
+    journal: Journal, remote: Remote, order: list[bytes], batch_size: int, progress: Progress
+) -> Call[None]:
+    """Push the held ops ``order`` (in :meth:`Journal.push_order`), ``batch_size`` per message."""
+    batches = [b for b in (tuple(journal.get_many(ids)) for ids in chunks(order, batch_size)) if b]
+    if isinstance(remote, Streamed):
+        progress.sent += sum(len(b) for b in batches)
+        progress.pushed += yield from remote.push_many(batches)
+        return
+    for ops in batches:
+        progress.sent += len(ops)
+        progress.pushed += yield from remote.push(ops)

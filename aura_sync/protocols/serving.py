@@ -17,6 +17,14 @@ reply or a clear :class:`~aura_sync.messages.ErrorReply`, never an exception:
 * anything the journal refuses: its error (a refused op batch, unsigned or
   mis-signed, is also counted against the peer).
 
+Pushed batches are stored in group commits: a :class:`PushOps` waits (unanswered)
+until :meth:`Server.flush_pushes` stores every waiting batch in one transaction, at
+:data:`PUSH_GROUP` ops or when the actor reaches the :class:`FlushPushes` it told
+itself (after the messages queued before it); each batch is acknowledged only
+after that commit.  If the group is refused, each batch is stored on its own, so
+a refused batch refuses only itself (nothing of it stored, counted against its
+peer) and the others still land.
+
 A reply too large for a frame becomes an error reply at once (:func:`respond`),
 so the peer does not wait out its timeout and retry.
 
@@ -70,7 +78,7 @@ from aura_sync.transport.base import Connection, Inbound
 if TYPE_CHECKING:
     from aura_sync.protocols.anti_entropy import AntiEntropyConfig, InfraAddresses, SyncObserver
 
-__all__ = ["FlowEpochTick", "Server", "respond"]
+__all__ = ["PUSH_GROUP", "FlowEpochTick", "FlushPushes", "Server", "respond"]
 
 _log = logging.getLogger("aura_sync.protocols.anti_entropy")
 _SYNC_REQUESTS: Final = (
@@ -84,9 +92,21 @@ _SYNC_REQUESTS: Final = (
 )
 
 
+PUSH_GROUP: Final = 2048
+"""Pushed ops waiting for a group commit that make it commit at once."""
+
+_RECONCILING: Final = (DigestRequest, ChildDigestsRequest, NodeIdsRequest, IdsRequest, OpsRequest)
+"""Requests of a peer reconciling with us (it pulls what it lacks from us)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FlowEpochTick(LocalMessage):
     """Timer: a flow-budget epoch begins (the actor rotates the limiter's budgets)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPushes(LocalMessage):
+    """Told by the actor to itself: store and acknowledge the waiting pushed batches."""
 
 
 class Server:
@@ -96,7 +116,11 @@ class Server:
     the actor); ``verified_addresses()`` returns ``(peer, address)`` of the
     verified peers in the latest peer table, for peer exchange;
     ``on_authorized(connection)`` is called once a peer's token verified;
-    ``report(peer, offence)`` is told each misbehaviour (the actor sets it).
+    ``report(peer, offence)`` is told each misbehaviour (the actor sets it);
+    ``reconciled`` maps each peer to the clock time of its latest reconciliation
+    request;
+    ``schedule_flush()`` makes the actor call :meth:`flush_pushes` after the
+    messages already queued (None: pushes are stored at once).
     """
 
     def __init__(
@@ -114,13 +138,19 @@ class Server:
         observer: SyncObserver | None = None,
         clock: Clock | None = None,
         queued: Callable[[], int] = lambda: 0,
+        schedule_flush: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
+        self._clock = clock or SystemClock()
+        self.reconciled: dict[DeviceId, float] = {}  # peer -> clock time of its last one
+        self._schedule_flush = schedule_flush
+        self._pushes: list[tuple[Inbound, PushOps]] = []
+        self._pushed_ops = 0
         self.admission = AdmissionHook(
             config.admission,
             infra.rate_limiter,
             tasks,
-            clock=clock or SystemClock(),
+            clock=self._clock,
             ask_timeout=config.ask_timeout,
             stats=stats,
             report=lambda peer, offence: self.report(peer, offence),  # noqa: PLW0108 (set later)
@@ -191,13 +221,75 @@ class Server:
             self.report(peer, Offence.INVALID_REQUEST)
             respond(event, ErrorReply.from_exception(exc))
             return False
+        self._stats["requests_served"] += 1
+        if isinstance(request, _RECONCILING):
+            self.reconciled[peer] = self._clock.now()
+        if isinstance(request, PushOps):
+            self._queue_push(event, request)
+            return True
         try:
             reply = self._answer(request, peer)
         except AuraError as exc:
             reply = ErrorReply.from_exception(exc)
-        self._stats["requests_served"] += 1
         respond(event, reply)
         return True
+
+    def _queue_push(self, event: Inbound, request: PushOps) -> None:
+        self._pushes.append((event, request))
+        self._pushed_ops += len(request.ops)
+        if self._schedule_flush is None or self._pushed_ops >= PUSH_GROUP:
+            self.flush_pushes()
+        elif len(self._pushes) == 1:
+            self._schedule_flush()
+
+    def flush_pushes(self) -> None:
+        """Store the waiting pushed batches in one commit, then acknowledge each."""
+        group, self._pushes, self._pushed_ops = self._pushes, [], 0
+        if not group:
+            return
+        journal = self._journal
+        ids = [[op.op_id for op in request.ops] for _, request in group]
+
+        def store() -> set[bytes]:
+            held = journal.held([key for batch in ids for key in batch])
+            journal.add_many([op for _, request in group for op in request.ops])
+            return held
+
+        try:
+            held = journal_write(self._stats, store)
+        except OpRefused:  # someone's batch is bad: each on its own, in order
+            for event, request in group:
+                respond(event, self._store_one(event.connection.peer_id, request))
+            return
+        except AuraError as exc:
+            for event, _ in group:
+                respond(event, ErrorReply.from_exception(exc))
+            return
+        for (event, request), batch in zip(group, ids, strict=True):
+            added = 0
+            for key in batch:
+                if key not in held:
+                    held.add(key)
+                    added += 1
+            self._acked(added)
+            respond(event, PushAck(added, len(request.ops) - added))
+
+    def _store_one(self, peer: DeviceId, request: PushOps) -> Message:
+        journal = self._journal
+        try:
+            added = journal_write(self._stats, lambda: journal.add_many(request.ops))
+        except OpRefused as exc:
+            self._count_refusal(peer, exc)
+            return ErrorReply.from_exception(exc)
+        except AuraError as exc:
+            return ErrorReply.from_exception(exc)
+        self._acked(added)
+        return PushAck(added, len(request.ops) - added)
+
+    def _acked(self, added: int) -> None:
+        if added:
+            self._stats["ops_received"] += added
+            self._bump_epoch()
 
     def _answer(self, request: Message, peer: DeviceId) -> Message:
         journal = self._journal
@@ -215,16 +307,6 @@ class Server:
             found = {op.op_id for op in ops}
             self._stats["ops_served"] += len(ops)
             return OpsReply(tuple(ops), tuple(i for i in request.ids if i not in found))
-        if isinstance(request, PushOps):
-            try:
-                added = journal_write(self._stats, lambda: journal.add_many(request.ops))
-            except OpRefused as exc:
-                self._count_refusal(peer, exc)
-                raise
-            if added:
-                self._stats["ops_received"] += added
-                self._bump_epoch()
-            return PushAck(added, len(request.ops) - added)
         if isinstance(request, PeerExchangeRequest):
             limit = min(request.max_peers, MAX_PEERS_PER_EXCHANGE)
             entries = [PeerAddress(p, a) for p, a in self._verified_addresses() if p != peer]

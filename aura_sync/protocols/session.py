@@ -81,7 +81,7 @@ from aura_sync.messages.sync import (
     RetrySync,
 )
 from aura_sync.protocols.journal import Journal
-from aura_sync.protocols.reconcile import PIPELINE_DEPTH, Call, Progress, reconcile
+from aura_sync.protocols.reconcile import PIPELINE_DEPTH, Call, Progress, push_ops, reconcile
 from aura_sync.transport.base import Connection
 
 if TYPE_CHECKING:
@@ -91,6 +91,14 @@ __all__ = ["PeerRemote", "Sessions", "give_back"]
 
 _log = logging.getLogger("aura_sync.protocols.anti_entropy")
 _Task = Generator[Step, Any, None]
+
+
+RECONCILING_FOR = 0.5
+"""Seconds after a peer's last reconciliation request during which we push it nothing in
+our sessions (it pulls)."""
+FETCH_DEPTH = 32
+"""Op requests in flight at once while pulling: the peer serves the next ones while our
+journal stores the last."""
 
 
 def give_back(ask: Ask, reply: Any, delivered: bool) -> None:
@@ -142,6 +150,8 @@ class Sessions:
     bump_epoch: Callable[[], None]
     count_refusal: Callable[[DeviceId, OpRefused], None]
     observer: SyncObserver | None = None
+    # peer -> clock time it last sent us a reconciliation request (the server's)
+    reconciled: dict[DeviceId, float] = field(default_factory=dict)
     held: dict[int, _Open] = field(default_factory=dict)
     syncing: set[DeviceId] = field(default_factory=set)
     dialing: set[DeviceId] = field(default_factory=set)
@@ -150,6 +160,32 @@ class Sessions:
     dial_plan: dict[DeviceId, tuple[int, float, float | None]] = field(default_factory=dict)
     # peer -> the full fingerprint both sides agreed on last, and rounds skipped on it since
     agreed: dict[DeviceId, tuple[bytes, int]] = field(default_factory=dict)
+    # peer -> ids of our new ops not yet pushed to it (see announce)
+    fresh: dict[DeviceId, list[bytes]] = field(default_factory=dict)
+    # peer -> (clock time its push window began, ops sent to it in that window)
+    pushed: dict[DeviceId, tuple[float, int]] = field(default_factory=dict)
+
+    def push_allowance(self, peer: DeviceId) -> int:
+        """Ops we may still push to ``peer`` in this second (``push_limit`` a second, so
+        that our pushes stay within an honest peer's admission)."""
+        start, sent = self.pushed.get(peer, (float("-inf"), 0))
+        now = self.clock.now()
+        if now - start >= 1.0:
+            self.pushed[peer] = (now, 0)
+            return self.config.push_limit
+        return max(0, self.config.push_limit - sent)
+
+    def _push_limit(self, peer: DeviceId) -> int:
+        """0 while ``peer`` reconciles with us (it pulls what it lacks: pushing it too would
+        send it twice), else :meth:`push_allowance`."""
+        last = self.reconciled.get(peer)
+        if last is not None and self.clock.now() - last < RECONCILING_FOR:
+            return 0
+        return self.push_allowance(peer)
+
+    def _spend(self, peer: DeviceId, sent: int) -> None:
+        start, before = self.pushed.get(peer, (self.clock.now(), 0))
+        self.pushed[peer] = (start, before + sent)
 
     def abandon(self, why: str) -> None:
         """Close the loans and end the sessions of every task in flight (stop or crash)."""
@@ -299,6 +335,7 @@ class Sessions:
                     list_threshold=self.config.list_threshold,
                     batch_size=self.config.batch_size,
                     progress=progress,
+                    push_limit=self._push_limit(peer),
                 )
             except sqlite3.Error as exc:  # storing what we pulled failed
                 self.stats["journal_write_failures"] += 1
@@ -313,6 +350,7 @@ class Sessions:
             else:
                 if agreed is not None:
                     self.agreed[peer] = (agreed, 0)
+            self._spend(peer, progress.sent)
             self._record(entry, progress, error, t0)
             self._finish(peer, attempt, prev_delay, started, error)
         finally:
@@ -407,6 +445,44 @@ class Sessions:
         if candidates:
             yield self._ask(self.infra.peer_manager, DiscoverPeers(candidates))
 
+    def announce(self, ids: list[bytes], conns: dict[DeviceId, Connection]) -> None:
+        """Push our new ops ``ids`` at once to these connected peers (best effort: what a
+        push misses, sessions reconcile).  One push task per peer drains its queue within
+        :meth:`push_allowance`; a queue keeps its newest ``push_limit`` ids."""
+        for peer, conn in conns.items():
+            queue = self.fresh.get(peer)
+            if queue is None:
+                self.fresh[peer] = list(ids)
+                self.tasks.spawn(self._push_fresh(peer, conn), f"push {peer}")
+            else:
+                queue.extend(ids)
+                del queue[: max(0, len(queue) - self.config.push_limit)]
+
+    def _push_fresh(self, peer: DeviceId, conn: Connection) -> _Task:
+        progress = Progress()
+        try:
+            yield from self.present(conn)
+            remote = PeerRemote(self, conn)
+            while self.fresh.get(peer):
+                allowed = self.push_allowance(peer)
+                if not allowed:
+                    yield Sleep(max(0.001, self.pushed[peer][0] + 1.0 - self.clock.now()))
+                    continue
+                ids, self.fresh[peer] = self.fresh[peer], []  # the oldest are left to sessions
+                order = self.journal.push_order(ids[-allowed:])
+                before = progress.sent
+                try:
+                    yield from push_ops(
+                        self.journal, remote, order, self.config.batch_size, progress
+                    )
+                finally:
+                    self._spend(peer, progress.sent - before)
+        except AuraError as exc:
+            _log.debug("event=push_failed peer=%s error=%r", peer, str(exc))
+        finally:
+            self.fresh.pop(peer, None)
+            self.stats["ops_pushed"] += progress.pushed
+
     def _hold(self, peer: DeviceId) -> _Open:
         entry = _Open(peer)
         self.held[id(entry)] = entry
@@ -460,9 +536,14 @@ class PeerRemote:
         return added
 
     def _pipeline(
-        self, msgs: list[Message], expected: type[Any]
+        self,
+        msgs: list[Message],
+        expected: type[Any],
+        each: Callable[[int, Any], None] | None = None,
+        depth: int = PIPELINE_DEPTH,
     ) -> Generator[Step, Any, list[Any]]:
-        """Send up to ``PIPELINE_DEPTH`` requests at once; the replies, in order.
+        """Send up to ``depth`` requests at once; the replies, in order
+        (or, with ``each``, ``each(i, reply)`` as they come, and ``[]``).
 
         A request that times out is sent again on its own (with the retry
         planner of :meth:`Sessions.request`); every request is idempotent.
@@ -470,8 +551,9 @@ class PeerRemote:
         timeout = self._sessions.config.request_timeout
         inflight: deque[tuple[Message, Future[Any]]] = deque()
         out: list[Any] = []
+        done = 0
         queued = iter(msgs)
-        for msg in itertools.islice(queued, PIPELINE_DEPTH):
+        for msg in itertools.islice(queued, depth):
             inflight.append((msg, self._conn.request(msg, timeout)))
         while inflight:
             msg, future = inflight.popleft()
@@ -484,10 +566,14 @@ class PeerRemote:
                     f"peer answered {type(msg).__name__} with {type(reply).__name__}"
                 )
             reply.check()  # the bounds of an untrusted reply
-            out.append(reply)
             following = next(queued, None)
             if following is not None:
                 inflight.append((following, self._conn.request(following, timeout)))
+            if each is None:
+                out.append(reply)
+            else:
+                each(done, reply)
+            done += 1
         return out
 
     def digests_many(
@@ -515,6 +601,21 @@ class PeerRemote:
     def fetch_many(self, batches: list[tuple[bytes, ...]]) -> Call[list[tuple[Op, ...]]]:
         replies = yield from self._pipeline([OpsRequest(b) for b in batches], OpsReply)
         return [reply.ops for reply in replies]
+
+    def fetch_each(
+        self, batches: list[tuple[bytes, ...]], take: Callable[[int, tuple[Op, ...]], None]
+    ) -> Call[None]:
+        requests: list[Message] = [OpsRequest(b) for b in batches]
+        yield from self._pipeline(requests, OpsReply, lambda i, r: take(i, r.ops), FETCH_DEPTH)
+
+    def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
+        added = [0]
+
+        def count(i: int, reply: PushAck) -> None:
+            added[0] += reply.added
+
+        yield from self._pipeline([PushOps(b) for b in batches], PushAck, count)
+        return added[0]
 
     def children_many(
         self, depth: int, parts: list[tuple[int, ...]]

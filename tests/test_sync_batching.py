@@ -1,0 +1,235 @@
+"""Sync in bulk: pulled rounds and pushed batches land in few commits, acked only once stored.
+
+- reconcile through a streamed remote stores a round of many fetched batches
+  in at most a few commits (counted as SQLite COMMIT statements) and pipelines
+  its pushes (in order, on one remote);
+- the server keeps pushed batches unanswered until the group commit, then
+  acknowledges each; a refused batch in a group refuses only itself;
+- a node pushes its new ops to a connected peer at once, without waiting for
+  a sync round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _node_helpers import cluster, wait_until
+from test_anti_entropy_serving import FakeConnection
+from test_anti_entropy_serving import Rig as ServingRig
+from test_journal_sync import PipelinedRemote, _drive
+
+from aura_sync.identity import NodeIdentity
+from aura_sync.ids import DeviceId
+from aura_sync.messages import ErrorReply, Message
+from aura_sync.messages.sync import Op, PushAck, PushOps
+from aura_sync.protocols.journal import Journal
+from aura_sync.protocols.reconcile import Call, Progress, Streamed, reconcile
+from aura_sync.protocols.serving import PUSH_GROUP
+from aura_sync.transport.base import Inbound
+
+
+def _journal() -> Journal:
+    return Journal.open(":memory:", identity=NodeIdentity.generate())
+
+
+def _commits(journal: Journal) -> list[str]:
+    """The COMMIT statements ``journal`` runs from now on."""
+    seen: list[str] = []
+    journal._conn.set_trace_callback(  # counting real transactions
+        lambda sql: seen.append(sql) if sql.strip().upper().startswith("COMMIT") else None
+    )
+    return seen
+
+
+class StreamedRemote(PipelinedRemote):
+    """A pipelined remote that also streams fetches and takes pushes several at a time."""
+
+    def fetch_each(
+        self, batches: list[tuple[bytes, ...]], take: Callable[[int, tuple[Op, ...]], None]
+    ) -> Call[None]:
+        self._window("fetch", len(batches))
+        for i, batch in enumerate(batches):
+            take(i, tuple(self.journal.get_many(batch)))
+        return (yield from _now(None))
+
+    def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
+        self._window("push", len(batches))
+        return (yield from _now(sum(self.journal.add_many(b) for b in batches)))
+
+
+def _now(value: Any) -> Call[Any]:
+    if False:
+        yield
+    return value
+
+
+def _fill(journal: Journal, n: int, tag: bytes) -> None:
+    for start in range(0, n, 1000):
+        journal.append_many(b"%s%d" % (tag, i) for i in range(start, min(n, start + 1000)))
+
+
+def test_a_pulled_round_of_many_batches_lands_in_few_commits() -> None:
+    a, b = _journal(), _journal()
+    _fill(b, 5000, b"b")  # 40 batches of 128 to pull
+    remote = StreamedRemote(b)
+    assert isinstance(remote, Streamed)
+    commits = _commits(a)
+    progress = Progress()
+    agreed = _drive(reconcile(a, remote, list_threshold=1024, batch_size=128, progress=progress))
+    assert progress.pulled == 5000 and len(a) == 5000
+    assert agreed == b.digest().fingerprint
+    assert sum(remote.windows["fetch"]) == 40
+    # Groups of 2048 (each may take a second commit for the ops its heads released):
+    # a handful of commits, not one per batch.
+    assert 1 <= len(commits) <= 6, commits
+
+
+def test_pushes_go_several_at_a_time_and_the_journals_agree() -> None:
+    a, b = _journal(), _journal()
+    _fill(a, 1500, b"a")  # 12 batches to push, each authenticated by those before it
+    remote = StreamedRemote(b)
+    progress = Progress()
+    agreed = _drive(reconcile(a, remote, list_threshold=1024, batch_size=128, progress=progress))
+    assert progress.pushed == progress.sent == 1500 and len(b) == 1500
+    assert agreed == a.digest().fingerprint
+    assert remote.windows["push"] == [12]
+
+
+def test_a_push_limit_leaves_the_rest_for_later() -> None:
+    a, b = _journal(), _journal()
+    _fill(a, 1500, b"a")
+    remote = StreamedRemote(b)
+    progress = Progress()
+    agreed = _drive(
+        reconcile(a, remote, list_threshold=1024, batch_size=128, progress=progress, push_limit=300)
+    )
+    assert agreed is None and progress.sent == 300 == len(b)
+    nothing = Progress()
+    _drive(
+        reconcile(a, remote, list_threshold=1024, batch_size=128, progress=nothing, push_limit=0)
+    )
+    assert nothing.sent == 0 and len(b) == 300  # pull-only: the remote gets nothing
+    _drive(reconcile(a, remote, list_threshold=1024, batch_size=128))
+    assert b.digest() == a.digest()
+
+
+# --- the server's group commit ----------------------------------------------------------------
+
+
+class Conn(FakeConnection):
+    def __init__(self, peer: DeviceId) -> None:
+        super().__init__()
+        self.peer_id = peer  # type: ignore[misc]
+
+
+HELD = 2  # the serving rig's journal holds two ops of its own
+
+
+class Rig(ServingRig):
+    """The serving rig with a flush the test runs itself."""
+
+    def __init__(self) -> None:
+        self.flushes = 0
+        super().__init__(schedule_flush=self._scheduled)
+        self.request_id = 0
+
+    def _scheduled(self) -> None:
+        self.flushes += 1
+
+    def push(self, conn: Conn, ops: list[Op]) -> None:
+        self.request_id += 1
+        self.server.serve(Inbound(conn, PushOps(tuple(ops)), self.request_id))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    r = Rig()
+    try:
+        yield r
+    finally:
+        r.journal.close()
+
+
+def _signed(n: int, tag: bytes) -> list[list[Op]]:
+    """``n`` ops of a new author in push batches of 128 (each authenticated by those before)."""
+    source = _journal()
+    _fill(source, n, tag)
+    order = source.push_order(source.all_ids())
+    return [source.get_many(order[i : i + 128]) for i in range(0, n, 128)]
+
+
+def _reply(conn: Conn) -> Message:
+    assert len(conn.sent) == 1, conn.sent
+    return conn.sent[0][1]
+
+
+def test_a_push_is_acknowledged_only_after_its_commit(rig: Rig) -> None:
+    conn = Conn(DeviceId.from_int(1))
+    first, second = _signed(256, b"x")
+    commits = _commits(rig.journal)
+    rig.push(conn, first)
+    rig.push(conn, second)
+    assert conn.sent == [] and len(rig.journal) == HELD  # waiting for the group commit
+    assert rig.flushes == 1  # one flush asked for the group
+    rig.server.flush_pushes()
+    assert len(commits) == 1 and len(rig.journal) == HELD + 256
+    assert [reply for _, reply in conn.sent] == [PushAck(128, 0), PushAck(128, 0)]
+
+
+def test_a_full_group_commits_at_once(rig: Rig) -> None:
+    conn = Conn(DeviceId.from_int(1))
+    batches = _signed(PUSH_GROUP, b"x")
+    for batch in batches:
+        rig.push(conn, batch)
+    assert len(conn.sent) == len(batches) and len(rig.journal) == HELD + PUSH_GROUP
+    assert all(isinstance(reply, PushAck) for _, reply in conn.sent)
+
+
+def test_a_refused_batch_in_a_group_refuses_only_its_own(rig: Rig) -> None:
+    honest, forger, again = (
+        Conn(DeviceId.from_int(1)),
+        Conn(DeviceId.from_int(2)),
+        Conn(DeviceId.from_int(3)),
+    )
+    (good,) = _signed(100, b"h")
+    (bad,) = _signed(100, b"f")
+    tampered = [
+        bad[0],
+        *(Op(op.author, op.seq, op.payload + b"!", op.prev, op.key, op.sig) for op in bad[1:]),
+    ]
+    (later,) = _signed(50, b"l")
+    rig.push(honest, good)
+    rig.push(forger, tampered)
+    rig.push(again, later)
+    rig.server.flush_pushes()
+    assert _reply(honest) == PushAck(100, 0)
+    assert _reply(again) == PushAck(50, 0)
+    refused = _reply(forger)
+    assert isinstance(refused, ErrorReply) and refused.error_type == "OpRefused", refused
+    assert rig.refusals == [forger.peer_id]
+    assert len(rig.journal) == HELD + 150
+    assert not any(rig.journal.has(op.op_id) for op in tampered)
+
+
+# --- pushing new ops at once ------------------------------------------------------------------
+
+
+def test_new_ops_are_pushed_to_a_connected_peer_without_waiting_for_a_round(tmp_path: Path) -> None:
+    for c in cluster(tmp_path):
+        a = c.add("a", sync_interval=20.0)
+        b = c.add("b", sync_interval=20.0, bootstrap=[a.bootstrap_address])
+        wait_until(lambda: b.sync_status().connected == 1, 15.0, "b to connect to a")  # noqa: B023
+        for node in (a, b):  # each ran its first round; the next is 18+ s away
+            wait_until(lambda n=node: n.sync_status().counter("rounds_started") >= 1, 15.0)
+        rounds = a.sync_status().counter("rounds_started") + b.sync_status().counter(
+            "rounds_started"
+        )
+        a.append([b"fresh-%d" % i for i in range(300)])
+        wait_until(lambda: len(b.journal) == 300, 5.0, "b to get a's new ops")  # noqa: B023
+        later = a.sync_status().counter("rounds_started") + b.sync_status().counter(
+            "rounds_started"
+        )
+        assert later == rounds  # no sync round ran: the push brought them
