@@ -44,12 +44,13 @@ def resolve_effects(clock: Clock | None, scheduler: Scheduler | None) -> tuple[C
 
 class Ticker:
     """``message`` to ``target`` every ``interval`` seconds, without a thread: the actor
-    calls :meth:`arm` in ``on_start`` and on each tick, :meth:`cancel` when it ends."""
+    calls :meth:`arm` in ``on_start`` (with its address, if the ticker was made before
+    the actor had one) and on each tick, :meth:`cancel` when it ends."""
 
     __slots__ = ("_handle", "interval", "message", "scheduler", "target")
 
     def __init__(
-        self, scheduler: Scheduler, interval: float, target: MessageTarget, message: object
+        self, scheduler: Scheduler, interval: float, target: MessageTarget | None, message: object
     ) -> None:
         self.scheduler = scheduler
         self.interval = interval
@@ -57,9 +58,11 @@ class Ticker:
         self.message = message
         self._handle: TimerHandle | None = None
 
-    def arm(self) -> None:
+    def arm(self, target: MessageTarget | None = None) -> None:
         """Schedule the next tick ``interval`` seconds from now (replacing a pending one)."""
         self.cancel()
+        self.target = target or self.target
+        assert self.target is not None
         self._handle = self.scheduler.send_after(self.interval, self.target, self.message)
 
     def cancel(self) -> None:

@@ -99,22 +99,16 @@ def _build_table(cls: type) -> dict[type, Handler]:
     """The message-type -> function table of ``cls`` (see :func:`handles`)."""
     by_type: dict[type, str] = {}
     for klass in reversed(cls.__mro__):
-        declared_here: dict[type, str] = {}
+        here: dict[type, str] = {}
         for name, value in vars(klass).items():
-            types = getattr(value, "_aura_handles", None)
-            if not types:
-                continue
-            for tp in [t for t, n in by_type.items() if n == name]:
-                del by_type[tp]  # a decorated redefinition replaces the inherited types
-            for tp in types:
-                other = declared_here.get(tp)
-                if other is not None and other != name:
+            for tp in getattr(value, "_aura_handles", ()):
+                if (other := here.setdefault(tp, name)) != name:
                     raise TypeError(
                         f"{klass.__qualname__}: {tp.__name__} is handled by both "
                         f"{other}() and {name}()"
                     )
-                declared_here[tp] = name
-                by_type[tp] = name
+        redefined = set(here.values())  # a decorated redefinition replaces the inherited types
+        by_type = {tp: n for tp, n in by_type.items() if n not in redefined} | here
     return {tp: getattr(cls, name) for tp, name in by_type.items()}
 
 

@@ -167,27 +167,23 @@ class PoolActor(FaultInjectionMixin, AuraActor):
         self._pool = ConnectionPool(config, connector, clock=clock)
         if maintenance_interval is None:
             maintenance_interval = min(config.health_check_interval, config.idle_timeout)
-        self._interval = check_seconds(
-            maintenance_interval, "maintenance_interval", allow_zero=False
-        )
+        interval = check_seconds(maintenance_interval, "maintenance_interval", allow_zero=False)
         self._ids: itertools.count[int] = stash.setdefault(STASH_IDS_KEY, itertools.count(1))
         self._config = config
         self._scheduler = scheduler
         self._handles: dict[int, ConnectionHandle] = {}
         self._waiters: OrderedDict[int, _Waiter] = OrderedDict()
-        self._ticker: Ticker | None = None
+        self._ticker = Ticker(scheduler, interval, None, _MAINTENANCE)
 
     def on_start(self) -> None:
-        self._ticker = Ticker(self._scheduler, self._interval, self.address, _MAINTENANCE)
-        self._ticker.arm()
+        self._ticker.arm(self.address)
 
     def on_crash(self, exc: BaseException) -> None:
         self.on_stop()  # the leases of this incarnation die with it
 
     def on_stop(self) -> None:
         """Cancel every timer and close every connection (waiters get ActorStopped)."""
-        if self._ticker is not None:
-            self._ticker.cancel()
+        self._ticker.cancel()
         for waiter in self._waiters.values():
             if waiter.timer is not None:
                 waiter.timer.cancel()
@@ -301,8 +297,7 @@ class PoolActor(FaultInjectionMixin, AuraActor):
 
     @handles(_Maintenance)
     def _maintenance(self, msg: _Maintenance) -> None:
-        if self._ticker is not None:
-            self._ticker.arm()
+        self._ticker.arm()
         self._pool.evict_expired()
         if self._config.health_checks_enabled and self._pool.health_check_due():
             self._pool.health_check()

@@ -40,25 +40,23 @@ class RateLimiterActor(FaultInjectionMixin, AuraActor):
         super().__init__()
         self._init_faults(fault_injection)
         stash = check_stash(stash)
-        clock, self._scheduler = resolve_effects(clock, scheduler)
-        self._interval = check_seconds(drop_idle_interval, "drop_idle_interval", allow_zero=False)
+        clock, scheduler = resolve_effects(clock, scheduler)
+        interval = check_seconds(drop_idle_interval, "drop_idle_interval", allow_zero=False)
         if STASH_KEY not in stash:
             stash[STASH_KEY] = core.RateLimiter(config, clock=clock)
         limiter: core.RateLimiter = stash[STASH_KEY]
         self.limiter: Final = limiter
         self._check = limiter.check_rate_limit
-        self._ticker: Ticker | None = None
+        self._ticker = Ticker(scheduler, interval, None, m.DropIdleBuckets())
 
     def on_start(self) -> None:
-        self._ticker = Ticker(self._scheduler, self._interval, self.address, m.DropIdleBuckets())
-        self._ticker.arm()
+        self._ticker.arm(self.address)
 
     def on_stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
+        self._ticker.cancel()
 
     def on_crash(self, exc: BaseException) -> None:
-        self.on_stop()  # the limiter, with all its spend, stays in the stash
+        self._ticker.cancel()  # the limiter, with all its spend, stays in the stash
 
     @handles(m.CheckRateLimit)  # the hot path, without forward's indirection
     def _check_rate_limit(self, msg: m.CheckRateLimit) -> core.RateLimitResult:
@@ -66,8 +64,7 @@ class RateLimiterActor(FaultInjectionMixin, AuraActor):
 
     @handles(m.DropIdleBuckets)
     def _drop_idle(self, msg: m.DropIdleBuckets) -> int:
-        if self._ticker is not None:
-            self._ticker.arm()  # the next periodic drop: an interval from this one
+        self._ticker.arm()  # the next periodic drop: an interval from this one
         return self.limiter.drop_idle_buckets()
 
     _would_exceed = forward("limiter", "would_exceed_limit", m.WouldExceedLimit)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aura_sync import errors
 from aura_sync.messages._base import Message, message
 
@@ -38,9 +40,6 @@ class ErrorReply(Message):
             return errors.RateLimited(self.retry_after or 0.0, self.message)
         cls = getattr(errors, self.error_type, None)
         if isinstance(cls, type) and issubclass(cls, errors.AuraError):
-            try:
-                exc = cls(self.message)
-            except TypeError:  # errors with a richer constructor
-                exc = errors.AuraError(f"{self.error_type}: {self.message}")
-            return exc
+            with contextlib.suppress(TypeError):  # not for errors with a richer constructor
+                return cls(self.message)
         return errors.AuraError(f"{self.error_type}: {self.message}")
