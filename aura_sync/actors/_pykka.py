@@ -1,36 +1,32 @@
 """The one module that touches pykka's private names (pykka stays the actor runtime).
 
-:class:`PykkaActor` is aura's only ``pykka.ThreadingActor`` subclass; each
-private name used is listed with its reason, and ``tests/test_actor_base.py``
-fails if a pykka release changes the behaviour relied on.
+:class:`PykkaActor` is aura's only ``pykka.ThreadingActor`` subclass; each private
+name is listed with its reason, and ``tests/test_actor_base.py`` fails if a pykka
+release changes the behaviour relied on.
 
 ``_create_actor_inbox``
-    pykka's hook for new actor types (``Actor.__init__`` stores it as
-    ``actor_inbox``, ``ActorRef`` copies it).  Ours is the
-    :class:`~aura_sync.actors._mailbox.Mailbox`, so pykka's refs put into the
-    queue the receive loop reads.
+    pykka's hook for the inbox (``Actor.__init__`` stores it, ``ActorRef`` copies
+    it): ours is the :class:`~aura_sync.actors._mailbox.Mailbox` the loop reads.
 
 ``_start_actor_loop``
-    Called by ``Actor.start``; routed to the runtime's start, so every actor
+    Called by ``Actor.start``: routed to the runtime's start, so every actor
     thread is a named daemon thread the supervisor can join.
 
 ``_actor_loop``
-    pykka's thread body, replaced because the mailbox outlives an incarnation:
-    a crashed or stopped one must leave queued messages to its successor,
-    report a failed ``on_start`` to its supervisor, and dispatch by a type
-    table rather than ``on_receive``.
+    pykka's thread body, replaced because the mailbox outlives an incarnation: a
+    crashed or stopped one leaves queued messages to its successor, reports a
+    failed ``on_start`` to its supervisor, and dispatches by a type table.
 
 ``_actor_ref``
-    The ref copies ``actor_inbox`` in ``Actor.__init__``, before the actor is
-    bound; :func:`rebind_inbox` re-points it at the address's mailbox.
+    The ref copies ``actor_inbox`` before the actor is bound; :func:`rebind_inbox`
+    re-points it at the address's mailbox.
 
 ``pykka.messages._ActorStop``
-    What ``ActorRef.stop()`` / ``Actor.stop()`` queue: the loop honours it and
-    a closed mailbox answers it with ``None``, as pykka's teardown does.
+    What ``ActorRef.stop()`` queues: the loop honours it and a closed mailbox
+    answers it with ``None``, as pykka's teardown does.
 
-``pykka._actor.ActorInbox`` and ``pykka._envelope.Envelope`` (typing only)
-    The inbox protocol ``_create_actor_inbox`` returns, and what pykka's refs
-    ``put`` in it (``message``, ``reply_to``), read by ``Mailbox.put``.
+``pykka._actor.ActorInbox``, ``pykka._envelope.Envelope`` (typing only)
+    The inbox protocol, and what pykka's refs ``put`` in it (read by ``Mailbox.put``).
 """
 
 from __future__ import annotations

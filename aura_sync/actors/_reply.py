@@ -38,6 +38,11 @@ DEFERRED: Final = _Deferred()
 still pending when the actor ends get ``ActorCrashed`` / ``ActorStopped``."""
 
 
+def ask_timeout(target: object, message: object, timeout: float) -> AskTimeout:
+    """The error of an ask of ``message`` that ``target`` did not answer in time."""
+    return AskTimeout(f"no reply from {target} to {type(message).__name__} within {timeout} s")
+
+
 class ReplySlot:
     """Where the reply to one ``ask`` goes; thread-safe, completed at most once."""
 
@@ -95,9 +100,7 @@ class _SyncReply(ReplySlot):
         if self._done.acquire(True, timeout):
             return self._value
         if self._claim.acquire(False):
-            raise AskTimeout(
-                f"no reply from {target} to {type(message).__name__} within {timeout} s"
-            )
+            raise ask_timeout(target, message, timeout)
         # The actor claimed the slot just as we timed out: its reply is on the way.
         self._done.acquire()
         return self._value
@@ -125,9 +128,7 @@ class _AsyncReply(ReplySlot):
     def expire(self, target: object, message: object, timeout: float) -> None:
         """Called on the loop when the ask times out: fail the future unless a reply won."""
         if self._claim.acquire(False) and not self._future.done():
-            self._future.set_exception(
-                AskTimeout(f"no reply from {target} to {type(message).__name__} within {timeout} s")
-            )
+            self._future.set_exception(ask_timeout(target, message, timeout))
 
     def abandon(self) -> None:
         """The awaiting coroutine is gone (done or cancelled): refuse later replies."""

@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from aura_sync.actors._reply import ReplySlot
+from aura_sync.actors._reply import ReplySlot, ask_timeout
 from aura_sync.actors.base import LocalMessage, handles
 from aura_sync.effects import Scheduler, TimerHandle
 from aura_sync.errors import AskTimeout, AuraError
@@ -299,14 +299,11 @@ class Tasks:
         if isinstance(step, Ask):
             slot = _Slot(owner, task_id, n, step, self._give_back)
             task.slot = slot
-            text = (
-                f"no reply from {step.target} to {type(step.message).__name__} "
-                f"within {step.timeout} s"
-            )
 
             def expire() -> None:
                 slot.timed_out = True
-                slot.set(ErrorReply("AskTimeout", text))
+                late = ask_timeout(step.target, step.message, step.timeout)
+                slot.set(ErrorReply.from_exception(late))
 
             task.timer = self._scheduler.call_after(step.timeout, expire)
             step.target.ask_with(step.message, slot)
@@ -332,8 +329,8 @@ class Tasks:
             self._waiting[step.key] = task_id
             task.waiting = step.key
             if step.timeout is not None:
-                timeout = AskTimeout(f"no {step.key!r} within {step.timeout} s")
-                task.timer = resume_after(step.timeout, timeout)
+                missed = AskTimeout(f"no {step.key!r} within {step.timeout} s")
+                task.timer = resume_after(step.timeout, missed)
         else:
             raise TypeError(f"a task yielded {step!r}, not a step")
 

@@ -282,10 +282,8 @@ class SupervisorActor(AuraActor):
 
     @handles(m.ChildExited)
     def _on_child_exited(self, msg: m.ChildExited) -> None:
-        tasks = self._tasks
-        if tasks.notify((msg.child_id, msg.incarnation, _START), msg) or tasks.notify(
-            (msg.child_id, msg.incarnation, _STOP), msg
-        ):
+        key = (msg.child_id, msg.incarnation)
+        if any(self._tasks.notify((*key, phase), msg) for phase in (_START, _STOP)):
             self._next()
             return
         ch = self._children.get(msg.child_id)
