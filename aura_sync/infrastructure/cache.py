@@ -59,8 +59,7 @@ def _bucket(key: str, buckets: int) -> int:
 
 @message(0x0058)
 class CacheInvalidation(Message):
-    """An invalidation event: raise the floor of ``keys`` to ``epoch_floor`` (``reason``:
-    free text for logs).  Checked when applied."""
+    """An event raising the floor of ``keys`` to ``epoch_floor`` (``reason``: for logs)."""
 
     keys: tuple[str, ...]
     epoch_floor: int
@@ -205,8 +204,7 @@ class CacheEpochTracker:
                 self._evicted[index] = floor
 
     def raise_floor_all(self, epoch: int) -> bool:
-        """Raise the floor of every key, tracked or not, to ``epoch`` (one event naming no
-        keys); whether it went up."""
+        """Raise every key's floor, tracked or not, to ``epoch`` (one event); whether it rose."""
         raised = self._raise_all(check_epoch(epoch))
         self._invalidations += 1
         self._drop_stale(None)

@@ -44,8 +44,7 @@ _AUTHORIZER_TIME_LIMIT: Final = datetime.timedelta(milliseconds=200)
 
 
 def _query(token: bytes, root: bytes, policy: str, rule: str, **params: object) -> set[object]:
-    """Authorize ``token`` (signed by ``root``) under ``policy`` and return the single
-    terms of ``rule``'s facts.  Raises whatever the Biscuit library raises."""
+    """The single terms of ``rule``'s facts once ``token`` is authorized under ``policy``."""
     biscuit = biscuit_auth.Biscuit.from_bytes(token, _public_key(root))
     builder = biscuit_auth.AuthorizerBuilder()
     builder.add_code(policy, params)
@@ -220,8 +219,7 @@ def _check_token(token: object, root_public_key: bytes) -> bytes:
 
 
 def _failure(exc: BaseException, required_right: str) -> CapabilityError:
-    """The CapabilityError for a library failure (pyo3 panics are BaseExceptions too);
-    interpreter control flow is re-raised."""
+    """A library failure (pyo3 panics too) as a CapabilityError; control flow is re-raised."""
     if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
         raise exc
     what = f"{type(exc).__name__}: {exc}"

@@ -259,8 +259,7 @@ class RateLimiter:
         self.reset()
 
     def reset(self) -> None:
-        """As new (peers, budgets, counters, epoch), but never using a time before the latest
-        it has seen."""
+        """As new, but never using a time before the latest it has seen."""
         self._global = RateLimit(self.config.global_ops_per_second, self.config.global_burst)
         self._buckets: dict[Hashable, RateLimit] = {}
         self._budgets: dict[Hashable, FlowBudget] = {}
