@@ -271,7 +271,7 @@ def test_a_killed_node_process_restarted_without_bootstrap_reconnects(
     first = NodeProcess(data, "--config", str(config), "--bootstrap", a.bootstrap_address)
     try:
         first.start()
-        assert first.call("POST", "/debug/write?count=30")["written"] == 30
+        assert first.append(30).added == 30
         wait_until(lambda: len(a.journal) == 30, 20, "b to sync with a")
         wait_until(lambda: _saved_peers(data / STATE_FILE) >= {a.device_id}, 10, "a tick save")
         first.kill()  # SIGKILL: no clean save, only the ticks' ones
