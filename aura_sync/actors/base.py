@@ -253,13 +253,7 @@ class AuraActor(PykkaActor):
                 try:
                     self._aura_receive()
                 except BaseException as exc:  # a runtime failure: end as a crash, with teardown
-                    logger.exception("internal error in the loop of %s", self)
-                    self._aura_crash = exc
-                    self._aura_exit_kind = ExitKind.CRASHED
-                    self._aura_exit_reason = f"internal runtime error: {_describe(exc)}"
-                    current = self._aura_reply
-                    if current is not None:  # no-op if it was answered already
-                        current.set(ErrorReply("ActorCrashed", f"{self} crashed: {_describe(exc)}"))
+                    self._aura_on_crash(self._aura_reply, exc, "in its receive loop")
             self._aura_teardown()
         except BaseException:  # the runtime itself must never die silently
             logger.exception("internal error in the loop of %s", self)
@@ -294,7 +288,7 @@ class AuraActor(PykkaActor):
                 self._aura_expected_error(message, reply, exc)
                 continue
             except BaseException as exc:
-                self._aura_on_crash(message, reply, exc)
+                self._aura_on_crash(reply, exc, f"handling {type(message).__name__}")
                 return
             if reply is not None:
                 if result is None:
@@ -336,12 +330,9 @@ class AuraActor(PykkaActor):
     def _aura_resolve(self, message: Any, reply: ReplySlot | None) -> Handler | None:
         """Slow path: runtime controls, handlers of base classes, unhandled messages."""
         cls = message.__class__
-        if message is WAKE:
-            if reply is not None:
-                reply.set(None)
-            return None
-        if cls is ActorStop:  # pykka's ActorRef.stop() / Actor.stop()
-            self._aura_live = False
+        if message is WAKE or cls is ActorStop:  # runtime controls
+            if cls is ActorStop:  # pykka's ActorRef.stop() / Actor.stop()
+                self._aura_live = False
             if reply is not None:
                 reply.set(None)
             return None
@@ -365,14 +356,12 @@ class AuraActor(PykkaActor):
         else:
             logger.warning("%s refused told %s: %s", self, type(message).__name__, _describe(exc))
 
-    def _aura_on_crash(self, message: Any, reply: ReplySlot | None, exc: BaseException) -> None:
-        what = type(message).__name__
-        if reply is not None:
-            reply.set(
-                ErrorReply("ActorCrashed", f"{self} crashed handling {what}: {_describe(exc)}")
-            )
+    def _aura_on_crash(self, reply: ReplySlot | None, exc: BaseException, what: str) -> None:
+        """End this incarnation as a crash ``what`` ("handling Ping"); the asker learns why."""
+        if reply is not None:  # a no-op if it was answered already
+            reply.set(ErrorReply("ActorCrashed", f"{self} crashed {what}: {_describe(exc)}"))
         self._aura_live = False
         self._aura_crash = exc
         self._aura_exit_kind = ExitKind.CRASHED
-        self._aura_exit_reason = f"{_describe(exc)} (handling {what})"
-        logger.error("%s crashed handling %s", self, what, exc_info=exc)
+        self._aura_exit_reason = f"{_describe(exc)} ({what})"
+        logger.error("%s crashed %s", self, what, exc_info=exc)
