@@ -103,9 +103,7 @@ class ActorAddress:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         slot = _AsyncReply(loop, future)
-        self._put((message, slot))
-        if self._closed:  # closed concurrently (mypy cannot know another thread may close)
-            self._mailbox.drain(self)  # type: ignore[unreachable]
+        self.ask_with(message, slot)
         timer = loop.call_later(timeout, slot.expire, self, message, timeout)
         try:
             return await future

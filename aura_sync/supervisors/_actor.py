@@ -383,19 +383,17 @@ class SupervisorActor(AuraActor):
         for other in reversed(group):
             if other is not ch:
                 yield from self._stop_child(other, f"restarting together with {ch.id}")
-        members: list[_Child] = []
+        token = next(self._tokens)
+        ids: list[str] = []
         for member in group:
             if member is not ch and member.spec.restart is Restart.TEMPORARY:
                 if self._children.get(member.id) is member:
                     self._remove(member, "temporary child stopped by a sibling's restart")
                 continue
-            members.append(member)
-        token = next(self._tokens)
-        for member in members:
             member.status = ChildStatus.RESTARTING
             member.restart_token = token
             member.pending_exit = None
-        ids = [member.id for member in members]
+            ids.append(member.id)
         delay = self._backoff_delay(ch)
         if delay > 0:
             self._backoffs[token] = ids
