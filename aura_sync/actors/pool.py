@@ -94,8 +94,8 @@ class PoolLease(LocalMessage):
         if not self.released:
             try:
                 self.release()
-            except (InvalidHandle, ActorStopped) as error:
-                _exit_failed(self, error)
+            except (InvalidHandle, ActorStopped) as error:  # the pool restarted or stopped
+                _log.info("release of %r on exit failed: %s", self, error)
 
     async def __aenter__(self) -> PoolLease:
         return self
@@ -104,12 +104,8 @@ class PoolLease(LocalMessage):
         if not self.released:
             try:
                 await self.release_async()
-            except (InvalidHandle, ActorStopped) as error:
-                _exit_failed(self, error)
-
-
-def _exit_failed(lease: PoolLease, error: Exception) -> None:
-    _log.info("release of %r on exit failed (pool restarted or stopped): %s", lease, error)
+            except (InvalidHandle, ActorStopped) as error:  # the pool restarted or stopped
+                _log.info("release of %r on exit failed: %s", self, error)
 
 
 @dataclass(frozen=True, slots=True)
