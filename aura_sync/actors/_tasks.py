@@ -194,9 +194,6 @@ class Tasks:
         self._running: dict[int, _Running] = {}
         self._waiting: dict[Hashable, int] = {}
 
-    def __len__(self) -> int:
-        return len(self._running)
-
     def spawn(self, gen: Task, label: str) -> int:
         """Start ``gen`` now (it runs to its first step); returns its task id."""
         task_id = next(self._ids)

@@ -172,12 +172,6 @@ class AuraActor(PykkaActor):
         """How many times this child has been started, this one included (1 = first)."""
         return self._aura_incarnation
 
-    @property
-    def abandoned(self) -> bool:
-        """True once the supervisor gave up on this incarnation (it overran a timeout): its
-        hooks may then run beside its successor, so they release and leave the stash."""
-        return self._aura_killed
-
     def current_reply(self) -> ReplySlot | None:
         """The reply slot of the message being handled (None if told), to answer later."""
         return self._aura_reply
