@@ -135,10 +135,7 @@ class ChildSpec:
     def __post_init__(self) -> None:
         check_child_id(self.id, "ChildSpec id")
         if not callable(self.start):
-            raise WrongType(
-                f"ChildSpec {self.id!r}: start must be callable, got {type(self.start).__name__} "
-                f"{self.start!r}"
-            )
+            raise WrongType(f"ChildSpec {self.id!r}: start must be callable, got {self.start!r}")
         if not isinstance(self.restart, Restart):
             raise InvalidArgument(
                 f"ChildSpec {self.id!r}: restart must be PERMANENT, TRANSIENT or TEMPORARY, "

@@ -116,13 +116,10 @@ class Supervisor:
             )
         check_int(intensity, "intensity", minimum=0)
         period = check_seconds(period, "period", allow_zero=False)
-        for value, kind, what in (
-            (clock, Clock, "a Clock"),
-            (scheduler, Scheduler, "a Scheduler"),
-            (rng, Rng, "an Rng"),
-        ):
+        effects = {"clock": (clock, Clock), "scheduler": (scheduler, Scheduler), "rng": (rng, Rng)}
+        for what, (value, kind) in effects.items():
             if value is not None and not isinstance(value, kind):
-                raise WrongType(f"{what.split()[1].lower()} must be {what}, got {value!r}")
+                raise WrongType(f"{what} must be a {kind.__name__}, got {value!r}")
         if on_give_up is not None and not callable(on_give_up):
             raise WrongType(f"on_give_up must be callable or None, got {on_give_up!r}")
         check_child_id(name, "name")
