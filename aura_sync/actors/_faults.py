@@ -32,9 +32,7 @@ def resolve_effects(clock: Clock | None, scheduler: Scheduler | None) -> tuple[C
     """The clock and scheduler an actor uses: a scheduler's own clock, a new scheduler
     on a lone clock, else the process-wide pair (one timer thread); types checked."""
     if scheduler is not None and not isinstance(scheduler, Scheduler):
-        raise WrongType(
-            f"scheduler must be a Scheduler, got {type(scheduler).__name__} {scheduler!r}"
-        )
+        raise WrongType(f"scheduler must be a Scheduler, got {scheduler!r}")
     if clock is None:
         return system_effects() if scheduler is None else (scheduler.clock, scheduler)
     if not isinstance(clock, Clock):

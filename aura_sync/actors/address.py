@@ -144,9 +144,7 @@ class ActorAddress:
         thread (not from an actor): True if it is gone.  InvalidArgument if supervised."""
         timeout = check_seconds(timeout, "timeout")
         if self._link is not None:
-            raise InvalidArgument(
-                f"address {self.name} is supervised; use its supervisor's terminate_child"
-            )
+            raise InvalidArgument(f"{self.name} is supervised: stop it with terminate_child")
         actor = self._actor
         stopped = True
         if actor is not None:

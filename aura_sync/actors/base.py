@@ -190,10 +190,7 @@ class AuraActor(PykkaActor):
 
     def _aura_bind(self, address: ActorAddress, incarnation: int) -> None:
         if self._aura_address is not None or self._aura_started:
-            raise ActorError(
-                f"{type(self).__name__} instance was already started; "
-                "a factory must return a new actor each time"
-            )
+            raise ActorError(f"{type(self).__name__} already started: factories make new ones")
         self._aura_address = address
         self._aura_incarnation = incarnation
         mailbox = address._mailbox

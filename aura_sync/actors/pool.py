@@ -195,10 +195,7 @@ class PoolActor(FaultInjectionMixin, AuraActor):
     def _acquire(self, msg: msgs.Acquire) -> Any:
         slot = self.current_reply()
         if slot is None:
-            raise InvalidArgument(
-                f"Acquire(peer_id={msg.peer_id}) must be asked, not told: "
-                "nobody would receive the connection"
-            )
+            raise InvalidArgument(f"Acquire(peer_id={msg.peer_id}) must be asked, not told")
         timeout = self._config.acquire_timeout
         if msg.timeout is not None:
             timeout = check_seconds(msg.timeout, "timeout")

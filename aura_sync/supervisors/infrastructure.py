@@ -110,15 +110,9 @@ def infrastructure_supervisor(
     if type(cfg) is not InfrastructureConfig:
         raise WrongType(f"config must be an InfrastructureConfig, got {type(cfg).__name__} {cfg!r}")
     if connector is not None and not callable(getattr(connector, "connect", None)):
-        raise WrongType(
-            "connector must have a connect(peer_id) method, got "
-            f"{type(connector).__name__} {connector!r}"
-        )
+        raise WrongType(f"connector must have a connect(peer_id) method, got {connector!r}")
     if discovery is not None and not callable(getattr(discovery, "discover", None)):
-        raise WrongType(
-            "discovery must have a discover(timeout) method, got "
-            f"{type(discovery).__name__} {discovery!r}"
-        )
+        raise WrongType(f"discovery must have a discover(timeout) method, got {discovery!r}")
     check_bool(fault_injection, "fault_injection")
     faults = {"fault_injection": fault_injection}
 
@@ -162,9 +156,7 @@ class Infrastructure:
 
     def __init__(self, supervisor: Supervisor) -> None:
         if not isinstance(supervisor, Supervisor):
-            raise WrongType(
-                f"supervisor must be a Supervisor, got {type(supervisor).__name__} {supervisor!r}"
-            )
+            raise WrongType(f"supervisor must be a Supervisor, got {supervisor!r}")
         if not supervisor.is_alive():
             raise SupervisorStopped(f"supervisor {supervisor.name} is not running")
         address = supervisor.child_address  # the stable addresses, read without an ask
