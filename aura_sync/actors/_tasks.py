@@ -1,16 +1,13 @@
 """One task runtime for actors: generators suspended on what they wait for.
 
-A task is a generator run on its actor's thread; it yields one step and is
-resumed there with the step's result (or its error thrown in): :class:`Ask`
-another actor (an ``ErrorReply`` is thrown as its exception, ``Ack`` resumes
-with None; :func:`call` is the typed ``yield from`` form), :class:`Send` a
-network request, :class:`Await` a future, :class:`Sleep`, or :class:`WaitFor`
-a :meth:`Tasks.notify` of a key.  Guarantees: a resume reaches only the step it
-was meant for; a reply that arrives for nobody goes to the ``give_back`` hook
-(so a loan or session is returned); an :class:`~aura_sync.errors.AuraError`
-escaping a task ends that task only (logged), any other exception crashes the
-actor.  Use: one :class:`Tasks` per actor, :class:`TaskHost` mixed in,
-:meth:`Tasks.spawn`, and :meth:`Tasks.abandon` in ``on_stop``/``on_crash``.
+A task runs on its actor's thread; it yields a step and is resumed there with its
+result or its error thrown in: :class:`Ask` another actor (``yield from call(...)``
+is the typed form; ``Ack`` resumes with None), :class:`Send` a network request,
+:class:`Await` a future, :class:`Sleep`, or :class:`WaitFor` a :meth:`Tasks.notify`.
+A resume reaches only the step it was meant for; a reply for nobody goes to the
+``give_back`` hook (so a loan or session is returned); an ``AuraError`` escaping a
+task ends that task only, any other exception crashes the actor.  Use: one
+:class:`Tasks` per actor, :class:`TaskHost` mixed in, :meth:`Tasks.abandon` when it ends.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """The msgpack codec: ``encode(msg) -> bytes`` and ``decode(data) -> Message``.
 
-A message is the msgpack array ``[tag, field1, ...]`` in field order; a
-``DeviceId`` is a 16-byte bin, an enum its value, a nested message its own
-array, a tuple an array.  ``decode`` treats its input as untrusted: it returns
-a message whose fields have exactly their declared types or raises
-:class:`DecodeError` (malformed, too large, too deep, unknown tag, wrong arity
-or field type), nothing else.  Each class gets one encoder and one decoder,
-generated as Python source on first use (closures measured 2x slower); the
-decoder builds the instance as ``@message``'s dataclass ``__init__`` does.
+A message is the array ``[tag, field1, ...]``; a ``DeviceId`` is a 16-byte bin, an
+enum its value, a nested message or a tuple an array.  ``decode`` treats its input
+as untrusted: it returns a message whose fields have exactly their declared types
+or raises :class:`DecodeError` (malformed, too large, too deep, unknown tag, wrong
+arity or field type), nothing else.  Each class gets one encoder and one decoder,
+generated as Python source on first use (closures measured 2x slower).
 """
 
 from __future__ import annotations
@@ -180,12 +178,8 @@ _PLAIN = (int, str, bytes, bool)
 
 
 def _enc_expr(tp: Any, expr: str, ns: dict[str, Any], key: str) -> str:
-    """Python source for the wire form of ``expr`` (a field of type ``tp``).
-
-    Plain values stay as they are, a DeviceId is its bytes, an enum its value,
-    a message its own array; a union of several non-plain types is encoded by
-    :func:`_enc_dynamic`.  ``key`` names the comprehension variables.
-    """
+    """Python source for the wire form of ``expr`` (a field of type ``tp``); a union of
+    several non-plain types goes through :func:`_enc_dynamic`; ``key`` names variables."""
     if tp in (int, float, str, bytes, bool, type(None)):
         return expr
     if tp is DeviceId:
@@ -228,11 +222,8 @@ def _check_arity(value: Any, n: int) -> Any:
 
 
 def _dec_lines(tp: Any, var: str, where: str, ns: dict[str, Any], key: str) -> list[str]:
-    """Source lines that check the wire value in ``var`` and turn it into a ``tp`` value.
-
-    ``key`` is a prefix unique to this field: names put in ``ns`` and local
-    variables of nested tuples derive from it.
-    """
+    """Source lines that check the wire value in ``var`` and turn it into a ``tp`` value
+    (``key``, unique to the field, prefixes the names put in ``ns`` and locals)."""
     w = repr(where)
     if tp in _PLAIN:
         name = tp.__name__

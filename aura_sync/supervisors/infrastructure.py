@@ -39,15 +39,11 @@ CHILD_IDS: Final = (CACHE, RATE_LIMITER, PEER_MANAGER, POOL)
 
 @dataclass(frozen=True, slots=True)
 class InfrastructureConfig:
-    """Configuration of the four infrastructure actors and of their supervisor.
-
-    ``rate_limit``, ``pool``, ``peers``: the cores' configs; ``cache_max_keys`` (>= 1):
-    keys with exact floors; ``cache_max_values`` (>= 0; 0 disables the store).
-    Seconds: ``drop_idle_interval`` (> 0) between drops of idle rate-limit buckets,
-    ``period`` (> 0) of the restart-intensity window, ``shutdown`` (>= 0) per child;
-    ``intensity`` (>= 0): restarts within ``period`` before it gives up.  Raises
-    WrongType / InvalidArgument naming the field and value.
-    """
+    """Configuration of the four infrastructure actors and of their supervisor: the cores'
+    configs, ``cache_max_keys`` (>= 1) with exact floors, ``cache_max_values`` (>= 0; 0:
+    no store), seconds between drops of idle buckets (> 0), the restart-intensity
+    ``period`` (> 0) and ``intensity`` (>= 0), ``shutdown`` per child (>= 0).  Raises
+    WrongType / InvalidArgument naming the field and value."""
 
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)

@@ -77,13 +77,11 @@ class _RootMonitor:
 class Supervisor:
     """An OTP-style supervisor (the rules: :mod:`aura_sync.supervisors`).
 
-    ``children``: ChildSpecs with unique ids, in start order; ``strategy``;
-    more than ``intensity`` (>= 0) restarts within ``period`` seconds make it
-    give up; ``clock`` / ``scheduler`` / ``rng``: effects (default: the
-    system's, or the parent's when nested); ``on_give_up(SupervisorGaveUp)``
-    runs in its thread (keep it quick); ``name``: in logs and child address
-    names; ``call_timeout``: default seconds of the dynamic calls.  Raises
-    ``WrongType`` / ``InvalidArgument`` for bad arguments (duplicate ids too).
+    ``children``: specs with unique ids, in start order; more than ``intensity``
+    restarts within ``period`` seconds make it give up; effects default to the
+    system's (the parent's when nested); ``on_give_up(SupervisorGaveUp)`` runs in
+    its thread; ``name`` prefixes child address names; ``call_timeout``: default
+    seconds of the dynamic calls.  Raises WrongType / InvalidArgument.
     """
 
     def __init__(
