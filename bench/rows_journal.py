@@ -37,7 +37,12 @@ from typing import Any
 from bench._harness import Context, Stats, Target, optional_module
 
 # (small N, large N) held ops per run size
-_SIZES = {"tiny": (500, 1_500), "quick": (10_000, 1_000_000), "full": (10_000, 10_000_000)}
+_SIZES = {
+    "tiny": (500, 1_500),
+    "quick": (10_000, 1_000_000),
+    "full": (10_000, 1_000_000, 10_000_000),
+}
+"""Held ops per run size: appends at each, opens at each but the first, the rest at the last."""
 _BATCH = 1000
 _BATCHES_PER_REP = 5
 _PAYLOAD = 64
@@ -458,41 +463,45 @@ def _rss_row(ctx: Context, path: Path, n: int) -> None:
 
 def run(ctx: Context) -> None:
     """Every row of the group."""
-    small, large = _SIZES.get(ctx.size.name, _SIZES["quick"])
+    sizes = _SIZES.get(ctx.size.name, _SIZES["quick"])
+    small, large = sizes[0], sizes[-1]
     with tempfile.TemporaryDirectory(prefix="aura-bench-journal-") as tmp:
         root = Path(tmp)
         try:
-            s_ours, s_raw = _append_at(ctx, root, small)
-            ctx.compare(
-                f"journal append, {small:,} held",
-                s_ours,
-                s_raw,
-                target=Target(">=", 0.5),
-                note="signed ops vs raw executemany of the same rows",
-            )
-            l_ours, l_raw = _append_at(ctx, root, large)
-            ctx.compare(
-                f"journal append, {large:,} held",
-                l_ours,
-                l_raw,
-                target=Target(">=", 0.5),
-                note="signed ops vs raw executemany of the same rows",
-            )
-            ctx.compare(
-                f"journal append, {large:,} vs {small:,} held",
-                l_ours,
-                s_ours,
-                target=Target(">=", 0.8),
-                note="no per-op O(n) work",
-            )
+            rates = {}
+            for n in sizes:
+                ours, raw = _append_at(ctx, root, n)
+                rates[n] = ours
+                ctx.compare(
+                    f"journal append, {n:,} held",
+                    ours,
+                    raw,
+                    target=Target(">=", 0.5),
+                    note="signed ops vs raw executemany of the same rows",
+                )
+            for n in sizes[1:]:
+                ctx.compare(
+                    f"journal append, {n:,} vs {small:,} held",
+                    rates[n],
+                    rates[small],
+                    target=Target(">=", 0.8),
+                    note="no per-op O(n) work",
+                )
         except Exception as exc:
             ctx.error("journal append", exc)
+        steps: list[tuple[str, Any]] = [
+            (
+                f"journal open, {n:,} ops",
+                lambda n=n: _open_rows(ctx, root / f"append-{n}.sqlite3", n),
+            )
+            for n in sizes[1:]
+        ]
         path = root / f"append-{large}.sqlite3"
-        for name, step in (
-            ("journal open", lambda: _open_rows(ctx, path, large)),
+        steps += [
             ("reconcile", lambda: _reconcile_rows(ctx, root, path, large)),
             ("peak RSS", lambda: _rss_row(ctx, path, large)),
-        ):
+        ]
+        for name, step in steps:
             try:
                 step()
             except Exception as exc:
