@@ -128,7 +128,7 @@ _SWEEPS: Final[dict[type, Callable[[ConnectionPool], int]]] = {
 }
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Waiter:
     """A queued acquire: who asked, for which peer, and its timer."""
 
@@ -136,7 +136,7 @@ class _Waiter:
     peer_id: DeviceId
     slot: ReplySlot
     timeout: float
-    timer: TimerHandle | None = None
+    timer: TimerHandle
 
 
 class PoolActor(FaultInjectionMixin, AuraActor):
@@ -180,10 +180,8 @@ class PoolActor(FaultInjectionMixin, AuraActor):
     def on_stop(self) -> None:
         """Cancel every timer and close every connection (waiters get ActorStopped)."""
         self._ticker.cancel()
-        for waiter in self._waiters.values():
-            if waiter.timer is not None:
-                waiter.timer.cancel()
-        self._waiters.clear()
+        for waiter in list(self._waiters.values()):
+            self._forget(waiter)
         self._handles.clear()
         closed = self._pool.close_all()
         if closed:
@@ -206,11 +204,9 @@ class PoolActor(FaultInjectionMixin, AuraActor):
             return DEFERRED  # answered (or given back) through the slot just now
         if timeout <= 0.0:
             return self._lend(pool.acquire(peer_id))  # raises PoolExhausted
-        waiter = _Waiter(next(self._ids), peer_id, slot, timeout)
-        waiter.timer = self._scheduler.send_after(
-            timeout, self.address, _AcquireExpired(waiter.waiter_id)
-        )
-        self._waiters[waiter.waiter_id] = waiter
+        waiter_id = next(self._ids)
+        timer = self._scheduler.send_after(timeout, self.address, _AcquireExpired(waiter_id))
+        self._waiters[waiter_id] = _Waiter(waiter_id, peer_id, slot, timeout, timer)
         pool.record_wait()
         return DEFERRED
 
@@ -277,8 +273,7 @@ class PoolActor(FaultInjectionMixin, AuraActor):
 
     def _forget(self, waiter: _Waiter) -> None:
         self._waiters.pop(waiter.waiter_id, None)
-        if waiter.timer is not None:
-            waiter.timer.cancel()
+        waiter.timer.cancel()
 
     # --- maintenance and inspection ---
 

@@ -214,12 +214,9 @@ class Supervisor:
             return
         deadline = time.monotonic() + timeout
         reply = address.ask(m.StopSupervisor(), timeout)
-        threads: list[threading.Thread] = []
-        if isinstance(reply, tuple):  # the stopped children's threads
-            threads.extend(reply)
-        actor = self._actor
-        if actor is not None and actor._aura_thread is not None:
-            threads.append(actor._aura_thread)
+        threads: list[threading.Thread] = list(reply) if isinstance(reply, tuple) else []
+        if self._actor is not None and self._actor._aura_thread is not None:
+            threads.append(self._actor._aura_thread)  # and the supervisor's own
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
