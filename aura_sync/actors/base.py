@@ -31,7 +31,7 @@ from aura_sync.errors import (
     InvalidArgument,
     WrongType,
 )
-from aura_sync.messages import Ack, ErrorReply, Message
+from aura_sync.messages import Ack, ErrorReply, Message, codec
 from aura_sync.messages.supervision import ExitKind
 
 if TYPE_CHECKING:
@@ -118,14 +118,6 @@ def _describe(exc: BaseException) -> str:
     except Exception:  # an exception that cannot even be printed must not kill the actor
         text = "<unprintable>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _shown(message: object) -> str:
-    """``repr(message)`` cut to 80 characters, or a placeholder if its repr raises."""
-    try:
-        return f"{message!r:.80}"
-    except Exception:
-        return f"<{type(message).__name__} whose repr raises>"
 
 
 class AuraActor(PykkaActor):
@@ -333,8 +325,8 @@ class AuraActor(PykkaActor):
                 if handler is not None:
                     self._aura_table[cls] = handler
                     return handler
-        what = cls.__name__ if isinstance(message, Message | LocalMessage) else "a non-message"
-        text = f"{self} has no handler for {what} ({_shown(message)})"
+        what = "" if isinstance(message, Message | LocalMessage) else "a non-message, "
+        text = f"{self} has no handler for {what}{codec.describe(message)}"
         if reply is not None:
             reply.set(ErrorReply("UnhandledMessage", text))
         else:

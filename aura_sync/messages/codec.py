@@ -29,7 +29,7 @@ from aura_sync.messages._base import _REGISTRY, Message
 
 _REGISTRY_GET = _REGISTRY.get
 
-__all__ = ["MAX_FRAME_SIZE", "decode", "encode", "from_wire", "to_wire"]
+__all__ = ["MAX_FRAME_SIZE", "decode", "describe", "encode", "from_wire", "to_wire"]
 
 MAX_FRAME_SIZE: Final = 1 << 20
 """Default maximum size of one encoded message, in bytes (1 MiB)."""
@@ -45,7 +45,7 @@ def encode(msg: Message, *, max_size: int = MAX_FRAME_SIZE) -> bytes:
     try:
         codec = msg._aura_codec
     except AttributeError:
-        raise InvalidArgument(f"encode needs a Message, got {_describe(msg)}") from None
+        raise InvalidArgument(f"encode needs a Message, got {describe(msg)}") from None
     if codec is None:
         codec = _compile(type(msg))
     data: bytes | None = codec[2]
@@ -105,10 +105,10 @@ def to_wire(msg: Message) -> Any:
 def from_wire(obj: Any) -> Message:
     """Build a message from an unpacked msgpack array; raise :class:`DecodeError` if invalid."""
     if obj.__class__ is not tuple or not obj:
-        raise DecodeError(f"a message must be a non-empty array, got {_describe(obj)}")
+        raise DecodeError(f"a message must be a non-empty array, got {describe(obj)}")
     tag = obj[0]
     if tag.__class__ is not int:
-        raise DecodeError(f"message tag must be an int, got {_describe(tag)}")
+        raise DecodeError(f"message tag must be an int, got {describe(tag)}")
     dec = _DECODERS_GET(tag)
     if dec is None:
         cls = _REGISTRY_GET(tag)
@@ -131,7 +131,8 @@ def from_wire(obj: Any) -> Message:
     return result
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """``value``'s type and a bounded repr (``?`` if its repr raises), for error texts."""
     try:
         text = _repr.repr(value)  # bounded in depth and length, so never recursion-deep
     except Exception:  # a value whose repr fails must not hide the decode error
@@ -145,7 +146,7 @@ _repr.maxstring = _repr.maxother = 40
 
 
 def _bad(where: str, expected: str, value: Any) -> Any:
-    raise DecodeError(f"{where}: expected {expected}, got {_describe(value)}")
+    raise DecodeError(f"{where}: expected {expected}, got {describe(value)}")
 
 
 # --- per-type converters ---------------------------------------------------------
