@@ -8,6 +8,7 @@ With fault injection enabled, :class:`FaultInjectionMixin` answers
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from aura_sync._checks import check_bool
@@ -40,21 +41,17 @@ def resolve_effects(clock: Clock | None, scheduler: Scheduler | None) -> tuple[C
     return clock, Scheduler(clock) if scheduler is None else scheduler
 
 
+@dataclass(slots=True, eq=False)
 class Ticker:
     """``message`` to ``target`` every ``interval`` seconds, without a thread: the actor
     calls :meth:`arm` in ``on_start`` (with its address, if the ticker was made before
     the actor had one) and on each tick, :meth:`cancel` when it ends."""
 
-    __slots__ = ("_handle", "interval", "message", "scheduler", "target")
-
-    def __init__(
-        self, scheduler: Scheduler, interval: float, target: MessageTarget | None, message: object
-    ) -> None:
-        self.scheduler = scheduler
-        self.interval = interval
-        self.target = target
-        self.message = message
-        self._handle: TimerHandle | None = None
+    scheduler: Scheduler
+    interval: float
+    target: MessageTarget | None
+    message: object
+    _handle: TimerHandle | None = field(default=None, init=False)
 
     def arm(self, target: MessageTarget | None = None) -> None:
         """Schedule the next tick ``interval`` seconds from now (replacing a pending one)."""

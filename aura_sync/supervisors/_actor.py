@@ -160,20 +160,18 @@ class _Child:
         return self.spec.id
 
 
+@dataclass(frozen=True, slots=True)
 class _ChildLink:
     """Link of a child's address: its thread tells the supervisor it started / exited."""
 
-    __slots__ = ("_child_id", "_supervisor")
-
-    def __init__(self, supervisor: ActorAddress, child_id: str) -> None:
-        self._supervisor = supervisor
-        self._child_id = child_id
+    supervisor: ActorAddress
+    child_id: str
 
     def started(self, address: ActorAddress, incarnation: int) -> None:
-        self._supervisor.tell(m.ChildStarted(self._child_id, incarnation))
+        self.supervisor.tell(m.ChildStarted(self.child_id, incarnation))
 
     def exited(self, address: ActorAddress, incarnation: int, kind: ExitKind, reason: str) -> None:
-        self._supervisor.tell(m.ChildExited(self._child_id, incarnation, kind, reason))
+        self.supervisor.tell(m.ChildExited(self.child_id, incarnation, kind, reason))
 
 
 class SupervisorActor(AuraActor):

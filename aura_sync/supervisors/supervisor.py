@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
@@ -52,16 +53,14 @@ R = TypeVar("R")
 _ACTIVE = (ChildStatus.STARTING, ChildStatus.RUNNING, ChildStatus.STOPPING)
 
 
+@dataclass(slots=True, eq=False)
 class _RootMonitor:
     """Link of a root supervisor's address: ``start()`` waits on it; closes the address at exit."""
 
-    __slots__ = ("exited_event", "kind", "reason", "started_event")
-
-    def __init__(self) -> None:
-        self.started_event = threading.Event()
-        self.exited_event = threading.Event()
-        self.kind: ExitKind | None = None
-        self.reason = ""
+    started_event: threading.Event = field(default_factory=threading.Event)
+    exited_event: threading.Event = field(default_factory=threading.Event)
+    kind: ExitKind | None = None
+    reason: str = ""
 
     def started(self, address: ActorAddress, incarnation: int) -> None:
         self.started_event.set()
