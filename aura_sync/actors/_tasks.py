@@ -167,12 +167,9 @@ def _no_give_back(ask: Ask, reply: Any, delivered: bool) -> None:
 
 
 class Tasks:
-    """The tasks of one actor incarnation, resumed through ``owner``'s address.
-
-    ``ids``: the task id counter (share one across incarnations: keep it in the
-    stash); ``give_back``: the hook for replies nobody will use (default: drop
-    them); ``answered``: if given, counts per target name the asks answered.
-    """
+    """The tasks of one actor incarnation, resumed through ``owner``'s address; ``ids``
+    (share one across incarnations), ``give_back`` (replies nobody will use; default:
+    drop them), ``answered`` (if given, counts the asks answered per target name)."""
 
     def __init__(
         self,

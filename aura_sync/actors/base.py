@@ -57,12 +57,9 @@ def current_actor() -> AuraActor | None:
 
 
 def handles(*types: type) -> Callable[[F], F]:
-    """Declare the method as the handler of ``types`` (Message or LocalMessage classes).
-
-    A base class's handler serves subclasses without their own; decorators stack;
-    a decorated override replaces the inherited types of that name, an
-    undecorated one keeps them.
-    """
+    """Declare the method as the handler of ``types`` (Message or LocalMessage classes);
+    a base class's handler serves subclasses; a decorated override replaces the types
+    inherited under its name, an undecorated one keeps them."""
     if not types:
         raise InvalidArgument("handles() needs at least one message type, got none")
     for tp in types:
@@ -79,11 +76,8 @@ def handles(*types: type) -> Callable[[F], F]:
 
 def forward(core: str, method: str, request: type[Message]) -> Handler:
     """A handler of ``request`` answering ``self.<core>.<method>(*request's fields)``
-    (``Ack`` for a ``Request[None]``, whatever the method returns).
-
-    For an operation that is one core call: ``_peer_rate = forward("_limiter",
-    "peer_rate", GetPeerRate)`` in the class body.
-    """
+    (``Ack`` for a ``Request[None]``), for an operation that is one core call:
+    ``_peer_rate = forward("_limiter", "peer_rate", GetPeerRate)`` in the class body."""
     target = operator.attrgetter(f"{core}.{method}")
     names = [f.name for f in dataclasses.fields(request)]  # type: ignore[arg-type]
     ack = typing.get_args(getattr(request, "__orig_bases__", (None,))[0]) == (type(None),)

@@ -94,14 +94,10 @@ def infrastructure_supervisor(
     on_give_up: Callable[[SupervisorGaveUp], None] | None = None,
     name: str = "infrastructure",
 ) -> Supervisor:
-    """The (not yet started) infrastructure supervisor.
-
-    ``connector``: the pool's non-blocking :class:`Connector` (None: no pool);
-    ``discovery``: the peer manager's; effects default to the system's (or the
-    parent's when nested); ``fault_injection``: children honour ``InjectCrash``;
-    ``name``: child addresses are ``name/child_id``.  Start it, or return it from a
-    parent's ``ChildSpec.start`` with a ``shutdown`` of at least ``4 * config.shutdown``.
-    """
+    """The (not yet started) infrastructure supervisor: no pool child without a
+    ``connector``; ``discovery`` is the peer manager's; with ``fault_injection`` the
+    children honour ``InjectCrash``; child addresses are ``name/child_id``.  Start it, or
+    return it from a parent's ``ChildSpec.start`` with a ``shutdown`` >= 4 x config.shutdown."""
     cfg = InfrastructureConfig() if config is None else config
     if type(cfg) is not InfrastructureConfig:
         raise WrongType(f"config must be an InfrastructureConfig, got {type(cfg).__name__} {cfg!r}")

@@ -114,14 +114,10 @@ StartFactory = Callable[[ChildContext], "AuraActor | Supervisor"]
 
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
-    """How to start and restart one child (an OTP child spec).
-
-    ``id``: unique among its siblings; ``start``: ``(ChildContext) -> AuraActor |
-    Supervisor``, a new unstarted one per call, run on the supervisor's thread
-    (quick); ``shutdown``: seconds to wait for a stop before abandoning the child
-    (a nested supervisor's: at least the sum of its children's); ``start_timeout``:
-    seconds ``on_start`` may take.  Raises WrongType / InvalidArgument.
-    """
+    """An OTP child spec: ``start(ChildContext)`` returns a new unstarted actor or
+    ``Supervisor`` (on the supervisor's thread: quick); ``shutdown``: seconds a stop may
+    take before the child is abandoned (a nested supervisor's: at least the sum of its
+    children's); ``start_timeout``: seconds ``on_start`` may take."""
 
     id: str
     start: StartFactory
