@@ -43,11 +43,9 @@ def encode(msg: Message, *, max_size: int = MAX_FRAME_SIZE) -> bytes:
     """Serialize ``msg`` to msgpack bytes; InvalidArgument if it is not a registered message
     or its encoding exceeds ``max_size`` bytes."""
     try:
-        codec = msg._aura_codec
+        codec = msg._aura_codec or _compile(type(msg))
     except AttributeError:
         raise InvalidArgument(f"encode needs a Message, got {describe(msg)}") from None
-    if codec is None:
-        codec = _compile(type(msg))
     data: bytes | None = codec[2]
     if data is None:
         try:
