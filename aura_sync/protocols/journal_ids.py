@@ -7,13 +7,16 @@ held op's id (with its arrival number) is in exactly one of two tiers:
 
 * ``ids`` (on disk, ``WITHOUT ROWID``, ordered by id): the swept ops;
 * the fresh tier, in memory: the others, one sorted list per slice and a
-  dict from id to arrival (about 100 bytes an id).
+  dict from id to arrival (about 170 bytes an id, ~22 MB on average).
 
 The id space is cut into 256 slices by the ids' first byte.  Every
 :data:`STEP_OPS` ops inserted, the next slice (round robin) is *swept* in
 the transaction of the commit: its fresh ids move into ``ids``, one ordered
 insert into one contiguous 1/256 of the B-tree.  A commit thus dirties
-about ``n / 256`` id-index leaves at most, for ~``STEP_OPS`` ops.
+at most 1/256 of the index's leaves (~230 of ~59k at 1M ops), not one a
+new op.  Past ~4M ops a slice has more leaves than a sweep moves ids, so
+a sweep dirties nearly one leaf per op again, though all within one
+contiguous slice that the page cache holds.
 The ``sweeps`` table records, per slice, the arrival number of its last
 sweep: an op is in ``ids`` iff its arrival is at most its slice's mark, so
 open rebuilds the fresh tier exactly, reading only the ops that arrived
