@@ -223,7 +223,11 @@ class Server:
             return False
         self._stats["requests_served"] += 1
         if isinstance(request, _RECONCILING):
-            self.reconciled[peer] = self._clock.now()
+            now = self._clock.now()
+            if len(self.reconciled) >= 4096 and peer not in self.reconciled:
+                for old in [p for p, t in self.reconciled.items() if now - t > 60.0]:
+                    del self.reconciled[old]  # identities gone quiet
+            self.reconciled[peer] = now
         if isinstance(request, PushOps):
             self._queue_push(event, request)
             return True
