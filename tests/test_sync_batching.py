@@ -21,12 +21,13 @@ from test_anti_entropy_serving import FakeConnection
 from test_anti_entropy_serving import Rig as ServingRig
 from test_journal_sync import PipelinedRemote, _drive
 
+from aura_sync.errors import OpRefused
 from aura_sync.identity import NodeIdentity
 from aura_sync.ids import DeviceId
 from aura_sync.messages import ErrorReply, Message
-from aura_sync.messages.sync import Op, PushAck, PushOps
+from aura_sync.messages.sync import IdRange, Op, PushAck, PushOps
 from aura_sync.protocols.journal import Journal
-from aura_sync.protocols.reconcile import Call, Progress, Streamed, reconcile
+from aura_sync.protocols.reconcile import Call, ChainBuffer, Progress, Streamed, reconcile
 from aura_sync.protocols.serving import PUSH_GROUP
 from aura_sync.transport.base import Inbound
 
@@ -54,6 +55,11 @@ class StreamedRemote(PipelinedRemote):
         for i, batch in enumerate(batches):
             take(i, tuple(self.journal.get_many(batch)))
         return (yield from _now(None))
+
+    def list_many(
+        self, ranges: list[IdRange], counts: list[int] | None = None
+    ) -> Call[list[list[bytes]]]:
+        return (yield from super().list_many(ranges))
 
     def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
         self._window("push", len(batches))
@@ -233,3 +239,27 @@ def test_new_ops_are_pushed_to_a_connected_peer_without_waiting_for_a_round(tmp_
             "rounds_started"
         )
         assert later == rounds  # no sync round ran: the push brought them
+
+
+def test_pulled_ops_below_a_held_successor_are_stored_at_the_end() -> None:
+    source, sink = _journal(), _journal()
+    _fill(source, 300, b"s")  # one chain: only op 299 is signed
+    order = source.push_order(source.all_ids())
+    sink.add_many(source.get_many(order[:100]))  # the top 100 (ops 299..200) already held
+    below = sorted(order[100:])  # ops 199..0, in id order as pulled
+    buffer = ChainBuffer(sink)
+    stored = sum(buffer.take(source.get_many(below[i : i + 128])) for i in range(0, 200, 128))
+    assert stored == 0 and len(sink) == 100  # none of them looks covered on its own
+    assert buffer.flush() == 200 and sink.digest() == source.digest()
+
+
+def test_a_forged_pulled_op_refuses_its_batch() -> None:
+    source, sink = _journal(), _journal()
+    _fill(source, 50, b"s")
+    ops = source.get_many(source.push_order(source.all_ids()))
+    head = ops[0]
+    forged = Op(head.author, head.seq, head.payload + b"!", head.prev, head.key, head.sig)
+    buffer = ChainBuffer(sink, group=10)
+    with pytest.raises(OpRefused):
+        buffer.take([forged, *ops[1:]])
+    assert len(sink) == 0

@@ -4,7 +4,9 @@
 0.1 ms of the serving actor's time on the reference machine, measured by
 ``bench`` row group ``admission``): a base of 1 for every request plus a
 term for each piece of work it asks for (ranges digested, ids listed or
-hashed, ops returned or pushed, bytes carried).  Guarantees (property-tested):
+hashed, ops returned or pushed, bytes carried; the bytes of an op request's
+reply are charged once served, :meth:`AdmissionHook.charge`, as its ops' sizes
+are unknown before).  Guarantees (property-tested):
 the cost is at least 1 and never falls when a request asks for more work.
 The message bounds (``check()``, :mod:`aura_sync.messages.sync`) cap the work
 of one request, so :data:`MAX_REQUEST_COST` bounds every cost.  A protocol
@@ -136,10 +138,9 @@ def _node_ids(req: NodeIdsRequest) -> int:
 
 @cost_rule(OpsRequest)
 def _ops(req: OpsRequest) -> int:
-    # Up to MAX_OPS_BATCH ops returned, each at most MAX_OP_PAYLOAD bytes: priced at the most.
+    # The bytes of the reply are charged once known (AdmissionHook.charge, by the server).
     n = len(req.ids)
-    size = n * MAX_OP_PAYLOAD
-    return _ceil(n, IDS_PER_UNIT) + _ceil(n, OPS_PER_UNIT) + _ceil(size, BYTES_PER_UNIT)
+    return _ceil(n, IDS_PER_UNIT) + _ceil(n, OPS_PER_UNIT)
 
 
 @cost_rule(PushOps)
@@ -332,13 +333,31 @@ class AdmissionHook:
         if isinstance(decision, Denied):
             self._denied_until[peer] = max(until or now, now + decision.retry_after)
             self._deny(event, decision.retry_after, decision.reason.name)
-            self._report(peer, Offence.RATE_LIMITED)  # once per denial window, not per message
+            if until is None or now >= until:  # once per denial window, not per message
+                self._report(peer, Offence.RATE_LIMITED)  # (a pipeline's asks come back together)
             return
         if until is not None and now < until:  # a later message must not overtake a denied one
             self._deny(event, until - now, "PEER")
             return
         self._shed(False)
         self._handle(event, handler, started)
+
+    def charge(self, peer: DeviceId, cost: int) -> None:
+        """Charge ``cost`` more units of work found while serving (the bytes of a reply);
+        if the limiter denies it, the peer's later requests are refused until its
+        ``retry_after`` (it pays in time)."""
+        if self.config.enabled and cost > 0:
+            self._tasks.spawn(self._charge(peer, min(cost, self.config.max_cost)), "charge")
+
+    def _charge(self, peer: DeviceId, cost: int) -> Generator[Step, Any, None]:
+        try:
+            decision = yield Ask(self._limiter, CheckRateLimit(peer, cost), self._timeout)
+        except AuraError:
+            return
+        if isinstance(decision, Denied):
+            now = self._clock.now()
+            until = self._denied_until.get(peer, now)
+            self._denied_until[peer] = max(until, now + decision.retry_after)
 
     def _handle(self, event: Inbound, handler: Callable[[Inbound], bool], started: float) -> None:
         if not handler(event):

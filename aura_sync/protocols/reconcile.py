@@ -51,11 +51,11 @@ from aura_sync.messages.sync import (
     tree_range,
 )
 from aura_sync.protocols.journal import Journal
-from aura_sync.protocols.journal_chain import PullBuffer
 
 __all__ = [
     "PIPELINE_DEPTH",
     "Call",
+    "ChainBuffer",
     "Pipelined",
     "Progress",
     "Remote",
@@ -125,6 +125,11 @@ class Streamed(Protocol):
     def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
         """:meth:`Remote.push` of each batch, in order, several in flight; ops added."""
 
+    def list_many(
+        self, ranges: list[IdRange], counts: list[int] | None = None
+    ) -> Call[list[list[bytes]]]:
+        """:meth:`Pipelined.list_many`, each first page sized by ``counts``."""
+
 
 @dataclass(slots=True)
 class Progress:
@@ -162,6 +167,7 @@ def _descend(
         replies = yield from remote.children_many(depth, parts)
         deeper: list[int] = []
         listed: list[IdRange] = []
+        sizes: list[int] = []
         small_nodes: list[int] = []
         for part, (counts, prints) in zip(parts, replies, strict=True):
             if len(counts) != TREE_PARTS * len(part):
@@ -195,9 +201,11 @@ def _descend(
                     or depth + 1 == TREE_DEPTH
                 ):
                     listed.append(id_range)
+                    sizes.append(count)
                 else:  # a big node we lack is cut until its parts list in one page each
                     deeper.append(index)
-        for id_range, ids in zip(listed, (yield from remote.list_many(listed)), strict=True):
+        lists = yield from _list_sized(remote, listed, sizes)
+        for id_range, ids in zip(listed, lists, strict=True):
             pull.extend(journal.missing(ids))
             _collect(push, journal, ids, id_range)
         node_parts = list(chunks(small_nodes, MAX_RANGES))
@@ -206,6 +214,14 @@ def _descend(
             pull.extend(journal.missing(ids))
             _collect(push, journal, ids, tree_range(depth + 1, index))
         depth, nodes = depth + 1, deeper
+
+
+def _list_sized(
+    remote: Pipelined, ranges: list[IdRange], counts: list[int]
+) -> Call[list[list[bytes]]]:
+    if isinstance(remote, Streamed):  # pages sized by the peer's counts (cheaper to admit)
+        return (yield from remote.list_many(ranges, counts))
+    return (yield from remote.list_many(ranges))
 
 
 def _collect(
@@ -305,11 +321,69 @@ FETCH_WINDOW = 128
 """Batches fetched per window; ids that arrived meanwhile (pushed) are dropped first."""
 
 
+class ChainBuffer:
+    """Pulled ops, stored in commits of ``group`` once their chains show them covered.
+
+    Ops arrive in id order, unrelated to their chains.  An op is *ready* when it
+    carries a signature or its successor (same author, ``seq + 1``) is ready; ready
+    ops are queued in chain order (each author's seq descending), so the journal
+    finds each op's successor in the same batch or already stored, and checks each
+    op once.  :meth:`flush` also offers the rest (their successors may be held from
+    before); what the journal still finds uncovered is dropped (a later session
+    pulls it again).  At most ``max_waiting`` ops wait.
+    """
+
+    def __init__(self, journal: Journal, group: int = 8192, max_waiting: int = 500_000) -> None:
+        """Buffer for ``journal``."""
+        self._journal = journal
+        self._group = group
+        self._max_waiting = max_waiting
+        self._waiting: dict[tuple[bytes, int], Op] = {}
+        self._ready: set[tuple[bytes, int]] = set()
+        self._queue: list[Op] = []
+
+    def take(self, ops: Sequence[Op]) -> int:
+        """Add the ops of one reply; returns how many were stored by this call."""
+        waiting, ready, queue = self._waiting, self._ready, self._queue
+        for op in ops:
+            author, seq = op.author.raw, op.seq
+            if (author, seq) in ready or (author, seq) in waiting:
+                continue
+            if not op.sig and (author, seq + 1) not in ready:
+                if len(waiting) < self._max_waiting:
+                    waiting[(author, seq)] = op
+                continue
+            run: Op | None = op
+            while run is not None:  # ready: so is the run waiting below it
+                ready.add((author, seq))
+                queue.append(run)
+                seq -= 1
+                run = waiting.pop((author, seq), None)
+        return self._store(self._group)
+
+    def _store(self, at_least: int) -> int:
+        stored = 0
+        while self._queue and len(self._queue) >= at_least:
+            batch, self._queue = self._queue[: self._group], self._queue[self._group :]
+            added, _ = self._journal.ingest(batch)
+            stored += added
+        return stored
+
+    def flush(self) -> int:
+        """Store the ready ops, then offer the rest; returns how many were stored."""
+        stored = self._store(1)
+        rest = sorted(self._waiting.values(), key=lambda op: (op.author.raw, -op.seq))
+        self._waiting.clear()
+        for start in range(0, len(rest), self._group):
+            stored += self._journal.ingest(rest[start : start + self._group])[0]
+        return stored
+
+
 def _pull(
     journal: Journal, remote: Remote, pull: list[bytes], batch_size: int, progress: Progress
 ) -> Call[None]:
-    """Fetch ``pull`` and store it through a :class:`PullBuffer` (few commits)."""
-    buffer = PullBuffer(journal)  # pulled ops are stored once authenticated
+    """Fetch ``pull`` and store it through a :class:`ChainBuffer` (few commits)."""
+    buffer = ChainBuffer(journal)  # pulled ops are stored once authenticated
     streamed = isinstance(remote, Streamed)
     try:
         for window in chunks(pull, batch_size * (FETCH_WINDOW if streamed else PIPELINE_DEPTH)):

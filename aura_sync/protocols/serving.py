@@ -71,7 +71,7 @@ from aura_sync.messages.sync import (
     PushAck,
     PushOps,
 )
-from aura_sync.protocols.admission import AdmissionHook, journal_write, respond
+from aura_sync.protocols.admission import BYTES_PER_UNIT, AdmissionHook, journal_write, respond
 from aura_sync.protocols.journal import Journal
 from aura_sync.transport.base import Connection, Inbound
 
@@ -92,6 +92,7 @@ _SYNC_REQUESTS: Final = (
 )
 
 
+_OP_OVERHEAD: Final = 160  # encoded bytes of an op beside its payload (ids, key, signature)
 PUSH_GROUP: Final = 2048
 """Pushed ops waiting for a group commit that make it commit at once."""
 
@@ -310,6 +311,8 @@ class Server:
             ops = journal.get_many(request.ids)
             found = {op.op_id for op in ops}
             self._stats["ops_served"] += len(ops)
+            size = sum(len(op.payload) for op in ops) + _OP_OVERHEAD * len(ops)
+            self.admission.charge(peer, -(-size // BYTES_PER_UNIT))  # priced without its bytes
             return OpsReply(tuple(ops), tuple(i for i in request.ids if i not in found))
         if isinstance(request, PeerExchangeRequest):
             limit = min(request.max_peers, MAX_PEERS_PER_EXCHANGE)

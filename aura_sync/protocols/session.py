@@ -96,9 +96,9 @@ _Task = Generator[Step, Any, None]
 RECONCILING_FOR = 0.5
 """Seconds after a peer's last reconciliation request during which we push it nothing in
 our sessions (it pulls)."""
-FETCH_DEPTH = 32
-"""Op requests in flight at once while pulling: the peer serves the next ones while our
-journal stores the last."""
+FETCH_DEPTH = 16
+"""Op and listing requests in flight at once while pulling: the peer serves the next ones
+while our journal stores the last."""
 
 
 def give_back(ask: Ask, reply: Any, delivered: bool) -> None:
@@ -553,21 +553,24 @@ class PeerRemote:
         out: list[Any] = []
         done = 0
         queued = iter(msgs)
+        window = depth  # after a denial 1, growing back by 1 a reply (the peer's budget)
         for msg in itertools.islice(queued, depth):
             inflight.append((msg, self._conn.request(msg, timeout)))
         while inflight:
             msg, future = inflight.popleft()
             try:
                 reply = yield Await(future, timeout + 1.0)
-            except (RequestTimeout, AskTimeout, RateLimited):  # sent again on its own
+            except (RequestTimeout, AskTimeout, RateLimited) as exc:  # sent again on its own
+                if isinstance(exc, RateLimited):
+                    window = 1
                 reply = yield from self._sessions.request(self._conn, msg)
             if not isinstance(reply, expected):
                 raise InvalidArgument(
                     f"peer answered {type(msg).__name__} with {type(reply).__name__}"
                 )
             reply.check()  # the bounds of an untrusted reply
-            following = next(queued, None)
-            if following is not None:
+            window = min(depth, window + 1)
+            while len(inflight) < window and (following := next(queued, None)) is not None:
                 inflight.append((following, self._conn.request(following, timeout)))
             if each is None:
                 out.append(reply)
@@ -587,9 +590,17 @@ class PeerRemote:
                 )
         return [reply.digests for reply in replies]
 
-    def list_many(self, ranges: list[IdRange]) -> Call[list[list[bytes]]]:
-        requests: list[Message] = [IdsRequest(r, MAX_IDS_BATCH) for r in ranges]
-        replies = yield from self._pipeline(requests, IdsReply)
+    def list_many(
+        self, ranges: list[IdRange], counts: list[int] | None = None
+    ) -> Call[list[list[bytes]]]:
+        """Each range's ids; ``counts`` (the peer's, from its digests) size each first page
+        (its price), the rest is paged."""
+        limits = [MAX_IDS_BATCH] * len(ranges) if counts is None else counts
+        requests: list[Message] = [
+            IdsRequest(r, min(MAX_IDS_BATCH, max(1, n)))
+            for r, n in zip(ranges, limits, strict=True)
+        ]
+        replies = yield from self._pipeline(requests, IdsReply, depth=FETCH_DEPTH)
         out: list[list[bytes]] = []
         for id_range, reply in zip(ranges, replies, strict=True):
             ids = list(reply.ids)
