@@ -62,14 +62,20 @@ from aura_sync.messages.sync import (
     MAX_OP_PAYLOAD,
     MAX_OPS_BATCH,
     NO_PREV,
-    OP_ID_SIZE,
     SEQ_LIMIT,
     IdRange,
     Op,
     RangeDigest,
     fingerprint_of,
 )
-from aura_sync.protocols.journal_chain import CHAIN_ROWS, Checked, check_ops, verify_chains
+from aura_sync.protocols.journal_chain import (
+    CHAIN_ROWS,
+    Checked,
+    chain_ids,
+    check_op_id,
+    check_ops,
+    verify_chains,
+)
 from aura_sync.protocols.journal_files import HighWaterMark, check_journal_file, read_hwm
 from aura_sync.protocols.journal_ids import INDEX_SCHEMA, IdIndex
 from aura_sync.protocols.journal_ids import rollback as _rollback
@@ -126,6 +132,8 @@ _SELECT_OP: Final = (
     "FROM ops o JOIN authors a ON a.author = o.author "
 )
 _CHUNK: Final = 400
+_Row = tuple[int, bytes, bytes, int, bytes, bytes, bytes | None]
+"""An ``ops`` row: arrival, id, author, seq, prev, payload, signature (of a signed head)."""
 
 
 def _op(row: tuple[bytes, bytes, int, bytes, bytes, bytes | None, bytes]) -> Op:
@@ -316,21 +324,17 @@ class Journal(TreeViews):
                     f"author {self._author} has used its whole sequence space "
                     f"({seq} of {SEQ_LIMIT} ops): cannot append {len(items)} more"
                 )
-            author, key = self._author, self._identity.public_key
-            ops: list[tuple[bytes, Op, bool]] = []
-            for payload in items:
-                op = Op(author, seq, payload, prev, key)
-                prev = op.op_id
-                ops.append((prev, op, False))
-                seq += 1
-            last_id, last, _ = ops[-1]
-            signed = Op(
-                author, last.seq, last.payload, last.prev, key, sign_head(self._identity, last_id)
-            )
-            ops[-1] = (last_id, signed, True)
-            self._store(ops)
-            self._next_seq, self._head = seq, prev
-            return [entry[0] for entry in ops]
+            author = self._author.raw
+            ids = chain_ids(author, seq, prev, items)
+            first, prevs = self._arrival + 1, [prev, *ids[:-1]]
+            rows: list[_Row] = [
+                (first + i, ids[i], author, seq + i, prevs[i], items[i], None)
+                for i in range(len(items))
+            ]
+            rows[-1] = (*rows[-1][:6], sign_head(self._identity, ids[-1]))
+            self._insert(rows, {author: self._identity.public_key})  # (OR IGNORE when known)
+            self._next_seq, self._head = seq + len(items), ids[-1]
+            return ids
 
     def add(self, op: Op) -> bool:
         """Add one op from a peer (it must carry a valid signature); True if it was new."""
@@ -368,16 +372,20 @@ class Journal(TreeViews):
         """Insert authenticated, not-yet-held ops in one transaction."""
         if not fresh:
             return
-        conn = self._conn
         first = self._arrival + 1  # arrival numbers: max + 1 on (nothing is ever deleted)
-        rows = [
+        rows: list[_Row] = [
             (first + i, key, op.author.raw, op.seq, op.prev, op.payload, op.sig if signed else None)
             for i, (key, op, signed) in enumerate(fresh)
         ]
         new_authors = {
             op.author.raw: op.key for _, op, _ in fresh if op.author.raw not in self._authors
         }
-        ids = [entry[0] for entry in fresh]
+        self._insert(rows, new_authors)
+
+    def _insert(self, rows: list[_Row], new_authors: dict[bytes, bytes]) -> None:
+        """Insert op rows (arrival numbers from max + 1 on) and their authors in one commit."""
+        conn = self._conn
+        ids = [row[1] for row in rows]
         self._sums.add(ids)
         snapshot = self._since_snapshot + len(ids) >= SNAPSHOT_EVERY
         conn.execute("BEGIN IMMEDIATE")
@@ -386,7 +394,7 @@ class Journal(TreeViews):
                 conn.executemany("INSERT OR IGNORE INTO authors VALUES (?, ?)", new_authors.items())
             conn.executemany("INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             arrival = self._arrival + len(rows)
-            self._index.insert([(row[1], row[0]) for row in rows], arrival)
+            self._index.insert(ids, rows[0][0], arrival)
             if snapshot:
                 self._write_snapshot(arrival)
             conn.execute("COMMIT")
@@ -455,14 +463,14 @@ class Journal(TreeViews):
 
     def has(self, op_id: bytes) -> bool:
         """Whether the op with this 32-byte id is held."""
-        _check_op_id(op_id, "op_id")
+        check_op_id(op_id, "op_id")
         with self._lock:
             self._ensure_open()
             return bool(self.held((op_id,)))
 
     def get(self, op_id: bytes) -> Op | None:
         """The op with this id, or None if it is not held."""
-        _check_op_id(op_id, "op_id")
+        check_op_id(op_id, "op_id")
         found = self._fetch([op_id])
         return found[0] if found else None
 
@@ -472,7 +480,7 @@ class Journal(TreeViews):
         if len(wanted) > MAX_OPS_BATCH:
             raise InvalidArgument(f"get_many takes at most {MAX_OPS_BATCH} ids, got {len(wanted)}")
         for i, item in enumerate(wanted):
-            _check_op_id(item, f"op_ids[{i}]")
+            check_op_id(item, f"op_ids[{i}]")
         return self._fetch(wanted)
 
     def _fetch(self, wanted: list[bytes]) -> list[Op]:
@@ -491,7 +499,7 @@ class Journal(TreeViews):
         """The ids among ``op_ids`` that this journal does not hold (order kept, no duplicates)."""
         wanted = list(dict.fromkeys(op_ids))
         for i, item in enumerate(wanted):
-            _check_op_id(item, f"op_ids[{i}]")
+            check_op_id(item, f"op_ids[{i}]")
         with self._lock:
             self._ensure_open()
             held = self.held(wanted)
@@ -690,10 +698,3 @@ class Journal(TreeViews):
     def _ensure_open(self) -> None:
         if self._closed:
             raise InvalidArgument(f"journal {self._path!r} is closed")
-
-
-def _check_op_id(value: object, name: str) -> None:
-    if type(value) is not bytes:
-        raise WrongType(f"{name} must be bytes, got {type(value).__name__} {value!r:.80}")
-    if len(value) != OP_ID_SIZE:
-        raise InvalidArgument(f"{name} must be {OP_ID_SIZE} bytes, got {len(value)}")

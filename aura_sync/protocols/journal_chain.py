@@ -21,10 +21,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from aura_sync.errors import OpRefused
+from aura_sync.errors import InvalidArgument, OpRefused, WrongType
 from aura_sync.identity import verify_head
 from aura_sync.ids import DeviceId
 from aura_sync.messages.sync import (
+    _OP_DOMAIN,
     MAX_OP_PAYLOAD,
     NO_PREV,
     OP_ID_SIZE,
@@ -41,6 +42,8 @@ __all__ = [
     "Ingesting",
     "PullBuffer",
     "author_of_key",
+    "chain_ids",
+    "check_op_id",
     "check_ops",
     "check_shape",
     "verify_chains",
@@ -75,6 +78,29 @@ class Checked:
     fresh: list[tuple[bytes, Op, bool]]
     pending: list[Op]
     known: int
+
+
+def chain_ids(author: bytes, seq: int, prev: bytes, payloads: Sequence[bytes]) -> list[bytes]:
+    """The ids of ``payloads`` as ``author``'s ops from ``seq`` on, the first after ``prev``.
+
+    Equal to :attr:`Op.op_id <aura_sync.messages.sync.Op.op_id>` of each op,
+    without building the ops (the append path).
+    """
+    head = _OP_DOMAIN + author
+    ids: list[bytes] = []
+    for payload in payloads:
+        prev = hashlib.sha256(b"".join((head, seq.to_bytes(8, "big"), prev, payload))).digest()
+        ids.append(prev)
+        seq += 1
+    return ids
+
+
+def check_op_id(value: object, name: str) -> None:
+    """Refuse ``value`` unless it is a 32-byte op id (the error names ``name``)."""
+    if type(value) is not bytes:
+        raise WrongType(f"{name} must be bytes, got {type(value).__name__} {value!r:.80}")
+    if len(value) != OP_ID_SIZE:
+        raise InvalidArgument(f"{name} must be {OP_ID_SIZE} bytes, got {len(value)}")
 
 
 def author_of_key(key: bytes) -> bytes:

@@ -32,7 +32,7 @@ import contextlib
 import heapq
 import itertools
 import sqlite3
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
@@ -94,19 +94,24 @@ class IdIndex:
         for ids in self._slices:
             ids.sort()
 
-    def insert(self, rows: Sequence[tuple[bytes, int]], arrival: int) -> None:
-        """Index new ``(id, arrival)`` rows and sweep what they owe (in the caller's transaction).
+    def insert(self, ids: Sequence[bytes], first: int, arrival: int) -> None:
+        """Index new ids (arrival numbers ``first`` on) and sweep what they owe.
 
-        ``arrival`` is the highest arrival number after the commit.  Call
-        :meth:`committed` or :meth:`rolled_back` once the transaction ended.
+        Runs in the caller's transaction; ``arrival`` is the highest arrival
+        number after the commit.  Call :meth:`committed` or
+        :meth:`rolled_back` once the transaction ended.
         """
         slices, known = self._slices, self._arrival
-        for key, number in rows:
-            known[key] = number
-            insort(slices[key[0]], key)
+        known.update(zip(ids, range(first, first + len(ids)), strict=True))
+        touched = set()
+        for key in ids:
+            slices[key[0]].append(key)
+            touched.add(key[0])
+        for piece in touched:
+            slices[piece].sort()
         undo: list[tuple[int, list[bytes]]] = []
-        self._undo = (self._cursor, self._owed, undo, [key for key, _ in rows])
-        self._owed += len(rows)
+        self._undo = (self._cursor, self._owed, undo, ids)
+        self._owed += len(ids)
         steps = min(SLICES, self._owed // STEP_OPS)
         self._owed = 0 if steps == SLICES else self._owed - steps * STEP_OPS
         for _ in range(steps):

@@ -93,22 +93,19 @@ class RangeSums:
 
     def add(self, ids: Iterable[bytes], sign: int = 1) -> None:
         """Account for new ids (``sign`` -1 takes them back out, after a failed commit)."""
-        shift = 32 - self.bits
-        levels = [(c, s, FAN_BITS * k) for k, (c, s) in enumerate(self.levels)]
-        dirty = self.dirty
-        n = 0
-        added = 0
-        for key in ids:
-            bucket = int.from_bytes(key[:4], "big") >> shift
-            value = int.from_bytes(key, "big") * sign
-            for counts, sums, up in levels:
+        values = [int.from_bytes(key, "big") for key in ids]
+        shift = 256 - self.bits
+        buckets = [value >> shift for value in values]
+        if sign != 1:
+            values = [value * sign for value in values]
+        for level, (counts, sums) in enumerate(self.levels):
+            up = FAN_BITS * level
+            for bucket, value in zip(buckets, values, strict=True):
                 counts[bucket >> up] += sign
                 sums[bucket >> up] += value
-            dirty.add(bucket)
-            n += sign
-            added += value
-        self.count += n
-        self.total += added
+        self.dirty.update(buckets)
+        self.count += sign * len(values)
+        self.total += sum(values)
 
     def dirty_rows(self) -> list[tuple[int, int, bytes]]:
         """The dirty buckets as ``(bucket, count, sum mod 2**256)`` rows (the caller clears)."""
