@@ -579,12 +579,12 @@ class Journal(TreeViews):
             if type(id_range) is not IdRange:
                 raise WrongType(f"ranges[{i}] must be an IdRange, got {type(id_range).__name__}")
         read: dict[int, list[bytes]] = {}
+        prefixes: dict[int, tuple[int, int]] = {}
 
         def fetch(bucket: int) -> list[bytes]:
-            ids = read.get(bucket)
-            if ids is None:
-                ids = read[bucket] = self._bucket_ids(bucket)
-            return ids
+            if bucket not in read:
+                read[bucket] = self._bucket_ids(bucket)
+            return read[bucket]
 
         out: list[RangeDigest] = []
         with self._lock:
@@ -593,7 +593,7 @@ class Journal(TreeViews):
                 if id_range == FULL_RANGE and self._full_digest is not None:
                     out.append(self._full_digest)
                     continue
-                count, total = self._sums.range_sum(id_range.lo, id_range.hi, fetch)
+                count, total = self._sums.range_sum(id_range.lo, id_range.hi, fetch, prefixes)
                 result = RangeDigest(id_range, count, fingerprint_of(count, total))
                 if id_range == FULL_RANGE:
                     self._full_digest = result

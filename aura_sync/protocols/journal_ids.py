@@ -29,7 +29,6 @@ Layer: runtime (protocols).
 from __future__ import annotations
 
 import contextlib
-import heapq
 import itertools
 import sqlite3
 from bisect import bisect_left
@@ -182,11 +181,18 @@ class IdIndex:
     def iter_ids(self, lo: bytes, hi: bytes | None, limit: int = -1) -> Iterator[bytes]:
         """Held ids in ``[lo, hi)`` (``hi`` None: to the end), ascending, at most ``limit``."""
         where, bounds = ("id >= ?", (lo,)) if hi is None else ("id >= ? AND id < ?", (lo, hi))
-        swept = self._conn.execute(
-            f"SELECT id FROM ids WHERE {where} ORDER BY id LIMIT ?", (*bounds, limit)
-        ).fetchall()
-        merged = heapq.merge((row[0] for row in swept), self._fresh_in(lo, hi))
-        return iter(list(merged if limit < 0 else itertools.islice(merged, limit)))
+        swept = [
+            row[0]
+            for row in self._conn.execute(
+                f"SELECT id FROM ids WHERE {where} ORDER BY id LIMIT ?", (*bounds, limit)
+            )
+        ]
+        fresh = self._fresh_in(lo, hi)
+        more = list(fresh if limit < 0 else itertools.islice(fresh, limit))
+        if not more:
+            return iter(swept)
+        merged = sorted(swept + more)  # two sorted runs: one linear merge
+        return iter(merged if limit < 0 else merged[:limit])
 
     def _fresh_in(self, lo: bytes, hi: bytes | None) -> Iterable[bytes]:
         last = SLICES - 1 if hi is None else min(SLICES - 1, hi[0])

@@ -126,10 +126,20 @@ class RangeSums:
                 total += sum(sums[start:end])
         return count, total
 
-    def below(self, bound: bytes, fetch: Fetch) -> tuple[int, int]:
-        """(count, sum) of the ids ``< bound``; ``fetch`` reads the bound's bucket if needed."""
+    def below(
+        self, bound: bytes, fetch: Fetch, memo: dict[int, tuple[int, int]] | None = None
+    ) -> tuple[int, int]:
+        """(count, sum) of the ids ``< bound``; ``fetch`` reads the bound's bucket if needed.
+
+        ``memo`` (bucket -> prefix) spares recomputing a prefix; valid until the next insert.
+        """
         bucket = self.bucket_of(bound)
-        count, total = self._prefix(bucket)
+        if memo is None:
+            count, total = self._prefix(bucket)
+        elif bucket in memo:
+            count, total = memo[bucket]
+        else:
+            count, total = memo[bucket] = self._prefix(bucket)
         if bound == self.bucket_start(bucket):
             return count, total
         ids = fetch(bucket)
@@ -143,10 +153,16 @@ class RangeSums:
             total + sums[bucket] - sum(int.from_bytes(x, "big") for x in above),
         )
 
-    def range_sum(self, lo: bytes, hi: bytes | None, fetch: Fetch) -> tuple[int, int]:
-        """(count, sum) of the ids in ``[lo, hi)`` (``hi`` None: to the end)."""
-        c_lo, s_lo = self.below(lo, fetch)
+    def range_sum(
+        self,
+        lo: bytes,
+        hi: bytes | None,
+        fetch: Fetch,
+        memo: dict[int, tuple[int, int]] | None = None,
+    ) -> tuple[int, int]:
+        """(count, sum) of the ids in ``[lo, hi)`` (``hi`` None: to the end); see :meth:`below`."""
+        c_lo, s_lo = self.below(lo, fetch, memo)
         if hi is None:
             return self.count - c_lo, self.total - s_lo
-        c_hi, s_hi = self.below(hi, fetch)
+        c_hi, s_hi = self.below(hi, fetch, memo)
         return c_hi - c_lo, s_hi - s_lo
