@@ -19,6 +19,7 @@ import pytest
 from _node_helpers import cluster, wait_until
 from test_anti_entropy_serving import FakeConnection
 from test_anti_entropy_serving import Rig as ServingRig
+from test_anti_entropy_session import Rig as SessionRig
 from test_journal_sync import PipelinedRemote, _drive
 
 from aura_sync.errors import OpRefused
@@ -29,6 +30,7 @@ from aura_sync.messages.sync import IdRange, Op, PushAck, PushOps
 from aura_sync.protocols.journal import Journal
 from aura_sync.protocols.reconcile import Call, ChainBuffer, Progress, Streamed, reconcile
 from aura_sync.protocols.serving import PUSH_GROUP
+from aura_sync.protocols.session import RECONCILING_FOR
 from aura_sync.transport.base import Inbound
 
 
@@ -263,3 +265,19 @@ def test_a_forged_pulled_op_refuses_its_batch() -> None:
     with pytest.raises(OpRefused):
         buffer.take([forged, *ops[1:]])
     assert len(sink) == 0
+
+
+def test_pushes_to_a_peer_stay_within_push_limit_a_second_and_stop_while_it_pulls() -> None:
+    rig = SessionRig(push_limit=1000)
+    sessions, peer = rig.sessions, DeviceId.from_int(7)
+    assert sessions._push_limit(peer) == 1000
+    sessions._spend(peer, 700)
+    assert sessions._push_limit(peer) == 300
+    sessions._spend(peer, 400)
+    assert sessions._push_limit(peer) == 0  # this second's share is spent
+    rig.clock.advance(1.0)
+    assert sessions._push_limit(peer) == 1000  # a new second
+    sessions.reconciled[peer] = rig.clock.now()  # it is reconciling with us: it pulls
+    assert sessions._push_limit(peer) == 0
+    rig.clock.advance(RECONCILING_FOR)
+    assert sessions._push_limit(peer) == 1000

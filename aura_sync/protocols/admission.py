@@ -4,9 +4,9 @@
 0.1 ms of the serving actor's time on the reference machine, measured by
 ``bench`` row group ``admission``): a base of 1 for every request plus a
 term for each piece of work it asks for (ranges digested, ids listed or
-hashed, ops returned or pushed, bytes carried; the bytes of an op request's
-reply are charged once served, :meth:`AdmissionHook.charge`, as its ops' sizes
-are unknown before).  Guarantees (property-tested):
+hashed, ops returned or pushed, bytes carried; an op request is priced for ops
+of :data:`OP_BYTES`, and the server charges a bigger reply's bytes once served,
+:meth:`AdmissionHook.charge`).  Guarantees (property-tested):
 the cost is at least 1 and never falls when a request asks for more work.
 The message bounds (``check()``, :mod:`aura_sync.messages.sync`) cap the work
 of one request, so :data:`MAX_REQUEST_COST` bounds every cost.  A protocol
@@ -95,6 +95,7 @@ IDS_PER_UNIT: Final = 64  # ids listed (or fetched by id) per unit
 OPS_PER_UNIT: Final = 8  # ops read and encoded per unit
 PUSHED_OP_UNITS: Final = 1  # a pushed op: a signature check and an insert
 BYTES_PER_UNIT: Final = 16 * 1024  # bytes carried per unit
+OP_BYTES: Final = 256  # encoded bytes of a returned op an op request is priced for
 TOKEN_UNITS: Final = 10  # a capability token's verification
 DEFAULT_COST: Final = 8  # a request without a rule
 
@@ -138,9 +139,9 @@ def _node_ids(req: NodeIdsRequest) -> int:
 
 @cost_rule(OpsRequest)
 def _ops(req: OpsRequest) -> int:
-    # The bytes of the reply are charged once known (AdmissionHook.charge, by the server).
+    # Priced for OP_BYTES a returned op; more is charged once known (AdmissionHook.charge).
     n = len(req.ids)
-    return _ceil(n, IDS_PER_UNIT) + _ceil(n, OPS_PER_UNIT)
+    return _ceil(n, IDS_PER_UNIT) + _ceil(n, OPS_PER_UNIT) + _ceil(n * OP_BYTES, BYTES_PER_UNIT)
 
 
 @cost_rule(PushOps)

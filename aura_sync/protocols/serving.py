@@ -71,7 +71,13 @@ from aura_sync.messages.sync import (
     PushAck,
     PushOps,
 )
-from aura_sync.protocols.admission import BYTES_PER_UNIT, AdmissionHook, journal_write, respond
+from aura_sync.protocols.admission import (
+    BYTES_PER_UNIT,
+    OP_BYTES,
+    AdmissionHook,
+    journal_write,
+    respond,
+)
 from aura_sync.protocols.journal import Journal
 from aura_sync.transport.base import Connection, Inbound
 
@@ -312,7 +318,8 @@ class Server:
             found = {op.op_id for op in ops}
             self._stats["ops_served"] += len(ops)
             size = sum(len(op.payload) for op in ops) + _OP_OVERHEAD * len(ops)
-            self.admission.charge(peer, -(-size // BYTES_PER_UNIT))  # priced without its bytes
+            priced = -(-len(request.ids) * OP_BYTES // BYTES_PER_UNIT)
+            self.admission.charge(peer, -(-size // BYTES_PER_UNIT) - priced)  # bigger ops
             return OpsReply(tuple(ops), tuple(i for i in request.ids if i not in found))
         if isinstance(request, PeerExchangeRequest):
             limit = min(request.max_peers, MAX_PEERS_PER_EXCHANGE)

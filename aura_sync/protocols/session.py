@@ -171,6 +171,9 @@ class Sessions:
         start, sent = self.pushed.get(peer, (float("-inf"), 0))
         now = self.clock.now()
         if now - start >= 1.0:
+            if len(self.pushed) >= 4096:  # windows over are worth nothing: forget them
+                for gone in [p for p, (t, _) in self.pushed.items() if now - t >= 1.0]:
+                    del self.pushed[gone]
             self.pushed[peer] = (now, 0)
             return self.config.push_limit
         return max(0, self.config.push_limit - sent)
