@@ -9,6 +9,7 @@ alone with 512 buckets and bounds taken from the held ids.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from aura_sync.messages.sync import IdRange, fingerprint
 from aura_sync.protocols import journal as journal_module
 from aura_sync.protocols import journal_ids
 from aura_sync.protocols.journal import JOURNAL_FILE_NAME, Journal
-from aura_sync.protocols.journal_index import RangeSums
+from aura_sync.protocols.journal_index import FAN_BITS, RangeSums
 
 _MOD = 1 << 256  # sums are persisted mod 2**256, which is all the fingerprint uses
 _ME, _PEER = NodeIdentity.generate(), NodeIdentity.generate()
@@ -197,6 +198,11 @@ class Sums(RuleBasedStateMachine):
         assert self.sums.count == len(self.ids)
         assert self.sums.total % _MOD == sum(int.from_bytes(x, "big") for x in self.ids) % _MOD
         assert self.sums.levels[-1][0] and sum(self.sums.levels[-1][0]) == len(self.ids)
+        fan = 1 << FAN_BITS
+        for (counts, sums), (up_counts, up_sums) in itertools.pairwise(self.sums.levels):
+            for p, (count, total) in enumerate(zip(up_counts, up_sums, strict=True)):
+                assert count == sum(counts[p * fan : (p + 1) * fan])
+                assert total == sum(sums[p * fan : (p + 1) * fan])
 
 
 Fingerprints.TestCase.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)

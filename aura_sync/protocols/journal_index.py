@@ -98,11 +98,18 @@ class RangeSums:
         buckets = [value >> shift for value in values]
         if sign != 1:
             values = [value * sign for value in values]
-        for level, (counts, sums) in enumerate(self.levels):
+        for level, (counts, sums) in enumerate(self.levels[:2]):  # per id: the busy levels
             up = FAN_BITS * level
             for bucket, value in zip(buckets, values, strict=True):
                 counts[bucket >> up] += sign
                 sums[bucket >> up] += value
+        touched = set(buckets)
+        fan = 1 << FAN_BITS
+        for level in range(2, len(self.levels)):  # the few touched entries, from the level below
+            (below_c, below_s), (counts, sums) = self.levels[level - 1], self.levels[level]
+            for p in {b >> (FAN_BITS * level) for b in touched}:
+                counts[p] = sum(below_c[p * fan : (p + 1) * fan])
+                sums[p] = sum(below_s[p * fan : (p + 1) * fan])
         self.dirty.update(buckets)
         self.count += sign * len(values)
         self.total += sum(values)
