@@ -165,7 +165,6 @@ class PoolActor(FaultInjectionMixin, AuraActor):
             maintenance_interval = min(config.health_check_interval, config.idle_timeout)
         interval = check_seconds(maintenance_interval, "maintenance_interval", allow_zero=False)
         self._ids: itertools.count[int] = stash.setdefault(STASH_IDS_KEY, itertools.count(1))
-        self._config = config
         self._scheduler = scheduler
         self._handles: dict[int, ConnectionHandle] = {}
         self._waiters: OrderedDict[int, _Waiter] = OrderedDict()
@@ -194,7 +193,7 @@ class PoolActor(FaultInjectionMixin, AuraActor):
         slot = self.current_reply()
         if slot is None:
             raise InvalidArgument(f"Acquire(peer_id={msg.peer_id}) must be asked, not told")
-        timeout = self._config.acquire_timeout
+        timeout = self._pool.config.acquire_timeout
         if msg.timeout is not None:
             timeout = check_seconds(msg.timeout, "timeout")
         pool = self._pool
@@ -287,7 +286,7 @@ class PoolActor(FaultInjectionMixin, AuraActor):
     def _maintenance(self, msg: _Maintenance) -> None:
         self._ticker.arm()
         self._pool.evict_expired()
-        if self._config.health_checks_enabled and self._pool.health_check_due():
+        if self._pool.config.health_checks_enabled and self._pool.health_check_due():
             self._pool.health_check()
         self._serve_waiters()
 
