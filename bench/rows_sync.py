@@ -1,16 +1,18 @@
 """Row group 9 (journal v2), sync throughput: real nodes over loopback TCP + mutual TLS.
 
-Nodes are built as in :mod:`bench.rows_node` (in this process, one
-temporary data directory each, ``sync_interval`` 0.05 s, defaults otherwise:
-admission on).
+Nodes are built as in :mod:`bench.rows_node` (one temporary data directory
+each, ``sync_interval`` 0.05 s, defaults otherwise: admission on).
 
-- **2 nodes**: node A is started once, appends N ops (64-byte payloads,
-  ``Node.append`` of 1000) and is stopped: its data directory is the
-  template.  Per repetition a copy of it is started as A and a fresh node B
-  (bootstrap: A) is started; the clock runs from B's ``start()`` returning
-  (dial, TLS, reconciliation, pulls) until B's journal holds all N ops, so
-  A's own appends are not in it.  N: 300 (tiny), 20k (quick), 100k (full).
-  Targets: >= 0.9x the baseline, and >= 30k ops/s.
+- **2 nodes**: node A is started once in this process, appends N ops
+  (64-byte payloads, ``Node.append`` of 1000) and is stopped: its data
+  directory is the template.  Per repetition a copy of it runs as
+  ``aura-sync node`` in its own process (as deployed: its own interpreter
+  and GIL; ready once it wrote ``--ready-file``), and a fresh node B
+  (bootstrap: A) is started in this process; the clock runs from B's
+  ``start()`` returning (dial, TLS, reconciliation, pulls) until B's journal
+  holds all N ops, so A's own appends and start-up are not in it.  N: 300
+  (tiny), 20k (quick), 100k (full).  Targets: >= 0.9x the baseline, and
+  >= 30k ops/s.
 - **5 nodes converge**: each node appends its share of N ops; the clock runs
   from the last append's return until every journal holds all ops with
   equal full-range digests.  N: 100 (tiny, 3 nodes), 2k (quick), 10k
@@ -28,12 +30,18 @@ Unpinned only: the absolute target is for this 2-vCPU machine.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +62,7 @@ CONVERGE_ROW = "{k} nodes converge on {n:,} ops after the last write (s)"
 PAIR_OPS_PER_S = 30_000.0
 GROUPED_BATCH = 2048  # the receiver's group commit: the stricter baseline, in the note
 CONVERGE_S = 1.0
+_BOOT = "import sys; from aura_sync.cli import main; sys.exit(main(sys.argv[1:]))"
 
 # (2-node ops, convergence nodes, convergence ops) per size
 _SIZES: dict[str, tuple[int, int, int]] = {
@@ -79,6 +88,51 @@ def _node(data_dir: Path, bootstrap: str | None = None) -> Any:
     if bootstrap is not None:
         settings["bootstrap"] = [bootstrap]
     return Node(load_config(None, settings)).start()
+
+
+@contextlib.contextmanager
+def _node_process(data_dir: Path, timeout: float) -> Iterator[str]:
+    """``aura-sync node`` on ``data_dir`` in its own process, set up as :func:`_node` sets up
+    its nodes; yields its bootstrap address once it is ready, stops it with SIGTERM."""
+    config = data_dir.with_name(data_dir.name + ".toml")
+    config.write_text(
+        f"sync_interval = {SYNC_INTERVAL}\nrequest_timeout = 5.0\nshutdown_timeout = 5.0\n",
+        encoding="utf-8",
+    )
+    ready = data_dir.with_name(data_dir.name + ".ready")
+    log = data_dir.with_name(data_dir.name + ".log")
+    argv = ["node", "--config", str(config), "--data-dir", str(data_dir)]
+    argv += ["--listen", "127.0.0.1:0", "--ready-file", str(ready), "--log-level", "WARNING"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _BOOT, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def is_ready() -> bool:
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"node A exited with {proc.returncode}:\n{tail}")
+            return ready.exists()
+
+        _wait(is_ready, timeout, "node A's process to be ready")
+        doc = json.loads(ready.read_text(encoding="utf-8"))
+        yield f"{doc['device_id']}@{doc['listen']}"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            raise RuntimeError("node A's process did not stop within 30 s of SIGTERM") from None
+        if code != 0:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"node A's process exited with {code}:\n{tail}")
 
 
 def _signed_ops(journal: Any, ids: list[bytes]) -> list[Any]:
@@ -135,18 +189,17 @@ def _pair(ctx: Context, root: Path, n: int) -> tuple[Stats, Stats]:
     timeout = max(60.0, n / 200)
     for rep in range(ctx.size.reps + 1):  # repetition 0 is the warm-up
         shutil.copytree(template, root / f"a{rep}")
-        a = _node(root / f"a{rep}")
-        b = None
-        try:
-            with _gc_paused():
-                b = _node(root / f"b{rep}", a.bootstrap_address)
-                t0 = time.perf_counter()
-                _wait(functools.partial(_holds, b, n), timeout, f"node B to hold {n} ops")
-                s = max(time.perf_counter() - t0, 1e-9)
-        finally:
-            for node in (b, a):
-                if node is not None:
-                    node.stop()
+        with _node_process(root / f"a{rep}", timeout) as a_address:
+            b = None
+            try:
+                with _gc_paused():
+                    b = _node(root / f"b{rep}", a_address)
+                    t0 = time.perf_counter()
+                    _wait(functools.partial(_holds, b, n), timeout, f"node B to hold {n} ops")
+                    s = max(time.perf_counter() - t0, 1e-9)
+            finally:
+                if b is not None:
+                    b.stop()
         base = _baseline(root / f"baseline-{rep}.journal", ops)
         grouped = _baseline(root / f"grouped-{rep}.journal", ops, GROUPED_BATCH)
         if rep:
@@ -221,7 +274,8 @@ def run(ctx: Context) -> None:
             try:
                 m, b = _pair(ctx, Path(tmp) / "pair", n_pair)
                 note = (
-                    f"B started to all {n_pair:,} on B, median {m.extra['seconds_median']:.3g} s; "
+                    f"A in its own process (aura-sync node), B in this one; B started to all "
+                    f"{n_pair:,} on B, median {m.extra['seconds_median']:.3g} s; "
                     f"sync_interval {SYNC_INTERVAL:g} s; baseline: batches of {INSERT_BATCH} "
                     f"(in batches of {GROUPED_BATCH}: "
                     f"{b.extra['grouped_ops_per_s'] / 1e3:.1f}k ops/s, ratio "
