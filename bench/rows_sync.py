@@ -10,9 +10,10 @@ each, ``sync_interval`` 0.05 s, defaults otherwise: admission on).
   and GIL; ready once it wrote ``--ready-file``), and a fresh node B
   (bootstrap: A) is started in this process; the clock runs from B's
   ``start()`` returning (dial, TLS, reconciliation, pulls) until B's journal
-  holds all N ops, so A's own appends and start-up are not in it.  N: 300
-  (tiny), 20k (quick), 100k (full).  Targets: >= 0.9x the baseline, and
-  >= 30k ops/s.
+  holds all N ops, so A's own appends and start-up are not in it.  The
+  note gives the CPU seconds B's process (this one) and A's used over the
+  clock (medians; A's read from ``/proc``).  N: 300 (tiny), 20k (quick),
+  100k (full).  Targets: >= 0.9x the baseline, and >= 30k ops/s.
 - **5 nodes converge**: each node appends its share of N ops; the clock runs
   from the last append's return until every journal holds all ops with
   equal full-range digests.  N: 100 (tiny, 3 nodes), 2k (quick), 10k
@@ -34,6 +35,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import shutil
 import signal
 import statistics
@@ -91,9 +93,9 @@ def _node(data_dir: Path, bootstrap: str | None = None) -> Any:
 
 
 @contextlib.contextmanager
-def _node_process(data_dir: Path, timeout: float) -> Iterator[str]:
+def _node_process(data_dir: Path, timeout: float) -> Iterator[tuple[str, int]]:
     """``aura-sync node`` on ``data_dir`` in its own process, set up as :func:`_node` sets up
-    its nodes; yields its bootstrap address once it is ready, stops it with SIGTERM."""
+    its nodes; yields its bootstrap address and pid once it is ready, stops it with SIGTERM."""
     config = data_dir.with_name(data_dir.name + ".toml")
     config.write_text(
         f"sync_interval = {SYNC_INTERVAL}\nrequest_timeout = 5.0\nshutdown_timeout = 5.0\n",
@@ -120,7 +122,7 @@ def _node_process(data_dir: Path, timeout: float) -> Iterator[str]:
 
         _wait(is_ready, timeout, "node A's process to be ready")
         doc = json.loads(ready.read_text(encoding="utf-8"))
-        yield f"{doc['device_id']}@{doc['listen']}"
+        yield f"{doc['device_id']}@{doc['listen']}", proc.pid
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -133,6 +135,15 @@ def _node_process(data_dir: Path, timeout: float) -> Iterator[str]:
         if code != 0:
             tail = log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"node A's process exited with {code}:\n{tail}")
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far; NaN without ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _signed_ops(journal: Any, ids: list[bytes]) -> list[Any]:
@@ -186,17 +197,20 @@ def _pair(ctx: Context, root: Path, n: int) -> tuple[Stats, Stats]:
     sync_s: list[float] = []
     base_s: list[float] = []
     grouped_s: list[float] = []
+    cpu_b: list[float] = []  # CPU seconds of this process (B) and of A's over the clock
+    cpu_a: list[float] = []
     timeout = max(60.0, n / 200)
     for rep in range(ctx.size.reps + 1):  # repetition 0 is the warm-up
         shutil.copytree(template, root / f"a{rep}")
-        with _node_process(root / f"a{rep}", timeout) as a_address:
+        with _node_process(root / f"a{rep}", timeout) as (a_address, a_pid):
             b = None
             try:
                 with _gc_paused():
                     b = _node(root / f"b{rep}", a_address)
-                    t0 = time.perf_counter()
+                    t0, a0, b0 = time.perf_counter(), _cpu_s(a_pid), time.process_time()
                     _wait(functools.partial(_holds, b, n), timeout, f"node B to hold {n} ops")
                     s = max(time.perf_counter() - t0, 1e-9)
+                    cpu = (time.process_time() - b0, _cpu_s(a_pid) - a0)
             finally:
                 if b is not None:
                     b.stop()
@@ -206,10 +220,14 @@ def _pair(ctx: Context, root: Path, n: int) -> tuple[Stats, Stats]:
             sync_s.append(s)
             base_s.append(base)
             grouped_s.append(grouped)
+            cpu_b.append(cpu[0])
+            cpu_a.append(cpu[1])
         shutil.rmtree(root / f"a{rep}")
         shutil.rmtree(root / f"b{rep}")
     measured, baseline = _stats("2 nodes, loopback TLS", sync_s, base_s, n)
     baseline.extra["grouped_ops_per_s"] = n / statistics.median(grouped_s)
+    measured.extra["b_cpu_s"] = float(statistics.median(cpu_b))
+    measured.extra["a_cpu_s"] = float(statistics.median(cpu_a))
     return measured, baseline
 
 
@@ -275,7 +293,8 @@ def run(ctx: Context) -> None:
                 m, b = _pair(ctx, Path(tmp) / "pair", n_pair)
                 note = (
                     f"A in its own process (aura-sync node), B in this one; B started to all "
-                    f"{n_pair:,} on B, median {m.extra['seconds_median']:.3g} s; "
+                    f"{n_pair:,} on B, median {m.extra['seconds_median']:.3g} s (CPU: B "
+                    f"{m.extra['b_cpu_s']:.3g} s, A {m.extra['a_cpu_s']:.3g} s); "
                     f"sync_interval {SYNC_INTERVAL:g} s; baseline: batches of {INSERT_BATCH} "
                     f"(in batches of {GROUPED_BATCH}: "
                     f"{b.extra['grouped_ops_per_s'] / 1e3:.1f}k ops/s, ratio "
