@@ -72,8 +72,11 @@ from aura_sync.protocols.journal_chain import (
     CHAIN_ROWS,
     Checked,
     chain_ids,
+    chain_rows,
     check_op_id,
     check_ops,
+    push_order_of,
+    push_prefix,
     verify_chains,
 )
 from aura_sync.protocols.journal_files import HighWaterMark, check_journal_file, read_hwm
@@ -131,7 +134,6 @@ _SELECT_OP: Final = (
     "SELECT o.id, o.author, o.seq, o.payload, o.prev, o.sig, a.key "
     "FROM ops o JOIN authors a ON a.author = o.author "
 )
-_CHUNK: Final = 400
 _Row = tuple[int, bytes, bytes, int, bytes, bytes, bytes | None]
 """An ``ops`` row: arrival, id, author, seq, prev, payload, signature (of a signed head)."""
 
@@ -510,7 +512,7 @@ class Journal(TreeViews):
         theirs = set(their_ids)
         return [key for key in self._iter_ids(id_range) if key not in theirs]
 
-    def push_order(self, op_ids: Iterable[bytes]) -> list[bytes]:
+    def push_order(self, op_ids: Iterable[bytes], limit: int | None = None) -> list[bytes]:
         """The held ids among ``op_ids``, completed, ordered by author, then seq descending.
 
         Sent in this order (in batches), each batch's ops are authenticated
@@ -519,38 +521,17 @@ class Journal(TreeViews):
         to the next signed head are added: a peer that looked as if it held
         them may not (this journal can grow during a session, so ranges
         compared earlier may hide them); ops it holds are merely "known".
+        With ``limit``: the first ``limit`` of that order, without reading
+        the rest when ``op_ids`` are most of the journal.
         """
         wanted = list(op_ids)
-        keyed: dict[bytes, tuple[bytes, int, bytes]] = {}
         with self._lock:
             self._ensure_open()
-            tops: list[tuple[bytes, int]] = []
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                arrivals = self._index.arrivals(chunk)
-                marks = ",".join("?" * len(arrivals))
-                for author, seq, key, sig in self._conn.execute(
-                    f"SELECT author, seq, id, sig FROM ops WHERE arrival IN ({marks})", arrivals
-                ):
-                    keyed[key] = (author, -seq, key)
-                    if sig is None:
-                        tops.append((author, seq))
-            present = {(author, -neg) for author, neg, _ in keyed.values()}
-            for author, seq in tops:
-                if (author, seq + 1) in present:
-                    continue  # not the top of its run
-                for above, key, sig in self._conn.execute(
-                    "SELECT seq, id, sig FROM ops WHERE author = ? AND seq > ? "
-                    "ORDER BY seq LIMIT ?",
-                    (author, seq, 1 + 2 * MAX_IDS_BATCH),
-                ):
-                    if (author, above) in present:
-                        break
-                    keyed[key] = (author, -above, key)
-                    present.add((author, above))
-                    if sig is not None:
-                        break
-        return [row[2] for row in sorted(keyed.values())]
+            if limit is not None and limit < len(wanted) and len(self) <= 4 * len(wanted):
+                with contextlib.closing(chain_rows(self._conn)) as rows:
+                    return push_prefix(rows, set(wanted), limit, 1 + 2 * MAX_IDS_BATCH)
+            order = push_order_of(self._conn, self._index.arrivals, wanted, 1 + 2 * MAX_IDS_BATCH)
+        return order[:limit]
 
     def all_ids(self) -> tuple[bytes, ...]:
         """Every held id, ascending (O(n): for tests and tools)."""

@@ -11,13 +11,19 @@ not verifying, a link that does not match, a second op at a held or batched
 (unsigned, and no successor known) are refused in strict mode, or returned
 as pending so that a puller can retry them once their successor arrived.
 
-Layer: runtime (protocols).  Pure apart from the :class:`HeldChain` callbacks.
+The push order of ops (each batch authenticated by those sent before it) is
+read here too.
+
+Layer: runtime (protocols).  Pure apart from the :class:`HeldChain` callbacks
+and the push-order reads.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Container, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -43,9 +49,12 @@ __all__ = [
     "PullBuffer",
     "author_of_key",
     "chain_ids",
+    "chain_rows",
     "check_op_id",
     "check_ops",
     "check_shape",
+    "push_order_of",
+    "push_prefix",
     "verify_chains",
 ]
 
@@ -227,6 +236,95 @@ def check_ops(ops: Sequence[object], held: HeldChain, *, strict: bool) -> Checke
             f"(a truncated batch?)"
         )
     return Checked([(ids[i], checked[i], i in signed) for i in sorted(authed)], pending, known)
+
+
+PushRow = tuple[bytes, int, bytes, bytes | None]
+"""A stored op for the push order: (author, seq, id, sig)."""
+
+
+def chain_rows(conn: sqlite3.Connection) -> Generator[PushRow, None, None]:
+    """The stored ops by author, then seq descending, read lazily."""
+    for (author,) in conn.execute("SELECT author FROM authors ORDER BY author").fetchall():
+        for seq, key, sig in conn.execute(
+            "SELECT seq, id, sig FROM ops WHERE author = ? ORDER BY seq DESC", (author,)
+        ):
+            yield author, seq, key, sig
+
+
+def push_order_of(
+    conn: sqlite3.Connection,
+    arrivals: Callable[[Sequence[bytes]], list[int]],
+    wanted: Sequence[bytes],
+    reach: int,
+) -> list[bytes]:
+    """The whole push order of ``wanted`` (see ``Journal.push_order``), reading their rows.
+
+    ``arrivals``: the arrival numbers of held ids (at most 400 at a time).
+    """
+    keyed: dict[bytes, tuple[bytes, int, bytes]] = {}
+    tops: list[tuple[bytes, int]] = []
+    for start in range(0, len(wanted), 400):
+        found = arrivals(wanted[start : start + 400])
+        marks = ",".join("?" * len(found))
+        for author, seq, key, sig in conn.execute(
+            f"SELECT author, seq, id, sig FROM ops WHERE arrival IN ({marks})", found
+        ):
+            keyed[key] = (author, -seq, key)
+            if sig is None:
+                tops.append((author, seq))
+    present = {(author, -neg) for author, neg, _ in keyed.values()}
+    for author, seq in tops:
+        if (author, seq + 1) in present:
+            continue  # not the top of its run
+        for above, key, sig in conn.execute(
+            "SELECT seq, id, sig FROM ops WHERE author = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (author, seq, reach),
+        ):
+            if (author, above) in present:
+                break
+            keyed[key] = (author, -above, key)
+            present.add((author, above))
+            if sig is not None:
+                break
+    return [row[2] for row in sorted(keyed.values())]
+
+
+def push_prefix(
+    rows: Iterable[PushRow],
+    wanted: Container[bytes],
+    limit: int,
+    reach: int,
+) -> list[bytes]:
+    """The first ``limit`` ids of the push order of ``wanted`` (see ``Journal.push_order``).
+
+    ``rows``: the stored ops as ``(author, seq, id, sig)``, by author, then seq
+    descending; read only until ``limit`` ids are out.  Above the top of each
+    unsigned run of wanted ops, the held ops up to the next signed head (at
+    most ``reach``, stopping below the next wanted op) are added first.
+    """
+    out: list[bytes] = []
+    above: deque[tuple[bytes, bytes | None]] = deque(maxlen=reach)  # not wanted; nearest last
+    current, last = b"", -1  # the author read, the seq of its last wanted op (or -1)
+    for author, seq, key, sig in rows:
+        if author != current:
+            current, last = author, -1
+            above.clear()
+        if key not in wanted:
+            above.append((key, sig))
+            continue
+        if sig is None and last != seq + 1:  # the top of an unsigned run
+            fill: list[bytes] = []
+            for upper, upper_sig in reversed(above):
+                fill.append(upper)
+                if upper_sig is not None:
+                    break
+            out.extend(reversed(fill))
+        above.clear()
+        out.append(key)
+        last = seq
+        if len(out) >= limit:
+            break
+    return out[:limit]
 
 
 CHAIN_ROWS: Final = (

@@ -311,8 +311,8 @@ def reconcile(
             pending.extend(zip(chunk, digests, strict=True))
     yield from _pull(journal, remote, pull, batch_size, progress)
     if push:
-        order = journal.push_order(push)  # each batch authenticated by those before it
-        yield from push_ops(journal, remote, order[:push_limit], batch_size, progress)
+        order = journal.push_order(push, push_limit)  # each batch authenticated by those before
+        yield from push_ops(journal, remote, order, batch_size, progress)
     final = (yield from remote.digests((FULL_RANGE,)))[0].fingerprint
     return final if final == journal.digest().fingerprint else None
 
