@@ -22,7 +22,7 @@ from test_anti_entropy_serving import Rig as ServingRig
 from test_anti_entropy_session import Rig as SessionRig
 from test_journal_sync import PipelinedRemote, _drive
 
-from aura_sync.errors import OpRefused
+from aura_sync.errors import InvalidArgument, OpRefused
 from aura_sync.identity import NodeIdentity
 from aura_sync.ids import DeviceId
 from aura_sync.messages import ErrorReply, Message
@@ -265,6 +265,25 @@ def test_a_forged_pulled_op_refuses_its_batch() -> None:
     with pytest.raises(OpRefused):
         buffer.take([forged, *ops[1:]])
     assert len(sink) == 0
+
+
+def test_pulled_ops_not_asked_for_are_dropped_and_a_forged_one_still_refuses() -> None:
+    source, sink = _journal(), _journal()
+    _fill(source, 50, b"s")
+    ops = source.get_many(source.push_order(source.all_ids()))  # head first: all covered
+    buffer = ChainBuffer(sink, group=10)
+    asked = {op.op_id for op in ops[:30]}
+    assert buffer.take(ops, asked) + buffer.flush() == 30  # the 20 not asked for: dropped
+    assert set(sink.all_ids()) == asked
+    head = ops[30]  # op 19: held op 20 links to it, so only its hash can vouch for it
+    forged = Op(head.author, head.seq, head.payload + b"!", head.prev, head.key)
+    fresh = ChainBuffer(sink, group=1)
+    with pytest.raises(OpRefused):
+        fresh.take([forged], {forged.op_id})  # asked for by its forged id: still checked
+        fresh.flush()
+    assert set(sink.all_ids()) == asked
+    with pytest.raises(InvalidArgument):
+        sink.ingest(ops[30:32], ids=[ops[30].op_id])
 
 
 def test_pushes_to_a_peer_stay_within_push_limit_a_second_and_stop_while_it_pulls() -> None:

@@ -356,17 +356,23 @@ class Journal(TreeViews):
             self._store(checked.fresh)
             return len(checked.fresh)
 
-    def ingest(self, ops: Sequence[Op]) -> tuple[int, list[Op]]:
+    def ingest(
+        self, ops: Sequence[Op], *, ids: Sequence[bytes] | None = None
+    ) -> tuple[int, list[Op]]:
         """Like :meth:`add_many`, but ops not covered yet come back instead of refusing.
 
         Returns (ops added, pending ops): the pending ones lack a signature
         and their successor; pass them again with a later batch.  Forged,
-        tampered or forked ops still refuse the whole batch.
+        tampered or forked ops still refuse the whole batch.  ``ids``: the
+        :attr:`Op.op_id` of each op if the caller hashed them already (this
+        process's own hashes of these ops, never ids received with them).
         """
         op_list = list(ops)
+        if ids is not None and len(ids) != len(op_list):
+            raise InvalidArgument(f"ids must give one id an op, got {len(ids)} for {len(op_list)}")
         with self._lock:
             self._ensure_open()
-            checked: Checked = check_ops(op_list, self, strict=False)
+            checked: Checked = check_ops(op_list, self, strict=False, ids=ids)
             self._store(checked.fresh)
             return len(checked.fresh), checked.pending
 
@@ -379,9 +385,10 @@ class Journal(TreeViews):
             (first + i, key, op.author.raw, op.seq, op.prev, op.payload, op.sig if signed else None)
             for i, (key, op, signed) in enumerate(fresh)
         ]
-        new_authors = {
-            op.author.raw: op.key for _, op, _ in fresh if op.author.raw not in self._authors
-        }
+        unseen = {row[2] for row in rows} - self._authors  # new authors: rare, looked up once
+        new_authors: dict[bytes, bytes] = {}
+        if unseen:
+            new_authors = {op.author.raw: op.key for _, op, _ in fresh if op.author.raw in unseen}
         self._insert(rows, new_authors)
 
     def _insert(self, rows: list[_Row], new_authors: dict[bytes, bytes]) -> None:

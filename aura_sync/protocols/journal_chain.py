@@ -159,10 +159,16 @@ def check_shape(op: object, i: int) -> Op:
     return op
 
 
-def check_ops(ops: Sequence[object], held: HeldChain, *, strict: bool) -> Checked:
-    """Check a batch of ops against itself and the journal (see the module docstring)."""
+def check_ops(
+    ops: Sequence[object], held: HeldChain, *, strict: bool, ids: Sequence[bytes] | None = None
+) -> Checked:
+    """Check a batch of ops against itself and the journal (see the module docstring).
+
+    ``ids``: the ops' ids as this process hashed them (else hashed here).
+    """
     checked = [check_shape(op, i) for i, op in enumerate(ops)]
-    ids = [op.op_id for op in checked]
+    if ids is None:
+        ids = [op.op_id for op in checked]
     held_ids = held.held(ids)
     index: dict[tuple[bytes, int], int] = {}
     known = 0

@@ -32,7 +32,7 @@ Layer: runtime (protocols); pure apart from the local journal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Container, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -338,44 +338,52 @@ class ChainBuffer:
         self._journal = journal
         self._group = group
         self._max_waiting = max_waiting
-        self._waiting: dict[tuple[bytes, int], Op] = {}
+        self._waiting: dict[tuple[bytes, int], tuple[Op, bytes]] = {}
         self._ready: set[tuple[bytes, int]] = set()
         self._queue: list[Op] = []
+        self._ids: list[bytes] = []  # the queued ops' ids, hashed here once
 
-    def take(self, ops: Sequence[Op]) -> int:
-        """Add the ops of one reply; returns how many were stored by this call."""
-        waiting, ready, queue = self._waiting, self._ready, self._queue
+    def take(self, ops: Sequence[Op], wanted: Container[bytes] | None = None) -> int:
+        """Add the ops of one reply (those whose id is ``wanted``, if given); returns how
+        many were stored by this call."""
+        waiting, ready, queue, ids = self._waiting, self._ready, self._queue, self._ids
         for op in ops:
+            key = op.op_id
+            if wanted is not None and key not in wanted:
+                continue
             author, seq = op.author.raw, op.seq
             if (author, seq) in ready or (author, seq) in waiting:
                 continue
             if not op.sig and (author, seq + 1) not in ready:
                 if len(waiting) < self._max_waiting:
-                    waiting[(author, seq)] = op
+                    waiting[(author, seq)] = (op, key)
                 continue
-            run: Op | None = op
+            run: tuple[Op, bytes] | None = (op, key)
             while run is not None:  # ready: so is the run waiting below it
                 ready.add((author, seq))
-                queue.append(run)
+                queue.append(run[0])
+                ids.append(run[1])
                 seq -= 1
                 run = waiting.pop((author, seq), None)
         return self._store(self._group)
 
     def _store(self, at_least: int) -> int:
-        stored = 0
+        stored, group = 0, self._group
         while self._queue and len(self._queue) >= at_least:
-            batch, self._queue = self._queue[: self._group], self._queue[self._group :]
-            added, _ = self._journal.ingest(batch)
-            stored += added
+            batch, self._queue = self._queue[:group], self._queue[group:]
+            keys, self._ids = self._ids[:group], self._ids[group:]
+            stored += self._journal.ingest(batch, ids=keys)[0]
         return stored
 
     def flush(self) -> int:
         """Store the ready ops, then offer the rest; returns how many were stored."""
         stored = self._store(1)
-        rest = sorted(self._waiting.values(), key=lambda op: (op.author.raw, -op.seq))
+        rest = sorted(self._waiting.values(), key=lambda item: (item[0].author.raw, -item[0].seq))
         self._waiting.clear()
         for start in range(0, len(rest), self._group):
-            stored += self._journal.ingest(rest[start : start + self._group])[0]
+            part = rest[start : start + self._group]
+            ops, keys = [op for op, _ in part], [key for _, key in part]
+            stored += self._journal.ingest(ops, ids=keys)[0]
         return stored
 
 
@@ -392,8 +400,7 @@ def _pull(
             def take(
                 i: int, reply: tuple[Op, ...], batches: list[tuple[bytes, ...]] = batches
             ) -> None:
-                wanted = set(batches[i])
-                progress.pulled += buffer.take([op for op in reply if op.op_id in wanted])
+                progress.pulled += buffer.take(reply, set(batches[i]))
 
             if isinstance(remote, Streamed):
                 yield from remote.fetch_each(batches, take)
