@@ -74,10 +74,13 @@ class PeerManagerActor(FaultInjectionMixin, AuraActor):
         if self._ticker is not None:
             self._ticker.cancel()
 
+    @handles(msgs.IsPeerAvailable)  # a bench row's hot path, without forward's indirection
+    def _available(self, msg: msgs.IsPeerAvailable) -> bool:
+        return self._peers.is_peer_available(msg.peer_id)
+
     _add = forward("_peers", "add_peer", msgs.AddPeer)
     _set_status = forward("_peers", "set_peer_status", msgs.SetPeerStatus)
     _get = forward("_peers", "get_peer", msgs.GetPeer)
-    _available = forward("_peers", "is_peer_available", msgs.IsPeerAvailable)
     _start_session = forward("_peers", "start_sync_session", msgs.StartSyncSession)
     _end_session = forward("_peers", "end_sync_session", msgs.EndSyncSession)
     _failure = forward("_peers", "record_failure", msgs.RecordFailure)
