@@ -45,8 +45,6 @@ __all__ = [
     "CHAIN_ROWS",
     "Checked",
     "HeldChain",
-    "Ingesting",
-    "PullBuffer",
     "author_of_key",
     "chain_ids",
     "chain_rows",
@@ -366,63 +364,3 @@ def verify_chains(rows: Iterable[ChainRow]) -> tuple[str, bool, str]:
         above = (author, seq, prev)
     detail = f"{count} ops checked" + (f"; {len(bad)} bad: {'; '.join(bad[:3])}" if bad else "")
     return ("signatures", not bad, detail)
-
-
-class PullBuffer:
-    """Ops pulled from one peer in one session, stored in few commits as they become covered.
-
-    Pulled ops arrive in id order, so an unsigned op often arrives before
-    the successor that covers it.  :meth:`take` keeps such ops waiting (by
-    author and seq, at most ``max_waiting``) and stores them as soon as
-    their successor is stored; ops are committed ``group`` at a time.
-    """
-
-    def __init__(self, journal: Ingesting, group: int = 2048, max_waiting: int = 500_000) -> None:
-        """Buffer for ``journal``."""
-        self._journal = journal
-        self._group = group
-        self._max_waiting = max_waiting
-        self._incoming: list[Op] = []
-        self._waiting: dict[tuple[bytes, int], Op] = {}
-        self.added = 0
-
-    @property
-    def waiting(self) -> int:
-        """Ops received but not covered yet."""
-        return len(self._waiting)
-
-    def take(self, ops: Sequence[Op]) -> int:
-        """Add ops of a reply; returns how many were stored by this call."""
-        self._incoming.extend(ops)
-        if len(self._incoming) < self._group:
-            return 0
-        return self.flush()
-
-    def flush(self) -> int:
-        """Store what is covered now; returns how many ops were stored."""
-        batch, self._incoming = self._incoming, []
-        before = self.added
-        while batch:
-            added, pending = self._journal.ingest(batch)
-            self.added += added
-            stored = {(op.author.raw, op.seq) for op in batch} - {
-                (op.author.raw, op.seq) for op in pending
-            }
-            for op in pending:
-                if len(self._waiting) < self._max_waiting:
-                    self._waiting[(op.author.raw, op.seq)] = op
-            batch = []
-            for author, seq in stored:
-                below = seq - 1
-                while (author, below) in self._waiting:
-                    batch.append(self._waiting.pop((author, below)))
-                    below -= 1
-        return self.added - before
-
-
-class Ingesting(Protocol):
-    """The journal method :class:`PullBuffer` needs."""
-
-    def ingest(self, ops: Sequence[Op]) -> tuple[int, list[Op]]:
-        """Store the covered ops; return (stored, pending)."""
-        ...
