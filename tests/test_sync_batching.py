@@ -255,6 +255,21 @@ def test_pulled_ops_below_a_held_successor_are_stored_at_the_end() -> None:
     assert buffer.flush() == 200 and sink.digest() == source.digest()
 
 
+def test_uncovered_pulled_ops_wait_within_a_byte_bound_and_free_it_once_covered() -> None:
+    source, sink = _journal(), _journal()
+    _fill(source, 50, b"s")  # one chain: only op 49 (the head) is signed
+    ops = source.get_many(source.push_order(source.all_ids()))  # seq 49 down to 0
+    head, unsigned = ops[0], ops[1:]
+    bound = sum(len(op.payload) for op in unsigned[:10])  # room for ops 48..39 only
+    buffer = ChainBuffer(sink, group=1000, max_waiting_bytes=bound)
+    assert buffer.take(unsigned) == 0  # none covered: 10 wait, the 39 that do not fit are dropped
+    buffer.take([head])  # covers the 10 waiting below it, which frees their bytes
+    assert buffer.flush() == 11
+    assert sorted(op.seq for op in sink.get_many(sink.all_ids())) == list(range(39, 50))
+    assert buffer.take(unsigned[10:]) == 0  # pulled again: covered by the held op 39
+    assert buffer.flush() == 39 and sink.digest() == source.digest()
+
+
 def test_a_forged_pulled_op_refuses_its_batch() -> None:
     source, sink = _journal(), _journal()
     _fill(source, 50, b"s")

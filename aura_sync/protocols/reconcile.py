@@ -330,14 +330,22 @@ class ChainBuffer:
     finds each op's successor in the same batch or already stored, and checks each
     op once.  :meth:`flush` also offers the rest (their successors may be held from
     before); what the journal still finds uncovered is dropped (a later session
-    pulls it again).  At most ``max_waiting`` ops wait.
+    pulls it again).  At most ``max_waiting`` ops of at most ``max_waiting_bytes``
+    payload bytes wait: a peer's uncovered ops cannot hold more memory than that.
     """
 
-    def __init__(self, journal: Journal, group: int = 8192, max_waiting: int = 500_000) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        group: int = 8192,
+        max_waiting: int = 500_000,
+        max_waiting_bytes: int = 64 << 20,
+    ) -> None:
         """Buffer for ``journal``."""
         self._journal = journal
         self._group = group
         self._max_waiting = max_waiting
+        self._room = max_waiting_bytes  # payload bytes that may still wait
         self._waiting: dict[tuple[bytes, int], tuple[Op, bytes]] = {}
         self._ready: set[tuple[bytes, int]] = set()
         self._queue: list[Op] = []
@@ -355,8 +363,9 @@ class ChainBuffer:
             if (author, seq) in ready or (author, seq) in waiting:
                 continue
             if not op.sig and (author, seq + 1) not in ready:
-                if len(waiting) < self._max_waiting:
+                if len(waiting) < self._max_waiting and len(op.payload) <= self._room:
                     waiting[(author, seq)] = (op, key)
+                    self._room -= len(op.payload)
                 continue
             run: tuple[Op, bytes] | None = (op, key)
             while run is not None:  # ready: so is the run waiting below it
@@ -365,6 +374,8 @@ class ChainBuffer:
                 ids.append(run[1])
                 seq -= 1
                 run = waiting.pop((author, seq), None)
+                if run is not None:
+                    self._room += len(run[0].payload)
         return self._store(self._group)
 
     def _store(self, at_least: int) -> int:
@@ -380,6 +391,7 @@ class ChainBuffer:
         stored = self._store(1)
         rest = sorted(self._waiting.values(), key=lambda item: (item[0].author.raw, -item[0].seq))
         self._waiting.clear()
+        self._room += sum(len(op.payload) for op, _ in rest)
         for start in range(0, len(rest), self._group):
             part = rest[start : start + self._group]
             ops, keys = [op for op, _ in part], [key for _, key in part]
