@@ -29,6 +29,7 @@ from aura_sync.messages.rate_limit import GetPeerRate, GetRateLimiterStatistics
 from aura_sync.messages.sync import (
     FULL_RANGE,
     MAX_IDS_BATCH,
+    MAX_OP_PAYLOAD,
     MAX_OPS_BATCH,
     MAX_PEERS_PER_EXCHANGE,
     MAX_RANGES,
@@ -48,7 +49,14 @@ from aura_sync.messages.sync import (
     PushOps,
 )
 from aura_sync.node.node import Node
-from aura_sync.protocols.admission import DEFAULT_COST, MAX_REQUEST_COST, request_cost
+from aura_sync.protocols.admission import (
+    BYTES_PER_UNIT,
+    DEFAULT_COST,
+    MAX_REQUEST_COST,
+    OP_BYTES,
+    request_cost,
+)
+from aura_sync.protocols.serving import _OP_OVERHEAD
 from aura_sync.transport import TcpTransport
 
 
@@ -199,6 +207,46 @@ def test_flow_budget_denials_are_counted_in_metrics(nodes: Cluster, tmp_path: Pa
     assert 'aura_sync_rate_limit_decisions_total{decision="flow_budget"}' in text
     line = next(x for x in text.splitlines() if 'decision="flow_budget"' in x and "_total" in x)
     assert float(line.split()[-1]) >= 1
+
+
+def _fetches_within(budget: int, priced: int, extra: int) -> int:
+    """How many fetches a flow budget buys: each is admitted for ``priced`` units, then its
+    reply's ``extra`` units are charged; a charge that does not fit refuses what follows."""
+    left, served = budget, 0
+    while left >= priced:
+        left, served = left - priced, served + 1
+        if extra > 0:
+            if left < extra:
+                break
+            left -= extra
+    return served
+
+
+@pytest.mark.parametrize("payload", [MAX_OP_PAYLOAD, 8])
+def test_the_bytes_of_a_big_ops_reply_are_charged_to_the_peer(
+    nodes: Cluster, tmp_path: Path, payload: int
+) -> None:
+    """An ``OpsRequest`` is priced for small ops before it is served; a reply of bigger
+    ops charges its extra bytes to the asker's flow budget once served, so one budget
+    buys fewer fetches of big ops, and the charge that overdraws it refuses what follows."""
+    budget = {"defence.flow_budget": 200, "defence.flow_epoch": 600, **_NO_BAN}
+    a = nodes.add("a", **budget)
+    a.append([os.urandom(payload) for _ in range(MAX_OPS_BATCH)])
+    request = OpsRequest(tuple(a.journal.all_ids()))
+    priced = request_cost(request)
+    size = MAX_OPS_BATCH * (payload + _OP_OVERHEAD)
+    extra = -(-size // BYTES_PER_UNIT) - -(-MAX_OPS_BATCH * OP_BYTES // BYTES_PER_UNIT)
+    served = _fetches_within(200, priced, extra)
+    assert served == (4 if payload == MAX_OP_PAYLOAD else 200 // priced)  # 4 of 9 for big ops
+    client, conn = _client(tmp_path, a)
+    try:  # one at a time: each charge reaches the limiter before the next request
+        replies = [conn.request(request, 30).result(30) for _ in range(12)]  # type: ignore[attr-defined]
+    finally:
+        client.close()
+    kinds = [type(r).__name__ for r in replies]
+    assert kinds == ["OpsReply"] * served + ["ErrorReply"] * (12 - served), kinds
+    assert all(len(r.ops) == MAX_OPS_BATCH for r in replies[:served])  # type: ignore[attr-defined]
+    assert all(r.error_type == "RateLimited" for r in replies[served:])  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("latency", "rises"), [(60.0, True), (1e-9, False)])
