@@ -199,6 +199,22 @@ def test_a_peer_cannot_move_the_local_sequence() -> None:
         assert journal.own_ops == 2
 
 
+def test_own_ops_synced_back_after_a_lost_journal_move_the_local_sequence() -> None:
+    """A node whose journal was lost gets its own signed ops back from a peer: its next
+    append continues its chain after them instead of forking it at an early seq."""
+    with _open() as before, _open() as peer, _open() as after:
+        before.append_many([b"one", b"two", b"three"])
+        assert peer.add_many(before.ops_by(ME.device_id)[::-1]) == 3  # in push order
+        assert after.own_ops == 0  # same key, empty journal
+        assert after.add_many(peer.ops_by(ME.device_id)[1:][::-1]) == 2  # seq 1 and 2 first
+        assert after.add_many(peer.ops_by(ME.device_id)[:1]) == 1  # then seq 0 (no move back)
+        assert after.own_ops == 3
+        new = after.append(b"four")
+        assert [op.seq for op in after.ops_by(ME.device_id)] == [0, 1, 2, 3]
+        assert after.get(new).prev == before.ops_by(ME.device_id)[-1].op_id  # type: ignore[union-attr]
+        assert peer.add_many(after.ops_by(ME.device_id, after=2)) == 1  # no fork for the peer
+
+
 def test_an_exhausted_sequence_space_is_a_clear_error_on_append() -> None:
     with _open() as journal:
         journal._next_seq = SEQ_LIMIT - 1  # as if 2**63-1 ops had been written

@@ -20,7 +20,8 @@ What a receiver checks (:mod:`~aura_sync.protocols.journal_chain`)
     batch (:class:`~aura_sync.errors.OpRefused`), storing nothing.  Ops are
     verified when they enter, not at every open; ``verify`` re-checks all.
     The next own seq comes from the highest op of the local author, which
-    only this node's key can have signed.
+    only this node's key can have signed (own ops synced back from a peer,
+    after a lost journal, move it too).
 
 Fingerprints (:mod:`~aura_sync.protocols.journal_index`)
     A range's (count, fingerprint) is Negentropy's hashed sum of ids mod
@@ -390,6 +391,12 @@ class Journal(TreeViews):
         if unseen:
             new_authors = {op.author.raw: op.key for _, op, _ in fresh if op.author.raw in unseen}
         self._insert(rows, new_authors)
+        own = self._author.raw
+        mine = [row for row in rows if row[2] == own]  # own ops back from a peer (data lost)
+        if mine:
+            top = max(mine, key=lambda row: row[3])
+            if top[3] >= self._next_seq:
+                self._next_seq, self._head = top[3] + 1, top[1]
 
     def _insert(self, rows: list[_Row], new_authors: dict[bytes, bytes]) -> None:
         """Insert op rows (arrival numbers from max + 1 on) and their authors in one commit."""
