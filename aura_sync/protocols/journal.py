@@ -46,6 +46,7 @@ Layer: runtime (protocols).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -137,6 +138,17 @@ _SELECT_OP: Final = (
 )
 _Row = tuple[int, bytes, bytes, int, bytes, bytes, bytes | None]
 """An ``ops`` row: arrival, id, author, seq, prev, payload, signature (of a signed head)."""
+
+
+def _refuse_payloads(items: Sequence[object]) -> None:
+    """Raise for the first payload that is not bytes of at most :data:`MAX_OP_PAYLOAD`."""
+    for i, payload in enumerate(items):
+        if type(payload) is not bytes:
+            raise WrongType(f"payloads[{i}] must be bytes, got {type(payload).__name__}")
+        if len(payload) > MAX_OP_PAYLOAD:
+            raise InvalidArgument(
+                f"payloads[{i}] must be at most {MAX_OP_PAYLOAD} bytes, got {len(payload)}"
+            )
 
 
 def _op(row: tuple[bytes, bytes, int, bytes, bytes, bytes | None, bytes]) -> Op:
@@ -310,15 +322,10 @@ class Journal(TreeViews):
         for a bad payload, or when the author's seq space (2**63) is exhausted.
         """
         items = list(payloads)
-        for i, payload in enumerate(items):
-            if type(payload) is not bytes:
-                raise WrongType(f"payloads[{i}] must be bytes, got {type(payload).__name__}")
-            if len(payload) > MAX_OP_PAYLOAD:
-                raise InvalidArgument(
-                    f"payloads[{i}] must be at most {MAX_OP_PAYLOAD} bytes, got {len(payload)}"
-                )
         if not items:
             return []
+        if set(map(type, items)) != {bytes} or max(map(len, items)) > MAX_OP_PAYLOAD:
+            _refuse_payloads(items)
         with self._lock:
             self._ensure_open()
             seq, prev = self._next_seq, self._head
@@ -329,14 +336,23 @@ class Journal(TreeViews):
                 )
             author = self._author.raw
             ids = chain_ids(author, seq, prev, items)
-            first, prevs = self._arrival + 1, [prev, *ids[:-1]]
-            rows: list[_Row] = [
-                (first + i, ids[i], author, seq + i, prevs[i], items[i], None)
-                for i in range(len(items))
-            ]
+            first, count = self._arrival + 1, len(items)
+            rows: list[_Row] = list(
+                zip(
+                    range(first, first + count),
+                    ids,
+                    itertools.repeat(author, count),
+                    range(seq, seq + count),
+                    [prev, *ids[:-1]],
+                    items,
+                    itertools.repeat(None, count),
+                    strict=True,
+                )
+            )
             rows[-1] = (*rows[-1][:6], sign_head(self._identity, ids[-1]))
-            self._insert(rows, {author: self._identity.public_key})  # (OR IGNORE when known)
-            self._next_seq, self._head = seq + len(items), ids[-1]
+            known = author in self._authors
+            self._insert(rows, {} if known else {author: self._identity.public_key}, ids)
+            self._next_seq, self._head = seq + count, ids[-1]
             return ids
 
     def add(self, op: Op) -> bool:
@@ -398,10 +414,16 @@ class Journal(TreeViews):
             if top[3] >= self._next_seq:
                 self._next_seq, self._head = top[3] + 1, top[1]
 
-    def _insert(self, rows: list[_Row], new_authors: dict[bytes, bytes]) -> None:
-        """Insert op rows (arrival numbers from max + 1 on) and their authors in one commit."""
+    def _insert(
+        self, rows: list[_Row], new_authors: dict[bytes, bytes], ids: list[bytes] | None = None
+    ) -> None:
+        """Insert op rows (arrival numbers from max + 1 on) and their authors in one commit.
+
+        ``ids``: the rows' ids, if the caller has them in a list already.
+        """
         conn = self._conn
-        ids = [row[1] for row in rows]
+        if ids is None:
+            ids = [row[1] for row in rows]
         self._sums.add(ids)
         snapshot = self._since_snapshot + len(ids) >= SNAPSHOT_EVERY
         conn.execute("BEGIN IMMEDIATE")

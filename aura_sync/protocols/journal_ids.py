@@ -6,8 +6,9 @@ leaves than that (at 1M ops the index cost most of an append).  Here every
 held op's id (with its arrival number) is in exactly one of two tiers:
 
 * ``ids`` (on disk, ``WITHOUT ROWID``, ordered by id): the swept ops;
-* the fresh tier, in memory: the others, one sorted list per slice and a
-  dict from id to arrival (about 170 bytes an id, ~22 MB on average).
+* the fresh tier, in memory: the others, one list per slice (new ids are
+  appended; a slice is sorted when it is next read or swept) and a dict
+  from id to arrival (about 170 bytes an id, ~22 MB on average).
 
 The id space is cut into 256 slices by the ids' first byte.  Every
 :data:`STEP_OPS` ops inserted, the next slice (round robin) is *swept* in
@@ -21,7 +22,9 @@ The ``sweeps`` table records, per slice, the arrival number of its last
 sweep: an op is in ``ids`` iff its arrival is at most its slice's mark, so
 open rebuilds the fresh tier exactly, reading only the ops that arrived
 after the oldest mark (about ``256 * STEP_OPS`` plus the last batch).
-Reads ask both tiers (ordered ranges merge the two).
+Reads ask both tiers (ordered ranges merge the two).  A sweep's rows and
+arrivals are kept until its transaction ends, so a failed commit puts them
+back in the fresh tier.
 
 Layer: runtime (protocols).
 """
@@ -50,6 +53,10 @@ INDEX_SCHEMA: Final = (
 
 _CHUNK: Final = 400
 
+_Undo = tuple[int, int, list[tuple[int, list[bytes], list[int]]], Sequence[bytes]]
+"""What :meth:`IdIndex.rolled_back` restores: cursor, owed ops, sweeps (slice, ids,
+arrivals) and the ids added."""
+
 
 def rollback(conn: sqlite3.Connection) -> None:
     """Roll back the open transaction, if SQLite has not already done so."""
@@ -68,8 +75,8 @@ class IdIndex:
         self._owed = 0
         self._arrival: dict[bytes, int] = {}
         self._slices: list[list[bytes]] = [[] for _ in range(SLICES)]
-        self._undo: tuple[int, int, list[tuple[int, list[bytes]]], Sequence[bytes]] | None
-        self._undo = None
+        self._sorted = [0] * SLICES  # per slice: the length of its sorted prefix
+        self._undo: _Undo | None = None
 
     @property
     def fresh(self) -> int:
@@ -90,8 +97,14 @@ class IdIndex:
             if arrival > marks[key[0]]:
                 self._arrival[key] = arrival
                 self._slices[key[0]].append(key)
-        for ids in self._slices:
+
+    def _slice(self, piece: int) -> list[bytes]:
+        """The fresh ids of one slice, sorted (appended ids are sorted when first read)."""
+        ids = self._slices[piece]
+        if self._sorted[piece] != len(ids):
             ids.sort()
+            self._sorted[piece] = len(ids)
+        return ids
 
     def insert(self, ids: Sequence[bytes], first: int, arrival: int) -> None:
         """Index new ids (arrival numbers ``first`` on) and sweep what they owe.
@@ -102,36 +115,29 @@ class IdIndex:
         """
         slices, known = self._slices, self._arrival
         known.update(zip(ids, range(first, first + len(ids)), strict=True))
-        touched = set()
         for key in ids:
             slices[key[0]].append(key)
-            touched.add(key[0])
-        for piece in touched:
-            slices[piece].sort()
-        undo: list[tuple[int, list[bytes]]] = []
+        undo: list[tuple[int, list[bytes], list[int]]] = []
         self._undo = (self._cursor, self._owed, undo, ids)
         self._owed += len(ids)
         steps = min(SLICES, self._owed // STEP_OPS)
         self._owed = 0 if steps == SLICES else self._owed - steps * STEP_OPS
         for _ in range(steps):
             piece = self._cursor
-            moved = slices[piece]
-            self._conn.executemany(
-                "INSERT INTO ids VALUES (?, ?)", [(key, known[key]) for key in moved]
-            )
+            moved = self._slice(piece)
+            arrivals = list(map(known.pop, moved))  # given back if the commit fails
+            rows = zip(moved, arrivals, strict=True)
+            self._conn.executemany("INSERT INTO ids VALUES (?, ?)", rows)
             self._conn.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?)", (piece, arrival))
-            undo.append((piece, moved))
+            undo.append((piece, moved, arrivals))
             slices[piece] = []
+            self._sorted[piece] = 0
             self._cursor = (piece + 1) % SLICES
         if steps:
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('sweep', ?)", (self._cursor,))
 
     def committed(self) -> None:
-        """The transaction of the last :meth:`insert` committed: drop what it swept."""
-        if self._undo is not None:
-            for _, moved in self._undo[2]:
-                for key in moved:
-                    del self._arrival[key]
+        """The transaction of the last :meth:`insert` committed (its sweeps stand)."""
         self._undo = None
 
     def rolled_back(self) -> None:
@@ -139,12 +145,16 @@ class IdIndex:
         if self._undo is None:
             return
         self._cursor, self._owed, undo, added = self._undo
-        for piece, moved in reversed(undo):
+        for piece, moved, arrivals in reversed(undo):
             self._slices[piece] = moved
+            self._sorted[piece] = len(moved)
+            self._arrival.update(zip(moved, arrivals, strict=True))
+        gone = set(added)
         for key in added:
             del self._arrival[key]
-            ids = self._slices[key[0]]
-            del ids[bisect_left(ids, key)]
+        for piece in {key[0] for key in added}:
+            self._slices[piece] = [key for key in self._slices[piece] if key not in gone]
+            self._sorted[piece] = 0
         self._undo = None
 
     # --- reading (both tiers) -----------------------------------------------------------
@@ -197,7 +207,7 @@ class IdIndex:
     def _fresh_in(self, lo: bytes, hi: bytes | None) -> Iterable[bytes]:
         last = SLICES - 1 if hi is None else min(SLICES - 1, hi[0])
         for piece in range(lo[0], last + 1):
-            ids = self._slices[piece]
+            ids = self._slice(piece)
             start = bisect_left(ids, lo) if piece == lo[0] else 0
             end = len(ids) if hi is None or piece < hi[0] else bisect_left(ids, hi)
             yield from ids[start:end]

@@ -3,8 +3,11 @@
 The 256-bit id space is cut into 65,536 buckets by the ids' first two
 bytes.  For each bucket the journal keeps the count of its ids and their
 sum as exact integers, and the same for every aligned group of 16, 256 and
-4,096 buckets (four levels, fan-out 16), in memory, updated in O(levels)
-per insert; the buckets are persisted in the ``buckets`` table now and then
+4,096 buckets (four levels, fan-out 16), in memory.  An insert updates
+its bucket; the entries above the changed buckets are summed again from
+the level below at the next read (or after 65,536 inserts without one), so
+a batch of inserts costs O(1) an id plus O(levels) per touched entry, paid
+once per read.  The buckets are persisted in the ``buckets`` table now and then
 (:class:`RangeSums` marks the dirty ones).  The (count, sum) of the ids
 below a bound is at most 15 entries per level plus, for a bound inside a
 bucket, the smaller side of that one bucket's ids (about n/131,072 on
@@ -31,6 +34,9 @@ BUCKET_BITS: Final = 16
 FAN_BITS: Final = 4
 """Each level above the buckets sums ``2**FAN_BITS`` entries of the level below."""
 
+_PENDING_MAX: Final = 65_536
+"""Ids added before the levels above the buckets are brought up to date without a read."""
+
 Fetch = Callable[[int], list[bytes]]
 """``fetch(bucket)``: the held ids of one bucket, ascending."""
 
@@ -42,7 +48,7 @@ class RangeSums:
     ``2**bits``; tests use fewer to make buckets dense.
     """
 
-    __slots__ = ("bits", "count", "dirty", "levels", "total")
+    __slots__ = ("_pending", "_waiting", "bits", "count", "dirty", "levels", "total")
 
     def __init__(self, bits: int = BUCKET_BITS) -> None:
         self.bits = bits
@@ -56,6 +62,8 @@ class RangeSums:
         self.count = 0
         self.total = 0
         self.dirty: set[int] = set()
+        self._pending: list[list[int]] = []  # buckets changed since the levels above were summed
+        self._waiting = 0
 
     @property
     def counts(self) -> list[int]:
@@ -90,29 +98,44 @@ class RangeSums:
                 up_s[i] = sum(below_s[i * fan : (i + 1) * fan])
         self.count = sum(self.levels[-1][0])
         self.total = sum(self.levels[-1][1])
+        self._pending.clear()
+        self._waiting = 0
 
     def add(self, ids: Iterable[bytes], sign: int = 1) -> None:
-        """Account for new ids (``sign`` -1 takes them back out, after a failed commit)."""
+        """Account for new ids (``sign`` -1 takes them back out, after a failed commit).
+
+        Only the buckets are updated here; the levels above catch up at the
+        next read (:meth:`refresh`), or once :data:`_PENDING_MAX` ids wait.
+        """
         values = [int.from_bytes(key, "big") for key in ids]
         shift = 256 - self.bits
         buckets = [value >> shift for value in values]
         if sign != 1:
             values = [value * sign for value in values]
-        for level, (counts, sums) in enumerate(self.levels[:2]):  # per id: the busy levels
-            up = FAN_BITS * level
-            for bucket, value in zip(buckets, values, strict=True):
-                counts[bucket >> up] += sign
-                sums[bucket >> up] += value
-        touched = set(buckets)
-        fan = 1 << FAN_BITS
-        for level in range(2, len(self.levels)):  # the few touched entries, from the level below
-            (below_c, below_s), (counts, sums) = self.levels[level - 1], self.levels[level]
-            for p in {b >> (FAN_BITS * level) for b in touched}:
-                counts[p] = sum(below_c[p * fan : (p + 1) * fan])
-                sums[p] = sum(below_s[p * fan : (p + 1) * fan])
+        counts, sums = self.levels[0]
+        for bucket, value in zip(buckets, values, strict=True):
+            counts[bucket] += sign
+            sums[bucket] += value
         self.dirty.update(buckets)
+        self._pending.append(buckets)
+        self._waiting += len(buckets)
         self.count += sign * len(values)
         self.total += sum(values)
+        if self._waiting >= _PENDING_MAX:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute the entries above the buckets changed since the last refresh."""
+        touched = {bucket for batch in self._pending for bucket in batch}
+        self._pending.clear()
+        self._waiting = 0
+        fan = 1 << FAN_BITS
+        for level in range(1, len(self.levels)):
+            (below_c, below_s), (counts, sums) = self.levels[level - 1], self.levels[level]
+            touched = {entry >> FAN_BITS for entry in touched}
+            for p in touched:
+                counts[p] = sum(below_c[p * fan : (p + 1) * fan])
+                sums[p] = sum(below_s[p * fan : (p + 1) * fan])
 
     def dirty_rows(self) -> list[tuple[int, int, bytes]]:
         """The dirty buckets as ``(bucket, count, sum mod 2**256)`` rows (the caller clears)."""
@@ -123,6 +146,8 @@ class RangeSums:
 
     def _prefix(self, bucket: int) -> tuple[int, int]:
         """(count, sum) of the buckets ``0 .. bucket - 1``: at most 15 entries per level."""
+        if self._pending and bucket:
+            self.refresh()
         count, total = 0, 0
         top = len(self.levels) - 1
         for level, (counts, sums) in enumerate(self.levels):
