@@ -61,7 +61,6 @@ from aura_sync.ids import DeviceId
 from aura_sync.messages.sync import (
     FULL_RANGE,
     MAX_IDS_BATCH,
-    MAX_OP_PAYLOAD,
     MAX_OPS_BATCH,
     NO_PREV,
     SEQ_LIMIT,
@@ -77,6 +76,7 @@ from aura_sync.protocols.journal_chain import (
     chain_rows,
     check_op_id,
     check_ops,
+    check_payloads,
     push_order_of,
     push_prefix,
     verify_chains,
@@ -138,17 +138,6 @@ _SELECT_OP: Final = (
 )
 _Row = tuple[int, bytes, bytes, int, bytes, bytes, bytes | None]
 """An ``ops`` row: arrival, id, author, seq, prev, payload, signature (of a signed head)."""
-
-
-def _refuse_payloads(items: Sequence[object]) -> None:
-    """Raise for the first payload that is not bytes of at most :data:`MAX_OP_PAYLOAD`."""
-    for i, payload in enumerate(items):
-        if type(payload) is not bytes:
-            raise WrongType(f"payloads[{i}] must be bytes, got {type(payload).__name__}")
-        if len(payload) > MAX_OP_PAYLOAD:
-            raise InvalidArgument(
-                f"payloads[{i}] must be at most {MAX_OP_PAYLOAD} bytes, got {len(payload)}"
-            )
 
 
 def _op(row: tuple[bytes, bytes, int, bytes, bytes, bytes | None, bytes]) -> Op:
@@ -322,10 +311,9 @@ class Journal(TreeViews):
         for a bad payload, or when the author's seq space (2**63) is exhausted.
         """
         items = list(payloads)
+        check_payloads(items)
         if not items:
             return []
-        if set(map(type, items)) != {bytes} or max(map(len, items)) > MAX_OP_PAYLOAD:
-            _refuse_payloads(items)
         with self._lock:
             self._ensure_open()
             seq, prev = self._next_seq, self._head
@@ -351,7 +339,7 @@ class Journal(TreeViews):
             )
             rows[-1] = (*rows[-1][:6], sign_head(self._identity, ids[-1]))
             known = author in self._authors
-            self._insert(rows, {} if known else {author: self._identity.public_key}, ids)
+            self._insert(rows, {} if known else {author: self._identity.public_key})
             self._next_seq, self._head = seq + count, ids[-1]
             return ids
 
@@ -414,16 +402,10 @@ class Journal(TreeViews):
             if top[3] >= self._next_seq:
                 self._next_seq, self._head = top[3] + 1, top[1]
 
-    def _insert(
-        self, rows: list[_Row], new_authors: dict[bytes, bytes], ids: list[bytes] | None = None
-    ) -> None:
-        """Insert op rows (arrival numbers from max + 1 on) and their authors in one commit.
-
-        ``ids``: the rows' ids, if the caller has them in a list already.
-        """
+    def _insert(self, rows: list[_Row], new_authors: dict[bytes, bytes]) -> None:
+        """Insert op rows (arrival numbers from max + 1 on) and their authors in one commit."""
         conn = self._conn
-        if ids is None:
-            ids = [row[1] for row in rows]
+        ids = [row[1] for row in rows]
         self._sums.add(ids)
         snapshot = self._since_snapshot + len(ids) >= SNAPSHOT_EVERY
         conn.execute("BEGIN IMMEDIATE")

@@ -50,6 +50,7 @@ __all__ = [
     "chain_rows",
     "check_op_id",
     "check_ops",
+    "check_payloads",
     "check_shape",
     "push_order_of",
     "push_prefix",
@@ -100,6 +101,19 @@ def chain_ids(author: bytes, seq: int, prev: bytes, payloads: Sequence[bytes]) -
         ids.append(prev)
         seq += 1
     return ids
+
+
+def check_payloads(items: Sequence[bytes]) -> None:
+    """Refuse ``items`` unless each is bytes of at most 4096 (the error names the first bad one)."""
+    if set(map(type, items)) == {bytes} and max(map(len, items)) <= MAX_OP_PAYLOAD:
+        return
+    for i, payload in enumerate(items):
+        if type(payload) is not bytes:
+            raise WrongType(f"payloads[{i}] must be bytes, got {type(payload).__name__}")
+        if len(payload) > MAX_OP_PAYLOAD:
+            raise InvalidArgument(
+                f"payloads[{i}] must be at most {MAX_OP_PAYLOAD} bytes, got {len(payload)}"
+            )
 
 
 def check_op_id(value: object, name: str) -> None:
