@@ -452,14 +452,13 @@ class Journal(TreeViews):
         """The ids among ``ids`` held here."""
         return self._index.held(ids)
 
-    def at(self, author: bytes, seq: int) -> tuple[bytes, bytes] | None:
-        """``(id, prev)`` of the held op of ``author`` at ``seq``."""
-        if seq >= SEQ_LIMIT:
-            return None
-        row = self._conn.execute(
-            "SELECT id, prev FROM ops WHERE author = ? AND seq = ?", (author, seq)
-        ).fetchone()
-        return None if row is None else (row[0], row[1])
+    def span(self, author: bytes, lo: int, hi: int) -> list[tuple[int, bytes, bytes]]:
+        """``(seq, id, prev)`` of the held ops of ``author`` with ``lo <= seq <= hi``."""
+        rows: list[tuple[int, bytes, bytes]] = self._conn.execute(
+            "SELECT seq, id, prev FROM ops WHERE author = ? AND seq BETWEEN ? AND ?",
+            (author, lo, hi),
+        ).fetchall()
+        return rows
 
     # --- reading -------------------------------------------------------------------------
 

@@ -64,12 +64,8 @@ _MAX_CACHED: Final = 4096
 class HeldChain(Protocol):
     """What the checks need to know of the journal."""
 
-    def held(self, ids: Sequence[bytes]) -> set[bytes]:
-        """The ids among ``ids`` that the journal holds."""
-        ...
-
-    def at(self, author: bytes, seq: int) -> tuple[bytes, bytes] | None:
-        """``(id, prev)`` of the held op of ``author`` (raw) at ``seq``, or None."""
+    def span(self, author: bytes, lo: int, hi: int) -> list[tuple[int, bytes, bytes]]:
+        """``(seq, id, prev)`` of the held ops of ``author`` (raw) with ``lo <= seq <= hi``."""
         ...
 
 
@@ -171,89 +167,158 @@ def check_shape(op: object, i: int) -> Op:
     return op
 
 
+def _shapes(ops: Sequence[object]) -> tuple[list[Op], list[tuple[bytes, int]]]:
+    """The ops (each as :func:`check_shape` checks it) and their ``(author, seq)``."""
+    checked: list[Op] = []
+    positions: list[tuple[bytes, int]] = []
+    keys: dict[bytes, bytes] = {}  # key -> its author, checked in this batch
+    for i, item in enumerate(ops):
+        if type(item) is Op:
+            op = item
+            author, seq, key, sig = op.author, op.seq, op.key, op.sig
+            if (
+                type(author) is DeviceId
+                and type(seq) is int
+                and 0 <= seq < SEQ_LIMIT
+                and type(op.payload) is bytes
+                and len(op.payload) <= MAX_OP_PAYLOAD
+                and type(op.prev) is bytes
+                and len(op.prev) == OP_ID_SIZE
+                and type(sig) is bytes
+                and (not sig or len(sig) == SIGNATURE_SIZE)
+                and type(key) is bytes
+            ):
+                raw = author.raw
+                if keys.get(key) == raw:  # the common case: the key seen just before
+                    checked.append(op)
+                    positions.append((raw, seq))
+                    continue
+        op = check_shape(item, i)  # the full checks (raising the precise error)
+        keys[op.key] = raw = op.author.raw
+        checked.append(op)
+        positions.append((raw, op.seq))
+    return checked, positions
+
+
+def _held_rows(
+    held: HeldChain, positions: Sequence[tuple[bytes, int]]
+) -> dict[tuple[bytes, int], tuple[bytes, bytes]]:
+    """``(id, prev)`` of the held ops at the batch's positions and next to them, keyed by
+    ``(author, seq)``: one span read per run of consecutive seqs of an author."""
+    out: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
+    for author, lo, hi in _runs(positions):
+        for seq, key, prev in held.span(author, max(0, lo - 1), min(SEQ_LIMIT - 1, hi + 1)):
+            out[(author, seq)] = (key, prev)
+    return out
+
+
+def _runs(positions: Iterable[tuple[bytes, int]]) -> list[tuple[bytes, int, int]]:
+    """The runs ``(author, lo, hi)`` of consecutive seqs among ``positions``."""
+    runs: list[tuple[bytes, int, int]] = []
+    author, lo, hi = b"", -2, -2
+    for who, seq in sorted(set(positions)):
+        if who == author and seq == hi + 1:
+            hi = seq
+            continue
+        if lo >= 0:
+            runs.append((author, lo, hi))
+        author, lo, hi = who, seq, seq
+    if lo >= 0:
+        runs.append((author, lo, hi))
+    return runs
+
+
 def check_ops(
     ops: Sequence[object], held: HeldChain, *, strict: bool, ids: Sequence[bytes] | None = None
 ) -> Checked:
     """Check a batch of ops against itself and the journal (see the module docstring).
 
-    ``ids``: the ops' ids as this process hashed them (else hashed here).
+    ``ids``: the ops' ids as this process hashed them (else hashed here).  The
+    journal is read once per run of consecutive seqs of an author in the batch
+    (an op is held iff the held op at its (author, seq) has its id).
     """
-    checked = [check_shape(op, i) for i, op in enumerate(ops)]
+    checked, positions = _shapes(ops)
     if ids is None:
         ids = [op.op_id for op in checked]
-    held_ids = held.held(ids)
+    rows = _held_rows(held, positions)
     index: dict[tuple[bytes, int], int] = {}
     known = 0
-    for i, key in enumerate(ids):
-        if key in held_ids:
+    for i, pos in enumerate(positions):
+        key = ids[i]
+        row = rows.get(pos)
+        if row is not None and row[0] == key:
             known += 1
             continue
-        op = checked[i]
-        pos = (op.author.raw, op.seq)
-        j = index.get(pos)
-        if j is not None:
-            if ids[j] == key:
+        first = index.setdefault(pos, i)
+        if first != i:
+            if ids[first] == key:
                 known += 1
                 continue
-            raise OpRefused(f"ops[{j}] and ops[{i}] are two different ops as {_name(op)} (a fork)")
-        index[pos] = i
-    for (author, seq), i in index.items():
-        j = index.get((author, seq + 1))
-        if j is not None and checked[j].prev != ids[i]:
+            op = checked[i]
             raise OpRefused(
-                f"ops[{j}] ({_name(checked[j])}) does not link to ops[{i}] (its prev is "
-                f"{checked[j].prev.hex()[:16]}, op {seq} hashes to {ids[i].hex()[:16]}): "
-                f"tampered or reordered"
+                f"ops[{first}] and ops[{i}] are two different ops as {_name(op)} (a fork)"
             )
-    authed: set[int] = set()
+    authed = [False] * len(checked)
     signed: set[int] = set()
-    for author, seq in sorted(index, reverse=True):
-        i = index[(author, seq)]
+    for (author, seq), i in sorted(index.items(), reverse=True):  # each author's seq descending
         op = checked[i]
         j = index.get((author, seq + 1))
         if j is not None:
-            if j in authed:
-                authed.add(i)
+            if checked[j].prev != ids[i]:
+                raise OpRefused(
+                    f"ops[{j}] ({_name(checked[j])}) does not link to ops[{i}] (its prev is "
+                    f"{checked[j].prev.hex()[:16]}, op {seq} hashes to {ids[i].hex()[:16]}): "
+                    f"tampered or reordered"
+                )
+            authed[i] = authed[j]
         else:
-            succ = held.at(author, seq + 1)
+            succ = rows.get((author, seq + 1))
             if succ is not None:
                 if succ[1] != ids[i]:
                     raise OpRefused(
                         f"ops[{i}] ({_name(op)}) is not the op the held op {seq + 1} links "
                         f"to: tampered, or a fork of its author's chain"
                     )
-                authed.add(i)
+                authed[i] = True
         if op.sig:  # a head keeps its signature (checked) even when a link covers it too
             if not verify_head(op.key, op.sig, ids[i]):
                 raise OpRefused(
                     f"ops[{i}] ({_name(op)}): its signature does not verify with its "
                     f"author's key (forged or tampered)"
                 )
-            authed.add(i)
+            authed[i] = True
             signed.add(i)
-    for i in authed:
+    pending: list[Op] = []
+    for (author, seq), i in index.items():
         op = checked[i]
-        if (op.author.raw, op.seq - 1) in index:
+        if not authed[i]:
+            pending.append(op)
             continue
-        if op.seq == 0:
+        if (author, seq) in rows:  # another op is held there (a valid one: signed)
+            raise OpRefused(
+                f"ops[{i}] ({_name(op)}) is a second op at a held (author, seq): a fork of "
+                f"its author's chain"
+            )
+        if (author, seq - 1) in index:
+            continue
+        if seq == 0:
             if op.prev != NO_PREV:
                 raise OpRefused(f"ops[{i}] ({_name(op)}) is a first op with a prev")
             continue
-        pred = held.at(op.author.raw, op.seq - 1)
+        pred = rows.get((author, seq - 1))
         if pred is not None and pred[0] != op.prev:
             raise OpRefused(
-                f"ops[{i}] ({_name(op)}) does not link to the held op {op.seq - 1} "
+                f"ops[{i}] ({_name(op)}) does not link to the held op {seq - 1} "
                 f"(a fork of its author's chain)"
             )
-    pending = [checked[i] for i in index.values() if i not in authed]
     if strict and pending:
-        first = pending[0]
         raise OpRefused(
-            f"{len(pending)} op(s) are not covered by a signature: {_name(first)} is "
+            f"{len(pending)} op(s) are not covered by a signature: {_name(pending[0])} is "
             f"unsigned and neither the batch nor the journal holds its successor "
             f"(a truncated batch?)"
         )
-    return Checked([(ids[i], checked[i], i in signed) for i in sorted(authed)], pending, known)
+    fresh = [(ids[i], checked[i], i in signed) for i in sorted(index.values()) if authed[i]]
+    return Checked(fresh, pending, known)
 
 
 PushRow = tuple[bytes, int, bytes, bytes | None]
