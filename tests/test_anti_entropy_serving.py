@@ -31,6 +31,7 @@ from aura_sync.messages.sync import (
     OpsRequest,
     PeerExchangeRequest,
     PresentCapability,
+    PushAck,
     PushOps,
 )
 from aura_sync.protocols.admission import AdmissionConfig
@@ -137,6 +138,25 @@ def test_a_refused_op_batch_is_counted_against_the_peer(rig: Rig) -> None:
     _error(reply, "OpRefused")
     assert rig.refusals == [PEER] and len(rig.journal) == 2
     assert rig.reports == []  # REFUSED_OPS goes through count_refusal (the actor reports it)
+
+
+def test_pushed_ops_that_grow_the_journal_are_timed_for_the_sessions() -> None:
+    clock = ManualClock()
+    rig = Rig(clock=clock)
+    other = Journal.open(":memory:", identity=NodeIdentity.generate())
+    try:
+        other.append_many([b"a", b"b"])
+        ops = tuple(other.get_many(other.push_order(other.all_ids())))
+        assert rig.server.pushed_at == float("-inf")
+        clock.advance(3.0)
+        assert rig.ask(PushOps(ops)) == PushAck(2, 0)
+        assert rig.server.pushed_at == 3.0
+        clock.advance(1.0)
+        assert rig.ask(PushOps(ops)) == PushAck(0, 2)  # nothing new: the journal is settled
+        assert rig.server.pushed_at == 3.0
+    finally:
+        other.close()
+        rig.journal.close()
 
 
 def test_non_sync_requests_and_refusals(rig: Rig) -> None:

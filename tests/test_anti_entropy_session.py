@@ -26,7 +26,7 @@ from aura_sync.messages.rate_limit import CheckRateLimit
 from aura_sync.messages.sync import RetrySync
 from aura_sync.protocols.anti_entropy import AntiEntropyConfig, InfraAddresses
 from aura_sync.protocols.journal import Journal
-from aura_sync.protocols.session import Sessions, give_back
+from aura_sync.protocols.session import DEFER_AT_MOST, PUSHES_SETTLE, Sessions, give_back
 
 P = DeviceId.from_int(7)
 
@@ -156,6 +156,45 @@ def test_a_peer_agreed_with_is_skipped_while_our_journal_is_unchanged() -> None:
         assert P not in rig.sessions.agreed
     finally:
         rig.journal.close()
+
+
+def _starts(rig: Rig, attempt: int = 0) -> bool:
+    """Whether a session with P starts now (its first step is the rate limiter's ask)."""
+    gen = rig.sessions.sync(P, attempt, None if attempt == 0 else 0.2, 0.0)
+    step = _step(gen)
+    gen.close()
+    if step is None:
+        return False
+    assert step.message == CheckRateLimit(P, 1)
+    return True
+
+
+def test_a_session_waits_while_we_push_fresh_ops_to_the_peer_but_not_for_long(rig: Rig) -> None:
+    rig.sessions.fresh[P] = [bytes(32)]  # our push task to P is draining its queue
+    rig.stats["ticks_without_success"] = 5
+    assert not _starts(rig)
+    assert rig.stats["rounds_skipped"] == 1 and rig.stats["ticks_without_success"] == 0
+    rig.clock.advance(DEFER_AT_MOST - 0.01)
+    assert not _starts(rig)  # still pushing, still inside the bound
+    assert _starts(rig, attempt=1)  # a retry of a failed session is never put off
+    rig.clock.advance(0.01)
+    assert _starts(rig)  # put off DEFER_AT_MOST in a row: it runs all the same
+    assert not _starts(rig)  # and the next round may wait again
+    del rig.sessions.fresh[P]  # the push is over: nothing to wait for
+    assert _starts(rig) and rig.sessions.deferred == {}
+
+
+def test_sessions_wait_until_pushes_to_us_settle(rig: Rig) -> None:
+    grew = [rig.clock.now()]  # pushed ops grew our journal just now (from any peer)
+    rig.sessions.pushes_in = lambda: grew[0]
+    assert not _starts(rig)
+    rig.clock.advance(PUSHES_SETTLE / 2)
+    grew[0] = rig.clock.now()  # more arrived
+    rig.clock.advance(PUSHES_SETTLE - 0.01)
+    assert not _starts(rig)
+    rig.clock.advance(0.01)
+    assert _starts(rig)  # quiet for PUSHES_SETTLE: reconcile now
+    assert rig.stats["rounds_skipped"] == 2
 
 
 def test_rate_limited_is_what_a_denial_becomes() -> None:

@@ -7,7 +7,9 @@ tasks of :mod:`aura_sync.actors._tasks`.  Every ``sync_interval`` seconds
 reads the peer manager's table (the one address book: each peer's dial
 address), dials the known peers that are not connected, asks for the best
 ``peers_per_round`` peers and runs one session with each
-(:mod:`aura_sync.protocols.session`), and now and then a peer exchange.
+(:mod:`aura_sync.protocols.session`; put off, for at most 2 s, while pushes
+flow between us), and now and then a peer exchange.  New local ops
+are pushed at once to up to ``push_fanout`` connected peers.
 Peers' requests are answered by :mod:`aura_sync.protocols.serving`;
 reconciliation itself is :mod:`aura_sync.protocols.reconcile`.
 
@@ -343,6 +345,7 @@ class AntiEntropyActor(TaskHost, FaultInjectionMixin, AuraActor):
         )
         self._server.report = self._report
         self._sessions.reconciled = self._server.reconciled
+        self._sessions.pushes_in = lambda: self._server.pushed_at
         self._open: dict[DeviceId, dict[str, Connection]] = {}
         self._slotless: set[DeviceId] = set()  # connected, not in the peer table
         self._ticks = 0

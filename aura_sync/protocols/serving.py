@@ -153,6 +153,7 @@ class Server:
         self._schedule_flush = schedule_flush
         self._pushes: list[tuple[Inbound, PushOps]] = []
         self._pushed_ops = 0
+        self.pushed_at = float("-inf")  # clock time pushed ops last grew the journal
         self.admission = AdmissionHook(
             config.admission,
             infra.rate_limiter,
@@ -299,6 +300,7 @@ class Server:
 
     def _acked(self, added: int) -> None:
         if added:
+            self.pushed_at = self._clock.now()
             self._stats["ops_received"] += added
             self._bump_epoch()
 

@@ -96,6 +96,14 @@ _Task = Generator[Step, Any, None]
 RECONCILING_FOR = 0.5
 """Seconds after a peer's last reconciliation request during which we push it nothing in
 our sessions (it pulls)."""
+PUSHES_SETTLE = 0.25
+"""Seconds after pushed ops last grew our journal during which our sessions wait: what a
+session would find now is mostly the pushes in flight, and its tree walk would only slow
+them (both sides digest every differing node)."""
+DEFER_AT_MOST = 2.0
+"""Seconds a session with a peer may be put off for pushes (ours to it, or any to us): under
+a steady stream of pushes each peer is still reconciled at least this often (the default
+``sync_interval``: at most one round late)."""
 FETCH_DEPTH = 16
 """Op and listing requests in flight at once while pulling: the peer serves the next ones
 while our journal stores the last."""
@@ -164,6 +172,10 @@ class Sessions:
     fresh: dict[DeviceId, list[bytes]] = field(default_factory=dict)
     # peer -> (clock time its push window began, ops sent to it in that window)
     pushed: dict[DeviceId, tuple[float, int]] = field(default_factory=dict)
+    # the clock time pushed ops last grew our journal (the server's)
+    pushes_in: Callable[[], float] = lambda: float("-inf")
+    # peer -> clock time its session was first put off for pushes (see _defer)
+    deferred: dict[DeviceId, float] = field(default_factory=dict)
 
     def push_allowance(self, peer: DeviceId) -> int:
         """Ops we may still push to ``peer`` in this second (``push_limit`` a second, so
@@ -317,7 +329,7 @@ class Sessions:
         entry = self._hold(peer)
         self.syncing.add(peer)
         try:
-            if attempt == 0 and self._skip(peer):
+            if attempt == 0 and (self._skip(peer) or self._defer(peer)):
                 return
             t0 = self.clock.now()
             progress = Progress()
@@ -373,6 +385,21 @@ class Sessions:
         self.agreed[peer] = (fingerprint, skips + 1)
         self.stats["rounds_skipped"] += 1
         self.stats["ticks_without_success"] = 0  # still in agreement: as good as a success
+        return True
+
+    def _defer(self, peer: DeviceId) -> bool:
+        """Put off a session while we push our fresh ops to ``peer`` or pushes still grow our
+        journal (at most :data:`DEFER_AT_MOST` in a row): sessions reconcile after them."""
+        now = self.clock.now()
+        if peer not in self.fresh and now - self.pushes_in() >= PUSHES_SETTLE:
+            self.deferred.pop(peer, None)
+            return False
+        since = self.deferred.setdefault(peer, now)
+        if now - since >= DEFER_AT_MOST:
+            del self.deferred[peer]
+            return False
+        self.stats["rounds_skipped"] += 1
+        self.stats["ticks_without_success"] = 0  # ops are flowing: as good as a success
         return True
 
     def _record(self, entry: _Open, progress: Progress, error: AuraError | None, t0: float) -> None:
