@@ -145,3 +145,44 @@ def test_the_tree_cuts_the_id_space_exactly_and_children_match_digests() -> None
         assert counts[k] == digest.count
         assert prints[k * CHILD_PRINT_SIZE : (k + 1) * CHILD_PRINT_SIZE] == digest.fingerprint[:12]
     assert sum(journal.children(0, (0,))[0]) == 500
+
+
+def test_an_empty_journal_lists_a_big_remote_in_pieces_without_descending() -> None:
+    a = Journal.open(":memory:", identity=NodeIdentity.generate())
+    b = Journal.open(":memory:", identity=NodeIdentity.generate())
+    for start in range(0, 3000, 1000):
+        b.append_many(b"b%d" % i for i in range(start, start + 1000))
+    remote = PipelinedRemote(b)
+    agreed = _drive(reconcile(a, remote, list_threshold=64, batch_size=128))
+    assert agreed == a.digest().fingerprint == b.digest().fingerprint and len(a) == 3000
+    assert "children" not in remote.windows  # no tree round trips: we hold nothing
+    assert remote.windows["list"] == [4]  # 3000 ids in 4 pieces of ~750, listed at once
+
+
+class ArrivingRemote(PipelinedRemote):
+    """A remote during whose first fetch the local journal receives ops from elsewhere."""
+
+    def __init__(self, journal: Journal, local: Journal, arriving: list[Op]) -> None:
+        super().__init__(journal)
+        self.local, self.arriving = local, arriving
+        self.fetched: list[bytes] = []
+
+    def fetch_many(self, batches: list[tuple[bytes, ...]]) -> Call[list[tuple[Op, ...]]]:
+        if self.arriving:
+            self.local.add_many(self.arriving)  # pushed by another peer meanwhile
+            self.arriving = []
+        self.fetched += [key for batch in batches for key in batch]
+        return (yield from super().fetch_many(batches))
+
+
+def test_a_pull_does_not_fetch_what_arrived_from_elsewhere_meanwhile() -> None:
+    a = Journal.open(":memory:", identity=NodeIdentity.generate())
+    b = Journal.open(":memory:", identity=NodeIdentity.generate())
+    b.append_many(b"b%d" % i for i in range(600))
+    top = b.get_many(b.push_order(b.all_ids())[:100])  # ops 599..500: covered by the head
+    remote = ArrivingRemote(b, a, top)
+    agreed = _drive(reconcile(a, remote, list_threshold=1024, batch_size=16))
+    assert agreed == a.digest().fingerprint == b.digest().fingerprint and len(a) == 600
+    first = set(remote.fetched[: 16 * PIPELINE_DEPTH])  # the window asked before they came
+    again = [op.op_id for op in top if op.op_id in remote.fetched and op.op_id not in first]
+    assert not again and len(remote.fetched) < 600  # later windows skipped what arrived

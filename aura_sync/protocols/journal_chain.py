@@ -171,7 +171,7 @@ def _shapes(ops: Sequence[object]) -> tuple[list[Op], list[tuple[bytes, int]]]:
     """The ops (each as :func:`check_shape` checks it) and their ``(author, seq)``."""
     checked: list[Op] = []
     positions: list[tuple[bytes, int]] = []
-    keys: dict[bytes, bytes] = {}  # key -> its author, checked in this batch
+    keys: dict[bytes, bytes] = {}  # key -> its author (raw), checked in this batch
     for i, item in enumerate(ops):
         if type(item) is Op:
             op = item
@@ -188,10 +188,10 @@ def _shapes(ops: Sequence[object]) -> tuple[list[Op], list[tuple[bytes, int]]]:
                 and (not sig or len(sig) == SIGNATURE_SIZE)
                 and type(key) is bytes
             ):
-                raw = author.raw
-                if keys.get(key) == raw:  # the common case: the key seen just before
+                raw = keys.get(key)
+                if raw == author.raw:  # the common case: the key seen before
                     checked.append(op)
-                    positions.append((raw, seq))
+                    positions.append((raw, seq))  # one bytes object per author: fast keys
                     continue
         op = check_shape(item, i)  # the full checks (raising the precise error)
         keys[op.key] = raw = op.author.raw
@@ -213,17 +213,15 @@ def _held_rows(
 
 
 def _runs(positions: Iterable[tuple[bytes, int]]) -> list[tuple[bytes, int, int]]:
-    """The runs ``(author, lo, hi)`` of consecutive seqs among ``positions``."""
+    """The runs ``(author, lo, hi)`` of consecutive seqs among ``positions`` (no sort)."""
+    present = set(positions)
     runs: list[tuple[bytes, int, int]] = []
-    author, lo, hi = b"", -2, -2
-    for who, seq in sorted(set(positions)):
-        if who == author and seq == hi + 1:
-            hi = seq
-            continue
-        if lo >= 0:
-            runs.append((author, lo, hi))
-        author, lo, hi = who, seq, seq
-    if lo >= 0:
+    for author, hi in present:
+        if (author, hi + 1) in present:
+            continue  # not the top of its run
+        lo = hi
+        while (author, lo - 1) in present:
+            lo -= 1
         runs.append((author, lo, hi))
     return runs
 
@@ -260,34 +258,42 @@ def check_ops(
             )
     authed = [False] * len(checked)
     signed: set[int] = set()
-    for (author, seq), i in sorted(index.items(), reverse=True):  # each author's seq descending
-        op = checked[i]
-        j = index.get((author, seq + 1))
-        if j is not None:
-            if checked[j].prev != ids[i]:
+    for (author, top), at_top in index.items():
+        if (author, top + 1) in index:
+            continue  # each run is walked down from its top, once
+        i = at_top
+        succ = rows.get((author, top + 1))
+        ok = False
+        if succ is not None:
+            if succ[1] != ids[i]:
                 raise OpRefused(
-                    f"ops[{j}] ({_name(checked[j])}) does not link to ops[{i}] (its prev is "
-                    f"{checked[j].prev.hex()[:16]}, op {seq} hashes to {ids[i].hex()[:16]}): "
+                    f"ops[{i}] ({_name(checked[i])}) is not the op the held op {top + 1} "
+                    f"links to: tampered, or a fork of its author's chain"
+                )
+            ok = True
+        seq = top
+        while True:
+            op = checked[i]
+            if op.sig:  # a head keeps its signature (checked) even when a link covers it too
+                if not verify_head(op.key, op.sig, ids[i]):
+                    raise OpRefused(
+                        f"ops[{i}] ({_name(op)}): its signature does not verify with its "
+                        f"author's key (forged or tampered)"
+                    )
+                ok = True
+                signed.add(i)
+            authed[i] = ok  # covered by itself, or by the authenticated ops above
+            seq -= 1
+            below = index.get((author, seq))
+            if below is None:
+                break
+            if op.prev != ids[below]:
+                raise OpRefused(
+                    f"ops[{i}] ({_name(op)}) does not link to ops[{below}] (its prev is "
+                    f"{op.prev.hex()[:16]}, op {seq} hashes to {ids[below].hex()[:16]}): "
                     f"tampered or reordered"
                 )
-            authed[i] = authed[j]
-        else:
-            succ = rows.get((author, seq + 1))
-            if succ is not None:
-                if succ[1] != ids[i]:
-                    raise OpRefused(
-                        f"ops[{i}] ({_name(op)}) is not the op the held op {seq + 1} links "
-                        f"to: tampered, or a fork of its author's chain"
-                    )
-                authed[i] = True
-        if op.sig:  # a head keeps its signature (checked) even when a link covers it too
-            if not verify_head(op.key, op.sig, ids[i]):
-                raise OpRefused(
-                    f"ops[{i}] ({_name(op)}): its signature does not verify with its "
-                    f"author's key (forged or tampered)"
-                )
-            authed[i] = True
-            signed.add(i)
+            i = below
     pending: list[Op] = []
     for (author, seq), i in index.items():
         op = checked[i]
@@ -317,7 +323,7 @@ def check_ops(
             f"unsigned and neither the batch nor the journal holds its successor "
             f"(a truncated batch?)"
         )
-    fresh = [(ids[i], checked[i], i in signed) for i in sorted(index.values()) if authed[i]]
+    fresh = [(ids[i], checked[i], i in signed) for i in range(len(checked)) if authed[i]]
     return Checked(fresh, pending, known)
 
 

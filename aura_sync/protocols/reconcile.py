@@ -15,11 +15,14 @@ walking down a fixed tree (each node's range cut 4 ways, see
 :func:`~aura_sync.messages.sync.tree_range`): a node is named by its
 depth and index, and each child's digest costs ~14 bytes (count and a
 96-bit fingerprint prefix), so the bytes grow with the difference, not the
-journals.  A Pipelined remote is also given up to :data:`PIPELINE_DEPTH` requests
-at once (listings, digests, pulls: one round trip for several).  A
+journals; a big range we hold nothing of is not descended but listed at once
+in pieces of about a page (a fresh node spends no round trips on the tree).
+A Pipelined remote is also given up to :data:`PIPELINE_DEPTH` requests at
+once (listings, digests, pulls: one round trip for several).  A
 :class:`Streamed` remote (a peer) hands each fetched batch over as it comes
-(stored while the next ones are in flight) and takes pushes several at a
-time on one connection, which the peer handles in order: each batch is
+(stored while the next ones are in flight; a window's ids are looked up again
+only if the journal got ops from elsewhere meanwhile) and takes pushes several
+at a time on one connection, which the peer handles in order: each batch is
 authenticated by the ones before it.  Without it, pushes go one at a time.
 
 No actors, no sockets: a :class:`Remote`'s calls are generators, so the same
@@ -34,10 +37,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from hashlib import sha256 as _hash
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from aura_sync.errors import InvalidArgument
 from aura_sync.messages.sync import (
+    _OP_DOMAIN,
     CHILD_PRINT_SIZE,
     FULL_RANGE,
     MAX_IDS_BATCH,
@@ -151,17 +156,39 @@ TREE_LIST_THRESHOLD = 4
 """In the tree descent, a differing node holding at most this many ids is listed."""
 
 
+LIST_PIECE = 768
+"""Ids a piece holds on average when a range we hold nothing of is listed in pieces."""
+
+
+def _pieces(id_range: IdRange, count: int) -> tuple[list[IdRange], list[int]]:
+    """``id_range`` (the peer holds ``count`` ids there, we none) cut into at most 256 equal
+    pieces of about :data:`LIST_PIECE` ids (ids are hashes: spread evenly), each with the
+    page size to ask for (a piece holding more is paged)."""
+    pieces = list(id_range.split(min(256, max(2, -(-count // LIST_PIECE)))))
+    page = min(MAX_IDS_BATCH, count // len(pieces) * 5 // 4 + 16)
+    return pieces, [page] * len(pieces)
+
+
 def _descend(
     journal: Journal,
     remote: Pipelined,
     threshold: int,
     pull: list[bytes],
     push: list[bytes] | None,
+    *,
+    total: int,
 ) -> Call[None]:
-    """Walk down the tree of ranges whose digests differ (the root does); fill pull and push
-    (None: nothing is pushed, so nothing to collect)."""
+    """Walk down the tree of ranges whose digests differ (the root does: the peer holds
+    ``total`` ids); fill pull and push (None: nothing is pushed, so nothing to collect).
+
+    A range we hold nothing of is listed at once, in pieces, not descended."""
     depth, nodes = 0, [0]
     size = CHILD_PRINT_SIZE
+    if not len(journal) and total > MAX_IDS_BATCH:
+        nodes = []
+        pieces, pages = _pieces(FULL_RANGE, total)
+        for ids in (yield from _list_sized(remote, pieces, pages)):
+            pull.extend(journal.missing(ids))
     while nodes:
         parts = list(chunks(nodes, MAX_RANGES))
         replies = yield from remote.children_many(depth, parts)
@@ -202,7 +229,11 @@ def _descend(
                 ):
                     listed.append(id_range)
                     sizes.append(count)
-                else:  # a big node we lack is cut until its parts list in one page each
+                elif not ours.count:  # a big node we lack: listed in pieces of one page each
+                    pieces, pages = _pieces(id_range, count)
+                    listed += pieces
+                    sizes += pages
+                else:
                     deeper.append(index)
         lists = yield from _list_sized(remote, listed, sizes)
         for id_range, ids in zip(listed, lists, strict=True):
@@ -284,11 +315,13 @@ def reconcile(
     theirs = (yield from remote.digests((FULL_RANGE,)))[0]
     if theirs.fingerprint == journal.digest().fingerprint:
         return theirs.fingerprint
+    held = len(journal)  # before the listings: pulled ids are missing unless it grew since
     pull: list[bytes] = []
     push: list[bytes] | None = None if push_limit == 0 else []
     pending = [] if isinstance(remote, Pipelined) else [(FULL_RANGE, theirs)]
     if isinstance(remote, Pipelined):
-        yield from _descend(journal, remote, min(list_threshold, TREE_LIST_THRESHOLD), pull, push)
+        threshold = min(list_threshold, TREE_LIST_THRESHOLD)
+        yield from _descend(journal, remote, threshold, pull, push, total=theirs.count)
     while pending:
         split: list[IdRange] = []
         listed: list[IdRange] = []
@@ -309,7 +342,7 @@ def reconcile(
         parts = list(chunks(split, MAX_RANGES))
         for chunk, digests in zip(parts, (yield from _digests_many(remote, parts)), strict=True):
             pending.extend(zip(chunk, digests, strict=True))
-    yield from _pull(journal, remote, pull, batch_size, progress)
+    yield from _pull(journal, remote, pull, batch_size, progress, held=held)
     if push:
         order = journal.push_order(push, push_limit)  # each batch authenticated by those before
         yield from push_ops(journal, remote, order, batch_size, progress)
@@ -350,22 +383,28 @@ class ChainBuffer:
         self._ready: set[tuple[bytes, int]] = set()
         self._queue: list[Op] = []
         self._ids: list[bytes] = []  # the queued ops' ids, hashed here once
+        self._authors: dict[bytes, bytes] = {}
 
     def take(self, ops: Sequence[Op], wanted: Container[bytes] | None = None) -> int:
         """Add the ops of one reply (those whose id is ``wanted``, if given); returns how
         many were stored by this call."""
         waiting, ready, queue, ids = self._waiting, self._ready, self._queue, self._ids
+        authors = self._authors
         for op in ops:
-            key = op.op_id
+            author, seq = op.author.raw, op.seq
+            author = authors.setdefault(author, author)  # one object per author: fast keys
+            data = b"".join((_OP_DOMAIN, author, seq.to_bytes(8, "big"), op.prev, op.payload))
+            key = _hash(data).digest()  # op.op_id, inlined
             if wanted is not None and key not in wanted:
                 continue
-            author, seq = op.author.raw, op.seq
-            if (author, seq) in ready or (author, seq) in waiting:
+            pos = (author, seq)
+            if pos in ready or pos in waiting:
                 continue
             if not op.sig and (author, seq + 1) not in ready:
-                if len(waiting) < self._max_waiting and len(op.payload) <= self._room:
-                    waiting[(author, seq)] = (op, key)
-                    self._room -= len(op.payload)
+                size = len(op.payload)
+                if len(waiting) < self._max_waiting and size <= self._room:
+                    waiting[pos] = (op, key)
+                    self._room -= size
                 continue
             run: tuple[Op, bytes] | None = (op, key)
             while run is not None:  # ready: so is the run waiting below it
@@ -400,14 +439,24 @@ class ChainBuffer:
 
 
 def _pull(
-    journal: Journal, remote: Remote, pull: list[bytes], batch_size: int, progress: Progress
+    journal: Journal,
+    remote: Remote,
+    pull: list[bytes],
+    batch_size: int,
+    progress: Progress,
+    *,
+    held: int,
 ) -> Call[None]:
-    """Fetch ``pull`` and store it through a :class:`ChainBuffer` (few commits)."""
+    """Fetch ``pull`` (ids missing when the journal held ``held`` ops) and store it through
+    a :class:`ChainBuffer` (few commits); a window's ids held meanwhile are not fetched."""
     buffer = ChainBuffer(journal)  # pulled ops are stored once authenticated
     streamed = isinstance(remote, Streamed)
+    ours = progress.pulled
     try:
         for window in chunks(pull, batch_size * (FETCH_WINDOW if streamed else PIPELINE_DEPTH)):
-            batches = list(chunks(journal.missing(window), batch_size))
+            if len(journal) != held + progress.pulled - ours:  # ops came from elsewhere too
+                window = tuple(journal.missing(window))  # noqa: PLW2901 (drop what came)
+            batches = list(chunks(window, batch_size))
 
             def take(
                 i: int, reply: tuple[Op, ...], batches: list[tuple[bytes, ...]] = batches
