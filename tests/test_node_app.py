@@ -38,6 +38,10 @@ def test_read_is_in_local_order_and_resumes_from_its_cursor(tmp_path: Path) -> N
             node.read(limit=0)
         with pytest.raises(WrongType, match=r"payloads\[1\]"):
             node.append([b"ok", "text"])  # type: ignore[list-item]
+        held = len(node.journal)
+        with pytest.raises(InvalidArgument, match=r"payloads\[1\] must be at most 4096"):
+            node.append([b"ok", b"x" * 4097])  # refused at the edge: nothing of it stored
+        assert len(node.journal) == held
     finally:
         node.stop()
 

@@ -32,6 +32,7 @@ from aura_sync.errors import InvalidArgument, WrongType
 from aura_sync.ids import DeviceId
 from aura_sync.messages.sync import OpsAppended
 from aura_sync.node.wire import LogEntry, OpsPage
+from aura_sync.protocols.journal_chain import check_payloads as check_items
 
 __all__ = ["MAX_READ", "POLL_INTERVAL", "ApplicationApi", "JournalReader", "Subscription"]
 
@@ -240,6 +241,4 @@ def check_payloads(payloads: object, limit: int) -> None:
         raise WrongType(f"payloads must be a list of bytes, got {type(payloads).__name__}")
     if not 1 <= len(payloads) <= limit:
         raise InvalidArgument(f"payloads must hold 1..{limit} items, got {len(payloads)}")
-    for i, payload in enumerate(payloads):
-        if type(payload) is not bytes:
-            raise WrongType(f"payloads[{i}] must be bytes, got {type(payload).__name__}")
+    check_items(payloads)
