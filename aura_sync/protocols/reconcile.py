@@ -37,12 +37,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from hashlib import sha256 as _hash
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from aura_sync.errors import InvalidArgument
 from aura_sync.messages.sync import (
-    _OP_DOMAIN,
     CHILD_PRINT_SIZE,
     FULL_RANGE,
     MAX_IDS_BATCH,
@@ -53,6 +51,7 @@ from aura_sync.messages.sync import (
     IdRange,
     Op,
     RangeDigest,
+    _op_id,
     tree_range,
 )
 from aura_sync.protocols.journal import Journal
@@ -393,8 +392,7 @@ class ChainBuffer:
         for op in ops:
             author, seq = op.author.raw, op.seq
             author = authors.setdefault(author, author)  # one object per author: fast keys
-            data = b"".join((_OP_DOMAIN, author, seq.to_bytes(8, "big"), op.prev, op.payload))
-            key = _hash(data).digest()  # op.op_id, inlined
+            key = _op_id(author, seq, op.prev, op.payload)  # op.op_id, on the shared author
             if wanted is not None and key not in wanted:
                 continue
             pos = (author, seq)
