@@ -220,7 +220,7 @@ def test_anti_entropy_declares_every_request_its_server_answers() -> None:
     from aura_sync.protocols import anti_entropy, serving
 
     declared = set(anti_entropy.spec().requests)
-    assert declared == {*serving._SYNC_REQUESTS, PresentCapability}
+    assert declared == {*serving.SYNC_REQUESTS, PresentCapability}
 
 
 def test_a_plugin_request_passes_the_same_admission_as_anti_entropy(tmp_path: Path) -> None:

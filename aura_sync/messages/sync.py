@@ -1,14 +1,15 @@
 """Wire messages of the transport and of the anti-entropy journal sync protocol.
 
-Tags 0x00C0-0x00D3 on the wire, 0x00D4-0x00D9 the anti-entropy actor's own
-requests and timers, 0x00DA-0x00DD the tree messages of
+Tags 0x00C0-0x00D3, 0x00DE, 0x00DF and 0x00E7 on the wire, 0x00D4-0x00D9 the
+anti-entropy actor's own requests and timers, 0x00DA-0x00DD the tree messages of
 :mod:`~aura_sync.messages.sync_tree` (re-exported here).  The transport handles
 :class:`Hello`, :class:`Ping`/:class:`Pong` and :class:`Request`/:class:`Reply`
 itself; every other frame rides inside a Request or Reply.  A journal is a set
 of signed, content-addressed :class:`Op` s (see :func:`op_id`); peers compare
 digests of :class:`IdRange` s, list the ranges that differ, and pull
 (:class:`OpsRequest`) and push (:class:`PushOps`) at most :data:`MAX_OPS_BATCH`
-ops per message.
+ops per message; a peer that lacks the top of an author's chain pulls it by seq,
+top first (:class:`HeadsRequest`, :class:`ChainRequest`).
 
 The codec checks every decoded field's type.  The bounds of a peer's request or
 reply are checked by its ``check()`` where it enters (the serving code for
@@ -34,6 +35,7 @@ __all__ = [
     "FULL_RANGE",
     "MAX_ADDRESS_LENGTH",
     "MAX_APPEND",
+    "MAX_HEADS",
     "MAX_IDS_BATCH",
     "MAX_NODE_IDS",
     "MAX_OPS_BATCH",
@@ -51,11 +53,14 @@ __all__ = [
     "TREE_DEPTH",
     "TREE_PARTS",
     "AppendOps",
+    "ChainRequest",
     "ChildDigestsReply",
     "ChildDigestsRequest",
     "DigestReply",
     "DigestRequest",
     "GetSyncStatus",
+    "HeadsReply",
+    "HeadsRequest",
     "Hello",
     "IdRange",
     "IdsReply",
@@ -100,6 +105,9 @@ MAX_OPS_BATCH: Final = 128
 
 MAX_IDS_BATCH: Final = 1024
 """Most ids in one :class:`IdsReply` page."""
+
+MAX_HEADS: Final = 1024
+"""Most authors in one :class:`HeadsReply` page."""
 
 MAX_RANGES: Final = 64
 """Most ranges in one :class:`DigestRequest`."""
@@ -442,6 +450,50 @@ class PushAck(Message):
     def check(self) -> None:
         check_int(self.added, "added", minimum=0, maximum=MAX_OPS_BATCH)
         check_int(self.known, "known", minimum=0, maximum=MAX_OPS_BATCH)
+
+
+@message(0x00DE)
+class ChainRequest(Message):
+    """Ask for ``author``'s held ops with ``lo <= seq <= hi`` (at most 128 seqs), top first;
+    answered with an :class:`OpsReply`."""
+
+    author: DeviceId
+    lo: int
+    hi: int
+
+    def check(self) -> None:
+        check_peer(self.author, "author")
+        check_int(self.hi, "hi", minimum=0, maximum=SEQ_LIMIT - 1)
+        check_int(self.lo, "lo", minimum=max(0, self.hi - MAX_OPS_BATCH + 1), maximum=self.hi)
+
+
+@message(0x00DF)
+class HeadsRequest(Message):
+    """Ask for a page of the authors held (ascending, after the raw id ``after``), each with
+    its top seq."""
+
+    after: bytes = b""
+
+    def check(self) -> None:
+        if len(self.after) > DeviceId.SIZE:
+            raise InvalidArgument(f"after must be at most {DeviceId.SIZE} bytes: {self.after!r}")
+
+
+@message(0x00E7)
+class HeadsReply(Message):
+    """Up to 1024 authors (ascending) and their top seqs; ``more``: a next page follows."""
+
+    authors: tuple[DeviceId, ...]
+    tops: tuple[int, ...]
+    more: bool = False
+
+    def check(self) -> None:
+        _check_tuple(self.authors, "authors", 0, MAX_HEADS, DeviceId)
+        _check_tuple(self.tops, "tops", len(self.authors), len(self.authors), int)
+        for i, top in enumerate(self.tops):
+            check_int(top, f"tops[{i}]", minimum=0, maximum=SEQ_LIMIT - 1)
+        if any(a.raw >= b.raw for a, b in zip(self.authors, self.authors[1:], strict=False)):
+            raise InvalidArgument("authors must be strictly ascending")
 
 
 @message(0x00D0)

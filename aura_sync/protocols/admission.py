@@ -53,6 +53,7 @@ from aura_sync.infrastructure.rate_limit import Denied, Outcome
 from aura_sync.messages import ErrorReply, Message
 from aura_sync.messages.rate_limit import CheckRateLimit, ReportOutcome, SetFlowBudget
 from aura_sync.messages.sync import (
+    MAX_HEADS,
     MAX_IDS_BATCH,
     MAX_NODE_IDS,
     MAX_OP_PAYLOAD,
@@ -60,8 +61,10 @@ from aura_sync.messages.sync import (
     MAX_PEERS_PER_EXCHANGE,
     MAX_RANGES,
     MAX_TOKEN_SIZE,
+    ChainRequest,
     ChildDigestsRequest,
     DigestRequest,
+    HeadsRequest,
     IdsRequest,
     NodeIdsRequest,
     OpsRequest,
@@ -142,6 +145,18 @@ def _ops(req: OpsRequest) -> int:
     # Priced for OP_BYTES a returned op; more is charged once known (AdmissionHook.charge).
     n = len(req.ids)
     return _ceil(n, IDS_PER_UNIT) + _ceil(n, OPS_PER_UNIT) + _ceil(n * OP_BYTES, BYTES_PER_UNIT)
+
+
+@cost_rule(ChainRequest)
+def _chain(req: ChainRequest) -> int:
+    # An op request by seq: priced as one by id for as many ops (it saves the id lookups).
+    n = max(1, min(MAX_OPS_BATCH, req.hi - req.lo + 1))  # priced before check(): capped
+    return _ceil(n, IDS_PER_UNIT) + _ceil(n, OPS_PER_UNIT) + _ceil(n * OP_BYTES, BYTES_PER_UNIT)
+
+
+@cost_rule(HeadsRequest)
+def _heads(req: HeadsRequest) -> int:
+    return _ceil(MAX_HEADS, IDS_PER_UNIT) + _ceil(MAX_HEADS * 32, BYTES_PER_UNIT)  # a full page
 
 
 @cost_rule(PushOps)

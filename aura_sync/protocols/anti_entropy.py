@@ -62,16 +62,9 @@ from aura_sync.messages.sync import (
     MAX_IDS_BATCH,
     MAX_OPS_BATCH,
     AppendOps,
-    ChildDigestsRequest,
-    DigestRequest,
     GetSyncStatus,
-    IdsRequest,
-    NodeIdsRequest,
     OpsAppended,
-    OpsRequest,
-    PeerExchangeRequest,
     PresentCapability,
-    PushOps,
     RetrySync,
     SyncStatus,
     SyncTick,
@@ -84,7 +77,7 @@ from aura_sync.protocols.plugin import (
     ProtocolSpec,
     TransportEventMessage,
 )
-from aura_sync.protocols.serving import FlowEpochTick, FlushPushes, Server
+from aura_sync.protocols.serving import SYNC_REQUESTS, FlowEpochTick, FlushPushes, Server
 from aura_sync.protocols.session import Sessions, give_back
 from aura_sync.transport.base import Connected, Connection, Disconnected, Inbound
 
@@ -664,14 +657,5 @@ def spec() -> ProtocolSpec:
     return ProtocolSpec(
         "anti_entropy",
         _start,
-        requests=(
-            DigestRequest,
-            ChildDigestsRequest,
-            NodeIdsRequest,
-            IdsRequest,
-            OpsRequest,
-            PushOps,
-            PeerExchangeRequest,
-            PresentCapability,
-        ),
+        requests=(*SYNC_REQUESTS, PresentCapability),
     )

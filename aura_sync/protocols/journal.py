@@ -85,7 +85,8 @@ from aura_sync.protocols.journal_files import HighWaterMark, check_journal_file,
 from aura_sync.protocols.journal_ids import INDEX_SCHEMA, IdIndex
 from aura_sync.protocols.journal_ids import rollback as _rollback
 from aura_sync.protocols.journal_index import BUCKET_BITS, RangeSums
-from aura_sync.protocols.journal_tree import TreeViews
+from aura_sync.protocols.journal_tree import SELECT_OP, TreeViews
+from aura_sync.protocols.journal_tree import op_of_row as _op
 
 __all__ = ["APPLICATION_ID", "JOURNAL_FILE_NAME", "SCHEMA_VERSION", "Journal"]
 
@@ -133,16 +134,8 @@ back once (measured no slower than 5,000 pages at 1M ops)."""
 
 _TABLES: Final = ["authors", "buckets", "ids", "meta", "ops", "sweeps"]
 _SYNC_MODES: Final = ("NORMAL", "FULL")
-_SELECT_OP: Final = (
-    "SELECT o.id, o.author, o.seq, o.payload, o.prev, o.sig, a.key "
-    "FROM ops o JOIN authors a ON a.author = o.author "
-)
 _Row = tuple[int, bytes, bytes, int, bytes, bytes, bytes | None]
 """An ``ops`` row: arrival, id, author, seq, prev, payload, signature (of a signed head)."""
-
-
-def _op(row: tuple[bytes, bytes, int, bytes, bytes, bytes | None, bytes]) -> Op:
-    return Op(DeviceId(row[1]), row[2], row[3], row[4], row[6], row[5] or b"")
 
 
 class Journal(TreeViews):
@@ -510,7 +503,7 @@ class Journal(TreeViews):
             self._ensure_open()
             arrivals = self._index.arrivals(wanted)
             marks = ",".join("?" * len(arrivals))
-            query = f"{_SELECT_OP}WHERE o.arrival IN ({marks})"
+            query = f"{SELECT_OP}WHERE o.arrival IN ({marks})"
             rows = self._conn.execute(query, arrivals).fetchall()
         found = {row[0]: _op(row) for row in rows}
         return [found[key] for key in wanted if key in found]
@@ -562,7 +555,7 @@ class Journal(TreeViews):
         with self._lock:
             self._ensure_open()
             rows = self._conn.execute(
-                f"{_SELECT_OP}WHERE o.author = ? AND o.seq > ? ORDER BY o.seq LIMIT ?",
+                f"{SELECT_OP}WHERE o.author = ? AND o.seq > ? ORDER BY o.seq LIMIT ?",
                 (author.raw, after, limit),
             ).fetchall()
         return [_op(row) for row in rows]

@@ -6,6 +6,10 @@ differ 16 ways until it holds at most ``list_threshold`` ids on both sides;
 list the remote ids of those ranges; pull what we lack (stored in few
 commits as their signed heads cover them) and push what the remote lacks in
 an order where each batch is authenticated, ``batch_size`` ops per message.
+A :class:`Chained` remote (a peer) holding many ops more than we do is first
+asked for its chains' heads, and the seqs we lack of each chain are pulled by
+seq, top first (:func:`_pull_chains`): each reply is then covered by the
+replies before it and stored while the next ones arrive.
 Ops are content-addressed and journals only grow, so every step is
 idempotent and an interrupted run still made progress (counted in
 :class:`Progress` as it goes).
@@ -35,14 +39,16 @@ Layer: runtime (protocols); pure apart from the local journal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Generator, Iterator, Sequence
+from collections.abc import Callable, Container, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from aura_sync.errors import InvalidArgument
+from aura_sync.ids import DeviceId
 from aura_sync.messages.sync import (
     CHILD_PRINT_SIZE,
     FULL_RANGE,
+    MAX_HEADS,
     MAX_IDS_BATCH,
     MAX_NODE_IDS,
     MAX_RANGES,
@@ -57,9 +63,12 @@ from aura_sync.messages.sync import (
 from aura_sync.protocols.journal import Journal
 
 __all__ = [
+    "CHAIN_AT_LEAST",
+    "CHAIN_DEPTH",
     "PIPELINE_DEPTH",
     "Call",
     "ChainBuffer",
+    "Chained",
     "Pipelined",
     "Progress",
     "Remote",
@@ -135,6 +144,24 @@ class Streamed(Protocol):
         """:meth:`Pipelined.list_many`, each first page sized by ``counts``."""
 
 
+@runtime_checkable
+class Chained(Protocol):
+    """A remote that serves its authors' chains by seq (a peer)."""
+
+    def heads(self, pages: int) -> Call[list[tuple[DeviceId, int]]]:
+        """The remote's authors, each with the top seq it holds (at most ``pages`` pages of
+        :data:`~aura_sync.messages.sync.MAX_HEADS`)."""
+
+    def chain_each(
+        self,
+        spans: Iterable[tuple[DeviceId, int, int]],
+        take: Callable[[int, tuple[Op, ...]], None],
+    ) -> Call[None]:
+        """For each ``(author, lo, hi)`` (at most 128 seqs), the remote's ops of ``author``
+        with seq in ``lo..hi``, top first: ``take(i, ops)`` as each reply comes.  ``spans``
+        is read as the requests go out (a ``take`` may end it early)."""
+
+
 @dataclass(slots=True)
 class Progress:
     """What a reconciliation did so far (updated as it goes, so valid after a failure)."""
@@ -147,12 +174,23 @@ class Progress:
 PIPELINE_DEPTH = 8
 """Requests a :class:`Pipelined` remote is given at once (pulls, pushes)."""
 
+CHAIN_DEPTH = 64
+"""Chain requests a :class:`Chained` remote is given at once (8192 ops of 128: about what
+our journal stores in one commit, so that the peer serves the next ones meanwhile); the
+held seqs of as many pieces are read at once."""
+
 
 LOPSIDED = 8
 """A node of 17..1024 ids whose counts differ by 1/8 of the larger is listed, not descended."""
 
 TREE_LIST_THRESHOLD = 4
 """In the tree descent, a differing node holding at most this many ids is listed."""
+
+
+CHAIN_AT_LEAST = MAX_IDS_BATCH
+"""A :class:`Chained` remote holding this many ops more than we do is first asked for its
+chains' heads, and the tops of its chains above ours are pulled by seq (see
+:func:`_pull_chains`), before the ranges are compared."""
 
 
 LIST_PIECE = 768
@@ -314,6 +352,10 @@ def reconcile(
     theirs = (yield from remote.digests((FULL_RANGE,)))[0]
     if theirs.fingerprint == journal.digest().fingerprint:
         return theirs.fingerprint
+    if isinstance(remote, Chained) and theirs.count - len(journal) >= CHAIN_AT_LEAST:
+        yield from _pull_chains(journal, remote, theirs.count - len(journal), batch_size, progress)
+        if theirs.fingerprint == journal.digest().fingerprint:
+            return theirs.fingerprint
     held = len(journal)  # before the listings: pulled ids are missing unless it grew since
     pull: list[bytes] = []
     push: list[bytes] | None = None if push_limit == 0 else []
@@ -415,6 +457,16 @@ class ChainBuffer:
                     self._room += len(run[0].payload)
         return self._store(self._group)
 
+    def covered(self, author: bytes, seq: int) -> None:
+        """Count the op of ``author`` at ``seq`` as ready: the journal holds it (the ops
+        below it are then checked against it)."""
+        self._ready.add((self._authors.setdefault(author, author), seq))
+
+    @property
+    def waiting(self) -> int:
+        """Ops taken that wait for a covering successor."""
+        return len(self._waiting)
+
     def _store(self, at_least: int) -> int:
         stored, group = 0, self._group
         while self._queue and len(self._queue) >= at_least:
@@ -466,6 +518,65 @@ def _pull(
             else:
                 for i, reply in enumerate((yield from _fetch_many(remote, batches))):
                     take(i, reply)
+    finally:
+        progress.pulled += buffer.flush()
+
+
+def _pull_chains(
+    journal: Journal, remote: Chained, lack: int, batch_size: int, progress: Progress
+) -> Call[None]:
+    """Pull the seqs we lack of the remote's chains (it holds ``lack`` ops more), by seq.
+
+    Each chain is walked down from the remote's top, ``batch_size`` seqs a
+    request, skipping what we hold.  Asked top first, each reply is
+    authenticated by the signed top of its chain (or the held op above it) and
+    the replies before it, so it is ready at once and stored while the next
+    ones arrive (ids are not listed; fetched by id, in id order, almost nothing
+    is covered until the end).  A chain stops at a reply short of what it asked
+    (a hole, or the remote's bottom) or one whose ops are not covered (not in
+    chain order: a peer cannot make us walk down a chain it does not prove);
+    the walks read at most ``lack`` held ops in all (chains whose top we lack
+    first), and the ranges compared next find the rest.  At most ``lack //``
+    :data:`~aura_sync.messages.sync.MAX_HEADS` pages of heads are asked for.
+    """
+    heads = yield from remote.heads(max(1, lack // MAX_HEADS))
+    ours = journal.tops(author.raw for author, _ in heads)
+    heads.sort(key=lambda head: ours.get(head[0].raw, -1) >= head[1])  # stable
+    stopped: set[DeviceId] = set()
+    sent: list[tuple[DeviceId, int, int]] = []
+    buffer = ChainBuffer(journal)
+
+    def spans() -> Iterator[tuple[DeviceId, int, int]]:
+        budget = lack  # held ops the walks may read
+        for author, top in heads:
+            hi, read = top, -1  # held: the held seqs in read..top + 1
+            held: set[int] = set()
+            while hi >= 0 and budget > 0 and author not in stopped:
+                lo = max(0, hi - batch_size + 1)
+                if lo < read or read < 0:  # read the held seqs of the next pieces at once
+                    read = max(0, hi - batch_size * CHAIN_DEPTH + 1)
+                    held = {row[0] for row in journal.span(author.raw, read, hi + 1)}
+                    budget -= len(held)
+                lacking = [seq for seq in range(lo, hi + 1) if seq not in held]
+                hi = lo - 1
+                if lacking:
+                    if lacking[-1] + 1 in held:  # the held op above covers the piece
+                        buffer.covered(author.raw, lacking[-1] + 1)
+                    sent.append((author, lacking[0], lacking[-1]))
+                    yield sent[-1]
+
+    def take(i: int, ops: tuple[Op, ...]) -> None:
+        author, lo, hi = sent[i]
+        if author in stopped:
+            return
+        mine = [op for op in ops if op.author == author and lo <= op.seq <= hi]
+        waiting = buffer.waiting
+        progress.pulled += buffer.take(mine)
+        if len(mine) <= hi - lo or buffer.waiting > waiting:  # short, or not covered
+            stopped.add(author)
+
+    try:
+        yield from remote.chain_each(spans(), take)
     finally:
         progress.pulled += buffer.flush()
 

@@ -53,15 +53,20 @@ from aura_sync.infrastructure.peer_scoring import Offence
 from aura_sync.messages import Ack, ErrorReply, Message
 from aura_sync.messages.peers import AdmitPeer
 from aura_sync.messages.sync import (
+    MAX_HEADS,
     MAX_PEERS_PER_EXCHANGE,
+    ChainRequest,
     ChildDigestsReply,
     ChildDigestsRequest,
     DigestReply,
     DigestRequest,
+    HeadsReply,
+    HeadsRequest,
     IdsReply,
     IdsRequest,
     NodeIdsReply,
     NodeIdsRequest,
+    Op,
     OpsReply,
     OpsRequest,
     PeerAddress,
@@ -84,26 +89,26 @@ from aura_sync.transport.base import Connection, Inbound
 if TYPE_CHECKING:
     from aura_sync.protocols.anti_entropy import AntiEntropyConfig, InfraAddresses, SyncObserver
 
-__all__ = ["PUSH_GROUP", "FlowEpochTick", "FlushPushes", "Server", "respond"]
+__all__ = ["PUSH_GROUP", "SYNC_REQUESTS", "FlowEpochTick", "FlushPushes", "Server", "respond"]
 
 _log = logging.getLogger("aura_sync.protocols.anti_entropy")
-_SYNC_REQUESTS: Final = (
+_RECONCILING: Final = (
     DigestRequest,
     ChildDigestsRequest,
     NodeIdsRequest,
     IdsRequest,
     OpsRequest,
-    PushOps,
-    PeerExchangeRequest,
+    HeadsRequest,
+    ChainRequest,
 )
+"""Requests of a peer reconciling with us (it pulls what it lacks from us)."""
+SYNC_REQUESTS: Final = (*_RECONCILING, PushOps, PeerExchangeRequest)
+"""The requests the server answers (besides :class:`PresentCapability`)."""
 
 
 _OP_OVERHEAD: Final = 160  # encoded bytes of an op beside its payload (ids, key, signature)
 PUSH_GROUP: Final = 2048
 """Pushed ops waiting for a group commit that make it commit at once."""
-
-_RECONCILING: Final = (DigestRequest, ChildDigestsRequest, NodeIdsRequest, IdsRequest, OpsRequest)
-"""Requests of a peer reconciling with us (it pulls what it lacks from us)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +212,7 @@ class Server:
                 return False
             self._tasks.spawn(self._verify_token(event, peer, request.token), f"token {peer}")
             return False
-        if not isinstance(request, _SYNC_REQUESTS):
+        if not isinstance(request, SYNC_REQUESTS):
             text = f"not a sync request: {type(request).__name__}"
             respond(event, ErrorReply("UnhandledMessage", text))
             return False
@@ -318,16 +323,28 @@ class Server:
         if isinstance(request, OpsRequest):
             ops = journal.get_many(request.ids)
             found = {op.op_id for op in ops}
-            self._stats["ops_served"] += len(ops)
-            size = sum(len(op.payload) for op in ops) + _OP_OVERHEAD * len(ops)
-            priced = -(-len(request.ids) * OP_BYTES // BYTES_PER_UNIT)
-            self.admission.charge(peer, -(-size // BYTES_PER_UNIT) - priced)  # bigger ops
+            self._served(peer, ops, len(request.ids))
             return OpsReply(tuple(ops), tuple(i for i in request.ids if i not in found))
+        if isinstance(request, ChainRequest):  # top first: each reply covered by those before
+            ops = journal.chain(request.author, request.lo, request.hi)
+            self._served(peer, ops, request.hi - request.lo + 1)
+            return OpsReply(tuple(ops))
+        if isinstance(request, HeadsRequest):
+            page = journal.heads(request.after, MAX_HEADS)
+            authors, tops = tuple(a for a, _ in page), tuple(t for _, t in page)
+            return HeadsReply(authors, tops, len(page) == MAX_HEADS)  # "more": maybe empty
         if isinstance(request, PeerExchangeRequest):
             limit = min(request.max_peers, MAX_PEERS_PER_EXCHANGE)
             entries = [PeerAddress(p, a) for p, a in self._verified_addresses() if p != peer]
             return PeerExchange(tuple(entries[:limit]))
         raise InvalidArgument(f"not a sync request: {type(request).__name__}")
+
+    def _served(self, peer: DeviceId, ops: list[Op], asked: int) -> None:
+        """Count served ops; charge the reply's bytes beyond what the request was priced for."""
+        self._stats["ops_served"] += len(ops)
+        size = sum(len(op.payload) for op in ops) + _OP_OVERHEAD * len(ops)
+        priced = -(-asked * OP_BYTES // BYTES_PER_UNIT)
+        self.admission.charge(peer, -(-size // BYTES_PER_UNIT) - priced)  # bigger ops
 
     def _verify_token(
         self, event: Inbound, peer: DeviceId, token: bytes

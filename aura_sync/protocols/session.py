@@ -10,23 +10,20 @@ stop or crash meanwhile, :meth:`Sessions.abandon` closes the loans and ends
 the sessions still open, and :func:`give_back` returns what an ask obtained
 after nobody waited for it any more.
 
-:class:`PeerRemote` is the :class:`~aura_sync.protocols.reconcile.Remote`
-over a connection: each call is a network request retried on timeouts and
-on the peer's admission denials, after their ``retry_after`` (every sync
-request is idempotent), and each reply of the untrusted peer is
-checked for its type and shape before it is used.
+:meth:`Sessions.request` is one network request, retried on timeouts and on
+the peer's admission denials after their ``retry_after`` (every sync request is
+idempotent); a session reconciles through
+:class:`~aura_sync.protocols.peer_remote.PeerRemote`, the
+:class:`~aura_sync.protocols.reconcile.Remote` over a connection built on it.
 
 Layer: runtime (protocols).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import sqlite3
-from collections import deque
 from collections.abc import Callable, Generator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +32,6 @@ from aura_sync.actors.address import ActorAddress
 from aura_sync.actors.pool import PoolLease
 from aura_sync.effects import Clock, Rng, Scheduler
 from aura_sync.errors import (
-    AskTimeout,
     AuraError,
     CapabilityError,
     ConnectionClosed,
@@ -59,29 +55,14 @@ from aura_sync.messages.peers import (
 from aura_sync.messages.pool import Acquire, CloseConnection, Release
 from aura_sync.messages.rate_limit import CheckRateLimit
 from aura_sync.messages.sync import (
-    MAX_IDS_BATCH,
-    ChildDigestsReply,
-    ChildDigestsRequest,
-    DigestReply,
-    DigestRequest,
-    IdRange,
-    IdsReply,
-    IdsRequest,
-    NodeIdsReply,
-    NodeIdsRequest,
-    Op,
-    OpsReply,
-    OpsRequest,
     PeerExchange,
     PeerExchangeRequest,
     PresentCapability,
-    PushAck,
-    PushOps,
-    RangeDigest,
     RetrySync,
 )
 from aura_sync.protocols.journal import Journal
-from aura_sync.protocols.reconcile import PIPELINE_DEPTH, Call, Progress, push_ops, reconcile
+from aura_sync.protocols.peer_remote import PeerRemote
+from aura_sync.protocols.reconcile import Progress, push_ops, reconcile
 from aura_sync.transport.base import Connection
 
 if TYPE_CHECKING:
@@ -104,9 +85,6 @@ DEFER_AT_MOST = 2.0
 """Seconds a session with a peer may be put off for pushes (ours to it, or any to us): under
 a steady stream of pushes each peer is still reconciled at least this often (the default
 ``sync_interval``: at most one round late)."""
-FETCH_DEPTH = 16
-"""Op and listing requests in flight at once while pulling: the peer serves the next ones
-while our journal stores the last."""
 
 
 def give_back(ask: Ask, reply: Any, delivered: bool) -> None:
@@ -520,166 +498,6 @@ class Sessions:
 
     def _release(self, entry: _Open) -> None:
         self.held.pop(id(entry), None)
-
-
-class PeerRemote:
-    """The :class:`~aura_sync.protocols.reconcile.Remote` of a peer over ``conn``."""
-
-    def __init__(self, sessions: Sessions, conn: Connection) -> None:
-        self._sessions = sessions
-        self._conn = conn
-
-    def _call(self, msg: Message, expected: type[Any]) -> Generator[Step, Any, Any]:
-        reply = yield from self._sessions.request(self._conn, msg)
-        if not isinstance(reply, expected):
-            raise InvalidArgument(f"peer answered {type(msg).__name__} with {type(reply).__name__}")
-        reply.check()  # the bounds of an untrusted reply
-        return reply
-
-    def digests(self, ranges: tuple[IdRange, ...]) -> Call[tuple[RangeDigest, ...]]:
-        reply = yield from self._call(DigestRequest(ranges), DigestReply)
-        if len(reply.digests) != len(ranges):
-            raise InvalidArgument(
-                f"peer answered {len(ranges)} ranges with {len(reply.digests)} digests"
-            )
-        digests: tuple[RangeDigest, ...] = reply.digests
-        return digests
-
-    def list_ids(self, id_range: IdRange) -> Call[list[bytes]]:
-        out: list[bytes] = []
-        current = id_range
-        while True:
-            reply = yield from self._call(IdsRequest(current, MAX_IDS_BATCH), IdsReply)
-            out.extend(reply.ids)
-            if reply.next_lo is None:
-                return out
-            current = IdRange(reply.next_lo, id_range.hi)
-
-    def fetch(self, ids: tuple[bytes, ...]) -> Call[tuple[Op, ...]]:
-        reply = yield from self._call(OpsRequest(ids), OpsReply)
-        ops: tuple[Op, ...] = reply.ops
-        return ops
-
-    def push(self, ops: tuple[Op, ...]) -> Call[int]:
-        reply = yield from self._call(PushOps(ops), PushAck)
-        added: int = reply.added
-        return added
-
-    def _pipeline(
-        self,
-        msgs: list[Message],
-        expected: type[Any],
-        each: Callable[[int, Any], None] | None = None,
-        depth: int = PIPELINE_DEPTH,
-    ) -> Generator[Step, Any, list[Any]]:
-        """Send up to ``depth`` requests at once; the replies, in order
-        (or, with ``each``, ``each(i, reply)`` as they come, and ``[]``).
-
-        A request that times out is sent again on its own (with the retry
-        planner of :meth:`Sessions.request`); every request is idempotent.
-        """
-        timeout = self._sessions.config.request_timeout
-        inflight: deque[tuple[Message, Future[Any]]] = deque()
-        out: list[Any] = []
-        done = 0
-        queued = iter(msgs)
-        window = depth  # after a denial 1, growing back by 1 a reply (the peer's budget)
-        for msg in itertools.islice(queued, depth):
-            inflight.append((msg, self._conn.request(msg, timeout)))
-        while inflight:
-            msg, future = inflight.popleft()
-            try:
-                reply = yield Await(future, timeout + 1.0)
-            except (RequestTimeout, AskTimeout, RateLimited) as exc:  # sent again on its own
-                if isinstance(exc, RateLimited):
-                    window = 1
-                reply = yield from self._sessions.request(self._conn, msg)
-            if not isinstance(reply, expected):
-                raise InvalidArgument(
-                    f"peer answered {type(msg).__name__} with {type(reply).__name__}"
-                )
-            reply.check()  # the bounds of an untrusted reply
-            window = min(depth, window + 1)
-            while len(inflight) < window and (following := next(queued, None)) is not None:
-                inflight.append((following, self._conn.request(following, timeout)))
-            if each is None:
-                out.append(reply)
-            else:
-                each(done, reply)
-            done += 1
-        return out
-
-    def digests_many(
-        self, chunks: list[tuple[IdRange, ...]]
-    ) -> Call[list[tuple[RangeDigest, ...]]]:
-        replies = yield from self._pipeline([DigestRequest(c) for c in chunks], DigestReply)
-        for chunk, reply in zip(chunks, replies, strict=True):
-            if len(reply.digests) != len(chunk):
-                raise InvalidArgument(
-                    f"peer answered {len(chunk)} ranges with {len(reply.digests)} digests"
-                )
-        return [reply.digests for reply in replies]
-
-    def list_many(
-        self, ranges: list[IdRange], counts: list[int] | None = None
-    ) -> Call[list[list[bytes]]]:
-        """Each range's ids; ``counts`` (the peer's, from its digests) size each first page
-        (its price), the rest is paged."""
-        limits = [MAX_IDS_BATCH] * len(ranges) if counts is None else counts
-        requests: list[Message] = [
-            IdsRequest(r, min(MAX_IDS_BATCH, max(1, n)))
-            for r, n in zip(ranges, limits, strict=True)
-        ]
-        replies = yield from self._pipeline(requests, IdsReply, depth=FETCH_DEPTH)
-        out: list[list[bytes]] = []
-        for id_range, reply in zip(ranges, replies, strict=True):
-            ids = list(reply.ids)
-            if reply.next_lo is not None:  # a long range: page through the rest
-                ids += yield from self.list_ids(IdRange(reply.next_lo, id_range.hi))
-            out.append(ids)
-        return out
-
-    def fetch_many(self, batches: list[tuple[bytes, ...]]) -> Call[list[tuple[Op, ...]]]:
-        replies = yield from self._pipeline([OpsRequest(b) for b in batches], OpsReply)
-        return [reply.ops for reply in replies]
-
-    def fetch_each(
-        self, batches: list[tuple[bytes, ...]], take: Callable[[int, tuple[Op, ...]], None]
-    ) -> Call[None]:
-        requests: list[Message] = [OpsRequest(b) for b in batches]
-        yield from self._pipeline(requests, OpsReply, lambda i, r: take(i, r.ops), FETCH_DEPTH)
-
-    def push_many(self, batches: list[tuple[Op, ...]]) -> Call[int]:
-        added = [0]
-
-        def count(i: int, reply: PushAck) -> None:
-            added[0] += reply.added
-
-        yield from self._pipeline([PushOps(b) for b in batches], PushAck, count)
-        return added[0]
-
-    def children_many(
-        self, depth: int, parts: list[tuple[int, ...]]
-    ) -> Call[list[tuple[tuple[int, ...], bytes]]]:
-        requests: list[Message] = [ChildDigestsRequest(depth, part) for part in parts]
-        replies = yield from self._pipeline(requests, ChildDigestsReply)
-        for reply in replies:
-            reply.check()  # an untrusted peer's counts and prints
-        return [(reply.counts, reply.prints) for reply in replies]
-
-    def node_ids_many(self, depth: int, parts: list[tuple[int, ...]]) -> Call[list[list[bytes]]]:
-        requests: list[Message] = [NodeIdsRequest(depth, part) for part in parts]
-        replies = yield from self._pipeline(requests, NodeIdsReply)
-        out: list[list[bytes]] = []
-        for part, reply in zip(parts, replies, strict=True):
-            reply.check()  # an untrusted peer's counts and ids
-            if len(reply.counts) != len(part):
-                raise InvalidArgument(f"peer answered {len(part)} nodes with {len(reply.counts)}")
-            start = 0
-            for count in reply.counts:
-                out.append(list(reply.ids[start : start + count]))
-                start += count
-        return out
 
 
 def _raise_if_denied(decision: Any) -> None:
