@@ -61,7 +61,7 @@ def _fill(path: Path, n: int) -> None:
     last swept ``SLICES - j`` steps ago, its later ops are in the fresh tier.
     """
     from aura_sync.protocols.journal import Journal
-    from aura_sync.protocols.journal_ids import SLICES, STEP_OPS
+    from aura_sync.protocols.journal_ids import PREFIX, SLICES, STEP_OPS
 
     Journal.open(path, identity=_identity()).close()
     raw = sqlite3.connect(path, isolation_level=None)
@@ -86,8 +86,8 @@ def _fill(path: Path, n: int) -> None:
         marks = [(j, max(0, n - (SLICES - j) * STEP_OPS)) for j in range(SLICES)]
         raw.executemany("INSERT INTO sweeps VALUES (?, ?)", marks)
         raw.execute(
-            "INSERT INTO ids SELECT o.id, o.arrival FROM ops o JOIN sweeps s ON s.slice = "
-            f"{_FIRST_BYTE} WHERE o.arrival <= s.arrival ORDER BY o.id"
+            f"INSERT INTO ids SELECT substr(o.id, 1, {PREFIX}), o.arrival FROM ops o JOIN sweeps s"
+            f" ON s.slice = {_FIRST_BYTE} WHERE o.arrival <= s.arrival ORDER BY 1, 2"
         )
         raw.execute("UPDATE meta SET value = 1 WHERE name = 'clean'")
     finally:

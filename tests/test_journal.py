@@ -404,14 +404,20 @@ def test_foreign_old_and_wrong_schema_databases_are_refused(tmp_path: Path) -> N
     with pytest.raises(JournalCorrupt, match=r"schema version 1.*pre-1\.0.*does not migrate"):
         _open(old)
 
-    v2 = tmp_path / "v2.db"  # one id index on the ops table, before the swept tiers
-    with sqlite3.connect(v2) as raw:
-        raw.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        raw.execute("PRAGMA user_version = 2")
-        raw.execute("CREATE TABLE ops (arrival INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE)")
-    raw.close()
-    with pytest.raises(JournalCorrupt, match=r"schema version 2.*reads version 3.*does not"):
-        _open(v2)
+    earlier = {
+        2: "CREATE TABLE ops (arrival INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE)",  # one index
+        3: "CREATE TABLE ids (id BLOB PRIMARY KEY, arrival INTEGER) WITHOUT ROWID",  # whole ids
+    }
+    for version, table in earlier.items():
+        path = tmp_path / f"v{version}.db"
+        with sqlite3.connect(path) as raw:
+            raw.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            raw.execute(f"PRAGMA user_version = {version}")
+            raw.execute(table)
+        raw.close()
+        expected = rf"version {version}.*reads version {SCHEMA_VERSION}.*does not"
+        with pytest.raises(JournalCorrupt, match=expected):
+            _open(path)
 
     odd = tmp_path / "odd.db"
     with sqlite3.connect(odd) as raw:

@@ -4,8 +4,9 @@ failed commits and reopens.
 The machine drives :class:`IdIndex` alone on a minimal ``ops`` table (arrival,
 id), as the journal does inside its transactions, with a sweep every 3 ops:
 ids move between the tiers, a failed commit undoes its sweeps, a reopen
-rebuilds the fresh tier from the sweep marks.  Many drawn ids share long
-prefixes (a few slices fill up; range bounds fall between close ids).
+rebuilds the fresh tier from the sweep marks.  The swept tier keys by
+8-byte prefixes; real op ids are hashes, so sharing 8 bytes takes ~2**32
+tries, and here many drawn ids share them.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from aura_sync.protocols import journal_ids
-from aura_sync.protocols.journal_ids import INDEX_SCHEMA, IdIndex
-
-PREFIX = 8
+from aura_sync.protocols.journal_ids import INDEX_SCHEMA, PREFIX, IdIndex
 
 _PREFIXES = [b"\x00" * PREFIX, b"\x41" * PREFIX, b"\x41" * (PREFIX - 1) + b"\x42", b"\xff" * PREFIX]
 _id = st.one_of(
@@ -129,7 +128,7 @@ TestIndex = Index.TestCase
 TestIndex.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 
 
-def test_a_sweep_moves_whole_ids_with_their_arrivals(
+def test_ids_keep_prefixes_and_tell_ids_with_one_prefix_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One insert owing a sweep of every slice leaves the fresh tier empty, ``ids`` exact."""
@@ -141,15 +140,21 @@ def test_a_sweep_moves_whole_ids_with_their_arrivals(
         conn.execute(statement)
     index = IdIndex(conn)
     index.load()
-    ids = [bytes([i]) * 31 + bytes([j]) for i in range(journal_ids.SLICES) for j in (2, 1)]
+    twins = [b"\x07" * PREFIX + bytes([i]) * (32 - PREFIX) for i in range(1, 4)]
+    ids = [*twins[:2], *(bytes([i]) * 32 for i in range(journal_ids.SLICES))]
     conn.execute("BEGIN")
     conn.executemany("INSERT INTO ops VALUES (?, ?)", zip(range(1, len(ids) + 1), ids, strict=True))
     index.insert(ids, 1, len(ids))
     conn.execute("COMMIT")
     index.committed()
     assert index.fresh == 0
-    rows = conn.execute("SELECT id, arrival FROM ids ORDER BY id").fetchall()
-    assert rows == sorted(zip(ids, range(1, len(ids) + 1), strict=True))
+    rows = conn.execute("SELECT prefix, arrival FROM ids ORDER BY prefix, arrival").fetchall()
+    assert rows == sorted((key[:PREFIX], n) for n, key in enumerate(ids, 1))
+    assert index.held(twins) == set(twins[:2])
+    assert sorted(index.arrivals(twins)) == [1, 2]
+    assert list(index.iter_ids(twins[0], None, 2)) == twins[:2]
+    assert list(index.iter_ids(twins[1], twins[2], -1)) == [twins[1]]
+    assert index.check()[1]
     with pytest.raises(ValueError, match="32-byte"):
         index.insert([b"\x00short"], len(ids) + 1, len(ids) + 1)  # slice 0: swept next
     conn.close()

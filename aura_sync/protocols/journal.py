@@ -29,11 +29,11 @@ Fingerprints (:mod:`~aura_sync.protocols.journal_index`)
     the ids of at most the two buckets at its edges (read once per request).
 
 Storage and losses
-    SQLite (WAL, ``synchronous=FULL``, 4 KiB pages), schema version 3; ops
+    SQLite (WAL, ``synchronous=FULL``, 4 KiB pages), schema version 4; ops
     are stored in arrival order, SQLite's indexes order (author, seq) and,
     in two tiers (:mod:`~aura_sync.protocols.journal_ids`), the ids — no
     in-memory copy of every id; open does no full scan.  A 0-byte,
-    truncated, foreign or version-1 or -2 file is refused
+    truncated, foreign or older-version file is refused
     (:class:`~aura_sync.errors.JournalCorrupt`), never re-created; a journal
     behind its high-water-mark sidecar is refused; after an unclean
     shutdown the full ``integrity_check`` runs once at open.
@@ -95,7 +95,7 @@ _log = logging.getLogger("aura_sync.protocols.journal")
 APPLICATION_ID: Final = 0x41555241
 """SQLite ``application_id`` of a journal database ("AURA")."""
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """SQLite ``user_version`` of the current journal schema."""
 
 JOURNAL_FILE_NAME: Final = "journal.sqlite3"

@@ -5,7 +5,12 @@ leaf: a 1000-op commit dirties ~1000 index pages once the index has more
 leaves than that (at 1M ops the index cost most of an append).  Here every
 held op's id (with its arrival number) is in exactly one of two tiers:
 
-* ``ids`` (on disk, ``WITHOUT ROWID``, ordered by id): the swept ops;
+* ``ids`` (on disk, ``WITHOUT ROWID``): the swept ops, as (the id's first
+  :data:`PREFIX` bytes, arrival) ordered by prefix: ~20 bytes a row, not
+  ~40 with the whole id, so a sweep rewrites half as many pages.  Prefixes
+  may repeat (anyone can make two ops share 8 bytes with ~2**32 hashes), so
+  every read joins ``ops`` by arrival and keeps the rows whose full id
+  matches: a shared prefix costs a row read, never a wrong answer;
 * the fresh tier, in memory: the others, one list per slice (new ids are
   appended; a slice is sorted when it is next read or swept) and a dict
   from id to arrival (about 170 bytes an id, ~22 MB on average).
@@ -14,13 +19,14 @@ The id space is cut into 256 slices by the ids' first byte.  Every
 :data:`STEP_OPS` ops inserted, the next slice (round robin) is *swept* in
 the transaction of the commit: its fresh ids move into ``ids``, one ordered
 insert into one contiguous 1/256 of the B-tree, as one statement whose
-rows SQLite cuts from two parameters (the ids joined, the arrivals as a
-JSON array): binding 1000 rows one by one (``executemany``) cost ~2.5x as
-much as the insert itself (measured ~4.4 vs ~1.3 ms).  A commit thus dirties
-at most 1/256 of the index's leaves (~60 of ~15k 4 KiB leaves at 1M ops),
+rows SQLite cuts from two parameters (the prefixes joined, the arrivals as
+a JSON array): binding 1000 rows one by one (``executemany``) cost ~2.5x
+as much as the insert itself (measured ~4.4 vs ~1.3 ms).  A commit thus
+dirties at most 1/256 of the index's leaves (~20 of ~5k at 1M ops),
 not one a new op.  A sweep still costs more per id as a slice spans more
-leaves (it dirties and rebalances most of them): measured ~0.3 ms per
-1000 ops at 10k held, ~2 ms at 1M, ~7 ms at 10M.
+leaves (it dirties and rebalances most of them): measured with whole ids
+~0.3 ms per 1000 ops at 10k held, ~2 ms at 1M, ~7 ms at 10M; prefixes
+cut the sweep and commit of a 1000-op batch at 1M by about a sixth.
 The ``sweeps`` table records, per slice, the arrival number of its last
 sweep: an op is in ``ids`` iff its arrival is at most its slice's mark, so
 open rebuilds the fresh tier exactly, reading only the ops that arrived
@@ -42,7 +48,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
-__all__ = ["INDEX_SCHEMA", "SLICES", "STEP_OPS", "IdIndex", "rollback"]
+__all__ = ["INDEX_SCHEMA", "PREFIX", "SLICES", "STEP_OPS", "IdIndex", "rollback"]
 
 SLICES: Final = 256
 """Slices of the id space (by the first byte), swept round robin."""
@@ -50,15 +56,19 @@ SLICES: Final = 256
 STEP_OPS: Final = 1000
 """Ops inserted between two sweeps (the fresh tier holds about ``SLICES * STEP_OPS / 2``)."""
 
+PREFIX: Final = 8
+"""Bytes of an id kept in ``ids``: its prefix, verified against the full id in ``ops``."""
+
 INDEX_SCHEMA: Final = (
-    "CREATE TABLE ids (id BLOB PRIMARY KEY, arrival INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE ids (prefix BLOB NOT NULL, arrival INTEGER NOT NULL,"
+    " PRIMARY KEY (prefix, arrival)) WITHOUT ROWID",
     "CREATE TABLE sweeps (slice INTEGER PRIMARY KEY, arrival INTEGER NOT NULL)",
 )
 
 _CHUNK: Final = 400
 
 _SWEEP: Final = (  # the rows are cut from two parameters in C, not bound one by one
-    "INSERT INTO ids SELECT substr(?1, key * 32 + 1, 32), value FROM json_each(?2)"
+    f"INSERT INTO ids SELECT substr(?1, key * {PREFIX} + 1, {PREFIX}), value FROM json_each(?2)"
 )
 
 _Undo = tuple[int, int, list[tuple[int, list[bytes], list[int]]], Sequence[bytes]]
@@ -134,10 +144,10 @@ class IdIndex:
             piece = self._cursor
             moved = self._slice(piece)
             arrivals = list(map(known.pop, moved))  # given back if the commit fails
-            joined = b"".join(moved)
-            if len(joined) != 32 * len(moved):
+            prefixes = b"".join([key[:PREFIX] for key in moved])
+            if len(prefixes) != PREFIX * len(moved):
                 raise ValueError("the id index takes 32-byte ids only")
-            self._conn.execute(_SWEEP, (joined, json.dumps(arrivals)))
+            self._conn.execute(_SWEEP, (prefixes, json.dumps(arrivals)))
             self._conn.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?)", (piece, arrival))
             undo.append((piece, moved, arrivals))
             slices[piece] = []
@@ -175,12 +185,7 @@ class IdIndex:
         out = {key for key in ids if key in known}
         rest = [key for key in ids if key not in known]
         for start in range(0, len(rest), _CHUNK):
-            chunk = rest[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            out.update(
-                row[0]
-                for row in self._conn.execute(f"SELECT id FROM ids WHERE id IN ({marks})", chunk)
-            )
+            out.update(key for key, _ in self._swept(rest[start : start + _CHUNK]))
         return out
 
     def arrivals(self, ids: Sequence[bytes]) -> list[int]:
@@ -189,30 +194,50 @@ class IdIndex:
         out = [known[key] for key in ids if key in known]
         rest = [key for key in ids if key not in known]
         if rest:
-            marks = ",".join("?" * len(rest))
-            out += [
-                row[0]
-                for row in self._conn.execute(
-                    f"SELECT arrival FROM ids WHERE id IN ({marks})", rest
-                )
-            ]
+            out += [arrival for _, arrival in self._swept(rest)]
         return out
+
+    def _swept(self, ids: Sequence[bytes]) -> list[tuple[bytes, int]]:
+        """``(id, arrival)`` of the swept ids among ``ids``: by prefix, checked against ``ops``."""
+        wanted = set(ids)
+        marks = ",".join("?" * len(wanted))
+        rows = self._conn.execute(
+            "SELECT o.id, o.arrival FROM ids i JOIN ops o ON o.arrival = i.arrival "
+            f"WHERE i.prefix IN ({marks})",
+            [key[:PREFIX] for key in wanted],
+        )
+        return [(key, arrival) for key, arrival in rows if key in wanted]
 
     def iter_ids(self, lo: bytes, hi: bytes | None, limit: int = -1) -> Iterator[bytes]:
         """Held ids in ``[lo, hi)`` (``hi`` None: to the end), ascending, at most ``limit``."""
-        where, bounds = ("id >= ?", (lo,)) if hi is None else ("id >= ? AND id < ?", (lo, hi))
-        swept = [
-            row[0]
-            for row in self._conn.execute(
-                f"SELECT id FROM ids WHERE {where} ORDER BY id LIMIT ?", (*bounds, limit)
-            )
-        ]
+        swept = self._swept_in(lo, hi, limit)
         fresh = self._fresh_in(lo, hi)
         more = list(fresh if limit < 0 else itertools.islice(fresh, limit))
         if not more:
             return iter(swept)
         merged = sorted(swept + more)  # two sorted runs: one linear merge
         return iter(merged if limit < 0 else merged[:limit])
+
+    def _swept_in(self, lo: bytes, hi: bytes | None, limit: int) -> list[bytes]:
+        """Swept ids in ``[lo, hi)``, ascending, at most ``limit`` (ids sharing a prefix
+        come in arrival order: the prefix group cut by the limit is read whole)."""
+        where = "i.prefix >= ? AND o.id >= ?"
+        bounds: tuple[bytes, ...] = (lo[:PREFIX], lo)
+        if hi is not None:
+            where += " AND i.prefix <= ? AND o.id < ?"
+            bounds += (hi[:PREFIX], hi)
+        query = f"SELECT o.id FROM ids i JOIN ops o ON o.arrival = i.arrival WHERE {where}"
+        out = [
+            row[0]
+            for row in self._conn.execute(f"{query} ORDER BY i.prefix LIMIT ?", (*bounds, limit))
+        ]
+        if limit < 0 or len(out) < limit:
+            out.sort()  # sorted but for ids sharing a prefix
+            return out
+        last = out[-1][:PREFIX]
+        group = {row[0] for row in self._conn.execute(f"{query} AND i.prefix = ?", (*bounds, last))}
+        out = sorted({*out, *group})
+        return out[:limit]
 
     def _fresh_in(self, lo: bytes, hi: bytes | None) -> Iterable[bytes]:
         last = SLICES - 1 if hi is None else min(SLICES - 1, hi[0])
@@ -228,8 +253,8 @@ class IdIndex:
         ops = conn.execute("SELECT count(*) FROM ops").fetchone()[0]
         swept = conn.execute("SELECT count(*) FROM ids").fetchone()[0]
         unswept = conn.execute(
-            "SELECT count(*) FROM ops o WHERE NOT EXISTS "
-            "(SELECT 1 FROM ids i WHERE i.id = o.id AND i.arrival = o.arrival)"
+            "SELECT count(*) FROM ops o WHERE NOT EXISTS (SELECT 1 FROM ids i"
+            f" WHERE i.prefix = substr(o.id, 1, {PREFIX}) AND i.arrival = o.arrival)"
         ).fetchone()[0]
         items = list(self._arrival.items())
         matched = 0
