@@ -58,10 +58,11 @@ def _fill(path: Path, n: int) -> None:
     """A closed journal at ``path`` holding ``n`` synthetic ops (indexed by one open).
 
     The id index is left as a long run of appends leaves it: slice ``j`` was
-    last swept ``SLICES - j`` steps ago, its later ops are in the fresh tier.
+    last swept ``SLICES - j`` steps ago, its later ops are in the fresh tier,
+    and the ops of its sweeps since its last one into ``ids`` are in ``recent``.
     """
     from aura_sync.protocols.journal import Journal
-    from aura_sync.protocols.journal_ids import PREFIX, SLICES, STEP_OPS
+    from aura_sync.protocols.journal_ids import LEVEL_SWEEPS, PREFIX, SLICES, STEP_OPS
 
     Journal.open(path, identity=_identity()).close()
     raw = sqlite3.connect(path, isolation_level=None)
@@ -83,12 +84,27 @@ def _fill(path: Path, n: int) -> None:
             )
             raw.execute("COMMIT")
             done += k
-        marks = [(j, max(0, n - (SLICES - j) * STEP_OPS)) for j in range(SLICES)]
+        cycles = n // (SLICES * STEP_OPS)  # complete sweep cycles; the next sweep is slice 0
+        swept = SLICES * cycles
+
+        def mark(count: int) -> int:  # arrival number covered by sweep number ``count``
+            return max(0, n - (swept - count) * STEP_OPS)
+
+        marks = [(j, mark(swept - SLICES + j)) for j in range(SLICES)]
+        levelled = [  # slice j's last sweep into ids: its cycle c has (c + j) % LEVEL_SWEEPS == 0
+            (j, mark((cycles - 1 - (cycles - 1 + j) % LEVEL_SWEEPS) * SLICES + j))
+            for j in range(SLICES)
+        ]
         raw.executemany("INSERT INTO sweeps VALUES (?, ?)", marks)
-        raw.execute(
-            f"INSERT INTO ids SELECT substr(o.id, 1, {PREFIX}), o.arrival FROM ops o JOIN sweeps s"
-            f" ON s.slice = {_FIRST_BYTE} WHERE o.arrival <= s.arrival ORDER BY 1, 2"
-        )
+        raw.execute("INSERT OR REPLACE INTO meta VALUES ('sweep', ?)", (swept,))
+        raw.execute("CREATE TEMP TABLE levelled (slice INTEGER PRIMARY KEY, arrival INTEGER)")
+        raw.executemany("INSERT INTO levelled VALUES (?, ?)", levelled)
+        for table, low, high in (("ids", "0", "l.arrival"), ("recent", "l.arrival", "s.arrival")):
+            raw.execute(
+                f"INSERT INTO {table} SELECT substr(o.id, 1, {PREFIX}), o.arrival FROM ops o"
+                f" JOIN sweeps s ON s.slice = {_FIRST_BYTE} JOIN levelled l ON l.slice = s.slice"
+                f" WHERE o.arrival > {low} AND o.arrival <= {high} ORDER BY 1, 2"
+            )
         raw.execute("UPDATE meta SET value = 1 WHERE name = 'clean'")
     finally:
         raw.close()

@@ -407,6 +407,7 @@ def test_foreign_old_and_wrong_schema_databases_are_refused(tmp_path: Path) -> N
     earlier = {
         2: "CREATE TABLE ops (arrival INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE)",  # one index
         3: "CREATE TABLE ids (id BLOB PRIMARY KEY, arrival INTEGER) WITHOUT ROWID",  # whole ids
+        4: "CREATE TABLE ids (prefix BLOB, arrival INTEGER)",  # one swept table of prefixes
     }
     for version, table in earlier.items():
         path = tmp_path / f"v{version}.db"

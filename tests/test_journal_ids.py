@@ -2,11 +2,11 @@
 failed commits and reopens.
 
 The machine drives :class:`IdIndex` alone on a minimal ``ops`` table (arrival,
-id), as the journal does inside its transactions, with a sweep every 3 ops:
-ids move between the tiers, a failed commit undoes its sweeps, a reopen
-rebuilds the fresh tier from the sweep marks.  The swept tier keys by
-8-byte prefixes; real op ids are hashes, so sharing 8 bytes takes ~2**32
-tries, and here many drawn ids share them.
+id), as the journal does inside its transactions, with a sweep an op and half
+the sweeps going on to ``ids``: ids move between the three tiers, a failed
+commit undoes its sweeps, a reopen rebuilds the fresh tier from the sweep
+marks.  The swept tiers key by 8-byte prefixes; real op ids are hashes, so
+sharing 8 bytes takes ~2**32 tries, and here many drawn ids share them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from aura_sync.protocols import journal_ids
 from aura_sync.protocols.journal_ids import INDEX_SCHEMA, PREFIX, IdIndex
 
+_TIERS = ("ids", "recent")
+
 _PREFIXES = [b"\x00" * PREFIX, b"\x41" * PREFIX, b"\x41" * (PREFIX - 1) + b"\x42", b"\xff" * PREFIX]
 _id = st.one_of(
     st.binary(min_size=32, max_size=32),
@@ -33,9 +36,32 @@ _id = st.one_of(
 )
 
 
+def _database(path: Path) -> sqlite3.Connection:
+    """The tables the index reads: a minimal ``ops`` (arrival, id), ``meta``, its own."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE ops (arrival INTEGER PRIMARY KEY, id BLOB NOT NULL)")
+    conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID")
+    for statement in INDEX_SCHEMA:
+        conn.execute(statement)
+    return conn
+
+
+def _commit(index: IdIndex, ids: list[bytes], first: int) -> None:
+    """Store ``ids`` as ops ``first`` on and index them, in one transaction."""
+    conn = index._conn
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO ops VALUES (?, ?)", zip(range(first, first + len(ids)), ids, strict=True)
+    )
+    index.insert(ids, first, first + len(ids) - 1)
+    conn.execute("COMMIT")
+    index.committed()
+
+
 @pytest.fixture(autouse=True)
 def _small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(journal_ids, "STEP_OPS", 3)  # a sweep every few ops
+    monkeypatch.setattr(journal_ids, "STEP_OPS", 1)  # a sweep an op: cycles of 256 sweeps
+    monkeypatch.setattr(journal_ids, "LEVEL_SWEEPS", 2)  # half the sweeps go on to ids
 
 
 class Index(RuleBasedStateMachine):
@@ -43,13 +69,7 @@ class Index(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="aura-ids-")
         self.path = Path(self.dir) / "ids.sqlite3"
-        self.conn = sqlite3.connect(self.path, isolation_level=None)
-        for statement in (
-            "CREATE TABLE ops (arrival INTEGER PRIMARY KEY, id BLOB NOT NULL)",
-            "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
-            *INDEX_SCHEMA,
-        ):
-            self.conn.execute(statement)
+        self.conn = _database(self.path)
         self.index = IdIndex(self.conn)
         self.index.load()
         self.model: dict[bytes, int] = {}
@@ -78,6 +98,10 @@ class Index(RuleBasedStateMachine):
     @rule(batch=st.lists(_id, min_size=1, max_size=12))
     def insert(self, batch: list[bytes]) -> None:
         self._insert(batch, commit=True)
+
+    @rule(batch=st.lists(st.binary(min_size=32, max_size=32), min_size=200, max_size=300))
+    def insert_many(self, batch: list[bytes]) -> None:
+        self._insert(batch, commit=True)  # (a cycle of sweeps or more: levels of every slice)
 
     @rule(batch=st.lists(_id, min_size=1, max_size=12))
     def insert_then_fail(self, batch: list[bytes]) -> None:
@@ -116,7 +140,7 @@ class Index(RuleBasedStateMachine):
     def every_id_indexed_once(self) -> None:
         name, ok, detail = self.index.check()
         assert name == "id_index" and ok, detail
-        swept = self.conn.execute("SELECT count(*) FROM ids").fetchone()[0]
+        swept = sum(self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in _TIERS)
         assert swept + self.index.fresh == len(self.model)
 
     def teardown(self) -> None:
@@ -128,28 +152,30 @@ TestIndex = Index.TestCase
 TestIndex.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 
 
-def test_ids_keep_prefixes_and_tell_ids_with_one_prefix_apart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One insert owing a sweep of every slice leaves the fresh tier empty, ``ids`` exact."""
+@pytest.fixture
+def index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[IdIndex]:
+    """An empty index sweeping a slice an op."""
     monkeypatch.setattr(journal_ids, "STEP_OPS", 1)
-    conn = sqlite3.connect(tmp_path / "ids.sqlite3", isolation_level=None)
-    conn.execute("CREATE TABLE ops (arrival INTEGER PRIMARY KEY, id BLOB NOT NULL)")
-    conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID")
-    for statement in INDEX_SCHEMA:
-        conn.execute(statement)
+    conn = _database(tmp_path / "ids.sqlite3")
     index = IdIndex(conn)
     index.load()
+    yield index
+    conn.close()
+
+
+def test_ids_keep_prefixes_and_tell_ids_with_one_prefix_apart(index: IdIndex) -> None:
+    """One insert owing a sweep of every slice leaves the fresh tier empty, ``ids`` exact."""
+    conn = index._conn
     twins = [b"\x07" * PREFIX + bytes([i]) * (32 - PREFIX) for i in range(1, 4)]
     ids = [*twins[:2], *(bytes([i]) * 32 for i in range(journal_ids.SLICES))]
-    conn.execute("BEGIN")
-    conn.executemany("INSERT INTO ops VALUES (?, ?)", zip(range(1, len(ids) + 1), ids, strict=True))
-    index.insert(ids, 1, len(ids))
-    conn.execute("COMMIT")
-    index.committed()
+    _commit(index, ids, 1)
     assert index.fresh == 0
-    rows = conn.execute("SELECT prefix, arrival FROM ids ORDER BY prefix, arrival").fetchall()
-    assert rows == sorted((key[:PREFIX], n) for n, key in enumerate(ids, 1))
+    rows = conn.execute(
+        "SELECT prefix, arrival FROM ids UNION ALL SELECT prefix, arrival FROM recent"
+    ).fetchall()
+    assert sorted(rows) == sorted((key[:PREFIX], n) for n, key in enumerate(ids, 1))
+    levelled = {row[0][0] for row in conn.execute("SELECT prefix FROM ids")}
+    assert levelled == set(range(0, journal_ids.SLICES, 2))  # staggered: even slices first
     assert index.held(twins) == set(twins[:2])
     assert sorted(index.arrivals(twins)) == [1, 2]
     assert list(index.iter_ids(twins[0], None, 2)) == twins[:2]
@@ -157,4 +183,20 @@ def test_ids_keep_prefixes_and_tell_ids_with_one_prefix_apart(
     assert index.check()[1]
     with pytest.raises(ValueError, match="32-byte"):
         index.insert([b"\x00short"], len(ids) + 1, len(ids) + 1)  # slice 0: swept next
-    conn.close()
+
+
+def test_every_other_cycle_a_slice_moves_its_recent_ids_on(index: IdIndex) -> None:
+    conn = index._conn
+    counts = []
+    for cycle in range(3):
+        ids = [bytes([i]) * 31 + bytes([cycle]) for i in range(journal_ids.SLICES)]
+        first = cycle * len(ids) + 1
+        _commit(index, ids, first)  # one sweep of every slice
+        counts.append([conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in _TIERS])
+        assert index.check()[1]
+    # cycle 0: even slices (c + j) % 2 == 0 go to ids, odd ones to recent; cycle 1: the odd
+    # ones take their recent ids along, the even ones wait in recent; cycle 2: even again
+    assert counts == [[128, 128], [384, 128], [640, 128]]
+    assert list(index.iter_ids(b"\x00" * 32, None, -1)) == sorted(
+        bytes([i]) * 31 + bytes([c]) for i in range(journal_ids.SLICES) for c in range(3)
+    )

@@ -29,9 +29,9 @@ Fingerprints (:mod:`~aura_sync.protocols.journal_index`)
     the ids of at most the two buckets at its edges (read once per request).
 
 Storage and losses
-    SQLite (WAL, ``synchronous=FULL``, 4 KiB pages), schema version 4; ops
+    SQLite (WAL, ``synchronous=FULL``, 4 KiB pages), schema version 5; ops
     are stored in arrival order, SQLite's indexes order (author, seq) and,
-    in two tiers (:mod:`~aura_sync.protocols.journal_ids`), the ids — no
+    in three tiers (:mod:`~aura_sync.protocols.journal_ids`), the ids — no
     in-memory copy of every id; open does no full scan.  A 0-byte,
     truncated, foreign or older-version file is refused
     (:class:`~aura_sync.errors.JournalCorrupt`), never re-created; a journal
@@ -95,7 +95,7 @@ _log = logging.getLogger("aura_sync.protocols.journal")
 APPLICATION_ID: Final = 0x41555241
 """SQLite ``application_id`` of a journal database ("AURA")."""
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """SQLite ``user_version`` of the current journal schema."""
 
 JOURNAL_FILE_NAME: Final = "journal.sqlite3"
@@ -132,7 +132,7 @@ CHECKPOINT_PAGES: Final = 20_000
 """WAL pages between checkpoints (~80 MiB): pages dirtied by many commits are written
 back once (measured no slower than 5,000 pages at 1M ops)."""
 
-_TABLES: Final = ["authors", "buckets", "ids", "meta", "ops", "sweeps"]
+_TABLES: Final = ["authors", "buckets", "ids", "meta", "ops", "recent", "sweeps"]
 _SYNC_MODES: Final = ("NORMAL", "FULL")
 _Row = tuple[int, bytes, bytes, int, bytes, bytes, bytes | None]
 """An ``ops`` row: arrival, id, author, seq, prev, payload, signature (of a signed head)."""

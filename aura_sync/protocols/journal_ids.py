@@ -1,39 +1,49 @@
-"""The journal's id index: a swept index on disk and a fresh tier in memory.
+"""The journal's id index: two swept tables on disk and a fresh tier in memory.
 
 Op ids are random, so one B-tree of them takes each insert at a random
 leaf: a 1000-op commit dirties ~1000 index pages once the index has more
-leaves than that (at 1M ops the index cost most of an append).  Here every
-held op's id (with its arrival number) is in exactly one of two tiers:
+leaves than that.  Here every held op's id (with its arrival number) is in
+exactly one of three tiers:
 
-* ``ids`` (on disk, ``WITHOUT ROWID``): the swept ops, as (the id's first
-  :data:`PREFIX` bytes, arrival) ordered by prefix: ~20 bytes a row, not
-  ~40 with the whole id, so a sweep rewrites half as many pages.  Prefixes
-  may repeat (anyone can make two ops share 8 bytes with ~2**32 hashes), so
-  every read joins ``ops`` by arrival and keeps the rows whose full id
-  matches: a shared prefix costs a row read, never a wrong answer;
-* the fresh tier, in memory: the others, one list per slice (new ids are
-  appended; a slice is sorted when it is next read or swept) and a dict
-  from id to arrival (about 170 bytes an id, ~22 MB on average).
+* the fresh tier, in memory: one list per slice (new ids are appended; a
+  slice is sorted when it is next read or swept) and a dict from id to
+  arrival (about 170 bytes an id, ~22 MB on average);
+* ``recent`` and ``ids`` (on disk, ``WITHOUT ROWID``): swept ops, as (the
+  id's first :data:`PREFIX` bytes, arrival) ordered by prefix, ~20 bytes a
+  row (~40 with the whole id).  Prefixes may repeat (anyone can make two
+  ops share 8 bytes with ~2**32 hashes), so every read joins ``ops`` by
+  arrival and keeps the rows whose full id matches: a shared prefix costs a
+  row read, never a wrong answer.
 
 The id space is cut into 256 slices by the ids' first byte.  Every
-:data:`STEP_OPS` ops inserted, the next slice (round robin) is *swept* in
-the transaction of the commit: its fresh ids move into ``ids``, one ordered
-insert into one contiguous 1/256 of the B-tree, as one statement whose
-rows SQLite cuts from two parameters (the prefixes joined, the arrivals as
-a JSON array): binding 1000 rows one by one (``executemany``) cost ~2.5x
-as much as the insert itself (measured ~4.4 vs ~1.3 ms).  A commit thus
-dirties at most 1/256 of the index's leaves (~20 of ~5k at 1M ops),
-not one a new op.  A sweep still costs more per id as a slice spans more
-leaves (it dirties and rebalances most of them): measured with whole ids
-~0.3 ms per 1000 ops at 10k held, ~2 ms at 1M, ~7 ms at 10M; prefixes
-cut the sweep and commit of a 1000-op batch at 1M by about a sixth.
-The ``sweeps`` table records, per slice, the arrival number of its last
-sweep: an op is in ``ids`` iff its arrival is at most its slice's mark, so
-open rebuilds the fresh tier exactly, reading only the ops that arrived
-after the oldest mark (about ``256 * STEP_OPS`` plus the last batch).
-Reads ask both tiers (ordered ranges merge the two).  A sweep's rows and
+:data:`STEP_OPS` ops inserted, the next slice (round robin; 256 sweeps make
+a cycle) is *swept* in the transaction of the commit: its fresh ids go to
+``recent``; in one cycle of every :data:`LEVEL_SWEEPS` (staggered over the
+slices, so a quarter of all sweeps) they go to ``ids`` instead, with the
+slice's rows of ``recent``, which are deleted.  Each sweep is one ordered
+insert into one contiguous 1/256 of a table, as one statement whose rows
+SQLite cuts from two parameters (the prefixes joined, the arrivals as a
+JSON array; binding 1000 rows one by one cost ~2.5x the insert itself).
+
+Cost per op, and why it does not grow with n: an insert into a slice of a
+B-tree rewrites most of that slice's pages, ~n/256 ids' worth.  ``recent``
+holds at most ``LEVEL_SWEEPS - 1`` sweeps of each slice (~3000 ids, a few
+pages) whatever n; the big ``ids`` is rewritten a slice at a time once per
+4 sweeps of it, with ~4000 ids, so its pages rewritten per op are a
+quarter of a single-table sweep's, for ~1.75 row writes and ~0.75 row
+deletes per id instead of 1 write.  Measured (1000-op batches alternating
+with a 10k-op journal, one locked run): at 10M held 0.68-0.69x the 10k
+rate with one table, 0.73-0.78x with two; at 1M ~0.8x either way.
+
+Open: the ``sweeps`` table records, per slice, the arrival number of its
+last sweep (``meta`` 'sweep' the number of sweeps done): an op is swept iff
+its arrival is at most its slice's mark, so open rebuilds the fresh tier
+exactly, reading only the ops that arrived after the oldest mark (about
+``256 * STEP_OPS`` plus the last batch), whatever n.  Reads ask all tiers:
+lookups one statement over both tables, ordered ranges a lazy merge of both
+(about ``limit`` ops rows read) and the fresh tier.  A sweep's rows and
 arrivals are kept until its transaction ends, so a failed commit puts them
-back in the fresh tier.
+back in the fresh tier (the tables roll back with it).
 
 Layer: runtime (protocols).
 """
@@ -41,14 +51,16 @@ Layer: runtime (protocols).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import json
 import sqlite3
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
+from operator import itemgetter
 from typing import Final
 
-__all__ = ["INDEX_SCHEMA", "PREFIX", "SLICES", "STEP_OPS", "IdIndex", "rollback"]
+__all__ = ["INDEX_SCHEMA", "LEVEL_SWEEPS", "PREFIX", "SLICES", "STEP_OPS", "IdIndex", "rollback"]
 
 SLICES: Final = 256
 """Slices of the id space (by the first byte), swept round robin."""
@@ -56,20 +68,35 @@ SLICES: Final = 256
 STEP_OPS: Final = 1000
 """Ops inserted between two sweeps (the fresh tier holds about ``SLICES * STEP_OPS / 2``)."""
 
+LEVEL_SWEEPS: Final = 4
+"""A slice's swept ids go to ``recent``; every this many sweeps of it, they all go on to ``ids``."""
+
 PREFIX: Final = 8
 """Bytes of an id kept in ``ids``: its prefix, verified against the full id in ``ops``."""
 
 INDEX_SCHEMA: Final = (
     "CREATE TABLE ids (prefix BLOB NOT NULL, arrival INTEGER NOT NULL,"
     " PRIMARY KEY (prefix, arrival)) WITHOUT ROWID",
+    "CREATE TABLE recent (prefix BLOB NOT NULL, arrival INTEGER NOT NULL,"
+    " PRIMARY KEY (prefix, arrival)) WITHOUT ROWID",
     "CREATE TABLE sweeps (slice INTEGER PRIMARY KEY, arrival INTEGER NOT NULL)",
 )
+_TIERS: Final = ("ids", "recent")
+_FRESH_ROWS: Final = f"SELECT substr(?1, key * {PREFIX} + 1, {PREFIX}), value FROM json_each(?2)"
+_IN_SLICE: Final = "prefix >= ?3 AND prefix < ?4"  # (the last slice: "prefix >= ?3")
 
 _CHUNK: Final = 400
 
-_SWEEP: Final = (  # the rows are cut from two parameters in C, not bound one by one
-    f"INSERT INTO ids SELECT substr(?1, key * {PREFIX} + 1, {PREFIX}), value FROM json_each(?2)"
+_SWEEP: Final = f"INSERT INTO recent {_FRESH_ROWS}"  # rows cut from 2 parameters in C
+_LEVEL: Final = (  # a slice's recent rows and fresh ids, in order, into ids
+    f"INSERT INTO ids SELECT * FROM (SELECT prefix, arrival FROM recent WHERE {_IN_SLICE}"
+    f" UNION ALL {_FRESH_ROWS}) ORDER BY 1, 2"
 )
+
+
+def _prefix(key: bytes) -> bytes:
+    return key[:PREFIX]
+
 
 _Undo = tuple[int, int, list[tuple[int, list[bytes], list[int]]], Sequence[bytes]]
 """What :meth:`IdIndex.rolled_back` restores: cursor, owed ops, sweeps (slice, ids,
@@ -89,7 +116,7 @@ class IdIndex:
     def __init__(self, conn: sqlite3.Connection) -> None:
         """Internal: the journal builds it on its connection, then calls :meth:`load`."""
         self._conn = conn
-        self._cursor = 0
+        self._count = 0  # sweeps done (the next slice: count % SLICES)
         self._owed = 0
         self._arrival: dict[bytes, int] = {}
         self._slices: list[list[bytes]] = [[] for _ in range(SLICES)]
@@ -108,7 +135,7 @@ class IdIndex:
         for piece, arrival in conn.execute("SELECT slice, arrival FROM sweeps"):
             marks[piece] = arrival
         row = conn.execute("SELECT value FROM meta WHERE name = 'sweep'").fetchone()
-        self._cursor = 0 if row is None else row[0] % SLICES
+        self._count = 0 if row is None else row[0]
         for key, arrival in conn.execute(
             "SELECT id, arrival FROM ops WHERE arrival > ?", (min(marks),)
         ):
@@ -136,25 +163,39 @@ class IdIndex:
         for key in ids:
             slices[key[0]].append(key)
         undo: list[tuple[int, list[bytes], list[int]]] = []
-        self._undo = (self._cursor, self._owed, undo, ids)
+        self._undo = (self._count, self._owed, undo, ids)
         self._owed += len(ids)
         steps = min(SLICES, self._owed // STEP_OPS)
         self._owed = 0 if steps == SLICES else self._owed - steps * STEP_OPS
         for _ in range(steps):
-            piece = self._cursor
+            piece = self._count % SLICES
             moved = self._slice(piece)
             arrivals = list(map(known.pop, moved))  # given back if the commit fails
-            prefixes = b"".join([key[:PREFIX] for key in moved])
-            if len(prefixes) != PREFIX * len(moved):
-                raise ValueError("the id index takes 32-byte ids only")
-            self._conn.execute(_SWEEP, (prefixes, json.dumps(arrivals)))
-            self._conn.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?)", (piece, arrival))
             undo.append((piece, moved, arrivals))
+            self._sweep(piece, moved, arrivals)
+            self._conn.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?)", (piece, arrival))
             slices[piece] = []
             self._sorted[piece] = 0
-            self._cursor = (piece + 1) % SLICES
+            self._count += 1
         if steps:
-            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('sweep', ?)", (self._cursor,))
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('sweep', ?)", (self._count,))
+
+    def _sweep(self, piece: int, moved: list[bytes], arrivals: list[int]) -> None:
+        """Write one slice's fresh ids to ``recent``, or with its recent rows to ``ids``."""
+        prefixes = b"".join([key[:PREFIX] for key in moved])
+        if len(prefixes) != PREFIX * len(moved):
+            raise ValueError("the id index takes 32-byte ids only")
+        if (self._count // SLICES + piece) % LEVEL_SWEEPS:  # staggered over the slices
+            self._conn.execute(_SWEEP, (prefixes, json.dumps(arrivals)))
+            return
+        bounds: tuple[bytes, ...] = (bytes([piece]),)
+        level, delete = _LEVEL, f"DELETE FROM recent WHERE {_IN_SLICE}"
+        if piece + 1 < SLICES:
+            bounds += (bytes([piece + 1]),)
+        else:
+            level, delete = (q.replace(" AND prefix < ?4", "") for q in (level, delete))
+        self._conn.execute(level, (prefixes, json.dumps(arrivals), *bounds))
+        self._conn.execute(delete, (None, None, *bounds))
 
     def committed(self) -> None:
         """The transaction of the last :meth:`insert` committed (its sweeps stand)."""
@@ -164,7 +205,7 @@ class IdIndex:
         """The transaction of the last :meth:`insert` rolled back: undo it in memory."""
         if self._undo is None:
             return
-        self._cursor, self._owed, undo, added = self._undo
+        self._count, self._owed, undo, added = self._undo
         for piece, moved, arrivals in reversed(undo):
             self._slices[piece] = moved
             self._sorted[piece] = len(moved)
@@ -200,10 +241,11 @@ class IdIndex:
     def _swept(self, ids: Sequence[bytes]) -> list[tuple[bytes, int]]:
         """``(id, arrival)`` of the swept ids among ``ids``: by prefix, checked against ``ops``."""
         wanted = set(ids)
-        marks = ",".join("?" * len(wanted))
+        marks = ",".join(f"?{i}" for i in range(1, len(wanted) + 1))
         rows = self._conn.execute(
-            "SELECT o.id, o.arrival FROM ids i JOIN ops o ON o.arrival = i.arrival "
-            f"WHERE i.prefix IN ({marks})",
+            "SELECT o.id, o.arrival FROM (SELECT arrival FROM ids WHERE prefix IN "
+            f"({marks}) UNION ALL SELECT arrival FROM recent WHERE prefix IN ({marks})) i "
+            "JOIN ops o ON o.arrival = i.arrival",
             [key[:PREFIX] for key in wanted],
         )
         return [(key, arrival) for key, arrival in rows if key in wanted]
@@ -219,25 +261,38 @@ class IdIndex:
         return iter(merged if limit < 0 else merged[:limit])
 
     def _swept_in(self, lo: bytes, hi: bytes | None, limit: int) -> list[bytes]:
-        """Swept ids in ``[lo, hi)``, ascending, at most ``limit`` (ids sharing a prefix
-        come in arrival order: the prefix group cut by the limit is read whole)."""
+        """Swept ids in ``[lo, hi)``, ascending, at most ``limit``.
+
+        Both tables are read lazily, merged by prefix, so about ``limit`` ops
+        rows are read; ids sharing a prefix come in arrival order, so the
+        prefix group the limit cuts is read whole, then sorted by full id.
+        """
         where = "i.prefix >= ? AND o.id >= ?"
         bounds: tuple[bytes, ...] = (lo[:PREFIX], lo)
         if hi is not None:
             where += " AND i.prefix <= ? AND o.id < ?"
             bounds += (hi[:PREFIX], hi)
-        query = f"SELECT o.id FROM ids i JOIN ops o ON o.arrival = i.arrival WHERE {where}"
-        out = [
-            row[0]
-            for row in self._conn.execute(f"{query} ORDER BY i.prefix LIMIT ?", (*bounds, limit))
+        cursors = [
+            self._conn.execute(
+                f"SELECT o.id FROM {table} i JOIN ops o ON o.arrival = i.arrival WHERE {where}"
+                " ORDER BY i.prefix",
+                bounds,
+            )
+            for table in _TIERS
         ]
-        if limit < 0 or len(out) < limit:
-            out.sort()  # sorted but for ids sharing a prefix
-            return out
-        last = out[-1][:PREFIX]
-        group = {row[0] for row in self._conn.execute(f"{query} AND i.prefix = ?", (*bounds, last))}
-        out = sorted({*out, *group})
-        return out[:limit]
+        try:
+            rows = heapq.merge(*(map(itemgetter(0), c) for c in cursors), key=_prefix)
+            if limit < 0:
+                return sorted(rows)  # sorted but for ids sharing a prefix
+            out = list(itertools.islice(rows, limit))
+            if len(out) == limit:
+                last = out[-1][:PREFIX]
+                out += itertools.takewhile(lambda key: key[:PREFIX] == last, rows)
+            out.sort()
+            return out[:limit]
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
     def _fresh_in(self, lo: bytes, hi: bytes | None) -> Iterable[bytes]:
         last = SLICES - 1 if hi is None else min(SLICES - 1, hi[0])
@@ -251,10 +306,14 @@ class IdIndex:
         """Whether the tiers hold every op's id exactly once (O(n); for ``verify``)."""
         conn = self._conn
         ops = conn.execute("SELECT count(*) FROM ops").fetchone()[0]
-        swept = conn.execute("SELECT count(*) FROM ids").fetchone()[0]
+        swept = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in _TIERS)
         unswept = conn.execute(
-            "SELECT count(*) FROM ops o WHERE NOT EXISTS (SELECT 1 FROM ids i"
-            f" WHERE i.prefix = substr(o.id, 1, {PREFIX}) AND i.arrival = o.arrival)"
+            "SELECT count(*) FROM ops o WHERE "
+            + " AND ".join(
+                f"NOT EXISTS (SELECT 1 FROM {t} i WHERE i.prefix = substr(o.id, 1, {PREFIX})"
+                " AND i.arrival = o.arrival)"
+                for t in _TIERS
+            )
         ).fetchone()[0]
         items = list(self._arrival.items())
         matched = 0
