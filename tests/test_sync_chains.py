@@ -32,7 +32,7 @@ from aura_sync.messages.sync import (
 )
 from aura_sync.protocols.admission import MAX_REQUEST_COST, request_cost
 from aura_sync.protocols.journal import Journal
-from aura_sync.protocols.reconcile import Call, Chained, Progress, reconcile
+from aura_sync.protocols.reconcile import Call, ChainBuffer, Chained, Progress, reconcile
 
 
 class ChainedRemote(StreamedRemote):
@@ -183,3 +183,24 @@ def test_a_fresh_node_pulls_a_peers_chain_by_seq_over_tcp(
         assert b.journal.digest() == a.journal.digest()
         assert len(served) >= (5000 - 2048) // 128  # pulled by seq (a may push its top)
         assert max(hi for _, hi in served) <= 4999
+
+
+def test_a_chain_piece_is_queued_whole_or_filtered_like_any_reply() -> None:
+    b = _journal()
+    _fill(b, 600, b"b")  # one append: only the top op (599) is signed
+    author = b.author
+    a = _journal()
+    buffer = ChainBuffer(a, group=10_000)
+    top = tuple(b.chain(author, 472, 599))
+    assert buffer.take_piece(author, 472, 599, top) == (0, True)  # whole, signed top
+    assert buffer.take_piece(author, 472, 599, top) == (0, True)  # again: known, kept once
+    below = list(b.chain(author, 344, 471))
+    stranger = b.chain(author, 200, 200)[0]
+    mixed = (*below[:3], Op(DeviceId.from_int(9), 400, b"x", stranger.prev), *below[3:])
+    assert buffer.take_piece(author, 344, 471, mixed) == (0, True)  # the stranger dropped
+    bottom_first = tuple(reversed(b.chain(author, 216, 343)))
+    assert buffer.take_piece(author, 216, 343, bottom_first) == (0, True)  # covered all the same
+    gap = tuple(b.chain(author, 0, 127))  # its successor 128 not taken: waits, not whole
+    assert buffer.take_piece(author, 0, 127, gap) == (0, False)
+    assert buffer.flush() == 384 == len(a)  # 128..215 never came: 0..127 is dropped
+    assert {op.seq for op in a.ops_by(author)} == set(range(216, 600))

@@ -457,15 +457,35 @@ class ChainBuffer:
                     self._room += len(run[0].payload)
         return self._store(self._group)
 
+    def take_piece(self, author: DeviceId, lo: int, hi: int, ops: Sequence[Op]) -> tuple[int, bool]:
+        """Add the reply to a chain piece: ``author``'s ops of seqs ``lo..hi`` (others are
+        dropped).  Returns (ops stored by this call, whether the reply was the whole piece
+        and left nothing waiting).  A whole piece in order, top first, whose top is signed
+        or below a ready op (the common case) is queued at once."""
+        raw = self._authors.setdefault(author.raw, author.raw)
+        ready = self._ready
+        if (
+            len(ops) == hi - lo + 1
+            and not self._waiting
+            and (ops[0].sig or (raw, hi + 1) in ready)
+            and [op.seq for op in ops] == list(range(hi, lo - 1, -1))
+            and all(op.author == author for op in ops)
+        ):
+            positions = [(raw, seq) for seq in range(hi, lo - 1, -1)]
+            if ready.isdisjoint(positions):
+                ready.update(positions)
+                self._queue += ops
+                self._ids += [_op_id(raw, op.seq, op.prev, op.payload) for op in ops]
+                return self._store(self._group), True
+        mine = [op for op in ops if op.author == author and lo <= op.seq <= hi]
+        waiting = len(self._waiting)
+        stored = self.take(mine)
+        return stored, len(mine) > hi - lo and len(self._waiting) == waiting
+
     def covered(self, author: bytes, seq: int) -> None:
         """Count the op of ``author`` at ``seq`` as ready: the journal holds it (the ops
         below it are then checked against it)."""
         self._ready.add((self._authors.setdefault(author, author), seq))
-
-    @property
-    def waiting(self) -> int:
-        """Ops taken that wait for a covering successor."""
-        return len(self._waiting)
 
     def _store(self, at_least: int) -> int:
         stored, group = 0, self._group
@@ -569,10 +589,9 @@ def _pull_chains(
         author, lo, hi = sent[i]
         if author in stopped:
             return
-        mine = [op for op in ops if op.author == author and lo <= op.seq <= hi]
-        waiting = buffer.waiting
-        progress.pulled += buffer.take(mine)
-        if len(mine) <= hi - lo or buffer.waiting > waiting:  # short, or not covered
+        stored, whole = buffer.take_piece(author, lo, hi, ops)
+        progress.pulled += stored
+        if not whole:  # short, or not covered
             stopped.add(author)
 
     try:
