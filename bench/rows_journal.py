@@ -5,7 +5,8 @@
   ``executemany`` of the very same rows into a copy of the same database
   (same schema, same pragmas, one transaction per 1000 rows, each row into
   ``ops`` and its id into the ``ids`` index, unswept); and the rate
-  at the large N against the rate at the small N (the same run).
+  at the large N against the rate at the small N (the same run; the sizes
+  take turns, one repetition each, so a slow spell of the machine is shared).
 - **open**: ``Journal.open`` of a cleanly closed N-op journal, against
   ``sqlite3.connect`` plus one query of the same file.
 - **reconcile**: two N-op journals differing by 100 ops (50 on each side)
@@ -152,47 +153,76 @@ def _raw_insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> float:
     return time.perf_counter() - t0
 
 
-def _append_at(ctx: Context, root: Path, n: int) -> tuple[Stats, Stats]:
-    """Signed appends into an ``n``-op journal vs raw executemany of the same rows."""
-    from aura_sync.protocols.journal import Journal
+class _Appender:
+    """One size of the append row: an ``n``-op journal and a raw copy of it, side by side."""
 
-    path = root / f"append-{n}.sqlite3"
-    filled(n, path)
-    raw_path = root / f"raw-{n}.sqlite3"
-    shutil.copy(path, raw_path)
-    raw = sqlite3.connect(raw_path, isolation_level=None)
-    raw.execute("PRAGMA journal_mode = WAL")
-    raw.execute("PRAGMA synchronous = FULL")
-    journal = Journal.open(path, identity=_identity())
-    raw.execute("INSERT OR IGNORE INTO authors VALUES (?, ?)", (journal.author.raw, b"k" * 32))
+    def __init__(self, root: Path, n: int) -> None:
+        from aura_sync.protocols.journal import Journal
+
+        path = root / f"append-{n}.sqlite3"
+        filled(n, path)
+        self.raw_path = root / f"raw-{n}.sqlite3"
+        shutil.copy(path, self.raw_path)
+        self.raw = sqlite3.connect(self.raw_path, isolation_level=None)
+        self.raw.execute("PRAGMA journal_mode = WAL")
+        self.raw.execute("PRAGMA synchronous = FULL")
+        self.journal = Journal.open(path, identity=_identity())
+        author = self.journal.author.raw
+        self.raw.execute("INSERT OR IGNORE INTO authors VALUES (?, ?)", (author, b"k" * 32))
+
+    def rep(self, per_rep: int) -> tuple[float, float]:
+        """Seconds to append ``per_rep`` signed ops, and to insert the same rows raw."""
+        payloads = [os.urandom(_PAYLOAD) for _ in range(per_rep)]
+        t0 = time.perf_counter()
+        ids: list[bytes] = []
+        for i in range(0, per_rep, _BATCH):
+            ids += self.journal.append_many(payloads[i : i + _BATCH])
+        dt = time.perf_counter() - t0
+        rows = [
+            (op.op_id, op.author.raw, op.seq, op.prev, op.payload, op.sig or None)
+            for k in range(0, len(ids), 128)
+            for op in self.journal.get_many(ids[k : k + 128])
+        ]
+        return dt, _raw_insert(self.raw, rows)
+
+    def close(self) -> None:
+        self.journal.close()
+        self.raw.close()
+        self.raw_path.unlink()
+
+
+def _append_rows(
+    ctx: Context, root: Path, sizes: tuple[int, ...]
+) -> dict[int, tuple[Stats, Stats]]:
+    """Signed appends into an ``n``-op journal vs raw executemany of the same rows, per size.
+
+    The sizes take turns, one repetition each (10k, 1M, 10k, 1M, ...), so a
+    slow spell of the machine falls on every size alike instead of on one
+    size's whole block: the ratio between sizes is the same run's.
+    """
     per_rep = _BATCH * (1 if ctx.size.name == "tiny" else _BATCHES_PER_REP)
-    ours: list[float] = []
-    base: list[float] = []
+    appenders: dict[int, _Appender] = {}
+    ours: dict[int, list[float]] = {n: [] for n in sizes}
+    base: dict[int, list[float]] = {n: [] for n in sizes}
     try:
+        for n in sizes:
+            appenders[n] = _Appender(root, n)
         for rep in range(ctx.size.reps + 1):
-            payloads = [os.urandom(_PAYLOAD) for _ in range(per_rep)]
-            t0 = time.perf_counter()
-            ids: list[bytes] = []
-            for i in range(0, per_rep, _BATCH):
-                ids += journal.append_many(payloads[i : i + _BATCH])
-            dt = time.perf_counter() - t0
-            rows = [
-                (op.op_id, op.author.raw, op.seq, op.prev, op.payload, op.sig or None)
-                for k in range(0, len(ids), 128)
-                for op in journal.get_many(ids[k : k + 128])
-            ]
-            b = _raw_insert(raw, rows)
-            if rep:
-                ours.append(per_rep / dt)
-                base.append(per_rep / b)
+            for n in sizes:
+                dt, b = appenders[n].rep(per_rep)
+                if rep:
+                    ours[n].append(per_rep / dt)
+                    base[n].append(per_rep / b)
     finally:
-        journal.close()
-        raw.close()
-        raw_path.unlink()
-    return (
-        Stats(f"Journal.append_many, {n:,} held", "ops/s", ours, n=per_rep),
-        Stats(f"sqlite3 executemany, {n:,} held", "ops/s", base, n=per_rep),
-    )
+        for appender in appenders.values():
+            appender.close()
+    return {
+        n: (
+            Stats(f"Journal.append_many, {n:,} held", "ops/s", ours[n], n=per_rep),
+            Stats(f"sqlite3 executemany, {n:,} held", "ops/s", base[n], n=per_rep),
+        )
+        for n in sizes
+    }
 
 
 def _open_rows(ctx: Context, path: Path, n: int) -> None:
@@ -485,8 +515,7 @@ def run(ctx: Context) -> None:
         root = Path(tmp)
         try:
             rates = {}
-            for n in sizes:
-                ours, raw = _append_at(ctx, root, n)
+            for n, (ours, raw) in _append_rows(ctx, root, sizes).items():
                 rates[n] = ours
                 ctx.compare(
                     f"journal append, {n:,} held",
