@@ -182,9 +182,7 @@ class IdIndex:
 
     def _sweep(self, piece: int, moved: list[bytes], arrivals: list[int]) -> None:
         """Write one slice's fresh ids to ``recent``, or with its recent rows to ``ids``."""
-        prefixes = b"".join([key[:PREFIX] for key in moved])
-        if len(prefixes) != PREFIX * len(moved):
-            raise ValueError("the id index takes 32-byte ids only")
+        prefixes = b"".join([key[:PREFIX] for key in moved])  # op ids: 32-byte hashes
         if (self._count // SLICES + piece) % LEVEL_SWEEPS:  # staggered over the slices
             self._conn.execute(_SWEEP, (prefixes, json.dumps(arrivals)))
             return
