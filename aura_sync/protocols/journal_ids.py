@@ -83,7 +83,8 @@ INDEX_SCHEMA: Final = (
 )
 _TIERS: Final = ("ids", "recent")
 _FRESH_ROWS: Final = f"SELECT substr(?1, key * {PREFIX} + 1, {PREFIX}), value FROM json_each(?2)"
-_IN_SLICE: Final = "prefix >= ?3 AND prefix < ?4"  # (the last slice: "prefix >= ?3")
+_IN_SLICE: Final = "prefix >= ?3 AND prefix < ?4"
+_ABOVE_ALL: Final = b"\xff" * (PREFIX + 1)  # the last slice's upper bound: above every prefix
 
 _CHUNK: Final = 400
 
@@ -186,14 +187,9 @@ class IdIndex:
         if (self._count // SLICES + piece) % LEVEL_SWEEPS:  # staggered over the slices
             self._conn.execute(_SWEEP, (prefixes, json.dumps(arrivals)))
             return
-        bounds: tuple[bytes, ...] = (bytes([piece]),)
-        level, delete = _LEVEL, f"DELETE FROM recent WHERE {_IN_SLICE}"
-        if piece + 1 < SLICES:
-            bounds += (bytes([piece + 1]),)
-        else:
-            level, delete = (q.replace(" AND prefix < ?4", "") for q in (level, delete))
-        self._conn.execute(level, (prefixes, json.dumps(arrivals), *bounds))
-        self._conn.execute(delete, (None, None, *bounds))
+        bounds = (bytes([piece]), bytes([piece + 1]) if piece + 1 < SLICES else _ABOVE_ALL)
+        self._conn.execute(_LEVEL, (prefixes, json.dumps(arrivals), *bounds))
+        self._conn.execute(f"DELETE FROM recent WHERE {_IN_SLICE}", (None, None, *bounds))
 
     def committed(self) -> None:
         """The transaction of the last :meth:`insert` committed (its sweeps stand)."""
