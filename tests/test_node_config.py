@@ -27,7 +27,7 @@ def test_defaults_need_no_file_and_no_flag() -> None:
     assert cfg.metrics_port is None
     assert cfg.bootstrap == ()
     assert cfg.pool.max_total_connections == 100
-    assert cfg.rate_limit.peer_burst == 6000  # NODE_RATE_LIMIT
+    assert cfg.rate_limit.peer_burst == 20000  # NODE_RATE_LIMIT
     assert cfg.rate_limit.adaptive and cfg.defence.enabled
     assert cfg.cache_max_keys == 1024
     assert not cfg.capabilities_required

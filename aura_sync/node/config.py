@@ -101,20 +101,20 @@ DEFAULT_LISTEN: Final = "127.0.0.1:7400"
 """Where a node listens unless told otherwise."""
 
 NODE_RATE_LIMIT: Final = RateLimitConfig(
-    global_ops_per_second=8000.0,
-    global_burst=8000,
-    peer_ops_per_second=3000.0,
-    peer_burst=6000,
+    global_ops_per_second=25000.0,
+    global_burst=25000,
+    peer_ops_per_second=10000.0,
+    peer_burst=20000,
     adaptive=True,
     adaptive_min_ops_per_second=1.0,
-    adaptive_max_ops_per_second=8000.0,
+    adaptive_max_ops_per_second=25000.0,
     adaptive_increase=50.0,
     adaptive_decrease=0.8,
 )
 """The node's limiter defaults, in work units of
-:func:`~aura_sync.protocols.admission.request_cost` (about 0.1 ms of serving each):
-one peer may take about 30 % of the serving actor's time (60 % in a burst),
-all peers together 80 %; AIMD on."""
+:func:`~aura_sync.protocols.admission.request_cost` (about 0.03 ms of serving each):
+one peer may take about 30 % of the serving actor's time (a burst of 0.6 s of
+it: a fresh peer's pull of ~120k ops), all peers together 75 %; AIMD on."""
 
 NODE_TRANSPORT: Final = TransportConfig(
     connect_timeout=5.0, keepalive_interval=10.0, idle_timeout=30.0
