@@ -344,9 +344,11 @@ def reconcile(
     """Make ``journal`` and ``remote`` hold the union; return the agreed fingerprint, if any.
 
     With ``push_limit``, at most that many ops are pushed (the rest is left to the
-    remote's own pulls and later runs).  Returns None when the remote's final
-    full-range fingerprint differs from ours (it changed meanwhile, or pushes were
-    cut); raises what the remote's calls raise.
+    remote's own pulls and later runs); none to a :class:`Chained` remote holding
+    :data:`CHAIN_AT_LEAST` ops fewer than we do (it pulls our chains itself).
+    Returns None when the remote's final full-range fingerprint differs from ours
+    (it changed meanwhile, or pushes were cut or left to it); raises what the
+    remote's calls raise.
     """
     progress = progress if progress is not None else Progress()
     theirs = (yield from remote.digests((FULL_RANGE,)))[0]
@@ -356,6 +358,12 @@ def reconcile(
         yield from _pull_chains(journal, remote, theirs.count - len(journal), batch_size, progress)
         if theirs.fingerprint == journal.digest().fingerprint:
             return theirs.fingerprint
+    elif isinstance(remote, Chained) and len(journal) - theirs.count >= CHAIN_AT_LEAST:
+        # The peer is far behind: its own sessions pull our chains by seq.  Pushing too
+        # would walk the tree on both sides and send each op twice.
+        push_limit = 0
+        if not theirs.count:
+            return None
     held = len(journal)  # before the listings: pulled ids are missing unless it grew since
     pull: list[bytes] = []
     push: list[bytes] | None = None if push_limit == 0 else []
