@@ -204,3 +204,17 @@ def test_a_chain_piece_is_queued_whole_or_filtered_like_any_reply() -> None:
     assert buffer.take_piece(author, 0, 127, gap) == (0, False)
     assert buffer.flush() == 384 == len(a)  # 128..215 never came: 0..127 is dropped
     assert {op.seq for op in a.ops_by(author)} == set(range(216, 600))
+
+
+def test_a_peer_far_behind_is_left_to_pull_our_chains_itself() -> None:
+    a, b = _journal(), _journal()
+    _fill(a, 5000, b"a")
+    empty = ChainedRemote(b)
+    agreed, progress = _sync(a, empty)  # b holds nothing: one digest, no walk, no push
+    assert agreed is None and progress.pushed == progress.sent == 0 and len(b) == 0
+    assert empty.windows == {}
+    _fill(b, 10, b"b")  # b now holds ops a lacks, and still lacks 5000 of a's
+    agreed, progress = _sync(a, ChainedRemote(b))
+    assert agreed is None and len(a) == 5010 and progress.pushed == 0 and len(b) == 10
+    agreed, progress = _sync(b, ChainedRemote(a))  # b's own session pulls by chain
+    assert agreed == a.digest().fingerprint == b.digest().fingerprint and len(b) == 5010
