@@ -22,17 +22,21 @@ Layer: runtime (protocols); pure, no I/O (the bucket read is a callback).
 
 from __future__ import annotations
 
+import json
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Final
 
-__all__ = ["BUCKET_BITS", "FAN_BITS", "RangeSums"]
+__all__ = ["BUCKET_BITS", "COUNT_BITS", "FAN_BITS", "RangeSums"]
 
 BUCKET_BITS: Final = 16
 """Buckets are cut by the first ``BUCKET_BITS`` bits of an id (65,536 buckets)."""
 
 FAN_BITS: Final = 4
 """Each level above the buckets sums ``2**FAN_BITS`` entries of the level below."""
+
+COUNT_BITS: Final = 40
+"""Bits of a bucket's count in :meth:`RangeSums.dirty_packed` (a journal holds < 2**40 ops)."""
 
 _PENDING_MAX: Final = 65_536
 """Ids added before the levels above the buckets are brought up to date without a read."""
@@ -137,12 +141,15 @@ class RangeSums:
                 counts[p] = sum(below_c[p * fan : (p + 1) * fan])
                 sums[p] = sum(below_s[p * fan : (p + 1) * fan])
 
-    def dirty_rows(self) -> list[tuple[int, int, bytes]]:
-        """The dirty buckets as ``(bucket, count, sum mod 2**256)`` rows (the caller clears)."""
+    def dirty_packed(self) -> tuple[str, bytes]:
+        """The dirty buckets, packed for one SQL statement (the caller clears ``dirty``): a
+        JSON array of ``bucket << COUNT_BITS | count`` and their sums mod 2**256, 32 bytes
+        each, in the same order."""
         counts, sums = self.levels[0]
-        return [
-            (b, counts[b], (sums[b] % (1 << 256)).to_bytes(32, "big")) for b in sorted(self.dirty)
-        ]
+        dirty = sorted(self.dirty)
+        keys = json.dumps([b << COUNT_BITS | counts[b] for b in dirty])
+        mod = (1 << 256) - 1
+        return keys, b"".join([(sums[b] & mod).to_bytes(32, "big") for b in dirty])
 
     def _prefix(self, bucket: int) -> tuple[int, int]:
         """(count, sum) of the buckets ``0 .. bucket - 1``: at most 15 entries per level."""
