@@ -40,7 +40,7 @@ class Checkpointer:
         self._wake = threading.Event()
         self._stopping = False
         self.passes = 0
-        """Checkpoints run so far (read by tests and ``verify``)."""
+        """Checkpoints run so far."""
         self._thread = threading.Thread(
             target=self._run, name=f"aura-checkpoint:{os.path.basename(path)}", daemon=True
         )
