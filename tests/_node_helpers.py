@@ -12,6 +12,7 @@ from typing import Any
 from _tls_helpers import tls_retry
 from OpenSSL import SSL
 
+from aura_sync.actors._mailbox import WAKE
 from aura_sync.actors.address import ActorAddress
 from aura_sync.effects import ManualClock
 from aura_sync.node.config import load_config
@@ -106,24 +107,30 @@ def read_until_closed(sock: socket.socket, conn: SSL.Connection, timeout: float 
 
 class VirtualTime:
     """Drives nodes on a ManualClock: time advances in steps, and between steps the
-    actors in ``addresses`` drain their mailboxes."""
+    actors in ``addresses`` handle everything sent to them (see :meth:`settle`)."""
 
     def __init__(self, clock: ManualClock, step: float = 0.05) -> None:
         self.clock = clock
         self.step = step
         self.addresses: list[ActorAddress] = []
 
-    def settle(self) -> None:
-        """Let the actor threads drain their mailboxes (two quiet looks in a row)."""
-        quiet = 0
-        for _ in range(2000):
-            if all(a.queued() == 0 for a in self.addresses):
-                quiet += 1
-                if quiet >= 2:
-                    return
-            else:
-                quiet = 0
-            _TICK.wait(0.0005)
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until the actors are quiet: two rounds in a row in which every mailbox
+        was empty before and after a barrier ask to each actor (a WAKE is answered once
+        every message queued before it was handled; an empty mailbox alone does not say
+        that its actor finished the message it took, and on a loaded machine stepping
+        on early lets timers such as heartbeats bunch up). Fails after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        clean = 0
+        while clean < 2:
+            if time.monotonic() > deadline:
+                busy = {str(a): a.queued() for a in self.addresses if a.queued()}
+                raise AssertionError(f"actors not quiet after {timeout} s: {busy}")
+            empty = all(a.queued() == 0 for a in self.addresses)
+            for address in self.addresses:
+                address.ask(WAKE, timeout=max(0.1, deadline - time.monotonic()))
+            empty = empty and all(a.queued() == 0 for a in self.addresses)
+            clean = clean + 1 if empty else 0
 
     def run(self, seconds: float, until: Callable[[], bool] | None = None) -> bool:
         """Advance up to ``seconds`` of virtual time, stopping early once ``until()`` holds."""
