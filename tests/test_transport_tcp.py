@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import logging
 import selectors
 import socket
 import threading
@@ -308,6 +309,35 @@ def test_client_with_non_ed25519_certificate_is_refused(make: Callable[..., TcpT
     assert refusal.kind is RefusalKind.HANDSHAKE and "Ed25519" in refusal.reason
     assert server.stats().handshake_failures == 1
     assert events.of(Connected) == []
+
+
+def test_a_peer_speaking_another_protocol_version_is_closed_at_its_hello(
+    make: Callable[..., TcpTransport], caplog: pytest.LogCaptureFixture
+) -> None:
+    # 0.1.0 spoke version 1 with unsigned ops: such a peer hears our version and is closed
+    # before any frame of its format is read, with a reason naming both versions
+    caplog.set_level(logging.DEBUG, logger="aura_sync.transport")
+    events = Recorder(reply=_echo_digest)
+    server = make()
+    listener = server.listen("127.0.0.1:0", events)
+    old = 1
+    assert old != PROTOCOL_VERSION
+    sock, conn = raw_tls_client(NodeIdentity.generate(), listener.address, server.local_id)
+    try:
+        hello = encode_frame(codec.encode(Hello(old, "")))
+        tls_retry(sock, lambda: conn.sendall(hello))
+        received = _read_until_closed(conn)
+    finally:
+        sock.close()
+    first = codec.decode(FrameDecoder(FAST.max_frame_size).feed(received)[0])
+    assert isinstance(first, Hello) and first.protocol_version == PROTOCOL_VERSION
+    assert events.poll(lambda: server.stats().protocol_violations == 1)
+    assert events.of(Connected) == []
+    wanted = f"unsupported protocol version {old} (this node speaks {PROTOCOL_VERSION})"
+    assert events.poll(lambda: wanted in caplog.text), caplog.text
+
+    good = make().connect(server.local_id, listener.address)
+    assert good.request(DigestRequest(), 5).result(5) == DigestReply(())
 
 
 def test_plaintext_client_is_refused_and_listener_keeps_serving(

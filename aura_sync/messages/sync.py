@@ -91,8 +91,9 @@ __all__ = [
     "tree_range",
 ]
 
-PROTOCOL_VERSION: Final = 1
-"""The wire protocol version a node announces in :class:`Hello`."""
+PROTOCOL_VERSION: Final = 2
+"""The wire protocol version a node announces in :class:`Hello`; a peer announcing another
+is closed at its Hello.  2: signed, chained ops (0.1.0 spoke 1, with unsigned ops)."""
 
 OP_ID_SIZE: Final = 32
 """Size of an op id (a SHA-256 digest), in bytes."""
