@@ -106,6 +106,7 @@ def _fill(path: Path, n: int) -> None:
                 f" JOIN sweeps s ON s.slice = {_FIRST_BYTE} JOIN levelled l ON l.slice = s.slice"
                 f" WHERE o.arrival > {low} AND o.arrival <= {high} ORDER BY 1, 2"
             )
+        raw.execute("DELETE FROM fresh")  # the empty journal's: the open below rebuilds it
         raw.execute("UPDATE meta SET value = 1 WHERE name = 'clean'")
     finally:
         raw.close()

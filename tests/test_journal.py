@@ -371,6 +371,56 @@ def test_an_unclean_shutdown_runs_the_integrity_check(
     assert "journal_unclean" not in caplog.text  # once: the last close was clean
 
 
+def test_a_clean_reopen_loads_the_fresh_ids_from_their_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_FILE_NAME
+    with _open(path) as journal:
+        ids = journal.append_many([b"op-%d" % i for i in range(50)])
+    # a clean open reads the snapshot, not the op rows: an id changed in ``ops`` alone is
+    # not seen, and verify reports that the two disagree
+    other = b"\x00" * 32
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE ops SET id = ? WHERE id = ?", (other, ids[0]))
+    raw.close()
+    with _open(path) as journal:
+        assert journal.has(ids[0]) and not journal.has(other)
+        report = {name: ok for name, ok, _ in journal.verify()}
+    assert report["id_index"] is False
+
+
+def test_after_a_kill_the_fresh_ids_come_from_the_ops_not_an_older_snapshot(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / JOURNAL_FILE_NAME
+    with _open(path) as journal:
+        first = journal.append(b"before the snapshot")
+    later = _append_and_kill(path, ME)  # appended after the clean close, then killed
+    with _open(path) as journal:
+        assert set(journal.all_ids()) == {first} | later
+        assert all(journal.has(key) for key in later)
+        assert all(ok for _, ok, _ in journal.verify())
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        ("UPDATE fresh SET arrival = arrival - 1", "of op #2"),  # a snapshot of another state
+        ("UPDATE fresh SET ids = substr(ids, 1, 39)", "(39 bytes)"),  # cut inside an entry
+    ],
+)
+def test_a_snapshot_that_does_not_match_its_journal_is_refused(
+    tmp_path: Path, change: str, what: str
+) -> None:
+    path = tmp_path / JOURNAL_FILE_NAME
+    with _open(path) as journal:
+        journal.append_many([b"a", b"b", b"c"])
+    with sqlite3.connect(path) as raw:
+        raw.execute(change)
+    raw.close()
+    with pytest.raises(JournalCorrupt, match="fresh-id snapshot") as info:
+        _open(path)
+    assert what in str(info.value) and str(path) in str(info.value)
+
+
 def test_verify_finds_a_tampered_row(tmp_path: Path) -> None:
     path = tmp_path / JOURNAL_FILE_NAME
     with _open(path) as journal:
@@ -408,6 +458,7 @@ def test_foreign_old_and_wrong_schema_databases_are_refused(tmp_path: Path) -> N
         2: "CREATE TABLE ops (arrival INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE)",  # one index
         3: "CREATE TABLE ids (id BLOB PRIMARY KEY, arrival INTEGER) WITHOUT ROWID",  # whole ids
         4: "CREATE TABLE ids (prefix BLOB, arrival INTEGER)",  # one swept table of prefixes
+        5: "CREATE TABLE recent (prefix BLOB, arrival INTEGER)",  # no fresh-id snapshot
     }
     for version, table in earlier.items():
         path = tmp_path / f"v{version}.db"

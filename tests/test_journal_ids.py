@@ -4,9 +4,10 @@ failed commits and reopens.
 The machine drives :class:`IdIndex` alone on a minimal ``ops`` table (arrival,
 id), as the journal does inside its transactions, with a sweep an op and half
 the sweeps going on to ``ids``: ids move between the three tiers, a failed
-commit undoes its sweeps, a reopen rebuilds the fresh tier from the sweep
-marks.  The swept tiers key by 8-byte prefixes; real op ids are hashes, so
-sharing 8 bytes takes ~2**32 tries, and here many drawn ids share them.
+commit undoes its sweeps, a reopen after a crash rebuilds the fresh tier from
+the sweep marks, and one after a clean close loads the tier's snapshot.  The
+swept tiers key by 8-byte prefixes; real op ids are hashes, so sharing 8
+bytes takes ~2**32 tries, and here many drawn ids share them.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Index(RuleBasedStateMachine):
         self.path = Path(self.dir) / "ids.sqlite3"
         self.conn = _database(self.path)
         self.index = IdIndex(self.conn)
-        self.index.load()
+        self.index.load(str(self.path), clean=False, last=0)
         self.model: dict[bytes, int] = {}
         self.absent: set[bytes] = set()
 
@@ -107,12 +108,18 @@ class Index(RuleBasedStateMachine):
     def insert_then_fail(self, batch: list[bytes]) -> None:
         self._insert(batch, commit=False)
 
-    @rule()
-    def reopen(self) -> None:
+    @rule(clean=st.booleans())
+    def reopen(self, clean: bool) -> None:
+        """Reopen after a clean close (the fresh tier saved) or a crash (rebuilt from ops)."""
+        last = len(self.model)
+        if clean:
+            self.conn.execute("BEGIN")
+            self.index.save(last)
+            self.conn.execute("COMMIT")
         self.conn.close()
         self.conn = sqlite3.connect(self.path, isolation_level=None)
         self.index = IdIndex(self.conn)
-        self.index.load()
+        self.index.load(str(self.path), clean=clean, last=last)
 
     @rule(data=st.data())
     def lookups_match(self, data: st.DataObject) -> None:
@@ -158,7 +165,7 @@ def index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[IdIndex]:
     monkeypatch.setattr(journal_ids, "STEP_OPS", 1)
     conn = _database(tmp_path / "ids.sqlite3")
     index = IdIndex(conn)
-    index.load()
+    index.load(str(tmp_path), clean=False, last=0)
     yield index
     conn.close()
 

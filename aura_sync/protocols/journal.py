@@ -29,10 +29,11 @@ Fingerprints (:mod:`~aura_sync.protocols.journal_index`)
     the ids of at most the two buckets at its edges (read once per request).
 
 Storage and losses
-    SQLite (WAL, ``synchronous=FULL``, 4 KiB pages), schema version 5; ops
+    SQLite (WAL, ``synchronous=FULL``, 4 KiB pages), schema version 6; ops
     are stored in arrival order, SQLite's indexes order (author, seq) and,
     in three tiers (:mod:`~aura_sync.protocols.journal_ids`), the ids — no
-    in-memory copy of every id; open does no full scan.  A 0-byte,
+    in-memory copy of every id; open does no full scan (after a clean close
+    it reads no op row).  A 0-byte,
     truncated, foreign or older-version file is refused
     (:class:`~aura_sync.errors.JournalCorrupt`), never re-created; a journal
     behind its high-water-mark sidecar is refused; after an unclean
@@ -96,7 +97,7 @@ _log = logging.getLogger("aura_sync.protocols.journal")
 APPLICATION_ID: Final = 0x41555241
 """SQLite ``application_id`` of a journal database ("AURA")."""
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """SQLite ``user_version`` of the current journal schema."""
 
 JOURNAL_FILE_NAME: Final = "journal.sqlite3"
@@ -137,7 +138,7 @@ AUTOCHECKPOINT_PAGES: Final = 20_000
 """WAL pages (~80 MiB) at which the writer checkpoints in its own commit: the bound should
 the background checkpointer fall behind."""
 
-_TABLES: Final = ["authors", "buckets", "ids", "meta", "ops", "recent", "sweeps"]
+_TABLES: Final = ["authors", "buckets", "fresh", "ids", "meta", "ops", "recent", "sweeps"]
 _SYNC_MODES: Final = ("NORMAL", "FULL")
 _SNAPSHOT: Final = (
     f"INSERT OR REPLACE INTO buckets SELECT value >> {COUNT_BITS},"
@@ -268,7 +269,7 @@ class Journal(TreeViews):
                 )
             if mark is None and self._arrival:
                 _log.warning("event=journal_hwm_missing path=%s", name)
-        self._index.load()
+        self._index.load(name, meta.get("clean", 0) == 1, self._arrival)
         self._sums.load(conn.execute("SELECT b, count, total FROM buckets"))
         indexed = meta.get("indexed", 0)
         tail = [row[0] for row in conn.execute("SELECT id FROM ops WHERE arrival > ?", (indexed,))]
@@ -663,7 +664,8 @@ class Journal(TreeViews):
     # --- closing -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Persist the aggregates, mark a clean shutdown, checkpoint and close.  Idempotent."""
+        """Persist the aggregates and the fresh ids, mark a clean shutdown, checkpoint and
+        close.  Idempotent."""
         with self._lock:
             if self._closed:
                 return
@@ -674,6 +676,7 @@ class Journal(TreeViews):
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("BEGIN IMMEDIATE")
                     self._write_snapshot(self._arrival)
+                    self._index.save(self._arrival)
                     self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('clean', 1)")
                     self._conn.execute("COMMIT")
                     self._sums.dirty.clear()

@@ -35,11 +35,15 @@ deletes per id instead of 1 write.  Measured (1000-op batches alternating
 with a 10k-op journal, one locked run): at 10M held 0.68-0.69x the 10k
 rate with one table, 0.73-0.78x with two; at 1M ~0.8x either way.
 
-Open: the ``sweeps`` table records, per slice, the arrival number of its
-last sweep (``meta`` 'sweep' the number of sweeps done): an op is swept iff
-its arrival is at most its slice's mark, so open rebuilds the fresh tier
-exactly, reading only the ops that arrived after the oldest mark (about
-``256 * STEP_OPS`` plus the last batch), whatever n.  Reads ask all tiers:
+Open: a clean close stores the fresh tier in ``fresh`` (one row: the
+journal's last arrival number and the ids with their arrivals, 40 bytes
+each, a few MB), so a clean open reads that blob and no op row.  After an
+unclean shutdown the tier is rebuilt from ``ops``: the ``sweeps`` table
+records, per slice, the arrival number of its last sweep (``meta`` 'sweep'
+the number of sweeps done); an op is swept iff its arrival is at most its
+slice's mark, so open reads only the ops that arrived after the oldest
+mark (about ``256 * STEP_OPS`` plus the last batch), whatever n, but whole
+rows with their payloads (cold, 1 KiB payloads: ~1 s).  Reads ask all tiers:
 lookups one statement over both tables, ordered ranges a lazy merge of both
 (about ``limit`` ops rows read) and the fresh tier.  A sweep's rows and
 arrivals are kept until its transaction ends, so a failed commit puts them
@@ -55,10 +59,13 @@ import heapq
 import itertools
 import json
 import sqlite3
+import struct
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Final
+
+from aura_sync.errors import JournalCorrupt
 
 __all__ = ["INDEX_SCHEMA", "LEVEL_SWEEPS", "PREFIX", "SLICES", "STEP_OPS", "IdIndex", "rollback"]
 
@@ -80,7 +87,9 @@ INDEX_SCHEMA: Final = (
     "CREATE TABLE recent (prefix BLOB NOT NULL, arrival INTEGER NOT NULL,"
     " PRIMARY KEY (prefix, arrival)) WITHOUT ROWID",
     "CREATE TABLE sweeps (slice INTEGER PRIMARY KEY, arrival INTEGER NOT NULL)",
+    "CREATE TABLE fresh (arrival INTEGER PRIMARY KEY, ids BLOB NOT NULL)",
 )
+_ENTRY: Final = struct.Struct(">32sQ")  # a fresh id and its arrival number, in ``fresh``
 _TIERS: Final = ("ids", "recent")
 _FRESH_ROWS: Final = f"SELECT substr(?1, key * {PREFIX} + 1, {PREFIX}), value FROM json_each(?2)"
 _IN_SLICE: Final = "prefix >= ?3 AND prefix < ?4"
@@ -129,20 +138,43 @@ class IdIndex:
         """How many ids the fresh tier holds."""
         return len(self._arrival)
 
-    def load(self) -> None:
-        """Fill the fresh tier from the ops no sweep has covered yet."""
+    def load(self, name: str, clean: bool, last: int) -> None:
+        """Fill the fresh tier: from the snapshot of a ``clean`` close of the journal
+        ``name`` whose last arrival number is ``last``, else from the ops no sweep has
+        covered yet.  Raises :class:`~aura_sync.errors.JournalCorrupt` for a snapshot of
+        another state or size."""
         conn = self._conn
+        row = conn.execute("SELECT value FROM meta WHERE name = 'sweep'").fetchone()
+        self._count = 0 if row is None else row[0]
+        snapshot = conn.execute("SELECT arrival, ids FROM fresh").fetchone() if clean else None
+        if snapshot is not None:
+            arrival, blob = snapshot
+            if arrival != last or not isinstance(blob, bytes) or len(blob) % _ENTRY.size:
+                size = len(blob) if isinstance(blob, bytes) else type(blob).__name__
+                raise JournalCorrupt(
+                    f"journal {name!r}: its fresh-id snapshot is of op #{arrival} ({size} "
+                    f"bytes), not of its last op #{last} in {_ENTRY.size}-byte entries"
+                )
+            self._arrival = dict(_ENTRY.iter_unpack(blob))
+            for key in self._arrival:
+                self._slices[key[0]].append(key)
+            return
         marks = [0] * SLICES  # arrival number of each slice's last sweep
         for piece, arrival in conn.execute("SELECT slice, arrival FROM sweeps"):
             marks[piece] = arrival
-        row = conn.execute("SELECT value FROM meta WHERE name = 'sweep'").fetchone()
-        self._count = 0 if row is None else row[0]
         for key, arrival in conn.execute(
             "SELECT id, arrival FROM ops WHERE arrival > ?", (min(marks),)
         ):
             if arrival > marks[key[0]]:
                 self._arrival[key] = arrival
                 self._slices[key[0]].append(key)
+
+    def save(self, last: int) -> None:
+        """Store the fresh tier for the next clean open (in the caller's transaction);
+        ``last``: the journal's last arrival number."""
+        blob = b"".join(itertools.starmap(_ENTRY.pack, self._arrival.items()))
+        self._conn.execute("DELETE FROM fresh")
+        self._conn.execute("INSERT INTO fresh VALUES (?, ?)", (last, blob))
 
     def _slice(self, piece: int) -> list[bytes]:
         """The fresh ids of one slice, sorted (appended ids are sorted when first read)."""
