@@ -242,9 +242,10 @@ class Journal(TreeViews):
         if sorted(tables) != _TABLES:
             raise JournalCorrupt(f"journal {name!r} has the wrong tables {sorted(tables)}")
         meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-        check = "integrity_check" if full_check or meta.get("clean", 0) != 1 else None
+        clean = meta.get("clean", 0) == 1  # the last close was clean
+        check = "integrity_check" if full_check or not clean else None
         if check is not None and exists:
-            if meta.get("clean", 0) != 1:
+            if not clean:
                 _log.warning("event=journal_unclean path=%s running integrity_check", name)
             problems = [row[0] for row in conn.execute(f"PRAGMA {check}")]
             if problems != ["ok"]:
@@ -269,7 +270,7 @@ class Journal(TreeViews):
                 )
             if mark is None and self._arrival:
                 _log.warning("event=journal_hwm_missing path=%s", name)
-        self._index.load(name, meta.get("clean", 0) == 1, self._arrival)
+        self._index.load(name, clean, self._arrival)
         self._sums.load(conn.execute("SELECT b, count, total FROM buckets"))
         indexed = meta.get("indexed", 0)
         tail = [row[0] for row in conn.execute("SELECT id FROM ops WHERE arrival > ?", (indexed,))]
